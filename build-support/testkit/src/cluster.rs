@@ -1,0 +1,284 @@
+//! A cluster of corosync daemons, one per network namespace, joined through a bridge
+//! that lives in a namespace of its own; faults are injected per node.
+
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, DEFAULT_TOKEN_MS};
+use crate::instance::Instance;
+use crate::node::{Node, STOP_GRACE};
+use crate::{net, process, HarnessError};
+
+/// How long [`ClusterBuilder::start`] waits for every node to see every other node,
+/// after all daemons answer.
+const DEFAULT_FORM_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often membership is polled.
+const MEMBERS_POLL: Duration = Duration::from_millis(100);
+/// How long [`Cluster::restart_daemon`] waits for the daemon to answer.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// N corosync daemons (node ids `1..=N`, node `i` at index `i - 1`), each in its own
+/// network namespace with address `10.213.0.ID/24` on `eth0`, all connected to one
+/// bridge.
+///
+/// Dropping the cluster stops the daemons and deletes the namespaces and the
+/// temporary directory before `drop` returns, also when a test panics.
+///
+/// The methods that inject faults panic when the harness itself fails (they are meant
+/// for tests); [`Cluster::wait_members`] returns an error instead, so a test can say
+/// what it expected.
+pub struct Cluster {
+    nodes: Vec<Node>,
+    bridge_ns: String,
+    token_ms: u32,
+    startup: Duration,
+    // Dropped after `Drop::drop` stopped the daemons: deletes namespaces and directory.
+    instance: Instance,
+}
+
+/// Configures a [`Cluster`]; made by [`Cluster::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "call .start() to start the cluster"]
+pub struct ClusterBuilder {
+    nodes: usize,
+    token_ms: u32,
+    form_timeout: Duration,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            token_ms: DEFAULT_TOKEN_MS,
+            form_timeout: DEFAULT_FORM_TIMEOUT,
+        }
+    }
+}
+
+impl ClusterBuilder {
+    /// Number of nodes (1..=254); default 3.
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.nodes = n;
+        self
+    }
+
+    /// Totem token timeout in milliseconds; default 1000. A crashed or cut-off node is
+    /// noticed after about this long (plus consensus, 1.2 × token). Lower is faster,
+    /// but below a few hundred ms a loaded machine sees spurious membership changes.
+    pub fn token_ms(mut self, ms: u32) -> Self {
+        self.token_ms = ms;
+        self
+    }
+
+    /// How long `start` waits for all nodes to see each other once every daemon
+    /// answers; default 30 s.
+    pub fn form_timeout(mut self, timeout: Duration) -> Self {
+        self.form_timeout = timeout;
+        self
+    }
+
+    /// Creates the namespaces and the bridge, starts all daemons, and waits until every
+    /// node reports all nodes as members. On failure everything made so far is removed.
+    pub fn start(self) -> Result<Cluster, HarnessError> {
+        let began = Instant::now();
+        let count = u32::try_from(self.nodes)
+            .ok()
+            .filter(|n| (1..=254).contains(n))
+            .ok_or_else(|| HarnessError::new(format!("{} nodes: need 1..=254", self.nodes)))?;
+        if self.token_ms == 0 {
+            return Err(HarnessError::new("token_ms must be > 0"));
+        }
+        let mut instance = Instance::create()?;
+        let bridge_ns = instance.add_netns("br")?;
+        let mut node_ns = Vec::new();
+        for id in 1..=count {
+            node_ns.push(instance.add_netns(&id.to_string())?);
+        }
+        // From here on, Cluster's Drop cleans up whatever the `?`s leave behind.
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            bridge_ns,
+            token_ms: self.token_ms,
+            startup: Duration::ZERO,
+            instance,
+        };
+        net::create_bridge(&cluster.bridge_ns)?;
+        let config = Config {
+            cluster_name: cluster.instance.name().to_string(),
+            token_ms: self.token_ms,
+            addrs: (1..=count).map(net::node_addr).collect(),
+        };
+        for (id, ns) in (1..=count).zip(node_ns) {
+            net::connect_node(&cluster.bridge_ns, &ns, id)?;
+            let node = Node::create(&cluster.instance, id, ns, net::node_addr(id), &config)?;
+            cluster.nodes.push(node);
+        }
+        for node in &cluster.nodes {
+            node.spawn_daemon()?;
+        }
+        for node in &cluster.nodes {
+            node.wait_ready(Duration::from_secs(20))?;
+        }
+        let all: Vec<u32> = (1..=count).collect();
+        for i in 0..cluster.nodes.len() {
+            cluster
+                .wait_members(i, &all, self.form_timeout)
+                .map_err(HarnessError::new)?;
+        }
+        cluster.startup = began.elapsed();
+        Ok(cluster)
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("name", &self.instance.name())
+            .field("token_ms", &self.token_ms)
+            .field("nodes", &self.nodes)
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Starts `n` nodes with the defaults of [`ClusterBuilder`] and waits until they
+    /// form one membership.
+    ///
+    /// # Panics
+    ///
+    /// If that fails or times out; the message includes the daemons' log tails.
+    pub fn start(n: usize) -> Cluster {
+        Self::builder()
+            .nodes(n)
+            .start()
+            .unwrap_or_else(|e| panic!("cpg-testkit: cannot start a {n}-node cluster:\n{e}"))
+    }
+
+    /// A builder with the defaults: 3 nodes, token 1000 ms.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    /// Node at index `i` (0-based; its node id is `i + 1`).
+    ///
+    /// # Panics
+    ///
+    /// If `i` is out of range.
+    pub fn node(&self, i: usize) -> &Node {
+        self.nodes.get(i).unwrap_or_else(|| {
+            panic!(
+                "cpg-testkit: node index {i} out of range (cluster of {})",
+                self.nodes.len()
+            )
+        })
+    }
+
+    /// All nodes, index `i` has node id `i + 1`.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The configured token timeout in milliseconds.
+    pub fn token_ms(&self) -> u32 {
+        self.token_ms
+    }
+
+    /// How long [`ClusterBuilder::start`] took, from creating namespaces to full
+    /// membership on every node.
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    /// SIGKILLs node `i`'s daemon and reaps it. The other nodes see it leave after
+    /// the token timeout. Does nothing if it is not running.
+    pub fn kill_daemon(&self, i: usize) {
+        self.node(i).kill_daemon();
+    }
+
+    /// SIGTERMs node `i`'s daemon and waits until it exits (at most 5 s, then SIGKILL).
+    pub fn stop_daemon(&self, i: usize) {
+        self.node(i).stop_daemon();
+    }
+
+    /// Starts node `i`'s daemon again with the same configuration and waits (at most
+    /// 20 s) until it answers; it may not have rejoined the others yet (use
+    /// [`Cluster::wait_members`]). If it is still running, it is left alone.
+    ///
+    /// # Panics
+    ///
+    /// If the daemon does not come up; the message includes its log tail.
+    pub fn restart_daemon(&self, i: usize) {
+        let node = self.node(i);
+        if let Err(e) = node
+            .spawn_daemon()
+            .and_then(|()| node.wait_ready(RESTART_TIMEOUT))
+        {
+            panic!("cpg-testkit: restart failed:\n{e}");
+        }
+    }
+
+    /// Cuts node `i` off the others: its port on the bridge goes down (and with it the
+    /// carrier of the node's `eth0`). The node's address stays configured, so the
+    /// daemon keeps running and forms a membership of its own.
+    ///
+    /// # Panics
+    ///
+    /// If `ip` fails.
+    pub fn partition(&self, i: usize) {
+        self.set_port(i, false);
+    }
+
+    /// Undoes [`Cluster::partition`]: the node's bridge port goes up again and the
+    /// memberships merge after a token timeout or so.
+    ///
+    /// # Panics
+    ///
+    /// If `ip` fails.
+    pub fn heal(&self, i: usize) {
+        self.set_port(i, true);
+    }
+
+    fn set_port(&self, i: usize, up: bool) {
+        let port = net::bridge_port(self.node(i).nodeid());
+        if let Err(e) = net::set_link(&self.bridge_ns, &port, up) {
+            panic!("cpg-testkit: cannot set node {}'s link: {e}", i + 1);
+        }
+    }
+
+    /// Waits until node `on`'s daemon reports exactly the node ids `expect` (any order)
+    /// as joined members (`runtime.members.ID.status` in cmap). Polls every 100 ms.
+    ///
+    /// On timeout the error says what the node reported last and ends with its log.
+    pub fn wait_members(&self, on: usize, expect: &[u32], timeout: Duration) -> Result<(), String> {
+        let node = self.node(on);
+        let mut want = expect.to_vec();
+        want.sort_unstable();
+        want.dedup();
+        let mut last = Err(String::from("not asked yet"));
+        let done = crate::wait_until(timeout, MEMBERS_POLL, || {
+            last = node.joined_members();
+            last.as_ref().is_ok_and(|got| *got == want)
+        });
+        if done {
+            return Ok(());
+        }
+        let last = match last {
+            Ok(got) => format!("members {got:?}"),
+            Err(e) => format!("no answer: {e}"),
+        };
+        Err(node
+            .error(&format!(
+                "expected members {want:?} within {timeout:?}; last seen: {last}"
+            ))
+            .into())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Stop all daemons at once; their graceful shutdowns overlap.
+        let mut children: Vec<_> = self.nodes.iter().filter_map(Node::take_daemon).collect();
+        let mut refs: Vec<_> = children.iter_mut().collect();
+        process::terminate_all(&mut refs, STOP_GRACE);
+        // `self.instance` drops next: namespaces, directory, watchdog.
+    }
+}

@@ -1,0 +1,77 @@
+//! The `corosync.conf` the harness writes for each daemon.
+//!
+//! Choices, deliberately:
+//! * `transport: knet`, no crypto: the traffic never leaves the test's namespaces.
+//! * Real-time scheduling is left at corosync's default (`SCHED_RR` 99). On a 2-core
+//!   machine a flooding client would otherwise starve the daemon and tokens would time
+//!   out, which shows up as spurious membership changes in tests.
+//! * `token` is set explicitly and `token_coefficient: 0`, so the token timeout is
+//!   exactly what the test asked for, whatever the node count. Clusters default to
+//!   [`DEFAULT_TOKEN_MS`] (fast fault detection, still far above the scheduling jitter
+//!   of an RR-99 daemon); the shared single node uses corosync's own default of 3 s,
+//!   since nothing there waits for a failure to be detected.
+//! * No quorum provider: CPG does not need quorum, and a partitioned minority must
+//!   keep working so tests can observe it.
+//! * Log to stderr only (the harness sends it to `corosync.log` in the node's
+//!   directory), with timestamps.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+/// Default token timeout of a [`crate::Cluster`], in milliseconds.
+pub(crate) const DEFAULT_TOKEN_MS: u32 = 1000;
+/// Token timeout of the [`crate::shared()`] node, in milliseconds (corosync's default).
+pub(crate) const SHARED_TOKEN_MS: u32 = 3000;
+
+/// What differs between the generated configurations.
+pub(crate) struct Config {
+    /// `totem.cluster_name`.
+    pub(crate) cluster_name: String,
+    /// `totem.token`, milliseconds.
+    pub(crate) token_ms: u32,
+    /// `ring0_addr` of node ids 1, 2, ...
+    pub(crate) addrs: Vec<Ipv4Addr>,
+}
+
+impl Config {
+    /// Renders the file.
+    pub(crate) fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = write!(
+            s,
+            "# Written by cpg-testkit.\n\
+             totem {{\n\
+             \x20   version: 2\n\
+             \x20   cluster_name: {}\n\
+             \x20   transport: knet\n\
+             \x20   crypto_cipher: none\n\
+             \x20   crypto_hash: none\n\
+             \x20   token: {}\n\
+             \x20   token_coefficient: 0\n\
+             }}\n\
+             nodelist {{\n",
+            self.cluster_name, self.token_ms
+        );
+        for (i, addr) in self.addrs.iter().enumerate() {
+            let id = i + 1;
+            let _ = write!(
+                s,
+                "    node {{\n\
+                 \x20       ring0_addr: {addr}\n\
+                 \x20       nodeid: {id}\n\
+                 \x20       name: node{id}\n\
+                 \x20   }}\n"
+            );
+        }
+        s.push_str(
+            "}\n\
+             logging {\n\
+             \x20   to_stderr: yes\n\
+             \x20   to_logfile: no\n\
+             \x20   to_syslog: no\n\
+             \x20   timestamp: on\n\
+             }\n",
+        );
+        s
+    }
+}

@@ -1,0 +1,336 @@
+//! One corosync daemon in its own network namespace.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::instance::Instance;
+use crate::{process, HarnessError};
+
+/// How long a daemon may take to answer after being started.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a daemon may take to exit on SIGTERM before it gets SIGKILL.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Lines of daemon log appended to error messages.
+const LOG_LINES: usize = 30;
+
+/// Starts corosync with its own `/run` (pid file and lock) and `/var/lib/corosync`,
+/// bound in a private mount namespace so nothing leaks to the host; `/dev/shm` stays
+/// shared because libqb's client and server map the same files. `exec` all the way
+/// down, so the spawned process's pid is corosync's pid. `$1` is the node directory.
+const LAUNCH: &str = "mount --bind \"$1/run\" /run && \
+                      mount --bind \"$1/lib\" /var/lib/corosync && \
+                      exec corosync -f -c \"$1/corosync.conf\"";
+
+/// One corosync daemon in its own network namespace.
+///
+/// A `Node` belongs to a [`crate::Cluster`] or is the [`crate::shared()`] node; the
+/// daemon is controlled through those.
+pub struct Node {
+    nodeid: u32,
+    netns: String,
+    addr: Ipv4Addr,
+    dir: PathBuf,
+    daemon: Mutex<Option<Child>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("nodeid", &self.nodeid)
+            .field("netns", &self.netns)
+            .field("addr", &self.addr)
+            .field("daemon_pid", &self.daemon_pid())
+            .finish()
+    }
+}
+
+impl Node {
+    /// Prepares the node's directory and configuration; does not start the daemon.
+    pub(crate) fn create(
+        instance: &Instance,
+        nodeid: u32,
+        netns: String,
+        addr: Ipv4Addr,
+        config: &Config,
+    ) -> Result<Self, HarnessError> {
+        let dir = instance.dir().join(format!("n{nodeid}"));
+        let io = |e: std::io::Error| HarnessError::new(format!("{}: {e}", dir.display()));
+        fs::create_dir_all(dir.join("run")).map_err(io)?;
+        fs::create_dir_all(dir.join("lib")).map_err(io)?;
+        fs::write(dir.join("corosync.conf"), config.render()).map_err(io)?;
+        Ok(Self {
+            nodeid,
+            netns,
+            addr,
+            dir,
+            daemon: Mutex::new(None),
+        })
+    }
+
+    /// The configured corosync node id.
+    pub fn nodeid(&self) -> u32 {
+        self.nodeid
+    }
+
+    /// Name of the node's network namespace (a file under `/run/netns`).
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
+
+    /// The node's ring0 address (inside its namespace).
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+
+    /// Runs `f` on the current thread with the thread switched into this node's network
+    /// namespace, then switches back (also when `f` panics).
+    ///
+    /// A libcpg connection created inside `f` talks to this node's daemon, and stays
+    /// connected to it after `enter` returns: the namespace only matters when the
+    /// connection is made. Calls may be nested (the previous namespace is restored).
+    ///
+    /// # Panics
+    ///
+    /// If the namespace cannot be entered. If switching back fails the process aborts,
+    /// since a test thread left in a foreign namespace would silently break others.
+    pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        let target = File::open(format!("/run/netns/{}", self.netns))
+            .unwrap_or_else(|e| panic!("cpg-testkit: cannot open namespace {}: {e}", self.netns));
+        let original = File::open("/proc/thread-self/ns/net")
+            .unwrap_or_else(|e| panic!("cpg-testkit: cannot open this thread's namespace: {e}"));
+        if let Err(e) = setns(&target) {
+            panic!("cpg-testkit: cannot enter namespace {}: {e}", self.netns);
+        }
+        let _restore = RestoreNetns(original);
+        f()
+    }
+
+    /// A command that runs `program` inside this node's network namespace (through
+    /// `ip netns exec`). Add arguments and run it as usual.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns]).arg(program);
+        cmd
+    }
+
+    /// Pid of the running daemon; `None` if it is stopped or has exited.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let mut daemon = self.lock();
+        let child = daemon.as_mut()?;
+        match child.try_wait() {
+            Ok(None) => Some(child.id()),
+            _ => None,
+        }
+    }
+
+    /// The last `lines` lines of the daemon's log (its stderr, all runs of it), for
+    /// failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        match fs::read(self.log_path()) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let all: Vec<&str> = text.lines().collect();
+                all[all.len().saturating_sub(lines)..].join("\n")
+            }
+            Err(e) => format!("(no log at {}: {e})", self.log_path().display()),
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("corosync.log")
+    }
+
+    fn pid_path(&self) -> PathBuf {
+        self.dir.join("daemon.pid")
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Child>> {
+        // A panic while holding the lock leaves the Option consistent: ignore poison.
+        self.daemon.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Formats `what` with the node and its log tail.
+    pub(crate) fn error(&self, what: &str) -> HarnessError {
+        HarnessError::new(format!(
+            "node {} (netns {}): {what}\n--- last {LOG_LINES} lines of {} ---\n{}\n---",
+            self.nodeid,
+            self.netns,
+            self.log_path().display(),
+            self.log_tail(LOG_LINES)
+        ))
+    }
+
+    /// Starts the daemon (if it is not running) and waits until it answers.
+    pub(crate) fn start_daemon(&self) -> Result<(), HarnessError> {
+        self.spawn_daemon()?;
+        self.wait_ready(READY_TIMEOUT)
+    }
+
+    /// Starts the daemon without waiting for it.
+    pub(crate) fn spawn_daemon(&self) -> Result<(), HarnessError> {
+        let mut daemon = self.lock();
+        if let Some(child) = daemon.as_mut() {
+            if matches!(child.try_wait(), Ok(None)) {
+                return Ok(());
+            }
+        }
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_err(|e| self.error(&format!("cannot open the log: {e}")))?;
+        let _ = writeln!(log, "=== cpg-testkit: starting corosync ===");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns])
+            .args(["unshare", "--mount", "--propagation", "private", "--"])
+            .args(["sh", "-c", LAUNCH, "cpg-testkit-launch"])
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .map_err(|e| self.error(&format!("cannot run {cmd:?}: {e}")))?;
+        // The watchdog kills what this file names if the test process dies.
+        let _ = fs::write(self.pid_path(), format!("{}\n", child.id()));
+        *daemon = Some(child);
+        Ok(())
+    }
+
+    /// Waits until the daemon answers `corosync-cmapctl`; fails early if it exits.
+    pub(crate) fn wait_ready(&self, timeout: Duration) -> Result<(), HarnessError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let mut daemon = self.lock();
+                let Some(child) = daemon.as_mut() else {
+                    return Err(self.error("the daemon is not running"));
+                };
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(self.error(&format!("corosync exited during startup ({status})")));
+                }
+            }
+            let last_err = match self.query(&["-g", "totem.cluster_name"]) {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                return Err(self.error(&format!(
+                    "corosync did not answer within {timeout:?} (last: {last_err})"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `corosync-cmapctl ARGS` in the namespace; stdout, or stderr as the error.
+    fn query(&self, args: &[&str]) -> Result<String, String> {
+        let out = self
+            .command("corosync-cmapctl")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run corosync-cmapctl: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    /// The node ids this daemon reports as joined members (sorted).
+    pub(crate) fn joined_members(&self) -> Result<Vec<u32>, String> {
+        let out = self.query(&["runtime.members"])?;
+        Ok(parse_joined(&out))
+    }
+
+    /// SIGKILL, reap.
+    pub(crate) fn kill_daemon(&self) {
+        let mut daemon = self.lock();
+        if let Some(mut child) = daemon.take() {
+            process::signal(&child, libc::SIGKILL);
+            let _ = child.wait();
+        }
+        let _ = fs::remove_file(self.pid_path());
+    }
+
+    /// SIGTERM, wait up to [`STOP_GRACE`], SIGKILL, reap.
+    pub(crate) fn stop_daemon(&self) {
+        let mut daemon = self.lock();
+        if let Some(mut child) = daemon.take() {
+            process::terminate_all(&mut [&mut child], STOP_GRACE);
+        }
+        let _ = fs::remove_file(self.pid_path());
+    }
+
+    /// Gives the daemon's process to the caller (for stopping several at once).
+    pub(crate) fn take_daemon(&self) -> Option<Child> {
+        let child = self.lock().take();
+        let _ = fs::remove_file(self.pid_path());
+        child
+    }
+}
+
+/// Parses `corosync-cmapctl runtime.members` output: the ids whose
+/// `runtime.members.ID.status` is `joined`.
+fn parse_joined(out: &str) -> Vec<u32> {
+    let mut ids: Vec<u32> = out
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("runtime.members.")?;
+            let (id, rest) = rest.split_once('.')?;
+            let value = rest.strip_prefix("status ")?.split_once(" = ")?.1;
+            (value.trim() == "joined").then(|| id.parse().ok())?
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+fn setns(ns: &File) -> std::io::Result<()> {
+    // SAFETY: setns only reads the fd, which `ns` keeps open for the call; switching
+    // the calling thread's network namespace does not affect memory safety.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Switches the thread back to the namespace it was in (on return and on unwind).
+struct RestoreNetns(File);
+
+impl Drop for RestoreNetns {
+    fn drop(&mut self) {
+        if let Err(e) = setns(&self.0) {
+            eprintln!("cpg-testkit: cannot switch the thread back to its network namespace: {e}");
+            std::process::abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_joined;
+
+    #[test]
+    fn joined_members_are_parsed_and_left_ones_ignored() {
+        let out = "runtime.members.1.config_version (u64) = 0\n\
+                   runtime.members.1.ip (str) = r(0) ip(10.213.0.1) \n\
+                   runtime.members.1.status (str) = joined\n\
+                   runtime.members.3.status (str) = left\n\
+                   runtime.members.2.status (str) = joined\n";
+        assert_eq!(parse_joined(out), vec![1, 2]);
+        assert!(parse_joined("").is_empty());
+    }
+}

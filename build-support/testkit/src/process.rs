@@ -1,0 +1,86 @@
+//! Small process helpers: run a command and report its stderr, signal and wait with a
+//! bound, detach into a new session.
+
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use crate::HarnessError;
+
+/// Runs `cmd` to completion; `Err` (with the command line and its stderr) unless it
+/// exits with status 0. Returns stdout.
+pub(crate) fn run(cmd: &mut Command) -> Result<String, HarnessError> {
+    let out = cmd
+        .output()
+        .map_err(|e| HarnessError::new(format!("cannot run {cmd:?}: {e}")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(HarnessError::new(format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Sends `sig` to `child` unless it has been reaped already (so the pid is still ours).
+pub(crate) fn signal(child: &Child, sig: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+        return;
+    };
+    // SAFETY: kill has no memory-safety preconditions. The pid belongs to our child,
+    // which has not been waited for (we hold `&Child`, and `Child::wait`/`try_wait`
+    // only reap through `&mut`), so it cannot have been reused by another process.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// Polls `child` until it exits (reaping it) or `timeout` passes; `true` if it exited.
+pub(crate) fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Ok(None) => {}
+            // Already reaped elsewhere (cannot happen here) or ECHILD: treat as gone.
+            Err(_) => return true,
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGTERM, wait up to `grace`, then SIGKILL and reap. Works on several children at
+/// once so their shutdowns overlap.
+pub(crate) fn terminate_all(children: &mut [&mut Child], grace: Duration) {
+    for child in children.iter() {
+        signal(child, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    for child in children.iter_mut() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !wait_exit(child, left) {
+            signal(child, libc::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Makes the spawned process a session leader of its own, so a Ctrl-C (SIGINT to the
+/// terminal's foreground process group) does not reach it.
+pub(crate) fn detach(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid,
+    // which is async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
