@@ -1,1 +1,70 @@
-//! placeholder
+//! Safe Rust bindings to Corosync's **closed process group** library (libcpg).
+//!
+//! A closed process group is a named set of processes across a Corosync cluster. Every
+//! member receives every message sent to the group in the same (agreed) order, and
+//! learns about members that join, leave, crash, or lose their node (virtual
+//! synchrony).
+//!
+//! - [`Handle`] owns a connection to the local daemon and finalizes it on drop.
+//! - Callbacks are closures ([`Handle::builder`]) or a [`Callbacks`] value; they run
+//!   inside [`Handle::dispatch`], borrow the received data (no copies, no allocation)
+//!   and may send, join and leave through their [`Connection`].
+//! - [`GroupName`] keeps names as bytes with a length: `"foo"` and the C convention
+//!   `"foo\0"` are different groups, both reachable on purpose.
+//! - [`Error`] names the failed operation and the libcpg code, and answers
+//!   [`is_retryable`](Error::is_retryable) and [`is_daemon_lost`](Error::is_daemon_lost).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use cpg::{DispatchMode, GroupName, Handle};
+//!
+//! let handle = Handle::builder()
+//!     .on_deliver(|_cpg, msg| {
+//!         println!("{} from node {} pid {}", msg.data.escape_ascii(), msg.nodeid, msg.pid)
+//!     })
+//!     .on_confchg(|_cpg, change| {
+//!         for gone in change.left {
+//!             println!("node {} pid {} left: {}", gone.nodeid(), gone.pid(), gone.reason());
+//!         }
+//!     })
+//!     .build()?;
+//!
+//! let group = GroupName::new("my-service")?;
+//! handle.join(&group)?;
+//! handle.send(b"hello")?;
+//! loop {
+//!     handle.dispatch(DispatchMode::One)?;
+//! }
+//! # Ok::<(), cpg::Error>(())
+//! ```
+//!
+//! # Threads
+//!
+//! Callbacks run on the thread that calls `dispatch`, whose stack must be well above
+//! 1 MiB (libcpg's receive buffer lives there). A handle is `Send`, not `Sync`.
+//!
+//! # Requirements
+//!
+//! A running corosync daemon (2.4 or later) that lets this user connect (root, or a
+//! `uidgid` entry in corosync's configuration).
+#![deny(missing_docs)]
+
+mod callbacks;
+mod error;
+mod handle;
+mod name;
+pub mod retry;
+mod types;
+
+pub use callbacks::{Callbacks, Closures, OnConfchg, OnDeliver, OnTotemConfchg, Unset};
+pub use error::{CsError, Error, Operation, OsError, Result};
+pub use handle::{Builder, Connection, Handle, Options, MAX_SEND_BUFFERS};
+pub use name::GroupName;
+pub use types::{
+    Address, ConfigChange, DispatchMode, Dispatched, FlowControl, Guarantee, Member, Message,
+    Reason, RingId, TotemChange,
+};
+
+/// The raw bindings this crate is built on.
+pub use corosync_sys as sys;

@@ -1,0 +1,328 @@
+//! Errors: every `cs_error_t` libcpg can return, the operation that returned it, and the
+//! mistakes this crate catches before C is called.
+
+use std::ffi::CStr;
+use std::fmt;
+
+use corosync_sys as sys;
+
+/// A `Result` whose error is this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The libcpg (or Rust-side) operation that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// `cpg_model_initialize`
+    Initialize,
+    /// `cpg_finalize`
+    Finalize,
+    /// `cpg_fd_get`
+    FdGet,
+    /// `cpg_dispatch`
+    Dispatch,
+    /// `cpg_join`
+    Join,
+    /// `cpg_leave`
+    Leave,
+    /// `cpg_mcast_joined`
+    Send,
+    /// `cpg_membership_get`
+    Membership,
+    /// `cpg_local_get`
+    LocalNodeId,
+    /// `cpg_max_atomic_msgsize_get`
+    MaxMessageSize,
+    /// `cpg_flow_control_state_get`
+    FlowControlState,
+    /// `cpg_zcb_alloc`
+    ZeroCopyAlloc,
+    /// `cpg_zcb_free`
+    ZeroCopyFree,
+    /// `cpg_zcb_mcast_joined`
+    ZeroCopySend,
+    /// `cpg_iteration_initialize`
+    IterationInitialize,
+    /// `cpg_iteration_next`
+    IterationNext,
+    /// `cpg_iteration_finalize`
+    IterationFinalize,
+    /// `poll(2)` on the handle's file descriptor (in [`Handle::dispatch_timeout`]).
+    ///
+    /// [`Handle::dispatch_timeout`]: crate::Handle::dispatch_timeout
+    Poll,
+}
+
+impl Operation {
+    /// The C function this operation calls.
+    pub fn c_name(self) -> &'static str {
+        match self {
+            Operation::Initialize => "cpg_model_initialize",
+            Operation::Finalize => "cpg_finalize",
+            Operation::FdGet => "cpg_fd_get",
+            Operation::Dispatch => "cpg_dispatch",
+            Operation::Join => "cpg_join",
+            Operation::Leave => "cpg_leave",
+            Operation::Send => "cpg_mcast_joined",
+            Operation::Membership => "cpg_membership_get",
+            Operation::LocalNodeId => "cpg_local_get",
+            Operation::MaxMessageSize => "cpg_max_atomic_msgsize_get",
+            Operation::FlowControlState => "cpg_flow_control_state_get",
+            Operation::ZeroCopyAlloc => "cpg_zcb_alloc",
+            Operation::ZeroCopyFree => "cpg_zcb_free",
+            Operation::ZeroCopySend => "cpg_zcb_mcast_joined",
+            Operation::IterationInitialize => "cpg_iteration_initialize",
+            Operation::IterationNext => "cpg_iteration_next",
+            Operation::IterationFinalize => "cpg_iteration_finalize",
+            Operation::Poll => "poll",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.c_name())
+    }
+}
+
+macro_rules! cs_codes {
+    ($( $(#[$doc:meta])* $variant:ident = $c:ident, )*) => {
+        /// A `cs_error_t` other than `CS_OK`: every code corosync 2.4–3.1 defines, plus
+        /// [`CsError::Unknown`] for codes a newer libcpg may add.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum CsError {
+            $( $(#[$doc])* $variant, )*
+            /// A code this crate does not know (the raw `cs_error_t` value).
+            Unknown(u32),
+        }
+
+        impl CsError {
+            /// Maps a raw `cs_error_t` (other than `CS_OK`) to its variant.
+            pub fn from_raw(code: u32) -> CsError {
+                match code {
+                    $( sys::$c => CsError::$variant, )*
+                    other => CsError::Unknown(other),
+                }
+            }
+
+            /// The raw `cs_error_t` value.
+            pub fn to_raw(self) -> u32 {
+                match self {
+                    $( CsError::$variant => sys::$c, )*
+                    CsError::Unknown(code) => code,
+                }
+            }
+
+            /// The C name of the code, such as `"CS_ERR_TRY_AGAIN"`.
+            pub fn c_name(self) -> &'static str {
+                match self {
+                    $( CsError::$variant => stringify!($c), )*
+                    CsError::Unknown(_) => "CS_ERR_UNKNOWN",
+                }
+            }
+        }
+    };
+}
+
+cs_codes! {
+    /// `CS_ERR_LIBRARY`: the connection to the daemon is gone (or could not be made).
+    Library = CS_ERR_LIBRARY,
+    /// `CS_ERR_VERSION`
+    Version = CS_ERR_VERSION,
+    /// `CS_ERR_INIT`
+    Init = CS_ERR_INIT,
+    /// `CS_ERR_TIMEOUT`
+    Timeout = CS_ERR_TIMEOUT,
+    /// `CS_ERR_TRY_AGAIN`: back-pressure, or nothing pending for a non-blocking dispatch.
+    TryAgain = CS_ERR_TRY_AGAIN,
+    /// `CS_ERR_INVALID_PARAM`
+    InvalidParam = CS_ERR_INVALID_PARAM,
+    /// `CS_ERR_NO_MEMORY`
+    NoMemory = CS_ERR_NO_MEMORY,
+    /// `CS_ERR_BAD_HANDLE`
+    BadHandle = CS_ERR_BAD_HANDLE,
+    /// `CS_ERR_BUSY`
+    Busy = CS_ERR_BUSY,
+    /// `CS_ERR_ACCESS`: the daemon refused this user (see corosync's `uidgid` config).
+    Access = CS_ERR_ACCESS,
+    /// `CS_ERR_NOT_EXIST`: for example leaving a group that was not joined.
+    NotExist = CS_ERR_NOT_EXIST,
+    /// `CS_ERR_NAME_TOO_LONG`
+    NameTooLong = CS_ERR_NAME_TOO_LONG,
+    /// `CS_ERR_EXIST`: for example joining a group twice.
+    Exist = CS_ERR_EXIST,
+    /// `CS_ERR_NO_SPACE`
+    NoSpace = CS_ERR_NO_SPACE,
+    /// `CS_ERR_INTERRUPT`: a fragmented send was cut by a membership change; resend it.
+    Interrupt = CS_ERR_INTERRUPT,
+    /// `CS_ERR_NAME_NOT_FOUND`
+    NameNotFound = CS_ERR_NAME_NOT_FOUND,
+    /// `CS_ERR_NO_RESOURCES`
+    NoResources = CS_ERR_NO_RESOURCES,
+    /// `CS_ERR_NOT_SUPPORTED`
+    NotSupported = CS_ERR_NOT_SUPPORTED,
+    /// `CS_ERR_BAD_OPERATION`
+    BadOperation = CS_ERR_BAD_OPERATION,
+    /// `CS_ERR_FAILED_OPERATION`
+    FailedOperation = CS_ERR_FAILED_OPERATION,
+    /// `CS_ERR_MESSAGE_ERROR`
+    MessageError = CS_ERR_MESSAGE_ERROR,
+    /// `CS_ERR_QUEUE_FULL`: back-pressure.
+    QueueFull = CS_ERR_QUEUE_FULL,
+    /// `CS_ERR_QUEUE_NOT_AVAILABLE`
+    QueueNotAvailable = CS_ERR_QUEUE_NOT_AVAILABLE,
+    /// `CS_ERR_BAD_FLAGS`
+    BadFlags = CS_ERR_BAD_FLAGS,
+    /// `CS_ERR_TOO_BIG`: for example a zero-copy send above the atomic message size.
+    TooBig = CS_ERR_TOO_BIG,
+    /// `CS_ERR_NO_SECTIONS`
+    NoSections = CS_ERR_NO_SECTIONS,
+    /// `CS_ERR_CONTEXT_NOT_FOUND`
+    ContextNotFound = CS_ERR_CONTEXT_NOT_FOUND,
+    /// `CS_ERR_TOO_MANY_GROUPS`
+    TooManyGroups = CS_ERR_TOO_MANY_GROUPS,
+    /// `CS_ERR_SECURITY`
+    Security = CS_ERR_SECURITY,
+}
+
+impl CsError {
+    /// The library's own description of the code (`cs_strerror`).
+    pub fn description(self) -> &'static str {
+        // SAFETY: cs_strerror accepts any value and returns a pointer to a static,
+        // NUL-terminated string (a fixed table; unknown codes get a generic text).
+        let text = unsafe { sys::cs_strerror(self.to_raw()) };
+        if text.is_null() {
+            return "unknown error";
+        }
+        // SAFETY: non-null, NUL-terminated, and static for the life of the process.
+        unsafe { CStr::from_ptr(text) }
+            .to_str()
+            .unwrap_or("unknown error")
+    }
+}
+
+impl fmt::Display for CsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.description(), self.c_name())?;
+        if let CsError::Unknown(code) = self {
+            write!(f, " code {code}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong.
+///
+/// Errors returned by libcpg are [`Error::Cs`], with the operation and the
+/// [`CsError`] code. Mistakes found on the Rust side, before C is called, have their own
+/// variants. Helpers answer the questions a caller usually has:
+/// [`is_retryable`](Error::is_retryable) and [`is_daemon_lost`](Error::is_daemon_lost).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// libcpg returned an error code.
+    #[error("{op} failed: {code}")]
+    Cs {
+        /// The operation that failed.
+        op: Operation,
+        /// The code libcpg returned.
+        code: CsError,
+    },
+    /// A group name longer than [`GroupName::MAX_LEN`](crate::GroupName::MAX_LEN) bytes.
+    #[error("group name is {len} bytes long; the limit is {max}")]
+    NameTooLong {
+        /// Length of the rejected name, in bytes.
+        len: usize,
+        /// The limit (128).
+        max: usize,
+    },
+    /// A vectored send with more buffers than libcpg can take.
+    #[error("{count} buffers in one send; libcpg takes at most {max}")]
+    TooManyBuffers {
+        /// Number of buffers passed.
+        count: usize,
+        /// The limit ([`MAX_SEND_BUFFERS`](crate::MAX_SEND_BUFFERS), 63).
+        max: usize,
+    },
+    /// A message larger than the path it was sent on allows.
+    #[error("message of {len} bytes is larger than the {max} bytes allowed here")]
+    MessageTooBig {
+        /// Length of the message, in bytes.
+        len: usize,
+        /// The limit that applied.
+        max: usize,
+    },
+    /// `dispatch` was called from inside one of the same handle's callbacks.
+    #[error("dispatch called from inside a callback of the same handle")]
+    ReentrantDispatch,
+    /// A callback panicked earlier; the handle stopped delivering and may have
+    /// discarded events, so it must be replaced by a new one.
+    #[error("a callback of this handle panicked; create a new handle")]
+    Poisoned,
+    /// A system call failed (for example `poll(2)` in
+    /// [`Handle::dispatch_timeout`](crate::Handle::dispatch_timeout)).
+    #[error("{op} failed: {source}")]
+    Os {
+        /// The operation that failed.
+        op: Operation,
+        /// The `errno` value.
+        #[source]
+        source: OsError,
+    },
+}
+
+/// An `errno` value, comparable (unlike `std::io::Error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", std::io::Error::from_raw_os_error(*.0))]
+pub struct OsError(pub i32);
+
+impl Error {
+    /// Converts a `cs_error_t` into `Ok(())` or the error of `op`.
+    pub(crate) fn check(op: Operation, code: sys::cs_error_t) -> Result<()> {
+        if code == sys::CS_OK {
+            Ok(())
+        } else {
+            Err(Error::Cs {
+                op,
+                code: CsError::from_raw(code),
+            })
+        }
+    }
+
+    /// The libcpg code, when the error came from libcpg.
+    pub fn code(&self) -> Option<CsError> {
+        match self {
+            Error::Cs { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The operation that failed, when the error came from a C call.
+    pub fn operation(&self) -> Option<Operation> {
+        match self {
+            Error::Cs { op, .. } | Error::Os { op, .. } => Some(*op),
+            _ => None,
+        }
+    }
+
+    /// Whether the same call may succeed later: back-pressure (`CS_ERR_TRY_AGAIN`,
+    /// `CS_ERR_QUEUE_FULL`) or a fragmented send interrupted by a membership change
+    /// (`CS_ERR_INTERRUPT`, which must be sent again whole).
+    ///
+    /// [`retry`](crate::retry::retry) retries exactly these.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.code(),
+            Some(CsError::TryAgain | CsError::QueueFull | CsError::Interrupt)
+        )
+    }
+
+    /// Whether the connection to the corosync daemon is lost (`CS_ERR_LIBRARY`).
+    ///
+    /// The handle is dead: every later call on it fails the same way. Drop it and make a
+    /// new one once the daemon is back.
+    pub fn is_daemon_lost(&self) -> bool {
+        self.code() == Some(CsError::Library)
+    }
+}

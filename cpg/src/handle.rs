@@ -1,0 +1,546 @@
+//! The handle that owns a connection to the corosync daemon, and the [`Connection`]
+//! operations shared by the handle and its callbacks.
+
+use std::io::IoSlice;
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::panic::resume_unwind;
+use std::ptr::NonNull;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use corosync_sys as sys;
+
+use crate::callbacks::{
+    Callbacks, Closures, Header, OnConfchg, OnDeliver, OnTotemConfchg, State, Unset,
+};
+use crate::error::{Error, OsError, Operation, Result};
+use crate::name::GroupName;
+use crate::retry::Backoff;
+use crate::types::{
+    ConfigChange, DispatchMode, Dispatched, FlowControl, Guarantee, Member, Message,
+    TotemChange,
+};
+
+/// The most buffers one vectored send may have.
+///
+/// libcpg copies the caller's iovecs after its own header into a fixed array of 64
+/// entries without checking the count; more than 63 would overflow its stack, so this
+/// crate refuses them with [`Error::TooManyBuffers`] before C is called.
+pub const MAX_SEND_BUFFERS: usize = 63;
+
+/// `cpg_initialize` is not safe to call concurrently (several threads initializing at
+/// once get `CS_ERR_LIBRARY`), so initialization is serialized. Only initialization:
+/// callbacks and every other call run without it.
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// The operations on a live libcpg connection: join, leave, send, membership, node id.
+///
+/// You never own one: [`Handle`] dereferences to it, and callbacks receive a
+/// `&Connection` that is valid only while they run. It cannot dispatch or close the
+/// connection, which is what makes sending from a callback safe.
+///
+/// A callback cannot keep it either: the reference is only valid during the call, and
+/// callbacks are `'static`:
+///
+/// ```compile_fail
+/// let mut kept: Option<&cpg::Connection> = None;
+/// let handle = cpg::Handle::builder()
+///     .on_deliver(move |cpg, _msg| kept = Some(cpg))
+///     .build();
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    raw: sys::cpg_handle_t,
+    /// Neither `Send` nor `Sync`: a `&Connection` given to a callback must stay on the
+    /// dispatching thread. [`Handle`] restores `Send` for the owner.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Connection {
+    /// A view of a handle that is live for as long as the view is used.
+    pub(crate) fn borrowed(raw: sys::cpg_handle_t) -> Connection {
+        Connection {
+            raw,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The raw libcpg handle, for calls this crate does not wrap. Do not finalize it.
+    pub fn as_raw(&self) -> sys::cpg_handle_t {
+        self.raw
+    }
+
+    /// Joins `group`: this process becomes a member, receives its messages and
+    /// membership changes, and may send to it.
+    ///
+    /// Errors: [`CsError::Exist`](crate::CsError::Exist) if already joined,
+    /// [`CsError::TryAgain`](crate::CsError::TryAgain) under back-pressure.
+    pub fn join(&self, group: &GroupName) -> Result<()> {
+        // SAFETY: `raw` is live (owned handle or inside its dispatch); libcpg only reads
+        // the name struct, which outlives the call.
+        let rc = unsafe { sys::cpg_join(self.raw, group.as_raw()) };
+        Error::check(Operation::Join, rc)
+    }
+
+    /// Leaves `group`. The other members see this process leave with
+    /// [`Reason::Leave`](crate::Reason::Leave).
+    pub fn leave(&self, group: &GroupName) -> Result<()> {
+        // SAFETY: as in `join`.
+        let rc = unsafe { sys::cpg_leave(self.raw, group.as_raw()) };
+        Error::check(Operation::Leave, rc)
+    }
+
+    /// Sends `message` to every group this handle joined, in agreed order.
+    ///
+    /// Messages above [`max_message_size`](Self::max_message_size) are fragmented by
+    /// libcpg (it may block while doing so). Back-pressure shows as a retryable error
+    /// ([`Error::is_retryable`]); see [`Handle::send_with_retry`].
+    pub fn send(&self, message: &[u8]) -> Result<()> {
+        self.send_with(Guarantee::Agreed, &[IoSlice::new(message)])
+    }
+
+    /// Sends the concatenation of `buffers` as one message, without copying them first.
+    ///
+    /// At most [`MAX_SEND_BUFFERS`] (63) buffers, else [`Error::TooManyBuffers`].
+    pub fn send_vectored(&self, buffers: &[IoSlice<'_>]) -> Result<()> {
+        self.send_with(Guarantee::Agreed, buffers)
+    }
+
+    /// Sends with an explicit delivery [`Guarantee`].
+    pub fn send_with(&self, guarantee: Guarantee, buffers: &[IoSlice<'_>]) -> Result<()> {
+        if buffers.len() > MAX_SEND_BUFFERS {
+            return Err(Error::TooManyBuffers {
+                count: buffers.len(),
+                max: MAX_SEND_BUFFERS,
+            });
+        }
+        // libcpg carries the total length in 32 bits.
+        let total: usize = buffers.iter().map(|b| b.len()).sum();
+        if total > u32::MAX as usize {
+            return Err(Error::MessageTooBig {
+                len: total,
+                max: u32::MAX as usize,
+            });
+        }
+        // SAFETY: IoSlice is guaranteed ABI-compatible with `struct iovec` on Unix; the
+        // slice and the memory it points to outlive the call, which only reads them;
+        // the count is at most 63, the bound libcpg's fixed array can hold.
+        let rc = unsafe {
+            sys::cpg_mcast_joined(
+                self.raw,
+                guarantee.to_raw(),
+                buffers.as_ptr().cast::<sys::iovec>(),
+                buffers.len() as std::ffi::c_uint,
+            )
+        };
+        Error::check(Operation::Send, rc)
+    }
+
+    /// The current members of `group`, as this node's daemon sees them.
+    pub fn members(&self, group: &GroupName) -> Result<Vec<Member>> {
+        const MAX: usize = sys::CPG_MEMBERS_MAX as usize;
+        // libcpg may write CPG_MEMBERS_MAX entries whatever count is passed in, so the
+        // buffer always has room for all of them.
+        let mut list = [sys::cpg_address::default(); MAX];
+        let mut count: std::ffi::c_int = MAX as std::ffi::c_int;
+        // SAFETY: `list` has CPG_MEMBERS_MAX entries; libcpg only reads the group name
+        // (the pointer is not const in the C prototype, but it is never written).
+        let rc = unsafe {
+            sys::cpg_membership_get(
+                self.raw,
+                (group.as_raw() as *const sys::cpg_name).cast_mut(),
+                list.as_mut_ptr(),
+                &mut count,
+            )
+        };
+        Error::check(Operation::Membership, rc)?;
+        let count = usize::try_from(count).unwrap_or(0).min(MAX);
+        Ok(list[..count]
+            .iter()
+            .map(|a| Member {
+                nodeid: a.nodeid,
+                pid: a.pid,
+            })
+            .collect())
+    }
+
+    /// The node id of the local node.
+    pub fn local_node_id(&self) -> Result<u32> {
+        let mut nodeid: std::ffi::c_uint = 0;
+        // SAFETY: valid handle and out pointer.
+        let rc = unsafe { sys::cpg_local_get(self.raw, &mut nodeid) };
+        Error::check(Operation::LocalNodeId, rc)?;
+        Ok(nodeid)
+    }
+
+    /// The largest message libcpg sends in one piece (about 1 MiB). Larger messages
+    /// sent with [`send`](Self::send) are fragmented; zero-copy sends cannot exceed it.
+    pub fn max_message_size(&self) -> Result<u32> {
+        let mut size: u32 = 0;
+        // SAFETY: valid handle and out pointer.
+        let rc = unsafe { sys::cpg_max_atomic_msgsize_get(self.raw, &mut size) };
+        Error::check(Operation::MaxMessageSize, rc)?;
+        Ok(size)
+    }
+
+    /// The flow-control state. libcpg always answers [`FlowControl::Disabled`] (the call
+    /// is a stub); real back-pressure shows as a retryable error from a send.
+    pub fn flow_control_state(&self) -> Result<FlowControl> {
+        let mut state: sys::cpg_flow_control_state_t = sys::CPG_FLOW_CONTROL_DISABLED;
+        // SAFETY: valid handle and out pointer.
+        let rc = unsafe { sys::cpg_flow_control_state_get(self.raw, &mut state) };
+        Error::check(Operation::FlowControlState, rc)?;
+        Ok(if state == sys::CPG_FLOW_CONTROL_ENABLED {
+            FlowControl::Enabled
+        } else {
+            FlowControl::Disabled
+        })
+    }
+}
+
+/// Options for a new [`Handle`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Options {
+    /// Deliver the current totem membership (ring id and nodes) right after join, not
+    /// only when it changes (`CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF`).
+    pub initial_totem_conf: bool,
+}
+
+/// A connection to the local corosync daemon, with its callbacks.
+///
+/// Created with [`Handle::new`] (a [`Callbacks`] value) or [`Handle::builder`]
+/// (closures). It dereferences to [`Connection`] for join, leave, send and queries.
+/// Events are delivered to the callbacks by [`dispatch`](Handle::dispatch) on the
+/// calling thread; the file descriptor ([`AsFd`]) becomes readable when events wait.
+///
+/// Dropping the handle finalizes the connection (the other members see this process
+/// leave every group it joined) and then frees the callbacks; [`close`](Handle::close)
+/// does the same and reports an error.
+///
+/// A handle is `Send` but not `Sync`: it can move to another thread, but only one
+/// thread at a time may use it, because dispatch runs the `FnMut` callbacks. To send
+/// from several threads, give each its own handle, or put one in a `Mutex` and drive
+/// dispatch with [`dispatch_timeout`](Handle::dispatch_timeout).
+///
+/// The thread that dispatches needs a stack well above 1 MiB: libcpg keeps its receive
+/// buffer (1 MiB) on the stack of `cpg_dispatch`. The main thread (8 MiB) is fine; give
+/// spawned threads `std::thread::Builder::stack_size(4 << 20)` or more.
+///
+/// A handle is not fork-safe: libcpg records the process id at join.
+#[derive(Debug)]
+pub struct Handle {
+    conn: Connection,
+    fd: RawFd,
+    state: NonNull<Header>,
+    free_state: unsafe fn(*mut Header),
+}
+
+// SAFETY: libcpg handles may be used from any thread (one at a time: Handle is not
+// Sync); the callback state is `Send` (Callbacks: Send) and only accessed by the thread
+// that dispatches.
+unsafe impl Send for Handle {}
+
+impl Handle {
+    /// Connects to the local corosync daemon with these callbacks.
+    ///
+    /// Fails with [`CsError::Library`](crate::CsError::Library) when no daemon is
+    /// running, and [`CsError::Access`](crate::CsError::Access) when it refuses this
+    /// user.
+    pub fn new<C: Callbacks>(callbacks: C) -> Result<Handle> {
+        Handle::with_options(callbacks, Options::default())
+    }
+
+    /// A builder that takes closures for the callbacks.
+    ///
+    /// ```no_run
+    /// let handle = cpg::Handle::builder()
+    ///     .on_deliver(|_cpg, msg| println!("{} bytes from {}", msg.data.len(), msg.sender()))
+    ///     .on_confchg(|_cpg, change| println!("{} members", change.members.len()))
+    ///     .build()?;
+    /// # Ok::<(), cpg::Error>(())
+    /// ```
+    pub fn builder() -> Builder<Unset, Unset, Unset> {
+        Builder {
+            callbacks: Closures::default(),
+            options: Options::default(),
+        }
+    }
+
+    /// Connects with these callbacks and options.
+    pub fn with_options<C: Callbacks>(callbacks: C, options: Options) -> Result<Handle> {
+        let flags = if options.initial_totem_conf {
+            sys::CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF
+        } else {
+            0
+        };
+        let mut model = State::<C>::model(flags);
+        let state = Box::into_raw(State::new(callbacks));
+        let mut raw: sys::cpg_handle_t = 0;
+        let rc = {
+            let _serialized = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: valid out pointer; the model data is a cpg_model_v1_data_t whose
+            // first field is the model, as libcpg expects for CPG_MODEL_V1, and libcpg
+            // copies it; the context is our state, freed only after cpg_finalize.
+            unsafe {
+                sys::cpg_model_initialize(
+                    &mut raw,
+                    sys::CPG_MODEL_V1,
+                    (&mut model as *mut sys::cpg_model_v1_data_t).cast::<sys::cpg_model_data_t>(),
+                    state.cast(),
+                )
+            }
+        };
+        // SAFETY: `state` came from Box::into_raw just above (repr(C): header first).
+        let header = unsafe { NonNull::new_unchecked(state.cast::<Header>()) };
+        if let Err(e) = Error::check(Operation::Initialize, rc) {
+            // SAFETY: initialization failed, so libcpg holds no reference to the state.
+            unsafe { State::<C>::free(header.as_ptr()) };
+            return Err(e);
+        }
+        let mut handle = Handle {
+            conn: Connection::borrowed(raw),
+            fd: -1,
+            state: header,
+            free_state: State::<C>::free,
+        };
+        let mut fd: std::ffi::c_int = -1;
+        // SAFETY: valid handle and out pointer.
+        let rc = unsafe { sys::cpg_fd_get(raw, &mut fd) };
+        // On error, dropping `handle` finalizes and frees.
+        Error::check(Operation::FdGet, rc)?;
+        handle.fd = fd;
+        Ok(handle)
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the state lives until `finalize_and_free`, which needs `self` by value
+        // or in Drop, so it outlives this borrow.
+        unsafe { self.state.as_ref() }
+    }
+
+    /// Delivers pending events to the callbacks, waiting or not according to `mode`.
+    ///
+    /// Returns [`Dispatched::NothingPending`] when a non-blocking mode found nothing,
+    /// else [`Dispatched::Events`] with the number of callbacks that ran. A lost daemon
+    /// is an error for which [`Error::is_daemon_lost`] holds.
+    ///
+    /// If a callback panics, delivery stops, the panic resumes here once libcpg has
+    /// returned, and the handle is poisoned: events libcpg had already read are
+    /// discarded, so later dispatches fail with [`Error::Poisoned`] and the handle must
+    /// be replaced (its group membership is no longer in step with the others').
+    ///
+    /// Called from one of this handle's own callbacks (possible only through a
+    /// thread-local or leaked reference), it fails with [`Error::ReentrantDispatch`].
+    pub fn dispatch(&self, mode: DispatchMode) -> Result<Dispatched> {
+        match mode {
+            // Driven from Rust, one event at a time, so a panicking callback stops the
+            // loop (libcpg's own blocking loop would never return).
+            DispatchMode::Blocking => loop {
+                self.dispatch_raw(DispatchMode::One)?;
+            },
+            _ => self.dispatch_raw(mode),
+        }
+    }
+
+    fn dispatch_raw(&self, mode: DispatchMode) -> Result<Dispatched> {
+        let header = self.header();
+        if header.poisoned.get() {
+            return Err(Error::Poisoned);
+        }
+        if header.dispatching.replace(true) {
+            return Err(Error::ReentrantDispatch);
+        }
+        header.callbacks_run.set(0);
+        // SAFETY: the handle is live; the trampolines find their state through the
+        // context pointer, and the state outlives this call (it is freed after
+        // finalize, which needs the handle by value).
+        let rc = unsafe { sys::cpg_dispatch(self.conn.raw, mode.to_raw()) };
+        header.dispatching.set(false);
+        if let Some(payload) = header.panic.take() {
+            resume_unwind(payload);
+        }
+        let ran = header.callbacks_run.get();
+        match rc {
+            sys::CS_OK if ran == 0 && mode == DispatchMode::All => Ok(Dispatched::NothingPending),
+            sys::CS_OK => Ok(Dispatched::Events(ran)),
+            sys::CS_ERR_TRY_AGAIN if mode == DispatchMode::OneNonblocking => {
+                Ok(Dispatched::NothingPending)
+            }
+            rc => Error::check(Operation::Dispatch, rc).map(|()| Dispatched::Events(ran)),
+        }
+    }
+
+    /// Waits up to `timeout` for events, then delivers all pending ones
+    /// ([`DispatchMode::All`]). Returns [`Dispatched::NothingPending`] on timeout.
+    ///
+    /// A lost daemon makes the descriptor readable, so this returns the error promptly
+    /// rather than waiting out the timeout.
+    pub fn dispatch_timeout(&self, timeout: Duration) -> Result<Dispatched> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            if errno == libc::EINTR {
+                return Ok(Dispatched::NothingPending);
+            }
+            return Err(Error::Os {
+                op: Operation::Poll,
+                source: OsError(errno),
+            });
+        }
+        if n == 0 {
+            return Ok(Dispatched::NothingPending);
+        }
+        self.dispatch(DispatchMode::All)
+    }
+
+    /// Sends like [`Connection::send`], retrying on back-pressure with `backoff`
+    /// between attempts, and delivering pending events (all of them, to this handle's
+    /// callbacks) while it waits: the daemon stops taking messages from a client that
+    /// does not read its own, so a sender that never dispatched could wait forever.
+    pub fn send_with_retry(&self, message: &[u8], backoff: &Backoff) -> Result<()> {
+        self.send_vectored_with_retry(&[IoSlice::new(message)], backoff)
+    }
+
+    /// Vectored [`send_with_retry`](Self::send_with_retry).
+    pub fn send_vectored_with_retry(
+        &self,
+        buffers: &[IoSlice<'_>],
+        backoff: &Backoff,
+    ) -> Result<()> {
+        backoff.run(
+            || self.conn.send_vectored(buffers),
+            || {
+                self.dispatch(DispatchMode::All)?;
+                Ok(())
+            },
+        )
+    }
+
+    /// Finalizes the connection and frees the callbacks, reporting a failure of
+    /// `cpg_finalize` (dropping the handle does the same and ignores it).
+    pub fn close(self) -> Result<()> {
+        let mut this = ManuallyDrop::new(self);
+        this.finalize_and_free()
+    }
+
+    fn finalize_and_free(&mut self) -> Result<()> {
+        // SAFETY: the handle is live and finalized exactly once (here, reached from
+        // either `close` or `Drop`, never both).
+        let rc = unsafe { sys::cpg_finalize(self.conn.raw) };
+        // SAFETY: after cpg_finalize no trampoline can run for this handle (even when
+        // finalize reported an error, we never dispatch it again), so the state made
+        // in `with_options` can be freed, once.
+        unsafe { (self.free_state)(self.state.as_ptr()) };
+        Error::check(Operation::Finalize, rc)
+    }
+}
+
+impl Deref for Handle {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = self.finalize_and_free();
+    }
+}
+
+impl AsFd for Handle {
+    /// The descriptor libcpg owns (closed by finalize): readable when events wait.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the fd is open from initialization until finalize, which happens after
+        // every borrow of `self` has ended.
+        unsafe { BorrowedFd::borrow_raw(self.fd) }
+    }
+}
+
+impl AsRawFd for Handle {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+/// Builds a [`Handle`] from closures. Unset callbacks do nothing.
+///
+/// Each closure gets the handle's [`Connection`] (to send, join, leave or query from
+/// inside the callback) and the event.
+#[derive(Debug)]
+#[must_use = "a builder does nothing until .build()"]
+pub struct Builder<D, C, T> {
+    callbacks: Closures<D, C, T>,
+    options: Options,
+}
+
+impl<D: OnDeliver, C: OnConfchg, T: OnTotemConfchg> Builder<D, C, T> {
+    /// Called for every message delivered to a joined group.
+    pub fn on_deliver<F>(self, f: F) -> Builder<F, C, T>
+    where
+        F: FnMut(&Connection, Message<'_>) + Send + 'static,
+    {
+        Builder {
+            callbacks: Closures {
+                deliver: f,
+                confchg: self.callbacks.confchg,
+                totem: self.callbacks.totem,
+            },
+            options: self.options,
+        }
+    }
+
+    /// Called when the membership of a joined group changes.
+    pub fn on_confchg<F>(self, f: F) -> Builder<D, F, T>
+    where
+        F: FnMut(&Connection, ConfigChange<'_>) + Send + 'static,
+    {
+        Builder {
+            callbacks: Closures {
+                deliver: self.callbacks.deliver,
+                confchg: f,
+                totem: self.callbacks.totem,
+            },
+            options: self.options,
+        }
+    }
+
+    /// Called when the cluster's node membership (totem ring) changes.
+    pub fn on_totem_confchg<F>(self, f: F) -> Builder<D, C, F>
+    where
+        F: FnMut(&Connection, TotemChange<'_>) + Send + 'static,
+    {
+        Builder {
+            callbacks: Closures {
+                deliver: self.callbacks.deliver,
+                confchg: self.callbacks.confchg,
+                totem: f,
+            },
+            options: self.options,
+        }
+    }
+
+    /// Also deliver the current totem membership right after join
+    /// ([`Options::initial_totem_conf`]).
+    pub fn initial_totem_conf(mut self, yes: bool) -> Self {
+        self.options.initial_totem_conf = yes;
+        self
+    }
+
+    /// Connects to the local corosync daemon.
+    pub fn build(self) -> Result<Handle> {
+        Handle::with_options(self.callbacks, self.options)
+    }
+}

@@ -1,0 +1,74 @@
+//! Bounded retry with exponential backoff for back-pressure (`CS_ERR_TRY_AGAIN`,
+//! `CS_ERR_QUEUE_FULL`) and interrupted fragmented sends (`CS_ERR_INTERRUPT`).
+//!
+//! libcpg gives no signal when back-pressure lifts (the flow-control query is a stub
+//! and the descriptor does not tell), so the only way is to try again after a pause.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// How long and how often to retry. The pause doubles from `initial` up to `max_delay`;
+/// retrying stops after `max_attempts` attempts or once `timeout` has passed, whichever
+/// comes first, returning the last error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// First pause.
+    pub initial: Duration,
+    /// Longest pause.
+    pub max_delay: Duration,
+    /// Total time after which no new attempt starts.
+    pub timeout: Duration,
+    /// Most attempts, the first included.
+    pub max_attempts: u32,
+}
+
+impl Default for Backoff {
+    /// 100 µs doubling to 50 ms, for at most 30 s or 100,000 attempts.
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_micros(100),
+            max_delay: Duration::from_millis(50),
+            timeout: Duration::from_secs(30),
+            max_attempts: 100_000,
+        }
+    }
+}
+
+impl Backoff {
+    /// Runs `op` until it succeeds, fails with an error that is not
+    /// [retryable](Error::is_retryable), or the budget is spent. Between attempts it
+    /// calls `between` (an error from it ends the retry) and sleeps.
+    pub fn run<T>(
+        &self,
+        mut op: impl FnMut() -> Result<T>,
+        mut between: impl FnMut() -> Result<()>,
+    ) -> Result<T> {
+        let start = Instant::now();
+        let mut delay = self.initial;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            match op() {
+                Ok(v) => return Ok(v),
+                Err(e)
+                    if e.is_retryable()
+                        && attempts < self.max_attempts
+                        && start.elapsed() + delay < self.timeout =>
+                {
+                    between()?;
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(self.max_delay);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Runs `op` until it succeeds or fails with an error that is not retryable, pausing
+/// per `backoff`. For sends on a [`Handle`](crate::Handle) that must keep reading its
+/// own events meanwhile, use [`Handle::send_with_retry`](crate::Handle::send_with_retry).
+pub fn retry<T>(backoff: &Backoff, op: impl FnMut() -> Result<T>) -> Result<T> {
+    backoff.run(op, || Ok::<(), Error>(()))
+}
