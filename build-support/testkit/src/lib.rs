@@ -11,6 +11,9 @@
 //! * [`Cluster`]: N daemons (node ids 1..=N) joined through a bridge, with fault
 //!   injection: [`Cluster::kill_daemon`], [`Cluster::restart_daemon`],
 //!   [`Cluster::partition`], [`Cluster::heal`], and [`Cluster::wait_members`].
+//! * [`Client`]: a client program (usually this test binary again, see
+//!   [`Client::spawn_test`]) as a separate process on a node, to kill it or let it
+//!   leave.
 //!
 //! Everything needs root (network namespaces, `setns`).
 //!
@@ -42,6 +45,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod client;
 mod cluster;
 mod config;
 mod instance;
@@ -53,6 +57,7 @@ use std::fmt;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use client::{client_role, Client, CLIENT_ENV};
 pub use cluster::{Cluster, ClusterBuilder};
 pub use node::Node;
 
