@@ -54,12 +54,17 @@ alive() {
     done
 }
 pids=$(alive)
+all=$pids
 [ -n "$pids" ] && kill -TERM $pids 2>/dev/null
 i=0
 while [ -n "$pids" ] && [ "$i" -lt 30 ]; do
     sleep 0.1; i=$((i + 1)); pids=$(alive)
 done
 [ -n "$pids" ] && kill -KILL $pids 2>/dev/null && sleep 0.2
+# What a killed corosync leaves in /dev/shm: its blackbox and IPC directories.
+for p in $all; do
+    rm -rf /dev/shm/qb-corosync-"$p"-blackbox-* /dev/shm/qb-"$p"-*
+done
 if [ -f "$dir/netns" ]; then
     while read -r ns; do
         [ -n "$ns" ] && ip netns delete "$ns" 2>/dev/null

@@ -258,6 +258,7 @@ impl Node {
         if let Some(mut child) = daemon.take() {
             process::signal(&child, libc::SIGKILL);
             let _ = child.wait();
+            process::remove_daemon_shm(child.id());
         }
         let _ = fs::remove_file(self.pid_path());
     }

@@ -55,7 +55,8 @@ pub(crate) fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
 }
 
 /// SIGTERM, wait up to `grace`, then SIGKILL and reap. Works on several children at
-/// once so their shutdowns overlap.
+/// once so their shutdowns overlap. Cleans up the `/dev/shm` files of those that had
+/// to be killed.
 pub(crate) fn terminate_all(children: &mut [&mut Child], grace: Duration) {
     for child in children.iter() {
         signal(child, libc::SIGTERM);
@@ -66,6 +67,7 @@ pub(crate) fn terminate_all(children: &mut [&mut Child], grace: Duration) {
         if !wait_exit(child, left) {
             signal(child, libc::SIGKILL);
             let _ = child.wait();
+            remove_daemon_shm(child.id());
         }
     }
 }
@@ -82,5 +84,26 @@ pub(crate) fn detach(cmd: &mut Command) {
             }
             Ok(())
         });
+    }
+}
+
+/// Removes the shared-memory files a corosync with pid `pid` leaves in `/dev/shm` when
+/// it is killed: its 8 MiB blackbox (`qb-corosync-PID-blackbox-*`) and its IPC
+/// connection directories (`qb-PID-CLIENTPID-...`). Call only after reaping it. A
+/// client still mapping them keeps its mapping.
+pub(crate) fn remove_daemon_shm(pid: u32) {
+    let Ok(entries) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    let blackbox = format!("qb-corosync-{pid}-blackbox-");
+    let connection = format!("qb-{pid}-");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&blackbox) {
+            let _ = std::fs::remove_file(entry.path());
+        } else if name.starts_with(&connection) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
