@@ -51,6 +51,12 @@ pub enum Operation {
     ///
     /// [`Handle::dispatch_timeout`]: crate::Handle::dispatch_timeout
     Poll,
+    /// Registering the handle's descriptor with an async runtime's reactor
+    /// (`epoll_ctl` under tokio's `AsyncFd`).
+    Register,
+    /// Waiting for the handle's descriptor to become readable in an async runtime
+    /// (tokio's reactor, `epoll_wait`).
+    Wait,
 }
 
 impl Operation {
@@ -75,6 +81,8 @@ impl Operation {
             Operation::IterationNext => "cpg_iteration_next",
             Operation::IterationFinalize => "cpg_iteration_finalize",
             Operation::Poll => "poll",
+            Operation::Register => "epoll_ctl",
+            Operation::Wait => "epoll_wait",
         }
     }
 }
@@ -270,6 +278,15 @@ pub enum Error {
         #[source]
         source: OsError,
     },
+    /// The async runtime could not watch the handle's descriptor, for a reason that is
+    /// not an `errno` value (for example, the runtime is shutting down).
+    #[error("{op} failed: {message}")]
+    Runtime {
+        /// The operation that failed.
+        op: Operation,
+        /// What the runtime said.
+        message: String,
+    },
 }
 
 /// An `errno` value, comparable (unlike `std::io::Error`).
@@ -301,7 +318,7 @@ impl Error {
     /// The operation that failed, when the error came from a C call.
     pub fn operation(&self) -> Option<Operation> {
         match self {
-            Error::Cs { op, .. } | Error::Os { op, .. } => Some(*op),
+            Error::Cs { op, .. } | Error::Os { op, .. } | Error::Runtime { op, .. } => Some(*op),
             _ => None,
         }
     }

@@ -55,12 +55,16 @@ mod error;
 mod handle;
 mod name;
 pub mod retry;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod types;
 
 pub use callbacks::{Callbacks, Closures, OnConfchg, OnDeliver, OnTotemConfchg, Unset};
 pub use error::{CsError, Error, Operation, OsError, Result};
 pub use handle::{Builder, Connection, Handle, Options, MAX_SEND_BUFFERS};
 pub use name::GroupName;
+#[cfg(feature = "tokio")]
+pub use crate::tokio::{AsyncHandle, Event};
 pub use types::{
     Address, ConfigChange, DispatchMode, Dispatched, FlowControl, Guarantee, Member, Message,
     Reason, RingId, TotemChange,

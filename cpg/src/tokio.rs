@@ -1,0 +1,540 @@
+//! Async (tokio) integration: [`AsyncHandle`], a connection whose events arrive as a
+//! stream of owned [`Event`]s and whose sends wait out back-pressure on a timer.
+//!
+//! # How it works
+//!
+//! The handle's callbacks copy every event into a queue. The libcpg descriptor is
+//! registered with tokio's reactor ([`AsyncFd`]); when the queue is empty, the stream
+//! waits until the descriptor is readable, then drains it with non-blocking dispatches
+//! until libcpg reports nothing pending (and only then tells tokio the descriptor is no
+//! longer ready), or until [`EVENTS_PER_POLL`] dispatches have run (then it yields, so
+//! one busy group cannot starve other tasks). No call here ever blocks waiting for
+//! events.
+//!
+//! # Threads and stacks
+//!
+//! Dispatching happens on whatever runtime thread polls the stream (or awaits a send,
+//! which keeps reading while it waits). libcpg keeps a 1 MiB receive buffer on the stack
+//! of `cpg_dispatch`, so those threads need a stack well above 1 MiB. Tokio's worker
+//! threads have 2 MiB by default, which was measured to be enough (also for 3 MiB
+//! messages, which libcpg reassembles on the heap), but leaves little room for deep
+//! user code in the same task: give the runtime more.
+//!
+//! ```no_run
+//! let runtime = tokio::runtime::Builder::new_multi_thread()
+//!     .enable_all() // the reactor (AsyncFd) and the timer (send back-off)
+//!     .thread_stack_size(4 << 20)
+//!     .build()
+//!     .unwrap();
+//! ```
+//!
+//! `#[tokio::main]` runs its top-level future on the main thread (8 MiB on Linux);
+//! tasks it spawns run on workers (2 MiB unless configured as above).
+//!
+//! The runtime needs both the IO driver and the timer (`enable_all`).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use cpg::{AsyncHandle, Event, GroupName};
+//!
+//! # async fn run() -> Result<(), cpg::Error> {
+//! let mut cpg = AsyncHandle::new()?;
+//! let group = GroupName::new("my-service")?;
+//! cpg.join(&group).await?;
+//! cpg.send(b"hello").await?;
+//! while let Some(event) = cpg.next_event().await {
+//!     match event? {
+//!         Event::Deliver { nodeid, pid, data, .. } => {
+//!             println!("node {nodeid} pid {pid}: {}", data.escape_ascii())
+//!         }
+//!         Event::ConfChg { members, .. } => println!("{} members", members.len()),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use ::tokio::io::unix::AsyncFd;
+use ::tokio::io::Interest;
+
+use crate::callbacks::Callbacks;
+use crate::error::{Error, Operation, OsError, Result};
+use crate::handle::{Connection, Handle, Options};
+use crate::name::GroupName;
+use crate::retry::Backoff;
+use crate::types::{
+    Address, ConfigChange, DispatchMode, Dispatched, Guarantee, Member, Message, RingId,
+    TotemChange,
+};
+
+/// The most non-blocking dispatches one poll of the stream runs before it yields to the
+/// runtime (keeping the descriptor's readiness, so the next poll goes on at once).
+pub const EVENTS_PER_POLL: usize = 64;
+
+/// The most dispatches a send runs between two attempts while it waits out
+/// back-pressure.
+const EVENTS_PER_SEND_ATTEMPT: usize = 1024;
+
+/// An event of an [`AsyncHandle`], owning its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A message was delivered to a joined group (see [`Message`]).
+    Deliver {
+        /// The group the message was sent to.
+        group: GroupName,
+        /// The sender's node id.
+        nodeid: u32,
+        /// The sender's process id.
+        pid: u32,
+        /// The message bytes.
+        data: Vec<u8>,
+    },
+    /// The membership of a joined group changed (see [`ConfigChange`]), including this
+    /// process's own join.
+    ConfChg {
+        /// The group that changed.
+        group: GroupName,
+        /// The members after the change.
+        members: Vec<Address>,
+        /// The processes that left, with the reason.
+        left: Vec<Address>,
+        /// The processes that joined, with the reason.
+        joined: Vec<Address>,
+    },
+    /// The cluster's node membership (totem ring) changed (see [`TotemChange`]).
+    TotemConfChg {
+        /// The new ring.
+        ring_id: RingId,
+        /// Node ids of the nodes in the ring.
+        members: Vec<u32>,
+    },
+}
+
+impl Event {
+    /// The sender of a delivered message; `None` for membership events.
+    pub fn sender(&self) -> Option<Member> {
+        match self {
+            Event::Deliver { nodeid, pid, .. } => Some(Member {
+                nodeid: *nodeid,
+                pid: *pid,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Events copied out of the callbacks, waiting for the stream.
+type Queue = Arc<Mutex<VecDeque<Event>>>;
+
+fn lock(queue: &Queue) -> MutexGuard<'_, VecDeque<Event>> {
+    // A panic while the lock is held cannot leave the queue half-modified (push_back
+    // and swaps only), so a poisoned lock is still usable.
+    queue.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The callbacks of an [`AsyncHandle`]: copy every event into the queue.
+struct Enqueue {
+    queue: Queue,
+}
+
+impl Callbacks for Enqueue {
+    fn deliver(&mut self, _cpg: &Connection, message: Message<'_>) {
+        let event = Event::Deliver {
+            group: *message.group,
+            nodeid: message.nodeid,
+            pid: message.pid,
+            data: message.data.to_vec(),
+        };
+        lock(&self.queue).push_back(event);
+    }
+
+    fn confchg(&mut self, _cpg: &Connection, change: ConfigChange<'_>) {
+        let event = Event::ConfChg {
+            group: *change.group,
+            members: change.members.to_vec(),
+            left: change.left.to_vec(),
+            joined: change.joined.to_vec(),
+        };
+        lock(&self.queue).push_back(event);
+    }
+
+    fn totem_confchg(&mut self, _cpg: &Connection, change: TotemChange<'_>) {
+        let event = Event::TotemConfChg {
+            ring_id: change.ring_id,
+            members: change.members.to_vec(),
+        };
+        lock(&self.queue).push_back(event);
+    }
+}
+
+/// The libcpg descriptor as tokio's reactor sees it: borrowed, never closed here
+/// (libcpg closes it in `cpg_finalize`).
+#[derive(Debug)]
+struct LibcpgFd(RawFd);
+
+impl AsRawFd for LibcpgFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Where the stream is.
+#[derive(Debug)]
+enum End {
+    /// Events may still come.
+    Open,
+    /// The connection failed: report this once the queued events are out, then end.
+    Failed(Error),
+    /// The stream has ended.
+    Done,
+}
+
+/// What a bounded drain of the descriptor found.
+enum Drained {
+    /// libcpg had nothing more pending.
+    Empty,
+    /// The budget ran out with events possibly still pending.
+    Budget,
+    /// A dispatch failed (for example, the daemon is gone).
+    Failed(Error),
+}
+
+/// Dispatches one event at a time without waiting, at most `budget` times.
+fn drain(handle: &Handle, budget: usize) -> Drained {
+    for _ in 0..budget {
+        match handle.dispatch(DispatchMode::OneNonblocking) {
+            Ok(Dispatched::NothingPending) => return Drained::Empty,
+            Ok(Dispatched::Events(_)) => {}
+            Err(e) => return Drained::Failed(e),
+        }
+    }
+    Drained::Budget
+}
+
+/// Maps an error of tokio's reactor.
+fn reactor_error(op: Operation, e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(errno) => Error::Os {
+            op,
+            source: OsError(errno),
+        },
+        None => Error::Runtime {
+            op,
+            message: e.to_string(),
+        },
+    }
+}
+
+/// A connection to the local corosync daemon for async code (tokio): events come as a
+/// stream of owned [`Event`]s, sends wait out back-pressure without blocking.
+///
+/// Read events with [`next_event`](Self::next_event) or as a
+/// [`Stream`](futures_core::Stream) of `Result<Event>`. The stream ends after a
+/// connection failure: it yields the error (for a lost daemon one for which
+/// [`Error::is_daemon_lost`] holds), then `None` forever. A new handle must be made
+/// once the daemon is back.
+///
+/// # Sending
+///
+/// [`send`](Self::send) and [`send_vectored`](Self::send_vectored) retry on
+/// back-pressure (`CS_ERR_TRY_AGAIN`, `CS_ERR_QUEUE_FULL`) and on interrupted
+/// fragmented sends (`CS_ERR_INTERRUPT`), sleeping on tokio's timer with exponential
+/// back-off ([`Backoff`], bounded: [`set_backoff`](Self::set_backoff)). While they wait
+/// they keep reading this handle's events into the queue, because the daemon stops
+/// taking messages from a client that does not read its own; those events come out of
+/// the stream afterwards, in order.
+///
+/// **Cancellation:** libcpg sends a message in one synchronous call, and the future
+/// awaits only between failed attempts. So a send future that is dropped has either
+/// sent the whole message (the call that succeeded was its last step, so a future
+/// dropped before completing never reached it) or nothing: a dropped future sent
+/// nothing, and a completed one sent exactly one copy. For messages above
+/// [`max_message_size`](Self::max_message_size), which libcpg sends in fragments, a
+/// failed attempt may have sent some fragments, but receivers' libcpg only delivers
+/// complete messages, so no member ever sees part of one.
+///
+/// # Blocking
+///
+/// Every call is a quick request to the local daemon over shared memory, which
+/// returns in microseconds. Two cases can hold a runtime thread longer: a send above
+/// `max_message_size` (libcpg sends the fragments one after the other and, under
+/// back-pressure, sleeps inside itself between them), and `join`/`leave`/`members`
+/// while the local daemon is busy forming a new membership.
+///
+/// # Threads
+///
+/// The handle is `Send`, so a task that owns it can be spawned on the multi-thread
+/// runtime; it is not `Sync`, and every method that touches the connection takes
+/// `&mut self`. Use one task per handle: receive in a loop and send from the same task
+/// (a `tokio::select!` over `next_event()` and a channel of outgoing messages, then
+/// `send(..).await` in the branch), or make one handle per task. The thread that polls
+/// needs a stack above 1 MiB; see the [module documentation](crate::tokio).
+///
+/// Dropping the handle deregisters the descriptor from the reactor, then finalizes
+/// the connection (the other members see this process leave) and frees the queue.
+#[derive(Debug)]
+pub struct AsyncHandle {
+    // Field order matters: fields drop in declaration order, so the reactor
+    // registration (epoll) is removed while the descriptor is still open, and only
+    // then does `handle` finalize the connection, which closes it.
+    fd: AsyncFd<LibcpgFd>,
+    handle: Handle,
+    queue: Queue,
+    /// Events taken from `queue` in one go, handed out one by one.
+    ready: VecDeque<Event>,
+    end: End,
+    backoff: Backoff,
+    backpressure_waits: u64,
+}
+
+impl AsyncHandle {
+    /// Connects to the local corosync daemon and registers the connection with the
+    /// current tokio runtime.
+    ///
+    /// Fails with [`CsError::Library`](crate::CsError::Library) when no daemon is
+    /// running, and [`CsError::Access`](crate::CsError::Access) when it refuses this
+    /// user.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime context, or in a runtime without the IO driver (like
+    /// tokio's own constructors). Inside `Runtime::block_on`, a task, or after
+    /// `Runtime::enter` is fine.
+    pub fn new() -> Result<AsyncHandle> {
+        AsyncHandle::with_options(Options::default())
+    }
+
+    /// Like [`new`](Self::new), with [`Options`] (for example
+    /// [`initial_totem_conf`](Options::initial_totem_conf)).
+    pub fn with_options(options: Options) -> Result<AsyncHandle> {
+        if ::tokio::runtime::Handle::try_current().is_err() {
+            panic!("cpg::AsyncHandle must be created inside a tokio runtime context");
+        }
+        let queue = Queue::default();
+        let handle = Handle::with_options(
+            Enqueue {
+                queue: Arc::clone(&queue),
+            },
+            options,
+        )?;
+        // `with_interest` is deprecated from tokio 1.54 on in favour of the `unsafe`
+        // `register_with_interest`, whose contract is: the descriptor stays open and
+        // the same for the registration's whole life. That holds here: libcpg closes
+        // it only in `cpg_finalize`, which runs when `handle` drops, after `fd` (field
+        // order above), and nothing else can close it. The older name keeps the
+        // feature building with every tokio 1.38+ (and Rust 1.82).
+        #[allow(deprecated)]
+        let fd = AsyncFd::with_interest(LibcpgFd(handle.as_raw_fd()), Interest::READABLE)
+            .map_err(|e| reactor_error(Operation::Register, e))?;
+        Ok(AsyncHandle {
+            fd,
+            handle,
+            queue,
+            ready: VecDeque::new(),
+            end: End::Open,
+            backoff: Backoff::default(),
+            backpressure_waits: 0,
+        })
+    }
+
+    /// The next event: waits (without blocking the thread) until one arrives.
+    ///
+    /// Returns `None` once the stream has ended (after it reported a connection failure
+    /// as `Some(Err(..))`). Cancellation-safe: an event is taken off the queue only in
+    /// the poll that returns it.
+    pub async fn next_event(&mut self) -> Option<Result<Event>> {
+        poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// Polls for the next event; the building block of
+    /// [`next_event`](Self::next_event) and of the [`Stream`](futures_core::Stream)
+    /// implementation.
+    pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event>>> {
+        loop {
+            if let Some(event) = self.pop() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            match std::mem::replace(&mut self.end, End::Done) {
+                End::Open => self.end = End::Open,
+                End::Failed(e) => return Poll::Ready(Some(Err(e))),
+                End::Done => return Poll::Ready(None),
+            }
+            let mut guard = match self.fd.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(guard)) => guard,
+                Poll::Ready(Err(e)) => {
+                    self.end = End::Done;
+                    return Poll::Ready(Some(Err(reactor_error(Operation::Wait, e))));
+                }
+            };
+            match drain(&self.handle, EVENTS_PER_POLL) {
+                // Only now is it known that the descriptor has nothing more: tokio waits
+                // for the next edge. (An event that arrived after the last dispatch
+                // produced a new edge, which tokio keeps.)
+                Drained::Empty => guard.clear_ready(),
+                Drained::Budget => {
+                    // Readiness is kept. If the budget went on fragments only, nothing
+                    // is queued: yield to the runtime and come back at once.
+                    drop(guard);
+                    if lock(&self.queue).is_empty() {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                }
+                Drained::Failed(e) => self.end = End::Failed(e),
+            }
+        }
+    }
+
+    fn pop(&mut self) -> Option<Event> {
+        if self.ready.is_empty() {
+            std::mem::swap(&mut self.ready, &mut *lock(&self.queue));
+        }
+        self.ready.pop_front()
+    }
+
+    /// Sends `message` to every group this handle joined, in agreed order, waiting out
+    /// back-pressure (see [Sending](Self#sending), including what a dropped future
+    /// has sent).
+    pub async fn send(&mut self, message: &[u8]) -> Result<()> {
+        self.send_with(Guarantee::Agreed, &[IoSlice::new(message)])
+            .await
+    }
+
+    /// Sends the concatenation of `buffers` as one message (at most
+    /// [`MAX_SEND_BUFFERS`](crate::MAX_SEND_BUFFERS)), waiting out back-pressure.
+    pub async fn send_vectored(&mut self, buffers: &[IoSlice<'_>]) -> Result<()> {
+        self.send_with(Guarantee::Agreed, buffers).await
+    }
+
+    /// Sends with an explicit delivery [`Guarantee`], waiting out back-pressure.
+    pub async fn send_with(&mut self, guarantee: Guarantee, buffers: &[IoSlice<'_>]) -> Result<()> {
+        self.retry(|cpg| cpg.send_with(guarantee, buffers)).await
+    }
+
+    /// Joins `group`, waiting out back-pressure. The join shows up in the stream as an
+    /// [`Event::ConfChg`] whose `joined` list has this process.
+    pub async fn join(&mut self, group: &GroupName) -> Result<()> {
+        self.retry(|cpg| cpg.join(group)).await
+    }
+
+    /// Leaves `group`, waiting out back-pressure.
+    pub async fn leave(&mut self, group: &GroupName) -> Result<()> {
+        self.retry(|cpg| cpg.leave(group)).await
+    }
+
+    /// The current members of `group`, as this node's daemon sees them. A quick
+    /// synchronous request to the local daemon.
+    pub fn members(&self, group: &GroupName) -> Result<Vec<Member>> {
+        self.handle.members(group)
+    }
+
+    /// The node id of the local node. A quick synchronous request to the local daemon.
+    pub fn local_node_id(&self) -> Result<u32> {
+        self.handle.local_node_id()
+    }
+
+    /// The largest message libcpg sends in one piece (about 1 MiB); larger ones are
+    /// fragmented (see [Blocking](Self#blocking)).
+    pub fn max_message_size(&self) -> Result<u32> {
+        self.handle.max_message_size()
+    }
+
+    /// The connection, for the synchronous calls: for example
+    /// [`Connection::send`] as a "try send" that fails at once with a retryable error
+    /// under back-pressure.
+    pub fn connection(&self) -> &Connection {
+        &self.handle
+    }
+
+    /// The back-off that sends, joins and leaves use under back-pressure
+    /// (default: [`Backoff::default`]).
+    pub fn backoff(&self) -> Backoff {
+        self.backoff
+    }
+
+    /// Sets the back-off for sends, joins and leaves. When it is spent, the call
+    /// returns the last retryable error.
+    pub fn set_backoff(&mut self, backoff: Backoff) {
+        self.backoff = backoff;
+    }
+
+    /// How many times a send, join or leave of this handle has paused on
+    /// back-pressure so far: a measure of how often the daemon pushed back.
+    pub fn backpressure_waits(&self) -> u64 {
+        self.backpressure_waits
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or the back-off is spent; between
+    /// attempts, reads pending events into the queue and sleeps on tokio's timer.
+    async fn retry<T>(&mut self, mut op: impl FnMut(&Connection) -> Result<T>) -> Result<T> {
+        let backoff = self.backoff;
+        let start = Instant::now();
+        let mut delay = backoff.initial;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            match op(&self.handle) {
+                Ok(v) => return Ok(v),
+                Err(e)
+                    if e.is_retryable()
+                        && attempts < backoff.max_attempts
+                        && start.elapsed() + delay < backoff.timeout =>
+                {
+                    if let Drained::Failed(e) = drain(&self.handle, EVENTS_PER_SEND_ATTEMPT) {
+                        if matches!(self.end, End::Open) {
+                            self.end = End::Failed(e.clone());
+                        }
+                        return Err(e);
+                    }
+                    self.backpressure_waits += 1;
+                    ::tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(backoff.max_delay);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Deregisters from the reactor, then finalizes the connection, reporting a failure
+    /// of `cpg_finalize` (dropping does the same and ignores it). Queued events are
+    /// discarded.
+    pub fn close(self) -> Result<()> {
+        let AsyncHandle { fd, handle, .. } = self;
+        drop(fd);
+        handle.close()
+    }
+}
+
+impl futures_core::Stream for AsyncHandle {
+    type Item = Result<Event>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Event>>> {
+        self.get_mut().poll_event(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self.end {
+            End::Done if self.ready.is_empty() => (0, Some(0)),
+            _ => (self.ready.len(), None),
+        }
+    }
+}
+
+impl futures_core::FusedStream for AsyncHandle {
+    fn is_terminated(&self) -> bool {
+        matches!(self.end, End::Done) && self.ready.is_empty() && lock(&self.queue).is_empty()
+    }
+}
