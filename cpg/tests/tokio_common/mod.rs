@@ -1,0 +1,129 @@
+//! Helpers shared by the tokio tests: runtimes with big stacks, connecting inside a
+//! node's namespace, and waiting for events with bounded timeouts.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::future::Future;
+use std::time::Duration;
+
+use cpg::{AsyncHandle, Event, GroupName, Member};
+use cpg_testkit::Node;
+
+/// Upper bound for any single wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Runs `f` on a fresh thread with an 8 MiB stack (libtest's threads have 2 MiB, and
+/// `block_on` polls its future on the calling thread), propagating its panic.
+pub fn on_big_stack<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    let thread = std::thread::Builder::new()
+        .name("tokio-test-main".into())
+        .stack_size(8 << 20)
+        .spawn(f)
+        .expect("spawn test thread");
+    match thread.join() {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// A multi-thread runtime as the crate documents it: IO and timer enabled, 4 MiB
+/// worker stacks.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_stack_size(4 << 20)
+        .build()
+        .expect("build tokio runtime")
+}
+
+/// Runs the async test body `f` as a task on [`runtime`] (so that everything that
+/// dispatches runs on a 4 MiB worker), bounded by `limit`.
+pub fn run<F, Fut>(limit: Duration, f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    on_big_stack(move || {
+        let rt = runtime();
+        rt.block_on(async move {
+            match tokio::time::timeout(limit, tokio::spawn(f())).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Ok(Err(e)) => panic!("test task failed: {e}"),
+                Err(_) => panic!("test did not finish within {limit:?}"),
+            }
+        });
+    })
+}
+
+/// Connects an [`AsyncHandle`] to `node`'s daemon. Must run inside a runtime context
+/// (a task, or `block_on`).
+pub fn connect(node: &Node) -> AsyncHandle {
+    node.enter(AsyncHandle::new)
+        .unwrap_or_else(|e| panic!("AsyncHandle::new failed: {e}\n{}", node.log_tail(20)))
+}
+
+/// A group name unique to this test and process.
+pub fn group(test: &str) -> GroupName {
+    GroupName::new(format!("tokio-{test}-{}", std::process::id())).expect("group name")
+}
+
+/// The next event, failing the test on timeout, error or end of stream.
+pub async fn next(h: &mut AsyncHandle) -> Event {
+    match tokio::time::timeout(WAIT, h.next_event()).await {
+        Ok(Some(Ok(event))) => event,
+        Ok(Some(Err(e))) => panic!("stream error: {e}"),
+        Ok(None) => panic!("stream ended"),
+        Err(_) => panic!("no event within {WAIT:?}"),
+    }
+}
+
+/// Reads events until `group` has exactly `n` members; returns them.
+pub async fn wait_members(h: &mut AsyncHandle, group: &GroupName, n: usize) -> Vec<Member> {
+    loop {
+        if let Event::ConfChg {
+            group: g, members, ..
+        } = next(h).await
+        {
+            if g == *group && members.len() == n {
+                return members.iter().map(|a| a.member()).collect();
+            }
+        }
+    }
+}
+
+/// Reads events until `count` messages were delivered; returns (sender, data) in
+/// delivery order. Membership events in between are skipped.
+pub async fn collect(h: &mut AsyncHandle, count: usize) -> Vec<(Member, Vec<u8>)> {
+    let mut got = Vec::with_capacity(count);
+    while got.len() < count {
+        if let Event::Deliver {
+            nodeid, pid, data, ..
+        } = next(h).await
+        {
+            got.push((Member { nodeid, pid }, data));
+        }
+    }
+    got
+}
+
+/// A message that carries its sequence number and a length that varies with it, so
+/// both order and content can be checked: 8 bytes of `seq`, then `seq % 251` bytes
+/// derived from it.
+pub fn payload(seq: u64) -> Vec<u8> {
+    let mut v = seq.to_le_bytes().to_vec();
+    v.extend((0..seq % 251).map(|i| (seq as u8).wrapping_add(i as u8)));
+    v
+}
+
+/// The sequence number of a [`payload`], after checking its content.
+pub fn check_payload(data: &[u8]) -> u64 {
+    assert!(
+        data.len() >= 8,
+        "message of {} bytes is too short",
+        data.len()
+    );
+    let seq = u64::from_le_bytes(data[..8].try_into().unwrap());
+    assert_eq!(data, payload(seq).as_slice(), "content of message {seq}");
+    seq
+}
