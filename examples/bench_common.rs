@@ -1,0 +1,595 @@
+//! What `bench` (safe crate) and `bench_raw` (raw `corosync-sys` calls) share, so that
+//! the only difference between them is the binding layer: the wire format of benchmark
+//! messages, the checksum, the receiver's accounting, the counting allocator, CPU time,
+//! and the report.
+//!
+//! Not a program of its own: both binaries include it with `#[path]`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// First four bytes of every benchmark message ("CPGB", little endian).
+pub const MAGIC: u32 = u32::from_le_bytes(*b"CPGB");
+/// Length of the header every benchmark message starts with.
+pub const HEADER_LEN: usize = 32;
+/// The default sweep: 64 B to 1 MB, growing ×5.
+pub const DEFAULT_SIZES: &str = "64,320,1600,8000,40000,200000,1000000";
+/// The default group of the benchmark.
+pub const DEFAULT_GROUP: &str = "cpg-bench";
+/// How long a sender waits for its own end marker to come back after a window.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a benchmark message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Payload, counted.
+    Data = 1,
+    /// The sender finished one message size; `seq` is how many data messages it has
+    /// sent in total so far; the size follows the header.
+    EndOfSize = 2,
+    /// The sender finished the sweep; `seq` as for `EndOfSize`.
+    EndOfRun = 3,
+}
+
+/// The header: magic, kind, sender node id and pid, sequence number, total length,
+/// checksum (FNV-1a over the whole message with this field zeroed; 0 = not computed).
+///
+/// ```text
+/// 0 magic u32 | 4 kind u32 | 8 nodeid u32 | 12 pid u32 | 16 seq u64 | 24 len u32 | 28 fnv u32
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Message kind.
+    pub kind: Kind,
+    /// Sender's node id.
+    pub nodeid: u32,
+    /// Sender's pid.
+    pub pid: u32,
+    /// Per-sender sequence number of data messages (0, 1, 2, ...).
+    pub seq: u64,
+    /// Total message length, header included.
+    pub len: u32,
+    /// Checksum, 0 when the sender did not compute one.
+    pub checksum: u32,
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+impl Header {
+    /// Reads the header of a message; `None` if it is not a benchmark message.
+    #[inline]
+    pub fn parse(msg: &[u8]) -> Option<Header> {
+        if msg.len() < HEADER_LEN || u32_at(msg, 0) != MAGIC {
+            return None;
+        }
+        let kind = match u32_at(msg, 4) {
+            1 => Kind::Data,
+            2 => Kind::EndOfSize,
+            3 => Kind::EndOfRun,
+            _ => return None,
+        };
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&msg[16..24]);
+        Some(Header {
+            kind,
+            nodeid: u32_at(msg, 8),
+            pid: u32_at(msg, 12),
+            seq: u64::from_le_bytes(seq),
+            len: u32_at(msg, 24),
+            checksum: u32_at(msg, 28),
+        })
+    }
+
+    /// Writes the header into the first [`HEADER_LEN`] bytes of `buf`.
+    #[inline]
+    pub fn write(&self, buf: &mut [u8]) {
+        buf[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        buf[4..8].copy_from_slice(&(self.kind as u32).to_le_bytes());
+        buf[8..12].copy_from_slice(&self.nodeid.to_le_bytes());
+        buf[12..16].copy_from_slice(&self.pid.to_le_bytes());
+        buf[16..24].copy_from_slice(&self.seq.to_le_bytes());
+        buf[24..28].copy_from_slice(&self.len.to_le_bytes());
+        buf[28..32].copy_from_slice(&self.checksum.to_le_bytes());
+    }
+}
+
+/// 32-bit FNV-1a over `parts`, in order.
+pub fn fnv1a(parts: &[&[u8]]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for part in parts {
+        for &b in *part {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    // 0 means "no checksum": map the one unlucky value elsewhere.
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
+/// The checksum of a whole message: FNV-1a with the checksum field (bytes 28..32)
+/// skipped.
+pub fn message_checksum(msg: &[u8]) -> u32 {
+    fnv1a(&[&msg[..28], &msg[HEADER_LEN..]])
+}
+
+/// Fills `buf` (a message of `buf.len()` bytes) as a data message with sequence
+/// number `seq`. In verify mode the payload depends on `seq` and the checksum is set;
+/// otherwise only the header changes between messages.
+#[inline]
+pub fn fill_data(buf: &mut [u8], nodeid: u32, pid: u32, seq: u64, verify: bool) {
+    if verify {
+        let mut x = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        for b in &mut buf[HEADER_LEN..] {
+            // xorshift: cheap, and differs for every seq.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+    }
+    let mut header = Header {
+        kind: Kind::Data,
+        nodeid,
+        pid,
+        seq,
+        len: buf.len() as u32,
+        checksum: 0,
+    };
+    header.write(buf);
+    if verify {
+        header.checksum = message_checksum(buf);
+        header.write(buf);
+    }
+}
+
+/// Length of a control message: the header and the message size it refers to (u64).
+pub const CONTROL_LEN: usize = HEADER_LEN + 8;
+
+/// A control message (end of a size, end of the run): the header (with `seq` = data
+/// messages sent so far) followed by the message size it refers to.
+pub fn control(kind: Kind, nodeid: u32, pid: u32, sent: u64, size: u32) -> [u8; CONTROL_LEN] {
+    let mut buf = [0u8; CONTROL_LEN];
+    buf[HEADER_LEN..].copy_from_slice(&u64::from(size).to_le_bytes());
+    let mut header = Header {
+        kind,
+        nodeid,
+        pid,
+        seq: sent,
+        len: CONTROL_LEN as u32,
+        checksum: 0,
+    };
+    header.write(&mut buf);
+    header.checksum = message_checksum(&buf);
+    header.write(&mut buf);
+    buf
+}
+
+/// The size a control message refers to.
+fn control_size(msg: &[u8]) -> u32 {
+    msg.get(HEADER_LEN..HEADER_LEN + 4)
+        .map_or(0, |b| u32_at(b, 0))
+}
+
+/// Per-sender findings of the verify mode.
+#[derive(Debug, Default, Clone)]
+pub struct SenderReport {
+    /// Data messages received.
+    pub received: u64,
+    /// Sequence numbers never received (so far).
+    pub lost: u64,
+    /// Messages received twice.
+    pub duplicated: u64,
+    /// Messages received after a later one of the same sender.
+    pub reordered: u64,
+    /// Messages whose length or checksum was wrong.
+    pub corrupted: u64,
+    /// Data messages the sender says it sent (from its end markers).
+    pub sent: u64,
+    /// An end-of-run marker arrived from this sender.
+    pub finished: bool,
+}
+
+impl SenderReport {
+    /// Any loss, duplication, reordering or corruption.
+    pub fn is_bad(&self) -> bool {
+        self.lost + self.duplicated + self.reordered + self.corrupted > 0
+    }
+}
+
+/// Missing sequence numbers remembered individually (to tell a late arrival from a
+/// duplicate); beyond this, losses are only counted.
+const MAX_TRACKED_GAPS: usize = 1 << 20;
+
+#[derive(Debug, Default)]
+struct SenderState {
+    next: u64,
+    missing: BTreeSet<u64>,
+    report: SenderReport,
+}
+
+impl SenderState {
+    fn data(&mut self, seq: u64) {
+        self.report.received += 1;
+        if seq == self.next {
+            self.next += 1;
+        } else if seq > self.next {
+            let gap = seq - self.next;
+            self.report.lost += gap;
+            if self.missing.len() as u64 + gap <= MAX_TRACKED_GAPS as u64 {
+                self.missing.extend(self.next..seq);
+            }
+            self.next = seq + 1;
+        } else if self.missing.remove(&seq) {
+            self.report.lost -= 1;
+            self.report.reordered += 1;
+        } else {
+            self.report.duplicated += 1;
+        }
+    }
+
+    /// The sender says it has sent `sent` data messages: any not seen are lost.
+    fn end(&mut self, sent: u64) {
+        self.report.sent = self.report.sent.max(sent);
+        if sent > self.next {
+            let gap = sent - self.next;
+            self.report.lost += gap;
+            if self.missing.len() as u64 + gap <= MAX_TRACKED_GAPS as u64 {
+                self.missing.extend(self.next..sent);
+            }
+            self.next = sent;
+        }
+    }
+}
+
+/// What a receiver counts: always messages and bytes of the current window; in verify
+/// mode also sequence, duplicates and checksums per sender.
+///
+/// The counters are atomics only so that the state can be shared with a callback that
+/// must be `Send`; there is one writer (the dispatching thread), so they are updated
+/// with plain loads and stores, which compile to ordinary moves.
+#[derive(Debug, Default)]
+pub struct Receiver {
+    /// Data messages received while `counting`.
+    pub msgs: AtomicU64,
+    /// Bytes of those.
+    pub bytes: AtomicU64,
+    /// Count data messages (set during a measurement window).
+    pub counting: AtomicBool,
+    /// Data messages received in total (whatever `counting` says).
+    pub total: AtomicU64,
+    /// Size of the last data message (for receive-only reports).
+    pub last_size: AtomicU64,
+    /// End-of-size markers seen and not yet taken: (sender node id, pid, size).
+    pub end_of_size: Mutex<Vec<(u32, u32, u32)>>,
+    /// Number of end-of-size / end-of-run markers seen (cheap check before locking).
+    pub markers: AtomicU64,
+    /// This process's own end markers seen: the sender waits for these to drain.
+    pub own_markers: AtomicU64,
+    /// Our own node id and pid, to recognise our own markers.
+    pub me: (AtomicU64, AtomicU64),
+    /// Verify mode: check every message.
+    pub verify: AtomicBool,
+    senders: Mutex<HashMap<(u32, u32), SenderState>>,
+}
+
+impl Receiver {
+    /// A receiver; `verify` turns on the per-sender checks.
+    pub fn new(verify: bool) -> Receiver {
+        let r = Receiver::default();
+        r.verify.store(verify, Ordering::Relaxed);
+        r
+    }
+
+    /// Records who we are (to recognise our own end markers).
+    pub fn set_me(&self, nodeid: u32, pid: u32) {
+        self.me.0.store(u64::from(nodeid), Ordering::Relaxed);
+        self.me.1.store(u64::from(pid), Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn bump(counter: &AtomicU64, by: u64) {
+        counter.store(counter.load(Ordering::Relaxed) + by, Ordering::Relaxed);
+    }
+
+    /// Accounts one delivered message (called from the deliver callback).
+    #[inline]
+    pub fn deliver(&self, nodeid: u32, pid: u32, msg: &[u8]) {
+        let verify = self.verify.load(Ordering::Relaxed);
+        if !verify {
+            // The hot path: a look at the kind, two counters.
+            if msg.len() >= HEADER_LEN && u32_at(msg, 0) == MAGIC && u32_at(msg, 4) == 1 {
+                Self::bump(&self.total, 1);
+                if self.counting.load(Ordering::Relaxed) {
+                    Self::bump(&self.msgs, 1);
+                    Self::bump(&self.bytes, msg.len() as u64);
+                }
+                self.last_size.store(msg.len() as u64, Ordering::Relaxed);
+                return;
+            }
+        }
+        let Some(header) = Header::parse(msg) else {
+            if verify {
+                // Not even a header: corrupted (or a stranger in our group).
+                let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+                senders.entry((nodeid, pid)).or_default().report.corrupted += 1;
+            }
+            return;
+        };
+        let intact = header.len as usize == msg.len()
+            && (header.checksum == 0 || header.checksum == message_checksum(msg))
+            && header.nodeid == nodeid
+            && header.pid == pid;
+        match header.kind {
+            Kind::Data => {
+                Self::bump(&self.total, 1);
+                if self.counting.load(Ordering::Relaxed) {
+                    Self::bump(&self.msgs, 1);
+                    Self::bump(&self.bytes, msg.len() as u64);
+                }
+                self.last_size.store(msg.len() as u64, Ordering::Relaxed);
+                if verify {
+                    let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+                    let state = senders.entry((nodeid, pid)).or_default();
+                    if intact && header.checksum != 0 {
+                        state.data(header.seq);
+                    } else {
+                        state.report.received += 1;
+                        state.report.corrupted += 1;
+                    }
+                }
+            }
+            Kind::EndOfSize | Kind::EndOfRun => {
+                if !intact {
+                    let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+                    senders.entry((nodeid, pid)).or_default().report.corrupted += 1;
+                    return;
+                }
+                {
+                    let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+                    let state = senders.entry((nodeid, pid)).or_default();
+                    if verify {
+                        state.end(header.seq);
+                    } else {
+                        state.report.sent = header.seq;
+                    }
+                    if header.kind == Kind::EndOfRun {
+                        state.report.finished = true;
+                    }
+                }
+                if header.kind == Kind::EndOfSize {
+                    let mut ends = self.end_of_size.lock().unwrap_or_else(|e| e.into_inner());
+                    ends.push((nodeid, pid, control_size(msg)));
+                }
+                Self::bump(&self.markers, 1);
+                if u64::from(nodeid) == self.me.0.load(Ordering::Relaxed)
+                    && u64::from(pid) == self.me.1.load(Ordering::Relaxed)
+                {
+                    Self::bump(&self.own_markers, 1);
+                }
+            }
+        }
+    }
+
+    /// Takes the end-of-size markers seen since the last call.
+    pub fn take_end_of_size(&self) -> Vec<(u32, u32, u32)> {
+        std::mem::take(&mut *self.end_of_size.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Starts a measurement window: zero the window counters and count.
+    pub fn start_window(&self) {
+        self.msgs.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
+        self.counting.store(true, Ordering::Relaxed);
+    }
+
+    /// Ends the window: (messages, bytes).
+    pub fn stop_window(&self) -> (u64, u64) {
+        self.counting.store(false, Ordering::Relaxed);
+        (
+            self.msgs.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The per-sender reports, sorted by sender.
+    pub fn reports(&self) -> Vec<((u32, u32), SenderReport)> {
+        let senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = senders
+            .iter()
+            .map(|(k, v)| (*k, v.report.clone()))
+            .collect();
+        all.sort_by_key(|(k, _)| *k);
+        all
+    }
+
+    /// Senders that have sent their end-of-run marker.
+    pub fn finished_senders(&self) -> usize {
+        let senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        senders.values().filter(|s| s.report.finished).count()
+    }
+}
+
+/// Counts heap allocations, so the benchmark can show that receiving allocates nothing.
+pub struct CountingAlloc;
+
+/// Allocations made so far by the process (`alloc`, `alloc_zeroed`, `realloc`).
+pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every method forwards to the system allocator with the caller's arguments
+// unchanged, so the GlobalAlloc contract holds exactly as it does for `System`; the
+// counter has no effect on the memory handed out.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's (valid, non-zero-size) layout.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as in `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `ptr` was allocated by `System` (through us) with `layout`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` (through us) with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+/// Allocations made so far.
+pub fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+/// CPU time (user + system) used by this process so far.
+pub fn cpu_time() -> Duration {
+    // SAFETY: an all-zero `rusage` is a valid value of the plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid out pointer; getrusage only writes the struct.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Parses `--sizes`: comma-separated byte counts, each at least [`HEADER_LEN`].
+pub fn parse_sizes(text: &str) -> Result<Vec<usize>, String> {
+    let mut sizes = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let n: usize = part
+            .parse()
+            .map_err(|_| format!("--sizes: {part:?} is not a byte count"))?;
+        if n < HEADER_LEN {
+            return Err(format!(
+                "--sizes: {n} is below the {HEADER_LEN}-byte benchmark header"
+            ));
+        }
+        if n > u32::MAX as usize {
+            return Err(format!("--sizes: {n} is too large"));
+        }
+        sizes.push(n);
+    }
+    if sizes.is_empty() {
+        return Err("--sizes: no sizes given".into());
+    }
+    Ok(sizes)
+}
+
+/// One row of the report.
+#[derive(Debug, Clone, Copy)]
+pub struct Row {
+    /// Which implementation measured it ("safe", "safe-zcb" or "raw").
+    pub implementation: &'static str,
+    /// Bytes per message.
+    pub size: usize,
+    /// Messages received in the window.
+    pub msgs: u64,
+    /// Bytes received in the window.
+    pub bytes: u64,
+    /// Length of the window.
+    pub secs: f64,
+    /// Client CPU time (user + system) spent in the window.
+    pub cpu_secs: f64,
+    /// Heap allocations made in the window.
+    pub allocs: u64,
+}
+
+impl Row {
+    /// Messages per second.
+    pub fn msgs_per_sec(&self) -> f64 {
+        self.msgs as f64 / self.secs.max(1e-9)
+    }
+
+    /// Megabytes (10^6 bytes) per second.
+    pub fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.secs.max(1e-9)
+    }
+
+    /// Client CPU microseconds per received message.
+    pub fn cpu_us_per_msg(&self) -> f64 {
+        self.cpu_secs * 1e6 / (self.msgs.max(1) as f64)
+    }
+
+    /// Heap allocations per received message.
+    pub fn allocs_per_msg(&self) -> f64 {
+        self.allocs as f64 / (self.msgs.max(1) as f64)
+    }
+
+    /// The table header matching [`Row::line`].
+    pub fn table_header() -> String {
+        format!(
+            "{:>9} {:>10} {:>8} {:>11} {:>9} {:>12} {:>11}",
+            "bytes/msg", "messages", "seconds", "msgs/s", "MB/s", "cpu µs/msg", "allocs/msg"
+        )
+    }
+
+    /// One human-readable line.
+    pub fn line(&self) -> String {
+        format!(
+            "{:>9} {:>10} {:>8.3} {:>11.1} {:>9.2} {:>12.2} {:>11.3}",
+            self.size,
+            self.msgs,
+            self.secs,
+            self.msgs_per_sec(),
+            self.mb_per_sec(),
+            self.cpu_us_per_msg(),
+            self.allocs_per_msg()
+        )
+    }
+
+    /// One JSON object (one line), for `bench_compare`.
+    pub fn json(&self) -> String {
+        serde_json::json!({
+            "impl": self.implementation,
+            "size": self.size,
+            "msgs": self.msgs,
+            "bytes": self.bytes,
+            "secs": self.secs,
+            "cpu_secs": self.cpu_secs,
+            "allocs": self.allocs,
+            "msgs_per_sec": self.msgs_per_sec(),
+            "mb_per_sec": self.mb_per_sec(),
+        })
+        .to_string()
+    }
+}
+
+/// Prints the verify findings; true if all senders are clean.
+pub fn print_verify(receiver: &Receiver) -> bool {
+    let reports = receiver.reports();
+    let mut clean = true;
+    if reports.is_empty() {
+        println!("verify: no messages were received");
+        return false;
+    }
+    for ((nodeid, pid), r) in reports {
+        let verdict = if r.is_bad() { "FAILED" } else { "ok" };
+        println!(
+            "verify: sender node {nodeid} pid {pid}: {} sent, {} received, {} lost, {} duplicated, \
+             {} reordered, {} corrupted: {verdict}",
+            r.sent, r.received, r.lost, r.duplicated, r.reordered, r.corrupted
+        );
+        clean &= !r.is_bad();
+    }
+    clean
+}

@@ -1,0 +1,320 @@
+//! The benchmark command: runs `bench` (safe crate) and `bench_raw` (raw `corosync-sys`)
+//! alternately against the same private corosync, several rounds, and prints per
+//! message size the median ratio safe/raw of messages per second and of client CPU
+//! time per delivered message, plus the safe path's heap allocations per message.
+//!
+//! ```text
+//! cargo build --release -p cpg-examples --bins
+//! target/release/bench_compare                 # 1 node, then a 3-node cluster
+//! target/release/bench_compare --nodes 1 --rounds 3 --duration 1
+//! ```
+//!
+//! Needs root: the daemons run in network namespaces made by `cpg-testkit`, and are
+//! removed at exit (also on Ctrl-C). The client runs on node 1; on a cluster the other
+//! nodes' daemons take part in every message's ordering (no clients there). The
+//! `bench` and `bench_raw` binaries are taken from this program's own directory.
+//!
+//! Each round runs both implementations once over all sizes, in alternating order
+//! (safe first in even rounds, raw first in odd ones), each in a fresh process and a
+//! fresh group. The ratios are taken per round and the median is printed, so drift
+//! of a noisy machine affects both sides of a ratio alike. CPU time is the client
+//! process's own (`getrusage(RUSAGE_SELF)`, user + system), never the daemon's.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use cpg_testkit::Cluster;
+
+/// Safe vs raw CPG throughput and CPU cost, on 1 node and on a 3-node cluster.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Rounds (each runs safe and raw once over all sizes).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds per message size and implementation.
+    #[arg(long, default_value_t = 1.0)]
+    duration: f64,
+    /// Message sizes in bytes, comma-separated.
+    #[arg(long, default_value = "64,320,1600,8000,40000,200000,1000000")]
+    sizes: String,
+    /// Cluster sizes to measure, comma-separated.
+    #[arg(long, default_value = "1,3")]
+    nodes: String,
+    /// Throughput ratio safe/raw below which a size is flagged.
+    #[arg(long, default_value_t = 0.98)]
+    min_throughput_ratio: f64,
+    /// CPU-per-message ratio safe/raw above which a size is flagged.
+    #[arg(long, default_value_t = 1.02)]
+    max_cpu_ratio: f64,
+}
+
+/// One measurement of one size by one implementation.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    msgs_per_sec: f64,
+    cpu_us_per_msg: f64,
+    allocs_per_msg: f64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("bench_compare: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parse_list(what: &str, text: &str) -> Result<Vec<usize>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .map_err(|_| format!("{what}: {s:?} is not a number"))
+        })
+        .collect()
+}
+
+fn run(args: &Args) -> Result<bool, String> {
+    let sizes = parse_list("--sizes", &args.sizes)?;
+    let node_counts = parse_list("--nodes", &args.nodes)?;
+    if args.rounds == 0 || args.rounds > 100 {
+        return Err("--rounds must be 1..=100".into());
+    }
+    if !(args.duration > 0.0 && args.duration <= 60.0) {
+        return Err("--duration must be in (0, 60] seconds".into());
+    }
+    let dir = std::env::current_exe()
+        .map_err(|e| format!("cannot find this program: {e}"))?
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or("cannot find this program's directory")?;
+    let safe = dir.join("bench");
+    let raw = dir.join("bench_raw");
+    for exe in [&safe, &raw] {
+        if !exe.is_file() {
+            return Err(format!(
+                "{} not found: build with `cargo build --release -p cpg-examples --bins`",
+                exe.display()
+            ));
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| format!("cannot install a signal handler: {e}"))?;
+    }
+
+    println!(
+        "# safe (cpg crate) vs raw (corosync-sys) — {} rounds × {} s per size and implementation",
+        args.rounds, args.duration
+    );
+    println!(
+        "# corosync {} (libcpg {}), {} CPUs",
+        corosync_version(),
+        corosync_sys::LIBCPG_VERSION,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let mut all_ok = true;
+    for &n in &node_counts {
+        eprintln!("bench_compare: starting a {n}-node cluster ...");
+        let cluster = Cluster::builder()
+            .nodes(n)
+            .start()
+            .map_err(|e| format!("cannot start a {n}-node cluster: {e}"))?;
+        let mut samples: BTreeMap<(&str, usize), Vec<Sample>> = BTreeMap::new();
+        for round in 0..args.rounds {
+            let order: [(&str, &PathBuf); 2] = if round % 2 == 0 {
+                [("safe", &safe), ("raw", &raw)]
+            } else {
+                [("raw", &raw), ("safe", &safe)]
+            };
+            for (name, exe) in order {
+                if stop.load(Ordering::Relaxed) {
+                    return Err("interrupted".into());
+                }
+                eprintln!(
+                    "bench_compare: {n} node(s), round {}/{}: {name}",
+                    round + 1,
+                    args.rounds
+                );
+                let group = format!("bench-cmp-{round}-{name}");
+                let rows = run_one(&cluster, exe, args, &group, sizes.len(), &stop)?;
+                for (size, sample) in rows {
+                    samples.entry((name, size)).or_default().push(sample);
+                }
+            }
+        }
+        drop(cluster);
+        all_ok &= print_table(args, n, &sizes, &samples);
+    }
+    Ok(all_ok)
+}
+
+fn corosync_version() -> String {
+    std::process::Command::new("corosync")
+        .arg("-v")
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            let line = text.lines().next()?.to_string();
+            // "Corosync Cluster Engine, version '3.1.7'"
+            line.split('\'').nth(1).map(str::to_string)
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Runs one benchmark process on node 1; its rows, by size.
+fn run_one(
+    cluster: &Cluster,
+    exe: &Path,
+    args: &Args,
+    group: &str,
+    nsizes: usize,
+    stop: &AtomicBool,
+) -> Result<Vec<(usize, Sample)>, String> {
+    let mut child = cluster
+        .node(0)
+        .command(exe)
+        .args(["--json", "--group", group, "--sizes", &args.sizes])
+        .args(["--duration", &args.duration.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+    // Each size takes `duration` plus the drain of its end marker.
+    let limit = Duration::from_secs_f64((args.duration + 30.0) * nsizes as f64 + 30.0);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if started.elapsed() > limit || stop.load(Ordering::Relaxed) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{} did not finish within {limit:?}", exe.display()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        use std::io::Read as _;
+        stdout.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    }
+    if !status.success() {
+        return Err(format!("{} failed ({status})", exe.display()));
+    }
+    let mut rows = Vec::new();
+    for line in out.lines().filter(|l| l.starts_with('{')) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("bad output {line:?}: {e}"))?;
+        let num = |k: &str| v[k].as_f64().unwrap_or(0.0);
+        let msgs = num("msgs").max(1.0);
+        rows.push((
+            num("size") as usize,
+            Sample {
+                msgs_per_sec: num("msgs_per_sec"),
+                cpu_us_per_msg: num("cpu_secs") * 1e6 / msgs,
+                allocs_per_msg: num("allocs") / msgs,
+            },
+        ));
+    }
+    if rows.len() != nsizes {
+        return Err(format!(
+            "{} printed {} rows, expected {nsizes}",
+            exe.display(),
+            rows.len()
+        ));
+    }
+    Ok(rows)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Prints the table for one cluster size; true if every size meets the targets.
+fn print_table(
+    args: &Args,
+    nodes: usize,
+    sizes: &[usize],
+    samples: &BTreeMap<(&str, usize), Vec<Sample>>,
+) -> bool {
+    println!();
+    println!(
+        "## {nodes} node{} (client on node 1)",
+        if nodes == 1 { "" } else { "s" }
+    );
+    println!();
+    println!(
+        "| bytes/msg | safe msgs/s | raw msgs/s | msgs/s safe/raw | safe CPU µs/msg | raw CPU µs/msg | CPU/msg safe/raw | safe allocs/msg |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut ok = true;
+    for &size in sizes {
+        let empty = Vec::new();
+        let s = samples.get(&("safe", size)).unwrap_or(&empty);
+        let r = samples.get(&("raw", size)).unwrap_or(&empty);
+        // Paired per round: round i of safe with round i of raw.
+        let tput: Vec<f64> = s
+            .iter()
+            .zip(r)
+            .map(|(s, r)| s.msgs_per_sec / r.msgs_per_sec)
+            .collect();
+        let cpu: Vec<f64> = s
+            .iter()
+            .zip(r)
+            .map(|(s, r)| s.cpu_us_per_msg / r.cpu_us_per_msg)
+            .collect();
+        let tput = median(tput);
+        let cpu = median(cpu);
+        let allocs = s.iter().map(|x| x.allocs_per_msg).fold(0.0, f64::max);
+        let flag_t = if tput >= args.min_throughput_ratio {
+            ""
+        } else {
+            " ✗"
+        };
+        let flag_c = if cpu <= args.max_cpu_ratio {
+            ""
+        } else {
+            " ✗"
+        };
+        ok &= flag_t.is_empty() && flag_c.is_empty() && allocs == 0.0;
+        println!(
+            "| {size} | {:.0} | {:.0} | {tput:.3}{flag_t} | {:.2} | {:.2} | {cpu:.3}{flag_c} | {allocs} |",
+            median(s.iter().map(|x| x.msgs_per_sec).collect()),
+            median(r.iter().map(|x| x.msgs_per_sec).collect()),
+            median(s.iter().map(|x| x.cpu_us_per_msg).collect()),
+            median(r.iter().map(|x| x.cpu_us_per_msg).collect()),
+        );
+    }
+    println!();
+    println!(
+        "targets: msgs/s safe/raw >= {}, CPU/msg safe/raw <= {}, allocations per message 0: {}",
+        args.min_throughput_ratio,
+        args.max_cpu_ratio,
+        if ok { "met" } else { "NOT met (✗)" }
+    );
+    ok
+}
