@@ -154,6 +154,17 @@ fn start_shared() -> Result<Shared, HarnessError> {
     };
     let node = Node::create(&instance, 1, ns, std::net::Ipv4Addr::LOCALHOST, &conf)?;
     node.start_daemon()?;
+    // Answering is not enough: CPG is ready once the node has formed its membership.
+    let mut last = Err(String::new());
+    let formed = wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
+        last = node.joined_members();
+        last.as_ref().is_ok_and(|m| *m == [1])
+    });
+    if !formed {
+        return Err(node.error(&format!(
+            "corosync did not form its single-node membership within 20 s (last: {last:?})"
+        )));
+    }
     Ok(Shared {
         node,
         _instance: instance,
