@@ -2,12 +2,12 @@
 //! (SIGKILL: the daemon sees the process vanish) or let them exit cleanly.
 //!
 //! The usual client is the test binary itself: [`Client::spawn_test`] runs
-//! `current_exe() --exact TEST --nocapture` inside the node's namespace with
+//! `current_exe() --exact TEST --nocapture --quiet` inside the node's namespace with
 //! [`CLIENT_ENV`] set, and the test function starts with
 //! `if let Some(role) = cpg_testkit::client_role() { ... return; }`.
 //!
 //! Protocol: the test talks to the client through lines on its stdin and reads lines
-//! from its stdout ([`Client::expect_line`] skips lines without the asked prefix, such
+//! from its stdout ([`Client::expect_line`] skips lines without the asked marker, such
 //! as libtest's own output). A client must exit when its stdin reaches EOF: that is
 //! what happens when the test process dies, so no client outlives its test.
 
@@ -83,7 +83,15 @@ impl Client {
         let mut client = Self::spawn(
             node,
             &exe,
-            ["--exact", test, "--nocapture", "--test-threads=1"],
+            // --quiet: libtest prints no "test NAME ... " (without a newline) before the
+            // client's first line.
+            [
+                "--exact",
+                test,
+                "--nocapture",
+                "--quiet",
+                "--test-threads=1",
+            ],
             &[(CLIENT_ENV, role)],
         )?;
         client.label = format!("client {role:?} ({test}) on node {}", node.nodeid());
@@ -139,29 +147,28 @@ impl Client {
         self.stdin = None;
     }
 
-    /// Waits up to `timeout` for a stdout line starting with `prefix` and returns it
-    /// (whole); other lines are skipped. Fails if the client exits or time runs out;
-    /// the error lists what the client printed.
-    pub fn expect_line(&mut self, prefix: &str, timeout: Duration) -> Result<String, HarnessError> {
+    /// Waits up to `timeout` for a stdout line that contains `marker` and returns the
+    /// line from the marker on (whatever else printed before it on the same line, such
+    /// as libtest's progress, is cut off); other lines are skipped. Fails if the client
+    /// exits or time runs out; the error lists what the client printed.
+    pub fn expect_line(&mut self, marker: &str, timeout: Duration) -> Result<String, HarnessError> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.seen.push(line.clone());
-                    if line.starts_with(prefix) {
-                        return Ok(line);
+                    if let Some(at) = line.find(marker) {
+                        return Ok(line[at..].to_string());
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    return Err(self.failure(&format!(
-                        "no line starting with {prefix:?} within {timeout:?}"
-                    )))
+                    return Err(self.failure(&format!("no line with {marker:?} within {timeout:?}")))
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.wait(Duration::from_secs(5));
                     return Err(self.failure(&format!(
-                        "exited ({status:?}) before printing a line starting with {prefix:?}"
+                        "exited ({status:?}) before printing a line with {marker:?}"
                     )));
                 }
             }
