@@ -58,6 +58,7 @@ pub mod retry;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 mod types;
+mod zcb;
 
 pub use callbacks::{Callbacks, Closures, OnConfchg, OnDeliver, OnTotemConfchg, Unset};
 pub use error::{CsError, Error, Operation, OsError, Result};
@@ -69,6 +70,7 @@ pub use types::{
     Address, ConfigChange, DispatchMode, Dispatched, FlowControl, Guarantee, Member, Message,
     Reason, RingId, TotemChange,
 };
+pub use zcb::ZeroCopyBuffer;
 
 /// The raw bindings this crate is built on.
 pub use corosync_sys as sys;

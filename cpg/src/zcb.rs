@@ -1,0 +1,243 @@
+//! Zero-copy send buffers: memory that libcpg allocates for a message, filled in place
+//! and sent without another copy by the library (`cpg_zcb_*`).
+//!
+//! ```no_run
+//! # let handle = cpg::Handle::builder().build()?;
+//! let mut buffer = handle.alloc_buffer(5)?;
+//! buffer.copy_from_slice(b"hello");
+//! buffer.send_all()?;
+//! // `buffer` is freed here (cpg_zcb_free), sent or not.
+//! # Ok::<(), cpg::Error>(())
+//! ```
+//!
+//! # What libcpg does underneath
+//!
+//! On corosync 2.x and 3.x up to 3.1.9, `cpg_zcb_alloc` creates a file in `/dev/shm`
+//! (falling back to `/var/run`), maps it, and registers it with the daemon, which maps
+//! it too and deletes the file. The mapping starts with libcpg's own header, then room
+//! for the send request header, then the bytes this type hands out. A send rewrites the
+//! request header and asks the daemon to multicast straight from the mapping; the
+//! daemon copies the message into its send queue before it answers. `cpg_zcb_free`
+//! unregisters and unmaps it.
+//!
+//! Newer corosync turned these calls into plain `malloc`/`free` wrappers over an
+//! ordinary send. This type relies on neither: it never touches memory outside the
+//! buffer, never reads the buffer after freeing it, and starts it zeroed (a `malloc`ed
+//! block is uninitialized).
+
+use std::ffi::c_void;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+
+use corosync_sys as sys;
+
+use crate::error::{CsError, Error, Operation, Result};
+use crate::handle::Connection;
+use crate::types::Guarantee;
+
+/// A message buffer allocated by libcpg (`cpg_zcb_alloc`), written in place and sent
+/// without another copy ([`send`](Self::send)).
+///
+/// It dereferences to a `[u8]` of exactly the requested size, zeroed at first. It is
+/// freed (`cpg_zcb_free`) exactly once, when dropped, whether it was sent or not.
+///
+/// # Reuse
+///
+/// A buffer can be sent any number of times, with the same or new contents: libcpg
+/// writes its request header in front of the data at each send, and the daemon has
+/// copied the message into its own queue by the time [`send`](Self::send) returns. The
+/// buffer stays registered with the daemon until it is dropped.
+///
+/// # Limits
+///
+/// A zero-copy send is never fragmented: the buffer size and every send are limited to
+/// [`max_message_size`](Connection::max_message_size) (about 1 MiB), which
+/// [`alloc_buffer`](Connection::alloc_buffer) and [`send`](Self::send) check before
+/// calling libcpg. Use [`Connection::send`] for larger messages.
+///
+/// # Lifetime
+///
+/// Freeing needs the live connection, so the buffer borrows it and cannot outlive it:
+///
+/// ```compile_fail,E0505
+/// let handle = cpg::Handle::builder().build()?;
+/// let buffer = handle.alloc_buffer(16)?;
+/// drop(handle); // error: `handle` is still borrowed by `buffer`
+/// buffer.send_all()?;
+/// # Ok::<(), cpg::Error>(())
+/// ```
+///
+/// Like the [`Connection`] it borrows, it stays on the thread that made it.
+pub struct ZeroCopyBuffer<'a> {
+    conn: &'a Connection,
+    /// Start of the bytes handed out, as returned by `cpg_zcb_alloc`.
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Connection {
+    /// Allocates a zero-copy send buffer of exactly `size` bytes (`cpg_zcb_alloc`),
+    /// zeroed. Fill it through `&mut [u8]` and send it with
+    /// [`ZeroCopyBuffer::send`].
+    ///
+    /// Fails with [`Error::MessageTooBig`] when `size` is above
+    /// [`max_message_size`](Self::max_message_size), before libcpg is called.
+    ///
+    /// # Aborts
+    ///
+    /// On corosync up to 3.1.9, libcpg **aborts the process** (a C `assert`) when it
+    /// cannot create or map the shared-memory file: `/dev/shm` (and `/var/run`) full or
+    /// not writable, or no file descriptor left. The size limit is checked here first;
+    /// the rest cannot be checked without racing libcpg. If the daemon cannot be reached
+    /// after the file was created, libcpg returns the error and leaves the file and its
+    /// mapping behind.
+    pub fn alloc_buffer(&self, size: usize) -> Result<ZeroCopyBuffer<'_>> {
+        let max = self.max_message_size()? as usize;
+        if size > max {
+            return Err(Error::MessageTooBig { len: size, max });
+        }
+        let mut raw: *mut c_void = std::ptr::null_mut();
+        // SAFETY: the handle is live for as long as `self` is borrowed; `raw` is a valid
+        // out pointer. `size` is at most the atomic message size, so libcpg's mapping
+        // size (size plus two small headers) cannot overflow.
+        let rc = unsafe { sys::cpg_zcb_alloc(self.as_raw(), size, &mut raw) };
+        Error::check(Operation::ZeroCopyAlloc, rc)?;
+        let Some(ptr) = NonNull::new(raw.cast::<u8>()) else {
+            // A malloc-based libcpg may hand out NULL for a failed (or zero-sized)
+            // allocation while reporting success: there is nothing to free.
+            return Err(Error::Cs {
+                op: Operation::ZeroCopyAlloc,
+                code: CsError::NoMemory,
+            });
+        };
+        // SAFETY: libcpg returned a writable block of at least `size` bytes at `ptr`
+        // that nothing else uses until it is freed. Zeroing it makes every byte
+        // initialized (a malloc-based libcpg hands out uninitialized memory).
+        unsafe { ptr.as_ptr().write_bytes(0, size) };
+        Ok(ZeroCopyBuffer {
+            conn: self,
+            ptr,
+            len: size,
+        })
+    }
+}
+
+impl<'a> ZeroCopyBuffer<'a> {
+    /// Size of the buffer in bytes, as requested.
+    pub fn capacity(&self) -> usize {
+        self.len
+    }
+
+    /// The connection the buffer belongs to (and is sent and freed with).
+    pub fn connection(&self) -> &'a Connection {
+        self.conn
+    }
+
+    /// Sends the first `len` bytes of the buffer to every group the connection joined,
+    /// in agreed order (`cpg_zcb_mcast_joined`).
+    ///
+    /// Fails with [`Error::MessageTooBig`] before libcpg is called when `len` is larger
+    /// than the buffer or than [`max_message_size`](Connection::max_message_size).
+    /// Back-pressure shows as a retryable error ([`Error::is_retryable`]); the buffer is
+    /// unchanged and can be sent again.
+    pub fn send(&self, len: usize) -> Result<()> {
+        self.send_with(Guarantee::Agreed, len)
+    }
+
+    /// Sends the whole buffer, like [`send`](Self::send) with its
+    /// [`capacity`](Self::capacity).
+    pub fn send_all(&self) -> Result<()> {
+        self.send(self.len)
+    }
+
+    /// Sends the first `len` bytes with an explicit delivery [`Guarantee`].
+    pub fn send_with(&self, guarantee: Guarantee, len: usize) -> Result<()> {
+        // libcpg checks neither bound against the buffer: the daemon would multicast
+        // whatever follows the mapping.
+        if len > self.len {
+            return Err(Error::MessageTooBig { len, max: self.len });
+        }
+        let max = self.conn.max_message_size()? as usize;
+        if len > max {
+            return Err(Error::MessageTooBig { len, max });
+        }
+        // SAFETY: the handle is live (borrowed for 'a); `ptr` came from cpg_zcb_alloc on
+        // this handle and is not freed yet; `len` is within the buffer. libcpg writes
+        // only its own header in front of `ptr` (memory no Rust reference covers) and
+        // reads `len` bytes from `ptr`.
+        let rc = unsafe {
+            sys::cpg_zcb_mcast_joined(
+                self.conn.as_raw(),
+                guarantee.to_raw(),
+                self.ptr.as_ptr().cast::<c_void>(),
+                len,
+            )
+        };
+        Error::check(Operation::ZeroCopySend, rc)
+    }
+
+    /// Frees the buffer now (`cpg_zcb_free`), reporting a failure that dropping it would
+    /// ignore. Either way the buffer is gone: it is never freed twice.
+    ///
+    /// When the daemon is lost, libcpg cannot unregister the buffer and keeps its
+    /// memory mapped until the process exits.
+    pub fn free(self) -> Result<()> {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.free_raw()
+    }
+
+    fn free_raw(&self) -> Result<()> {
+        // SAFETY: `ptr` came from cpg_zcb_alloc on this live handle; this is reached
+        // exactly once per buffer (from `free`, which suppresses Drop, or from Drop),
+        // and the pointer is never used afterwards.
+        let rc = unsafe { sys::cpg_zcb_free(self.conn.as_raw(), self.ptr.as_ptr().cast()) };
+        Error::check(Operation::ZeroCopyFree, rc)
+    }
+}
+
+impl Deref for ZeroCopyBuffer<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr` points to `len` initialized bytes (zeroed at allocation) that
+        // stay valid until the buffer is freed, which needs `self` by value.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl DerefMut for ZeroCopyBuffer<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference to the
+        // bytes (libcpg and the daemon only read them, during `send`, which borrows
+        // `self`).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl AsRef<[u8]> for ZeroCopyBuffer<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl AsMut<[u8]> for ZeroCopyBuffer<'_> {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
+impl fmt::Debug for ZeroCopyBuffer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZeroCopyBuffer")
+            .field("ptr", &self.ptr)
+            .field("capacity", &self.len)
+            .finish()
+    }
+}
+
+impl Drop for ZeroCopyBuffer<'_> {
+    fn drop(&mut self) {
+        let _ = self.free_raw();
+    }
+}

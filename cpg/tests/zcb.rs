@@ -1,0 +1,487 @@
+//! Zero-copy send buffers against the shared private daemon (`cpg_testkit::shared()`).
+//!
+//! Corosync refuses a second join of the same group by the same process (it keys
+//! members by pid), so the receiving member is a child process: this test binary run
+//! again inside the daemon's network namespace, filtered to the same test, with
+//! `CHILD_ENV` set. It joins the group, reports every delivered message on stdout, and
+//! leaves when its stdin closes.
+//!
+//! The tests of this file take `SERIAL`: the leak test counts mappings of the whole
+//! process, which other tests of the same binary would change.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use cpg::retry::Backoff;
+use cpg::{CsError, DispatchMode, Error, GroupName, Handle, Operation};
+
+/// Set in the child: the group (as UTF-8) the receiver joins.
+const CHILD_ENV: &str = "CPG_ZCB_TEST_RECEIVER_GROUP";
+/// Prefix of the child's report lines (libtest prints its own lines on stdout too).
+const TAG: &str = "@@cpg-zcb@@";
+/// Longest a child may live, whatever happens to the parent.
+const CHILD_LIFETIME: Duration = Duration::from_secs(180);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `body` on a thread with a stack big enough for `cpg_dispatch`, inside the
+/// shared daemon's namespace, and propagates its panic.
+fn on_big_stack(body: impl FnOnce(&'static cpg_testkit::Node) + Send + 'static) {
+    let node = cpg_testkit::shared();
+    std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(move || node.enter(|| body(node)))
+        .expect("spawn test thread")
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p));
+}
+
+/// In the child process: be the receiving member and return `true`; in the parent:
+/// return `false`.
+fn run_child_role() -> bool {
+    let Ok(group) = std::env::var(CHILD_ENV) else {
+        return false;
+    };
+    std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(move || receive_until_stdin_closes(&group))
+        .expect("spawn receiver thread")
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p));
+    true
+}
+
+fn receive_until_stdin_closes(group: &str) {
+    let closed = Arc::new(AtomicBool::new(false));
+    let flag = closed.clone();
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        flag.store(true, Ordering::SeqCst);
+    });
+    let group = GroupName::new(group).expect("group name");
+    let handle = Handle::builder()
+        .on_deliver(move |_cpg, msg| {
+            if *msg.group == group {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{TAG} MSG {}", hex(msg.data)).expect("stdout");
+                out.flush().expect("stdout");
+            }
+        })
+        .build()
+        .expect("child: connect to the daemon");
+    handle.join(&group).expect("child: join");
+    println!("{TAG} READY {}", std::process::id());
+    std::io::stdout().flush().expect("stdout");
+    let start = Instant::now();
+    while !closed.load(Ordering::SeqCst) && start.elapsed() < CHILD_LIFETIME {
+        handle
+            .dispatch_timeout(Duration::from_millis(50))
+            .expect("child: dispatch");
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        s.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    s
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        _ => panic!("bad hex digit {c}"),
+    };
+    s.as_bytes()
+        .chunks(2)
+        .map(|p| digit(p[0]) << 4 | digit(p[1]))
+        .collect()
+}
+
+/// The receiving member, a child process, as seen from the test.
+struct Receiver {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    messages: mpsc::Receiver<Vec<u8>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    /// Starts the child for `test` (the name of the calling test function), which joins
+    /// `group`, and waits until it has joined.
+    fn start(node: &cpg_testkit::Node, test: &str, group: &str) -> Receiver {
+        let exe = std::env::current_exe().expect("current_exe");
+        let mut child = node
+            .command(exe)
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, group)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the receiver process");
+        let stdout = child.stdout.take().expect("child stdout");
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (msg_tx, messages) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // libtest may have started the line ("test name ... ").
+                let Some(at) = line.find(TAG) else {
+                    continue;
+                };
+                let report = &line[at + TAG.len()..];
+                if let Some(pid) = report.strip_prefix(" READY ") {
+                    let _ = ready_tx.send(pid.parse::<u32>().expect("pid"));
+                } else if let Some(data) = report.strip_prefix(" MSG ") {
+                    let _ = msg_tx.send(unhex(data));
+                }
+            }
+        });
+        let mut receiver = Receiver {
+            child,
+            stdin: None,
+            messages,
+            reader: Some(reader),
+        };
+        receiver.stdin = receiver.child.stdin.take();
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(pid) => assert_eq!(pid, receiver.child.id(), "the child reported another pid"),
+            Err(_) => panic!(
+                "the receiver process did not join within 30 s (status {:?})\n{}",
+                receiver.child.try_wait(),
+                node.log_tail(20)
+            ),
+        }
+        receiver
+    }
+
+    /// The next message the child delivered, waiting up to `timeout`.
+    fn next(&self, timeout: Duration) -> Option<Vec<u8>> {
+        self.messages.recv_timeout(timeout).ok()
+    }
+
+    /// Waits for the next message and asserts it equals `expected`, byte for byte.
+    fn expect(&self, what: &str, expected: &[u8]) {
+        let got = self
+            .next(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{what}: the receiver got nothing within 20 s"));
+        assert_eq!(got.len(), expected.len(), "{what}: length");
+        if let Some(i) = got.iter().zip(expected).position(|(a, b)| a != b) {
+            panic!(
+                "{what}: byte {i} differs: got {:#04x}, sent {:#04x}",
+                got[i], expected[i]
+            );
+        }
+    }
+
+    /// Asserts that nothing more arrives within `quiet`.
+    fn expect_nothing(&self, what: &str, quiet: Duration) {
+        if let Some(m) = self.next(quiet) {
+            panic!("{what}: unexpected message of {} bytes", m.len());
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// A pattern that differs for every position and every `seed`, so that a shifted,
+/// truncated or mixed-up message cannot pass.
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn unique_group(test: &str) -> String {
+    format!("zcb-{test}-{}", std::process::id())
+}
+
+/// Connects a sending handle and joins `group` (after the receiver did).
+fn sender(group: &str) -> Handle {
+    let handle = Handle::builder().build().expect("connect the sender");
+    handle
+        .join(&GroupName::new(group).unwrap())
+        .expect("sender join");
+    handle
+}
+
+/// Sends the whole buffer, retrying on back-pressure, and drains the sender's own
+/// copy of its messages so that its queue never fills.
+fn send_all_retrying(handle: &Handle, buffer: &cpg::ZeroCopyBuffer<'_>) {
+    Backoff::default()
+        .run(
+            || buffer.send_all(),
+            || handle.dispatch(DispatchMode::All).map(|_| ()),
+        )
+        .expect("zero-copy send");
+    handle.dispatch(DispatchMode::All).expect("sender dispatch");
+}
+
+/// 1 byte, 64 KiB and exactly the atomic size, each in a buffer of its own size,
+/// arrive byte-exact and in order at the other member.
+#[test]
+fn sends_one_byte_64k_and_max_size_byte_exact() {
+    if run_child_role() {
+        return;
+    }
+    let _serial = serial();
+    on_big_stack(|node| {
+        let test = "sends_one_byte_64k_and_max_size_byte_exact";
+        let group = unique_group("sizes");
+        let receiver = Receiver::start(node, test, &group);
+        let handle = sender(&group);
+        let max = handle.max_message_size().expect("max size") as usize;
+        assert!(max > 64 * 1024, "atomic size {max} is smaller than 64 KiB");
+
+        let sizes = [1usize, 64 * 1024, max];
+        for (seed, &size) in sizes.iter().enumerate() {
+            let data = pattern(size, seed as u32 + 1);
+            let mut buffer = handle.alloc_buffer(size).expect("alloc");
+            assert_eq!(buffer.len(), size, "buffer length");
+            assert_eq!(buffer.capacity(), size, "buffer capacity");
+            assert!(buffer.iter().all(|&b| b == 0), "a new buffer is zeroed");
+            buffer.copy_from_slice(&data);
+            send_all_retrying(&handle, &buffer);
+            drop(buffer);
+            receiver.expect(&format!("{size}-byte message"), &data);
+        }
+        receiver.expect_nothing("after the three sends", Duration::from_millis(300));
+    });
+}
+
+/// One buffer sent three times, rewritten in between and once only in part: every
+/// send delivers what the buffer held at that moment.
+#[test]
+fn one_buffer_sent_several_times() {
+    if run_child_role() {
+        return;
+    }
+    let _serial = serial();
+    on_big_stack(|node| {
+        let test = "one_buffer_sent_several_times";
+        let group = unique_group("reuse");
+        let receiver = Receiver::start(node, test, &group);
+        let handle = sender(&group);
+
+        let mut buffer = handle.alloc_buffer(4096).expect("alloc");
+        let first = pattern(4096, 11);
+        buffer.copy_from_slice(&first);
+        send_all_retrying(&handle, &buffer);
+
+        let second = pattern(4096, 12);
+        buffer.copy_from_slice(&second);
+        buffer.send(100).expect("send a prefix");
+        handle.dispatch(DispatchMode::All).expect("dispatch");
+
+        let third = pattern(4096, 13);
+        buffer.copy_from_slice(&third);
+        buffer
+            .send_with(cpg::Guarantee::Fifo, 4096)
+            .expect("send again");
+        buffer.free().expect("cpg_zcb_free");
+
+        receiver.expect("first send", &first);
+        receiver.expect("second send (100-byte prefix)", &second[..100]);
+        receiver.expect("third send", &third);
+    });
+}
+
+/// Sizes above the limits are refused with `MessageTooBig` before libcpg is called
+/// (no mapping is made, nothing is delivered); a send by a handle that joined no group
+/// is refused by the daemon with `CS_ERR_NOT_EXIST`.
+#[test]
+fn too_big_and_unjoined_sends_fail_with_the_right_error() {
+    if run_child_role() {
+        return;
+    }
+    let _serial = serial();
+    on_big_stack(|node| {
+        let test = "too_big_and_unjoined_sends_fail_with_the_right_error";
+        let group = unique_group("limits");
+        let receiver = Receiver::start(node, test, &group);
+        let handle = sender(&group);
+        let max = handle.max_message_size().expect("max size") as usize;
+        let maps_before = zerocopy_mappings();
+
+        for size in [max + 1, 2 * max, usize::MAX] {
+            let err = handle
+                .alloc_buffer(size)
+                .expect_err("alloc above the limit");
+            assert_eq!(
+                err,
+                Error::MessageTooBig { len: size, max },
+                "alloc({size})"
+            );
+            assert_eq!(err.operation(), None, "not an error from C");
+        }
+        assert_eq!(
+            zerocopy_mappings(),
+            maps_before,
+            "a refused allocation must not reach cpg_zcb_alloc"
+        );
+
+        let mut buffer = handle.alloc_buffer(10).expect("alloc");
+        buffer.copy_from_slice(b"0123456789");
+        for len in [11, max + 1, usize::MAX] {
+            let err = buffer.send(len).expect_err("send past the buffer");
+            assert_eq!(err, Error::MessageTooBig { len, max: 10 }, "send({len})");
+            assert!(!err.is_retryable());
+        }
+        // Nothing of the refused sends went out: the next message is this one.
+        buffer.send(4).expect("send within the buffer");
+        receiver.expect("the send after the refused ones", b"0123");
+        receiver.expect_nothing("after the valid send", Duration::from_millis(300));
+        drop(buffer);
+
+        let loner = Handle::builder().build().expect("connect");
+        let buffer = loner.alloc_buffer(8).expect("alloc without a group");
+        let err = buffer.send_all().expect_err("send without a group");
+        assert_eq!(
+            err,
+            Error::Cs {
+                op: Operation::ZeroCopySend,
+                code: CsError::NotExist
+            }
+        );
+    });
+}
+
+/// Lines of /proc/self/maps.
+fn mappings() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/maps")
+        .expect("/proc/self/maps")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Mappings of libcpg's zero-copy files (`/dev/shm/corosync_zerocopy-*`).
+fn zerocopy_mappings() -> usize {
+    mappings()
+        .iter()
+        .filter(|l| l.contains("corosync_zerocopy"))
+        .count()
+}
+
+/// libcpg's zero-copy files present in /dev/shm (the daemon deletes each once it has
+/// mapped it).
+fn zerocopy_files() -> usize {
+    std::fs::read_dir("/dev/shm")
+        .expect("/dev/shm")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("corosync_zerocopy")
+        })
+        .count()
+}
+
+/// 10,000 alloc/free cycles (half freed by drop, half by `free`) and 1,000
+/// alloc/fill/send/drop cycles leave no zero-copy file in /dev/shm and no extra
+/// mapping in this process; all 1,000 messages arrive, in order.
+#[test]
+fn alloc_free_and_send_cycles_leave_nothing_behind() {
+    if run_child_role() {
+        return;
+    }
+    let _serial = serial();
+    on_big_stack(|node| {
+        let test = "alloc_free_and_send_cycles_leave_nothing_behind";
+        let group = unique_group("cycles");
+        let receiver = Receiver::start(node, test, &group);
+        let handle = sender(&group);
+
+        // Warm up, so that one-time allocations are not counted.
+        drop(handle.alloc_buffer(1024).expect("alloc"));
+        let files_before = zerocopy_files();
+        let maps_before = mappings();
+        let zc_before = zerocopy_mappings();
+
+        let start = Instant::now();
+        for i in 0..10_000usize {
+            let size = (i % 16 + 1) * 1024;
+            let mut buffer = handle.alloc_buffer(size).expect("alloc");
+            buffer[size - 1] = i as u8;
+            if i % 2 == 0 {
+                drop(buffer);
+            } else {
+                buffer.free().expect("free");
+            }
+        }
+        let alloc_free = start.elapsed();
+
+        let start = Instant::now();
+        for i in 0..1_000u32 {
+            let mut buffer = handle.alloc_buffer(64).expect("alloc");
+            buffer[..4].copy_from_slice(&i.to_le_bytes());
+            send_all_retrying(&handle, &buffer);
+        }
+        let alloc_send = start.elapsed();
+        eprintln!(
+            "zcb cycles: 10,000 alloc/free in {alloc_free:?} ({:.1} us each), \
+             1,000 alloc/send/drop in {alloc_send:?} ({:.1} us each)",
+            alloc_free.as_secs_f64() * 1e6 / 10_000.0,
+            alloc_send.as_secs_f64() * 1e6 / 1_000.0
+        );
+
+        for i in 0..1_000u32 {
+            let mut expected = [0u8; 64];
+            expected[..4].copy_from_slice(&i.to_le_bytes());
+            receiver.expect(&format!("message {i} of 1,000"), &expected);
+        }
+
+        assert_eq!(
+            zerocopy_files(),
+            files_before,
+            "zero-copy files in /dev/shm"
+        );
+        assert_eq!(zerocopy_mappings(), zc_before, "zero-copy mappings");
+        let maps_after = mappings();
+        let added: Vec<&String> = maps_after
+            .iter()
+            .filter(|l| !maps_before.contains(l))
+            .collect();
+        assert_eq!(
+            maps_after.len(),
+            maps_before.len(),
+            "mappings in /proc/self/maps; new ones: {added:#?}"
+        );
+    });
+}
