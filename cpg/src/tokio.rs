@@ -15,10 +15,12 @@
 //!
 //! Dispatching happens on whatever runtime thread polls the stream (or awaits a send,
 //! which keeps reading while it waits). libcpg keeps a 1 MiB receive buffer on the stack
-//! of `cpg_dispatch`, so those threads need a stack well above 1 MiB. Tokio's worker
-//! threads have 2 MiB by default, which was measured to be enough (also for 3 MiB
-//! messages, which libcpg reassembles on the heap), but leaves little room for deep
-//! user code in the same task: give the runtime more.
+//! of `cpg_dispatch`, so those threads need a stack well above 1 MiB. Measured with
+//! corosync 3.1.7 (the `tokio_stack` test, also with 3 MiB messages, which libcpg
+//! reassembles on the heap): polling the stream from a worker with a 1 MiB + 32 KiB
+//! stack works, 1 MiB overflows. Tokio's default worker stack (2 MiB) and libtest's
+//! thread under `#[tokio::test]` (2 MiB) therefore work, but leave only about 1 MiB for
+//! the frames of the task that polls: give the runtime more when that task is deep.
 //!
 //! ```no_run
 //! let runtime = tokio::runtime::Builder::new_multi_thread()
