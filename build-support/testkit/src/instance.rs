@@ -15,7 +15,7 @@
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -103,6 +103,15 @@ impl Instance {
                  e.g. with build-support/run test",
             ));
         }
+        for tool in ["ip", "unshare", "corosync", "corosync-cmapctl", "bash"] {
+            if !process::tool_exists(tool) {
+                return Err(HarnessError::new(format!(
+                    "cpg-testkit: `{tool}` not found (in $PATH, /usr/sbin, /sbin). Install the \
+                     test dependencies with `build-support/run deps` (Debian: corosync \
+                     iproute2 util-linux; RHEL: corosync iproute util-linux)"
+                )));
+            }
+        }
         // A leftover from a dead process with the same pid would be stale: replace it.
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)
@@ -170,7 +179,7 @@ impl Drop for Instance {
 }
 
 fn spawn_watchdog(dir: &Path) -> Result<(Child, ChildStdin), HarnessError> {
-    let mut cmd = Command::new("bash");
+    let mut cmd = process::tool("bash");
     cmd.arg("-c")
         .arg(WATCHDOG)
         .arg("cpg-testkit-watchdog")

@@ -29,7 +29,7 @@ pub(crate) fn bridge_port(nodeid: u32) -> String {
 }
 
 fn ip() -> Command {
-    Command::new("ip")
+    crate::process::tool("ip")
 }
 
 /// `ip netns add NAME`, retried briefly: the very first `ip netns add` on a machine

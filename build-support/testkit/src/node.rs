@@ -116,7 +116,7 @@ impl Node {
     /// A command that runs `program` inside this node's network namespace (through
     /// `ip netns exec`). Add arguments and run it as usual.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
+        let mut cmd = process::tool("ip");
         cmd.args(["netns", "exec", &self.netns]).arg(program);
         cmd
     }
@@ -188,7 +188,7 @@ impl Node {
             .open(self.log_path())
             .map_err(|e| self.error(&format!("cannot open the log: {e}")))?;
         let _ = writeln!(log, "=== cpg-testkit: starting corosync ===");
-        let mut cmd = Command::new("ip");
+        let mut cmd = process::tool("ip");
         cmd.args(["netns", "exec", &self.netns])
             .args(["unshare", "--mount", "--propagation", "private", "--"])
             .args(["sh", "-c", LAUNCH, "cpg-testkit-launch"])

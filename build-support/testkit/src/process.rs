@@ -7,6 +7,39 @@ use std::time::{Duration, Instant};
 
 use crate::HarnessError;
 
+/// Directories searched for the tools (`ip`, `corosync`, `corosync-cmapctl`, `bash`) in
+/// addition to `$PATH`: they live in `sbin`, which a non-login root shell may lack.
+const TOOL_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
+/// `$PATH` plus [`TOOL_DIRS`].
+fn tool_path() -> &'static std::ffi::OsStr {
+    static PATH: std::sync::OnceLock<std::ffi::OsString> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect())
+            .unwrap_or_default();
+        for dir in TOOL_DIRS {
+            if !dirs.iter().any(|d| d.as_os_str() == dir) {
+                dirs.push(dir.into());
+            }
+        }
+        std::env::join_paths(dirs).unwrap_or_else(|_| TOOL_DIRS.join(":").into())
+    })
+}
+
+/// A command for one of the system tools, found through `$PATH` plus the `sbin`
+/// directories (and passing that search path on, for `ip netns exec PROGRAM`).
+pub(crate) fn tool(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env("PATH", tool_path());
+    cmd
+}
+
+/// Whether `program` is found in the tool search path.
+pub(crate) fn tool_exists(program: &str) -> bool {
+    std::env::split_paths(tool_path()).any(|dir| dir.join(program).is_file())
+}
+
 /// Runs `cmd` to completion; `Err` (with the command line and its stderr) unless it
 /// exits with status 0. Returns stdout.
 pub(crate) fn run(cmd: &mut Command) -> Result<String, HarnessError> {
