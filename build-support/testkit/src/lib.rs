@@ -23,9 +23,17 @@
 //! under `/tmp/cpg-testkit/` (or `$CPG_TESTKIT_DIR`) and a detached watchdog process.
 //! Dropping a [`Cluster`] stops its daemons, deletes its namespaces and its directory
 //! synchronously. If the test process dies without running destructors (SIGKILL, or
-//! simply exit with [`shared()`] still alive), the watchdog notices within 0.3 s and
-//! does the same. A directory that still exists is therefore a leak; that is what
+//! simply exit with [`shared()`] still alive), the watchdog notices at once (its stdin
+//! is a pipe only the test process writes to; a `kill -0` poll every 0.3 s backs it up)
+//! and does the same: SIGTERM the daemons it finds (pid files, and any process whose
+//! command line names the directory), SIGKILL after 3 s, remove the `/dev/shm` files
+//! a killed corosync leaves (an 8 MiB blackbox each), delete the namespaces, and
+//! remove the directory last. Measured: about 1.2 s after a SIGKILL of the test.
+//! A directory that still exists is therefore a leak; that is what
 //! `build-support/run test` checks after the tests.
+//!
+//! Processes are only ever signalled by pid, after checking that their command line
+//! names the instance's directory; a corosync the machine runs is never touched.
 //!
 //! # Example
 //!
