@@ -14,10 +14,11 @@
 //! nodes' daemons take part in every message's ordering (no clients there). The
 //! `bench` and `bench_raw` binaries are taken from this program's own directory.
 //!
-//! Each round runs both implementations once over all sizes, in alternating order
-//! (safe first in even rounds, raw first in odd ones), each in a fresh process and a
-//! fresh group. The ratios are taken per round and the median is printed, so drift
-//! of a noisy machine affects both sides of a ratio alike. CPU time is the client
+//! Each round measures every size with both implementations, back to back, in
+//! alternating order (which goes first changes with the round and the size), each run
+//! in a fresh process and a fresh group; a first warm-up round is discarded. The
+//! ratios are taken per round (safe and raw measured seconds apart) and the median is
+//! printed, so drift of a noisy machine affects both sides of a ratio alike. CPU time is the client
 //! process's own (`getrusage(RUSAGE_SELF)`, user + system), never the daemon's.
 
 use std::collections::BTreeMap;
@@ -34,7 +35,7 @@ use cpg_testkit::Cluster;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Rounds (each runs safe and raw once over all sizes).
+    /// Rounds (each runs safe and raw once per size), after one discarded warm-up round.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Seconds per message size and implementation.
@@ -133,25 +134,34 @@ fn run(args: &Args) -> Result<bool, String> {
             .start()
             .map_err(|e| format!("cannot start a {n}-node cluster: {e}"))?;
         let mut samples: BTreeMap<(&str, usize), Vec<Sample>> = BTreeMap::new();
-        for round in 0..args.rounds {
-            let order: [(&str, &PathBuf); 2] = if round % 2 == 0 {
-                [("safe", &safe), ("raw", &raw)]
-            } else {
-                [("raw", &raw), ("safe", &safe)]
-            };
-            for (name, exe) in order {
-                if stop.load(Ordering::Relaxed) {
-                    return Err("interrupted".into());
-                }
-                eprintln!(
-                    "bench_compare: {n} node(s), round {}/{}: {name}",
-                    round + 1,
-                    args.rounds
-                );
-                let group = format!("bench-cmp-{round}-{name}");
-                let rows = run_one(&cluster, exe, args, &group, sizes.len(), &stop)?;
-                for (size, sample) in rows {
-                    samples.entry((name, size)).or_default().push(sample);
+        // Round 0 is a warm-up (the first runs on a fresh daemon are slower): discarded.
+        for round in 0..=args.rounds {
+            for (i, &size) in sizes.iter().enumerate() {
+                // Alternate which implementation goes first, per round and per size.
+                let order: [(&str, &PathBuf); 2] = if (round + i) % 2 == 0 {
+                    [("safe", &safe), ("raw", &raw)]
+                } else {
+                    [("raw", &raw), ("safe", &safe)]
+                };
+                for (name, exe) in order {
+                    if stop.load(Ordering::Relaxed) {
+                        return Err("interrupted".into());
+                    }
+                    let group = format!("bench-cmp-{round}-{size}-{name}");
+                    let sample = run_one(&cluster, exe, args, &group, size, &stop)?;
+                    eprintln!(
+                        "bench_compare: {n} node(s), {} {size} B {name}: {:.0} msgs/s, {:.2} µs CPU/msg",
+                        if round == 0 {
+                            "warm-up".to_string()
+                        } else {
+                            format!("round {round}/{}", args.rounds)
+                        },
+                        sample.msgs_per_sec,
+                        sample.cpu_us_per_msg
+                    );
+                    if round > 0 {
+                        samples.entry((name, size)).or_default().push(sample);
+                    }
                 }
             }
         }
@@ -175,27 +185,27 @@ fn corosync_version() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// Runs one benchmark process on node 1; its rows, by size.
+/// Runs one benchmark process for one size on node 1; its measurement.
 fn run_one(
     cluster: &Cluster,
     exe: &Path,
     args: &Args,
     group: &str,
-    nsizes: usize,
+    size: usize,
     stop: &AtomicBool,
-) -> Result<Vec<(usize, Sample)>, String> {
+) -> Result<Sample, String> {
     let mut child = cluster
         .node(0)
         .command(exe)
-        .args(["--json", "--group", group, "--sizes", &args.sizes])
+        .args(["--json", "--group", group, "--sizes", &size.to_string()])
         .args(["--duration", &args.duration.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
-    // Each size takes `duration` plus the drain of its end marker.
-    let limit = Duration::from_secs_f64((args.duration + 30.0) * nsizes as f64 + 30.0);
+    // `duration`, plus the drain of the end marker, plus start and exit.
+    let limit = Duration::from_secs_f64(args.duration + 90.0);
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
@@ -216,29 +226,22 @@ fn run_one(
     if !status.success() {
         return Err(format!("{} failed ({status})", exe.display()));
     }
-    let mut rows = Vec::new();
-    for line in out.lines().filter(|l| l.starts_with('{')) {
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("bad output {line:?}: {e}"))?;
-        let num = |k: &str| v[k].as_f64().unwrap_or(0.0);
-        let msgs = num("msgs").max(1.0);
-        rows.push((
-            num("size") as usize,
-            Sample {
-                msgs_per_sec: num("msgs_per_sec"),
-                cpu_us_per_msg: num("cpu_secs") * 1e6 / msgs,
-                allocs_per_msg: num("allocs") / msgs,
-            },
-        ));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| format!("{} printed no result", exe.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("bad output {line:?}: {e}"))?;
+    let num = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    if num("size") as usize != size {
+        return Err(format!("{} measured the wrong size: {line}", exe.display()));
     }
-    if rows.len() != nsizes {
-        return Err(format!(
-            "{} printed {} rows, expected {nsizes}",
-            exe.display(),
-            rows.len()
-        ));
-    }
-    Ok(rows)
+    let msgs = num("msgs").max(1.0);
+    Ok(Sample {
+        msgs_per_sec: num("msgs_per_sec"),
+        cpu_us_per_msg: num("cpu_secs") * 1e6 / msgs,
+        allocs_per_msg: num("allocs") / msgs,
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -1,0 +1,370 @@
+//! The demo: a private 3-node corosync cluster on this machine, the `chat` example on
+//! every node, a message delivered everywhere, a member leaving, a node failing, all
+//! narrated in plain English; then everything is removed.
+//!
+//! ```text
+//! build-support/demo                 # installs what is needed, builds, runs this
+//! target/release/demo                # (root) once built
+//! ```
+//!
+//! The cluster comes from `cpg-testkit`: each node's corosync runs in its own network
+//! namespace, so nothing touches the machine's network or a corosync it already runs.
+//! Bounded: every wait has a timeout; the whole demo takes well under two minutes.
+//! Ctrl-C stops it and still removes every namespace and daemon.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use cpg_testkit::Cluster;
+
+/// A narrated tour of CPG on a private 3-node corosync cluster (needs root).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Seconds to pause after each narrated step, to read along.
+    #[arg(long, default_value_t = 1.0)]
+    pause: f64,
+}
+
+/// How long any one step may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+/// The group every chat joins.
+const GROUP: &str = "demo-chat";
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
+            eprintln!("demo: cannot install a signal handler: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let result = run(&args, &stop);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Prints a narration line ("== ..."), wrapped at 90 columns.
+fn say(text: &str) {
+    println!();
+    let mut line = String::from("==");
+    for word in text.split_whitespace() {
+        if line.len() + 1 + word.len() > 90 {
+            println!("{line}");
+            line = String::from("  ");
+        }
+        line.push(' ');
+        line.push_str(word);
+    }
+    println!("{line}");
+}
+
+/// A `chat` process on one node: its stdin, and the lines it has printed so far
+/// (which a thread also echoes, labelled, to our stdout).
+struct Chat {
+    label: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Chat {
+    fn start(cluster: &Cluster, index: usize, exe: &Path) -> Result<Chat, String> {
+        let node = cluster.node(index);
+        let label = format!("node {} chat", node.nodeid());
+        let mut child = node
+            .command(exe)
+            .arg(GROUP)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let streams: [(Box<dyn std::io::Read + Send>, &str); 2] = [
+            (Box::new(child.stdout.take().ok_or("no stdout")?), ""),
+            (
+                Box::new(child.stderr.take().ok_or("no stderr")?),
+                "(stderr) ",
+            ),
+        ];
+        for (stream, tag) in streams {
+            let (lines, label, tag) = (Arc::clone(&lines), label.clone(), tag.to_string());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    println!("   [{label}] {tag}{line}");
+                    lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        Ok(Chat {
+            label,
+            child,
+            stdin,
+            lines,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn type_line(&mut self, text: &str) -> Result<(), String> {
+        let stdin = self.stdin.as_mut().ok_or("stdin already closed")?;
+        writeln!(stdin, "{text}").map_err(|e| format!("{}: {e}", self.label))
+    }
+
+    /// Closes stdin: the chat sends what it has, waits for it to come back, leaves.
+    fn end_input(&mut self) {
+        self.stdin = None;
+    }
+
+    fn has_line(&self, pred: &dyn Fn(&str) -> bool) -> bool {
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().any(|l| pred(l))
+    }
+
+    fn count_lines(&self, pred: &dyn Fn(&str) -> bool) -> usize {
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().filter(|l| pred(l)).count()
+    }
+
+    fn messages(&self) -> Vec<String> {
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        lines
+            .iter()
+            .filter_map(|l| l.split_once("): ").map(|(_, text)| text.to_string()))
+            .collect()
+    }
+
+    /// Waits (bounded) for the process to exit; its exit status.
+    fn wait_exit(&mut self, stop: &AtomicBool) -> Result<std::process::ExitStatus, String> {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                // Let the echo threads print the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return Ok(status);
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Err("interrupted".into());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not exit within {STEP_TIMEOUT:?}",
+                    self.label
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        self.stdin = None;
+        if let Ok(None) = self.child.try_wait() {
+            // Normally gone already; on an error or Ctrl-C give it a moment to leave
+            // cleanly (it got SIGINT with us, or EOF just now), then kill it.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Waits until `cond` holds, at most [`STEP_TIMEOUT`]; `what` names it in the error.
+fn wait_for(stop: &AtomicBool, what: &str, mut cond: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        if cond() {
+            return Ok(());
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err("interrupted".into());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "timed out after {STEP_TIMEOUT:?} waiting for {what}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pause(args: &Args, stop: &AtomicBool) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs_f64(args.pause.clamp(0.0, 10.0));
+    while Instant::now() < deadline {
+        if stop.load(Ordering::Relaxed) {
+            return Err("interrupted".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn sibling(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find this program: {e}"))?
+        .with_file_name(name);
+    if exe.is_file() {
+        Ok(exe)
+    } else {
+        Err(format!(
+            "{} not found: build with `cargo build --release -p cpg-examples --bins`",
+            exe.display()
+        ))
+    }
+}
+
+fn run(args: &Args, stop: &AtomicBool) -> Result<(), String> {
+    let began = Instant::now();
+    let chat_exe = sibling("chat")?;
+    let members_exe = sibling("members").ok();
+
+    println!("Corosync keeps a group of machines (nodes) in agreement about who is up.");
+    println!("Its CPG service (closed process groups) lets programs on those nodes join a");
+    println!("named group: every member gets every message sent to the group, all in the");
+    println!("same order, and is told whenever a member joins, leaves, or disappears.");
+
+    say("Starting a private 3-node corosync cluster on this machine (each node in its own network namespace; nothing leaves it) ...");
+    let cluster = Cluster::builder()
+        .nodes(3)
+        .start()
+        .map_err(|e| format!("cannot start the cluster: {e}"))?;
+    println!(
+        "   nodes 1, 2 and 3 are up and see each other ({:.1} s)",
+        cluster.startup_time().as_secs_f64()
+    );
+    pause(args, stop)?;
+
+    say(&format!(
+        "Starting the `chat` example on every node. Each joins the group \"{GROUP}\" and prints what it sees: \
+         'cluster:' lines are the nodes that are up, 'group' lines the group's members (node + process id)."
+    ));
+    let mut chats = Vec::new();
+    for i in 0..3 {
+        chats.push(Chat::start(&cluster, i, &chat_exe)?);
+        // One at a time, so the joins are easy to follow.
+        let me = chats[i].pid();
+        wait_for(stop, "the chat to join", || {
+            chats[i].has_line(&|l| l.starts_with("joined group"))
+                && chats.iter().all(|c| {
+                    c.has_line(&|l| l.contains(&format!("joined: node {} pid {me}", i + 1)))
+                })
+        })?;
+    }
+    wait_for(stop, "all three chats to see 3 members", || {
+        chats
+            .iter()
+            .all(|c| c.has_line(&|l| l.contains(": 3 members [")))
+    })?;
+    println!("   -> all three chats see the same 3 members");
+    pause(args, stop)?;
+
+    if let Some(members) = &members_exe {
+        say("The `members` example lists every group in the cluster and its members (what `corosync-cpgtool` shows):");
+        let out = cluster
+            .node(0)
+            .command(members)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run members: {e}"))?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            println!("   [node 1 members] {line}");
+        }
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            println!("   [node 1 members] (stderr) {line}");
+        }
+        pause(args, stop)?;
+    }
+
+    say("Typing \"hello from node 1\" into node 1's chat: CPG delivers it to every member, on every node (the sender included).");
+    chats[0].type_line("hello from node 1")?;
+    wait_for(stop, "all chats to print the message", || {
+        chats
+            .iter()
+            .all(|c| c.has_line(&|l| l.ends_with("): hello from node 1")))
+    })?;
+    println!("   -> delivered on nodes 1, 2 and 3");
+    pause(args, stop)?;
+
+    say("Nodes 2 and 3 both type at the same moment. Whatever order CPG picks, every node sees the same one:");
+    chats[1].type_line("node 2 says hi")?;
+    chats[2].type_line("node 3 says hi")?;
+    wait_for(stop, "all chats to print both messages", || {
+        chats.iter().all(|c| {
+            c.count_lines(&|l| l.ends_with("): node 2 says hi") || l.ends_with("): node 3 says hi"))
+                == 2
+        })
+    })?;
+    let orders: Vec<Vec<String>> = chats.iter().map(Chat::messages).collect();
+    if orders.iter().all(|o| *o == orders[0]) {
+        println!(
+            "   -> same order on all three nodes: {}",
+            orders[0].join(" | ")
+        );
+    } else {
+        return Err(format!("the nodes saw different orders: {orders:?}"));
+    }
+    pause(args, stop)?;
+
+    let pid2 = chats[1].pid();
+    say("Node 2's chat reaches the end of its input: it leaves the group and exits. Nodes 1 and 3 see it leave with reason 'leave'.");
+    chats[1].end_input();
+    let left2 = format!("left: node 2 pid {pid2} (leave)");
+    wait_for(stop, "nodes 1 and 3 to see node 2's chat leave", || {
+        chats[0].has_line(&|l| l.contains(&left2)) && chats[2].has_line(&|l| l.contains(&left2))
+    })?;
+    let status = chats[1].wait_exit(stop)?;
+    println!("   -> node 2's chat exited ({status})");
+    pause(args, stop)?;
+
+    let pid3 = chats[2].pid();
+    say("Node 3's corosync is killed (SIGKILL), as if the machine crashed. After the token timeout (1 s here) node 1 sees \
+         node 3 drop out of the cluster, and node 3's chat leave the group with reason 'node down'. \
+         Node 3's chat has lost its daemon and exits with an error.");
+    cluster.kill_daemon(2);
+    let left3 = format!("left: node 3 pid {pid3} (node down)");
+    wait_for(
+        stop,
+        "node 1 to see node 3's chat go with 'node down'",
+        || chats[0].has_line(&|l| l.contains(&left3)),
+    )?;
+    wait_for(
+        stop,
+        "node 1 to see the cluster shrink to nodes 1 and 2",
+        || chats[0].has_line(&|l| l.starts_with("cluster:") && l.ends_with("2 nodes [1, 2]")),
+    )?;
+    let status = chats[2].wait_exit(stop)?;
+    println!("   -> node 3's chat exited ({status})");
+    pause(args, stop)?;
+
+    say("Node 1's chat reaches the end of its input, leaves and exits; then the cluster is taken down.");
+    chats[0].end_input();
+    let status = chats[0].wait_exit(stop)?;
+    println!("   -> node 1's chat exited ({status})");
+    drop(chats);
+    drop(cluster);
+    say(&format!(
+        "Done in {:.0} s: the daemons are stopped and the network namespaces removed.",
+        began.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
