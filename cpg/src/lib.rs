@@ -53,6 +53,7 @@
 mod callbacks;
 mod error;
 mod handle;
+mod iter;
 mod name;
 pub mod retry;
 #[cfg(feature = "tokio")]
@@ -63,6 +64,7 @@ mod zcb;
 pub use callbacks::{Callbacks, Closures, OnConfchg, OnDeliver, OnTotemConfchg, Unset};
 pub use error::{CsError, Error, Operation, OsError, Result};
 pub use handle::{Builder, Connection, Handle, Options, MAX_SEND_BUFFERS};
+pub use iter::{AllMembers, GroupMember, GroupMembers, Groups};
 pub use name::GroupName;
 #[cfg(feature = "tokio")]
 pub use crate::tokio::{AsyncHandle, Event};

@@ -1,0 +1,438 @@
+//! Group iteration against the shared private daemon (`cpg_testkit::shared()`).
+//!
+//! Corosync lets a connection join one group at a time and a process join a group
+//! only once (it keys members by pid). To get groups with several members, other
+//! members are child processes: this test binary run again inside the daemon's
+//! network namespace, filtered to the same test, with `CHILD_ENV` naming the groups
+//! to join (one connection each). A child reports its pid once joined and leaves
+//! when its stdin closes.
+//!
+//! The shared daemon serves every test of this binary, so each test uses group names
+//! of its own and looks only at those. The tests take `SERIAL`, because the memory
+//! test measures the whole process and the daemon.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use cpg::{DispatchMode, GroupMember, GroupName, Handle, Member};
+
+/// Set in a child: the groups it joins, hex-encoded, separated by commas.
+const CHILD_ENV: &str = "CPG_ITERATION_TEST_CHILD_GROUPS";
+/// Prefix of the child's report line (libtest prints its own lines on stdout too).
+const TAG: &str = "@@cpg-iteration@@";
+/// Longest a child may live, whatever happens to the parent.
+const CHILD_LIFETIME: Duration = Duration::from_secs(180);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `body` on a thread with a stack big enough for `cpg_dispatch`, inside the
+/// shared daemon's namespace, and propagates its panic.
+fn on_big_stack(body: impl FnOnce(&'static cpg_testkit::Node) + Send + 'static) {
+    let node = cpg_testkit::shared();
+    std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(move || node.enter(|| body(node)))
+        .expect("spawn test thread")
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// In a child process: join the groups, wait for stdin to close, and return `true`.
+/// In the parent: return `false`.
+fn run_child_role() -> bool {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return false;
+    };
+    let groups: Vec<GroupName> = spec
+        .split(',')
+        .map(|g| GroupName::new(unhex(g)).expect("group name"))
+        .collect();
+    let handles: Vec<Handle> = groups
+        .iter()
+        .map(|g| {
+            let h = Handle::builder().build().expect("child: connect");
+            h.join(g).expect("child: join");
+            h
+        })
+        .collect();
+    println!("{TAG} READY {}", std::process::id());
+    std::io::stdout().flush().expect("stdout");
+    // Nothing to dispatch here (no callbacks are set): the handles only need to stay
+    // joined until the parent is done.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        let _ = tx.send(());
+    });
+    let _ = rx.recv_timeout(CHILD_LIFETIME);
+    drop(handles);
+    true
+}
+
+/// A child process that joined some groups.
+struct MemberProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pid: u32,
+}
+
+impl MemberProcess {
+    /// Starts a child for `test` (the calling test's name) that joins `groups`, one
+    /// connection each, and waits until it has.
+    fn start(node: &cpg_testkit::Node, test: &str, groups: &[&GroupName]) -> MemberProcess {
+        let spec: Vec<String> = groups.iter().map(|g| hex(g.as_bytes())).collect();
+        let exe = std::env::current_exe().expect("current_exe");
+        let mut child = node
+            .command(exe)
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, spec.join(","))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start a member process");
+        let stdout = child.stdout.take().expect("child stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // libtest may have started the line ("test name ... ").
+                if let Some(at) = line.find(TAG) {
+                    if let Some(pid) = line[at + TAG.len()..].strip_prefix(" READY ") {
+                        let _ = tx.send(pid.parse::<u32>().expect("pid"));
+                    }
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        let mut member = MemberProcess {
+            child,
+            stdin,
+            pid: 0,
+        };
+        member.pid = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "a member process did not join within 30 s (status {:?})\n{}",
+                    member.child.try_wait(),
+                    node.log_tail(20)
+                )
+            });
+        assert_eq!(
+            member.pid,
+            member.child.id(),
+            "the child reported another pid"
+        );
+        member
+    }
+}
+
+impl Drop for MemberProcess {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn joined(group: &GroupName) -> Handle {
+    let h = Handle::builder().build().expect("connect");
+    h.join(group).expect("join");
+    h
+}
+
+/// Waits until the daemon lists `counts[i]` members in `groups[i]`, for all `i`.
+fn wait_for_counts(node: &cpg_testkit::Node, handle: &Handle, expect: &[(&GroupName, usize)]) {
+    let settled =
+        cpg_testkit::wait_until(Duration::from_secs(15), Duration::from_millis(20), || {
+            expect
+                .iter()
+                .all(|(g, n)| handle.members(g).map(|m| m.len()) == Ok(*n))
+        });
+    assert!(
+        settled,
+        "memberships did not settle: {:?}\n{}",
+        expect
+            .iter()
+            .map(|(g, _)| (g.to_string(), handle.members(g)))
+            .collect::<Vec<_>>(),
+        node.log_tail(20)
+    );
+}
+
+/// Three groups, joined in different combinations by three processes (this one with
+/// one connection per group, a child in two of them, another child in one): each
+/// iterator reports exactly the expected names, (node id, pid) pairs and counts.
+#[test]
+fn iterators_report_exactly_the_joined_groups_and_members() {
+    if run_child_role() {
+        return;
+    }
+    let _serial = serial();
+    on_big_stack(|node| {
+        let test = "iterators_report_exactly_the_joined_groups_and_members";
+        let prefix = format!("iter-{}-", std::process::id());
+        let a = GroupName::new(format!("{prefix}a")).unwrap();
+        let b = GroupName::new(format!("{prefix}b")).unwrap();
+        // The C convention (a counted NUL) must come back byte-exact.
+        let c = GroupName::c_style(format!("{prefix}c")).unwrap();
+        let c_without_nul = GroupName::new(format!("{prefix}c")).unwrap();
+
+        let child_ab = MemberProcess::start(node, test, &[&a, &b]);
+        let child_a = MemberProcess::start(node, test, &[&a]);
+        let ha = joined(&a);
+        let hb = joined(&b);
+        let hc = joined(&c);
+        wait_for_counts(node, &ha, &[(&a, 3), (&b, 2), (&c, 1)]);
+
+        let n = ha.local_node_id().expect("local node id");
+        let me = std::process::id();
+        let at = |pid| Member { nodeid: n, pid };
+        let mut expect_a = vec![at(me), at(child_ab.pid), at(child_a.pid)];
+        let mut expect_b = vec![at(me), at(child_ab.pid)];
+        let expect_c = vec![at(me)];
+        expect_a.sort();
+        expect_b.sort();
+        assert_eq!(
+            BTreeSet::from([me, child_ab.pid, child_a.pid]).len(),
+            3,
+            "three distinct processes"
+        );
+
+        let ours = |g: &GroupName| g.as_bytes().starts_with(prefix.as_bytes());
+
+        // NAME_ONLY: each of our groups exactly once, from any connection.
+        for h in [&ha, &hb, &hc] {
+            let mut names: Vec<GroupName> = h
+                .groups()
+                .expect("groups")
+                .map(|r| r.expect("groups: next"))
+                .filter(ours)
+                .collect();
+            names.sort();
+            let mut expected = vec![a, b, c];
+            expected.sort();
+            assert_eq!(names, expected, "group names");
+            assert!(!names.contains(&c_without_nul), "\"c\" without the NUL");
+        }
+
+        // ONE_GROUP: exactly the members, the same as cpg_membership_get.
+        for (group, expected) in [(&a, &expect_a), (&b, &expect_b), (&c, &expect_c)] {
+            let mut got: Vec<Member> = hb
+                .iter_members(group)
+                .expect("iter_members")
+                .collect::<Result<_, _>>()
+                .expect("iter_members: next");
+            got.sort();
+            assert_eq!(&got, expected, "members of {group}");
+            let mut via_get = hb.members(group).expect("members");
+            via_get.sort();
+            assert_eq!(got, via_get, "iteration and membership_get of {group}");
+        }
+        for empty in [
+            c_without_nul,
+            GroupName::new(format!("{prefix}nobody")).unwrap(),
+        ] {
+            let mut it = hc.iter_members(&empty).expect("iter_members");
+            assert!(it.next().is_none(), "{empty} has no members");
+            assert!(it.next().is_none(), "the iterator stays ended");
+            it.close().expect("finalize after the end");
+        }
+
+        // ALL: exactly the six (group, node, pid) triples of our groups, each group's
+        // entries together.
+        let all: Vec<GroupMember> = hc
+            .iter_all()
+            .expect("iter_all")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("iter_all: next")
+            .into_iter()
+            .filter(|m| ours(&m.group))
+            .collect();
+        let mut got = all.clone();
+        got.sort();
+        let mut expected: Vec<GroupMember> = [(&a, &expect_a), (&b, &expect_b), (&c, &expect_c)]
+            .into_iter()
+            .flat_map(|(g, ms)| {
+                ms.iter().map(|m| GroupMember {
+                    group: *g,
+                    nodeid: m.nodeid,
+                    pid: m.pid,
+                })
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(got.len(), 6);
+        assert_eq!(got, expected, "every (group, node, pid)");
+        let mut runs: Vec<GroupName> = all.iter().map(|m| m.group).collect();
+        runs.dedup();
+        assert_eq!(runs.len(), 3, "entries grouped by group: {runs:?}");
+
+        // After a leave, a new iteration no longer shows the member.
+        hb.leave(&b).expect("leave");
+        wait_for_counts(node, &ha, &[(&b, 1)]);
+        let got: Vec<Member> = ha
+            .iter_members(&b)
+            .expect("iter_members")
+            .collect::<Result<_, _>>()
+            .expect("next");
+        assert_eq!(
+            got,
+            vec![at(child_ab.pid)],
+            "members of {b} after the leave"
+        );
+
+        drop((child_ab, child_a));
+    });
+}
+
+fn status_kib(path: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {path}"))
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").expect("fd dir").count()
+}
+
+/// 10,000 iterators of the three kinds, each dropped after its first item, keep this
+/// process's memory and descriptors and the daemon's memory flat (each is finalized,
+/// on both sides); the daemon still joins, delivers and reports membership afterwards.
+#[test]
+fn ten_thousand_iterators_dropped_early_keep_memory_flat() {
+    if run_child_role() {
+        return;
+    }
+    let _serial = serial();
+    on_big_stack(|node| {
+        let prefix = format!("iter-flat-{}-", std::process::id());
+        let group = GroupName::new(format!("{prefix}g")).unwrap();
+        let handle = joined(&group);
+        wait_for_counts(node, &handle, &[(&group, 1)]);
+        let daemon_status = format!(
+            "/proc/{}/status",
+            node.daemon_pid().expect("the shared daemon runs")
+        );
+
+        let first_of = |i: usize| match i % 3 {
+            0 => {
+                let mut it = handle.groups().expect("groups");
+                it.next().expect("a group").map(|_| ())
+            }
+            1 => {
+                let mut it = handle.iter_members(&group).expect("iter_members");
+                it.next().expect("a member").map(|_| ())
+            }
+            _ => {
+                let mut it = handle.iter_all().expect("iter_all");
+                it.next().expect("an entry").map(|_| ())
+            }
+        };
+        // Warm up: allocator pools, libcpg's handle tables, and every page of the
+        // connection's shared-memory rings (touching them raises VmRSS until each has
+        // been used once; that is not a leak).
+        for i in 0..10_000 {
+            first_of(i).expect("first item");
+        }
+        let rss_before = status_kib("/proc/self/status", "VmRSS:");
+        let anon_before = status_kib("/proc/self/status", "RssAnon:");
+        let daemon_before = status_kib(&daemon_status, "VmRSS:");
+        let fds_before = open_fds();
+
+        let start = Instant::now();
+        for i in 0..10_000 {
+            first_of(i).expect("first item");
+        }
+        let elapsed = start.elapsed();
+
+        let rss_after = status_kib("/proc/self/status", "VmRSS:");
+        let anon_after = status_kib("/proc/self/status", "RssAnon:");
+        let daemon_after = status_kib(&daemon_status, "VmRSS:");
+        let fds_after = open_fds();
+        eprintln!(
+            "iteration: 10,000 start/next/drop in {elapsed:?} ({:.1} us each); \
+             VmRSS {rss_before} -> {rss_after} KiB (RssAnon {anon_before} -> \
+             {anon_after}), daemon VmRSS {daemon_before} -> {daemon_after} KiB, \
+             fds {fds_before} -> {fds_after}",
+            elapsed.as_secs_f64() * 1e6 / 10_000.0
+        );
+        assert_eq!(fds_after, fds_before, "open descriptors");
+        // An iteration that is not finalized keeps its record here and a copy of the
+        // listed entries in the daemon: 10,000 of them show as megabytes.
+        assert!(
+            rss_after <= rss_before + 256 && anon_after <= anon_before + 128,
+            "VmRSS grew from {rss_before} to {rss_after} KiB \
+             (RssAnon {anon_before} -> {anon_after})"
+        );
+        assert!(
+            daemon_after <= daemon_before + 256,
+            "the daemon's VmRSS grew from {daemon_before} to {daemon_after} KiB"
+        );
+
+        // The daemon still answers: join, send, deliver, membership.
+        let got: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let sink = got.clone();
+        let second = GroupName::new(format!("{prefix}round-trip")).unwrap();
+        let probe = Handle::builder()
+            .on_deliver(move |_cpg, msg| sink.lock().unwrap().push(msg.data.to_vec()))
+            .build()
+            .expect("connect after the iterations");
+        probe.join(&second).expect("join after the iterations");
+        probe.send(b"still answering").expect("send");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.lock().unwrap().is_empty() && Instant::now() < deadline {
+            probe
+                .dispatch_timeout(Duration::from_millis(100))
+                .expect("dispatch");
+        }
+        assert_eq!(
+            *got.lock().unwrap(),
+            vec![b"still answering".to_vec()],
+            "round trip through the daemon"
+        );
+        let members: Vec<Member> = probe
+            .iter_members(&second)
+            .expect("iter_members")
+            .collect::<Result<_, _>>()
+            .expect("next");
+        assert_eq!(
+            members,
+            vec![Member {
+                nodeid: probe.local_node_id().expect("node id"),
+                pid: std::process::id()
+            }]
+        );
+        probe.dispatch(DispatchMode::All).expect("dispatch");
+    });
+}
