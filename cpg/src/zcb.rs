@@ -56,6 +56,11 @@ use crate::types::Guarantee;
 /// [`alloc_buffer`](Connection::alloc_buffer) and [`send`](Self::send) check before
 /// calling libcpg. Use [`Connection::send`] for larger messages.
 ///
+/// libcpg itself would accept zero-copy sends up to its IPC request size (1 MiB), but
+/// the daemon cannot hand messages that large to its clients: on corosync 3.1.7 the
+/// largest one delivered is 200 bytes short of 1 MiB, and larger ones are reported as
+/// sent and then dropped. The atomic size leaves room for those headers.
+///
 /// # Lifetime
 ///
 /// Freeing needs the live connection, so the buffer borrows it and cannot outlive it:
@@ -89,9 +94,11 @@ impl Connection {
     /// On corosync up to 3.1.9, libcpg **aborts the process** (a C `assert`) when it
     /// cannot create or map the shared-memory file: `/dev/shm` (and `/var/run`) full or
     /// not writable, or no file descriptor left. The size limit is checked here first;
-    /// the rest cannot be checked without racing libcpg. If the daemon cannot be reached
-    /// after the file was created, libcpg returns the error and leaves the file and its
-    /// mapping behind.
+    /// the rest cannot be checked without racing libcpg. The daemon, too, asserts that
+    /// it can open the file by its path, so the client must see the daemon's
+    /// `/dev/shm` (a container with a private `/dev/shm` talking to the host's daemon
+    /// would bring the daemon down). If the daemon cannot be reached after the file was
+    /// created, libcpg returns the error and leaves the file and its mapping behind.
     pub fn alloc_buffer(&self, size: usize) -> Result<ZeroCopyBuffer<'_>> {
         let max = self.max_message_size()? as usize;
         if size > max {

@@ -253,8 +253,8 @@ fn send_all_retrying(handle: &Handle, buffer: &cpg::ZeroCopyBuffer<'_>) {
     handle.dispatch(DispatchMode::All).expect("sender dispatch");
 }
 
-/// 1 byte, 64 KiB and exactly the atomic size, each in a buffer of its own size,
-/// arrive byte-exact and in order at the other member.
+/// 1 byte, 64 KiB and exactly the atomic size (and an empty message), each in a
+/// buffer of its own size, arrive byte-exact and in order at the other member.
 #[test]
 fn sends_one_byte_64k_and_max_size_byte_exact() {
     if run_child_role() {
@@ -269,7 +269,7 @@ fn sends_one_byte_64k_and_max_size_byte_exact() {
         let max = handle.max_message_size().expect("max size") as usize;
         assert!(max > 64 * 1024, "atomic size {max} is smaller than 64 KiB");
 
-        let sizes = [1usize, 64 * 1024, max];
+        let sizes = [1usize, 64 * 1024, max, 0];
         for (seed, &size) in sizes.iter().enumerate() {
             let data = pattern(size, seed as u32 + 1);
             let mut buffer = handle.alloc_buffer(size).expect("alloc");
