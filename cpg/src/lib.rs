@@ -61,13 +61,13 @@ pub mod tokio;
 mod types;
 mod zcb;
 
+#[cfg(feature = "tokio")]
+pub use crate::tokio::{AsyncHandle, Event};
 pub use callbacks::{Callbacks, Closures, OnConfchg, OnDeliver, OnTotemConfchg, Unset};
 pub use error::{CsError, Error, Operation, OsError, Result};
 pub use handle::{Builder, Connection, Handle, Options, MAX_SEND_BUFFERS};
 pub use iter::{AllMembers, GroupMember, GroupMembers, Groups};
 pub use name::GroupName;
-#[cfg(feature = "tokio")]
-pub use crate::tokio::{AsyncHandle, Event};
 pub use types::{
     Address, ConfigChange, DispatchMode, Dispatched, FlowControl, Guarantee, Member, Message,
     Reason, RingId, TotemChange,
