@@ -436,3 +436,72 @@ fn ten_thousand_iterators_dropped_early_keep_memory_flat() {
         probe.dispatch(DispatchMode::All).expect("dispatch");
     });
 }
+
+/// On a two-node cluster, iteration on node 1 lists a member that joined on node 2
+/// with node 2's id and its pid, next to the local member, in all three iterators.
+#[test]
+fn iterators_list_members_of_other_nodes() {
+    if run_child_role() {
+        return;
+    }
+    let _serial = serial();
+    std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(|| {
+            let test = "iterators_list_members_of_other_nodes";
+            let cluster = cpg_testkit::Cluster::start(2);
+            let (one, two) = (cluster.node(0), cluster.node(1));
+            let group = GroupName::new(format!("iter-nodes-{}", std::process::id())).unwrap();
+            let remote = MemberProcess::start(two, test, &[&group]);
+            one.enter(|| {
+                let handle = joined(&group);
+                wait_for_counts(one, &handle, &[(&group, 2)]);
+                let mut expected = vec![
+                    Member {
+                        nodeid: one.nodeid(),
+                        pid: std::process::id(),
+                    },
+                    Member {
+                        nodeid: two.nodeid(),
+                        pid: remote.pid,
+                    },
+                ];
+                expected.sort();
+                assert_ne!(one.nodeid(), two.nodeid());
+
+                let mut members: Vec<Member> = handle
+                    .iter_members(&group)
+                    .expect("iter_members")
+                    .collect::<Result<_, _>>()
+                    .expect("next");
+                members.sort();
+                assert_eq!(members, expected, "members of {group} seen from node 1");
+
+                let mut all: Vec<Member> = handle
+                    .iter_all()
+                    .expect("iter_all")
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("next")
+                    .into_iter()
+                    .filter(|m| m.group == group)
+                    .map(|m| m.member())
+                    .collect();
+                all.sort();
+                assert_eq!(all, expected, "ALL entries of {group} seen from node 1");
+
+                let names: Vec<GroupName> = handle
+                    .groups()
+                    .expect("groups")
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("next")
+                    .into_iter()
+                    .filter(|g| *g == group)
+                    .collect();
+                assert_eq!(names, vec![group], "{group} listed once");
+            });
+            drop(remote);
+        })
+        .expect("spawn test thread")
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p));
+}
