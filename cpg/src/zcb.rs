@@ -12,15 +12,15 @@
 //!
 //! # What libcpg does underneath
 //!
-//! On corosync 2.x and 3.x up to 3.1.9, `cpg_zcb_alloc` creates a file in `/dev/shm`
-//! (falling back to `/var/run`), maps it, and registers it with the daemon, which maps
-//! it too and deletes the file. The mapping starts with libcpg's own header, then room
-//! for the send request header, then the bytes this type hands out. A send rewrites the
-//! request header and asks the daemon to multicast straight from the mapping; the
-//! daemon copies the message into its send queue before it answers. `cpg_zcb_free`
-//! unregisters and unmaps it.
+//! On corosync 2.x and 3.x up to 3.1.10 (3.1.7 in Debian 12), `cpg_zcb_alloc`
+//! creates a file in `/dev/shm` (falling back to `/var/run`), maps it, and registers it
+//! with the daemon, which maps it too and deletes the file. The mapping starts with
+//! libcpg's own header, then room for the send request header, then the bytes this
+//! type hands out. A send rewrites the request header and asks the daemon to multicast
+//! straight from the mapping; the daemon copies the message into its send queue before
+//! it answers. `cpg_zcb_free` unregisters and unmaps it.
 //!
-//! Newer corosync turned these calls into plain `malloc`/`free` wrappers over an
+//! Later corosync turned these calls into plain `malloc`/`free` wrappers over an
 //! ordinary send. This type relies on neither: it never touches memory outside the
 //! buffer, never reads the buffer after freeing it, and starts it zeroed (a `malloc`ed
 //! block is uninitialized).
@@ -91,14 +91,15 @@ impl Connection {
     ///
     /// # Aborts
     ///
-    /// On corosync up to 3.1.9, libcpg **aborts the process** (a C `assert`) when it
-    /// cannot create or map the shared-memory file: `/dev/shm` (and `/var/run`) full or
-    /// not writable, or no file descriptor left. The size limit is checked here first;
-    /// the rest cannot be checked without racing libcpg. The daemon, too, asserts that
-    /// it can open the file by its path, so the client must see the daemon's
-    /// `/dev/shm` (a container with a private `/dev/shm` talking to the host's daemon
-    /// would bring the daemon down). If the daemon cannot be reached after the file was
-    /// created, libcpg returns the error and leaves the file and its mapping behind.
+    /// With the shared-memory implementation (corosync up to 3.1.10), libcpg **aborts
+    /// the process** (a C `assert`) when it cannot create or map the shared-memory
+    /// file: `/dev/shm` (and `/var/run`) full or not writable, or no file descriptor
+    /// left. The size limit is checked here first; the rest cannot be checked without
+    /// racing libcpg. The daemon, too, asserts that it can open the file by its path, so
+    /// the client must see the daemon's `/dev/shm` (a container with a private
+    /// `/dev/shm` talking to the host's daemon would bring the daemon down). If the
+    /// daemon cannot be reached after the file was created, libcpg returns the error and
+    /// leaves the file and its mapping behind.
     pub fn alloc_buffer(&self, size: usize) -> Result<ZeroCopyBuffer<'_>> {
         let max = self.max_message_size()? as usize;
         if size > max {
