@@ -1,15 +1,26 @@
-//! Agreed order on a real 3-node cluster: one member per node, all three sending at
-//! once (thousands of messages of mixed sizes, a few above the atomic message size so
-//! that libcpg fragments them). Every member must deliver the same sequence, each
-//! sender's messages in send order, none missing, none duplicated, every byte intact.
+//! Agreed order on a real 3-node cluster: one sending member per node, all three
+//! sending at once (thousands of messages of mixed sizes, a few above the atomic
+//! message size so that libcpg fragments them), and one receive-only member per node
+//! in a separate process. Every member must deliver the same sequence, each sender's
+//! messages in send order, none missing, none duplicated, every byte intact.
 
 mod cluster_common;
 
-use std::time::Instant;
+use std::io::Read as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cluster_common::*;
-use cpg::GroupName;
-use cpg_testkit::Cluster;
+use cpg::retry::retry;
+use cpg::{GroupName, Member};
+use cpg_testkit::{client_role, Client, Cluster};
+
+const GROUP: &str = "cluster-order";
+/// This test's name, for re-running it as a receiver process.
+const TEST: &str = "three_senders_agreed_order_fifo_no_loss_no_duplicates";
+/// A receiver process gives up after this long.
+const RECEIVER_LIFETIME: Duration = Duration::from_secs(180);
 
 /// Messages per sender.
 const PER_SENDER: u64 = 3000;
@@ -28,12 +39,27 @@ fn size(seq: u64, max: usize) -> usize {
 
 #[test]
 fn three_senders_agreed_order_fifo_no_loss_no_duplicates() {
+    if client_role().is_some() {
+        return receiver();
+    }
     let cluster = Cluster::start(3);
-    let group = GroupName::new("cluster-order").unwrap();
+    let group = GroupName::new(GROUP).unwrap();
     let peers: Vec<Peer> = (0..3)
         .map(|i| Peer::join(cluster.node(i), &format!("node{}", i + 1), &group))
         .collect();
-    let all: Vec<_> = peers.iter().map(Peer::member).collect();
+    let mut receivers: Vec<Client> = (0..3)
+        .map(|i| Client::spawn_test(cluster.node(i), TEST, "receiver").unwrap())
+        .collect();
+    let mut all: Vec<Member> = peers.iter().map(Peer::member).collect();
+    for (i, r) in receivers.iter_mut().enumerate() {
+        let line = r.expect_line("CLIENT ready ", WAIT).unwrap();
+        let m = Member {
+            nodeid: cluster.node(i).nodeid(),
+            pid: r.pid(),
+        };
+        assert_eq!(line, format!("CLIENT ready {} {}", m.nodeid, m.pid));
+        all.push(m);
+    }
     for p in &peers {
         p.log().wait_members(&all, WAIT);
     }
@@ -82,6 +108,30 @@ fn three_senders_agreed_order_fifo_no_loss_no_duplicates() {
     for (p, msgs) in peers.iter().zip(&streams).skip(1) {
         assert_same_stream((peers[0].name(), &streams[0]), (p.name(), msgs));
     }
+    // The receive-only processes report what they delivered: count, digest of the
+    // sequence, corrupt messages.
+    let expect = format!(
+        "CLIENT done {} {:016x} 0",
+        streams[0].len(),
+        digest(&streams[0])
+    );
+    for (i, r) in receivers.iter_mut().enumerate() {
+        let line = r.expect_line("CLIENT done ", WAIT * 2).unwrap();
+        assert_eq!(
+            line,
+            expect,
+            "receiver process on node {} (count, digest, corrupt) differs from node1's \
+             sequence",
+            i + 1
+        );
+        r.close_stdin();
+        let status = r.wait(WAIT).expect("receiver exits at EOF");
+        assert!(
+            status.success(),
+            "receiver on node {} failed: {status}",
+            i + 1
+        );
+    }
 
     let bytes: u64 = peers
         .iter()
@@ -97,14 +147,74 @@ fn three_senders_agreed_order_fifo_no_loss_no_duplicates() {
         })
         .collect();
     eprintln!(
-        "agreed order: {} members each delivered the same {} messages ({} per sender, {} \
+        "agreed order: {} members (3 sending, 3 receive-only processes) each delivered the \
+         same {} messages ({} per sender, {} \
          above the {max}-byte atomic size), {:.1} MB in {elapsed:.2?} ({:.0} msg/s); \
          first-attempt TRY_AGAIN per sender: {try_again:?}",
-        peers.len(),
+        all.len(),
         streams[0].len(),
         PER_SENDER,
         fragmented,
         bytes as f64 / 1e6,
         streams[0].len() as f64 / elapsed.as_secs_f64(),
     );
+}
+
+/// The receive-only member (this binary re-run on a node): joins, prints
+/// `CLIENT ready NODEID PID`, delivers until it has every sender's last message, then
+/// prints `CLIENT done COUNT DIGEST CORRUPT` and exits once its stdin closes.
+fn receiver() {
+    std::thread::Builder::new()
+        .name("receiver".into())
+        .stack_size(STACK)
+        .spawn(receive)
+        .unwrap()
+        .join()
+        .unwrap_or_else(|_| panic!("receiver failed"));
+}
+
+fn receive() {
+    let eof = Arc::new(AtomicBool::new(false));
+    let eof2 = eof.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().lock().read_to_end(&mut Vec::new());
+        eof2.store(true, Ordering::SeqCst);
+    });
+    let log = Log::new("receiver");
+    let handle = recording_handle(&log).expect("receiver: connect");
+    let group = GroupName::new(GROUP).unwrap();
+    retry(&backoff(), || handle.join(&group)).expect("receiver: join");
+    let nodeid = handle.local_node_id().unwrap();
+    println!("CLIENT ready {nodeid} {}", std::process::id());
+    let deadline = Instant::now() + RECEIVER_LIFETIME;
+    let complete = |ev: &[Event]| {
+        (1..=3).all(|s| {
+            ev.iter()
+                .rev()
+                .any(|e| e.msg() == Some((s, PER_SENDER - 1)))
+        })
+    };
+    while !log.with(complete) {
+        assert!(!eof.load(Ordering::SeqCst), "receiver: the test went away");
+        assert!(Instant::now() < deadline, "receiver: not complete in time");
+        handle
+            .dispatch_timeout(Duration::from_millis(20))
+            .expect("receiver: dispatch");
+    }
+    let msgs = log.with(messages);
+    let corrupt = log.with(|ev| {
+        ev.iter()
+            .filter(|e| matches!(e, Event::Corrupt { .. }))
+            .count()
+    });
+    println!(
+        "CLIENT done {} {:016x} {corrupt}",
+        msgs.len(),
+        digest(&msgs)
+    );
+    while !eof.load(Ordering::SeqCst) && Instant::now() < deadline {
+        handle
+            .dispatch_timeout(Duration::from_millis(20))
+            .expect("receiver: dispatch");
+    }
 }

@@ -204,6 +204,11 @@ impl Log {
         self.lock()[mark..].to_vec()
     }
 
+    /// Runs `f` on the events so far (without copying them).
+    pub fn with<T>(&self, f: impl FnOnce(&[Event]) -> T) -> T {
+        f(&self.lock())
+    }
+
     /// Waits until `check` (given all events so far) returns `Some`, and returns that.
     ///
     /// # Panics
@@ -327,6 +332,18 @@ pub fn with_reason(members: &[Member], reason: Reason) -> BTreeSet<(Member, Reas
 /// The (sender, seq) of every message in `events`, in delivery order.
 pub fn messages(events: &[Event]) -> Vec<(u32, u64)> {
     events.iter().filter_map(Event::msg).collect()
+}
+
+/// A digest of a delivery sequence (FNV-1a over the sender and sequence numbers), for
+/// comparing sequences recorded in other processes.
+pub fn digest(msgs: &[(u32, u64)]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (sender, seq) in msgs {
+        for b in sender.to_le_bytes().into_iter().chain(seq.to_le_bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
 }
 
 /// The membership changes and messages of `events` (the stream that virtual synchrony
