@@ -86,7 +86,7 @@ impl Header {
     }
 
     /// Writes the header into the first [`HEADER_LEN`] bytes of `buf`.
-    #[inline]
+    #[inline(always)]
     pub fn write(&self, buf: &mut [u8]) {
         buf[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         buf[4..8].copy_from_slice(&(self.kind as u32).to_le_bytes());
@@ -124,7 +124,7 @@ pub fn message_checksum(msg: &[u8]) -> u32 {
 /// Fills `buf` (a message of `buf.len()` bytes) as a data message with sequence
 /// number `seq`. In verify mode the payload depends on `seq` and the checksum is set;
 /// otherwise only the header changes between messages.
-#[inline]
+#[inline(always)]
 pub fn fill_data(buf: &mut [u8], nodeid: u32, pid: u32, seq: u64, verify: bool) {
     if verify {
         let mut x = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;

@@ -266,18 +266,21 @@ impl OnTotemConfchg for Unset {
 }
 
 impl<F: FnMut(&Connection, Message<'_>) + Send + 'static> OnDeliver for F {
+    #[inline]
     fn call(&mut self, cpg: &Connection, message: Message<'_>) {
         self(cpg, message)
     }
 }
 
 impl<F: FnMut(&Connection, ConfigChange<'_>) + Send + 'static> OnConfchg for F {
+    #[inline]
     fn call(&mut self, cpg: &Connection, change: ConfigChange<'_>) {
         self(cpg, change)
     }
 }
 
 impl<F: FnMut(&Connection, TotemChange<'_>) + Send + 'static> OnTotemConfchg for F {
+    #[inline]
     fn call(&mut self, cpg: &Connection, change: TotemChange<'_>) {
         self(cpg, change)
     }

@@ -296,14 +296,24 @@ pub struct OsError(pub i32);
 
 impl Error {
     /// Converts a `cs_error_t` into `Ok(())` or the error of `op`.
+    ///
+    /// Inlined (it runs after every send and dispatch); the error path is kept out of
+    /// line.
+    #[inline]
     pub(crate) fn check(op: Operation, code: sys::cs_error_t) -> Result<()> {
         if code == sys::CS_OK {
             Ok(())
         } else {
-            Err(Error::Cs {
-                op,
-                code: CsError::from_raw(code),
-            })
+            Err(Error::from_code(op, code))
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn from_code(op: Operation, code: sys::cs_error_t) -> Error {
+        Error::Cs {
+            op,
+            code: CsError::from_raw(code),
         }
     }
 

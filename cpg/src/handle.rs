@@ -16,12 +16,11 @@ use corosync_sys as sys;
 use crate::callbacks::{
     Callbacks, Closures, Header, OnConfchg, OnDeliver, OnTotemConfchg, State, Unset,
 };
-use crate::error::{Error, OsError, Operation, Result};
+use crate::error::{Error, Operation, OsError, Result};
 use crate::name::GroupName;
 use crate::retry::Backoff;
 use crate::types::{
-    ConfigChange, DispatchMode, Dispatched, FlowControl, Guarantee, Member, Message,
-    TotemChange,
+    ConfigChange, DispatchMode, Dispatched, FlowControl, Guarantee, Member, Message, TotemChange,
 };
 
 /// The most buffers one vectored send may have.
@@ -98,6 +97,7 @@ impl Connection {
     /// Messages above [`max_message_size`](Self::max_message_size) are fragmented by
     /// libcpg (it may block while doing so). Back-pressure shows as a retryable error
     /// ([`Error::is_retryable`]); see [`Handle::send_with_retry`].
+    #[inline]
     pub fn send(&self, message: &[u8]) -> Result<()> {
         self.send_with(Guarantee::Agreed, &[IoSlice::new(message)])
     }
@@ -105,11 +105,13 @@ impl Connection {
     /// Sends the concatenation of `buffers` as one message, without copying them first.
     ///
     /// At most [`MAX_SEND_BUFFERS`] (63) buffers, else [`Error::TooManyBuffers`].
+    #[inline]
     pub fn send_vectored(&self, buffers: &[IoSlice<'_>]) -> Result<()> {
         self.send_with(Guarantee::Agreed, buffers)
     }
 
     /// Sends with an explicit delivery [`Guarantee`].
+    #[inline]
     pub fn send_with(&self, guarantee: Guarantee, buffers: &[IoSlice<'_>]) -> Result<()> {
         if buffers.len() > MAX_SEND_BUFFERS {
             return Err(Error::TooManyBuffers {
@@ -335,6 +337,7 @@ impl Handle {
     ///
     /// Called from one of this handle's own callbacks (possible only through a
     /// thread-local or leaked reference), it fails with [`Error::ReentrantDispatch`].
+    #[inline]
     pub fn dispatch(&self, mode: DispatchMode) -> Result<Dispatched> {
         match mode {
             // Driven from Rust, one event at a time, so a panicking callback stops the
@@ -346,6 +349,7 @@ impl Handle {
         }
     }
 
+    #[inline]
     fn dispatch_raw(&self, mode: DispatchMode) -> Result<Dispatched> {
         let header = self.header();
         if header.poisoned.get() {
