@@ -429,8 +429,8 @@ pub struct Stream {
     pub count: u64,
     /// Length of message `seq`.
     pub size: Box<dyn Fn(u64) -> usize + Send>,
-    /// After every this many messages, dispatch for `pause` (to spread a stream over
-    /// time); `None` sends back to back.
+    /// After every this many messages, deliver what is pending (bounded) and sleep for
+    /// `pause`, to spread the stream over time; `None` sends back to back.
     pub pace: Option<(u64, Duration)>,
 }
 
