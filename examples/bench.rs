@@ -117,6 +117,22 @@ fn run(args: &Args) -> Result<bool, String> {
     let pid = std::process::id();
     receiver.set_me(nodeid, pid);
 
+    if !args.json {
+        println!(
+            "# bench (safe cpg crate): node {nodeid} pid {pid}, group {group}, {}{}{}",
+            if args.receive_only {
+                "receive-only"
+            } else {
+                "sending"
+            },
+            if args.zero_copy && !args.receive_only {
+                ", zero-copy"
+            } else {
+                ""
+            },
+            if args.verify { ", verifying" } else { "" },
+        );
+    }
     let result = if args.receive_only {
         receive_only(args, &handle, &receiver, &stop)
     } else {
@@ -197,24 +213,46 @@ fn send_sweep(
     pid: u32,
 ) -> Result<bool, String> {
     let implementation = if args.zero_copy { "safe-zcb" } else { "safe" };
-    if args.zero_copy {
-        return Err("--zero-copy: the cpg crate has no zero-copy send API yet".into());
-    }
     let max_size = sizes.iter().copied().max().unwrap_or(0);
-    let mut buf = vec![0u8; max_size];
+    // The message is written either into an ordinary buffer, sent with `send` (libcpg
+    // copies it into its IPC channel), or into a zero-copy buffer that libcpg
+    // allocated, sent in place.
+    let mut zcb = if args.zero_copy {
+        Some(
+            handle
+                .alloc_buffer(max_size)
+                .map_err(|e| format!("--zero-copy: buffer of {max_size} bytes: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let mut plain = if args.zero_copy {
+        Vec::new()
+    } else {
+        vec![0u8; max_size]
+    };
     let mut seq: u64 = 0;
     let duration = Duration::from_secs_f64(args.duration);
     print_header(args);
     for &size in sizes {
-        let msg = &mut buf[..size];
         receiver.start_window();
         let allocs0 = common::allocations();
         let cpu0 = common::cpu_time();
         let start = Instant::now();
         let end = start + duration;
         while Instant::now() < end && !stop.load(Ordering::Relaxed) {
-            common::fill_data(msg, nodeid, pid, seq, args.verify);
-            match handle.send(msg) {
+            let sent = match zcb.as_mut() {
+                Some(buffer) => {
+                    common::fill_data(&mut buffer[..size], nodeid, pid, seq, args.verify);
+                    buffer.send(size)
+                }
+                None => {
+                    let msg = &mut plain[..size];
+                    common::fill_data(msg, nodeid, pid, seq, args.verify);
+                    handle.send(msg)
+                }
+            };
+            match sent {
                 Ok(()) => {
                     seq += 1;
                     handle

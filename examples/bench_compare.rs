@@ -53,6 +53,14 @@ struct Args {
     /// CPU-per-message ratio safe/raw above which a size is flagged.
     #[arg(long, default_value_t = 1.02)]
     max_cpu_ratio: f64,
+    /// Instead of comparing: start a cluster of this many nodes, run `bench --verify`
+    /// on node 1 and `bench --receive-only --verify` on every other node, and report
+    /// (exit 1 on any loss, duplication, reordering or corruption).
+    #[arg(long, value_name = "NODES")]
+    verify_across: Option<usize>,
+    /// With --verify-across: use the zero-copy send path on node 1.
+    #[arg(long)]
+    zero_copy: bool,
 }
 
 /// One measurement of one size by one implementation.
@@ -115,6 +123,9 @@ fn run(args: &Args) -> Result<bool, String> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| format!("cannot install a signal handler: {e}"))?;
     }
+    if let Some(n) = args.verify_across {
+        return verify_across(args, n, &safe, &stop);
+    }
 
     println!(
         "# safe (cpg crate) vs raw (corosync-sys) — {} rounds × {} s per size and implementation",
@@ -169,6 +180,85 @@ fn run(args: &Args) -> Result<bool, String> {
         all_ok &= print_table(args, n, &sizes, &samples);
     }
     Ok(all_ok)
+}
+
+/// Waits (bounded by `limit`) for `child`; kills it on timeout or interruption.
+fn wait_child(
+    child: &mut std::process::Child,
+    what: &str,
+    limit: Duration,
+    stop: &AtomicBool,
+) -> Result<std::process::ExitStatus, String> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(status);
+        }
+        if started.elapsed() > limit || stop.load(Ordering::Relaxed) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{what} did not finish within {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `--verify-across N`: one verifying sender on node 1, verifying receivers on the
+/// other nodes; true if every process reports a clean run.
+fn verify_across(args: &Args, n: usize, bench: &Path, stop: &AtomicBool) -> Result<bool, String> {
+    if !(2..=16).contains(&n) {
+        return Err("--verify-across: 2..=16 nodes".into());
+    }
+    eprintln!("bench_compare: starting a {n}-node cluster ...");
+    let cluster = Cluster::builder()
+        .nodes(n)
+        .start()
+        .map_err(|e| format!("cannot start a {n}-node cluster: {e}"))?;
+    let group = "bench-verify";
+    let limit = Duration::from_secs_f64(
+        (args.duration + 30.0) * parse_list("--sizes", &args.sizes)?.len() as f64 + 60.0,
+    );
+    let mut receivers = Vec::new();
+    for i in 1..n {
+        let child = cluster
+            .node(i)
+            .command(bench)
+            .args(["--receive-only", "--verify", "--group", group])
+            .args(["--timeout", &limit.as_secs().to_string()])
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", bench.display()))?;
+        receivers.push((i + 1, child));
+    }
+    // Let the receivers join before the first message.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut sender = cluster.node(0).command(bench);
+    sender
+        .args(["--verify", "--group", group, "--sizes", &args.sizes])
+        .args(["--duration", &args.duration.to_string()])
+        .stdin(Stdio::null());
+    if args.zero_copy {
+        sender.arg("--zero-copy");
+    }
+    println!("== node 1: bench --verify (sender)");
+    let mut sender = sender
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", bench.display()))?;
+    let mut ok = wait_child(&mut sender, "the sender", limit, stop)?.success();
+    for (id, mut child) in receivers {
+        let status = wait_child(&mut child, "a receiver", limit, stop)?;
+        println!("== node {id}: bench --receive-only --verify exited with {status}");
+        ok &= status.success();
+    }
+    println!(
+        "verify across {n} nodes: {}",
+        if ok {
+            "no loss, duplication, reordering or corruption"
+        } else {
+            "FAILED"
+        }
+    );
+    Ok(ok)
 }
 
 fn corosync_version() -> String {
