@@ -15,8 +15,8 @@ fn all_see(cluster: &Cluster, on: &[usize], expect: &[u32]) {
     }
 }
 
-/// Three nodes form; node 3 is killed, restarted, cut off and reconnected, and the
-/// surviving nodes (and node 3 itself) report the matching memberships each time.
+/// Three nodes form; node 3 is killed, restarted, cut off and reconnected, node 2 is
+/// stopped and restarted, and every node reports the matching membership each time.
 #[test]
 fn three_nodes_kill_restart_partition_heal() {
     let began = Instant::now();
@@ -24,7 +24,14 @@ fn three_nodes_kill_restart_partition_heal() {
     eprintln!("3-node cluster formed in {:?}", cluster.startup_time());
     for (i, node) in cluster.nodes().iter().enumerate() {
         assert_eq!(node.nodeid(), i as u32 + 1);
-        assert!(node.daemon_pid().is_some());
+        // The launcher execs all the way down: the pid we hold is corosync itself.
+        let pid = node.daemon_pid().expect("daemon running");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+        assert!(
+            cmdline.starts_with(b"corosync\0"),
+            "pid {pid} is {:?}, not corosync",
+            String::from_utf8_lossy(&cmdline)
+        );
     }
 
     let t = Instant::now();
@@ -48,6 +55,14 @@ fn three_nodes_kill_restart_partition_heal() {
     cluster.heal(2);
     all_see(&cluster, &[0, 1, 2], &[1, 2, 3]);
     eprintln!("heal merged in {:?}", t.elapsed());
+
+    let t = Instant::now();
+    cluster.stop_daemon(1);
+    assert_eq!(cluster.node(1).daemon_pid(), None);
+    all_see(&cluster, &[0, 2], &[1, 3]);
+    eprintln!("graceful stop noticed in {:?}", t.elapsed());
+    cluster.restart_daemon(1);
+    all_see(&cluster, &[0, 1, 2], &[1, 2, 3]);
 
     let t = Instant::now();
     drop(cluster);
