@@ -283,17 +283,25 @@ fn run_async(
     }
     rt.block_on(async {
         let mut progress = Progress::default();
-        let deadline = tokio::time::Instant::now() + RUN_TIMEOUT;
-        while progress.end.is_none() {
-            match tokio::time::timeout_at(deadline, cpg.next_event()).await {
-                Ok(Some(Ok(Event::Deliver { data, .. }))) => progress.on_message(&data),
-                Ok(Some(Ok(_))) => {}
-                Ok(Some(Err(e))) => return Err(e.into()),
-                Ok(None) => return Err("stream ended".into()),
-                Err(_) => {
-                    let _ = child.kill();
-                    return Err("async receiver: timed out".into());
+        // One timeout around the whole loop, not one per event (that would add a timer
+        // to every message, which the blocking loop does not have either).
+        let received = tokio::time::timeout(RUN_TIMEOUT, async {
+            while progress.end.is_none() {
+                match cpg.next_event().await {
+                    Some(Ok(Event::Deliver { data, .. })) => progress.on_message(&data),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(BoxError::from(e)),
+                    None => return Err("stream ended".into()),
                 }
+            }
+            Ok(())
+        })
+        .await;
+        match received {
+            Ok(result) => result?,
+            Err(_) => {
+                let _ = child.kill();
+                return Err("async receiver: timed out".into());
             }
         }
         if live {
