@@ -36,8 +36,13 @@ use cpg_testkit::Cluster;
 #[command(version, about, long_about = None)]
 struct Args {
     /// Rounds (each runs safe and raw once per size), after one discarded warm-up round.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 7)]
     rounds: usize,
+    /// Run the benchmark clients with this SCHED_RR priority (through `chrt`), below
+    /// corosync's 99, so that other work on a shared machine does not preempt them in
+    /// the middle of a window; 0 runs them as ordinary processes.
+    #[arg(long, default_value_t = 50)]
+    rt_priority: u32,
     /// Seconds per message size and implementation.
     #[arg(long, default_value_t = 1.0)]
     duration: f64,
@@ -97,6 +102,9 @@ fn parse_list(what: &str, text: &str) -> Result<Vec<usize>, String> {
 fn run(args: &Args) -> Result<bool, String> {
     let sizes = parse_list("--sizes", &args.sizes)?;
     let node_counts = parse_list("--nodes", &args.nodes)?;
+    if args.rt_priority > 98 {
+        return Err("--rt-priority must be 0..=98 (below corosync's 99)".into());
+    }
     if args.rounds == 0 || args.rounds > 100 {
         return Err("--rounds must be 1..=100".into());
     }
@@ -132,10 +140,15 @@ fn run(args: &Args) -> Result<bool, String> {
         args.rounds, args.duration
     );
     println!(
-        "# corosync {} (libcpg {}), {} CPUs",
+        "# corosync {} (libcpg {}), {} CPUs, clients {}",
         corosync_version(),
         corosync_sys::LIBCPG_VERSION,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if args.rt_priority > 0 {
+            format!("at SCHED_RR {}", args.rt_priority)
+        } else {
+            "at normal priority".to_string()
+        }
     );
     let mut all_ok = true;
     for &n in &node_counts {
@@ -284,9 +297,14 @@ fn run_one(
     size: usize,
     stop: &AtomicBool,
 ) -> Result<Sample, String> {
-    let mut child = cluster
-        .node(0)
-        .command(exe)
+    let mut cmd = if args.rt_priority > 0 {
+        let mut cmd = cluster.node(0).command("chrt");
+        cmd.args(["-r", &args.rt_priority.to_string()]).arg(exe);
+        cmd
+    } else {
+        cluster.node(0).command(exe)
+    };
+    let mut child = cmd
         .args(["--json", "--group", group, "--sizes", &size.to_string()])
         .args(["--duration", &args.duration.to_string()])
         .stdin(Stdio::null())
