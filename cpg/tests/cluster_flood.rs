@@ -16,10 +16,11 @@ use cpg_testkit::Cluster;
 /// Messages in the flood.
 const COUNT: u64 = 300;
 
-/// Large, varied sizes up to the atomic message size `max` (no fragmentation: each send
-/// is one request the daemon accepts or refuses).
+/// Large, varied sizes, from 256 KiB up to the atomic message size `max`: no
+/// fragmentation, so each send is one request the daemon accepts or refuses, and a few
+/// of them fill the daemon's totem send queue (about 4 MB).
 fn size(seq: u64, max: usize) -> usize {
-    let min = 128 << 10;
+    let min = 256 << 10;
     min + (seq as usize * 104_729) % (max - min)
 }
 
