@@ -10,6 +10,7 @@ use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
 
 use corosync_sys as sys;
 
@@ -26,6 +27,27 @@ use crate::types::{Address, ConfigChange, Message, RingId, TotemChange};
 /// C and re-raised by `dispatch`.
 ///
 /// For closures, see [`Handle::builder`](crate::Handle::builder).
+///
+/// A callback cannot reach the handle that runs it: callbacks are `Send + 'static`, so
+/// they cannot borrow it, and a handle is not `Sync`, so no reference to it can be sent
+/// into one:
+///
+/// ```compile_fail
+/// # fn f(handle: cpg::Handle) {
+/// let builder = cpg::Handle::builder().on_deliver(|_, _| {
+///     let _ = handle.dispatch(cpg::DispatchMode::All); // borrowed: not 'static
+/// });
+/// # }
+/// ```
+///
+/// ```compile_fail
+/// # fn f(handle: cpg::Handle) {
+/// let shared = std::sync::Arc::new(handle);
+/// let inner = shared.clone();
+/// // Arc<Handle> is not Send, because Handle is not Sync.
+/// let builder = cpg::Handle::builder().on_deliver(move |_, _| drop(inner.clone()));
+/// # }
+/// ```
 pub trait Callbacks: Send + 'static {
     /// A message was delivered to a joined group. The data is borrowed from libcpg's
     /// receive buffer: copy what you keep.
@@ -57,6 +79,8 @@ pub(crate) struct Header {
     pub(crate) panic: Cell<Option<Box<dyn Any + Send + 'static>>>,
     /// A callback panicked: the handle delivers nothing more.
     pub(crate) poisoned: Cell<bool>,
+    /// The handle left its group: corosync never answers a later join on it.
+    pub(crate) left: Cell<bool>,
 }
 
 /// The allocation behind libcpg's context pointer. `repr(C)` so that a pointer to the
@@ -75,6 +99,7 @@ impl<C: Callbacks> State<C> {
                 callbacks_run: Cell::new(0),
                 panic: Cell::new(None),
                 poisoned: Cell::new(false),
+                left: Cell::new(false),
             },
             callbacks: UnsafeCell::new(callbacks),
         })
@@ -130,7 +155,8 @@ unsafe fn with_callbacks<C: Callbacks>(
         return;
     }
     header.callbacks_run.set(header.callbacks_run.get() + 1);
-    let cpg = Connection::borrowed(handle);
+    // The header is the start of the live state (repr(C)).
+    let cpg = Connection::borrowed(handle, NonNull::from(header));
     // SAFETY: trampolines run only inside `dispatch`, which refuses to nest on the same
     // handle, and the handle is !Sync; so this is the only live reference to the
     // callbacks.

@@ -264,6 +264,10 @@ pub enum Error {
     /// `dispatch` was called from inside one of the same handle's callbacks.
     #[error("dispatch called from inside a callback of the same handle")]
     ReentrantDispatch,
+    /// `join` on a handle that has left a group. Corosync never answers it (the call
+    /// would block forever), so it is refused; make a new handle to join again.
+    #[error("this handle has left its group and cannot join again; make a new handle")]
+    JoinAfterLeave,
     /// A callback panicked earlier; the handle stopped delivering and may have
     /// discarded events, so it must be replaced by a new one.
     #[error("a callback of this handle panicked; create a new handle")]

@@ -53,6 +53,9 @@ static INIT_LOCK: Mutex<()> = Mutex::new(());
 #[derive(Debug)]
 pub struct Connection {
     raw: sys::cpg_handle_t,
+    /// The handle's callback state (for the join/leave bookkeeping); lives as long as
+    /// the handle.
+    header: NonNull<Header>,
     /// Neither `Send` nor `Sync`: a `&Connection` given to a callback must stay on the
     /// dispatching thread. [`Handle`] restores `Send` for the owner.
     _not_send: PhantomData<*const ()>,
@@ -60,9 +63,10 @@ pub struct Connection {
 
 impl Connection {
     /// A view of a handle that is live for as long as the view is used.
-    pub(crate) fn borrowed(raw: sys::cpg_handle_t) -> Connection {
+    pub(crate) fn borrowed(raw: sys::cpg_handle_t, header: NonNull<Header>) -> Connection {
         Connection {
             raw,
+            header,
             _not_send: PhantomData,
         }
     }
@@ -72,12 +76,31 @@ impl Connection {
         self.raw
     }
 
+    fn header(&self) -> &Header {
+        // SAFETY: the header belongs to the handle this connection is part of (or is
+        // dispatching), which outlives every borrow of the connection.
+        unsafe { self.header.as_ref() }
+    }
+
     /// Joins `group`: this process becomes a member, receives its messages and
     /// membership changes, and may send to it.
     ///
-    /// Errors: [`CsError::Exist`](crate::CsError::Exist) if already joined,
-    /// [`CsError::TryAgain`](crate::CsError::TryAgain) under back-pressure.
+    /// The daemon identifies a member by (node id, pid) and gives each connection one
+    /// group, so:
+    /// - a handle is in at most one group; joining a second one fails with
+    ///   [`CsError::Exist`](crate::CsError::Exist), as does joining the same group again;
+    /// - a process joins a given group once per node: a second handle of the same
+    ///   process joining it gets [`CsError::Exist`](crate::CsError::Exist) too (use one
+    ///   handle per group, or separate processes);
+    /// - a handle that has left a group cannot join again: corosync (3.1.7, measured)
+    ///   never answers such a join, which would block forever, so this crate refuses
+    ///   it with [`Error::JoinAfterLeave`]. Make a new [`Handle`] instead.
+    ///
+    /// [`CsError::TryAgain`](crate::CsError::TryAgain) means back-pressure.
     pub fn join(&self, group: &GroupName) -> Result<()> {
+        if self.header().left.get() {
+            return Err(Error::JoinAfterLeave);
+        }
         // SAFETY: `raw` is live (owned handle or inside its dispatch); libcpg only reads
         // the name struct, which outlives the call.
         let rc = unsafe { sys::cpg_join(self.raw, group.as_raw()) };
@@ -85,11 +108,14 @@ impl Connection {
     }
 
     /// Leaves `group`. The other members see this process leave with
-    /// [`Reason::Leave`](crate::Reason::Leave).
+    /// [`Reason::Leave`](crate::Reason::Leave). The handle cannot join again (see
+    /// [`join`](Self::join)).
     pub fn leave(&self, group: &GroupName) -> Result<()> {
         // SAFETY: as in `join`.
         let rc = unsafe { sys::cpg_leave(self.raw, group.as_raw()) };
-        Error::check(Operation::Leave, rc)
+        Error::check(Operation::Leave, rc)?;
+        self.header().left.set(true);
+        Ok(())
     }
 
     /// Sends `message` to every group this handle joined, in agreed order.
@@ -304,7 +330,7 @@ impl Handle {
             return Err(e);
         }
         let mut handle = Handle {
-            conn: Connection::borrowed(raw),
+            conn: Connection::borrowed(raw, header),
             fd: -1,
             state: header,
             free_state: State::<C>::free,

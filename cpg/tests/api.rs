@@ -1,0 +1,850 @@
+//! The safe API against real corosync daemons: a two-node cluster shared by these tests
+//! (one handle per node, so one process can have two members in a group), plus private
+//! clusters for the tests that kill a daemon.
+
+mod common;
+
+use std::io::IoSlice;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{big_stack, cluster, pump_for, pump_until, unique_group, Ev, Peer, WAIT};
+use cpg::retry::{retry, Backoff};
+use cpg::{
+    Callbacks, ConfigChange, Connection, CsError, DispatchMode, Dispatched, Error, FlowControl,
+    GroupName, Guarantee, Handle, Message, Operation, Reason, MAX_SEND_BUFFERS,
+};
+
+fn pid() -> u32 {
+    std::process::id()
+}
+
+/// Two peers, on node 1 and node 2, both joined to `group` and seeing each other.
+fn joined_pair(group: &GroupName) -> (Peer, Peer) {
+    let a = Peer::on(cluster(), 0);
+    let b = Peer::on(cluster(), 1);
+    a.handle.join(group).expect("join a");
+    b.handle.join(group).expect("join b");
+    let both = vec![(1, pid()), (2, pid())];
+    pump_until(&[&a, &b], WAIT, "both members in both views", || {
+        a.last_members(group).as_ref() == Some(&both)
+            && b.last_members(group).as_ref() == Some(&both)
+    });
+    (a, b)
+}
+
+#[test]
+fn messages_of_every_size_arrive_byte_exact_in_the_same_order_on_both() {
+    big_stack(|| {
+        let group = unique_group("sizes");
+        let (a, b) = joined_pair(&group);
+        let pattern = |len: usize, seed: u8| -> Vec<u8> {
+            (0..len)
+                .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+                .collect()
+        };
+        // 3 MiB is above the atomic size (about 1 MiB): libcpg fragments it.
+        let sizes = [0usize, 1, 64 << 10, 3 << 20];
+        assert!(3 << 20 > a.handle.max_message_size().unwrap() as usize);
+        let mut sent = Vec::new();
+        for (i, &len) in sizes.iter().enumerate() {
+            let from_a = pattern(len, i as u8);
+            let from_b = pattern(len, 100 + i as u8);
+            a.handle.send(&from_a).expect("send from a");
+            b.handle.send(&from_b).expect("send from b");
+            sent.push((1, from_a));
+            sent.push((2, from_b));
+        }
+        pump_until(&[&a, &b], WAIT, "all 8 messages on both", || {
+            a.messages(&group).len() == sent.len() && b.messages(&group).len() == sent.len()
+        });
+        let (on_a, on_b) = (a.messages(&group), b.messages(&group));
+        assert_eq!(on_a, on_b, "both members must deliver the same sequence");
+        for sender in [1, 2] {
+            let expected: Vec<_> = sent.iter().filter(|(n, _)| *n == sender).collect();
+            let got: Vec<_> = on_a.iter().filter(|(n, _)| *n == sender).collect();
+            assert_eq!(
+                got, expected,
+                "node {sender}'s messages, byte-exact, in send order"
+            );
+        }
+        // Every delivery names the sender's pid.
+        for e in a.events() {
+            if let Ev::Msg { pid: p, .. } = e {
+                assert_eq!(p, pid());
+            }
+        }
+    });
+}
+
+#[test]
+fn confchg_reports_join_and_leave_with_pids_and_reasons() {
+    big_stack(|| {
+        let group = unique_group("reasons");
+        let a = Peer::on(cluster(), 0);
+        a.handle.join(&group).unwrap();
+        pump_until(&[&a], WAIT, "a's own join", || {
+            a.confchgs(&group).len() == 1
+        });
+        assert_eq!(
+            a.confchgs(&group)[0],
+            Ev::Conf {
+                group: group.as_bytes().to_vec(),
+                members: vec![(1, pid())],
+                left: vec![],
+                joined: vec![(1, pid(), Reason::Join)],
+            }
+        );
+
+        let b = Peer::on(cluster(), 1);
+        b.handle.join(&group).unwrap();
+        pump_until(&[&a, &b], WAIT, "b's join seen by a", || {
+            a.confchgs(&group).len() == 2
+        });
+        assert_eq!(
+            a.confchgs(&group)[1],
+            Ev::Conf {
+                group: group.as_bytes().to_vec(),
+                members: vec![(1, pid()), (2, pid())],
+                left: vec![],
+                joined: vec![(2, pid(), Reason::Join)],
+            }
+        );
+
+        b.handle.leave(&group).unwrap();
+        pump_until(&[&a, &b], WAIT, "b's leave seen by a", || {
+            a.confchgs(&group).len() == 3
+        });
+        assert_eq!(
+            a.confchgs(&group)[2],
+            Ev::Conf {
+                group: group.as_bytes().to_vec(),
+                members: vec![(1, pid())],
+                left: vec![(2, pid(), Reason::Leave)],
+                joined: vec![],
+            }
+        );
+        assert_eq!(
+            a.handle.members(&group).unwrap(),
+            vec![cpg::Member {
+                nodeid: 1,
+                pid: pid()
+            }]
+        );
+    });
+}
+
+#[test]
+fn a_handle_dropped_without_leave_is_a_departure() {
+    big_stack(|| {
+        let group = unique_group("dropped");
+        let (a, b) = joined_pair(&group);
+        drop(b);
+        pump_until(&[&a], WAIT, "b's departure", || {
+            a.last_members(&group) == Some(vec![(1, pid())])
+        });
+        let last = a.confchgs(&group).pop().unwrap();
+        assert_eq!(
+            last,
+            Ev::Conf {
+                group: group.as_bytes().to_vec(),
+                members: vec![(1, pid())],
+                left: vec![(2, pid(), Reason::ProcDown)],
+                joined: vec![],
+            },
+            "a finalized handle leaves with reason 'process down'"
+        );
+    });
+}
+
+#[test]
+fn closing_reports_success_and_departs_too() {
+    big_stack(|| {
+        let group = unique_group("close");
+        let (a, b) = joined_pair(&group);
+        b.handle.close().expect("close reports success");
+        pump_until(&[&a], WAIT, "b's departure", || {
+            a.last_members(&group) == Some(vec![(1, pid())])
+        });
+    });
+}
+
+#[test]
+fn names_of_128_bytes_work_and_129_are_refused_before_c() {
+    big_stack(|| {
+        let long = vec![b'n'; GroupName::MAX_LEN];
+        let name = GroupName::new(&long).expect("128 bytes is the limit, allowed");
+        assert_eq!(name.len(), 128);
+        assert_eq!(
+            GroupName::new(vec![b'n'; 129]).unwrap_err(),
+            Error::NameTooLong { len: 129, max: 128 }
+        );
+        assert_eq!(
+            GroupName::c_style(&long).unwrap_err(),
+            Error::NameTooLong { len: 129, max: 128 },
+            "the counted NUL makes 129"
+        );
+        assert_eq!(GroupName::c_style(&long[..127]).unwrap().len(), 128);
+
+        // A 128-byte group works end to end, and its name arrives intact.
+        let a = Peer::on(cluster(), 0);
+        a.handle.join(&name).unwrap();
+        a.handle.send(b"long name").unwrap();
+        pump_until(&[&a], WAIT, "delivery in the 128-byte group", || {
+            a.messages(&name) == vec![(1, b"long name".to_vec())]
+        });
+        assert_eq!(a.handle.members(&name).unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn a_name_and_its_c_style_twin_are_different_groups() {
+    big_stack(|| {
+        let tag = unique_group("twin");
+        let plain = GroupName::new(tag.as_bytes()).unwrap();
+        let c_style = GroupName::c_style(tag.as_bytes()).unwrap();
+        assert_eq!(c_style.as_bytes(), [tag.as_bytes(), b"\0"].concat());
+        assert_ne!(plain, c_style);
+        assert!(c_style.is_c_style() && !plain.is_c_style());
+        assert_eq!(c_style.to_str(), plain.to_str());
+
+        let a = Peer::on(cluster(), 0);
+        let b = Peer::on(cluster(), 1);
+        a.handle.join(&plain).unwrap();
+        b.handle.join(&c_style).unwrap();
+        pump_until(&[&a, &b], WAIT, "both joins", || {
+            a.confchgs(&plain).len() == 1 && b.confchgs(&c_style).len() == 1
+        });
+        assert_eq!(
+            a.handle.members(&plain).unwrap().len(),
+            1,
+            "only a in the plain group"
+        );
+        assert_eq!(
+            a.handle.members(&c_style).unwrap().len(),
+            1,
+            "only b in the C-style group"
+        );
+        assert_eq!(a.handle.members(&c_style).unwrap()[0].nodeid, 2);
+
+        a.handle.send(b"to plain").unwrap();
+        b.handle.send(b"to c-style").unwrap();
+        pump_until(&[&a, &b], WAIT, "own messages back", || {
+            a.messages(&plain).len() == 1 && b.messages(&c_style).len() == 1
+        });
+        pump_for(&[&a, &b], Duration::from_millis(300));
+        assert_eq!(a.messages(&plain), vec![(1, b"to plain".to_vec())]);
+        assert_eq!(b.messages(&c_style), vec![(2, b"to c-style".to_vec())]);
+        assert!(a.messages(&c_style).is_empty() && b.messages(&plain).is_empty());
+    });
+}
+
+#[test]
+fn sixty_three_buffers_work_and_sixty_four_are_refused_before_c() {
+    big_stack(|| {
+        let group = unique_group("iovecs");
+        let a = Peer::on(cluster(), 0);
+        a.handle.join(&group).unwrap();
+        let parts: Vec<Vec<u8>> = (0..64u8).map(|i| vec![i; i as usize + 1]).collect();
+        let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+
+        a.handle
+            .send_vectored(&slices[..MAX_SEND_BUFFERS])
+            .expect("63 buffers are allowed");
+        assert_eq!(
+            a.handle.send_vectored(&slices).unwrap_err(),
+            Error::TooManyBuffers { count: 64, max: 63 }
+        );
+        assert_eq!(
+            a.handle.send_with(Guarantee::Fifo, &slices).unwrap_err(),
+            Error::TooManyBuffers { count: 64, max: 63 }
+        );
+        a.handle
+            .send_with(Guarantee::Fifo, &[IoSlice::new(b"fi"), IoSlice::new(b"fo")])
+            .unwrap();
+
+        pump_until(&[&a], WAIT, "the vectored messages", || {
+            a.messages(&group).len() == 2
+        });
+        pump_for(&[&a], Duration::from_millis(200));
+        let got = a.messages(&group);
+        assert_eq!(
+            got.len(),
+            2,
+            "the refused send must not have reached the daemon"
+        );
+        assert_eq!(
+            got[0].1,
+            parts[..63].concat(),
+            "63 buffers concatenated in order"
+        );
+        assert_eq!(got[1].1, b"fifo");
+    });
+}
+
+#[test]
+fn a_panicking_deliver_callback_stops_delivery_and_resumes_in_dispatch() {
+    big_stack(|| {
+        let group = unique_group("panic-deliver");
+        let delivered = Arc::new(AtomicUsize::new(0));
+        let seen = delivered.clone();
+        let a = cluster().node(0).enter(|| {
+            Handle::builder()
+                .on_deliver(move |_, m| {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    if m.data == b"boom" {
+                        panic!("deliver callback panicked on purpose");
+                    }
+                })
+                .build()
+                .unwrap()
+        });
+        a.join(&group).unwrap();
+        for msg in [&b"one"[..], b"boom", b"after"] {
+            a.send(msg).unwrap();
+        }
+        let deadline = Instant::now() + WAIT;
+        let payload = loop {
+            assert!(Instant::now() < deadline, "the panic never surfaced");
+            match catch_unwind(AssertUnwindSafe(|| {
+                a.dispatch_timeout(Duration::from_millis(20))
+            })) {
+                Ok(r) => {
+                    r.expect("dispatch before the panic");
+                }
+                Err(p) => break p,
+            }
+        };
+        assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&"deliver callback panicked on purpose")
+        );
+        assert_eq!(
+            delivered.load(Ordering::SeqCst),
+            2,
+            "nothing delivered after the panic"
+        );
+        assert_eq!(a.dispatch(DispatchMode::All).unwrap_err(), Error::Poisoned);
+        assert_eq!(
+            a.dispatch(DispatchMode::OneNonblocking).unwrap_err(),
+            Error::Poisoned
+        );
+        assert_eq!(delivered.load(Ordering::SeqCst), 2);
+        // Sending still works; only delivery is stopped.
+        a.send(b"still connected").unwrap();
+    });
+}
+
+#[test]
+fn a_panicking_confchg_callback_resumes_in_blocking_dispatch() {
+    big_stack(|| {
+        let group = unique_group("panic-confchg");
+        let a = cluster().node(0).enter(|| {
+            Handle::builder()
+                .on_confchg(|_, _| panic!("confchg callback panicked on purpose"))
+                .build()
+                .unwrap()
+        });
+        a.join(&group).unwrap();
+        // Blocking dispatch would never return by itself: the panic must end it.
+        let payload = catch_unwind(AssertUnwindSafe(|| a.dispatch(DispatchMode::Blocking)))
+            .expect_err("the callback panic must come out of dispatch");
+        assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&"confchg callback panicked on purpose")
+        );
+        assert_eq!(a.dispatch(DispatchMode::One).unwrap_err(), Error::Poisoned);
+    });
+}
+
+/// Replies to "ping" from inside the deliver callback, queries membership and tries a
+/// second join from inside confchg, and leaves on "bye" from inside deliver, then tries
+/// to join again (refused: corosync would never answer it).
+struct Responder {
+    first: GroupName,
+    second: GroupName,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Callbacks for Responder {
+    fn deliver(&mut self, cpg: &Connection, message: Message<'_>) {
+        let mut log = self.log.lock().unwrap();
+        match message.data {
+            b"ping" => cpg.send(b"pong").expect("send from inside deliver"),
+            b"bye" => {
+                cpg.leave(&self.first).expect("leave from inside deliver");
+                log.push(format!("rejoin: {:?}", cpg.join(&self.first)));
+            }
+            _ => {}
+        }
+    }
+
+    fn confchg(&mut self, cpg: &Connection, change: ConfigChange<'_>) {
+        let members = cpg
+            .members(change.group)
+            .expect("members from inside confchg");
+        let mut log = self.log.lock().unwrap();
+        log.push(format!("members {}", members.len()));
+        if change.left.is_empty() {
+            // One group per handle: a second join is refused by the daemon, promptly.
+            log.push(format!("second: {:?}", cpg.join(&self.second)));
+        }
+    }
+}
+
+#[test]
+fn callbacks_can_send_join_leave_and_query() {
+    big_stack(|| {
+        let first = unique_group("inside");
+        let second = unique_group("inside-second");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let responder = cluster().node(1).enter(|| {
+            Handle::new(Responder {
+                first,
+                second,
+                log: log.clone(),
+            })
+            .unwrap()
+        });
+        responder.join(&first).unwrap();
+        let responder = Peer {
+            handle: responder,
+            events: Arc::new(Mutex::new(Vec::new())),
+        };
+        let a = Peer::on(cluster(), 0);
+        a.handle.join(&first).unwrap();
+        pump_until(&[&a, &responder], WAIT, "both in the group", || {
+            a.last_members(&first).map(|m| m.len()) == Some(2)
+        });
+        a.handle.send(b"ping").unwrap();
+        pump_until(&[&a, &responder], WAIT, "pong sent from a callback", || {
+            a.messages(&first).contains(&(2, b"pong".to_vec()))
+        });
+        assert_eq!(
+            a.messages(&first),
+            vec![(1, b"ping".to_vec()), (2, b"pong".to_vec())]
+        );
+        a.handle.send(b"bye").unwrap();
+        pump_until(&[&a, &responder], WAIT, "the responder's leave", || {
+            a.last_members(&first) == Some(vec![(1, pid())])
+        });
+        assert_eq!(
+            a.confchgs(&first).last().unwrap(),
+            &Ev::Conf {
+                group: first.as_bytes().to_vec(),
+                members: vec![(1, pid())],
+                left: vec![(2, pid(), Reason::Leave)],
+                joined: vec![],
+            }
+        );
+        assert!(a.handle.members(&second).unwrap().is_empty());
+        let log = log.lock().unwrap();
+        let exist = Err::<(), _>(Error::Cs {
+            op: Operation::Join,
+            code: CsError::Exist,
+        });
+        assert!(log.contains(&format!("second: {exist:?}")), "{log:?}");
+        assert!(
+            log.contains(&format!(
+                "rejoin: {:?}",
+                Err::<(), _>(Error::JoinAfterLeave)
+            )),
+            "{log:?}"
+        );
+        assert!(log.contains(&"members 2".to_string()), "{log:?}");
+        // Outside callbacks too.
+        assert_eq!(responder.handle.join(&first), Err(Error::JoinAfterLeave));
+    });
+}
+
+thread_local! {
+    static LEAKED: std::cell::Cell<Option<&'static Handle>> = const { std::cell::Cell::new(None) };
+}
+
+#[test]
+fn dispatching_the_same_handle_from_its_own_callback_is_refused() {
+    big_stack(|| {
+        let group = unique_group("reentrant");
+        let result = Arc::new(Mutex::new(None));
+        let r = result.clone();
+        let handle = cluster().node(0).enter(|| {
+            Handle::builder()
+                .on_deliver(move |_, _| {
+                    let h = LEAKED.with(|l| l.get()).expect("handle in thread-local");
+                    *r.lock().unwrap() = Some(h.dispatch(DispatchMode::OneNonblocking));
+                })
+                .build()
+                .unwrap()
+        });
+        // The only way to reach the dispatching handle from its callback: leak it.
+        let handle: &'static Handle = Box::leak(Box::new(handle));
+        LEAKED.with(|l| l.set(Some(handle)));
+        handle.join(&group).unwrap();
+        handle.send(b"x").unwrap();
+        let deadline = Instant::now() + WAIT;
+        while result.lock().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "no delivery");
+            handle.dispatch_timeout(Duration::from_millis(20)).unwrap();
+        }
+        assert_eq!(
+            result.lock().unwrap().take().unwrap(),
+            Err(Error::ReentrantDispatch)
+        );
+        // The handle is fine afterwards.
+        handle.leave(&group).unwrap();
+    });
+}
+
+#[test]
+fn dispatch_modes_tell_nothing_pending_from_events() {
+    big_stack(|| {
+        let group = unique_group("modes");
+        let a = Peer::on(cluster(), 0);
+        a.handle.join(&group).unwrap();
+        pump_until(&[&a], WAIT, "own join", || a.confchgs(&group).len() == 1);
+        pump_for(&[&a], Duration::from_millis(100));
+
+        assert_eq!(
+            a.handle.dispatch(DispatchMode::OneNonblocking).unwrap(),
+            Dispatched::NothingPending
+        );
+        assert_eq!(
+            a.handle.dispatch(DispatchMode::All).unwrap(),
+            Dispatched::NothingPending
+        );
+        assert_eq!(
+            a.handle
+                .dispatch_timeout(Duration::from_millis(50))
+                .unwrap(),
+            Dispatched::NothingPending
+        );
+
+        a.handle.send(b"1").unwrap();
+        assert_eq!(
+            a.handle.dispatch(DispatchMode::One).unwrap(),
+            Dispatched::Events(1)
+        );
+        a.handle.send(b"2").unwrap();
+        a.handle.send(b"3").unwrap();
+        // Wait until both are readable, then drain with ALL.
+        let deadline = Instant::now() + WAIT;
+        let mut got = 0;
+        while got < 2 {
+            assert!(Instant::now() < deadline);
+            got += a
+                .handle
+                .dispatch_timeout(Duration::from_millis(20))
+                .unwrap()
+                .callbacks();
+        }
+        a.handle.send(b"4").unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            assert!(Instant::now() < deadline);
+            match a.handle.dispatch(DispatchMode::OneNonblocking).unwrap() {
+                Dispatched::Events(1) => break,
+                Dispatched::NothingPending => std::thread::sleep(Duration::from_millis(2)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let data: Vec<_> = a.messages(&group).into_iter().map(|(_, d)| d).collect();
+        assert_eq!(data, [b"1", b"2", b"3", b"4"]);
+        assert_eq!(Dispatched::NothingPending.callbacks(), 0);
+    });
+}
+
+#[test]
+fn the_initial_totem_configuration_is_delivered_on_request() {
+    big_stack(|| {
+        let group = unique_group("totem");
+        let with = Peer::with(cluster(), 0, true);
+        let without = Peer::with(cluster(), 1, false);
+        with.handle.join(&group).unwrap();
+        without.handle.join(&group).unwrap();
+        pump_until(&[&with], WAIT, "the initial totem configuration", || {
+            with.events().iter().any(|e| matches!(e, Ev::Totem { .. }))
+        });
+        let totem = with
+            .events()
+            .into_iter()
+            .find(|e| matches!(e, Ev::Totem { .. }))
+            .unwrap();
+        let Ev::Totem { ring, mut nodes } = totem else {
+            unreachable!()
+        };
+        nodes.sort();
+        assert_eq!(nodes, vec![1, 2], "both nodes in the ring");
+        assert!(ring.seq > 0 && [1, 2].contains(&ring.nodeid), "{ring:?}");
+        assert!(!ring.to_string().is_empty());
+        pump_until(&[&without], WAIT, "the join without totem option", || {
+            without.confchgs(&group).len() == 1
+        });
+        pump_for(&[&without], Duration::from_millis(300));
+        assert!(
+            !without
+                .events()
+                .iter()
+                .any(|e| matches!(e, Ev::Totem { .. })),
+            "no totem event unless asked for or the ring changes"
+        );
+    });
+}
+
+#[test]
+fn queries_report_node_sizes_and_flow_control() {
+    big_stack(|| {
+        let a = Peer::on(cluster(), 1);
+        assert_eq!(a.handle.local_node_id().unwrap(), 2);
+        let max = a.handle.max_message_size().unwrap();
+        assert!((512 << 10..=4 << 20).contains(&max), "atomic size {max}");
+        assert_eq!(
+            a.handle.flow_control_state().unwrap(),
+            FlowControl::Disabled
+        );
+        assert!(a.handle.as_raw() != 0);
+        use std::os::fd::{AsFd, AsRawFd};
+        let fd = a.handle.as_raw_fd();
+        assert_eq!(a.handle.as_fd().as_raw_fd(), fd);
+        // SAFETY: fcntl(F_GETFD) on an fd number only reads its flags.
+        assert!(
+            unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0,
+            "the fd is open"
+        );
+        a.handle.close().unwrap();
+        // SAFETY: as above; finalize closed the descriptor libcpg owned.
+        let after = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert!(
+            after < 0 || fd_is_reused(fd),
+            "finalize closes the descriptor"
+        );
+    });
+}
+
+fn fd_is_reused(fd: i32) -> bool {
+    // Another test thread may have opened a descriptor with the same number since.
+    std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok()
+}
+
+#[test]
+fn bad_calls_get_their_own_error_kinds() {
+    big_stack(|| {
+        let group = unique_group("bad");
+        let a = Peer::on(cluster(), 0);
+        a.handle.join(&group).unwrap();
+        let twice = a.handle.join(&group).unwrap_err();
+        assert_eq!(
+            twice,
+            Error::Cs {
+                op: Operation::Join,
+                code: CsError::Exist
+            }
+        );
+        assert!(!twice.is_retryable() && !twice.is_daemon_lost());
+        assert!(
+            twice.to_string().starts_with("cpg_join failed: "),
+            "{twice}"
+        );
+        assert!(twice.to_string().contains("CS_ERR_EXIST"), "{twice}");
+
+        // In one process, a second handle on the same node cannot join the same group:
+        // corosync identifies members by (node id, pid).
+        let same_process = Peer::on(cluster(), 0);
+        assert_eq!(
+            same_process.handle.join(&group).unwrap_err().code(),
+            Some(CsError::Exist)
+        );
+
+        let never_joined = unique_group("never");
+        let leave = same_process.handle.leave(&group).unwrap_err();
+        assert_eq!(leave.operation(), Some(Operation::Leave));
+        assert_eq!(leave.code(), Some(CsError::NotExist));
+        assert!(a.handle.members(&never_joined).unwrap().is_empty());
+    });
+}
+
+#[test]
+fn errors_describe_themselves() {
+    let e = Error::Cs {
+        op: Operation::Send,
+        code: CsError::TryAgain,
+    };
+    assert!(e.is_retryable());
+    assert_eq!(e.operation(), Some(Operation::Send));
+    let text = e.to_string();
+    assert!(text.starts_with("cpg_mcast_joined failed: "), "{text}");
+    assert!(text.contains(CsError::TryAgain.description()), "{text}");
+    assert!(!CsError::TryAgain.description().is_empty());
+    for raw in [2u32, 6, 23, 26, 30, 100] {
+        assert_eq!(CsError::from_raw(raw).to_raw(), raw);
+        assert_ne!(CsError::from_raw(raw), CsError::Unknown(raw));
+    }
+    assert_eq!(CsError::from_raw(4242), CsError::Unknown(4242));
+    assert!(CsError::Unknown(4242).to_string().contains("4242"));
+    assert!(Error::Cs {
+        op: Operation::Join,
+        code: CsError::QueueFull
+    }
+    .is_retryable());
+    assert!(Error::Cs {
+        op: Operation::Send,
+        code: CsError::Interrupt
+    }
+    .is_retryable());
+    assert!(Error::Cs {
+        op: Operation::Dispatch,
+        code: CsError::Library
+    }
+    .is_daemon_lost());
+    assert!(!Error::NameTooLong { len: 200, max: 128 }.is_retryable());
+    assert_eq!(Reason::from_raw(5), Reason::ProcDown);
+    assert_eq!(Reason::from_raw(77), Reason::Unknown(77));
+    assert_eq!(Reason::NodeDown.to_raw(), 3);
+    assert_eq!(Operation::Dispatch.to_string(), "cpg_dispatch");
+}
+
+#[test]
+fn retry_retries_back_pressure_only_and_gives_up_when_told() {
+    let backoff = Backoff {
+        initial: Duration::from_micros(10),
+        max_delay: Duration::from_millis(1),
+        timeout: Duration::from_secs(5),
+        max_attempts: 5,
+    };
+    let try_again = || Error::Cs {
+        op: Operation::Send,
+        code: CsError::TryAgain,
+    };
+    let mut calls = 0;
+    let ok = retry(&backoff, || {
+        calls += 1;
+        if calls < 4 {
+            Err(try_again())
+        } else {
+            Ok(calls)
+        }
+    });
+    assert_eq!(ok, Ok(4));
+
+    let mut calls = 0;
+    let gave_up = retry(&backoff, || -> cpg::Result<()> {
+        calls += 1;
+        Err(try_again())
+    });
+    assert_eq!(gave_up, Err(try_again()));
+    assert_eq!(calls, 5, "max_attempts bounds the attempts");
+
+    let mut calls = 0;
+    let fatal = retry(&backoff, || -> cpg::Result<()> {
+        calls += 1;
+        Err(Error::Poisoned)
+    });
+    assert_eq!(fatal, Err(Error::Poisoned));
+    assert_eq!(calls, 1, "non-retryable errors are returned at once");
+}
+
+#[test]
+fn send_with_retry_delivers_everything_under_load() {
+    big_stack(|| {
+        let group = unique_group("retry");
+        let a = Peer::on(cluster(), 0);
+        a.handle.join(&group).unwrap();
+        let backoff = Backoff::default();
+        let payload = vec![7u8; 100 << 10];
+        for i in 0..200u32 {
+            let mut m = payload.clone();
+            m[..4].copy_from_slice(&i.to_be_bytes());
+            a.handle
+                .send_with_retry(&m, &backoff)
+                .expect("send with retry");
+        }
+        pump_until(&[&a], Duration::from_secs(60), "200 messages", || {
+            a.messages(&group).len() == 200
+        });
+        let seqs: Vec<u32> = a
+            .messages(&group)
+            .iter()
+            .map(|(_, d)| u32::from_be_bytes(d[..4].try_into().unwrap()))
+            .collect();
+        assert_eq!(seqs, (0..200).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn concurrent_initialization_is_serialized() {
+    let node = cluster().node(0);
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                node.enter(|| {
+                    let h = Handle::new(NoCallbacks)?;
+                    h.local_node_id()
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), Ok(1));
+    }
+}
+
+struct NoCallbacks;
+impl Callbacks for NoCallbacks {}
+
+#[test]
+fn a_killed_daemon_is_a_lost_daemon_and_a_new_handle_works_after_restart() {
+    big_stack(|| {
+        let private = cpg_testkit::Cluster::start(1);
+        let group = GroupName::new("restart").unwrap();
+        let a = Peer::on(&private, 0);
+        a.handle.join(&group).unwrap();
+        pump_until(&[&a], WAIT, "own join", || a.confchgs(&group).len() == 1);
+
+        // A blocking dispatch in another thread must return, not hang.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dispatcher = std::thread::Builder::new()
+            .stack_size(8 << 20)
+            .spawn(move || {
+                let r = a.handle.dispatch(DispatchMode::Blocking);
+                tx.send(()).unwrap();
+                (a, r)
+            })
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        private.kill_daemon(0);
+        rx.recv_timeout(WAIT)
+            .expect("blocking dispatch must return once the daemon is gone");
+        let (a, r) = dispatcher.join().unwrap();
+        let err = r.expect_err("dispatch on a dead daemon");
+        assert!(err.is_daemon_lost(), "{err:?}");
+        assert_eq!(err.operation(), Some(Operation::Dispatch));
+
+        // Every later call fails cleanly with the same error.
+        for e in [
+            a.handle.dispatch(DispatchMode::All).unwrap_err(),
+            a.handle.send(b"x").unwrap_err(),
+            a.handle.join(&unique_group("dead")).unwrap_err(),
+            a.handle.members(&group).unwrap_err(),
+            a.handle.local_node_id().unwrap_err(),
+        ] {
+            assert!(e.is_daemon_lost(), "{e:?}");
+        }
+        // A new handle while the daemon is down: refused, clearly.
+        let refused = private
+            .node(0)
+            .enter(|| Handle::new(NoCallbacks))
+            .unwrap_err();
+        assert!(refused.is_daemon_lost(), "{refused:?}");
+        assert_eq!(refused.operation(), Some(Operation::Initialize));
+        drop(a);
+
+        private.restart_daemon(0);
+        let b = Peer::on(&private, 0);
+        b.handle.join(&group).unwrap();
+        b.handle.send(b"back").unwrap();
+        pump_until(&[&b], WAIT, "delivery after restart", || {
+            b.messages(&group) == vec![(1, b"back".to_vec())]
+        });
+    });
+}
