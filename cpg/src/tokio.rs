@@ -495,11 +495,13 @@ impl AsyncHandle {
                         && attempts < backoff.max_attempts
                         && start.elapsed() + delay < backoff.timeout =>
                 {
-                    if let Drained::Failed(e) = drain(&self.handle, EVENTS_PER_SEND_ATTEMPT) {
-                        if matches!(self.end, End::Open) {
+                    // Read our own events meanwhile, unless the stream has already
+                    // ended (nothing may come out of it after `None`).
+                    if matches!(self.end, End::Open) {
+                        if let Drained::Failed(e) = drain(&self.handle, EVENTS_PER_SEND_ATTEMPT) {
                             self.end = End::Failed(e.clone());
+                            return Err(e);
                         }
-                        return Err(e);
                     }
                     self.backpressure_waits += 1;
                     ::tokio::time::sleep(delay).await;
