@@ -39,12 +39,12 @@
 //!
 //! Every event is copied out of libcpg's buffer into an owned [`Event`] (one
 //! allocation per message), and the stream dispatches one event per libcpg call so that
-//! it can stop after [`EVENTS_PER_POLL`]. Where the receiver itself is the bottleneck
-//! (draining a backlog of 64-byte messages), that costs about 0.1 µs per message over
-//! a blocking [`Handle`] whose callback borrows the data: 0.92× the blocking path's
-//! rate on an idle machine (`examples/async_bench.rs`). When messages arrive as they
-//! are sent, the sender and the daemon set the pace and both paths keep up. For the
-//! last few percent, use [`Handle`] with callbacks on a dedicated thread.
+//! it can stop after [`EVENTS_PER_POLL`]. Against a blocking [`Handle`] whose callback
+//! borrows the data, `examples/async_bench.rs` measured (corosync 3.1.7, one node, 2
+//! shared cores) 7–26 % more CPU per received message (about 0.1 µs at 64 bytes) and,
+//! because the daemon and the sender mostly set the pace, a rate between 0.8× and 1.1×
+//! of the blocking path's depending on size and machine load. For the last few
+//! percent, use [`Handle`] with callbacks on a dedicated thread.
 //!
 //! # Example
 //!
