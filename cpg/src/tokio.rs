@@ -269,14 +269,13 @@ fn reactor_error(op: Operation, e: std::io::Error) -> Error {
 /// taking messages from a client that does not read its own; those events come out of
 /// the stream afterwards, in order.
 ///
-/// **Cancellation:** libcpg sends a message in one synchronous call, and the future
-/// awaits only between failed attempts. So a send future that is dropped has either
-/// sent the whole message (the call that succeeded was its last step, so a future
-/// dropped before completing never reached it) or nothing: a dropped future sent
-/// nothing, and a completed one sent exactly one copy. For messages above
-/// [`max_message_size`](Self::max_message_size), which libcpg sends in fragments, a
-/// failed attempt may have sent some fragments, but receivers' libcpg only delivers
-/// complete messages, so no member ever sees part of one.
+/// **Cancellation:** libcpg sends a message in one synchronous call that either hands
+/// the whole message to the daemon or fails, and the future awaits only while it sleeps
+/// between failed attempts. So a send future dropped before it completed has sent
+/// nothing, and one that completed with `Ok` sent the message exactly once. (Messages
+/// above [`max_message_size`](Self::max_message_size) are sent by libcpg in fragments,
+/// and a failed attempt may have sent some of them; but receivers' libcpg delivers only
+/// complete messages, so no member sees part of one, and a retry sends it whole.)
 ///
 /// # Blocking
 ///
