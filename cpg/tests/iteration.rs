@@ -2,69 +2,28 @@
 //!
 //! Corosync lets a connection join one group at a time and a process join a group
 //! only once (it keys members by pid). To get groups with several members, other
-//! members are child processes: this test binary run again inside the daemon's
-//! network namespace, filtered to the same test, with `CHILD_ENV` naming the groups
-//! to join (one connection each). A child reports its pid once joined and leaves
-//! when its stdin closes.
+//! members are child processes (see the `child` module) whose role names the groups to
+//! join (hex-encoded, separated by commas; one connection each). A child reports its
+//! pid once joined and leaves when its stdin closes.
 //!
 //! The shared daemon serves every test of this binary, so each test uses group names
-//! of its own and looks only at those. The tests take `SERIAL`, because the memory
-//! test measures the whole process and the daemon.
+//! of its own and looks only at those. The tests take `child::serial()`, because the
+//! memory test measures the whole process and the daemon.
+
+mod child;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use child::ChildProcess;
 use cpg::{DispatchMode, GroupMember, GroupName, Handle, Member};
 
-/// Set in a child: the groups it joins, hex-encoded, separated by commas.
-const CHILD_ENV: &str = "CPG_ITERATION_TEST_CHILD_GROUPS";
-/// Prefix of the child's report line (libtest prints its own lines on stdout too).
-const TAG: &str = "@@cpg-iteration@@";
-/// Longest a child may live, whatever happens to the parent.
-const CHILD_LIFETIME: Duration = Duration::from_secs(180);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs `body` on a thread with a stack big enough for `cpg_dispatch`, inside the
-/// shared daemon's namespace, and propagates its panic.
-fn on_big_stack(body: impl FnOnce(&'static cpg_testkit::Node) + Send + 'static) {
-    let node = cpg_testkit::shared();
-    std::thread::Builder::new()
-        .stack_size(8 << 20)
-        .spawn(move || node.enter(|| body(node)))
-        .expect("spawn test thread")
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p));
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-/// In a child process: join the groups, wait for stdin to close, and return `true`.
-/// In the parent: return `false`.
-fn run_child_role() -> bool {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
-        return false;
-    };
+/// The child's role: join the groups of `spec` and stay until stdin closes.
+fn join_until_stdin_closes(spec: &str) {
     let groups: Vec<GroupName> = spec
         .split(',')
-        .map(|g| GroupName::new(unhex(g)).expect("group name"))
+        .map(|g| GroupName::new(child::unhex(g)).expect("group name"))
         .collect();
     let handles: Vec<Handle> = groups
         .iter()
@@ -74,92 +33,18 @@ fn run_child_role() -> bool {
             h
         })
         .collect();
-    println!("{TAG} READY {}", std::process::id());
-    std::io::stdout().flush().expect("stdout");
-    // Nothing to dispatch here (no callbacks are set): the handles only need to stay
-    // joined until the parent is done.
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = std::io::stdin().read_to_end(&mut sink);
-        let _ = tx.send(());
-    });
-    let _ = rx.recv_timeout(CHILD_LIFETIME);
+    child::report_ready();
+    // Nothing to dispatch here (no callbacks are set): the handles only need to
+    // stay joined until the parent is done.
+    child::until_stdin_closes(|| std::thread::sleep(Duration::from_millis(50)));
     drop(handles);
-    true
 }
 
-/// A child process that joined some groups.
-struct MemberProcess {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    pid: u32,
-}
-
-impl MemberProcess {
-    /// Starts a child for `test` (the calling test's name) that joins `groups`, one
-    /// connection each, and waits until it has.
-    fn start(node: &cpg_testkit::Node, test: &str, groups: &[&GroupName]) -> MemberProcess {
-        let spec: Vec<String> = groups.iter().map(|g| hex(g.as_bytes())).collect();
-        let exe = std::env::current_exe().expect("current_exe");
-        let mut child = node
-            .command(exe)
-            .args(["--exact", test, "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, spec.join(","))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start a member process");
-        let stdout = child.stdout.take().expect("child stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // libtest may have started the line ("test name ... ").
-                if let Some(at) = line.find(TAG) {
-                    if let Some(pid) = line[at + TAG.len()..].strip_prefix(" READY ") {
-                        let _ = tx.send(pid.parse::<u32>().expect("pid"));
-                    }
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        let mut member = MemberProcess {
-            child,
-            stdin,
-            pid: 0,
-        };
-        member.pid = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "a member process did not join within 30 s (status {:?})\n{}",
-                    member.child.try_wait(),
-                    node.log_tail(20)
-                )
-            });
-        assert_eq!(
-            member.pid,
-            member.child.id(),
-            "the child reported another pid"
-        );
-        member
-    }
-}
-
-impl Drop for MemberProcess {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts a child for `test` (the calling test's name) that joins `groups`, one
+/// connection each, and waits until it has.
+fn member_process(node: &cpg_testkit::Node, test: &str, groups: &[&GroupName]) -> ChildProcess {
+    let spec: Vec<String> = groups.iter().map(|g| child::hex(g.as_bytes())).collect();
+    ChildProcess::start(node, test, &spec.join(","), "a member process")
 }
 
 fn joined(group: &GroupName) -> Handle {
@@ -192,11 +77,7 @@ fn wait_for_counts(node: &cpg_testkit::Node, handle: &Handle, expect: &[(&GroupN
 /// iterator reports exactly the expected names, (node id, pid) pairs and counts.
 #[test]
 fn iterators_report_exactly_the_joined_groups_and_members() {
-    if run_child_role() {
-        return;
-    }
-    let _serial = serial();
-    on_big_stack(|node| {
+    child::test_on_shared(join_until_stdin_closes, |node| {
         let test = "iterators_report_exactly_the_joined_groups_and_members";
         let prefix = format!("iter-{}-", std::process::id());
         let a = GroupName::new(format!("{prefix}a")).unwrap();
@@ -205,8 +86,8 @@ fn iterators_report_exactly_the_joined_groups_and_members() {
         let c = GroupName::c_style(format!("{prefix}c")).unwrap();
         let c_without_nul = GroupName::new(format!("{prefix}c")).unwrap();
 
-        let child_ab = MemberProcess::start(node, test, &[&a, &b]);
-        let child_a = MemberProcess::start(node, test, &[&a]);
+        let child_ab = member_process(node, test, &[&a, &b]);
+        let child_a = member_process(node, test, &[&a]);
         let ha = joined(&a);
         let hb = joined(&b);
         let hc = joined(&c);
@@ -215,13 +96,13 @@ fn iterators_report_exactly_the_joined_groups_and_members() {
         let n = ha.local_node_id().expect("local node id");
         let me = std::process::id();
         let at = |pid| Member { nodeid: n, pid };
-        let mut expect_a = vec![at(me), at(child_ab.pid), at(child_a.pid)];
-        let mut expect_b = vec![at(me), at(child_ab.pid)];
+        let mut expect_a = vec![at(me), at(child_ab.pid()), at(child_a.pid())];
+        let mut expect_b = vec![at(me), at(child_ab.pid())];
         let expect_c = vec![at(me)];
         expect_a.sort();
         expect_b.sort();
         assert_eq!(
-            BTreeSet::from([me, child_ab.pid, child_a.pid]).len(),
+            BTreeSet::from([me, child_ab.pid(), child_a.pid()]).len(),
             3,
             "three distinct processes"
         );
@@ -305,7 +186,7 @@ fn iterators_report_exactly_the_joined_groups_and_members() {
             .expect("next");
         assert_eq!(
             got,
-            vec![at(child_ab.pid)],
+            vec![at(child_ab.pid())],
             "members of {b} after the leave"
         );
 
@@ -331,11 +212,7 @@ fn open_fds() -> usize {
 /// on both sides); the daemon still joins, delivers and reports membership afterwards.
 #[test]
 fn ten_thousand_iterators_dropped_early_keep_memory_flat() {
-    if run_child_role() {
-        return;
-    }
-    let _serial = serial();
-    on_big_stack(|node| {
+    child::test_on_shared(join_until_stdin_closes, |node| {
         let prefix = format!("iter-flat-{}-", std::process::id());
         let group = GroupName::new(format!("{prefix}g")).unwrap();
         let handle = joined(&group);
@@ -441,67 +318,58 @@ fn ten_thousand_iterators_dropped_early_keep_memory_flat() {
 /// with node 2's id and its pid, next to the local member, in all three iterators.
 #[test]
 fn iterators_list_members_of_other_nodes() {
-    if run_child_role() {
-        return;
-    }
-    let _serial = serial();
-    std::thread::Builder::new()
-        .stack_size(8 << 20)
-        .spawn(|| {
-            let test = "iterators_list_members_of_other_nodes";
-            let cluster = cpg_testkit::Cluster::start(2);
-            let (one, two) = (cluster.node(0), cluster.node(1));
-            let group = GroupName::new(format!("iter-nodes-{}", std::process::id())).unwrap();
-            let remote = MemberProcess::start(two, test, &[&group]);
-            one.enter(|| {
-                let handle = joined(&group);
-                wait_for_counts(one, &handle, &[(&group, 2)]);
-                let mut expected = vec![
-                    Member {
-                        nodeid: one.nodeid(),
-                        pid: std::process::id(),
-                    },
-                    Member {
-                        nodeid: two.nodeid(),
-                        pid: remote.pid,
-                    },
-                ];
-                expected.sort();
-                assert_ne!(one.nodeid(), two.nodeid());
+    child::test(join_until_stdin_closes, || {
+        let test = "iterators_list_members_of_other_nodes";
+        let cluster = cpg_testkit::Cluster::start(2);
+        let (one, two) = (cluster.node(0), cluster.node(1));
+        let group = GroupName::new(format!("iter-nodes-{}", std::process::id())).unwrap();
+        let remote = member_process(two, test, &[&group]);
+        one.enter(|| {
+            let handle = joined(&group);
+            wait_for_counts(one, &handle, &[(&group, 2)]);
+            let mut expected = vec![
+                Member {
+                    nodeid: one.nodeid(),
+                    pid: std::process::id(),
+                },
+                Member {
+                    nodeid: two.nodeid(),
+                    pid: remote.pid(),
+                },
+            ];
+            expected.sort();
+            assert_ne!(one.nodeid(), two.nodeid());
 
-                let mut members: Vec<Member> = handle
-                    .iter_members(&group)
-                    .expect("iter_members")
-                    .collect::<Result<_, _>>()
-                    .expect("next");
-                members.sort();
-                assert_eq!(members, expected, "members of {group} seen from node 1");
+            let mut members: Vec<Member> = handle
+                .iter_members(&group)
+                .expect("iter_members")
+                .collect::<Result<_, _>>()
+                .expect("next");
+            members.sort();
+            assert_eq!(members, expected, "members of {group} seen from node 1");
 
-                let mut all: Vec<Member> = handle
-                    .iter_all()
-                    .expect("iter_all")
-                    .collect::<Result<Vec<_>, _>>()
-                    .expect("next")
-                    .into_iter()
-                    .filter(|m| m.group == group)
-                    .map(|m| m.member())
-                    .collect();
-                all.sort();
-                assert_eq!(all, expected, "ALL entries of {group} seen from node 1");
+            let mut all: Vec<Member> = handle
+                .iter_all()
+                .expect("iter_all")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("next")
+                .into_iter()
+                .filter(|m| m.group == group)
+                .map(|m| m.member())
+                .collect();
+            all.sort();
+            assert_eq!(all, expected, "ALL entries of {group} seen from node 1");
 
-                let names: Vec<GroupName> = handle
-                    .groups()
-                    .expect("groups")
-                    .collect::<Result<Vec<_>, _>>()
-                    .expect("next")
-                    .into_iter()
-                    .filter(|g| *g == group)
-                    .collect();
-                assert_eq!(names, vec![group], "{group} listed once");
-            });
-            drop(remote);
-        })
-        .expect("spawn test thread")
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let names: Vec<GroupName> = handle
+                .groups()
+                .expect("groups")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("next")
+                .into_iter()
+                .filter(|g| *g == group)
+                .collect();
+            assert_eq!(names, vec![group], "{group} listed once");
+        });
+        drop(remote);
+    });
 }

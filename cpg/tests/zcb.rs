@@ -1,182 +1,68 @@
 //! Zero-copy send buffers against the shared private daemon (`cpg_testkit::shared()`).
 //!
-//! Corosync refuses a second join of the same group by the same process (it keys
-//! members by pid), so the receiving member is a child process: this test binary run
-//! again inside the daemon's network namespace, filtered to the same test, with
-//! `CHILD_ENV` set. It joins the group, reports every delivered message on stdout, and
-//! leaves when its stdin closes.
+//! The receiving member is a child process (see the `child` module: corosync refuses a
+//! second join of the same group by the same pid) whose role is the group (as UTF-8)
+//! to join. It reports every delivered message on stdout (`MSG <hex>`), and leaves
+//! when its stdin closes.
 //!
-//! The tests of this file take `SERIAL`: the leak test counts mappings of the whole
-//! process, which other tests of the same binary would change.
+//! The tests of this file take `child::serial()`: the leak test counts mappings of the
+//! whole process, which other tests of the same binary would change.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+mod child;
+
 use std::time::{Duration, Instant};
 
+use child::ChildProcess;
 use cpg::retry::Backoff;
 use cpg::{CsError, DispatchMode, Error, GroupName, Handle, Operation};
 
-/// Set in the child: the group (as UTF-8) the receiver joins.
-const CHILD_ENV: &str = "CPG_ZCB_TEST_RECEIVER_GROUP";
-/// Prefix of the child's report lines (libtest prints its own lines on stdout too).
-const TAG: &str = "@@cpg-zcb@@";
-/// Longest a child may live, whatever happens to the parent.
-const CHILD_LIFETIME: Duration = Duration::from_secs(180);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs `body` on a thread with a stack big enough for `cpg_dispatch`, inside the
-/// shared daemon's namespace, and propagates its panic.
-fn on_big_stack(body: impl FnOnce(&'static cpg_testkit::Node) + Send + 'static) {
-    let node = cpg_testkit::shared();
-    std::thread::Builder::new()
-        .stack_size(8 << 20)
-        .spawn(move || node.enter(|| body(node)))
-        .expect("spawn test thread")
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p));
-}
-
-/// In the child process: be the receiving member and return `true`; in the parent:
-/// return `false`.
-fn run_child_role() -> bool {
-    let Ok(group) = std::env::var(CHILD_ENV) else {
-        return false;
-    };
-    std::thread::Builder::new()
-        .stack_size(8 << 20)
-        .spawn(move || receive_until_stdin_closes(&group))
-        .expect("spawn receiver thread")
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p));
-    true
-}
-
+/// The child's role: be the receiving member of `group`.
 fn receive_until_stdin_closes(group: &str) {
-    let closed = Arc::new(AtomicBool::new(false));
-    let flag = closed.clone();
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = std::io::stdin().read_to_end(&mut sink);
-        flag.store(true, Ordering::SeqCst);
-    });
     let group = GroupName::new(group).expect("group name");
     let handle = Handle::builder()
         .on_deliver(move |_cpg, msg| {
             if *msg.group == group {
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "{TAG} MSG {}", hex(msg.data)).expect("stdout");
-                out.flush().expect("stdout");
+                child::report("MSG", child::hex(msg.data));
             }
         })
         .build()
         .expect("child: connect to the daemon");
     handle.join(&group).expect("child: join");
-    println!("{TAG} READY {}", std::process::id());
-    std::io::stdout().flush().expect("stdout");
-    let start = Instant::now();
-    while !closed.load(Ordering::SeqCst) && start.elapsed() < CHILD_LIFETIME {
+    child::report_ready();
+    child::until_stdin_closes(|| {
         handle
             .dispatch_timeout(Duration::from_millis(50))
             .expect("child: dispatch");
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        s.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-    }
-    s
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        _ => panic!("bad hex digit {c}"),
-    };
-    s.as_bytes()
-        .chunks(2)
-        .map(|p| digit(p[0]) << 4 | digit(p[1]))
-        .collect()
+    });
 }
 
 /// The receiving member, a child process, as seen from the test.
-struct Receiver {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    messages: mpsc::Receiver<Vec<u8>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
+struct Receiver(ChildProcess);
 
 impl Receiver {
     /// Starts the child for `test` (the name of the calling test function), which joins
     /// `group`, and waits until it has joined.
     fn start(node: &cpg_testkit::Node, test: &str, group: &str) -> Receiver {
-        let exe = std::env::current_exe().expect("current_exe");
-        let mut child = node
-            .command(exe)
-            .args(["--exact", test, "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, group)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the receiver process");
-        let stdout = child.stdout.take().expect("child stdout");
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (msg_tx, messages) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // libtest may have started the line ("test name ... ").
-                let Some(at) = line.find(TAG) else {
-                    continue;
-                };
-                let report = &line[at + TAG.len()..];
-                if let Some(pid) = report.strip_prefix(" READY ") {
-                    let _ = ready_tx.send(pid.parse::<u32>().expect("pid"));
-                } else if let Some(data) = report.strip_prefix(" MSG ") {
-                    let _ = msg_tx.send(unhex(data));
-                }
-            }
-        });
-        let mut receiver = Receiver {
-            child,
-            stdin: None,
-            messages,
-            reader: Some(reader),
-        };
-        receiver.stdin = receiver.child.stdin.take();
-        match ready_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(pid) => assert_eq!(pid, receiver.child.id(), "the child reported another pid"),
-            Err(_) => panic!(
-                "the receiver process did not join within 30 s (status {:?})\n{}",
-                receiver.child.try_wait(),
-                node.log_tail(20)
-            ),
-        }
-        receiver
+        Receiver(ChildProcess::start(
+            node,
+            test,
+            group,
+            "the receiver process",
+        ))
     }
 
     /// The next message the child delivered, waiting up to `timeout`.
-    fn next(&self, timeout: Duration) -> Option<Vec<u8>> {
-        self.messages.recv_timeout(timeout).ok()
+    fn next(&mut self, timeout: Duration) -> Result<Vec<u8>, cpg_testkit::HarnessError> {
+        self.0
+            .next_report("MSG", timeout)
+            .map(|data| child::unhex(&data))
     }
 
     /// Waits for the next message and asserts it equals `expected`, byte for byte.
-    fn expect(&self, what: &str, expected: &[u8]) {
+    fn expect(&mut self, what: &str, expected: &[u8]) {
         let got = self
             .next(Duration::from_secs(20))
-            .unwrap_or_else(|| panic!("{what}: the receiver got nothing within 20 s"));
+            .unwrap_or_else(|e| panic!("{what}: the receiver got nothing within 20 s: {e}"));
         assert_eq!(got.len(), expected.len(), "{what}: length");
         if let Some(i) = got.iter().zip(expected).position(|(a, b)| a != b) {
             panic!(
@@ -187,29 +73,9 @@ impl Receiver {
     }
 
     /// Asserts that nothing more arrives within `quiet`.
-    fn expect_nothing(&self, what: &str, quiet: Duration) {
-        if let Some(m) = self.next(quiet) {
+    fn expect_nothing(&mut self, what: &str, quiet: Duration) {
+        if let Ok(m) = self.next(quiet) {
             panic!("{what}: unexpected message of {} bytes", m.len());
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
         }
     }
 }
@@ -257,14 +123,10 @@ fn send_all_retrying(handle: &Handle, buffer: &cpg::ZeroCopyBuffer<'_>) {
 /// buffer of its own size, arrive byte-exact and in order at the other member.
 #[test]
 fn sends_one_byte_64k_and_max_size_byte_exact() {
-    if run_child_role() {
-        return;
-    }
-    let _serial = serial();
-    on_big_stack(|node| {
+    child::test_on_shared(receive_until_stdin_closes, |node| {
         let test = "sends_one_byte_64k_and_max_size_byte_exact";
         let group = unique_group("sizes");
-        let receiver = Receiver::start(node, test, &group);
+        let mut receiver = Receiver::start(node, test, &group);
         let handle = sender(&group);
         let max = handle.max_message_size().expect("max size") as usize;
         assert!(max > 64 * 1024, "atomic size {max} is smaller than 64 KiB");
@@ -289,14 +151,10 @@ fn sends_one_byte_64k_and_max_size_byte_exact() {
 /// send delivers what the buffer held at that moment.
 #[test]
 fn one_buffer_sent_several_times() {
-    if run_child_role() {
-        return;
-    }
-    let _serial = serial();
-    on_big_stack(|node| {
+    child::test_on_shared(receive_until_stdin_closes, |node| {
         let test = "one_buffer_sent_several_times";
         let group = unique_group("reuse");
-        let receiver = Receiver::start(node, test, &group);
+        let mut receiver = Receiver::start(node, test, &group);
         let handle = sender(&group);
 
         let mut buffer = handle.alloc_buffer(4096).expect("alloc");
@@ -327,14 +185,10 @@ fn one_buffer_sent_several_times() {
 /// is refused by the daemon with `CS_ERR_NOT_EXIST`.
 #[test]
 fn too_big_and_unjoined_sends_fail_with_the_right_error() {
-    if run_child_role() {
-        return;
-    }
-    let _serial = serial();
-    on_big_stack(|node| {
+    child::test_on_shared(receive_until_stdin_closes, |node| {
         let test = "too_big_and_unjoined_sends_fail_with_the_right_error";
         let group = unique_group("limits");
-        let receiver = Receiver::start(node, test, &group);
+        let mut receiver = Receiver::start(node, test, &group);
         let handle = sender(&group);
         let max = handle.max_message_size().expect("max size") as usize;
         let maps_before = zerocopy_mappings();
@@ -418,14 +272,10 @@ fn zerocopy_files() -> usize {
 /// mapping in this process; all 1,000 messages arrive, in order.
 #[test]
 fn alloc_free_and_send_cycles_leave_nothing_behind() {
-    if run_child_role() {
-        return;
-    }
-    let _serial = serial();
-    on_big_stack(|node| {
+    child::test_on_shared(receive_until_stdin_closes, |node| {
         let test = "alloc_free_and_send_cycles_leave_nothing_behind";
         let group = unique_group("cycles");
-        let receiver = Receiver::start(node, test, &group);
+        let mut receiver = Receiver::start(node, test, &group);
         let handle = sender(&group);
 
         // Warm up, so that one-time allocations are not counted.
