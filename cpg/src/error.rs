@@ -210,11 +210,40 @@ impl CsError {
     }
 }
 
+impl CsError {
+    /// What the code usually means for a CPG client, where that is not obvious from
+    /// the code's name.
+    fn hint(self) -> Option<&'static str> {
+        Some(match self {
+            CsError::Library => "no connection to the corosync daemon (not running, or lost)",
+            CsError::TryAgain => "back-pressure or nothing pending; try again later",
+            CsError::QueueFull => "back-pressure; try again later",
+            CsError::Access => "the daemon refused this user (see uidgid in corosync.conf)",
+            CsError::Exist => "already exists (already joined?)",
+            CsError::NotExist => "does not exist (not joined?)",
+            CsError::Interrupt => "interrupted by a membership change; send again",
+            CsError::TooBig => "message too big",
+            CsError::BadHandle => "invalid or finalized handle",
+            _ => return None,
+        })
+    }
+}
+
+/// The library's text (`cs_strerror`), then the code's name where the text is not
+/// already that name, then a hint: `CS_ERR_LIBRARY: no connection to the corosync
+/// daemon (not running, or lost)`.
 impl fmt::Display for CsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.description(), self.c_name())?;
+        let text = self.description();
+        f.write_str(text)?;
+        if text != self.c_name() {
+            write!(f, " ({})", self.c_name())?;
+        }
         if let CsError::Unknown(code) = self {
             write!(f, " code {code}")?;
+        }
+        if let Some(hint) = self.hint() {
+            write!(f, ": {hint}")?;
         }
         Ok(())
     }

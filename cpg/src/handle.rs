@@ -404,11 +404,29 @@ impl Handle {
         }
     }
 
+    /// Delivers pending events, one libcpg event at a time
+    /// ([`DispatchMode::OneNonblocking`]), stopping when nothing is pending or after
+    /// `max_events` events: the bounded form of [`DispatchMode::All`] for event loops
+    /// that must not spend unbounded time on one busy handle.
+    pub fn dispatch_at_most(&self, max_events: usize) -> Result<Dispatched> {
+        let mut callbacks = 0;
+        for read in 0..max_events {
+            match self.dispatch_raw(DispatchMode::OneNonblocking)? {
+                Dispatched::Events(n) => callbacks += n,
+                Dispatched::NothingPending if read == 0 => return Ok(Dispatched::NothingPending),
+                Dispatched::NothingPending => break,
+            }
+        }
+        Ok(Dispatched::Events(callbacks))
+    }
+
     /// Waits up to `timeout` for events, then delivers all pending ones
     /// ([`DispatchMode::All`]). Returns [`Dispatched::NothingPending`] on timeout.
     ///
     /// A lost daemon makes the descriptor readable, so this returns the error promptly
-    /// rather than waiting out the timeout.
+    /// rather than waiting out the timeout. Under a steady inflow the delivery part can
+    /// run for long (see [`DispatchMode::All`]); poll the descriptor and use
+    /// [`dispatch_at_most`](Self::dispatch_at_most) to bound it.
     pub fn dispatch_timeout(&self, timeout: Duration) -> Result<Dispatched> {
         let mut pfd = libc::pollfd {
             fd: self.fd,

@@ -346,7 +346,7 @@ impl AsyncHandle {
         // the same for the registration's whole life. That holds here: libcpg closes
         // it only in `cpg_finalize`, which runs when `handle` drops, after `fd` (field
         // order above), and nothing else can close it. The older name keeps the
-        // feature building with every tokio 1.38+ (and Rust 1.82).
+        // feature building with every tokio 1.38+ (and Rust 1.85).
         #[allow(deprecated)]
         let fd = AsyncFd::with_interest(LibcpgFd(handle.as_raw_fd()), Interest::READABLE)
             .map_err(|e| reactor_error(Operation::Register, e))?;

@@ -217,6 +217,10 @@ pub enum DispatchMode {
     /// Wait for one event and handle it (`CS_DISPATCH_ONE`).
     One,
     /// Handle every pending event, then return without waiting (`CS_DISPATCH_ALL`).
+    ///
+    /// libcpg keeps going for as long as events keep arriving, so under a steady
+    /// inflow one call can run for long; [`Handle::dispatch_at_most`](crate::Handle::dispatch_at_most)
+    /// bounds the work of one call.
     All,
     /// Handle events forever; returns only with an error, such as a lost daemon
     /// (`CS_DISPATCH_BLOCKING`).

@@ -552,6 +552,29 @@ fn dispatch_modes_tell_nothing_pending_from_events() {
         let data: Vec<_> = a.messages(&group).into_iter().map(|(_, d)| d).collect();
         assert_eq!(data, [b"1", b"2", b"3", b"4"]);
         assert_eq!(Dispatched::NothingPending.callbacks(), 0);
+
+        // Bounded dispatch: never more than asked for per call, nothing lost.
+        for m in [b"5", b"6", b"7", b"8", b"9"] {
+            a.handle.send(m).unwrap();
+        }
+        let deadline = Instant::now() + WAIT;
+        let mut got = 0;
+        while got < 5 {
+            assert!(Instant::now() < deadline, "bounded dispatch got {got} of 5");
+            match a.handle.dispatch_at_most(2).unwrap() {
+                Dispatched::Events(n) => {
+                    assert!(n <= 2, "{n} callbacks for a budget of 2");
+                    got += n;
+                }
+                Dispatched::NothingPending => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        assert_eq!(
+            a.handle.dispatch_at_most(2).unwrap(),
+            Dispatched::NothingPending
+        );
+        let data: Vec<_> = a.messages(&group).into_iter().map(|(_, d)| d).collect();
+        assert_eq!(data, [b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9"]);
     });
 }
 
@@ -625,10 +648,8 @@ fn queries_report_node_sizes_and_flow_control() {
         let fd = a.handle.as_raw_fd();
         assert_eq!(a.handle.as_fd().as_raw_fd(), fd);
         // SAFETY: fcntl(F_GETFD) on an fd number only reads its flags.
-        assert!(
-            unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0,
-            "the fd is open"
-        );
+        let before = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert!(before >= 0, "the fd is open");
         a.handle.close().unwrap();
         // SAFETY: as above; finalize closed the descriptor libcpg owned.
         let after = unsafe { libc::fcntl(fd, libc::F_GETFD) };
