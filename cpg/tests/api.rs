@@ -886,3 +886,92 @@ fn a_killed_daemon_is_a_lost_daemon_and_a_new_handle_works_after_restart() {
         });
     });
 }
+
+#[test]
+fn the_small_api_surface_behaves() {
+    // Group names: conversions, text, ordering, hashing.
+    let a: GroupName = "alpha".parse().unwrap();
+    assert_eq!(GroupName::try_from("alpha").unwrap(), a);
+    assert_eq!(GroupName::try_from(&b"alpha"[..]).unwrap(), a);
+    assert_eq!(a.to_str(), Some("alpha"));
+    assert_eq!(GroupName::new([0xff, 0x00]).unwrap().to_str(), None);
+    assert_eq!(GroupName::c_style("x").unwrap().to_string(), "x\\x00");
+    assert_eq!(
+        format!("{:?}", GroupName::new("a\"b").unwrap()),
+        "GroupName(\"a\\\"b\")"
+    );
+    assert!(GroupName::new("").unwrap().is_empty());
+    assert!(GroupName::new("a").unwrap() < GroupName::new("b").unwrap());
+    let set: std::collections::HashSet<GroupName> = [a, a, GroupName::c_style("alpha").unwrap()]
+        .into_iter()
+        .collect();
+    assert_eq!(set.len(), 2, "a name and its C-style twin hash apart");
+    assert_eq!(a.as_ref(), b"alpha");
+
+    // Texts users print.
+    let m = cpg::Member { nodeid: 3, pid: 42 };
+    assert_eq!(m.to_string(), "node 3 pid 42");
+    assert_eq!(Reason::NodeDown.to_string(), "node down");
+    assert_eq!(Reason::Unknown(9).to_string(), "unknown reason 9");
+    assert_eq!(Operation::ZeroCopySend.c_name(), "cpg_zcb_mcast_joined");
+    assert_eq!(CsError::Library.c_name(), "CS_ERR_LIBRARY");
+    let lost = Error::Cs {
+        op: Operation::Dispatch,
+        code: CsError::Library,
+    };
+    assert!(
+        lost.to_string()
+            .contains("no connection to the corosync daemon"),
+        "{lost}"
+    );
+    assert_eq!(
+        Error::TooManyBuffers { count: 64, max: 63 }.to_string(),
+        "64 buffers in one send; libcpg takes at most 63"
+    );
+}
+
+#[test]
+fn options_vectored_retry_and_message_accessors() {
+    big_stack(|| {
+        let group = unique_group("options");
+        let senders = Arc::new(Mutex::new(Vec::new()));
+        let joined = Arc::new(Mutex::new(Vec::new()));
+        let (s, j) = (senders.clone(), joined.clone());
+        struct Record(Arc<Mutex<Vec<cpg::Member>>>, Arc<Mutex<Vec<cpg::Member>>>);
+        impl Callbacks for Record {
+            fn deliver(&mut self, _: &Connection, message: Message<'_>) {
+                self.0.lock().unwrap().push(message.sender());
+            }
+            fn confchg(&mut self, _: &Connection, change: ConfigChange<'_>) {
+                self.1
+                    .lock()
+                    .unwrap()
+                    .extend(change.joined.iter().map(|a| a.member()));
+            }
+        }
+        let mut options = cpg::Options::default();
+        options.initial_totem_conf = true;
+        let handle = cluster()
+            .node(0)
+            .enter(|| Handle::with_options(Record(s, j), options))
+            .unwrap();
+        handle.join(&group).unwrap();
+        handle
+            .send_vectored_with_retry(
+                &[IoSlice::new(b"a"), IoSlice::new(b"b")],
+                &Backoff::default(),
+            )
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        while senders.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "no delivery");
+            handle.dispatch_timeout(Duration::from_millis(20)).unwrap();
+        }
+        let me = cpg::Member {
+            nodeid: 1,
+            pid: pid(),
+        };
+        assert_eq!(*senders.lock().unwrap(), vec![me]);
+        assert_eq!(*joined.lock().unwrap(), vec![me]);
+    });
+}
