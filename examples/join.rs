@@ -10,6 +10,12 @@ use cpg::{DispatchMode, GroupName, Handle};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = std::env::args().nth(1).unwrap_or_else(|| "example".into());
+    if name == "-h" || name == "--help" {
+        // Otherwise "--help" would be taken as the group name and joined.
+        println!("Usage: join [GROUP]\n");
+        println!("Join GROUP (default: example), send a hello, print what arrives, until Ctrl-C.");
+        return Ok(());
+    }
     let group = GroupName::new(&name)?;
 
     let handle = Handle::builder()
