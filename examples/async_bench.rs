@@ -47,7 +47,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Receive throughput: AsyncHandle stream vs blocking Handle dispatch.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     /// Measured rounds (each runs both receivers once per size), after one warm-up.
     #[arg(long, default_value_t = 5)]

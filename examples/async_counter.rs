@@ -25,7 +25,7 @@ use cpg::{AsyncHandle, Event, GroupName, Member};
 
 /// Replicated counter: each instance increments it; all print the same values.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     /// Name of the group (the counter) to join.
     #[arg(default_value = "async-counter")]

@@ -42,17 +42,10 @@ static ALLOC: common::CountingAlloc = common::CountingAlloc;
 
 /// CPG throughput benchmark (safe `cpg` crate).
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
-    /// Seconds to send each message size for.
-    #[arg(long, default_value_t = 2.0)]
-    duration: f64,
-    /// Message sizes in bytes, comma-separated (each at least 32).
-    #[arg(long, default_value = common::DEFAULT_SIZES)]
-    sizes: String,
-    /// Group to join.
-    #[arg(long, default_value = common::DEFAULT_GROUP)]
-    group: String,
+    #[command(flatten)]
+    sweep: common::SweepArgs,
     /// Send through libcpg's zero-copy buffers (`cpg_zcb_*`) instead of plain sends.
     #[arg(long)]
     zero_copy: bool,
@@ -69,9 +62,6 @@ struct Args {
     /// With --receive-only: give up after this many seconds.
     #[arg(long, default_value_t = 600.0)]
     timeout: f64,
-    /// Print one JSON object per size instead of the table.
-    #[arg(long)]
-    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -97,11 +87,8 @@ fn stop_flag() -> Result<Arc<AtomicBool>, String> {
 }
 
 fn run(args: &Args) -> Result<bool, String> {
-    let sizes = common::parse_sizes(&args.sizes)?;
-    if !(args.duration > 0.0 && args.duration < 3600.0) {
-        return Err("--duration must be between 0 and 3600 seconds".into());
-    }
-    let group = GroupName::new(&args.group).map_err(|e| format!("--group: {e}"))?;
+    let sizes = args.sweep.checked_sizes()?;
+    let group = GroupName::new(&args.sweep.group).map_err(|e| format!("--group: {e}"))?;
     let stop = stop_flag()?;
 
     let receiver = Arc::new(Receiver::new(args.verify));
@@ -117,7 +104,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let pid = std::process::id();
     receiver.set_me(nodeid, pid);
 
-    if !args.json {
+    if !args.sweep.json {
         println!(
             "# bench (safe cpg crate): node {nodeid} pid {pid}, group {group}, {}{}{}",
             if args.receive_only {
@@ -190,13 +177,13 @@ fn send_marker_and_drain(
 }
 
 fn print_header(args: &Args) {
-    if !args.json {
+    if !args.sweep.json {
         println!("{}", Row::table_header());
     }
 }
 
 fn print_row(args: &Args, row: &Row) {
-    if args.json {
+    if args.sweep.json {
         println!("{}", row.json());
     } else {
         println!("{}", row.line());
@@ -232,14 +219,13 @@ fn send_sweep(
         vec![0u8; max_size]
     };
     let mut seq: u64 = 0;
-    let duration = Duration::from_secs_f64(args.duration);
     print_header(args);
     for &size in sizes {
         receiver.start_window();
         let allocs0 = common::allocations();
         let cpu0 = common::cpu_time();
         let start = Instant::now();
-        let end = start + duration;
+        let end = start + args.sweep.window();
         while Instant::now() < end && !stop.load(Ordering::Relaxed) {
             let sent = match zcb.as_mut() {
                 Some(buffer) => {

@@ -19,6 +19,39 @@ pub const HEADER_LEN: usize = 32;
 pub const DEFAULT_SIZES: &str = "64,320,1600,8000,40000,200000,1000000";
 /// The default group of the benchmark.
 pub const DEFAULT_GROUP: &str = "cpg-bench";
+
+// The options both benchmark clients (`bench` and `bench_raw`) take. (A plain comment:
+// clap would take a doc comment here as the `about` of the programs that flatten it.)
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    /// Seconds to send each message size for.
+    #[arg(long, default_value_t = 2.0)]
+    pub duration: f64,
+    /// Message sizes in bytes, comma-separated (each at least 32).
+    #[arg(long, default_value = DEFAULT_SIZES)]
+    pub sizes: String,
+    /// Group to join.
+    #[arg(long, default_value = DEFAULT_GROUP)]
+    pub group: String,
+    /// Print one JSON object per size instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl SweepArgs {
+    /// The sizes to sweep, after checking them and the window.
+    pub fn checked_sizes(&self) -> Result<Vec<usize>, String> {
+        if !(self.duration > 0.0 && self.duration < 3600.0) {
+            return Err("--duration must be between 0 and 3600 seconds".into());
+        }
+        parse_sizes(&self.sizes)
+    }
+
+    /// How long each size is sent for.
+    pub fn window(&self) -> Duration {
+        Duration::from_secs_f64(self.duration)
+    }
+}
 /// How long a sender waits for its own end marker to come back after a window.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 

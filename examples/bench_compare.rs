@@ -33,7 +33,7 @@ use cpg_testkit::Cluster;
 
 /// Safe vs raw CPG throughput and CPU cost, on 1 node and on a 3-node cluster.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     /// Rounds (each runs safe and raw once per size), after one discarded warm-up round.
     #[arg(long, default_value_t = 7)]

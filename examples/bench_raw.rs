@@ -18,7 +18,7 @@ use std::ffi::{c_int, c_void};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Parser;
 use corosync_sys as sys;
@@ -30,20 +30,10 @@ static ALLOC: common::CountingAlloc = common::CountingAlloc;
 
 /// CPG throughput benchmark, raw `corosync-sys` baseline.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
-    /// Seconds to send each message size for.
-    #[arg(long, default_value_t = 2.0)]
-    duration: f64,
-    /// Message sizes in bytes, comma-separated (each at least 32).
-    #[arg(long, default_value = common::DEFAULT_SIZES)]
-    sizes: String,
-    /// Group to join.
-    #[arg(long, default_value = common::DEFAULT_GROUP)]
-    group: String,
-    /// Print one JSON object per size instead of the table.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    sweep: common::SweepArgs,
 }
 
 fn main() -> ExitCode {
@@ -127,11 +117,8 @@ impl Drop for Raw {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let sizes = common::parse_sizes(&args.sizes)?;
-    if !(args.duration > 0.0 && args.duration < 3600.0) {
-        return Err("--duration must be between 0 and 3600 seconds".into());
-    }
-    if args.group.len() > sys::CPG_MAX_NAME_LENGTH as usize {
+    let sizes = args.sweep.checked_sizes()?;
+    if args.sweep.group.len() > sys::CPG_MAX_NAME_LENGTH as usize {
         return Err("--group: name too long".into());
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -140,10 +127,10 @@ fn run(args: &Args) -> Result<(), String> {
             .map_err(|e| format!("cannot install a signal handler: {e}"))?;
     }
     let mut group = sys::cpg_name {
-        length: args.group.len() as u32,
+        length: args.sweep.group.len() as u32,
         value: [0; sys::CPG_MAX_NAME_LENGTH as usize],
     };
-    for (dst, src) in group.value.iter_mut().zip(args.group.bytes()) {
+    for (dst, src) in group.value.iter_mut().zip(args.sweep.group.bytes()) {
         *dst = src as _;
     }
 
@@ -265,8 +252,7 @@ fn sweep(
     let max_size = sizes.iter().copied().max().unwrap_or(0);
     let mut buf = vec![0u8; max_size];
     let mut seq: u64 = 0;
-    let duration = Duration::from_secs_f64(args.duration);
-    if !args.json {
+    if !args.sweep.json {
         println!("{}", Row::table_header());
     }
     for &size in sizes {
@@ -275,7 +261,7 @@ fn sweep(
         let allocs0 = common::allocations();
         let cpu0 = common::cpu_time();
         let start = Instant::now();
-        let end = start + duration;
+        let end = start + args.sweep.window();
         while Instant::now() < end && !stop.load(Ordering::Relaxed) {
             common::fill_data(msg, nodeid, pid, seq, false);
             match mcast(handle, msg) {
@@ -305,7 +291,7 @@ fn sweep(
             cpu_secs: cpu.as_secs_f64(),
             allocs,
         };
-        if args.json {
+        if args.sweep.json {
             println!("{}", row.json());
         } else {
             println!("{}", row.line());

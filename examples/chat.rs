@@ -31,7 +31,7 @@ use cpg::{Address, DispatchMode, GroupName, Handle};
 
 /// Join a CPG group, send each stdin line to it, print everything that happens.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     /// Name of the group to join.
     group: String,

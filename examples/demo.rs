@@ -24,7 +24,7 @@ use cpg_testkit::Cluster;
 
 /// A narrated tour of CPG on a private 3-node corosync cluster (needs root).
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     /// Seconds to pause after each narrated step, to read along.
     #[arg(long, default_value_t = 1.0)]

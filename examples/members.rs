@@ -24,7 +24,7 @@ use cpg::{GroupName, Handle, Member};
 
 /// List CPG groups and their members across the cluster.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     /// Only this group.
     #[arg(long)]
