@@ -1,0 +1,672 @@
+//! The example programs as a user runs them: the real binaries, started inside the
+//! network namespaces of private corosync daemons from `cpg-testkit` (the shared
+//! single node, or a 2-node `Cluster`), checked on their exit status and output.
+//!
+//! Needs root and corosync, like every test of this workspace: without a daemon the
+//! harness panics, so these tests fail rather than skip.
+//!
+//! Every wait is bounded. Each program runs as a [`Program`], which kills and reaps it
+//! when dropped, so no program outlives a failed test; programs are declared after the
+//! cluster they run on, so they are gone before the cluster is torn down.
+//!
+//! The tests that start a cluster or flood a daemon take [`heavy()`], so that `bench`
+//! flooding the shared daemon does not run beside a cluster test on a 2-core machine
+//! (the cluster's tokens could time out and give spurious membership changes).
+
+use std::io::{BufRead as _, BufReader, Read};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cpg_testkit::{Cluster, Node};
+
+const CHAT: &str = env!("CARGO_BIN_EXE_chat");
+const MEMBERS: &str = env!("CARGO_BIN_EXE_members");
+const BENCH: &str = env!("CARGO_BIN_EXE_bench");
+
+/// How long a program may take to print an expected line.
+const LINE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a program that should end by itself may take to exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serializes the tests that start clusters or flood a daemon.
+fn heavy() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    // A test that failed while holding it leaves nothing inconsistent behind.
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a program printed so far.
+#[derive(Default)]
+struct Captured {
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+    /// Output streams not yet at EOF.
+    open: usize,
+}
+
+struct Output {
+    captured: Mutex<Captured>,
+    changed: Condvar,
+}
+
+impl Output {
+    fn lock(&self) -> MutexGuard<'_, Captured> {
+        self.captured.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A program running in a node's network namespace, its stdout and stderr collected
+/// line by line. Dropping it SIGKILLs and reaps the program if it still runs.
+struct Program {
+    what: String,
+    child: Child,
+    output: Arc<Output>,
+}
+
+impl Program {
+    /// Runs `program ARGS` on `node` (through `ip netns exec`, which execs: the child's
+    /// pid is the program's pid) with `input` as its whole stdin, or stdin at EOF.
+    fn start(node: &Node, program: &str, args: &[&str], input: Option<&str>) -> Program {
+        let name = program.rsplit('/').next().unwrap_or(program);
+        let what = format!("`{name} {}` on node {}", args.join(" "), node.nodeid());
+        let mut cmd = node.command(program);
+        cmd.args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+        let output = Arc::new(Output {
+            captured: Mutex::new(Captured {
+                open: 2,
+                ..Captured::default()
+            }),
+            changed: Condvar::new(),
+        });
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        collect(stdout, Arc::clone(&output), |c| &mut c.stdout);
+        collect(stderr, Arc::clone(&output), |c| &mut c.stderr);
+        let mut program = Program {
+            what,
+            child,
+            output,
+        };
+        if let Some(text) = input {
+            use std::io::Write as _;
+            // Dropping the pipe at the end of this block is the EOF the program sees.
+            let mut stdin = program.child.stdin.take().expect("stdin is piped");
+            if let Err(e) = stdin.write_all(text.as_bytes()) {
+                panic!("{}: cannot write its stdin: {e}", program.report());
+            }
+        }
+        program
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The lines printed to stdout so far.
+    fn stdout(&self) -> Vec<String> {
+        self.output.lock().stdout.clone()
+    }
+
+    /// The lines printed to stderr so far.
+    fn stderr(&self) -> Vec<String> {
+        self.output.lock().stderr.clone()
+    }
+
+    /// The program and everything it printed, for failure messages.
+    fn report(&self) -> String {
+        let c = self.output.lock();
+        format!(
+            "{} (pid {})\n--- stdout ---\n{}\n--- stderr ---\n{}\n---",
+            self.what,
+            self.child.id(),
+            c.stdout.join("\n"),
+            c.stderr.join("\n")
+        )
+    }
+
+    /// Waits until a stdout line contains `text` and returns it (the first such line);
+    /// panics with the output if the program ends or `timeout` passes first.
+    fn expect_line(&self, text: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut c = self.output.lock();
+        loop {
+            if let Some(line) = c.stdout.iter().find(|l| l.contains(text)) {
+                return line.clone();
+            }
+            let now = Instant::now();
+            if c.open == 0 || now >= deadline {
+                let why = if c.open == 0 {
+                    "ended its output"
+                } else {
+                    "timed out"
+                };
+                drop(c);
+                panic!(
+                    "{why} without printing a line with {text:?} (waited up to {timeout:?}): {}",
+                    self.report()
+                );
+            }
+            c = self
+                .output
+                .changed
+                .wait_timeout(c, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits up to `timeout` for the program to exit, then for its output to end;
+    /// panics (and the drop kills it) if it does not.
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Ok(None) => panic!("did not exit within {timeout:?}: {}", self.report()),
+                Err(e) => panic!("cannot wait for {}: {e}", self.what),
+            }
+        };
+        // The pipes close with the process (nothing else holds them).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut c = self.output.lock();
+        while c.open > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                drop(c);
+                panic!("output still open 10 s after exit: {}", self.report());
+            }
+            c = self
+                .output
+                .changed
+                .wait_timeout(c, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        status
+    }
+
+    /// Waits for the program to exit and asserts that it exited with status 0.
+    fn expect_success(&mut self, timeout: Duration) {
+        let status = self.wait_exit(timeout);
+        assert!(
+            status.success(),
+            "exited with {status}, expected 0: {}",
+            self.report()
+        );
+    }
+
+    /// Sends `SIGTERM` (what Ctrl-C's SIGINT does for these programs, too).
+    fn terminate(&mut self) {
+        // Only a child that has not been reaped: its pid cannot have been reused.
+        if let Ok(None) = self.child.try_wait() {
+            let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped
+            // child's.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Reads `stream` line by line into the field `pick` selects, until EOF.
+fn collect(
+    stream: impl Read + Send + 'static,
+    output: Arc<Output>,
+    pick: fn(&mut Captured) -> &mut Vec<String>,
+) {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf);
+                    let line = line.strip_suffix('\n').unwrap_or(&line).to_string();
+                    pick(&mut output.lock()).push(line);
+                    output.changed.notify_all();
+                }
+            }
+        }
+        output.lock().open -= 1;
+        output.changed.notify_all();
+    });
+}
+
+/// Index of the only line that contains `text`; panics if none or several do.
+fn index_of(lines: &[String], text: &str, program: &Program) -> usize {
+    let found: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains(text))
+        .collect();
+    match found[..] {
+        [i] => i,
+        _ => panic!(
+            "expected exactly one line with {text:?}, found {}: {}",
+            found.len(),
+            program.report()
+        ),
+    }
+}
+
+/// The "message from ..." lines among `lines`, from the marker on.
+fn messages(lines: &[String]) -> Vec<&str> {
+    lines
+        .iter()
+        .filter_map(|l| l.find("message from ").map(|at| &l[at..]))
+        .collect()
+}
+
+/// The numbers after "pid " in `line`.
+fn pids_in(line: &str) -> Vec<u32> {
+    line.split("pid ")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// How chat prints a delivered message.
+fn message_line(nodeid: u32, pid: u32, text: &str) -> String {
+    format!(
+        "message from node {nodeid} pid {pid} ({} bytes): {text}",
+        text.len()
+    )
+}
+
+/// Starts `chat ARGS` on `node` and waits until it has joined and seen its own join
+/// (so anything sent later reaches it). Returns the program; its pid is checked
+/// against what chat says about itself.
+fn joined_chat(node: &Node, args: &[&str], group_shown: &str) -> Program {
+    let chat = Program::start(node, CHAT, args, None);
+    let pid = chat.pid();
+    chat.expect_line(
+        &format!(
+            "joined group {group_shown} as node {} pid {pid}",
+            node.nodeid()
+        ),
+        LINE_TIMEOUT,
+    );
+    chat.expect_line(
+        &format!("joined: node {} pid {pid} (join)", node.nodeid()),
+        LINE_TIMEOUT,
+    );
+    chat
+}
+
+/// Node 1 chats 3 piped lines to a group that a `--listen` chat on node 2 watches:
+/// the sender exits 0 at EOF once its messages came back to it; the listener printed
+/// the sender joining, its 3 lines in order with node id 1, and the sender leaving
+/// (reason "leave"); SIGTERM makes the listener leave and exit 0.
+#[test]
+fn chat_delivers_piped_lines_across_nodes_and_shows_membership() {
+    let _heavy = heavy();
+    let cluster = Cluster::start(2);
+    let group = "cli-chat";
+    let mut listener = joined_chat(cluster.node(1), &[group, "--listen"], group);
+    // The listener is in a 2-node cluster: its initial totem membership says so.
+    let ring = listener.expect_line("cluster: ring ", LINE_TIMEOUT);
+    assert!(
+        ring.ends_with(", 2 nodes [1, 2]"),
+        "the totem membership should list both nodes: {}",
+        listener.report()
+    );
+    let lines = ["first line", "second: with spaces", "third"];
+    let input = format!("{}\n{}\n{}\n", lines[0], lines[1], lines[2]);
+    let mut sender = Program::start(cluster.node(0), CHAT, &[group], Some(&input));
+    let spid = sender.pid();
+    sender.expect_success(EXIT_TIMEOUT);
+
+    // The sender got its own 3 messages back, in order, then left.
+    let out = sender.stdout();
+    let want: Vec<String> = lines.iter().map(|l| message_line(1, spid, l)).collect();
+    assert_eq!(
+        messages(&out),
+        want,
+        "the sender's own messages: {}",
+        sender.report()
+    );
+    assert!(
+        out.iter().any(|l| l == &format!("left group {group}")),
+        "the sender did not say it left: {}",
+        sender.report()
+    );
+    assert!(
+        sender.stderr().is_empty(),
+        "the sender wrote to stderr: {}",
+        sender.report()
+    );
+
+    // The listener: join, the 3 messages in order, leave.
+    let left = format!("left: node 1 pid {spid} (leave)");
+    listener.expect_line(&left, LINE_TIMEOUT);
+    let seen = listener.stdout();
+    let joined_at = index_of(
+        &seen,
+        &format!("joined: node 1 pid {spid} (join)"),
+        &listener,
+    );
+    let left_at = index_of(&seen, &left, &listener);
+    assert!(
+        seen[joined_at].contains(&format!("group {group}: 2 members [")),
+        "the join should list both members: {}",
+        listener.report()
+    );
+    assert!(
+        seen[left_at].contains(&format!("group {group}: 1 member [node 2 pid ")),
+        "after the leave only the listener should be left: {}",
+        listener.report()
+    );
+    let between: Vec<String> = seen[joined_at..left_at].to_vec();
+    assert_eq!(
+        messages(&between),
+        want,
+        "the listener should print the sender's 3 lines, in order, between its join and \
+         its leave: {}",
+        listener.report()
+    );
+    assert_eq!(
+        messages(&seen).len(),
+        3,
+        "the listener printed other messages: {}",
+        listener.report()
+    );
+
+    // Ctrl-C / SIGTERM: leaves the group and exits 0.
+    listener.terminate();
+    listener.expect_success(EXIT_TIMEOUT);
+    listener.expect_line("interrupted: leaving", Duration::ZERO);
+    listener.expect_line(&format!("left group {group}"), Duration::ZERO);
+    assert!(
+        listener.stderr().is_empty(),
+        "the listener wrote to stderr: {}",
+        listener.report()
+    );
+}
+
+/// `--c-style` counts a trailing NUL: "name" and "name\0" are different groups, so
+/// chats with and without it on the same text never see each other's messages or
+/// membership.
+///
+/// Each listener needs an event known to come after the other kind's message: the
+/// senders run one after the other (plain, c-style, plain), each to its exit (its
+/// message delivered). So a plain message that reached the c-style listener would be
+/// printed before the c-style message, and the c-style message before the second
+/// plain one on the plain listener.
+#[test]
+fn chat_c_style_and_plain_groups_are_separate() {
+    let node = cpg_testkit::shared();
+    let group = "cli-c-style";
+    let c_shown = format!("{group}\\x00");
+    let c_listener = joined_chat(node, &[group, "--listen", "--c-style"], &c_shown);
+    let plain_listener = joined_chat(node, &[group, "--listen"], group);
+
+    let mut plain1 = Program::start(node, CHAT, &[group], Some("to plain 1\n"));
+    plain1.expect_success(EXIT_TIMEOUT);
+    let mut c_sender = Program::start(node, CHAT, &[group, "--c-style"], Some("to c-style\n"));
+    c_sender.expect_success(EXIT_TIMEOUT);
+    let mut plain2 = Program::start(node, CHAT, &[group], Some("to plain 2\n"));
+    plain2.expect_success(EXIT_TIMEOUT);
+    c_sender.expect_line(&format!("joined group {c_shown} as node 1"), Duration::ZERO);
+
+    let c_msg = message_line(1, c_sender.pid(), "to c-style");
+    let p1_msg = message_line(1, plain1.pid(), "to plain 1");
+    let p2_msg = message_line(1, plain2.pid(), "to plain 2");
+    c_listener.expect_line(&c_msg, LINE_TIMEOUT);
+    plain_listener.expect_line(&p2_msg, LINE_TIMEOUT);
+
+    let c_seen = c_listener.stdout();
+    assert_eq!(
+        messages(&c_seen),
+        [c_msg.as_str()],
+        "the --c-style listener should see only the --c-style message: {}",
+        c_listener.report()
+    );
+    let plain_seen = plain_listener.stdout();
+    assert_eq!(
+        messages(&plain_seen),
+        [p1_msg.as_str(), p2_msg.as_str()],
+        "the plain listener should see only the plain messages: {}",
+        plain_listener.report()
+    );
+    // Nor does either see the other kind's members.
+    let c_pids = [c_listener.pid(), c_sender.pid()];
+    let plain_pids = [plain_listener.pid(), plain1.pid(), plain2.pid()];
+    for (listener, seen, strangers) in [
+        (&c_listener, &c_seen, &plain_pids[..]),
+        (&plain_listener, &plain_seen, &c_pids[..]),
+    ] {
+        let named: Vec<u32> = seen.iter().flat_map(|l| pids_in(l)).collect();
+        assert!(
+            !named.iter().any(|pid| strangers.contains(pid)),
+            "a member of the other group ({strangers:?}) shows up: {}",
+            listener.report()
+        );
+    }
+}
+
+/// `members --json` on node 1 lists a group with its members on both nodes, the exact
+/// (node id, pid) of the two chats, and tells a C-style group of the same text apart
+/// (`c_style`, `name_hex` with the NUL).
+#[test]
+fn members_json_lists_the_chats_of_a_group() {
+    let _heavy = heavy();
+    let cluster = Cluster::start(2);
+    let group = "cli-members";
+    let chat1 = joined_chat(cluster.node(0), &[group, "--listen"], group);
+    let chat2 = joined_chat(cluster.node(1), &[group, "--listen"], group);
+    // Node 1's chat seeing node 2's join means node 1's daemon knows about it.
+    chat1.expect_line(
+        &format!("joined: node 2 pid {} (join)", chat2.pid()),
+        LINE_TIMEOUT,
+    );
+    let c_shown = format!("{group}\\x00");
+    let c_chat = joined_chat(cluster.node(0), &[group, "--listen", "--c-style"], &c_shown);
+
+    let mut members = Program::start(cluster.node(0), MEMBERS, &["--json"], None);
+    members.expect_success(EXIT_TIMEOUT);
+    let text = members.stdout().join("\n");
+    let doc: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", members.report()));
+    assert_eq!(doc["local_nodeid"], 1, "{}", members.report());
+    let groups = doc["groups"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no \"groups\" array: {}", members.report()));
+    let hex: String = group.bytes().map(|b| format!("{b:02x}")).collect();
+    let pairs = |g: &serde_json::Value| -> Vec<(u64, u64)> {
+        g["members"]
+            .as_array()
+            .map(|ms| {
+                ms.iter()
+                    .map(|m| {
+                        (
+                            m["nodeid"].as_u64().unwrap_or(0),
+                            m["pid"].as_u64().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let find = |c_style: bool| {
+        let matching: Vec<&serde_json::Value> = groups
+            .iter()
+            .filter(|g| g["name"] == group && g["c_style"] == c_style)
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "expected one group {group:?} with c_style {c_style}: {}",
+            members.report()
+        );
+        matching[0]
+    };
+    let plain = find(false);
+    assert_eq!(plain["name_hex"], hex.as_str(), "{}", members.report());
+    assert_eq!(
+        pairs(plain),
+        [(1, u64::from(chat1.pid())), (2, u64::from(chat2.pid()))],
+        "members of {group:?}: {}",
+        members.report()
+    );
+    let c_group = find(true);
+    assert_eq!(
+        c_group["name_hex"],
+        format!("{hex}00").as_str(),
+        "{}",
+        members.report()
+    );
+    assert_eq!(
+        pairs(c_group),
+        [(1, u64::from(c_chat.pid()))],
+        "members of the C-style {group:?}: {}",
+        members.report()
+    );
+    assert_eq!(
+        groups.len(),
+        2,
+        "only the chats' groups exist on this private cluster: {}",
+        members.report()
+    );
+}
+
+/// A short verified sweep over a small and a large size on one node: exit 0, a row per
+/// size with messages received, and a clean verification of its own messages.
+#[test]
+fn bench_verify_sweep_prints_a_row_per_size_and_passes() {
+    let node = cpg_testkit::shared();
+    let _heavy = heavy();
+    let args = [
+        "--verify",
+        "--duration",
+        "1",
+        "--sizes",
+        "64,200000",
+        "--group",
+        "cli-bench",
+    ];
+    let mut bench = Program::start(node, BENCH, &args, None);
+    bench.expect_success(Duration::from_secs(180));
+    let out = bench.stdout();
+    let pid = bench.pid();
+    let header = index_of(&out, "bytes/msg", &bench);
+    for (k, size) in ["64", "200000"].into_iter().enumerate() {
+        let row: Vec<&str> = out
+            .get(header + 1 + k)
+            .map(|l| l.split_whitespace().collect())
+            .unwrap_or_default();
+        assert_eq!(
+            row.len(),
+            7,
+            "row {k} after the header should have 7 columns: {}",
+            bench.report()
+        );
+        assert_eq!(row[0], size, "row {k}'s size: {}", bench.report());
+        let msgs: u64 = row[1]
+            .parse()
+            .unwrap_or_else(|e| panic!("messages {:?}: {e}: {}", row[1], bench.report()));
+        assert!(msgs > 0, "no {size}-byte messages: {}", bench.report());
+    }
+    let verdict = bench.expect_line(
+        &format!("verify: sender node 1 pid {pid}: "),
+        Duration::ZERO,
+    );
+    assert!(
+        verdict.ends_with(" 0 lost, 0 duplicated, 0 reordered, 0 corrupted: ok"),
+        "verification: {}",
+        bench.report()
+    );
+}
+
+/// A group name over 128 bytes is refused with a message that says so, status 1, and
+/// no panic.
+#[test]
+fn chat_refuses_a_too_long_group_name_readably() {
+    let node = cpg_testkit::shared();
+    let name = "g".repeat(129);
+    let mut chat = Program::start(node, CHAT, &[&name], None);
+    let status = chat.wait_exit(EXIT_TIMEOUT);
+    assert_eq!(status.code(), Some(1), "{}", chat.report());
+    let err = chat.stderr().join("\n");
+    assert!(
+        err.starts_with("chat: group name:") && err.contains("129") && err.contains("128"),
+        "the error should name the problem and the limit: {}",
+        chat.report()
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{}",
+        chat.report()
+    );
+    assert!(
+        chat.stdout().is_empty(),
+        "it should not have joined: {}",
+        chat.report()
+    );
+}
+
+/// `--help` of every example program prints a usage text (with the program's own
+/// summary, not the package's) and exits 0 without doing anything else. Run inside the shared node's namespace, so that a program that
+/// ignored `--help` could not reach a corosync the machine runs.
+#[test]
+fn every_example_answers_help() {
+    let node = cpg_testkit::shared();
+    let programs = [
+        env!("CARGO_BIN_EXE_join"),
+        env!("CARGO_BIN_EXE_chat"),
+        env!("CARGO_BIN_EXE_members"),
+        env!("CARGO_BIN_EXE_bench"),
+        env!("CARGO_BIN_EXE_bench_raw"),
+        env!("CARGO_BIN_EXE_bench_compare"),
+        env!("CARGO_BIN_EXE_demo"),
+        env!("CARGO_BIN_EXE_async_counter"),
+        env!("CARGO_BIN_EXE_async_bench"),
+    ];
+    for program in programs {
+        let name = program.rsplit('/').next().unwrap_or(program);
+        let mut help = Program::start(node, program, &["--help"], None);
+        help.expect_success(Duration::from_secs(30));
+        help.expect_line(&format!("Usage: {name}"), Duration::ZERO);
+        // Each program describes itself, not the package.
+        assert!(
+            !help
+                .stdout()
+                .iter()
+                .any(|l| l.contains("Example programs for the cpg crate")),
+            "{name} --help shows the package description: {}",
+            help.report()
+        );
+        assert!(
+            help.stderr().is_empty(),
+            "{name} --help wrote to stderr: {}",
+            help.report()
+        );
+    }
+}
