@@ -8,7 +8,19 @@
 
 use cpg::{DispatchMode, GroupName, Handle};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Errors as text ("cpg_model_initialize failed: CS_ERR_LIBRARY: no
+            // connection to the corosync daemon ..."), not as a Debug dump.
+            eprintln!("join: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), cpg::Error> {
     let name = std::env::args().nth(1).unwrap_or_else(|| "example".into());
     if name == "-h" || name == "--help" {
         // Otherwise "--help" would be taken as the group name and joined.
