@@ -69,12 +69,12 @@
 //! # }
 //! ```
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -148,47 +148,50 @@ impl Event {
     }
 }
 
-/// Events copied out of the callbacks, waiting for the stream.
-type Queue = Arc<Mutex<VecDeque<Event>>>;
-
-fn lock(queue: &Queue) -> MutexGuard<'_, VecDeque<Event>> {
-    // A panic while the lock is held cannot leave the queue half-modified (push_back
-    // and swaps only), so a poisoned lock is still usable.
-    queue.lock().unwrap_or_else(|e| e.into_inner())
+thread_local! {
+    /// Events that the callbacks of an [`AsyncHandle`] copied out during the drain
+    /// running on this thread. `drain` moves them into the handle's own queue as soon
+    /// as its dispatches return, so between drains this is empty.
+    ///
+    /// The callbacks run inside `cpg_dispatch`, synchronously, on the thread that
+    /// called it, and no other code runs on that thread between the dispatches of one
+    /// drain; so a thread-local hand-off needs no lock. (A `Mutex` shared with the
+    /// callbacks cost a lock and an unlock, two atomic operations, per event.)
+    static MAILBOX: RefCell<VecDeque<Event>> = const { RefCell::new(VecDeque::new()) };
 }
 
-/// The callbacks of an [`AsyncHandle`]: copy every event into the queue.
-struct Enqueue {
-    queue: Queue,
+/// Puts an event copied out by a callback into this thread's mailbox.
+fn post(event: Event) {
+    MAILBOX.with_borrow_mut(|mailbox| mailbox.push_back(event));
 }
+
+/// The callbacks of an [`AsyncHandle`]: copy every event out to the mailbox.
+struct Enqueue;
 
 impl Callbacks for Enqueue {
     fn deliver(&mut self, _cpg: &Connection, message: Message<'_>) {
-        let event = Event::Deliver {
+        post(Event::Deliver {
             group: *message.group,
             nodeid: message.nodeid,
             pid: message.pid,
             data: message.data.to_vec(),
-        };
-        lock(&self.queue).push_back(event);
+        });
     }
 
     fn confchg(&mut self, _cpg: &Connection, change: ConfigChange<'_>) {
-        let event = Event::ConfChg {
+        post(Event::ConfChg {
             group: *change.group,
             members: change.members.to_vec(),
             left: change.left.to_vec(),
             joined: change.joined.to_vec(),
-        };
-        lock(&self.queue).push_back(event);
+        });
     }
 
     fn totem_confchg(&mut self, _cpg: &Connection, change: TotemChange<'_>) {
-        let event = Event::TotemConfChg {
+        post(Event::TotemConfChg {
             ring_id: change.ring_id,
             members: change.members.to_vec(),
-        };
-        lock(&self.queue).push_back(event);
+        });
     }
 }
 
@@ -224,8 +227,32 @@ enum Drained {
     Failed(Error),
 }
 
-/// Dispatches one event at a time without waiting, at most `budget` times.
-fn drain(handle: &Handle, budget: usize) -> Drained {
+/// Moves the mailbox's events to the end of a handle's queue when dropped: after a
+/// drain, and also when a dispatch unwinds, so that nothing is left there for another
+/// handle on the same thread.
+struct Collect<'a>(&'a mut VecDeque<Event>);
+
+impl Drop for Collect<'_> {
+    fn drop(&mut self) {
+        // Never panics: `try_with`, because the thread's locals may be going away, and
+        // `try_borrow_mut`, although no borrow of the mailbox outlives a `post`.
+        let _ = MAILBOX.try_with(|mailbox| {
+            if let Ok(mut mailbox) = mailbox.try_borrow_mut() {
+                if self.0.is_empty() {
+                    // The usual case: take the whole batch in O(1).
+                    std::mem::swap(self.0, &mut *mailbox);
+                } else {
+                    self.0.append(&mut mailbox);
+                }
+            }
+        });
+    }
+}
+
+/// Dispatches one event at a time without waiting, at most `budget` times; the events
+/// go to the end of `ready`, in order.
+fn drain(handle: &Handle, ready: &mut VecDeque<Event>, budget: usize) -> Drained {
+    let _collect = Collect(ready);
     for _ in 0..budget {
         match handle.dispatch(DispatchMode::OneNonblocking) {
             Ok(Dispatched::NothingPending) => return Drained::Empty,
@@ -303,8 +330,7 @@ pub struct AsyncHandle {
     // then does `handle` finalize the connection, which closes it.
     fd: AsyncFd<LibcpgFd>,
     handle: Handle,
-    queue: Queue,
-    /// Events taken from `queue` in one go, handed out one by one.
+    /// Events dispatched and not yet handed out.
     ready: VecDeque<Event>,
     end: End,
     backoff: Backoff,
@@ -334,13 +360,7 @@ impl AsyncHandle {
         if ::tokio::runtime::Handle::try_current().is_err() {
             panic!("cpg::AsyncHandle must be created inside a tokio runtime context");
         }
-        let queue = Queue::default();
-        let handle = Handle::with_options(
-            Enqueue {
-                queue: Arc::clone(&queue),
-            },
-            options,
-        )?;
+        let handle = Handle::with_options(Enqueue, options)?;
         // `with_interest` is deprecated from tokio 1.54 on in favour of the `unsafe`
         // `register_with_interest`, whose contract is: the descriptor stays open and
         // the same for the registration's whole life. That holds here: libcpg closes
@@ -353,7 +373,6 @@ impl AsyncHandle {
         Ok(AsyncHandle {
             fd,
             handle,
-            queue,
             ready: VecDeque::new(),
             end: End::Open,
             backoff: Backoff::default(),
@@ -375,7 +394,7 @@ impl AsyncHandle {
     /// implementation.
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event>>> {
         loop {
-            if let Some(event) = self.pop() {
+            if let Some(event) = self.ready.pop_front() {
                 return Poll::Ready(Some(Ok(event)));
             }
             match std::mem::replace(&mut self.end, End::Done) {
@@ -391,7 +410,7 @@ impl AsyncHandle {
                     return Poll::Ready(Some(Err(reactor_error(Operation::Wait, e))));
                 }
             };
-            match drain(&self.handle, EVENTS_PER_POLL) {
+            match drain(&self.handle, &mut self.ready, EVENTS_PER_POLL) {
                 // Only now is it known that the descriptor has nothing more: tokio waits
                 // for the next edge. (An event that arrived after the last dispatch
                 // produced a new edge, which tokio keeps.)
@@ -400,7 +419,7 @@ impl AsyncHandle {
                     // Readiness is kept. If the budget went on fragments only, nothing
                     // is queued: yield to the runtime and come back at once.
                     drop(guard);
-                    if lock(&self.queue).is_empty() {
+                    if self.ready.is_empty() {
                         cx.waker().wake_by_ref();
                         return Poll::Pending;
                     }
@@ -408,13 +427,6 @@ impl AsyncHandle {
                 Drained::Failed(e) => self.end = End::Failed(e),
             }
         }
-    }
-
-    fn pop(&mut self) -> Option<Event> {
-        if self.ready.is_empty() {
-            std::mem::swap(&mut self.ready, &mut *lock(&self.queue));
-        }
-        self.ready.pop_front()
     }
 
     /// Sends `message` to every group this handle joined, in agreed order, waiting out
@@ -508,7 +520,9 @@ impl AsyncHandle {
                     // Read our own events meanwhile, unless the stream has already
                     // ended (nothing may come out of it after `None`).
                     if matches!(self.end, End::Open) {
-                        if let Drained::Failed(e) = drain(&self.handle, EVENTS_PER_SEND_ATTEMPT) {
+                        if let Drained::Failed(e) =
+                            drain(&self.handle, &mut self.ready, EVENTS_PER_SEND_ATTEMPT)
+                        {
                             self.end = End::Failed(e.clone());
                             return Err(e);
                         }
@@ -549,6 +563,6 @@ impl futures_core::Stream for AsyncHandle {
 
 impl futures_core::FusedStream for AsyncHandle {
     fn is_terminated(&self) -> bool {
-        matches!(self.end, End::Done) && self.ready.is_empty() && lock(&self.queue).is_empty()
+        matches!(self.end, End::Done) && self.ready.is_empty()
     }
 }
