@@ -128,6 +128,39 @@ impl<C: Callbacks> State<C> {
     }
 }
 
+thread_local! {
+    /// The handle this thread is dispatching right now, and its state.
+    ///
+    /// The state is registered as libcpg's context pointer, but `cpg_context_get`
+    /// takes libcpg's handle-table lock on every event (about a third of a delivered
+    /// message's cost on the client), so [`DispatchScope`] also leaves it here for the
+    /// duration of `cpg_dispatch`. A trampoline uses it only when the handle matches,
+    /// and asks libcpg otherwise.
+    static DISPATCHING: Cell<(sys::cpg_handle_t, *mut Header)> =
+        const { Cell::new((0, std::ptr::null_mut())) };
+}
+
+/// Marks `handle` as being dispatched on this thread until dropped, restoring the
+/// previous mark (a callback may dispatch another handle).
+pub(crate) struct DispatchScope {
+    previous: (sys::cpg_handle_t, *mut Header),
+}
+
+impl DispatchScope {
+    /// Marks `handle`, whose callback state starts with `header`, as dispatching.
+    pub(crate) fn enter(handle: sys::cpg_handle_t, header: NonNull<Header>) -> DispatchScope {
+        DispatchScope {
+            previous: DISPATCHING.replace((handle, header.as_ptr())),
+        }
+    }
+}
+
+impl Drop for DispatchScope {
+    fn drop(&mut self) {
+        DISPATCHING.set(self.previous);
+    }
+}
+
 /// Runs `f` with the callbacks of `handle`, catching a panic. Nothing runs once a
 /// callback has panicked.
 ///
@@ -139,16 +172,25 @@ unsafe fn with_callbacks<C: Callbacks>(
     handle: sys::cpg_handle_t,
     f: impl FnOnce(&mut C, &Connection),
 ) {
-    let mut context: *mut c_void = std::ptr::null_mut();
-    // SAFETY: `handle` is the live handle being dispatched; `context` is a valid out
-    // pointer.
-    let rc = unsafe { sys::cpg_context_get(handle, &mut context) };
-    if rc != sys::CS_OK || context.is_null() {
-        return;
-    }
-    // SAFETY: the handle's context was set to a `State<C>` at initialization and is
-    // freed only after `cpg_finalize`, which cannot happen during dispatch (dispatch
-    // borrows the handle). The header is only read through shared references.
+    let (current, current_state) = DISPATCHING.get();
+    let context: *mut c_void = if current == handle && !current_state.is_null() {
+        current_state.cast()
+    } else {
+        let mut context: *mut c_void = std::ptr::null_mut();
+        // SAFETY: `handle` is the live handle being dispatched; `context` is a valid out
+        // pointer.
+        let rc = unsafe { sys::cpg_context_get(handle, &mut context) };
+        if rc != sys::CS_OK || context.is_null() {
+            return;
+        }
+        context
+    };
+    // SAFETY: `context` is the `State<C>` of `handle`: the context pointer set at
+    // initialization, or the same pointer left by the `DispatchScope` of the dispatch of
+    // this very handle on this thread (these trampolines, monomorphized for `C`, are
+    // registered only for handles whose state is a `State<C>`). It is freed only after
+    // `cpg_finalize`, which cannot happen during dispatch (dispatch borrows the handle).
+    // The header is only read through shared references.
     let state = unsafe { &*context.cast::<State<C>>() };
     let header = &state.header;
     if header.poisoned.get() {

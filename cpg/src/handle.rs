@@ -14,7 +14,7 @@ use std::time::Duration;
 use corosync_sys as sys;
 
 use crate::callbacks::{
-    Callbacks, Closures, Header, OnConfchg, OnDeliver, OnTotemConfchg, State, Unset,
+    Callbacks, Closures, DispatchScope, Header, OnConfchg, OnDeliver, OnTotemConfchg, State, Unset,
 };
 use crate::error::{Error, Operation, OsError, Result};
 use crate::name::GroupName;
@@ -385,10 +385,12 @@ impl Handle {
             return Err(Error::ReentrantDispatch);
         }
         header.callbacks_run.set(0);
+        let scope = DispatchScope::enter(self.conn.raw, self.state);
         // SAFETY: the handle is live; the trampolines find their state through the
-        // context pointer, and the state outlives this call (it is freed after
-        // finalize, which needs the handle by value).
+        // dispatch scope (or the context pointer), and the state outlives this call (it
+        // is freed after finalize, which needs the handle by value).
         let rc = unsafe { sys::cpg_dispatch(self.conn.raw, mode.to_raw()) };
+        drop(scope);
         header.dispatching.set(false);
         if let Some(payload) = header.panic.take() {
             resume_unwind(payload);

@@ -975,3 +975,56 @@ fn options_vectored_retry_and_message_accessors() {
         assert_eq!(*joined.lock().unwrap(), vec![me]);
     });
 }
+
+#[test]
+fn a_callback_may_dispatch_another_handle_it_owns() {
+    big_stack(|| {
+        let outer_group = unique_group("outer");
+        let inner_group = unique_group("inner");
+        let inner_seen = Arc::new(Mutex::new(Vec::new()));
+        let outer_seen = Arc::new(Mutex::new(Vec::new()));
+        let seen = inner_seen.clone();
+        let inner = cluster().node(1).enter(|| {
+            Handle::builder()
+                .on_deliver(move |_, m| seen.lock().unwrap().push(m.data.to_vec()))
+                .build()
+                .unwrap()
+        });
+        inner.join(&inner_group).unwrap();
+        inner.send(b"inner 1").unwrap();
+        let (seen, inner_log) = (outer_seen.clone(), inner_seen.clone());
+        let outer = cluster().node(0).enter(|| {
+            Handle::builder()
+                .on_deliver(move |_, m| {
+                    // Dispatch the inner handle from inside the outer one's callback,
+                    // until its message has arrived.
+                    let deadline = Instant::now() + WAIT;
+                    while inner_log.lock().unwrap().is_empty() {
+                        assert!(Instant::now() < deadline, "inner delivery");
+                        inner.dispatch_timeout(Duration::from_millis(20)).unwrap();
+                    }
+                    seen.lock().unwrap().push(m.data.to_vec());
+                })
+                .build()
+                .unwrap()
+        });
+        outer.join(&outer_group).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        outer.send(b"outer 1").unwrap();
+        outer.send(b"outer 2").unwrap();
+        let deadline = Instant::now() + WAIT;
+        while outer_seen.lock().unwrap().len() < 2 {
+            assert!(Instant::now() < deadline, "outer deliveries");
+            outer.dispatch_timeout(Duration::from_millis(20)).unwrap();
+        }
+        assert_eq!(
+            *outer_seen.lock().unwrap(),
+            [b"outer 1".to_vec(), b"outer 2".to_vec()]
+        );
+        assert_eq!(
+            *inner_seen.lock().unwrap(),
+            [b"inner 1".to_vec()],
+            "inner events go to the inner callbacks"
+        );
+    });
+}
