@@ -2,8 +2,10 @@
 //! trampolines libcpg calls from inside `cpg_dispatch`.
 //!
 //! The callback state lives in one heap allocation ([`State`]) owned by the
-//! [`Handle`](crate::Handle) and reached through libcpg's context pointer
-//! (`cpg_context_get`), never through a global table. Every trampoline catches panics,
+//! [`Handle`](crate::Handle) and registered as libcpg's context pointer, never in a
+//! global table. While a handle dispatches, a per-thread slot names it and its state,
+//! so the trampolines need not call `cpg_context_get` (which locks libcpg's handle
+//! table) for every event; they fall back to it for any other handle. Every trampoline catches panics,
 //! stores the payload, and stops delivering; `dispatch` re-raises it once C returns.
 
 use std::any::Any;
