@@ -28,13 +28,7 @@ fn size(seq: u64, max: usize) -> usize {
 fn flooding_sender_sees_back_pressure_and_every_message_arrives_once_in_order() {
     let cluster = Cluster::start(3);
     let group = GroupName::new("cluster-flood").unwrap();
-    let peers: Vec<Peer> = (0..3)
-        .map(|i| Peer::join(cluster.node(i), &format!("node{}", i + 1), &group))
-        .collect();
-    let all: Vec<_> = peers.iter().map(Peer::member).collect();
-    for p in &peers {
-        p.log().wait_members(&all, WAIT);
-    }
+    let peers = join_every_node(&cluster, &group);
     let max = peers[0].max_message_size() as usize;
 
     let flooder = &peers[0];

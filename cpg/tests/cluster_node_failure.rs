@@ -19,13 +19,8 @@ const PER_SENDER: u64 = 1500;
 fn killed_node_leaves_with_nodedown_and_survivors_agree() {
     let cluster = Cluster::start(3);
     let group = GroupName::new("cluster-node-failure").unwrap();
-    let peers: Vec<Peer> = (0..3)
-        .map(|i| Peer::join(cluster.node(i), &format!("node{}", i + 1), &group))
-        .collect();
+    let peers = join_every_node(&cluster, &group);
     let all: Vec<_> = peers.iter().map(Peer::member).collect();
-    for p in &peers {
-        p.log().wait_members(&all, WAIT);
-    }
     // Compare the survivors from here on: everything before is their own joins.
     let marks: Vec<usize> = peers.iter().map(|p| p.log().len()).collect();
 

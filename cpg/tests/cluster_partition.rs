@@ -21,13 +21,8 @@ fn tag(phase: u64, i: usize) -> (u32, u64) {
 fn partitioned_node_leaves_with_nodedown_and_rejoins_with_nodeup() {
     let cluster = Cluster::start(3);
     let group = GroupName::new("cluster-partition").unwrap();
-    let peers: Vec<Peer> = (0..3)
-        .map(|i| Peer::join(cluster.node(i), &format!("node{}", i + 1), &group))
-        .collect();
+    let peers = join_every_node(&cluster, &group);
     let all: Vec<Member> = peers.iter().map(Peer::member).collect();
-    for p in &peers {
-        p.log().wait_members(&all, WAIT);
-    }
     // Which members each peer should see on its side, and on the other side.
     let sides = |i: usize| -> (Vec<Member>, Vec<Member>) {
         if i == 2 {

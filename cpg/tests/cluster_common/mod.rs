@@ -469,6 +469,22 @@ pub struct Peer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// One peer per node of `cluster`, named `node1`, `node2`, ..., all joined to `group`;
+/// returns once every peer sees all of them as members.
+pub fn join_every_node(cluster: &cpg_testkit::Cluster, group: &GroupName) -> Vec<Peer> {
+    let peers: Vec<Peer> = cluster
+        .nodes()
+        .iter()
+        .enumerate()
+        .map(|(i, node)| Peer::join(node, &format!("node{}", i + 1), group))
+        .collect();
+    let all: Vec<Member> = peers.iter().map(Peer::member).collect();
+    for p in &peers {
+        p.log().wait_members(&all, WAIT);
+    }
+    peers
+}
+
 impl Peer {
     /// Connects to `node`'s daemon, joins `group` (retrying on back-pressure), and
     /// starts dispatching. Callbacks record into the returned peer's log.
