@@ -9,17 +9,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_common::*;
 
-/// CPU time (user + system) of this process so far, all threads.
-fn process_cpu() -> Duration {
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out pointer; RUSAGE_SELF covers all threads of the process.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// A joined listener waits for events for 5 s with nothing arriving. The process
 /// must use under 5 % of that in CPU time (a busy loop would use up to 100 %; the
 /// check at the end shows that this measurement does see one). Afterwards the listener still

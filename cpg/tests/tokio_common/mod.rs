@@ -127,3 +127,14 @@ pub fn check_payload(data: &[u8]) -> u64 {
     assert_eq!(data, payload(seq).as_slice(), "content of message {seq}");
     seq
 }
+
+/// CPU time (user + system) of this process so far, all threads.
+pub fn process_cpu() -> Duration {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out pointer; RUSAGE_SELF covers all threads of the process.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
