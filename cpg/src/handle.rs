@@ -30,6 +30,9 @@ use crate::types::{
 /// crate refuses them with [`Error::TooManyBuffers`] before C is called.
 pub const MAX_SEND_BUFFERS: usize = 63;
 
+/// The most events [`Handle::send_with_retry`] delivers in one pause.
+const EVENTS_PER_RETRY_PAUSE: usize = 1024;
+
 /// `cpg_initialize` is not safe to call concurrently (several threads initializing at
 /// once get `CS_ERR_LIBRARY`), so initialization is serialized. Only initialization:
 /// callbacks and every other call run without it.
@@ -430,34 +433,51 @@ impl Handle {
     /// run for long (see [`DispatchMode::All`]); poll the descriptor and use
     /// [`dispatch_at_most`](Self::dispatch_at_most) to bound it.
     pub fn dispatch_timeout(&self, timeout: Duration) -> Result<Dispatched> {
+        if !self.wait_readable(timeout)? {
+            return Ok(Dispatched::NothingPending);
+        }
+        self.dispatch(DispatchMode::All)
+    }
+
+    /// Waits up to `timeout` (to the microsecond, not rounded to milliseconds) until
+    /// the descriptor is readable; false on timeout or when a signal interrupted the
+    /// wait.
+    fn wait_readable(&self, timeout: Duration) -> Result<bool> {
         let mut pfd = libc::pollfd {
             fd: self.fd,
             events: libc::POLLIN,
             revents: 0,
         };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        // Longer than any wait of interest, and within every platform's `time_t`.
+        let timeout = timeout.min(Duration::from_secs(i32::MAX as u64));
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as _,
+        };
+        // SAFETY: one valid pollfd and a valid timespec for the duration of the call;
+        // a null signal mask leaves the thread's mask alone.
+        let n = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
         if n < 0 {
             let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
             if errno == libc::EINTR {
-                return Ok(Dispatched::NothingPending);
+                return Ok(false);
             }
             return Err(Error::Os {
                 op: Operation::Poll,
                 source: OsError(errno),
             });
         }
-        if n == 0 {
-            return Ok(Dispatched::NothingPending);
-        }
-        self.dispatch(DispatchMode::All)
+        Ok(n > 0)
     }
 
     /// Sends like [`Connection::send`], retrying on back-pressure with `backoff`
-    /// between attempts, and delivering pending events (all of them, to this handle's
-    /// callbacks) while it waits: the daemon stops taking messages from a client that
-    /// does not read its own, so a sender that never dispatched could wait forever.
+    /// between attempts, and delivering events to this handle's callbacks while it
+    /// waits: the daemon stops taking messages from a client that does not read its
+    /// own, so a sender that never dispatched could wait forever.
+    ///
+    /// A pause waits for events for up to the back-off's current delay and ends as soon
+    /// as some arrive (the daemon's queue is then moving); those are delivered, at most
+    /// 1,024 per pause, so a steady inflow cannot hold the sender in its pause.
     pub fn send_with_retry(&self, message: &[u8], backoff: &Backoff) -> Result<()> {
         self.send_vectored_with_retry(&[IoSlice::new(message)], backoff)
     }
@@ -468,10 +488,13 @@ impl Handle {
         buffers: &[IoSlice<'_>],
         backoff: &Backoff,
     ) -> Result<()> {
-        backoff.run(
+        backoff.run_pausing(
             || self.conn.send_vectored(buffers),
-            || {
-                self.dispatch(DispatchMode::All)?;
+            |delay| {
+                // Events arriving end the pause early: the daemon's queue is moving.
+                if self.wait_readable(delay)? {
+                    self.dispatch_at_most(EVENTS_PER_RETRY_PAUSE)?;
+                }
                 Ok(())
             },
         )

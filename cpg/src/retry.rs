@@ -3,6 +3,10 @@
 //!
 //! libcpg gives no signal when back-pressure lifts (the flow-control query is a stub
 //! and the descriptor does not tell), so the only way is to try again after a pause.
+//! Events arriving are a good hint, though: the daemon pushes back while its queue of
+//! messages to order is full, and that queue drains as messages are delivered, so the
+//! connection-level retries ([`Handle::send_with_retry`](crate::Handle::send_with_retry),
+//! the async handle's sends) end a pause early when events arrive.
 
 use std::time::{Duration, Instant};
 
@@ -41,8 +45,22 @@ impl Backoff {
     /// calls `between` (an error from it ends the retry) and sleeps.
     pub fn run<T>(
         &self,
-        mut op: impl FnMut() -> Result<T>,
+        op: impl FnMut() -> Result<T>,
         mut between: impl FnMut() -> Result<()>,
+    ) -> Result<T> {
+        self.run_pausing(op, |delay| {
+            between()?;
+            std::thread::sleep(delay);
+            Ok(())
+        })
+    }
+
+    /// Like [`run`](Self::run), with the pause itself left to `pause`, which is given
+    /// the current delay and may end early (for example as soon as events arrive).
+    pub(crate) fn run_pausing<T>(
+        &self,
+        mut op: impl FnMut() -> Result<T>,
+        mut pause: impl FnMut(Duration) -> Result<()>,
     ) -> Result<T> {
         let start = Instant::now();
         let mut delay = self.initial;
@@ -51,18 +69,32 @@ impl Backoff {
             attempts += 1;
             match op() {
                 Ok(v) => return Ok(v),
-                Err(e)
-                    if e.is_retryable()
-                        && attempts < self.max_attempts
-                        && start.elapsed() + delay < self.timeout =>
-                {
-                    between()?;
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(self.max_delay);
+                Err(e) if self.may_retry(&e, attempts, start, delay) => {
+                    pause(delay)?;
+                    delay = self.next_delay(delay);
                 }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Whether another attempt follows the failed attempt number `attempts` (counting
+    /// from 1) of a retry that started at `start` and would now pause for `delay`.
+    pub(crate) fn may_retry(
+        &self,
+        error: &Error,
+        attempts: u32,
+        start: Instant,
+        delay: Duration,
+    ) -> bool {
+        error.is_retryable()
+            && attempts < self.max_attempts
+            && start.elapsed() + delay < self.timeout
+    }
+
+    /// The pause after `delay`: twice as long, at most `max_delay`.
+    pub(crate) fn next_delay(&self, delay: Duration) -> Duration {
+        (delay * 2).min(self.max_delay)
     }
 }
 

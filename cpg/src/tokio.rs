@@ -4,12 +4,17 @@
 //! # How it works
 //!
 //! The handle's callbacks copy every event into a queue. The libcpg descriptor is
-//! registered with tokio's reactor ([`AsyncFd`]); when the queue is empty, the stream
-//! waits until the descriptor is readable, then drains it with non-blocking dispatches
-//! until libcpg reports nothing pending (and only then tells tokio the descriptor is no
-//! longer ready), or until [`EVENTS_PER_POLL`] dispatches have run (then it yields, so
-//! one busy group cannot starve other tasks). No call here ever blocks waiting for
-//! events.
+//! registered with tokio's reactor ([`AsyncFd`]). When the queue is empty and the
+//! descriptor is readable, the stream runs one non-blocking dispatch per event it hands
+//! out; only when a dispatch reports nothing pending does it tell tokio that the
+//! descriptor is no longer ready, and then waits for the next readiness edge. After
+//! [`EVENTS_PER_POLL`] events in a row it yields to the runtime once, so one busy
+//! group cannot starve the other tasks of its thread. No call here ever blocks waiting
+//! for events.
+//!
+//! Sends under back-pressure pause on tokio's timer; a pause ends early once events
+//! arrive (the daemon's queue is then moving), and always yields to the runtime at
+//! least once.
 //!
 //! # Threads and stacks
 //!
@@ -38,13 +43,13 @@
 //! # Cost
 //!
 //! Every event is copied out of libcpg's buffer into an owned [`Event`] (one
-//! allocation per message), and the stream dispatches one event per libcpg call so that
-//! it can stop after [`EVENTS_PER_POLL`]. Against a blocking [`Handle`] whose callback
-//! borrows the data, `examples/async_bench.rs` measured (corosync 3.1.7, one node, 2
-//! shared cores) 7–26 % more CPU per received message (about 0.1 µs at 64 bytes) and,
-//! because the daemon and the sender mostly set the pace, a rate between 0.8× and 1.1×
-//! of the blocking path's depending on size and machine load. For the last few
-//! percent, use [`Handle`] with callbacks on a dedicated thread.
+//! allocation per message), and every event costs one `cpg_dispatch` call (which takes
+//! libcpg's handle lock) instead of sharing one with its neighbours. Where the client
+//! also sends, as in `bench --async`, this is a few percent of the cost of a message;
+//! for a receive-only client that must keep up with a fast sender,
+//! `examples/async_bench.rs` measures it against a blocking [`Handle`] whose callback
+//! borrows the data (README, "Async"). For the last few percent, use [`Handle`] with
+//! callbacks on a dedicated thread.
 //!
 //! # Example
 //!
@@ -71,7 +76,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
@@ -91,8 +96,9 @@ use crate::types::{
     TotemChange,
 };
 
-/// The most non-blocking dispatches one poll of the stream runs before it yields to the
-/// runtime (keeping the descriptor's readiness, so the next poll goes on at once).
+/// The most events the stream hands out in a row before it yields to the runtime once
+/// (returning `Pending` and waking its task at once, so the next poll goes on), so that
+/// a task reading a busy stream in a loop cannot starve the other tasks of its thread.
 pub const EVENTS_PER_POLL: usize = 64;
 
 /// The most dispatches a send runs between two attempts while it waits out
@@ -290,11 +296,13 @@ fn reactor_error(op: Operation, e: std::io::Error) -> Error {
 ///
 /// [`send`](Self::send) and [`send_vectored`](Self::send_vectored) retry on
 /// back-pressure (`CS_ERR_TRY_AGAIN`, `CS_ERR_QUEUE_FULL`) and on interrupted
-/// fragmented sends (`CS_ERR_INTERRUPT`), sleeping on tokio's timer with exponential
-/// back-off ([`Backoff`], bounded: [`set_backoff`](Self::set_backoff)). While they wait
-/// they keep reading this handle's events into the queue, because the daemon stops
-/// taking messages from a client that does not read its own; those events come out of
-/// the stream afterwards, in order.
+/// fragmented sends (`CS_ERR_INTERRUPT`), pausing between attempts on tokio's timer
+/// with exponential back-off ([`Backoff`], bounded: [`set_backoff`](Self::set_backoff)).
+/// While they pause they keep reading this handle's events into the queue, because the
+/// daemon stops taking messages from a client that does not read its own; those events
+/// come out of the stream afterwards, in order. A pause ends early when events have
+/// been read (the daemon's queue is moving), but not before it has yielded to the
+/// runtime once, so a long wait never monopolizes the thread.
 ///
 /// **Cancellation:** libcpg sends a message in one synchronous call that either hands
 /// the whole message to the daemon or fails, and the future awaits only while it sleeps
@@ -333,6 +341,8 @@ pub struct AsyncHandle {
     /// Events dispatched and not yet handed out.
     ready: VecDeque<Event>,
     end: End,
+    /// Events handed out since the stream last returned `Pending`.
+    events_in_a_row: usize,
     backoff: Backoff,
     backpressure_waits: u64,
 }
@@ -375,6 +385,7 @@ impl AsyncHandle {
             handle,
             ready: VecDeque::new(),
             end: End::Open,
+            events_in_a_row: 0,
             backoff: Backoff::default(),
             backpressure_waits: 0,
         })
@@ -392,7 +403,30 @@ impl AsyncHandle {
     /// Polls for the next event; the building block of
     /// [`next_event`](Self::next_event) and of the [`Stream`](futures_core::Stream)
     /// implementation.
+    ///
+    /// After [`EVENTS_PER_POLL`] events in a row without a `Pending`, it returns
+    /// `Pending` once (and wakes the task at once), so a task that reads a busy stream
+    /// in a loop still lets the runtime run other tasks.
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event>>> {
+        if self.events_in_a_row >= EVENTS_PER_POLL {
+            self.events_in_a_row = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let polled = self.poll_next_event(cx);
+        match polled {
+            Poll::Ready(Some(Ok(_))) => self.events_in_a_row += 1,
+            Poll::Pending => self.events_in_a_row = 0,
+            Poll::Ready(_) => {}
+        }
+        polled
+    }
+
+    /// [`poll_event`](Self::poll_event) without the budget.
+    fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event>>> {
+        // Dispatches in this poll that produced no event (fragments of a large
+        // message); bounded like the events.
+        let mut empty_dispatches = 0;
         loop {
             if let Some(event) = self.ready.pop_front() {
                 return Poll::Ready(Some(Ok(event)));
@@ -402,6 +436,10 @@ impl AsyncHandle {
                 End::Failed(e) => return Poll::Ready(Some(Err(e))),
                 End::Done => return Poll::Ready(None),
             }
+            if empty_dispatches >= EVENTS_PER_POLL {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             let mut guard = match self.fd.poll_read_ready(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(guard)) => guard,
@@ -410,20 +448,18 @@ impl AsyncHandle {
                     return Poll::Ready(Some(Err(reactor_error(Operation::Wait, e))));
                 }
             };
-            match drain(&self.handle, &mut self.ready, EVENTS_PER_POLL) {
+            // One dispatch per event handed out, not a batch: the event is read while
+            // libcpg's copy of it is still in the cache, and each one is usually
+            // dropped before the next is allocated, so the allocator hands the same
+            // memory back (a batch of 64 large messages made glibc grow and trim its
+            // heap every time).
+            match drain(&self.handle, &mut self.ready, 1) {
                 // Only now is it known that the descriptor has nothing more: tokio waits
                 // for the next edge. (An event that arrived after the last dispatch
                 // produced a new edge, which tokio keeps.)
                 Drained::Empty => guard.clear_ready(),
-                Drained::Budget => {
-                    // Readiness is kept. If the budget went on fragments only, nothing
-                    // is queued: yield to the runtime and come back at once.
-                    drop(guard);
-                    if self.ready.is_empty() {
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
-                    }
-                }
+                // An event, or a fragment of one, was read; readiness is kept.
+                Drained::Budget => empty_dispatches += usize::from(self.ready.is_empty()),
                 Drained::Failed(e) => self.end = End::Failed(e),
             }
         }
@@ -512,28 +548,75 @@ impl AsyncHandle {
             attempts += 1;
             match op(&self.handle) {
                 Ok(v) => return Ok(v),
-                Err(e)
-                    if e.is_retryable()
-                        && attempts < backoff.max_attempts
-                        && start.elapsed() + delay < backoff.timeout =>
-                {
-                    // Read our own events meanwhile, unless the stream has already
-                    // ended (nothing may come out of it after `None`).
-                    if matches!(self.end, End::Open) {
-                        if let Drained::Failed(e) =
-                            drain(&self.handle, &mut self.ready, EVENTS_PER_SEND_ATTEMPT)
-                        {
-                            self.end = End::Failed(e.clone());
-                            return Err(e);
-                        }
-                    }
+                Err(e) if backoff.may_retry(&e, attempts, start, delay) => {
                     self.backpressure_waits += 1;
-                    ::tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(backoff.max_delay);
+                    self.pause(delay).await?;
+                    delay = backoff.next_delay(delay);
                 }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The pause between two attempts of a send, join or leave: reads this handle's
+    /// pending events into the queue (the daemon stops taking messages from a client
+    /// that does not read its own), then waits until `delay` has passed or more events
+    /// have been read, whichever comes first: events arriving mean the daemon's queue
+    /// is moving, so the next attempt may well succeed. Reading stops once the stream
+    /// has ended (nothing may come out of it after `None`); then only the timer runs.
+    async fn pause(&mut self, delay: std::time::Duration) -> Result<()> {
+        let sleep = ::tokio::time::sleep(delay);
+        let mut sleep = std::pin::pin!(sleep);
+        let AsyncHandle {
+            fd,
+            handle,
+            ready,
+            end,
+            ..
+        } = self;
+        // Whether this pause has returned `Pending` yet: it always does at least once,
+        // so that a send retrying under back-pressure while events keep arriving still
+        // lets the runtime run other tasks between attempts.
+        let mut yielded = false;
+        // `move`: the closure owns the `&mut` borrows, so the future stays `Send` (a
+        // shared borrow of `handle` held across the await would need `Handle: Sync`).
+        poll_fn(move |cx| loop {
+            if !matches!(end, End::Open) {
+                return sleep.as_mut().poll(cx).map(Ok);
+            }
+            let mut guard = match fd.poll_read_ready(cx) {
+                Poll::Ready(Ok(guard)) => guard,
+                Poll::Ready(Err(e)) => {
+                    *end = End::Done;
+                    return Poll::Ready(Err(reactor_error(Operation::Wait, e)));
+                }
+                Poll::Pending => {
+                    yielded = true;
+                    return sleep.as_mut().poll(cx).map(Ok);
+                }
+            };
+            let before = ready.len();
+            let drained = drain(handle, ready, EVENTS_PER_SEND_ATTEMPT);
+            let read_some = ready.len() > before;
+            match drained {
+                // Nothing pending any more: wait for the next edge (or the timer).
+                Drained::Empty => guard.clear_ready(),
+                Drained::Budget => {}
+                Drained::Failed(e) => {
+                    *end = End::Failed(e.clone());
+                    return Poll::Ready(Err(e));
+                }
+            }
+            if read_some || matches!(drained, Drained::Budget) {
+                if yielded {
+                    return Poll::Ready(Ok(()));
+                }
+                yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        })
+        .await
     }
 
     /// Deregisters from the reactor, then finalizes the connection, reporting a failure

@@ -1,10 +1,14 @@
 //! The async handle on the shared single-node daemon: ordered delivery of thousands of
 //! messages through the stream, back-pressure without loss, cancelled sends, vectored
-//! sends, and membership events, all on the multi-thread runtime.
+//! sends, membership events (all on the multi-thread runtime), and fairness to other
+//! tasks on a current-thread runtime.
 
 mod tokio_common;
 
+use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cpg::{AsyncHandle, Event, Member, Reason};
@@ -216,13 +220,16 @@ fn the_handle_is_a_stream() {
     });
 }
 
-/// Cancellation: a flood of 64 KiB messages where each send may wait at most 200 µs
-/// for back-pressure to lift; a send that takes longer is dropped mid-wait. Exactly the
-/// messages whose send completed are delivered, once each, in order; none of the
-/// dropped ones, not even in part.
+/// Cancellation: a flood of 64 KiB messages where a send is dropped the moment it has to
+/// wait (a zero timeout: the send is polled once, then dropped if it is pausing on
+/// back-pressure). Exactly the messages whose send completed are delivered, once each,
+/// in order; none of the dropped ones, not even in part. The flood goes on (bounded)
+/// until some sends were dropped, since how soon the daemon pushes back varies.
 #[test]
 fn a_dropped_send_future_sent_nothing() {
-    const COUNT: u64 = 3_000;
+    const MIN_SENDS: u64 = 3_000;
+    const MAX_SENDS: u64 = 30_000;
+    const MIN_DROPPED: u64 = 10;
     const SIZE: usize = 64 << 10;
     run(Duration::from_secs(240), || async {
         let node = cpg_testkit::shared();
@@ -231,47 +238,146 @@ fn a_dropped_send_future_sent_nothing() {
         h.join(&group).await.expect("join");
         wait_members(&mut h, &group, 1).await;
 
-        let mut sent = Vec::new();
+        // Sequence numbers whose send completed and that have not been delivered yet.
+        let mut expected = VecDeque::new();
+        let mut completed = 0u64;
         let mut dropped = 0u64;
+        let check = |expected: &mut VecDeque<u64>, event: Result<Event, cpg::Error>| {
+            let Event::Deliver { data, .. } = event.expect("stream") else {
+                return false;
+            };
+            if data == b"end" {
+                return true;
+            }
+            assert_eq!(data.len(), SIZE, "a partial message was delivered");
+            let seq = u64::from_le_bytes(data[..8].try_into().unwrap());
+            assert!(
+                data[8..].iter().all(|&b| b == seq as u8),
+                "content of {seq}"
+            );
+            assert_eq!(
+                expected.pop_front(),
+                Some(seq),
+                "delivered messages differ from the sends that completed"
+            );
+            false
+        };
         let mut msg = vec![0u8; SIZE];
-        for seq in 0..COUNT {
+        let mut seq = 0u64;
+        while seq < MAX_SENDS && (seq < MIN_SENDS || dropped < MIN_DROPPED) {
             msg[..8].copy_from_slice(&seq.to_le_bytes());
             msg[8..].fill(seq as u8);
-            match tokio::time::timeout(Duration::from_micros(200), h.send(&msg)).await {
+            match tokio::time::timeout(Duration::ZERO, h.send(&msg)).await {
                 Ok(result) => {
                     result.expect("send");
-                    sent.push(seq);
+                    expected.push_back(seq);
+                    completed += 1;
                 }
                 Err(_) => dropped += 1,
             }
-        }
-        h.send(b"end").await.expect("send end marker");
-        let mut delivered = Vec::new();
-        loop {
-            if let Event::Deliver { data, .. } = next(&mut h).await {
-                if data == b"end" {
-                    break;
+            seq += 1;
+            // Check what has arrived so far (without waiting) now and then: often
+            // enough to bound the queue, rarely enough that the sender outruns the
+            // daemon (a client that reads promptly meets back-pressure seldom).
+            if seq % 1_000 == 0 {
+                for event in ready_now(&mut h).await {
+                    assert!(!check(&mut expected, event), "early end marker");
                 }
-                assert_eq!(data.len(), SIZE, "a partial message was delivered");
-                let seq = u64::from_le_bytes(data[..8].try_into().unwrap());
-                assert!(
-                    data[8..].iter().all(|&b| b == seq as u8),
-                    "content of {seq}"
-                );
-                delivered.push(seq);
             }
         }
-        eprintln!(
-            "cancellation: {} sends completed, {dropped} dropped while waiting",
-            sent.len()
-        );
-        assert_eq!(
-            delivered, sent,
-            "delivered messages differ from the sends that completed"
+        h.send(b"end").await.expect("send end marker");
+        while !check(&mut expected, Ok(next(&mut h).await)) {}
+        eprintln!("cancellation: {completed} sends completed, {dropped} dropped while waiting");
+        assert!(
+            expected.is_empty(),
+            "completed sends never delivered: {:?}",
+            expected.iter().take(10).collect::<Vec<_>>()
         );
         assert!(
             dropped > 0,
-            "no send was ever dropped while waiting: this test proved nothing"
+            "no send was ever dropped while waiting in {MAX_SENDS} sends: this test proved nothing"
         );
     });
+}
+
+/// Fairness: a task that reads a busy stream in a loop yields to the other tasks of its
+/// thread at least every `EVENTS_PER_POLL` events. A backlog of messages is read on a
+/// current-thread runtime next to a task that, whenever it runs, records how many events
+/// the reader took since its previous turn.
+#[test]
+fn a_busy_stream_lets_other_tasks_run() {
+    const COUNT: u64 = 5_000;
+    on_big_stack(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let node = cpg_testkit::shared();
+            let group = group("fair");
+            let mut h = connect(node);
+            h.join(&group).await.expect("join");
+            wait_members(&mut h, &group, 1).await;
+            for seq in 0..COUNT {
+                h.send(&payload(seq)).await.expect("send");
+            }
+
+            let consumed = Arc::new(AtomicU64::new(0));
+            let largest_gap = Arc::new(AtomicU64::new(0));
+            let turns = Arc::new(AtomicU64::new(0));
+            let other = tokio::spawn({
+                let (consumed, largest_gap, turns) =
+                    (consumed.clone(), largest_gap.clone(), turns.clone());
+                async move {
+                    let mut seen = 0;
+                    loop {
+                        let now = consumed.load(Ordering::Relaxed);
+                        largest_gap.fetch_max(now - seen, Ordering::Relaxed);
+                        seen = now;
+                        turns.fetch_add(1, Ordering::Relaxed);
+                        yield_now_undeferred().await;
+                    }
+                }
+            });
+            let mut next_seq = 0;
+            while next_seq < COUNT {
+                let data = match tokio::time::timeout(WAIT, h.next_event()).await {
+                    Ok(Some(Ok(Event::Deliver { data, .. }))) => data,
+                    Ok(Some(Ok(_))) => continue,
+                    other => panic!("stream: {other:?}"),
+                };
+                assert_eq!(check_payload(&data), next_seq, "order");
+                next_seq += 1;
+                consumed.fetch_add(1, Ordering::Relaxed);
+            }
+            other.abort();
+            let (gap, turns) = (largest_gap.load(Ordering::Relaxed), turns.load(Ordering::Relaxed));
+            eprintln!("fairness: {COUNT} events, the other task ran {turns} times, at most {gap} events apart");
+            assert!(
+                turns >= COUNT / cpg::tokio::EVENTS_PER_POLL as u64,
+                "the other task ran only {turns} times while {COUNT} events were read"
+            );
+            assert!(
+                gap <= cpg::tokio::EVENTS_PER_POLL as u64,
+                "{gap} events were read between two turns of the other task"
+            );
+        });
+    });
+}
+
+/// Returns `Pending` once, waking the task at once (tokio's `yield_now` defers the
+/// wake-up to the next time the runtime polls its driver, which would let the reader
+/// run several budgets between two turns).
+async fn yield_now_undeferred() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }

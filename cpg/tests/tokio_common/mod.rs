@@ -79,6 +79,22 @@ pub async fn next(h: &mut AsyncHandle) -> Event {
 }
 
 /// Reads events until `group` has exactly `n` members; returns them.
+/// The events that are ready now (queued, or pending in libcpg), without waiting for
+/// more; at most 10,000.
+pub async fn ready_now(h: &mut AsyncHandle) -> Vec<cpg::Result<Event>> {
+    std::future::poll_fn(|cx| {
+        let mut events = Vec::new();
+        while events.len() < 10_000 {
+            match h.poll_event(cx) {
+                std::task::Poll::Ready(Some(event)) => events.push(event),
+                _ => break,
+            }
+        }
+        std::task::Poll::Ready(events)
+    })
+    .await
+}
+
 pub async fn wait_members(h: &mut AsyncHandle, group: &GroupName, n: usize) -> Vec<Member> {
     loop {
         if let Event::ConfChg {
