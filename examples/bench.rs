@@ -6,6 +6,7 @@
 //! cargo run --release -p cpg-examples --bin bench -- --duration 2
 //! cargo run --release -p cpg-examples --bin bench -- --verify          # check every message
 //! cargo run --release -p cpg-examples --bin bench -- --receive-only    # on another node
+//! cargo run --release -p cpg-examples --bin bench -- --async           # AsyncHandle
 //! ```
 //!
 //! The process joins a group, sends messages of one size as fast as the daemon takes
@@ -19,21 +20,27 @@
 //! counts (and verifies) what others send, printing a row per size as the sender's end
 //! markers arrive.
 //!
+//! `--async` runs the same loop through an [`AsyncHandle`] on a current-thread tokio
+//! runtime: each message is sent with `send(..).await` (which waits out back-pressure
+//! on the timer), then the events that are ready are taken from the stream, owned.
+//!
 //! `bench_raw` is the same loop written directly against `corosync-sys`; the
-//! `bench_compare` program runs both and compares.
+//! `bench_compare` program runs all three and compares.
 
 #[path = "bench_common.rs"]
 #[allow(dead_code)]
 mod common;
 
+use std::future::poll_fn;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use cpg::retry::Backoff;
-use cpg::{DispatchMode, GroupName, Handle};
+use cpg::{AsyncHandle, DispatchMode, Event, GroupName, Handle};
 
 use common::{Kind, Receiver, Row};
 
@@ -56,6 +63,9 @@ struct Args {
     /// duplication, reordering and corruption per sender; exit 1 on any.
     #[arg(long)]
     verify: bool,
+    /// Send and receive through an `AsyncHandle` (tokio) instead of a blocking `Handle`.
+    #[arg(long = "async", conflicts_with_all = ["zero_copy", "receive_only"])]
+    async_: bool,
     /// With --receive-only: stop once this many senders have finished their sweep.
     #[arg(long, default_value_t = 1)]
     senders: usize,
@@ -90,6 +100,9 @@ fn run(args: &Args) -> Result<bool, String> {
     let sizes = args.sweep.checked_sizes()?;
     let group = GroupName::new(&args.sweep.group).map_err(|e| format!("--group: {e}"))?;
     let stop = stop_flag()?;
+    if args.async_ {
+        return run_async(args, &sizes, &group, &stop);
+    }
 
     let receiver = Arc::new(Receiver::new(args.verify));
     let in_callback = Arc::clone(&receiver);
@@ -104,9 +117,23 @@ fn run(args: &Args) -> Result<bool, String> {
     let pid = std::process::id();
     receiver.set_me(nodeid, pid);
 
+    print_banner(args, nodeid, pid, &group);
+    let result = if args.receive_only {
+        receive_only(args, &handle, &receiver, &stop)
+    } else {
+        send_sweep(args, &sizes, &handle, &receiver, &stop, nodeid, pid)
+    };
+    // Leave explicitly so the others see "leave", not "process down"; drop finalizes.
+    let _ = handle.leave(&group);
+    finish(args, result, &receiver)
+}
+
+/// The first line of the report.
+fn print_banner(args: &Args, nodeid: u32, pid: u32, group: &GroupName) {
     if !args.sweep.json {
         println!(
-            "# bench (safe cpg crate): node {nodeid} pid {pid}, group {group}, {}{}{}",
+            "# bench (safe cpg crate{}): node {nodeid} pid {pid}, group {group}, {}{}{}",
+            if args.async_ { ", AsyncHandle" } else { "" },
             if args.receive_only {
                 "receive-only"
             } else {
@@ -120,20 +147,58 @@ fn run(args: &Args) -> Result<bool, String> {
             if args.verify { ", verifying" } else { "" },
         );
     }
-    let result = if args.receive_only {
-        receive_only(args, &handle, &receiver, &stop)
-    } else {
-        send_sweep(args, &sizes, &handle, &receiver, &stop, nodeid, pid)
-    };
-    // Leave explicitly so the others see "leave", not "process down"; drop finalizes.
-    let _ = handle.leave(&group);
+}
+
+/// The outcome of a run: its own, and with --verify the receiver's report.
+fn finish(args: &Args, result: Result<bool, String>, receiver: &Receiver) -> Result<bool, String> {
     let ok = result?;
     let clean = if args.verify {
-        common::print_verify(&receiver)
+        common::print_verify(receiver)
     } else {
         true
     };
     Ok(ok && clean)
+}
+
+/// One measured window: what was received, how long it took, and what it cost.
+struct Window {
+    start: Instant,
+    cpu0: Duration,
+    allocs0: u64,
+}
+
+impl Window {
+    fn start(receiver: &Receiver) -> Window {
+        receiver.start_window();
+        Window {
+            allocs0: common::allocations(),
+            cpu0: common::cpu_time(),
+            start: Instant::now(),
+        }
+    }
+
+    fn finish(
+        self,
+        receiver: &Receiver,
+        implementation: &'static str,
+        size: usize,
+        pushbacks: u64,
+    ) -> Row {
+        let secs = self.start.elapsed().as_secs_f64();
+        let cpu = common::cpu_time() - self.cpu0;
+        let allocs = common::allocations() - self.allocs0;
+        let (msgs, bytes) = receiver.stop_window();
+        Row {
+            implementation,
+            size,
+            msgs,
+            bytes,
+            secs,
+            cpu_secs: cpu.as_secs_f64(),
+            allocs,
+            pushbacks,
+        }
+    }
 }
 
 /// Waits (up to 1 ms) for events and delivers them: what the sender does when the
@@ -221,11 +286,9 @@ fn send_sweep(
     let mut seq: u64 = 0;
     print_header(args);
     for &size in sizes {
-        receiver.start_window();
-        let allocs0 = common::allocations();
-        let cpu0 = common::cpu_time();
-        let start = Instant::now();
-        let end = start + args.sweep.window();
+        let window = Window::start(receiver);
+        let end = window.start + args.sweep.window();
+        let mut pushbacks = 0;
         while Instant::now() < end && !stop.load(Ordering::Relaxed) {
             let sent = match zcb.as_mut() {
                 Some(buffer) => {
@@ -245,31 +308,20 @@ fn send_sweep(
                         .dispatch(DispatchMode::All)
                         .map_err(|e| format!("dispatch: {e}"))?;
                 }
-                Err(e) if e.is_retryable() => wait_for_events(handle)?,
+                Err(e) if e.is_retryable() => {
+                    pushbacks += 1;
+                    wait_for_events(handle)?
+                }
                 Err(e) => return Err(format!("send of {size} bytes: {e}")),
             }
         }
-        let secs = start.elapsed().as_secs_f64();
-        let cpu = common::cpu_time() - cpu0;
-        let allocs = common::allocations() - allocs0;
-        let (msgs, bytes) = receiver.stop_window();
+        let row = window.finish(receiver, implementation, size, pushbacks);
         if stop.load(Ordering::Relaxed) {
             return Err("interrupted".into());
         }
         let marker = common::control(Kind::EndOfSize, nodeid, pid, seq, size as u32);
         send_marker_and_drain(handle, receiver, stop, &marker)?;
-        print_row(
-            args,
-            &Row {
-                implementation,
-                size,
-                msgs,
-                bytes,
-                secs,
-                cpu_secs: cpu.as_secs_f64(),
-                allocs,
-            },
-        );
+        print_row(args, &row);
     }
     let marker = common::control(Kind::EndOfRun, nodeid, pid, seq, 0);
     send_marker_and_drain(handle, receiver, stop, &marker)?;
@@ -321,10 +373,144 @@ fn receive_only(
                     secs: start.elapsed().as_secs_f64(),
                     cpu_secs: (common::cpu_time() - cpu0).as_secs_f64(),
                     allocs: common::allocations() - allocs0,
+                    pushbacks: 0,
                 },
             );
             receiver.start_window();
         }
     }
+    Ok(true)
+}
+
+/// `--async`: connect, join and sweep through an [`AsyncHandle`] on a current-thread
+/// tokio runtime on this thread (the main thread's 8 MiB stack holds libcpg's 1 MiB
+/// dispatch buffer with room to spare).
+fn run_async(
+    args: &Args,
+    sizes: &[usize],
+    group: &GroupName,
+    stop: &AtomicBool,
+) -> Result<bool, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start tokio: {e}"))?;
+    rt.block_on(async {
+        let receiver = Receiver::new(args.verify);
+        let mut cpg = AsyncHandle::new().map_err(|e| format!("cannot connect to corosync: {e}"))?;
+        cpg.join(group)
+            .await
+            .map_err(|e| format!("cannot join {group}: {e}"))?;
+        let nodeid = cpg.local_node_id().map_err(|e| e.to_string())?;
+        let pid = std::process::id();
+        receiver.set_me(nodeid, pid);
+        print_banner(args, nodeid, pid, group);
+        let result = send_sweep_async(args, sizes, &mut cpg, &receiver, stop, nodeid, pid).await;
+        let _ = cpg.leave(group).await;
+        finish(args, result, &receiver)
+    })
+}
+
+/// Hands one event of the stream to the receiver's accounting.
+fn deliver(receiver: &Receiver, event: Option<cpg::Result<Event>>) -> Result<(), String> {
+    match event {
+        Some(Ok(Event::Deliver {
+            nodeid, pid, data, ..
+        })) => {
+            receiver.deliver(nodeid, pid, &data);
+            Ok(())
+        }
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err(format!("stream: {e}")),
+        None => Err("the stream ended".into()),
+    }
+}
+
+/// Takes the events that are ready now, without waiting; how many there were.
+async fn deliver_ready(cpg: &mut AsyncHandle, receiver: &Receiver) -> Result<usize, String> {
+    poll_fn(|cx| {
+        let mut events = 0;
+        loop {
+            match cpg.poll_event(cx) {
+                Poll::Ready(event) => {
+                    if let Err(e) = deliver(receiver, event) {
+                        return Poll::Ready(Err(e));
+                    }
+                    events += 1;
+                }
+                Poll::Pending => return Poll::Ready(Ok(events)),
+            }
+        }
+    })
+    .await
+}
+
+/// Sends a control message (waiting out back-pressure), then reads the stream until our
+/// own control message has come back.
+async fn send_marker_and_drain_async(
+    cpg: &mut AsyncHandle,
+    receiver: &Receiver,
+    stop: &AtomicBool,
+    marker: &[u8],
+) -> Result<(), String> {
+    let before = receiver.own_markers.load(Ordering::Relaxed);
+    cpg.send(marker).await.map_err(|e| format!("send: {e}"))?;
+    let deadline = Instant::now() + common::DRAIN_TIMEOUT;
+    while receiver.own_markers.load(Ordering::Relaxed) == before {
+        if stop.load(Ordering::Relaxed) {
+            return Err("interrupted".into());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left.min(Duration::from_millis(100)), cpg.next_event()).await {
+            Ok(event) => deliver(receiver, event)?,
+            Err(_) if Instant::now() > deadline => {
+                return Err("our own end marker did not come back within 60 s".into())
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The `--async` loop: per message, `send(..).await`, then the events that are ready.
+/// When none were, it yields to the runtime, whose reactor then looks at the
+/// descriptor again (the stream waits for readiness that only the reactor sets).
+async fn send_sweep_async(
+    args: &Args,
+    sizes: &[usize],
+    cpg: &mut AsyncHandle,
+    receiver: &Receiver,
+    stop: &AtomicBool,
+    nodeid: u32,
+    pid: u32,
+) -> Result<bool, String> {
+    let mut plain = vec![0u8; sizes.iter().copied().max().unwrap_or(0)];
+    let mut seq: u64 = 0;
+    print_header(args);
+    for &size in sizes {
+        let window = Window::start(receiver);
+        let end = window.start + args.sweep.window();
+        let waits0 = cpg.backpressure_waits();
+        while Instant::now() < end && !stop.load(Ordering::Relaxed) {
+            let msg = &mut plain[..size];
+            common::fill_data(msg, nodeid, pid, seq, args.verify);
+            cpg.send(msg)
+                .await
+                .map_err(|e| format!("send of {size} bytes: {e}"))?;
+            seq += 1;
+            if deliver_ready(cpg, receiver).await? == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let row = window.finish(receiver, "async", size, cpg.backpressure_waits() - waits0);
+        if stop.load(Ordering::Relaxed) {
+            return Err("interrupted".into());
+        }
+        let marker = common::control(Kind::EndOfSize, nodeid, pid, seq, size as u32);
+        send_marker_and_drain_async(cpg, receiver, stop, &marker).await?;
+        print_row(args, &row);
+    }
+    let marker = common::control(Kind::EndOfRun, nodeid, pid, seq, 0);
+    send_marker_and_drain_async(cpg, receiver, stop, &marker).await?;
     Ok(true)
 }

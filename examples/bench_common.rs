@@ -531,7 +531,7 @@ pub fn parse_sizes(text: &str) -> Result<Vec<usize>, String> {
 /// One row of the report.
 #[derive(Debug, Clone, Copy)]
 pub struct Row {
-    /// Which implementation measured it ("safe", "safe-zcb" or "raw").
+    /// Which implementation measured it ("safe", "safe-zcb", "async" or "raw").
     pub implementation: &'static str,
     /// Bytes per message.
     pub size: usize,
@@ -545,6 +545,8 @@ pub struct Row {
     pub cpu_secs: f64,
     /// Heap allocations made in the window.
     pub allocs: u64,
+    /// Sends the daemon pushed back on (try again) in the window.
+    pub pushbacks: u64,
 }
 
 impl Row {
@@ -571,22 +573,30 @@ impl Row {
     /// The table header matching [`Row::line`].
     pub fn table_header() -> String {
         format!(
-            "{:>9} {:>10} {:>8} {:>11} {:>9} {:>12} {:>11}",
-            "bytes/msg", "messages", "seconds", "msgs/s", "MB/s", "cpu µs/msg", "allocs/msg"
+            "{:>9} {:>10} {:>8} {:>11} {:>9} {:>12} {:>11} {:>10}",
+            "bytes/msg",
+            "messages",
+            "seconds",
+            "msgs/s",
+            "MB/s",
+            "cpu µs/msg",
+            "allocs/msg",
+            "pushbacks"
         )
     }
 
     /// One human-readable line.
     pub fn line(&self) -> String {
         format!(
-            "{:>9} {:>10} {:>8.3} {:>11.1} {:>9.2} {:>12.2} {:>11.3}",
+            "{:>9} {:>10} {:>8.3} {:>11.1} {:>9.2} {:>12.2} {:>11.3} {:>10}",
             self.size,
             self.msgs,
             self.secs,
             self.msgs_per_sec(),
             self.mb_per_sec(),
             self.cpu_us_per_msg(),
-            self.allocs_per_msg()
+            self.allocs_per_msg(),
+            self.pushbacks
         )
     }
 
@@ -600,6 +610,7 @@ impl Row {
             "secs": self.secs,
             "cpu_secs": self.cpu_secs,
             "allocs": self.allocs,
+            "pushbacks": self.pushbacks,
             "msgs_per_sec": self.msgs_per_sec(),
             "mb_per_sec": self.mb_per_sec(),
         })

@@ -1,12 +1,14 @@
-//! The benchmark command: runs `bench` (safe crate) and `bench_raw` (raw `corosync-sys`)
-//! alternately against the same private corosync, several rounds, and prints per
-//! message size the median ratio safe/raw of messages per second and of client CPU
-//! time per delivered message, plus the safe path's heap allocations per message.
+//! The benchmark command: runs `bench` (safe crate, blocking `Handle`), `bench_raw` (raw
+//! `corosync-sys`) and `bench --async` (the tokio `AsyncHandle`) in turn against the
+//! same private corosync, several rounds, and prints per message size the median ratios
+//! safe/raw and async/safe of messages per second and of client CPU time per delivered
+//! message, plus each path's heap allocations per message.
 //!
 //! ```text
 //! cargo build --release -p cpg-examples --bins
 //! target/release/bench_compare                 # 1 node, then a 3-node cluster
 //! target/release/bench_compare --nodes 1 --rounds 3 --duration 1
+//! target/release/bench_compare --implementations safe,async   # the async table only
 //! ```
 //!
 //! Needs root: the daemons run in network namespaces made by `cpg-testkit`, and are
@@ -14,11 +16,11 @@
 //! nodes' daemons take part in every message's ordering (no clients there). The
 //! `bench` and `bench_raw` binaries are taken from this program's own directory.
 //!
-//! Each round measures every size with both implementations, back to back, in
-//! alternating order (which goes first changes with the round and the size), each run
-//! in a fresh process and a fresh group; a first warm-up round is discarded. The
-//! ratios are taken per round (safe and raw measured seconds apart) and the median is
-//! printed, so drift of a noisy machine affects both sides of a ratio alike. CPU time is the client
+//! Each round measures every size with every implementation, back to back, in an order
+//! that rotates with the round and the size, each run in a fresh process and a fresh
+//! group; a first warm-up round is discarded. The ratios are taken per round (the two
+//! sides measured seconds apart) and the median is printed, so drift of a noisy
+//! machine affects both sides of a ratio alike. CPU time is the client
 //! process's own (`getrusage(RUSAGE_SELF)`, user + system), never the daemon's.
 
 use std::collections::BTreeMap;
@@ -31,11 +33,12 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use cpg_testkit::Cluster;
 
-/// Safe vs raw CPG throughput and CPU cost, on 1 node and on a 3-node cluster.
+/// Safe vs raw vs async CPG throughput and CPU cost, on 1 node and on a 3-node cluster.
 #[derive(Debug, Parser)]
 #[command(version, long_about = None)]
 struct Args {
-    /// Rounds (each runs safe and raw once per size), after one discarded warm-up round.
+    /// Rounds (each runs every implementation once per size), after one discarded
+    /// warm-up round.
     #[arg(long, default_value_t = 7)]
     rounds: usize,
     /// Run the benchmark clients with this SCHED_RR priority (through `chrt`), below
@@ -58,6 +61,13 @@ struct Args {
     /// CPU-per-message ratio safe/raw above which a size is flagged.
     #[arg(long, default_value_t = 1.02)]
     max_cpu_ratio: f64,
+    /// Throughput ratio async/safe below which a size is flagged.
+    #[arg(long, default_value_t = 0.95)]
+    min_async_ratio: f64,
+    /// Which implementations to run, comma-separated: safe (`bench`), raw
+    /// (`bench_raw`), async (`bench --async`). A table needs both of its sides.
+    #[arg(long, default_value = "safe,raw,async")]
+    implementations: String,
     /// Instead of comparing: start a cluster of this many nodes, run `bench --verify`
     /// on node 1 and `bench --receive-only --verify` on every other node, and report
     /// (exit 1 on any loss, duplication, reordering or corruption).
@@ -68,12 +78,20 @@ struct Args {
     zero_copy: bool,
 }
 
+/// A benchmark client: which program, with which extra options.
+struct Implementation {
+    name: &'static str,
+    exe: PathBuf,
+    extra: &'static [&'static str],
+}
+
 /// One measurement of one size by one implementation.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     msgs_per_sec: f64,
     cpu_us_per_msg: f64,
     allocs_per_msg: f64,
+    pushbacks: u64,
 }
 
 fn main() -> ExitCode {
@@ -126,6 +144,26 @@ fn run(args: &Args) -> Result<bool, String> {
             ));
         }
     }
+    let mut implementations: Vec<Implementation> = Vec::new();
+    for name in args.implementations.split(',').map(str::trim) {
+        let (name, exe, extra): (&'static str, &Path, &'static [&'static str]) = match name {
+            "safe" => ("safe", &safe, &[]),
+            "raw" => ("raw", &raw, &[]),
+            "async" => ("async", &safe, &["--async"]),
+            other => return Err(format!("--implementations: unknown {other:?}")),
+        };
+        if implementations.iter().any(|i| i.name == name) {
+            return Err(format!("--implementations: {name} twice"));
+        }
+        implementations.push(Implementation {
+            name,
+            exe: exe.to_path_buf(),
+            extra,
+        });
+    }
+    if implementations.len() < 2 {
+        return Err("--implementations: at least two, to compare".into());
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
@@ -136,8 +174,14 @@ fn run(args: &Args) -> Result<bool, String> {
     }
 
     println!(
-        "# safe (cpg crate) vs raw (corosync-sys) — {} rounds × {} s per size and implementation",
-        args.rounds, args.duration
+        "# {} — {} rounds × {} s per size and implementation",
+        implementations
+            .iter()
+            .map(|i| i.name)
+            .collect::<Vec<_>>()
+            .join(" vs "),
+        args.rounds,
+        args.duration
     );
     println!(
         "# corosync {} (libcpg {}), {} CPUs, clients {}",
@@ -161,27 +205,26 @@ fn run(args: &Args) -> Result<bool, String> {
         // Round 0 is a warm-up (the first runs on a fresh daemon are slower): discarded.
         for round in 0..=args.rounds {
             for (i, &size) in sizes.iter().enumerate() {
-                // Alternate which implementation goes first, per round and per size.
-                let order: [(&str, &PathBuf); 2] = if (round + i) % 2 == 0 {
-                    [("safe", &safe), ("raw", &raw)]
-                } else {
-                    [("raw", &raw), ("safe", &safe)]
-                };
-                for (name, exe) in order {
+                // Rotate which implementation goes first, per round and per size.
+                let k = implementations.len();
+                for turn in 0..k {
+                    let implementation = &implementations[(round + i + turn) % k];
+                    let name = implementation.name;
                     if stop.load(Ordering::Relaxed) {
                         return Err("interrupted".into());
                     }
                     let group = format!("bench-cmp-{round}-{size}-{name}");
-                    let sample = run_one(&cluster, exe, args, &group, size, &stop)?;
+                    let sample = run_one(&cluster, implementation, args, &group, size, &stop)?;
                     eprintln!(
-                        "bench_compare: {n} node(s), {} {size} B {name}: {:.0} msgs/s, {:.2} µs CPU/msg",
+                        "bench_compare: {n} node(s), {} {size} B {name}: {:.0} msgs/s, {:.2} µs CPU/msg, {} pushbacks",
                         if round == 0 {
                             "warm-up".to_string()
                         } else {
                             format!("round {round}/{}", args.rounds)
                         },
                         sample.msgs_per_sec,
-                        sample.cpu_us_per_msg
+                        sample.cpu_us_per_msg,
+                        sample.pushbacks
                     );
                     if round > 0 {
                         samples.entry((name, size)).or_default().push(sample);
@@ -190,7 +233,7 @@ fn run(args: &Args) -> Result<bool, String> {
             }
         }
         drop(cluster);
-        all_ok &= print_table(args, n, &sizes, &samples);
+        all_ok &= print_tables(args, n, &sizes, &samples);
     }
     Ok(all_ok)
 }
@@ -291,12 +334,13 @@ fn corosync_version() -> String {
 /// Runs one benchmark process for one size on node 1; its measurement.
 fn run_one(
     cluster: &Cluster,
-    exe: &Path,
+    implementation: &Implementation,
     args: &Args,
     group: &str,
     size: usize,
     stop: &AtomicBool,
 ) -> Result<Sample, String> {
+    let exe = implementation.exe.as_path();
     let mut cmd = if args.rt_priority > 0 {
         let mut cmd = cluster.node(0).command("chrt");
         cmd.args(["-r", &args.rt_priority.to_string()]).arg(exe);
@@ -305,6 +349,7 @@ fn run_one(
         cluster.node(0).command(exe)
     };
     let mut child = cmd
+        .args(implementation.extra)
         .args(["--json", "--group", group, "--sizes", &size.to_string()])
         .args(["--duration", &args.duration.to_string()])
         .stdin(Stdio::null())
@@ -349,6 +394,7 @@ fn run_one(
         msgs_per_sec: num("msgs_per_sec"),
         cpu_us_per_msg: num("cpu_secs") * 1e6 / msgs,
         allocs_per_msg: num("allocs") / msgs,
+        pushbacks: num("pushbacks") as u64,
     })
 }
 
@@ -365,8 +411,21 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Prints the table for one cluster size; true if every size meets the targets.
-fn print_table(
+/// A comparison of implementation `a` against `b` (the ratios are a/b), with its targets.
+struct Comparison {
+    a: &'static str,
+    b: &'static str,
+    /// Lowest acceptable median msgs/s ratio.
+    min_throughput: f64,
+    /// Highest acceptable median CPU/msg ratio, if it is a target.
+    max_cpu: Option<f64>,
+    /// Whether `a` must allocate nothing per message.
+    zero_allocs: bool,
+}
+
+/// Prints the tables for one cluster size (those whose two sides were run); true if
+/// every size meets every target.
+fn print_tables(
     args: &Args,
     nodes: usize,
     sizes: &[usize],
@@ -377,54 +436,94 @@ fn print_table(
         "## {nodes} node{} (client on node 1)",
         if nodes == 1 { "" } else { "s" }
     );
+    let comparisons = [
+        Comparison {
+            a: "safe",
+            b: "raw",
+            min_throughput: args.min_throughput_ratio,
+            max_cpu: Some(args.max_cpu_ratio),
+            zero_allocs: true,
+        },
+        // The async path copies every message into an owned event (an allocation per
+        // message, by design) and pays a libcpg call per event: its CPU ratio is
+        // reported, its throughput is the target.
+        Comparison {
+            a: "async",
+            b: "safe",
+            min_throughput: args.min_async_ratio,
+            max_cpu: None,
+            zero_allocs: false,
+        },
+    ];
+    let ran = |name: &str| samples.keys().any(|(n, _)| *n == name);
+    let mut ok = true;
+    for c in comparisons.iter().filter(|c| ran(c.a) && ran(c.b)) {
+        ok &= print_table(c, sizes, samples);
+    }
+    ok
+}
+
+/// Prints one comparison table; true if every size meets its targets.
+fn print_table(
+    c: &Comparison,
+    sizes: &[usize],
+    samples: &BTreeMap<(&str, usize), Vec<Sample>>,
+) -> bool {
+    let (a, b) = (c.a, c.b);
     println!();
     println!(
-        "| bytes/msg | safe msgs/s | raw msgs/s | msgs/s safe/raw | safe CPU µs/msg | raw CPU µs/msg | CPU/msg safe/raw | safe allocs/msg |"
+        "| bytes/msg | {a} msgs/s | {b} msgs/s | msgs/s {a}/{b} | {a} CPU µs/msg | {b} CPU µs/msg | CPU/msg {a}/{b} | {a} allocs/msg |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut ok = true;
     for &size in sizes {
         let empty = Vec::new();
-        let s = samples.get(&("safe", size)).unwrap_or(&empty);
-        let r = samples.get(&("raw", size)).unwrap_or(&empty);
-        // Paired per round: round i of safe with round i of raw.
-        let tput: Vec<f64> = s
+        let sa = samples.get(&(a, size)).unwrap_or(&empty);
+        let sb = samples.get(&(b, size)).unwrap_or(&empty);
+        // Paired per round: round i of one side with round i of the other.
+        let tput: Vec<f64> = sa
             .iter()
-            .zip(r)
-            .map(|(s, r)| s.msgs_per_sec / r.msgs_per_sec)
+            .zip(sb)
+            .map(|(x, y)| x.msgs_per_sec / y.msgs_per_sec)
             .collect();
-        let cpu: Vec<f64> = s
+        let cpu: Vec<f64> = sa
             .iter()
-            .zip(r)
-            .map(|(s, r)| s.cpu_us_per_msg / r.cpu_us_per_msg)
+            .zip(sb)
+            .map(|(x, y)| x.cpu_us_per_msg / y.cpu_us_per_msg)
             .collect();
         let tput = median(tput);
         let cpu = median(cpu);
-        let allocs = s.iter().map(|x| x.allocs_per_msg).fold(0.0, f64::max);
-        let flag_t = if tput >= args.min_throughput_ratio {
-            ""
-        } else {
-            " ✗"
+        let allocs = sa.iter().map(|x| x.allocs_per_msg).fold(0.0, f64::max);
+        let flag_t = if tput >= c.min_throughput { "" } else { " ✗" };
+        let flag_c = match c.max_cpu {
+            Some(max) if cpu > max => " ✗",
+            _ => "",
         };
-        let flag_c = if cpu <= args.max_cpu_ratio {
-            ""
-        } else {
+        let flag_a = if c.zero_allocs && allocs != 0.0 {
             " ✗"
+        } else {
+            ""
         };
-        ok &= flag_t.is_empty() && flag_c.is_empty() && allocs == 0.0;
+        ok &= flag_t.is_empty() && flag_c.is_empty() && flag_a.is_empty();
         println!(
-            "| {size} | {:.0} | {:.0} | {tput:.3}{flag_t} | {:.2} | {:.2} | {cpu:.3}{flag_c} | {allocs} |",
-            median(s.iter().map(|x| x.msgs_per_sec).collect()),
-            median(r.iter().map(|x| x.msgs_per_sec).collect()),
-            median(s.iter().map(|x| x.cpu_us_per_msg).collect()),
-            median(r.iter().map(|x| x.cpu_us_per_msg).collect()),
+            "| {size} | {:.0} | {:.0} | {tput:.3}{flag_t} | {:.2} | {:.2} | {cpu:.3}{flag_c} | {allocs:.2}{flag_a} |",
+            median(sa.iter().map(|x| x.msgs_per_sec).collect()),
+            median(sb.iter().map(|x| x.msgs_per_sec).collect()),
+            median(sa.iter().map(|x| x.cpu_us_per_msg).collect()),
+            median(sb.iter().map(|x| x.cpu_us_per_msg).collect()),
         );
     }
     println!();
+    let mut targets = vec![format!("msgs/s {a}/{b} >= {}", c.min_throughput)];
+    if let Some(max) = c.max_cpu {
+        targets.push(format!("CPU/msg {a}/{b} <= {max}"));
+    }
+    if c.zero_allocs {
+        targets.push(format!("{a} allocations per message 0"));
+    }
     println!(
-        "targets: msgs/s safe/raw >= {}, CPU/msg safe/raw <= {}, allocations per message 0: {}",
-        args.min_throughput_ratio,
-        args.max_cpu_ratio,
+        "targets: {}: {}",
+        targets.join(", "),
         if ok { "met" } else { "NOT met (✗)" }
     );
     ok

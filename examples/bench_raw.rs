@@ -262,6 +262,7 @@ fn sweep(
         let cpu0 = common::cpu_time();
         let start = Instant::now();
         let end = start + args.sweep.window();
+        let mut pushbacks = 0;
         while Instant::now() < end && !stop.load(Ordering::Relaxed) {
             common::fill_data(msg, nodeid, pid, seq, false);
             match mcast(handle, msg) {
@@ -269,7 +270,10 @@ fn sweep(
                     seq += 1;
                     dispatch_all(handle)?;
                 }
-                sys::CS_ERR_TRY_AGAIN | sys::CS_ERR_QUEUE_FULL => wait_and_dispatch(handle, fd, 1)?,
+                sys::CS_ERR_TRY_AGAIN | sys::CS_ERR_QUEUE_FULL => {
+                    pushbacks += 1;
+                    wait_and_dispatch(handle, fd, 1)?
+                }
                 rc => return check("cpg_mcast_joined", rc),
             }
         }
@@ -290,6 +294,7 @@ fn sweep(
             secs,
             cpu_secs: cpu.as_secs_f64(),
             allocs,
+            pushbacks,
         };
         if args.sweep.json {
             println!("{}", row.json());
