@@ -15,7 +15,8 @@
 //! marker. This process receives them on its main thread:
 //!
 //! * blocking: a [`Handle`] whose deliver closure counts the borrowed message (no
-//!   copy), driven by `dispatch_timeout` (`poll` + `cpg_dispatch(ALL)`);
+//!   copy; with `--copy` it copies it into a `Vec` first, as the async path does),
+//!   driven by `dispatch_timeout` (`poll` + `cpg_dispatch(ALL)`);
 //! * async: an [`AsyncHandle`] stream on a current-thread tokio runtime on the same
 //!   thread: every message is copied into an owned [`Event`].
 //!
@@ -27,8 +28,9 @@
 //!
 //! By default the sender finishes before the receiver starts reading, so the receiver
 //! drains a backlog as fast as its own path allows (the rate of the receive path; for
-//! large messages the daemon's pace of handing out its queue). `--live` receives
-//! while the sender sends, where the rate is mostly the sender's and the daemon's.
+//! large messages the daemon's pace of handing out its queue); a backlog is capped at
+//! `--max-backlog-mib` per run. `--live` receives while the sender sends, where the
+//! rate is mostly the sender's and the daemon's.
 
 use std::process::{Child, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -63,6 +65,15 @@ struct Args {
     /// the backlog, which measures the receive path alone.
     #[arg(long)]
     live: bool,
+    /// Make the blocking receiver copy every message into a `Vec` too (what a blocking
+    /// client that keeps or hands on messages does), so both sides do the same work.
+    #[arg(long)]
+    copy: bool,
+    /// Without --live: cap each run at this many MiB of messages, since the daemon
+    /// holds the whole backlog in its memory (and hands a huge one out at an erratic
+    /// pace).
+    #[arg(long, default_value_t = 64)]
+    max_backlog_mib: u64,
     /// Internal: be the sending child for this group.
     #[arg(long, hide = true)]
     send: Option<String>,
@@ -221,6 +232,7 @@ fn run_blocking(
     size: usize,
     count: u64,
     live: bool,
+    copy: bool,
 ) -> Result<Sample, BoxError> {
     let name = GroupName::new(group)?;
     let progress = Arc::new(Mutex::new(Progress::default()));
@@ -228,10 +240,13 @@ fn run_blocking(
         let progress = Arc::clone(&progress);
         Handle::builder()
             .on_deliver(move |_, msg| {
-                progress
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .on_message(msg.data)
+                let mut progress = progress.lock().unwrap_or_else(|e| e.into_inner());
+                if copy {
+                    let owned = std::hint::black_box(msg.data.to_vec());
+                    progress.on_message(&owned)
+                } else {
+                    progress.on_message(msg.data)
+                }
             })
             .build()
     })?;
@@ -330,20 +345,39 @@ fn compare(args: &Args) -> Result<(), BoxError> {
     if sizes.iter().any(|&s| s < 8) {
         return Err("every size must be at least 8 bytes".into());
     }
+    if args.rounds == 0 || args.count == 0 {
+        return Err("--rounds and --count must be at least 1".into());
+    }
+    // Messages per run for a size: a backlog is capped in bytes.
+    let count_for = |size: usize| {
+        if args.live {
+            args.count
+        } else {
+            args.count
+                .min((args.max_backlog_mib << 20) / size as u64)
+                .max(1)
+        }
+    };
     let cluster = Cluster::builder().nodes(1).start()?;
     let node = cluster.node(0);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     println!(
-        "async_bench: {} messages per run, {} rounds (+1 warm-up), one node, {}",
-        args.count,
+        "async_bench: {} rounds (+1 warm-up), one node, {}, blocking receiver {}",
         args.rounds,
         if args.live {
-            "receiving while the sender sends"
+            format!(
+                "{} messages per run received while the sender sends",
+                args.count
+            )
         } else {
-            "receiving a backlog"
-        }
+            format!(
+                "a backlog of up to {} messages and {} MiB per run",
+                args.count, args.max_backlog_mib
+            )
+        },
+        if args.copy { "copying" } else { "borrowing" }
     );
     // samples[size index] = (blocking, async) per measured round
     let mut samples: Vec<Vec<(Sample, Sample)>> = vec![Vec::new(); sizes.len()];
@@ -358,9 +392,12 @@ fn compare(args: &Args) -> Result<(), BoxError> {
             let mut got = [None, None];
             for mode in order {
                 let group = format!("async-bench-{pid}-{round}-{size}-{mode:?}");
+                let count = count_for(size);
                 let sample = match mode {
-                    Mode::Blocking => run_blocking(node, &group, size, args.count, args.live)?,
-                    Mode::Async => run_async(&rt, node, &group, size, args.count, args.live)?,
+                    Mode::Blocking => {
+                        run_blocking(node, &group, size, count, args.live, args.copy)?
+                    }
+                    Mode::Async => run_async(&rt, node, &group, size, count, args.live)?,
                 };
                 got[(mode == Mode::Async) as usize] = Some(sample);
             }
@@ -378,8 +415,9 @@ fn compare(args: &Args) -> Result<(), BoxError> {
         }
     }
     println!(
-        "{:>8} {:>14} {:>14} {:>12} {:>16} {:>16} {:>12}",
+        "{:>8} {:>8} {:>14} {:>14} {:>12} {:>16} {:>16} {:>12}",
         "size",
+        "msgs",
         "blocking msg/s",
         "async msg/s",
         "async/block",
@@ -402,8 +440,9 @@ fn compare(args: &Args) -> Result<(), BoxError> {
                 .map(|(b, a)| a.cpu_us_per_msg / b.cpu_us_per_msg)
                 .collect(),
         );
+        let count = count_for(*size);
         println!(
-            "{size:>8} {b:>14.0} {a:>14.0} {ratio:>11.3}x {bc:>16.2} {ac:>16.2} {cpu_ratio:>11.3}x"
+            "{size:>8} {count:>8} {b:>14.0} {a:>14.0} {ratio:>11.3}x {bc:>16.2} {ac:>16.2} {cpu_ratio:>11.3}x"
         );
     }
     Ok(())

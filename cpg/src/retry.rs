@@ -21,7 +21,7 @@ pub struct Backoff {
     pub initial: Duration,
     /// Longest pause.
     pub max_delay: Duration,
-    /// Total time after which no new attempt starts.
+    /// Time, from the first failed attempt, after which no new attempt starts.
     pub timeout: Duration,
     /// Most attempts, the first included.
     pub max_attempts: u32,
@@ -62,14 +62,23 @@ impl Backoff {
         mut op: impl FnMut() -> Result<T>,
         mut pause: impl FnMut(Duration) -> Result<()>,
     ) -> Result<T> {
-        let start = Instant::now();
+        // Read the clock only once an attempt has failed: the usual first-try success
+        // costs no clock read.
+        let mut start = None;
         let mut delay = self.initial;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
             match op() {
                 Ok(v) => return Ok(v),
-                Err(e) if self.may_retry(&e, attempts, start, delay) => {
+                Err(e)
+                    if self.may_retry(
+                        &e,
+                        attempts,
+                        *start.get_or_insert_with(Instant::now),
+                        delay,
+                    ) =>
+                {
                     pause(delay)?;
                     delay = self.next_delay(delay);
                 }
@@ -79,7 +88,8 @@ impl Backoff {
     }
 
     /// Whether another attempt follows the failed attempt number `attempts` (counting
-    /// from 1) of a retry that started at `start` and would now pause for `delay`.
+    /// from 1) of a retry whose first failure was at `start` and that would now pause
+    /// for `delay`.
     pub(crate) fn may_retry(
         &self,
         error: &Error,

@@ -541,14 +541,22 @@ impl AsyncHandle {
     /// attempts, reads pending events into the queue and sleeps on tokio's timer.
     async fn retry<T>(&mut self, mut op: impl FnMut(&Connection) -> Result<T>) -> Result<T> {
         let backoff = self.backoff;
-        let start = Instant::now();
+        // The clock is read only once an attempt has failed (see `Backoff::run`).
+        let mut start = None;
         let mut delay = backoff.initial;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
             match op(&self.handle) {
                 Ok(v) => return Ok(v),
-                Err(e) if backoff.may_retry(&e, attempts, start, delay) => {
+                Err(e)
+                    if backoff.may_retry(
+                        &e,
+                        attempts,
+                        *start.get_or_insert_with(Instant::now),
+                        delay,
+                    ) =>
+                {
                     self.backpressure_waits += 1;
                     self.pause(delay).await?;
                     delay = backoff.next_delay(delay);

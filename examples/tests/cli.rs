@@ -561,17 +561,28 @@ fn members_json_lists_the_chats_of_a_group() {
 /// size with messages received, and a clean verification of its own messages.
 #[test]
 fn bench_verify_sweep_prints_a_row_per_size_and_passes() {
+    verified_sweep(&[], "cli-bench");
+}
+
+/// The same through the async handle (`bench --async`).
+#[test]
+fn bench_async_verify_sweep_prints_a_row_per_size_and_passes() {
+    verified_sweep(&["--async"], "cli-bench-async");
+}
+
+fn verified_sweep(extra: &[&str], group: &str) {
     let node = cpg_testkit::shared();
     let _heavy = heavy();
-    let args = [
+    let mut args = vec![
         "--verify",
         "--duration",
         "1",
         "--sizes",
         "64,200000",
         "--group",
-        "cli-bench",
+        group,
     ];
+    args.extend_from_slice(extra);
     let mut bench = Program::start(node, BENCH, &args, None);
     bench.expect_success(Duration::from_secs(180));
     let out = bench.stdout();
@@ -584,8 +595,8 @@ fn bench_verify_sweep_prints_a_row_per_size_and_passes() {
             .unwrap_or_default();
         assert_eq!(
             row.len(),
-            7,
-            "row {k} after the header should have 7 columns: {}",
+            8,
+            "row {k} after the header should have 8 columns: {}",
             bench.report()
         );
         assert_eq!(row[0], size, "row {k}'s size: {}", bench.report());
