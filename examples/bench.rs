@@ -20,6 +20,9 @@
 //! counts (and verifies) what others send, printing a row per size as the sender's end
 //! markers arrive.
 //!
+//! `--copy` makes the deliver callback copy each message into a `Vec` (the work of a
+//! client that keeps its messages, which the async path always does).
+//!
 //! `--async` runs the same loop through an [`AsyncHandle`] on a current-thread tokio
 //! runtime: each message is sent with `send(..).await` (which waits out back-pressure
 //! on the timer), then the events that are ready are taken from the stream, owned.
@@ -64,8 +67,12 @@ struct Args {
     #[arg(long)]
     verify: bool,
     /// Send and receive through an `AsyncHandle` (tokio) instead of a blocking `Handle`.
-    #[arg(long = "async", conflicts_with_all = ["zero_copy", "receive_only"])]
+    #[arg(long = "async", conflicts_with_all = ["zero_copy", "receive_only", "copy"])]
     async_: bool,
+    /// Blocking path: copy every delivered message into a `Vec` in the callback (what a
+    /// client that keeps or hands on messages does; the async path always owns them).
+    #[arg(long)]
+    copy: bool,
     /// With --receive-only: stop once this many senders have finished their sweep.
     #[arg(long, default_value_t = 1)]
     senders: usize,
@@ -106,8 +113,16 @@ fn run(args: &Args) -> Result<bool, String> {
 
     let receiver = Arc::new(Receiver::new(args.verify));
     let in_callback = Arc::clone(&receiver);
+    let copy = args.copy;
     let handle = Handle::builder()
-        .on_deliver(move |_cpg, msg| in_callback.deliver(msg.nodeid, msg.pid, msg.data))
+        .on_deliver(move |_cpg, msg| {
+            if copy {
+                let owned: Vec<u8> = std::hint::black_box(msg.data.to_vec());
+                in_callback.deliver(msg.nodeid, msg.pid, &owned)
+            } else {
+                in_callback.deliver(msg.nodeid, msg.pid, msg.data)
+            }
+        })
         .build()
         .map_err(|e| format!("cannot connect to corosync: {e}"))?;
     handle
@@ -133,7 +148,13 @@ fn print_banner(args: &Args, nodeid: u32, pid: u32, group: &GroupName) {
     if !args.sweep.json {
         println!(
             "# bench (safe cpg crate{}): node {nodeid} pid {pid}, group {group}, {}{}{}",
-            if args.async_ { ", AsyncHandle" } else { "" },
+            if args.async_ {
+                ", AsyncHandle"
+            } else if args.copy {
+                ", copying each message"
+            } else {
+                ""
+            },
             if args.receive_only {
                 "receive-only"
             } else {
@@ -264,7 +285,11 @@ fn send_sweep(
     nodeid: u32,
     pid: u32,
 ) -> Result<bool, String> {
-    let implementation = if args.zero_copy { "safe-zcb" } else { "safe" };
+    let implementation = match (args.zero_copy, args.copy) {
+        (true, _) => "safe-zcb",
+        (false, true) => "safe-copy",
+        (false, false) => "safe",
+    };
     let max_size = sizes.iter().copied().max().unwrap_or(0);
     // The message is written either into an ordinary buffer, sent with `send` (libcpg
     // copies it into its IPC channel), or into a zero-copy buffer that libcpg

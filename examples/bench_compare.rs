@@ -1,8 +1,9 @@
 //! The benchmark command: runs `bench` (safe crate, blocking `Handle`), `bench_raw` (raw
-//! `corosync-sys`) and `bench --async` (the tokio `AsyncHandle`) in turn against the
-//! same private corosync, several rounds, and prints per message size the median ratios
-//! safe/raw and async/safe of messages per second and of client CPU time per delivered
-//! message, plus each path's heap allocations per message.
+//! `corosync-sys`), `bench --async` (the tokio `AsyncHandle`) and `bench --copy` (the
+//! blocking path keeping an owned copy of each message, as the async one does) in turn
+//! against the same private corosync, several rounds, and prints per message size the
+//! median ratios safe/raw, async/safe and async/safe-copy of messages per second and
+//! of client CPU time per delivered message, plus heap allocations per message.
 //!
 //! ```text
 //! cargo build --release -p cpg-examples --bins
@@ -65,8 +66,9 @@ struct Args {
     #[arg(long, default_value_t = 0.95)]
     min_async_ratio: f64,
     /// Which implementations to run, comma-separated: safe (`bench`), raw
-    /// (`bench_raw`), async (`bench --async`). A table needs both of its sides.
-    #[arg(long, default_value = "safe,raw,async")]
+    /// (`bench_raw`), async (`bench --async`), safe-copy (`bench --copy`, the blocking
+    /// path owning each message as the async one does). A table needs both sides.
+    #[arg(long, default_value = "safe,raw,async,safe-copy")]
     implementations: String,
     /// Instead of comparing: start a cluster of this many nodes, run `bench --verify`
     /// on node 1 and `bench --receive-only --verify` on every other node, and report
@@ -150,6 +152,7 @@ fn run(args: &Args) -> Result<bool, String> {
             "safe" => ("safe", &safe, &[]),
             "raw" => ("raw", &raw, &[]),
             "async" => ("async", &safe, &["--async"]),
+            "safe-copy" => ("safe-copy", &safe, &["--copy"]),
             other => return Err(format!("--implementations: unknown {other:?}")),
         };
         if implementations.iter().any(|i| i.name == name) {
@@ -450,6 +453,14 @@ fn print_tables(
         Comparison {
             a: "async",
             b: "safe",
+            min_throughput: args.min_async_ratio,
+            max_cpu: None,
+            zero_allocs: false,
+        },
+        // Like for like: both own every message.
+        Comparison {
+            a: "async",
+            b: "safe-copy",
             min_throughput: args.min_async_ratio,
             max_cpu: None,
             zero_allocs: false,

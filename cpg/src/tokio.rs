@@ -74,7 +74,7 @@
 //! # }
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
@@ -103,7 +103,14 @@ pub const EVENTS_PER_POLL: usize = 64;
 
 /// The most dispatches a send runs between two attempts while it waits out
 /// back-pressure.
-const EVENTS_PER_SEND_ATTEMPT: usize = 1024;
+const EVENTS_PER_SEND_ATTEMPT: usize = EVENTS_PER_POLL;
+
+/// The most message bytes a send reads into the queue in one pause (at least one
+/// message is read). Reading keeps the daemon's queue for this client moving; reading
+/// more only moves messages from libcpg into the queue ahead of the stream, and a
+/// queue of many large messages made glibc grow and trim its heap around every pause
+/// (5× the CPU per 1 MB message in `bench --async`).
+const BYTES_PER_SEND_ATTEMPT: usize = 256 << 10;
 
 /// An event of an [`AsyncHandle`], owning its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,10 +171,16 @@ thread_local! {
     /// drain; so a thread-local hand-off needs no lock. (A `Mutex` shared with the
     /// callbacks cost a lock and an unlock, two atomic operations, per event.)
     static MAILBOX: RefCell<VecDeque<Event>> = const { RefCell::new(VecDeque::new()) };
+
+    /// Message bytes posted to the mailbox since the current drain began.
+    static POSTED_BYTES: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Puts an event copied out by a callback into this thread's mailbox.
 fn post(event: Event) {
+    if let Event::Deliver { data, .. } = &event {
+        POSTED_BYTES.set(POSTED_BYTES.get() + data.len());
+    }
     MAILBOX.with_borrow_mut(|mailbox| mailbox.push_back(event));
 }
 
@@ -255,13 +268,21 @@ impl Drop for Collect<'_> {
     }
 }
 
-/// Dispatches one event at a time without waiting, at most `budget` times; the events
-/// go to the end of `ready`, in order.
-fn drain(handle: &Handle, ready: &mut VecDeque<Event>, budget: usize) -> Drained {
+/// Dispatches one event at a time without waiting, at most `max_events` times and
+/// until the messages read total `max_bytes`; the events go to the end of `ready`, in
+/// order.
+fn drain(
+    handle: &Handle,
+    ready: &mut VecDeque<Event>,
+    max_events: usize,
+    max_bytes: usize,
+) -> Drained {
     let _collect = Collect(ready);
-    for _ in 0..budget {
+    POSTED_BYTES.set(0);
+    for _ in 0..max_events {
         match handle.dispatch(DispatchMode::OneNonblocking) {
             Ok(Dispatched::NothingPending) => return Drained::Empty,
+            Ok(Dispatched::Events(_)) if POSTED_BYTES.get() >= max_bytes => break,
             Ok(Dispatched::Events(_)) => {}
             Err(e) => return Drained::Failed(e),
         }
@@ -453,7 +474,7 @@ impl AsyncHandle {
             // dropped before the next is allocated, so the allocator hands the same
             // memory back (a batch of 64 large messages made glibc grow and trim its
             // heap every time).
-            match drain(&self.handle, &mut self.ready, 1) {
+            match drain(&self.handle, &mut self.ready, 1, usize::MAX) {
                 // Only now is it known that the descriptor has nothing more: tokio waits
                 // for the next edge. (An event that arrived after the last dispatch
                 // produced a new edge, which tokio keeps.)
@@ -604,7 +625,12 @@ impl AsyncHandle {
                 }
             };
             let before = ready.len();
-            let drained = drain(handle, ready, EVENTS_PER_SEND_ATTEMPT);
+            let drained = drain(
+                handle,
+                ready,
+                EVENTS_PER_SEND_ATTEMPT,
+                BYTES_PER_SEND_ATTEMPT,
+            );
             let read_some = ready.len() > before;
             match drained {
                 // Nothing pending any more: wait for the next edge (or the timer).
