@@ -319,11 +319,12 @@ fn reactor_error(op: Operation, e: std::io::Error) -> Error {
 /// back-pressure (`CS_ERR_TRY_AGAIN`, `CS_ERR_QUEUE_FULL`) and on interrupted
 /// fragmented sends (`CS_ERR_INTERRUPT`), pausing between attempts on tokio's timer
 /// with exponential back-off ([`Backoff`], bounded: [`set_backoff`](Self::set_backoff)).
-/// While they pause they keep reading this handle's events into the queue, because the
-/// daemon stops taking messages from a client that does not read its own; those events
-/// come out of the stream afterwards, in order. A pause ends early when events have
-/// been read (the daemon's queue is moving), but not before it has yielded to the
-/// runtime once, so a long wait never monopolizes the thread.
+/// While they pause they keep reading this handle's events into the queue (a bounded
+/// amount per pause), because the daemon stops taking messages from a client that
+/// does not read its own; those events come out of the stream afterwards, in order.
+/// A pause ends early when events have been read (the daemon's queue is moving), but
+/// not before it has yielded to the runtime once, so a long wait never monopolizes the
+/// thread.
 ///
 /// **Cancellation:** libcpg sends a message in one synchronous call that either hands
 /// the whole message to the daemon or fails, and the future awaits only while it sleeps
@@ -587,12 +588,13 @@ impl AsyncHandle {
         }
     }
 
-    /// The pause between two attempts of a send, join or leave: reads this handle's
-    /// pending events into the queue (the daemon stops taking messages from a client
-    /// that does not read its own), then waits until `delay` has passed or more events
-    /// have been read, whichever comes first: events arriving mean the daemon's queue
-    /// is moving, so the next attempt may well succeed. Reading stops once the stream
-    /// has ended (nothing may come out of it after `None`); then only the timer runs.
+    /// The pause between two attempts of a send, join or leave: waits until `delay`
+    /// has passed or events have been read, whichever comes first (events arriving
+    /// mean the daemon's queue is moving, so the next attempt may well succeed), and
+    /// returns `Pending` at least once. It reads at most [`EVENTS_PER_SEND_ATTEMPT`]
+    /// events and [`BYTES_PER_SEND_ATTEMPT`] bytes into the queue, enough to keep the
+    /// daemon's queue for this client moving. Reading stops once the stream has ended
+    /// (nothing may come out of it after `None`); then only the timer runs.
     async fn pause(&mut self, delay: std::time::Duration) -> Result<()> {
         let sleep = ::tokio::time::sleep(delay);
         let mut sleep = std::pin::pin!(sleep);
@@ -607,9 +609,14 @@ impl AsyncHandle {
         // so that a send retrying under back-pressure while events keep arriving still
         // lets the runtime run other tasks between attempts.
         let mut yielded = false;
+        // Whether this pause has read events (then it ends once it has yielded).
+        let mut progressed = false;
         // `move`: the closure owns the `&mut` borrows, so the future stays `Send` (a
         // shared borrow of `handle` held across the await would need `Handle: Sync`).
         poll_fn(move |cx| loop {
+            if progressed && yielded {
+                return Poll::Ready(Ok(()));
+            }
             if !matches!(end, End::Open) {
                 return sleep.as_mut().poll(cx).map(Ok);
             }
@@ -642,12 +649,12 @@ impl AsyncHandle {
                 }
             }
             if read_some || matches!(drained, Drained::Budget) {
-                if yielded {
-                    return Poll::Ready(Ok(()));
+                progressed = true;
+                if !yielded {
+                    yielded = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
-                yielded = true;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
             }
         })
         .await
