@@ -247,6 +247,10 @@ pub struct Options {
 /// (closures). It dereferences to [`Connection`] for join, leave, send and queries.
 /// Events are delivered to the callbacks by [`dispatch`](Handle::dispatch) on the
 /// calling thread; the file descriptor ([`AsFd`]) becomes readable when events wait.
+/// Dispatch also in a handle that mostly sends: its own messages come back to it, and
+/// the daemon keeps every event a client has not read in its own memory, without limit
+/// (it never refuses a send for that; see
+/// [`send_with_retry`](Handle::send_with_retry)).
 ///
 /// Dropping the handle finalizes the connection (the other members see this process
 /// leave every group it joined) and then frees the callbacks; [`close`](Handle::close)
@@ -472,8 +476,10 @@ impl Handle {
 
     /// Sends like [`Connection::send`], retrying on back-pressure with `backoff`
     /// between attempts, and delivering events to this handle's callbacks while it
-    /// waits: the daemon stops taking messages from a client that does not read its
-    /// own, so a sender that never dispatched could wait forever.
+    /// waits. (The daemon does not refuse sends from a client that reads nothing, but
+    /// it keeps every unread event in its own memory, without limit: measured with
+    /// corosync 3.1.7, 300,000 sends of 1 KiB without a dispatch grew it by 370 MB. A
+    /// sender must dispatch, and its pauses are a good time to.)
     ///
     /// A pause waits for events for up to the back-off's current delay and ends as soon
     /// as some arrive (the daemon's queue is then moving); those are delivered, at most
