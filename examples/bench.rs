@@ -28,7 +28,8 @@
 //! on the timer), then the events that are ready are taken from the stream, owned.
 //!
 //! `bench_raw` is the same loop written directly against `corosync-sys`; the
-//! `bench_compare` program runs all three and compares.
+//! `bench_compare` program runs it, this one, `--async` and `--copy` in turn and
+//! compares.
 
 #[path = "bench_common.rs"]
 #[allow(dead_code)]

@@ -8,7 +8,7 @@
 //! It does exactly what `bench` does per message (fill the header, `cpg_mcast_joined`,
 //! `cpg_dispatch(CS_DISPATCH_ALL)`; on `CS_ERR_TRY_AGAIN` wait up to 1 ms on the
 //! descriptor and dispatch), and counts deliveries in the same [`common::Receiver`],
-//! reached through libcpg's context pointer. `bench_compare` runs the two alternately.
+//! reached through libcpg's context pointer. `bench_compare` runs them in turn.
 
 #[path = "bench_common.rs"]
 #[allow(dead_code)]
