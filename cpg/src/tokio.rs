@@ -44,12 +44,13 @@
 //!
 //! Every event is copied out of libcpg's buffer into an owned [`Event`] (one
 //! allocation per message), and every event costs one `cpg_dispatch` call (which takes
-//! libcpg's handle lock) instead of sharing one with its neighbours. Where the client
-//! also sends, as in `bench --async`, this is a few percent of the cost of a message;
-//! for a receive-only client that must keep up with a fast sender,
-//! `examples/async_bench.rs` measures it against a blocking [`Handle`] whose callback
-//! borrows the data (README, "Async"). For the last few percent, use [`Handle`] with
-//! callbacks on a dedicated thread.
+//! libcpg's handle lock) instead of sharing one with its neighbours, and the runtime
+//! adds its own (reactor wake-ups). Where the client also sends, as in `bench
+//! --async`, all this makes 6–18 % more client CPU per message than a blocking client
+//! that copies its messages too (README, "Async"); a receive-only client pays about
+//! 0.1–0.25 µs more per message (`examples/async_bench.rs`). Where that matters, or
+//! where messages should not be copied at all, use [`Handle`] with callbacks on a
+//! dedicated thread.
 //!
 //! Messages of hundreds of kilobytes and more cost extra CPU (not throughput) under
 //! glibc's allocator: a send that waits out back-pressure queues the events it reads
