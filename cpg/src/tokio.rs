@@ -614,9 +614,11 @@ impl AsyncHandle {
     /// has passed or events have been read, whichever comes first (events arriving
     /// mean the daemon's queue is moving, so the next attempt may well succeed), and
     /// returns `Pending` at least once. It reads at most [`EVENTS_PER_SEND_ATTEMPT`]
-    /// events and [`BYTES_PER_SEND_ATTEMPT`] bytes into the queue, enough to keep the
-    /// daemon's queue for this client moving. Reading stops once the stream has ended
-    /// (nothing may come out of it after `None`); then only the timer runs.
+    /// events and [`BYTES_PER_SEND_ATTEMPT`] bytes into the queue, so that what the
+    /// daemon holds for this client stays small (it would not push back, see
+    /// [Reading](Self#reading)) while this process's queue grows by a bounded amount
+    /// per attempt. Reading stops once the stream has ended (nothing may come out of it
+    /// after `None`); then only the timer runs.
     async fn pause(&mut self, delay: std::time::Duration) -> Result<()> {
         let sleep = ::tokio::time::sleep(delay);
         let mut sleep = std::pin::pin!(sleep);
