@@ -249,8 +249,7 @@ pub struct Options {
 /// calling thread; the file descriptor ([`AsFd`]) becomes readable when events wait.
 /// Dispatch also in a handle that mostly sends: its own messages come back to it, and
 /// the daemon keeps every event a client has not read in its own memory, without limit
-/// (it never refuses a send for that; see
-/// [`send_with_retry`](Handle::send_with_retry)).
+/// (it never refuses a send for that).
 ///
 /// Dropping the handle finalizes the connection (the other members see this process
 /// leave every group it joined) and then frees the callbacks; [`close`](Handle::close)
@@ -476,10 +475,9 @@ impl Handle {
 
     /// Sends like [`Connection::send`], retrying on back-pressure with `backoff`
     /// between attempts, and delivering events to this handle's callbacks while it
-    /// waits. (The daemon does not refuse sends from a client that reads nothing, but
-    /// it keeps every unread event in its own memory, without limit: measured with
-    /// corosync 3.1.7, 300,000 sends of 1 KiB without a dispatch grew it by 370 MB. A
-    /// sender must dispatch, and its pauses are a good time to.)
+    /// waits: a sender must dispatch anyway (see [`Handle`]; measured with corosync
+    /// 3.1.7, 300,000 sends of 1 KiB without a dispatch were all accepted and grew the
+    /// daemon by 370 MB), and its pauses are a good time to.
     ///
     /// A pause waits for events for up to the back-off's current delay and ends as soon
     /// as some arrive (the daemon's queue is then moving); those are delivered, at most

@@ -119,10 +119,10 @@ pub const EVENTS_PER_POLL: usize = 64;
 const EVENTS_PER_SEND_ATTEMPT: usize = EVENTS_PER_POLL;
 
 /// The most message bytes a send reads into the queue in one pause (at least one
-/// message is read). Reading keeps the daemon's queue for this client moving; reading
-/// more only moves messages from libcpg into the queue ahead of the stream, and a
-/// queue of many large messages made glibc grow and trim its heap around every pause
-/// (5× the CPU per 1 MB message in `bench --async` with a cap of 1,024 events).
+/// message is read). Reading keeps what the daemon holds for this client small;
+/// reading more only moves messages from libcpg into the queue ahead of the stream,
+/// and a queue of many large messages made glibc grow and trim its heap around every
+/// pause (5× the CPU per 1 MB message in `bench --async` with a cap of 1,024 events).
 const BYTES_PER_SEND_ATTEMPT: usize = 256 << 10;
 
 /// An event of an [`AsyncHandle`], owning its data.
