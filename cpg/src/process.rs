@@ -1,0 +1,143 @@
+//! libcpg's process-global state, which every handle shares whatever thread owns it:
+//! libqb's handle tables, the process umask, and the process itself across `fork`.
+//!
+//! - **Handle tables.** libqb's handle databases (behind `cpg_initialize`,
+//!   `cpg_finalize`, `cpg_iteration_initialize`, `cpg_iteration_finalize` and the
+//!   zero-copy calls) are not safe for concurrent creation and destruction, even of
+//!   *different* handles: four threads iterating on their own handles failed with
+//!   `CS_ERR_BAD_HANDLE` within seconds and crashed in `cpg_finalize` under
+//!   `MALLOC_PERTURB_`. Every call that creates or destroys a table entry runs under
+//!   [`library_lock`]. The hot path (send, dispatch) only looks entries up and never
+//!   takes it.
+//! - **umask.** `cpg_zcb_alloc` sets the process umask to 077 around `mkstemp` and
+//!   restores it; two concurrent calls can leave it at 077. The allocation runs under
+//!   [`library_lock`] too. For the few microseconds of one allocation the umask is
+//!   still 077 for the whole process: a file another thread creates right then gets
+//!   mode 0600 (or less). That window belongs to libcpg and cannot be closed here.
+//! - **fork.** A handle copied into a child by `fork` shares the parent's connection to
+//!   the daemon (the same sockets and shared memory) and libcpg's bookkeeping of the
+//!   parent's pid. Using it from the child would corrupt the parent's session, so a
+//!   `pthread_atfork` child handler bumps [`generation`], and every call on a handle
+//!   made in another generation fails with [`Error::Forked`](crate::Error::Forked)
+//!   without reaching C; dropping it in the child releases only Rust's memory.
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, Once};
+
+/// Serializes the libcpg calls that create or destroy entries in libqb's
+/// process-global handle tables (see the module docs).
+static LIBRARY_LOCK: Mutex<()> = Mutex::new(());
+
+/// Takes the handle-table lock. Never held while callbacks run, and no call made under
+/// it calls back into Rust, so it cannot be taken twice by one thread.
+pub(crate) fn library_lock() -> MutexGuard<'static, ()> {
+    // A panic while holding it can only come from Rust code between C calls, which
+    // leaves nothing half-done in C: the data behind the lock is `()`.
+    LIBRARY_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Incremented in every child of `fork` (by the handler registered in
+/// [`generation`]).
+static GENERATION: AtomicU32 = AtomicU32::new(0);
+
+static REGISTER_ATFORK: Once = Once::new();
+
+extern "C" fn in_child_after_fork() {
+    // Async-signal-safe: one atomic add.
+    GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The current fork generation: the value a new handle records. Registers the
+/// `pthread_atfork` child handler on first use (before any handle exists, so no child
+/// can be forked with a handle but without the handler).
+pub(crate) fn generation() -> u32 {
+    REGISTER_ATFORK.call_once(|| {
+        // SAFETY: registers a child handler that only does an atomic add; no prepare
+        // or parent handler. The function is `extern "C"` and lives for the program.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(in_child_after_fork)) };
+        // Fails only with ENOMEM; then fork detection is unavailable, which the first
+        // handle cannot tolerate silently.
+        assert_eq!(rc, 0, "pthread_atfork failed: {rc}");
+    });
+    GENERATION.load(Ordering::Relaxed)
+}
+
+/// Whether the process has forked since a handle recorded `created`.
+#[inline]
+pub(crate) fn forked_since(created: u32) -> bool {
+    GENERATION.load(Ordering::Relaxed) != created
+}
+
+/// The most zero-copy buffers this process keeps alive at once.
+///
+/// Each live buffer is a shared-memory file mapped in this process *and* in the
+/// daemon. corosync 3.1.7 aborts on an assertion when it cannot map another one: at
+/// about 65,400 buffers (the kernel's `vm.max_map_count`, 65,530 by default, counts
+/// the daemon's other mappings too) one client takes the node's whole cluster stack
+/// down. 1,024 per process leaves that limit to many processes at once, and is far
+/// more than a sender needs in flight (a buffer can be reused after its send).
+pub const MAX_LIVE_BUFFERS: usize = 1024;
+
+static LIVE_BUFFERS: AtomicUsize = AtomicUsize::new(0);
+
+/// A reservation of one of the [`MAX_LIVE_BUFFERS`] slots, released on drop.
+#[derive(Debug)]
+pub(crate) struct BufferSlot(());
+
+impl BufferSlot {
+    /// Reserves a slot, or `None` when [`MAX_LIVE_BUFFERS`] are alive.
+    pub(crate) fn reserve() -> Option<BufferSlot> {
+        LIVE_BUFFERS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_LIVE_BUFFERS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| BufferSlot(()))
+    }
+}
+
+impl Drop for BufferSlot {
+    fn drop(&mut self) {
+        LIVE_BUFFERS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_slots_stop_at_the_cap_and_come_back() {
+        // Other unit tests do not reserve slots, so this test owns the counter.
+        let slots: Vec<_> = std::iter::from_fn(BufferSlot::reserve)
+            .take(MAX_LIVE_BUFFERS + 5)
+            .collect();
+        assert_eq!(slots.len(), MAX_LIVE_BUFFERS);
+        assert!(BufferSlot::reserve().is_none());
+        drop(slots);
+        assert!(BufferSlot::reserve().is_some());
+    }
+
+    #[test]
+    fn a_child_of_fork_is_another_generation() {
+        let created = generation();
+        assert!(!forked_since(created));
+        // SAFETY: the child only reads an atomic and calls `_exit`, both
+        // async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let code = if forked_since(created) { 0 } else { 1 };
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked; valid out pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{status}"
+        );
+        assert!(!forked_since(created), "the parent stays in its generation");
+    }
+}
