@@ -9,7 +9,7 @@
 //! stores the payload, and stops delivering; `dispatch` re-raises it once C returns.
 
 use std::any::Any;
-use std::cell::{Cell, UnsafeCell};
+use std::cell::{Cell, OnceCell, UnsafeCell};
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
@@ -83,6 +83,14 @@ pub(crate) struct Header {
     pub(crate) poisoned: Cell<bool>,
     /// The handle left its group: corosync never answers a later join on it.
     pub(crate) left: Cell<bool>,
+    /// The group the handle joined (set once: a connection holds one group).
+    pub(crate) joined: OnceCell<GroupName>,
+    /// A call reported `CS_ERR_LIBRARY`: the daemon is gone and the handle is dead.
+    pub(crate) lost: Cell<bool>,
+    /// The connection's descriptor (libcpg's, -1 until known).
+    pub(crate) fd: Cell<std::os::fd::RawFd>,
+    /// The fork generation the handle was made in ([`crate::process::generation`]).
+    pub(crate) generation: u32,
 }
 
 /// The allocation behind libcpg's context pointer. `repr(C)` so that a pointer to the
@@ -102,6 +110,10 @@ impl<C: Callbacks> State<C> {
                 panic: Cell::new(None),
                 poisoned: Cell::new(false),
                 left: Cell::new(false),
+                joined: OnceCell::new(),
+                lost: Cell::new(false),
+                fd: Cell::new(-1),
+                generation: crate::process::generation(),
             },
             callbacks: UnsafeCell::new(callbacks),
         })

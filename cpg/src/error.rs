@@ -6,6 +6,8 @@ use std::fmt;
 
 use corosync_sys as sys;
 
+use crate::name::GroupName;
+
 /// A `Result` whose error is this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -57,6 +59,8 @@ pub enum Operation {
     /// Waiting for the handle's descriptor to become readable in an async runtime
     /// (tokio's reactor, `epoll_wait`).
     Wait,
+    /// Reading the daemon connection's peer credentials (`getsockopt(SO_PEERCRED)`).
+    PeerCredentials,
 }
 
 impl Operation {
@@ -83,6 +87,7 @@ impl Operation {
             Operation::Poll => "poll",
             Operation::Register => "epoll_ctl",
             Operation::Wait => "epoll_wait",
+            Operation::PeerCredentials => "getsockopt(SO_PEERCRED)",
         }
     }
 }
@@ -218,7 +223,6 @@ impl CsError {
             CsError::Library => "no connection to the corosync daemon (not running, or lost)",
             CsError::TryAgain => "back-pressure or nothing pending; try again later",
             CsError::QueueFull => "back-pressure; try again later",
-            CsError::Access => "the daemon refused this user (see uidgid in corosync.conf)",
             CsError::Exist => "already exists (already joined?)",
             CsError::NotExist => "does not exist (not joined?)",
             CsError::Interrupt => "interrupted by a membership change; send again",
@@ -241,6 +245,15 @@ impl fmt::Display for CsError {
         }
         if let CsError::Unknown(code) = self {
             write!(f, " code {code}")?;
+        }
+        if *self == CsError::Access {
+            // SAFETY: geteuid cannot fail and has no preconditions.
+            let uid = unsafe { libc::geteuid() };
+            return write!(
+                f,
+                ": the daemon refused this user (uid {uid}); allow it in corosync.conf \
+                 with `uidgid {{ uid: {uid} }}` (or a gid), or run as root"
+            );
         }
         if let Some(hint) = self.hint() {
             write!(f, ": {hint}")?;
@@ -297,6 +310,70 @@ pub enum Error {
     /// would block forever), so it is refused; make a new handle to join again.
     #[error("this handle has left its group and cannot join again; make a new handle")]
     JoinAfterLeave,
+    /// An empty group name. corosync (3.1.7) never removes a member of the empty-named
+    /// group when its connection closes, so it would stay listed for good.
+    #[error("group names must not be empty")]
+    EmptyName,
+    /// A send or leave on a handle that has not joined a group, or has left it.
+    /// corosync answers such a send with success and drops the message.
+    #[error("this handle is not in a group (it has not joined, or has left)")]
+    NotJoined,
+    /// A leave that names another group than the one this handle joined. corosync
+    /// (3.1.7) would answer it with success and keep this process in the joined group
+    /// for good.
+    #[error("this handle is in group {joined}, not in the group it was asked to leave")]
+    NotJoinedTo {
+        /// The group the handle is in.
+        joined: Box<GroupName>,
+    },
+    /// The current thread has too little stack left for the call: libcpg's frames
+    /// (1 MiB for `cpg_dispatch`) have no stack probes and would write past the guard
+    /// page into other memory. See [`DISPATCH_STACK`](crate::DISPATCH_STACK).
+    #[error(
+        "{op} needs {needed} bytes of stack but this thread has {available} left; \
+         run it on a thread with a larger stack (std::thread::Builder::stack_size)"
+    )]
+    StackTooSmall {
+        /// The call that was refused.
+        op: Operation,
+        /// The stack it needs left, in bytes.
+        needed: usize,
+        /// The stack the thread had left, in bytes.
+        available: usize,
+    },
+    /// [`MAX_LIVE_BUFFERS`](crate::MAX_LIVE_BUFFERS) zero-copy buffers are alive in this
+    /// process; drop one first.
+    #[error(
+        "{max} zero-copy buffers are alive in this process, the most allowed \
+         (each is a mapping in the daemon too); drop one first"
+    )]
+    TooManyLiveBuffers {
+        /// The limit.
+        max: usize,
+    },
+    /// The handle was made before this process forked: it shares the parent's
+    /// connection and must not be used (or finalized) in the child. Make a new handle
+    /// in the child.
+    #[error("this handle belongs to the parent process (it was made before fork); make a new one")]
+    Forked,
+    /// The process at the other end of the daemon connection does not run as the
+    /// expected user, so it may not be corosync (any local process can bind corosync's
+    /// socket name before corosync starts). See [`Options::daemon_uid`](crate::Options::daemon_uid).
+    #[error(
+        "the daemon connection's peer (pid {pid}) runs as uid {uid}, not the expected \
+         uid {expected}: it may not be corosync"
+    )]
+    UntrustedDaemon {
+        /// The peer's process id (`SO_PEERCRED`).
+        pid: u32,
+        /// The peer's user id.
+        uid: u32,
+        /// The user id the options expected.
+        expected: u32,
+    },
+    /// An argument that cannot be served, such as `dispatch_at_most(0)`.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
     /// A callback panicked earlier; the handle stopped delivering and may have
     /// discarded events, so it must be replaced by a new one.
     #[error("a callback of this handle panicked; create a new handle")]

@@ -8,7 +8,6 @@ use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::panic::resume_unwind;
 use std::ptr::NonNull;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use corosync_sys as sys;
@@ -16,7 +15,7 @@ use corosync_sys as sys;
 use crate::callbacks::{
     Callbacks, Closures, DispatchScope, Header, OnConfchg, OnDeliver, OnTotemConfchg, State, Unset,
 };
-use crate::error::{Error, Operation, OsError, Result};
+use crate::error::{CsError, Error, Operation, OsError, Result};
 use crate::name::GroupName;
 use crate::retry::Backoff;
 use crate::types::{
@@ -32,11 +31,6 @@ pub const MAX_SEND_BUFFERS: usize = 63;
 
 /// The most events [`Handle::send_with_retry`] delivers in one pause.
 const EVENTS_PER_RETRY_PAUSE: usize = 1024;
-
-/// `cpg_initialize` is not safe to call concurrently (several threads initializing at
-/// once get `CS_ERR_LIBRARY`), so initialization is serialized. Only initialization:
-/// callbacks and every other call run without it.
-static INIT_LOCK: Mutex<()> = Mutex::new(());
 
 /// The operations on a live libcpg connection: join, leave, send, membership, node id.
 ///
@@ -79,10 +73,48 @@ impl Connection {
         self.raw
     }
 
-    fn header(&self) -> &Header {
+    pub(crate) fn header(&self) -> &Header {
         // SAFETY: the header belongs to the handle this connection is part of (or is
         // dispatching), which outlives every borrow of the connection.
         unsafe { self.header.as_ref() }
+    }
+
+    /// Fails before C is called when the handle cannot be used: it was made before
+    /// this process forked ([`Error::Forked`]), or an earlier call found the daemon
+    /// gone (the same `CS_ERR_LIBRARY` error again, without another round trip, and
+    /// without creating resources that nobody would clean up). Two loads.
+    #[inline]
+    pub(crate) fn usable(&self, op: Operation) -> Result<()> {
+        let header = self.header();
+        if crate::process::forked_since(header.generation) {
+            return Err(Error::Forked);
+        }
+        if header.lost.get() {
+            return Err(Error::Cs {
+                op,
+                code: CsError::Library,
+            });
+        }
+        Ok(())
+    }
+
+    /// Converts a libcpg result, remembering a lost daemon (see [`usable`](Self::usable)).
+    #[inline]
+    pub(crate) fn check(&self, op: Operation, rc: sys::cs_error_t) -> Result<()> {
+        if rc == sys::CS_OK {
+            return Ok(());
+        }
+        self.failed(op, rc)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn failed(&self, op: Operation, rc: sys::cs_error_t) -> Result<()> {
+        let err = Error::check(op, rc);
+        if rc == sys::CS_ERR_LIBRARY {
+            self.header().lost.set(true);
+        }
+        err
     }
 
     /// Joins `group`: this process becomes a member, receives its messages and
@@ -101,31 +133,83 @@ impl Connection {
     ///
     /// [`CsError::TryAgain`](crate::CsError::TryAgain) means back-pressure.
     pub fn join(&self, group: &GroupName) -> Result<()> {
-        if self.header().left.get() {
+        self.usable(Operation::Join)?;
+        let header = self.header();
+        if header.left.get() {
             return Err(Error::JoinAfterLeave);
+        }
+        if group.is_empty() {
+            // Only reachable through names made from raw parts: see GroupName::new.
+            return Err(Error::EmptyName);
         }
         // SAFETY: `raw` is live (owned handle or inside its dispatch); libcpg only reads
         // the name struct, which outlives the call.
         let rc = unsafe { sys::cpg_join(self.raw, group.as_raw()) };
-        Error::check(Operation::Join, rc)
-    }
-
-    /// Leaves `group`. The other members see this process leave with
-    /// [`Reason::Leave`](crate::Reason::Leave). The handle cannot join again (see
-    /// [`join`](Self::join)).
-    pub fn leave(&self, group: &GroupName) -> Result<()> {
-        // SAFETY: as in `join`.
-        let rc = unsafe { sys::cpg_leave(self.raw, group.as_raw()) };
-        Error::check(Operation::Leave, rc)?;
-        self.header().left.set(true);
+        self.check(Operation::Join, rc)?;
+        // The first successful join names the handle's group for good: the daemon
+        // refuses a second one (EXIST) and a join after leave is refused above.
+        let _ = header.joined.set(*group);
         Ok(())
     }
 
-    /// Sends `message` to every group this handle joined, in agreed order.
+    /// Leaves the group this handle joined. The other members see this process leave
+    /// with [`Reason::Leave`](crate::Reason::Leave). The handle cannot join again (see
+    /// [`join`](Self::join)).
+    ///
+    /// `group` must be the joined group: corosync (3.1.7) answers a leave of any other
+    /// name with success, changes the connection's state anyway, and then keeps the
+    /// process listed in the joined group for good (even after it exits). So a leave
+    /// of another name fails with [`Error::NotJoinedTo`], and a leave before any join
+    /// or after a leave with [`Error::NotJoined`], before C is called.
+    pub fn leave(&self, group: &GroupName) -> Result<()> {
+        self.usable(Operation::Leave)?;
+        let header = self.header();
+        let joined = match header.joined.get() {
+            Some(joined) if !header.left.get() => joined,
+            _ => return Err(Error::NotJoined),
+        };
+        if joined != group {
+            return Err(Error::NotJoinedTo {
+                joined: Box::new(*joined),
+            });
+        }
+        // SAFETY: as in `join`.
+        let rc = unsafe { sys::cpg_leave(self.raw, group.as_raw()) };
+        self.check(Operation::Leave, rc)?;
+        header.left.set(true);
+        Ok(())
+    }
+
+    /// The connection's descriptor, once known.
+    pub(crate) fn descriptor(&self) -> Option<RawFd> {
+        Some(self.header().fd.get()).filter(|fd| *fd >= 0)
+    }
+
+    /// The group this handle joined, until it leaves.
+    pub fn joined_group(&self) -> Option<&GroupName> {
+        let header = self.header();
+        header.joined.get().filter(|_| !header.left.get())
+    }
+
+    /// Fails with [`Error::NotJoined`] unless the handle is in a group: corosync
+    /// (3.1.7) answers a send from a connection that never joined, or has left, with
+    /// success and drops the message.
+    #[inline]
+    pub(crate) fn sendable(&self, op: Operation) -> Result<()> {
+        self.usable(op)?;
+        let header = self.header();
+        if header.joined.get().is_none() || header.left.get() {
+            return Err(Error::NotJoined);
+        }
+        Ok(())
+    }
+
+    /// Sends `message` to the group this handle joined, in agreed order.
     ///
     /// Messages above [`max_message_size`](Self::max_message_size) are fragmented by
     /// libcpg (it may block while doing so). Back-pressure shows as a retryable error
-    /// ([`Error::is_retryable`]); see [`Handle::send_with_retry`].
+    /// ([`Error::is_retryable`]); see [`Handle::send_with_retry`]. A handle that has not
+    /// joined (or has left) gets [`Error::NotJoined`].
     #[inline]
     pub fn send(&self, message: &[u8]) -> Result<()> {
         self.send_with(Guarantee::Agreed, &[IoSlice::new(message)])
@@ -142,6 +226,7 @@ impl Connection {
     /// Sends with an explicit delivery [`Guarantee`].
     #[inline]
     pub fn send_with(&self, guarantee: Guarantee, buffers: &[IoSlice<'_>]) -> Result<()> {
+        self.sendable(Operation::Send)?;
         if buffers.len() > MAX_SEND_BUFFERS {
             return Err(Error::TooManyBuffers {
                 count: buffers.len(),
@@ -167,18 +252,25 @@ impl Connection {
                 buffers.len() as std::ffi::c_uint,
             )
         };
-        Error::check(Operation::Send, rc)
+        self.check(Operation::Send, rc)
     }
 
     /// The current members of `group`, as this node's daemon sees them.
     pub fn members(&self, group: &GroupName) -> Result<Vec<Member>> {
-        const MAX: usize = sys::CPG_MEMBERS_MAX as usize;
-        // libcpg may write CPG_MEMBERS_MAX entries whatever count is passed in, so the
-        // buffer always has room for all of them.
-        let mut list = [sys::cpg_address::default(); MAX];
-        let mut count: std::ffi::c_int = MAX as std::ffi::c_int;
-        // SAFETY: `list` has CPG_MEMBERS_MAX entries; libcpg only reads the group name
-        // (the pointer is not const in the C prototype, but it is never written).
+        self.usable(Operation::Membership)?;
+        crate::stack::ensure(Operation::Membership, crate::stack::CALL_STACK)?;
+        // libcpg copies as many entries as the daemon's answer counts, whatever count
+        // is passed in: the answer has room for PROCESSOR_COUNT_MAX (384) entries, so
+        // that is the most libcpg can write without first reading past its own
+        // buffer; the daemon itself keeps groups to CPG_MEMBERS_MAX (128). So the
+        // buffer has room for 384 (a daemon that claims more makes libcpg read out of
+        // bounds before anything here can check).
+        const ROOM: usize = 384;
+        let mut list = vec![sys::cpg_address::default(); ROOM];
+        let mut count: std::ffi::c_int = ROOM as std::ffi::c_int;
+        // SAFETY: `list` has room for the most entries libcpg can copy (above); libcpg
+        // only reads the group name (the pointer is not const in the C prototype, but
+        // it is never written).
         let rc = unsafe {
             sys::cpg_membership_get(
                 self.raw,
@@ -187,8 +279,8 @@ impl Connection {
                 &mut count,
             )
         };
-        Error::check(Operation::Membership, rc)?;
-        let count = usize::try_from(count).unwrap_or(0).min(MAX);
+        self.check(Operation::Membership, rc)?;
+        let count = usize::try_from(count).unwrap_or(0).min(ROOM);
         Ok(list[..count]
             .iter()
             .map(|a| Member {
@@ -200,30 +292,33 @@ impl Connection {
 
     /// The node id of the local node.
     pub fn local_node_id(&self) -> Result<u32> {
+        self.usable(Operation::LocalNodeId)?;
         let mut nodeid: std::ffi::c_uint = 0;
         // SAFETY: valid handle and out pointer.
         let rc = unsafe { sys::cpg_local_get(self.raw, &mut nodeid) };
-        Error::check(Operation::LocalNodeId, rc)?;
+        self.check(Operation::LocalNodeId, rc)?;
         Ok(nodeid)
     }
 
     /// The largest message libcpg sends in one piece (about 1 MiB). Larger messages
     /// sent with [`send`](Self::send) are fragmented; zero-copy sends cannot exceed it.
     pub fn max_message_size(&self) -> Result<u32> {
+        self.usable(Operation::MaxMessageSize)?;
         let mut size: u32 = 0;
         // SAFETY: valid handle and out pointer.
         let rc = unsafe { sys::cpg_max_atomic_msgsize_get(self.raw, &mut size) };
-        Error::check(Operation::MaxMessageSize, rc)?;
+        self.check(Operation::MaxMessageSize, rc)?;
         Ok(size)
     }
 
     /// The flow-control state. libcpg always answers [`FlowControl::Disabled`] (the call
     /// is a stub); real back-pressure shows as a retryable error from a send.
     pub fn flow_control_state(&self) -> Result<FlowControl> {
+        self.usable(Operation::FlowControlState)?;
         let mut state: sys::cpg_flow_control_state_t = sys::CPG_FLOW_CONTROL_DISABLED;
         // SAFETY: valid handle and out pointer.
         let rc = unsafe { sys::cpg_flow_control_state_get(self.raw, &mut state) };
-        Error::check(Operation::FlowControlState, rc)?;
+        self.check(Operation::FlowControlState, rc)?;
         Ok(if state == sys::CPG_FLOW_CONTROL_ENABLED {
             FlowControl::Enabled
         } else {
@@ -232,13 +327,49 @@ impl Connection {
     }
 }
 
-/// Options for a new [`Handle`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Options for a new [`Handle`] (or [`AsyncHandle`](crate::AsyncHandle)).
+///
+/// ```
+/// let options = cpg::Options::default().initial_totem_conf(true).daemon_uid(Some(0));
+/// assert!(options.initial_totem_conf);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Options {
     /// Deliver the current totem membership (ring id and nodes) right after join, not
-    /// only when it changes (`CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF`).
+    /// only when it changes (`CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF`). Default: off.
     pub initial_totem_conf: bool,
+    /// The user id the daemon must run as, checked on the connection's socket
+    /// (`SO_PEERCRED`) right after connecting; `None` skips the check. Default:
+    /// `Some(0)` (root, as corosync runs).
+    ///
+    /// corosync's IPC socket is an abstract Unix socket: any local process can bind
+    /// its name before corosync starts and then impersonate it. A connection whose
+    /// peer runs as another user fails with [`Error::UntrustedDaemon`].
+    pub daemon_uid: Option<u32>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            initial_totem_conf: false,
+            daemon_uid: Some(0),
+        }
+    }
+}
+
+impl Options {
+    /// Sets [`initial_totem_conf`](Self#structfield.initial_totem_conf).
+    pub fn initial_totem_conf(mut self, yes: bool) -> Self {
+        self.initial_totem_conf = yes;
+        self
+    }
+
+    /// Sets [`daemon_uid`](Self#structfield.daemon_uid).
+    pub fn daemon_uid(mut self, uid: Option<u32>) -> Self {
+        self.daemon_uid = uid;
+        self
+    }
 }
 
 /// A connection to the local corosync daemon, with its callbacks.
@@ -306,6 +437,8 @@ impl Handle {
 
     /// Connects with these callbacks and options.
     pub fn with_options<C: Callbacks>(callbacks: C, options: Options) -> Result<Handle> {
+        // libqb's connect has 12 KiB frames (no stack probes).
+        crate::stack::ensure(Operation::Initialize, crate::stack::CALL_STACK)?;
         let flags = if options.initial_totem_conf {
             sys::CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF
         } else {
@@ -315,10 +448,13 @@ impl Handle {
         let state = Box::into_raw(State::new(callbacks));
         let mut raw: sys::cpg_handle_t = 0;
         let rc = {
-            let _serialized = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            // Concurrent initializations fail (CS_ERR_LIBRARY) and corrupt libqb's
+            // handle table: see `process`.
+            let _serialized = crate::process::library_lock();
             // SAFETY: valid out pointer; the model data is a cpg_model_v1_data_t whose
             // first field is the model, as libcpg expects for CPG_MODEL_V1, and libcpg
-            // copies it; the context is our state, freed only after cpg_finalize.
+            // copies it; the context is our state, freed only after cpg_finalize. The
+            // handle-table lock is held and the stack has room (checked above).
             unsafe {
                 sys::cpg_model_initialize(
                     &mut raw,
@@ -347,7 +483,48 @@ impl Handle {
         // On error, dropping `handle` finalizes and frees.
         Error::check(Operation::FdGet, rc)?;
         handle.fd = fd;
+        handle.header().fd.set(fd);
+        if let Some(expected) = options.daemon_uid {
+            handle.check_peer(expected)?;
+        }
         Ok(handle)
+    }
+
+    /// Fails with [`Error::UntrustedDaemon`] unless the process at the other end of the
+    /// connection runs as `expected`.
+    fn check_peer(&self, expected: u32) -> Result<()> {
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: u32::MAX,
+            gid: u32::MAX,
+        };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: `fd` is libcpg's open socket to the daemon (open until finalize);
+        // `cred` and `len` are valid out pointers of the size passed.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            return Err(Error::Os {
+                op: Operation::PeerCredentials,
+                source: OsError(errno),
+            });
+        }
+        if cred.uid != expected {
+            return Err(Error::UntrustedDaemon {
+                pid: cred.pid as u32,
+                uid: cred.uid,
+                expected,
+            });
+        }
+        Ok(())
     }
 
     fn header(&self) -> &Header {
@@ -387,6 +564,9 @@ impl Handle {
         if header.poisoned.get() {
             return Err(Error::Poisoned);
         }
+        self.conn.usable(Operation::Dispatch)?;
+        // cpg_dispatch's 1 MiB frame has no stack probe: see `stack`.
+        crate::stack::ensure(Operation::Dispatch, crate::stack::DISPATCH_STACK)?;
         if header.dispatching.replace(true) {
             return Err(Error::ReentrantDispatch);
         }
@@ -395,6 +575,7 @@ impl Handle {
         // SAFETY: the handle is live; the trampolines find their state through the
         // dispatch scope (or the context pointer), and the state outlives this call (it
         // is freed after finalize, which needs the handle by value).
+        // The stack has room for its frame (checked above).
         let rc = unsafe { sys::cpg_dispatch(self.conn.raw, mode.to_raw()) };
         drop(scope);
         header.dispatching.set(false);
@@ -408,7 +589,10 @@ impl Handle {
             sys::CS_ERR_TRY_AGAIN if mode == DispatchMode::OneNonblocking => {
                 Ok(Dispatched::NothingPending)
             }
-            rc => Error::check(Operation::Dispatch, rc).map(|()| Dispatched::Events(ran)),
+            rc => self
+                .conn
+                .check(Operation::Dispatch, rc)
+                .map(|()| Dispatched::Events(ran)),
         }
     }
 
@@ -416,7 +600,14 @@ impl Handle {
     /// ([`DispatchMode::OneNonblocking`]), stopping when nothing is pending or after
     /// `max_events` events: the bounded form of [`DispatchMode::All`] for event loops
     /// that must not spend unbounded time on one busy handle.
+    ///
+    /// `max_events` must be at least 1 ([`Error::InvalidArgument`] otherwise).
     pub fn dispatch_at_most(&self, max_events: usize) -> Result<Dispatched> {
+        if max_events == 0 {
+            return Err(Error::InvalidArgument(
+                "dispatch_at_most needs max_events of at least 1",
+            ));
+        }
         let mut callbacks = 0;
         for read in 0..max_events {
             match self.dispatch_raw(DispatchMode::OneNonblocking)? {
@@ -436,6 +627,12 @@ impl Handle {
     /// run for long (see [`DispatchMode::All`]); poll the descriptor and use
     /// [`dispatch_at_most`](Self::dispatch_at_most) to bound it.
     pub fn dispatch_timeout(&self, timeout: Duration) -> Result<Dispatched> {
+        // A handle that cannot dispatch says so now, not after the timeout.
+        if self.header().poisoned.get() {
+            return Err(Error::Poisoned);
+        }
+        self.conn.usable(Operation::Dispatch)?;
+        crate::stack::ensure(Operation::Dispatch, crate::stack::DISPATCH_STACK)?;
         if !self.wait_readable(timeout)? {
             return Ok(Dispatched::NothingPending);
         }
@@ -512,15 +709,49 @@ impl Handle {
     }
 
     fn finalize_and_free(&mut self) -> Result<()> {
-        // SAFETY: the handle is live and finalized exactly once (here, reached from
-        // either `close` or `Drop`, never both).
-        let rc = unsafe { sys::cpg_finalize(self.conn.raw) };
-        // SAFETY: after cpg_finalize no trampoline can run for this handle (even when
-        // finalize reported an error, we never dispatch it again), so the state made
-        // in `with_options` can be freed, once.
+        let result = if crate::process::forked_since(self.header().generation) {
+            // In a child of fork the connection is the parent's: finalizing it would
+            // end the parent's session. Only Rust's memory is released below.
+            Err(Error::Forked)
+        } else if crate::stack::remaining().is_some_and(|left| left < crate::stack::CALL_STACK) {
+            // libqb's close has 12 KiB frames without stack probes: finalize on a
+            // short-lived thread with room (a drop cannot fail or be refused).
+            let raw = self.conn.raw;
+            std::thread::scope(|scope| {
+                std::thread::Builder::new()
+                    .stack_size(256 << 10)
+                    .spawn_scoped(scope, move || finalize(raw))
+                    .map_or_else(
+                        |e| {
+                            Err(Error::Os {
+                                op: Operation::Finalize,
+                                source: OsError(e.raw_os_error().unwrap_or(0)),
+                            })
+                        },
+                        |thread| thread.join().unwrap_or(Ok(())),
+                    )
+            })
+        } else {
+            finalize(self.conn.raw)
+        };
+        // SAFETY: after cpg_finalize (or in a child of fork, where this process never
+        // dispatches the handle again) no trampoline can run for this handle, so the
+        // state made in `with_options` can be freed, once. If the finalize thread
+        // could not be started, the handle is leaked in libcpg but never dispatched
+        // again either (this is its drop or close).
         unsafe { (self.free_state)(self.state.as_ptr()) };
-        Error::check(Operation::Finalize, rc)
+        result
     }
+}
+
+/// Finalizes `raw` under the handle-table lock.
+fn finalize(raw: sys::cpg_handle_t) -> Result<()> {
+    let _serialized = crate::process::library_lock();
+    // SAFETY: `raw` is live and finalized exactly once (reached from either
+    // `Handle::close` or `Drop`, never both); the handle-table lock is held; the caller
+    // made sure the stack has room.
+    let rc = unsafe { sys::cpg_finalize(raw) };
+    Error::check(Operation::Finalize, rc)
 }
 
 impl Deref for Handle {
@@ -613,6 +844,19 @@ impl<D: OnDeliver, C: OnConfchg, T: OnTotemConfchg> Builder<D, C, T> {
     /// ([`Options::initial_totem_conf`]).
     pub fn initial_totem_conf(mut self, yes: bool) -> Self {
         self.options.initial_totem_conf = yes;
+        self
+    }
+
+    /// The user id the daemon must run as, or `None` for no check
+    /// ([`Options::daemon_uid`]; default root).
+    pub fn daemon_uid(mut self, uid: Option<u32>) -> Self {
+        self.options.daemon_uid = uid;
+        self
+    }
+
+    /// All options at once, replacing those set so far.
+    pub fn options(mut self, options: Options) -> Self {
+        self.options = options;
         self
     }
 

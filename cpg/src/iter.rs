@@ -17,7 +17,6 @@
 
 use std::fmt;
 use std::iter::FusedIterator;
-use std::marker::PhantomData;
 
 use corosync_sys as sys;
 
@@ -91,7 +90,7 @@ struct RawIteration<'a> {
     handle: sys::cpg_iteration_handle_t,
     /// The end or an error was reached: `next` yields nothing more.
     done: bool,
-    _conn: PhantomData<&'a Connection>,
+    conn: &'a Connection,
 }
 
 impl<'a> RawIteration<'a> {
@@ -103,22 +102,26 @@ impl<'a> RawIteration<'a> {
         // libcpg wants a group exactly for ONE_GROUP and NULL otherwise (the callers
         // above pair them correctly).
         let group_ptr = group.map_or(std::ptr::null(), |g| g.as_raw() as *const sys::cpg_name);
+        conn.usable(Operation::IterationInitialize)?;
         let mut handle: sys::cpg_iteration_handle_t = 0;
-        // SAFETY: the connection is live while borrowed; the group name (if any) is a
-        // valid cpg_name of at most CPG_MAX_NAME_LENGTH bytes that libcpg only reads;
-        // `handle` is a valid out pointer.
-        let rc =
-            unsafe { sys::cpg_iteration_initialize(conn.as_raw(), kind, group_ptr, &mut handle) };
+        let rc = {
+            // It creates a handle-table entry: see `process`.
+            let _serialized = crate::process::library_lock();
+            // SAFETY: the connection is live while borrowed; the group name (if any) is
+            // a valid cpg_name of at most CPG_MAX_NAME_LENGTH bytes that libcpg only
+            // reads; `handle` is a valid out pointer; the handle-table lock is held.
+            unsafe { sys::cpg_iteration_initialize(conn.as_raw(), kind, group_ptr, &mut handle) }
+        };
         // On failure there is nothing to finalize: libcpg destroys its record itself
         // when the daemon cannot be reached, and when the daemon reports the error
         // (out of memory) it kept no state; libcpg's own leftover record is freed by
         // cpg_finalize. Finalizing a destroyed handle could hit a record another
         // thread reuses.
-        Error::check(Operation::IterationInitialize, rc)?;
+        conn.check(Operation::IterationInitialize, rc)?;
         Ok(RawIteration {
             handle,
             done: false,
-            _conn: PhantomData,
+            conn,
         })
     }
 
@@ -126,12 +129,21 @@ impl<'a> RawIteration<'a> {
         if self.done {
             return None;
         }
+        if let Err(e) = self.conn.usable(Operation::IterationNext) {
+            self.done = true;
+            return Some(Err(e));
+        }
         let mut description = sys::cpg_iteration_description_t::default();
-        // SAFETY: the iteration handle is live (finalized only by Drop or `close`, both
-        // of which end the borrow), and so is its connection (borrowed for 'a);
-        // `description` is a valid out pointer.
-        let rc = unsafe { sys::cpg_iteration_next(self.handle, &mut description) };
-        match Error::check(Operation::IterationNext, rc) {
+        let rc = {
+            // It looks up the iteration table that other threads' iterations change
+            // under this lock: take it too (iteration is not a hot path).
+            let _serialized = crate::process::library_lock();
+            // SAFETY: the iteration handle is live (finalized only by Drop or `close`,
+            // both of which end the borrow), and so is its connection (borrowed for
+            // 'a); `description` is a valid out pointer; the handle-table lock is held.
+            unsafe { sys::cpg_iteration_next(self.handle, &mut description) }
+        };
+        match self.conn.check(Operation::IterationNext, rc) {
             Ok(()) => Some(Ok(description)),
             Err(Error::Cs {
                 code: CsError::NoSections,
@@ -153,11 +165,17 @@ impl<'a> RawIteration<'a> {
     }
 
     fn finalize(&self) -> Result<()> {
+        if crate::process::forked_since(self.conn.header().generation) {
+            // The iteration belongs to the parent's connection.
+            return Err(Error::Forked);
+        }
+        // It destroys a handle-table entry: see `process`.
+        let _serialized = crate::process::library_lock();
         // SAFETY: the handle came from a successful cpg_iteration_initialize on a
         // connection that is still live, and this runs once per iteration (from `close`,
-        // which suppresses Drop, or from Drop).
+        // which suppresses Drop, or from Drop); the handle-table lock is held.
         let rc = unsafe { sys::cpg_iteration_finalize(self.handle) };
-        Error::check(Operation::IterationFinalize, rc)
+        self.conn.check(Operation::IterationFinalize, rc)
     }
 }
 

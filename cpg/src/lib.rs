@@ -41,8 +41,13 @@
 //!
 //! # Threads
 //!
-//! Callbacks run on the thread that calls `dispatch`, whose stack must be well above
-//! 1 MiB (libcpg's receive buffer lives there). A handle is `Send`, not `Sync`.
+//! Callbacks run on the thread that calls `dispatch`, which needs [`DISPATCH_STACK`]
+//! (1 MiB + 64 KiB) of stack left: libcpg's receive buffer lives there, in a frame
+//! without stack probes, so a dispatch on a smaller stack is refused with
+//! [`Error::StackTooSmall`] instead of writing past the guard page. A handle is
+//! `Send`, not `Sync`. libcpg's process-global state (its handle tables, the umask
+//! that zero-copy allocation changes) is serialized inside this crate, and a handle
+//! inherited through `fork` refuses every call in the child ([`Error::Forked`]).
 //!
 //! # Requirements
 //!
@@ -55,7 +60,9 @@ mod error;
 mod handle;
 mod iter;
 mod name;
+mod process;
 pub mod retry;
+mod stack;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 mod types;
@@ -68,6 +75,8 @@ pub use error::{CsError, Error, Operation, OsError, Result};
 pub use handle::{Builder, Connection, Handle, Options, MAX_SEND_BUFFERS};
 pub use iter::{AllMembers, GroupMember, GroupMembers, Groups};
 pub use name::GroupName;
+pub use process::MAX_LIVE_BUFFERS;
+pub use stack::DISPATCH_STACK;
 pub use types::{
     Address, ConfigChange, DispatchMode, Dispatched, FlowControl, Guarantee, Member, Message,
     Reason, RingId, TotemChange,

@@ -7,7 +7,7 @@ use corosync_sys as sys;
 
 use crate::error::{Error, Result};
 
-/// The name of a closed process group: 0 to 128 arbitrary bytes.
+/// The name of a closed process group: 1 to 128 arbitrary bytes.
 ///
 /// libcpg compares names by length first, then bytes, so `"foo"` (3 bytes) and
 /// `"foo\0"` (4 bytes) are **different groups**. C daemons (Pacemaker, dlm, pmxcfs and
@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 /// assert_eq!(c.as_bytes(), b"orders\0");
 /// assert_ne!(rust, c);
 /// assert!(GroupName::new([b'x'; 129]).is_err());
+/// assert!(GroupName::new("").is_err());
 /// # Ok::<(), cpg::Error>(())
 /// ```
 #[derive(Clone, Copy)]
@@ -39,15 +40,27 @@ impl GroupName {
 
     /// A name of exactly these bytes (no terminator added).
     ///
-    /// Fails with [`Error::NameTooLong`] above [`MAX_LEN`](Self::MAX_LEN) bytes.
+    /// Fails with [`Error::NameTooLong`] above [`MAX_LEN`](Self::MAX_LEN) bytes, and
+    /// with [`Error::EmptyName`] for no bytes at all: corosync (3.1.7) lets a process
+    /// join the empty-named group but never removes it when its connection closes, so
+    /// it stays listed for good and later joins of that group get `CS_ERR_TRY_AGAIN`
+    /// forever.
     pub fn new(name: impl AsRef<[u8]>) -> Result<GroupName> {
         let bytes = name.as_ref();
+        if bytes.is_empty() {
+            return Err(Error::EmptyName);
+        }
         if bytes.len() > Self::MAX_LEN {
             return Err(Error::NameTooLong {
                 len: bytes.len(),
                 max: Self::MAX_LEN,
             });
         }
+        Ok(GroupName::from_checked(bytes))
+    }
+
+    /// A name of these bytes, whose length the caller checked (at most `MAX_LEN`).
+    fn from_checked(bytes: &[u8]) -> GroupName {
         let mut raw = sys::cpg_name {
             length: bytes.len() as u32,
             value: [0; sys::CPG_MAX_NAME_LENGTH as usize],
@@ -55,7 +68,7 @@ impl GroupName {
         for (dst, src) in raw.value.iter_mut().zip(bytes) {
             *dst = *src as _;
         }
-        Ok(GroupName(raw))
+        GroupName(raw)
     }
 
     /// The C-daemon convention: these bytes followed by a NUL that is counted in the
@@ -72,7 +85,7 @@ impl GroupName {
                 max: Self::MAX_LEN,
             });
         }
-        let mut name = GroupName::new(bytes)?;
+        let mut name = GroupName::from_checked(bytes);
         name.0.length += 1; // value[len] is already 0
         Ok(name)
     }

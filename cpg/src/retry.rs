@@ -99,12 +99,12 @@ impl Backoff {
     ) -> bool {
         error.is_retryable()
             && attempts < self.max_attempts
-            && start.elapsed() + delay < self.timeout
+            && start.elapsed().saturating_add(delay) < self.timeout
     }
 
     /// The pause after `delay`: twice as long, at most `max_delay`.
     pub(crate) fn next_delay(&self, delay: Duration) -> Duration {
-        (delay * 2).min(self.max_delay)
+        delay.saturating_mul(2).min(self.max_delay)
     }
 }
 
@@ -113,4 +113,98 @@ impl Backoff {
 /// own events meanwhile, use [`Handle::send_with_retry`](crate::Handle::send_with_retry).
 pub fn retry<T>(backoff: &Backoff, op: impl FnMut() -> Result<T>) -> Result<T> {
     backoff.run(op, || Ok::<(), Error>(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{CsError, Operation};
+
+    fn try_again() -> Error {
+        Error::Cs {
+            op: Operation::Send,
+            code: CsError::TryAgain,
+        }
+    }
+
+    /// Runs a retry that always fails with back-pressure, recording its pauses.
+    fn pauses(backoff: &Backoff) -> (Vec<Duration>, Result<()>) {
+        let mut seen = Vec::new();
+        let result = backoff.run_pausing(
+            || Err::<(), _>(try_again()),
+            |delay| {
+                seen.push(delay);
+                Ok(())
+            },
+        );
+        (seen, result)
+    }
+
+    #[test]
+    fn pauses_double_up_to_the_max_delay() {
+        let backoff = Backoff {
+            initial: Duration::from_millis(1),
+            max_delay: Duration::from_millis(10),
+            timeout: Duration::from_secs(60),
+            max_attempts: 7,
+        };
+        let (seen, result) = pauses(&backoff);
+        let ms: Vec<u64> = seen.iter().map(|d| d.as_millis() as u64).collect();
+        assert_eq!(ms, [1, 2, 4, 8, 10, 10]);
+        assert_eq!(
+            result.unwrap_err(),
+            try_again(),
+            "the last error is returned"
+        );
+    }
+
+    #[test]
+    fn the_timeout_stops_retrying_before_a_pause_would_pass_it() {
+        let backoff = Backoff {
+            initial: Duration::from_millis(20),
+            max_delay: Duration::from_millis(20),
+            timeout: Duration::from_millis(100),
+            max_attempts: u32::MAX,
+        };
+        let start = Instant::now();
+        let mut attempts = 0;
+        let result = backoff.run(
+            || {
+                attempts += 1;
+                Err::<(), _>(try_again())
+            },
+            || Ok(()),
+        );
+        assert!(result.unwrap_err().is_retryable());
+        let took = start.elapsed();
+        assert!(took < Duration::from_millis(100), "{took:?}");
+        // Pauses of 20 ms that must end before 100 ms: at most 4 of them, 5 attempts.
+        assert!((2..=5).contains(&attempts), "{attempts}");
+    }
+
+    #[test]
+    fn errors_that_are_not_back_pressure_are_not_retried() {
+        let mut attempts = 0;
+        let result = retry(&Backoff::default(), || {
+            attempts += 1;
+            Err::<(), _>(Error::NotJoined)
+        });
+        assert_eq!(result.unwrap_err(), Error::NotJoined);
+        assert_eq!(attempts, 1);
+    }
+
+    #[test]
+    fn huge_delays_saturate_instead_of_panicking() {
+        let backoff = Backoff {
+            initial: Duration::MAX,
+            max_delay: Duration::MAX,
+            timeout: Duration::MAX,
+            max_attempts: 3,
+        };
+        assert_eq!(backoff.next_delay(Duration::MAX), Duration::MAX);
+        // A pause of Duration::MAX can never end before the timeout: no retry.
+        let (seen, result) = pauses(&backoff);
+        assert!(seen.is_empty(), "{seen:?}");
+        assert!(result.is_err());
+    }
 }

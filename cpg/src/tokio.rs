@@ -20,12 +20,12 @@
 //!
 //! Dispatching happens on whatever runtime thread polls the stream (or awaits a send,
 //! which keeps reading while it waits). libcpg keeps a 1 MiB receive buffer on the stack
-//! of `cpg_dispatch`, so those threads need a stack well above 1 MiB. Measured with
-//! corosync 3.1.7 (the `tokio_stack` test, also with 3 MiB messages, which libcpg
-//! reassembles on the heap): polling the stream from a worker with a 1 MiB + 32 KiB
-//! stack works, 1 MiB overflows. Tokio's default worker stack (2 MiB) and libtest's
-//! thread under `#[tokio::test]` (2 MiB) therefore work, but leave only about 1 MiB for
-//! the frames of the task that polls: give the runtime more when that task is deep.
+//! of `cpg_dispatch`, so those threads need [`DISPATCH_STACK`](crate::DISPATCH_STACK)
+//! left; on a thread with less, the stream yields [`Error::StackTooSmall`] (and stays
+//! open: nothing was read) instead of letting libcpg write past the stack.
+//! Tokio's default worker stack (2 MiB) and libtest's thread under `#[tokio::test]`
+//! (2 MiB) have enough, but leave less than 1 MiB for the frames of the task that
+//! polls: give the runtime more when that task is deep.
 //!
 //! ```no_run
 //! let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -504,6 +504,11 @@ impl AsyncHandle {
                 Drained::Empty => guard.clear_ready(),
                 // An event, or a fragment of one, was read; readiness is kept.
                 Drained::Budget => empty_dispatches += usize::from(self.ready.is_empty()),
+                // Nothing was read and the connection is fine: the error is this
+                // thread's, so the stream stays open for a poll from a thread with room.
+                Drained::Failed(e @ Error::StackTooSmall { .. }) => {
+                    return Poll::Ready(Some(Err(e)))
+                }
                 Drained::Failed(e) => self.end = End::Failed(e),
             }
         }
@@ -667,6 +672,7 @@ impl AsyncHandle {
                 // Nothing pending any more: wait for the next edge (or the timer).
                 Drained::Empty => guard.clear_ready(),
                 Drained::Budget => {}
+                Drained::Failed(e @ Error::StackTooSmall { .. }) => return Poll::Ready(Err(e)),
                 Drained::Failed(e) => {
                     *end = End::Failed(e.clone());
                     return Poll::Ready(Err(e));

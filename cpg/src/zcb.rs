@@ -34,6 +34,7 @@ use corosync_sys as sys;
 
 use crate::error::{CsError, Error, Operation, Result};
 use crate::handle::Connection;
+use crate::process::BufferSlot;
 use crate::types::Guarantee;
 
 /// A message buffer allocated by libcpg (`cpg_zcb_alloc`), written in place and sent
@@ -79,6 +80,11 @@ pub struct ZeroCopyBuffer<'a> {
     /// Start of the bytes handed out, as returned by `cpg_zcb_alloc`.
     ptr: NonNull<u8>,
     len: usize,
+    /// One of the process's [`MAX_LIVE_BUFFERS`](crate::MAX_LIVE_BUFFERS), released
+    /// after the buffer is freed.
+    _slot: BufferSlot,
+    /// `free` ran: Drop has nothing left to do.
+    freed: bool,
 }
 
 impl Connection {
@@ -99,18 +105,40 @@ impl Connection {
     /// the client must see the daemon's `/dev/shm` (a container with a private
     /// `/dev/shm` talking to the host's daemon would bring the daemon down). If the
     /// daemon cannot be reached after the file was created, libcpg returns the error and
-    /// leaves the file and its mapping behind.
+    /// leaves the file and its mapping behind: so a handle whose daemon is known to be
+    /// gone (an earlier call reported it, or the connection's socket has hung up) fails
+    /// here with the lost-daemon error before libcpg is called.
+    ///
+    /// At most [`MAX_LIVE_BUFFERS`](crate::MAX_LIVE_BUFFERS) buffers are alive per
+    /// process (each is a mapping in the daemon too, and the daemon aborts when it
+    /// cannot map another): beyond that this fails with [`Error::TooManyLiveBuffers`].
+    ///
+    /// While libcpg creates the file it sets the process umask to 077 (and restores
+    /// it): allocations are serialized so that the umask always comes back, but a file
+    /// another thread creates during those microseconds gets owner-only permissions.
     pub fn alloc_buffer(&self, size: usize) -> Result<ZeroCopyBuffer<'_>> {
+        self.usable(Operation::ZeroCopyAlloc)?;
         let max = self.max_message_size()? as usize;
         if size > max {
             return Err(Error::MessageTooBig { len: size, max });
         }
+        let slot = BufferSlot::reserve().ok_or(Error::TooManyLiveBuffers {
+            max: crate::MAX_LIVE_BUFFERS,
+        })?;
+        self.check_not_hung_up(Operation::ZeroCopyAlloc)?;
+        // cpg_zcb_alloc has a 4.4 KiB frame without a stack probe.
+        crate::stack::ensure(Operation::ZeroCopyAlloc, crate::stack::CALL_STACK)?;
         let mut raw: *mut c_void = std::ptr::null_mut();
-        // SAFETY: the handle is live for as long as `self` is borrowed; `raw` is a valid
-        // out pointer. `size` is at most the atomic message size, so libcpg's mapping
-        // size (size plus two small headers) cannot overflow.
-        let rc = unsafe { sys::cpg_zcb_alloc(self.as_raw(), size, &mut raw) };
-        Error::check(Operation::ZeroCopyAlloc, rc)?;
+        let rc = {
+            // It creates a handle-table entry and changes the umask: see `process`.
+            let _serialized = crate::process::library_lock();
+            // SAFETY: the handle is live for as long as `self` is borrowed; `raw` is a
+            // valid out pointer. `size` is at most the atomic message size, so
+            // libcpg's mapping size (size plus two small headers) cannot overflow. The
+            // handle-table lock is held and the stack has room.
+            unsafe { sys::cpg_zcb_alloc(self.as_raw(), size, &mut raw) }
+        };
+        self.check(Operation::ZeroCopyAlloc, rc)?;
         let Some(ptr) = NonNull::new(raw.cast::<u8>()) else {
             // A malloc-based libcpg may hand out NULL for a failed (or zero-sized)
             // allocation while reporting success: there is nothing to free.
@@ -127,7 +155,28 @@ impl Connection {
             conn: self,
             ptr,
             len: size,
+            _slot: slot,
+            freed: false,
         })
+    }
+
+    /// Fails with the lost-daemon error (and remembers it) when the connection's
+    /// socket reports a hang-up: the daemon has closed it. One `poll` with no wait.
+    fn check_not_hung_up(&self, op: Operation) -> Result<()> {
+        let Some(fd) = self.descriptor() else {
+            return Ok(());
+        };
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call; no wait.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            return self.check(op, sys::CS_ERR_LIBRARY);
+        }
+        Ok(())
     }
 }
 
@@ -161,6 +210,8 @@ impl<'a> ZeroCopyBuffer<'a> {
 
     /// Sends the first `len` bytes with an explicit delivery [`Guarantee`].
     pub fn send_with(&self, guarantee: Guarantee, len: usize) -> Result<()> {
+        // A send from a handle that is not in a group is dropped by the daemon.
+        self.conn.sendable(Operation::ZeroCopySend)?;
         // libcpg checks neither bound against the buffer: the daemon would multicast
         // whatever follows the mapping.
         if len > self.len {
@@ -182,7 +233,7 @@ impl<'a> ZeroCopyBuffer<'a> {
                 len,
             )
         };
-        Error::check(Operation::ZeroCopySend, rc)
+        self.conn.check(Operation::ZeroCopySend, rc)
     }
 
     /// Frees the buffer now (`cpg_zcb_free`), reporting a failure that dropping it would
@@ -190,17 +241,29 @@ impl<'a> ZeroCopyBuffer<'a> {
     ///
     /// When the daemon is lost, libcpg cannot unregister the buffer and keeps its
     /// memory mapped until the process exits.
-    pub fn free(self) -> Result<()> {
-        let this = std::mem::ManuallyDrop::new(self);
-        this.free_raw()
+    pub fn free(mut self) -> Result<()> {
+        self.free_once()
     }
 
-    fn free_raw(&self) -> Result<()> {
-        // SAFETY: `ptr` came from cpg_zcb_alloc on this live handle; this is reached
-        // exactly once per buffer (from `free`, which suppresses Drop, or from Drop),
-        // and the pointer is never used afterwards.
-        let rc = unsafe { sys::cpg_zcb_free(self.conn.as_raw(), self.ptr.as_ptr().cast()) };
-        Error::check(Operation::ZeroCopyFree, rc)
+    /// Frees the buffer unless that was done already.
+    fn free_once(&mut self) -> Result<()> {
+        if std::mem::replace(&mut self.freed, true) {
+            return Ok(());
+        }
+        if crate::process::forked_since(self.conn.header().generation) {
+            // The mapping and its registration belong to the parent's connection:
+            // unregistering from the child would remove the parent's buffer.
+            return Err(Error::Forked);
+        }
+        let rc = {
+            // It destroys a handle-table entry: see `process`.
+            let _serialized = crate::process::library_lock();
+            // SAFETY: `ptr` came from cpg_zcb_alloc on this live handle and is freed
+            // once (`freed` was false), never used afterwards; the handle-table lock
+            // is held; cpg_zcb_free's frame is small.
+            unsafe { sys::cpg_zcb_free(self.conn.as_raw(), self.ptr.as_ptr().cast()) }
+        };
+        self.conn.check(Operation::ZeroCopyFree, rc)
     }
 }
 
@@ -246,6 +309,6 @@ impl fmt::Debug for ZeroCopyBuffer<'_> {
 
 impl Drop for ZeroCopyBuffer<'_> {
     fn drop(&mut self) {
-        let _ = self.free_raw();
+        let _ = self.free_once();
     }
 }

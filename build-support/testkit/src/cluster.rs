@@ -42,6 +42,7 @@ pub struct ClusterBuilder {
     nodes: usize,
     token_ms: u32,
     form_timeout: Duration,
+    allowed_uids: Vec<u32>,
 }
 
 impl Default for ClusterBuilder {
@@ -50,6 +51,7 @@ impl Default for ClusterBuilder {
             nodes: 3,
             token_ms: DEFAULT_TOKEN_MS,
             form_timeout: DEFAULT_FORM_TIMEOUT,
+            allowed_uids: Vec::new(),
         }
     }
 }
@@ -66,6 +68,13 @@ impl ClusterBuilder {
     /// but below a few hundred ms a loaded machine sees spurious membership changes.
     pub fn token_ms(mut self, ms: u32) -> Self {
         self.token_ms = ms;
+        self
+    }
+
+    /// Lets processes of user `uid` connect to the daemons too (corosync's
+    /// `uidgid { uid: ... }`); by default only root may.
+    pub fn allow_uid(mut self, uid: u32) -> Self {
+        self.allowed_uids.push(uid);
         self
     }
 
@@ -106,6 +115,7 @@ impl ClusterBuilder {
             cluster_name: cluster.instance.name().to_string(),
             token_ms: self.token_ms,
             addrs: (1..=count).map(net::node_addr).collect(),
+            allowed_uids: self.allowed_uids,
         };
         for (id, ns) in (1..=count).zip(node_ns) {
             net::connect_node(&cluster.bridge_ns, &ns, id)?;

@@ -31,6 +31,8 @@ pub(crate) struct Config {
     pub(crate) token_ms: u32,
     /// `ring0_addr` of node ids 1, 2, ...
     pub(crate) addrs: Vec<Ipv4Addr>,
+    /// Users other than root that may connect (`uidgid { uid: N }`).
+    pub(crate) allowed_uids: Vec<u32>,
 }
 
 impl Config {
@@ -63,9 +65,12 @@ impl Config {
                  \x20   }}\n"
             );
         }
+        s.push_str("}\n");
+        for uid in &self.allowed_uids {
+            let _ = writeln!(s, "uidgid {{\n    uid: {uid}\n}}");
+        }
         s.push_str(
-            "}\n\
-             logging {\n\
+            "logging {\n\
              \x20   to_stderr: yes\n\
              \x20   to_logfile: no\n\
              \x20   to_syslog: no\n\

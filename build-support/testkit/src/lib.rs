@@ -159,6 +159,7 @@ fn start_shared() -> Result<Shared, HarnessError> {
         cluster_name: instance.name().to_string(),
         token_ms: config::SHARED_TOKEN_MS,
         addrs: vec![std::net::Ipv4Addr::LOCALHOST],
+        allowed_uids: Vec::new(),
     };
     let node = Node::create(&instance, 1, ns, std::net::Ipv4Addr::LOCALHOST, &conf)?;
     node.start_daemon()?;

@@ -1,0 +1,411 @@
+//! What a hostile but safe program can do to the process, libcpg and the daemon, and
+//! what it gets instead: a typed error, with nothing corrupted, leaked or lost.
+//!
+//! Every test here failed on the crate before these checks existed (0.1.0): a dispatch
+//! on a small stack wrote into a neighbouring thread's stack, a leave of another group
+//! answered OK and left a ghost member, a send before join answered OK and the message
+//! vanished, a forked child could finalize its parent's connection, a poisoned handle
+//! waited out its whole timeout, and so on.
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{big_stack, cluster, pump_until, unique_group, Ev, Peer, WAIT};
+use cpg::{DispatchMode, Dispatched, Error, GroupName, Handle, Operation, Options};
+
+fn pid() -> u32 {
+    std::process::id()
+}
+
+/// A handle on node 1 of the shared cluster, joined to `group` and past its own join.
+fn joined(group: &GroupName) -> Peer {
+    let a = Peer::on(cluster(), 0);
+    a.handle.join(group).expect("join");
+    pump_until(&[&a], WAIT, "own join", || {
+        a.last_members(group)
+            .is_some_and(|m| m.contains(&(1, pid())))
+    });
+    a
+}
+
+/// The bytes of a 64 KiB message, recognizable in memory.
+fn pattern() -> Vec<u8> {
+    (0..64 << 10).map(|i| (i % 251) as u8 ^ 0x5a).collect()
+}
+
+#[test]
+fn dispatch_on_a_small_stack_is_refused_and_no_other_memory_is_touched() {
+    let group = unique_group("small-stack");
+    let a = big_stack(move || {
+        let a = joined(&group);
+        // The message waits in libcpg until someone dispatches.
+        a.handle.send(&pattern()).expect("send");
+        (a, group)
+    });
+
+    // A neighbour whose stack holds a known pattern throughout.
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (check_tx, check_rx) = mpsc::channel::<()>();
+    let neighbour = std::thread::Builder::new()
+        .stack_size(512 << 10)
+        .spawn(move || {
+            let mut block = [0xa5u8; 384 << 10];
+            std::hint::black_box(&mut block);
+            ready_tx.send(()).unwrap();
+            check_rx.recv().unwrap();
+            std::hint::black_box(&block)
+                .iter()
+                .filter(|b| **b != 0xa5)
+                .count()
+        })
+        .unwrap();
+    ready_rx.recv().unwrap();
+
+    // 128 KiB of stack: glibc may hand out a cached stack of up to 4x that, still far
+    // below what cpg_dispatch's 1 MiB frame needs.
+    let ((peer, group), refused) = std::thread::Builder::new()
+        .stack_size(128 << 10)
+        .spawn(move || {
+            let refused = a.0.handle.dispatch(DispatchMode::All);
+            (a, refused)
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    check_tx.send(()).unwrap();
+    let overwritten = neighbour.join().unwrap();
+    match refused {
+        Err(Error::StackTooSmall {
+            op: Operation::Dispatch,
+            needed,
+            available,
+        }) => {
+            assert_eq!(needed, cpg::DISPATCH_STACK);
+            assert!(available < 512 << 10, "{available}");
+        }
+        other => panic!("dispatch on a 128 KiB stack: {other:?}"),
+    }
+    assert_eq!(overwritten, 0, "bytes of the neighbour's stack overwritten");
+    let text = Error::StackTooSmall {
+        op: Operation::Dispatch,
+        needed: cpg::DISPATCH_STACK,
+        available: 100,
+    }
+    .to_string();
+    assert!(
+        text.contains("needs 1114112 bytes") && text.contains("has 100 left"),
+        "{text}"
+    );
+
+    // Nothing was lost: on a stack just large enough the message arrives whole.
+    let peer = std::thread::Builder::new()
+        .stack_size(cpg::DISPATCH_STACK + (128 << 10))
+        .spawn(move || {
+            pump_until(&[&peer], WAIT, "the pending message", || {
+                peer.messages(&group).len() == 1
+            });
+            assert_eq!(peer.messages(&group), vec![(1, pattern())]);
+            peer
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    drop(peer);
+}
+
+#[test]
+fn every_dispatching_call_checks_the_stack() {
+    let group = unique_group("small-stack-all");
+    let a = big_stack(move || {
+        let a = joined(&group);
+        a.handle.send(b"pending").expect("send");
+        a
+    });
+    let a = std::thread::Builder::new()
+        .stack_size(128 << 10)
+        .spawn(move || {
+            let h = &a.handle;
+            for (what, result) in [
+                ("One", h.dispatch(DispatchMode::One).map(|_| ())),
+                (
+                    "OneNonblocking",
+                    h.dispatch(DispatchMode::OneNonblocking).map(|_| ()),
+                ),
+                ("Blocking", h.dispatch(DispatchMode::Blocking).map(|_| ())),
+                ("at_most", h.dispatch_at_most(10).map(|_| ())),
+                ("timeout", h.dispatch_timeout(WAIT).map(|_| ())),
+            ] {
+                assert!(
+                    matches!(result, Err(Error::StackTooSmall { .. })),
+                    "{what}: {result:?}"
+                );
+            }
+            a
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    drop(a);
+}
+
+#[test]
+fn a_send_before_join_or_after_leave_is_refused_not_dropped() {
+    big_stack(|| {
+        let group = unique_group("unjoined");
+        let a = Peer::on(cluster(), 0);
+        assert_eq!(a.handle.send(b"lost?").unwrap_err(), Error::NotJoined);
+        assert_eq!(a.handle.joined_group(), None);
+        a.handle.join(&group).unwrap();
+        assert_eq!(a.handle.joined_group(), Some(&group));
+        a.handle.send(b"in").unwrap();
+        pump_until(&[&a], WAIT, "own message", || a.messages(&group).len() == 1);
+        a.handle.leave(&group).unwrap();
+        assert_eq!(a.handle.send(b"after").unwrap_err(), Error::NotJoined);
+        assert_eq!(a.handle.leave(&group).unwrap_err(), Error::NotJoined);
+        assert_eq!(a.handle.joined_group(), None);
+    });
+}
+
+#[test]
+fn a_leave_of_another_group_is_refused_and_leaves_no_ghost() {
+    big_stack(|| {
+        let group = unique_group("ghost");
+        let other = unique_group("ghost-other");
+        let a = joined(&group);
+        let err = a.handle.leave(&other).unwrap_err();
+        assert_eq!(
+            err,
+            Error::NotJoinedTo {
+                joined: Box::new(group)
+            }
+        );
+        assert!(err.to_string().contains("ghost"), "{err}");
+        // Still a full member: it sends and receives.
+        a.handle.send(b"still here").unwrap();
+        pump_until(&[&a], WAIT, "own message", || a.messages(&group).len() == 1);
+
+        // Once the handle is gone, so is the member (corosync kept it for good when the
+        // wrong leave reached it).
+        let watcher = Peer::on(cluster(), 1);
+        drop(a);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let members = watcher.handle.members(&group).unwrap();
+            if !members.iter().any(|m| m.nodeid == 1 && m.pid == pid()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "ghost member stays: {members:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+}
+
+#[test]
+fn a_poisoned_handle_says_so_at_once() {
+    big_stack(|| {
+        let group = unique_group("poison");
+        let node = cluster().node(0);
+        let handle = node.enter(|| {
+            Handle::builder()
+                .on_deliver(|_, _| panic!("planted panic"))
+                .build()
+                .unwrap()
+        });
+        handle.join(&group).unwrap();
+        handle.send(b"boom").unwrap();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
+            handle.dispatch_timeout(WAIT).unwrap();
+        }));
+        assert!(caught.is_err(), "the panic resumes in dispatch");
+        let start = Instant::now();
+        assert_eq!(
+            handle.dispatch_timeout(Duration::from_secs(5)).unwrap_err(),
+            Error::Poisoned
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(handle.dispatch_at_most(5).unwrap_err(), Error::Poisoned);
+    });
+}
+
+#[test]
+fn dispatch_at_most_zero_is_refused() {
+    big_stack(|| {
+        let a = Peer::on(cluster(), 0);
+        assert!(matches!(
+            a.handle.dispatch_at_most(0),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(
+            a.handle.dispatch_at_most(1).unwrap(),
+            Dispatched::NothingPending
+        );
+    });
+}
+
+#[test]
+fn the_daemon_must_run_as_the_expected_user() {
+    big_stack(|| {
+        let node = cluster().node(0);
+        let daemon = node.daemon_pid().expect("daemon pid");
+        // Default: root, which corosync is.
+        let ok = node.enter(|| Handle::builder().build());
+        assert!(ok.is_ok(), "{ok:?}");
+        let err = node
+            .enter(|| Handle::builder().daemon_uid(Some(4242)).build())
+            .unwrap_err();
+        assert_eq!(
+            err,
+            Error::UntrustedDaemon {
+                pid: daemon,
+                uid: 0,
+                expected: 4242
+            }
+        );
+        assert!(err.to_string().contains("uid 0"), "{err}");
+        let unchecked =
+            node.enter(|| Handle::with_options(NoCallbacks, Options::default().daemon_uid(None)));
+        assert!(unchecked.is_ok(), "{unchecked:?}");
+        #[cfg(feature = "tokio")]
+        {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let err = rt
+                .block_on(async {
+                    node.enter(|| {
+                        cpg::AsyncHandle::with_options(Options::default().daemon_uid(Some(7)))
+                    })
+                })
+                .unwrap_err();
+            assert!(matches!(
+                err,
+                Error::UntrustedDaemon {
+                    uid: 0,
+                    expected: 7,
+                    ..
+                }
+            ));
+        }
+    });
+}
+
+struct NoCallbacks;
+impl cpg::Callbacks for NoCallbacks {}
+
+#[test]
+fn a_handle_inherited_through_fork_refuses_every_call_and_spares_the_parent() {
+    big_stack(|| {
+        let group = unique_group("fork");
+        let a = joined(&group);
+        let mut fds = [0; 2];
+        // SAFETY: valid array of two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (read_fd, write_fd) = (fds[0], fds[1]);
+        let handle = a.handle;
+        // SAFETY: the child only calls into this crate's refusal paths (atomic loads,
+        // no locks held across fork) and async-signal-safe libc functions, then
+        // `_exit`s without running destructors of the parent's state.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0);
+        if child == 0 {
+            let results = [
+                handle.send(b"from the child") == Err(Error::Forked),
+                handle.dispatch(DispatchMode::All) == Err(Error::Forked),
+                handle.members(&group) == Err(Error::Forked),
+                handle.local_node_id() == Err(Error::Forked),
+                handle.leave(&group) == Err(Error::Forked),
+                handle.close() == Err(Error::Forked),
+            ];
+            let report: Vec<u8> = results.iter().map(|ok| u8::from(*ok)).collect();
+            // SAFETY: a valid buffer of the given length; then the child ends at once.
+            unsafe {
+                libc::write(write_fd, report.as_ptr().cast(), report.len());
+                libc::_exit(0);
+            }
+        }
+        // SAFETY: closes the parent's copy of the write end.
+        unsafe { libc::close(write_fd) };
+        let mut report = [9u8; 6];
+        // SAFETY: valid buffer; the child writes 6 bytes and exits.
+        let n = unsafe { libc::read(read_fd, report.as_mut_ptr().cast(), report.len()) };
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        unsafe {
+            libc::waitpid(child, &mut status, 0);
+            libc::close(read_fd);
+        }
+        assert_eq!(n, 6);
+        assert_eq!(
+            report, [1; 6],
+            "send, dispatch, members, local_node_id, leave, close"
+        );
+
+        // The parent's session is intact: still a member, and its messages flow.
+        let a = Peer {
+            handle,
+            events: a.events,
+        };
+        a.handle.send(b"parent").unwrap();
+        pump_until(&[&a], WAIT, "the parent's own message", || {
+            a.messages(&group).contains(&(1, b"parent".to_vec()))
+        });
+        assert!(
+            !a.messages(&group)
+                .contains(&(1, b"from the child".to_vec())),
+            "the child's send must not go out"
+        );
+        assert!(a
+            .handle
+            .members(&group)
+            .unwrap()
+            .iter()
+            .any(|m| m.pid == pid()));
+        assert!(!a
+            .events()
+            .iter()
+            .any(|e| matches!(e, Ev::Conf { left, .. } if left.iter().any(|l| l.1 == pid()))));
+    });
+}
+
+#[test]
+fn a_lost_daemon_is_remembered_and_no_shared_memory_is_left_behind() {
+    big_stack(|| {
+        let private = cpg_testkit::Cluster::start(1);
+        let group = unique_group("lost-zcb");
+        let a = Peer::on(&private, 0);
+        a.handle.join(&group).unwrap();
+        pump_until(&[&a], WAIT, "own join", || !a.confchgs(&group).is_empty());
+        // libcpg maps each zero-copy file into this process: a leaked one stays
+        // mapped (and its file stays in /dev/shm, where other processes' come and go).
+        let files = || {
+            std::fs::read_to_string("/proc/self/maps")
+                .unwrap()
+                .lines()
+                .filter(|l| l.contains("corosync_zerocopy-"))
+                .count()
+        };
+        private.kill_daemon(0);
+        let before = files();
+        for _ in 0..100 {
+            let err = a.handle.alloc_buffer(1_000_000).unwrap_err();
+            assert!(err.is_daemon_lost(), "{err:?}");
+        }
+        assert_eq!(files(), before, "zero-copy files left mapped");
+        // Every other call fails the same way, without another round trip.
+        for err in [
+            a.handle.send(b"x").unwrap_err(),
+            a.handle.members(&group).unwrap_err(),
+            a.handle.dispatch(DispatchMode::All).unwrap_err(),
+            a.handle.iter_all().map(|_| ()).unwrap_err(),
+        ] {
+            assert!(err.is_daemon_lost(), "{err:?}");
+        }
+    });
+}
