@@ -9,14 +9,15 @@
 //! stores the payload, and stops delivering; `dispatch` re-raises it once C returns.
 
 use std::any::Any;
-use std::cell::{Cell, OnceCell, UnsafeCell};
+use std::cell::{Cell, UnsafeCell};
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 
 use corosync_sys as sys;
 
-use crate::handle::Connection;
+use crate::connection::Connection;
+use crate::link::Link;
 use crate::name::GroupName;
 use crate::types::{Address, ConfigChange, Message, RingId, TotemChange};
 
@@ -81,16 +82,8 @@ pub(crate) struct Header {
     pub(crate) panic: Cell<Option<Box<dyn Any + Send + 'static>>>,
     /// A callback panicked: the handle delivers nothing more.
     pub(crate) poisoned: Cell<bool>,
-    /// The handle left its group: corosync never answers a later join on it.
-    pub(crate) left: Cell<bool>,
-    /// The group the handle joined (set once: a connection holds one group).
-    pub(crate) joined: OnceCell<GroupName>,
-    /// A call reported `CS_ERR_LIBRARY`: the daemon is gone and the handle is dead.
-    pub(crate) lost: Cell<bool>,
-    /// The connection's descriptor (libcpg's, -1 until known).
-    pub(crate) fd: Cell<std::os::fd::RawFd>,
-    /// The fork generation the handle was made in ([`crate::process::generation`]).
-    pub(crate) generation: u32,
+    /// The handle's link (set right after initialization, before any dispatch).
+    pub(crate) link: Cell<*const Link>,
 }
 
 /// The allocation behind libcpg's context pointer. `repr(C)` so that a pointer to the
@@ -109,11 +102,7 @@ impl<C: Callbacks> State<C> {
                 callbacks_run: Cell::new(0),
                 panic: Cell::new(None),
                 poisoned: Cell::new(false),
-                left: Cell::new(false),
-                joined: OnceCell::new(),
-                lost: Cell::new(false),
-                fd: Cell::new(-1),
-                generation: crate::process::generation(),
+                link: Cell::new(std::ptr::null()),
             },
             callbacks: UnsafeCell::new(callbacks),
         })
@@ -210,9 +199,12 @@ unsafe fn with_callbacks<C: Callbacks>(
     if header.poisoned.get() {
         return;
     }
+    let Some(link) = NonNull::new(header.link.get().cast_mut()) else {
+        return;
+    };
     header.callbacks_run.set(header.callbacks_run.get() + 1);
-    // The header is the start of the live state (repr(C)).
-    let cpg = Connection::borrowed(handle, NonNull::from(header));
+    // The link outlives the dispatch (the handle holds it until after finalize).
+    let cpg = Connection::borrowed(link);
     // SAFETY: trampolines run only inside `dispatch`, which refuses to nest on the same
     // handle, and the handle is !Sync; so this is the only live reference to the
     // callbacks.

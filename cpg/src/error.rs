@@ -371,6 +371,10 @@ pub enum Error {
         /// The user id the options expected.
         expected: u32,
     },
+    /// The handle was closed or dropped: a [`Sender`](crate::Sender) (or other
+    /// shared user of the connection) can no longer send through it.
+    #[error("the handle was closed")]
+    Closed,
     /// An argument that cannot be served, such as `dispatch_at_most(0)`.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),

@@ -20,8 +20,8 @@ use std::iter::FusedIterator;
 
 use corosync_sys as sys;
 
+use crate::connection::Connection;
 use crate::error::{CsError, Error, Operation, Result};
-use crate::handle::Connection;
 use crate::name::GroupName;
 use crate::types::Member;
 
@@ -102,14 +102,15 @@ impl<'a> RawIteration<'a> {
         // libcpg wants a group exactly for ONE_GROUP and NULL otherwise (the callers
         // above pair them correctly).
         let group_ptr = group.map_or(std::ptr::null(), |g| g.as_raw() as *const sys::cpg_name);
-        conn.usable(Operation::IterationInitialize)?;
         let mut handle: sys::cpg_iteration_handle_t = 0;
         let rc = {
+            let _request = conn.link().request(Operation::IterationInitialize)?;
             // It creates a handle-table entry: see `process`.
             let _serialized = crate::process::library_lock();
             // SAFETY: the connection is live while borrowed; the group name (if any) is
             // a valid cpg_name of at most CPG_MAX_NAME_LENGTH bytes that libcpg only
-            // reads; `handle` is a valid out pointer; the handle-table lock is held.
+            // reads; `handle` is a valid out pointer; it is the only request in flight
+            // (the request guard) and the handle-table lock is held.
             unsafe { sys::cpg_iteration_initialize(conn.as_raw(), kind, group_ptr, &mut handle) }
         };
         // On failure there is nothing to finalize: libcpg destroys its record itself
@@ -117,7 +118,7 @@ impl<'a> RawIteration<'a> {
         // (out of memory) it kept no state; libcpg's own leftover record is freed by
         // cpg_finalize. Finalizing a destroyed handle could hit a record another
         // thread reuses.
-        conn.check(Operation::IterationInitialize, rc)?;
+        conn.link().check(Operation::IterationInitialize, rc)?;
         Ok(RawIteration {
             handle,
             done: false,
@@ -129,21 +130,25 @@ impl<'a> RawIteration<'a> {
         if self.done {
             return None;
         }
-        if let Err(e) = self.conn.usable(Operation::IterationNext) {
-            self.done = true;
-            return Some(Err(e));
-        }
         let mut description = sys::cpg_iteration_description_t::default();
         let rc = {
+            let _request = match self.conn.link().request(Operation::IterationNext) {
+                Ok(request) => request,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
             // It looks up the iteration table that other threads' iterations change
             // under this lock: take it too (iteration is not a hot path).
             let _serialized = crate::process::library_lock();
             // SAFETY: the iteration handle is live (finalized only by Drop or `close`,
             // both of which end the borrow), and so is its connection (borrowed for
-            // 'a); `description` is a valid out pointer; the handle-table lock is held.
+            // 'a); `description` is a valid out pointer; it is the only request in
+            // flight (the request guard) and the handle-table lock is held.
             unsafe { sys::cpg_iteration_next(self.handle, &mut description) }
         };
-        match self.conn.check(Operation::IterationNext, rc) {
+        match self.conn.link().check(Operation::IterationNext, rc) {
             Ok(()) => Some(Ok(description)),
             Err(Error::Cs {
                 code: CsError::NoSections,
@@ -165,17 +170,22 @@ impl<'a> RawIteration<'a> {
     }
 
     fn finalize(&self) -> Result<()> {
-        if crate::process::forked_since(self.conn.header().generation) {
+        let link = self.conn.link();
+        if link.forked() {
             // The iteration belongs to the parent's connection.
             return Err(Error::Forked);
         }
+        // No other request beside it, even on a lost connection (the handle cannot
+        // be finalized while the iteration borrows it).
+        let _request = link.exclusive();
         // It destroys a handle-table entry: see `process`.
         let _serialized = crate::process::library_lock();
         // SAFETY: the handle came from a successful cpg_iteration_initialize on a
         // connection that is still live, and this runs once per iteration (from `close`,
-        // which suppresses Drop, or from Drop); the handle-table lock is held.
+        // which suppresses Drop, or from Drop); it is the only request in flight (the
+        // request guard) and the handle-table lock is held.
         let rc = unsafe { sys::cpg_iteration_finalize(self.handle) };
-        self.conn.check(Operation::IterationFinalize, rc)
+        link.check(Operation::IterationFinalize, rc)
     }
 }
 

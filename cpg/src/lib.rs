@@ -56,12 +56,16 @@
 #![deny(missing_docs)]
 
 mod callbacks;
+mod connection;
 mod error;
 mod handle;
 mod iter;
+mod link;
 mod name;
+mod options;
 mod process;
 pub mod retry;
+mod sender;
 mod stack;
 #[cfg(feature = "tokio")]
 pub mod tokio;
@@ -69,13 +73,16 @@ mod types;
 mod zcb;
 
 #[cfg(feature = "tokio")]
-pub use crate::tokio::{AsyncHandle, Event};
+pub use crate::tokio::{AsyncHandle, AsyncSender, Event};
 pub use callbacks::{Callbacks, Closures, OnConfchg, OnDeliver, OnTotemConfchg, Unset};
+pub use connection::{Connection, MAX_SEND_BUFFERS};
 pub use error::{CsError, Error, Operation, OsError, Result};
-pub use handle::{Builder, Connection, Handle, Options, MAX_SEND_BUFFERS};
+pub use handle::Handle;
 pub use iter::{AllMembers, GroupMember, GroupMembers, Groups};
 pub use name::GroupName;
+pub use options::{Builder, Options};
 pub use process::MAX_LIVE_BUFFERS;
+pub use sender::Sender;
 pub use stack::DISPATCH_STACK;
 pub use types::{
     Address, ConfigChange, DispatchMode, Dispatched, FlowControl, Guarantee, Member, Message,

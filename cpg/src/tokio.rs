@@ -91,7 +91,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -100,9 +99,11 @@ use ::tokio::io::unix::AsyncFd;
 use ::tokio::io::Interest;
 
 use crate::callbacks::Callbacks;
+use crate::connection::Connection;
 use crate::error::{Error, Operation, OsError, Result};
-use crate::handle::{Connection, Handle, Options};
+use crate::handle::Handle;
 use crate::name::GroupName;
+use crate::options::Options;
 use crate::retry::Backoff;
 use crate::types::{
     Address, ConfigChange, DispatchMode, Dispatched, Guarantee, Member, Message, RingId,
@@ -224,17 +225,6 @@ impl Callbacks for Enqueue {
             ring_id: change.ring_id,
             members: change.members.to_vec(),
         });
-    }
-}
-
-/// The libcpg descriptor as tokio's reactor sees it: borrowed, never closed here
-/// (libcpg closes it in `cpg_finalize`).
-#[derive(Debug)]
-struct LibcpgFd(RawFd);
-
-impl AsRawFd for LibcpgFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
     }
 }
 
@@ -377,11 +367,11 @@ fn reactor_error(op: Operation, e: std::io::Error) -> Error {
 /// the connection (the other members see this process leave) and frees the queue.
 #[derive(Debug)]
 pub struct AsyncHandle {
-    // Field order matters: fields drop in declaration order, so the reactor
-    // registration (epoll) is removed while the descriptor is still open, and only
-    // then does `handle` finalize the connection, which closes it.
-    fd: AsyncFd<LibcpgFd>,
-    handle: Handle,
+    /// The handle, owned by its reactor registration: dropping the `AsyncFd` removes
+    /// the registration (epoll) while the descriptor is still open, and only then
+    /// drops the handle, whose finalize closes it (tokio's documented pattern for a
+    /// descriptor that another object owns).
+    fd: AsyncFd<Handle>,
     /// Events dispatched and not yet handed out.
     ready: VecDeque<Event>,
     end: End,
@@ -415,18 +405,16 @@ impl AsyncHandle {
             panic!("cpg::AsyncHandle must be created inside a tokio runtime context");
         }
         let handle = Handle::with_options(Enqueue, options)?;
-        // `with_interest` is deprecated from tokio 1.54 on in favour of the `unsafe`
-        // `register_with_interest`, whose contract is: the descriptor stays open and
-        // the same for the registration's whole life. That holds here: libcpg closes
-        // it only in `cpg_finalize`, which runs when `handle` drops, after `fd` (field
-        // order above), and nothing else can close it. The older name keeps the
-        // feature building with every tokio 1.38+ (and Rust 1.85).
-        #[allow(deprecated)]
-        let fd = AsyncFd::with_interest(LibcpgFd(handle.as_raw_fd()), Interest::READABLE)
-            .map_err(|e| reactor_error(Operation::Register, e))?;
+        // SAFETY: `register_with_interest` needs the descriptor to stay open and the
+        // same for the registration's whole life. The `AsyncFd` owns the handle, whose
+        // descriptor libcpg opened at initialization and closes only in
+        // `cpg_finalize`, which runs when the handle drops: after tokio has removed the
+        // registration (its Drop and `into_inner` deregister first). `as_raw_fd`
+        // always returns that one descriptor.
+        let fd = unsafe { AsyncFd::register_with_interest(handle, Interest::READABLE) }
+            .map_err(|e| reactor_error(Operation::Register, e.into()))?;
         Ok(AsyncHandle {
             fd,
-            handle,
             ready: VecDeque::new(),
             end: End::Open,
             events_in_a_row: 0,
@@ -497,7 +485,7 @@ impl AsyncHandle {
             // dropped before the next is allocated, so the allocator hands the same
             // memory back (a batch of 64 large messages made glibc grow and trim its
             // heap every time).
-            match drain(&self.handle, &mut self.ready, 1, usize::MAX) {
+            match drain(self.fd.get_ref(), &mut self.ready, 1, usize::MAX) {
                 // Only now is it known that the descriptor has nothing more: tokio waits
                 // for the next edge. (An event that arrived after the last dispatch
                 // produced a new edge, which tokio keeps.)
@@ -547,25 +535,25 @@ impl AsyncHandle {
     /// The current members of `group`, as this node's daemon sees them. A quick
     /// synchronous request to the local daemon.
     pub fn members(&self, group: &GroupName) -> Result<Vec<Member>> {
-        self.handle.members(group)
+        self.fd.get_ref().members(group)
     }
 
     /// The node id of the local node. A quick synchronous request to the local daemon.
     pub fn local_node_id(&self) -> Result<u32> {
-        self.handle.local_node_id()
+        self.fd.get_ref().local_node_id()
     }
 
     /// The largest message libcpg sends in one piece (about 1 MiB); larger ones are
     /// fragmented (see [Blocking](Self#blocking)).
     pub fn max_message_size(&self) -> Result<u32> {
-        self.handle.max_message_size()
+        self.fd.get_ref().max_message_size()
     }
 
     /// The connection, for the synchronous calls: for example
     /// [`Connection::send`] as a "try send" that fails at once with a retryable error
     /// under back-pressure.
     pub fn connection(&self) -> &Connection {
-        &self.handle
+        self.fd.get_ref()
     }
 
     /// The back-off that sends, joins and leaves use under back-pressure
@@ -596,7 +584,7 @@ impl AsyncHandle {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            match op(&self.handle) {
+            match op(self.fd.get_ref()) {
                 Ok(v) => return Ok(v),
                 Err(e)
                     if backoff.may_retry(
@@ -627,13 +615,7 @@ impl AsyncHandle {
     async fn pause(&mut self, delay: std::time::Duration) -> Result<()> {
         let sleep = ::tokio::time::sleep(delay);
         let mut sleep = std::pin::pin!(sleep);
-        let AsyncHandle {
-            fd,
-            handle,
-            ready,
-            end,
-            ..
-        } = self;
+        let AsyncHandle { fd, ready, end, .. } = self;
         // Whether this pause has returned `Pending` yet: it always does at least once,
         // so that a send retrying under back-pressure while events keep arriving still
         // lets the runtime run other tasks between attempts.
@@ -662,7 +644,7 @@ impl AsyncHandle {
             };
             let before = ready.len();
             let drained = drain(
-                handle,
+                guard.get_inner(),
                 ready,
                 EVENTS_PER_SEND_ATTEMPT,
                 BYTES_PER_SEND_ATTEMPT,
@@ -694,9 +676,9 @@ impl AsyncHandle {
     /// of `cpg_finalize` (dropping does the same and ignores it). Queued events are
     /// discarded.
     pub fn close(self) -> Result<()> {
-        let AsyncHandle { fd, handle, .. } = self;
-        drop(fd);
-        handle.close()
+        let AsyncHandle { fd, .. } = self;
+        // Deregisters, then hands the still-open handle back.
+        fd.into_inner().close()
     }
 }
 
@@ -719,4 +701,154 @@ impl futures_core::FusedStream for AsyncHandle {
     fn is_terminated(&self) -> bool {
         matches!(self.end, End::Done) && self.ready.is_empty()
     }
+}
+
+impl AsyncHandle {
+    /// A cloneable sender for other tasks (and threads), while this handle's stream is
+    /// read by one task. See [`AsyncSender`].
+    pub fn sender(&self) -> AsyncSender {
+        AsyncSender {
+            sender: self.fd.get_ref().sender(),
+            backoff: self.backoff,
+        }
+    }
+}
+
+/// Sends from many tasks while one task reads the [`AsyncHandle`]'s stream: `Clone +
+/// Send + Sync`, and [`send`](Self::send) waits out back-pressure without needing
+/// `&mut AsyncHandle`.
+///
+/// It is a [`Sender`](crate::Sender) with async waits: under back-pressure a send
+/// sleeps until the task reading the stream has dispatched events (the daemon's queue
+/// is moving) or the back-off's delay has passed, whichever comes first; it never reads
+/// events itself, so the stream must be read. A send future dropped before it
+/// completed has sent nothing (each attempt is one synchronous call that hands the
+/// whole message to the daemon or fails). After the handle is closed or dropped,
+/// sends fail with [`Error::Closed`], and waiting sends wake at once.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), cpg::Error> {
+/// let mut cpg = cpg::AsyncHandle::new()?;
+/// cpg.join(&cpg::GroupName::new("jobs")?).await?;
+/// for i in 0..4 {
+///     let sender = cpg.sender();
+///     tokio::spawn(async move { sender.send(format!("task {i}").as_bytes()).await });
+/// }
+/// while let Some(event) = cpg.next_event().await {
+///     println!("{:?}", event?);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct AsyncSender {
+    sender: crate::Sender,
+    backoff: Backoff,
+}
+
+impl AsyncSender {
+    /// Sends `message`, waiting out back-pressure.
+    pub async fn send(&self, message: &[u8]) -> Result<()> {
+        self.send_with(Guarantee::Agreed, &[IoSlice::new(message)])
+            .await
+    }
+
+    /// Sends the concatenation of `buffers` as one message, waiting out back-pressure.
+    pub async fn send_vectored(&self, buffers: &[IoSlice<'_>]) -> Result<()> {
+        self.send_with(Guarantee::Agreed, buffers).await
+    }
+
+    /// Sends with an explicit delivery [`Guarantee`], waiting out back-pressure.
+    pub async fn send_with(&self, guarantee: Guarantee, buffers: &[IoSlice<'_>]) -> Result<()> {
+        let link = self.sender.link();
+        let progress = link.progress();
+        let backoff = self.backoff;
+        let mut start = None;
+        let mut delay = backoff.initial;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            match self.sender.send_with(guarantee, buffers) {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if backoff.may_retry(
+                        &e,
+                        attempts,
+                        *start.get_or_insert_with(Instant::now),
+                        delay,
+                    ) =>
+                {
+                    wait_for_progress(link, progress.epoch(), delay).await;
+                    delay = backoff.next_delay(delay);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends at once or fails with a retryable error under back-pressure (see
+    /// [`Sender::send`](crate::Sender::send)).
+    pub fn try_send(&self, message: &[u8]) -> Result<()> {
+        self.sender.send(message)
+    }
+
+    /// The back-off of this sender (a copy of the handle's when it was made).
+    pub fn backoff(&self) -> Backoff {
+        self.backoff
+    }
+
+    /// Sets the back-off of this sender (not of its clones made before).
+    pub fn set_backoff(&mut self, backoff: Backoff) {
+        self.backoff = backoff;
+    }
+
+    /// Whether the handle has been closed or dropped.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
+
+/// Waits until the link's dispatcher signals progress after `seen`, the handle is
+/// closed, or `delay` passes.
+async fn wait_for_progress(link: &crate::link::Link, seen: u64, delay: std::time::Duration) {
+    /// Unregisters the waiter when the wait ends or its future is dropped.
+    struct Waiting<'a> {
+        progress: &'a crate::link::Progress,
+        waker: Option<std::task::Waker>,
+    }
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.progress.unregister(self.waker.as_ref());
+        }
+    }
+    let progress = link.progress();
+    progress.start_waiting();
+    let mut waiting = Waiting {
+        progress,
+        waker: None,
+    };
+    let sleep = ::tokio::time::sleep(delay);
+    let mut sleep = std::pin::pin!(sleep);
+    // The wait returns `Pending` at least once, so that a send retrying while events
+    // keep flowing still lets the runtime run other tasks (and can be cancelled).
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if link.is_closed() {
+            return Poll::Ready(());
+        }
+        if progress.register(seen, cx.waker()) {
+            if yielded {
+                return Poll::Ready(());
+            }
+            yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        yielded = true;
+        // A waker registered by an earlier poll stays until the next signal, which
+        // wakes it spuriously at worst.
+        waiting.waker = Some(cx.waker().clone());
+        sleep.as_mut().poll(cx)
+    })
+    .await
 }

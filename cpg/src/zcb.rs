@@ -32,8 +32,8 @@ use std::ptr::NonNull;
 
 use corosync_sys as sys;
 
+use crate::connection::Connection;
 use crate::error::{CsError, Error, Operation, Result};
-use crate::handle::Connection;
 use crate::process::BufferSlot;
 use crate::types::Guarantee;
 
@@ -117,7 +117,7 @@ impl Connection {
     /// it): allocations are serialized so that the umask always comes back, but a file
     /// another thread creates during those microseconds gets owner-only permissions.
     pub fn alloc_buffer(&self, size: usize) -> Result<ZeroCopyBuffer<'_>> {
-        self.usable(Operation::ZeroCopyAlloc)?;
+        self.link().usable(Operation::ZeroCopyAlloc)?;
         let max = self.max_message_size()? as usize;
         if size > max {
             return Err(Error::MessageTooBig { len: size, max });
@@ -130,15 +130,17 @@ impl Connection {
         crate::stack::ensure(Operation::ZeroCopyAlloc, crate::stack::CALL_STACK)?;
         let mut raw: *mut c_void = std::ptr::null_mut();
         let rc = {
+            let _request = self.link().request(Operation::ZeroCopyAlloc)?;
             // It creates a handle-table entry and changes the umask: see `process`.
             let _serialized = crate::process::library_lock();
             // SAFETY: the handle is live for as long as `self` is borrowed; `raw` is a
             // valid out pointer. `size` is at most the atomic message size, so
-            // libcpg's mapping size (size plus two small headers) cannot overflow. The
-            // handle-table lock is held and the stack has room.
+            // libcpg's mapping size (size plus two small headers) cannot overflow. It is
+            // the only request in flight; the handle-table lock is held and the stack
+            // has room.
             unsafe { sys::cpg_zcb_alloc(self.as_raw(), size, &mut raw) }
         };
-        self.check(Operation::ZeroCopyAlloc, rc)?;
+        self.link().check(Operation::ZeroCopyAlloc, rc)?;
         let Some(ptr) = NonNull::new(raw.cast::<u8>()) else {
             // A malloc-based libcpg may hand out NULL for a failed (or zero-sized)
             // allocation while reporting success: there is nothing to free.
@@ -174,7 +176,7 @@ impl Connection {
         // SAFETY: one valid pollfd for the duration of the call; no wait.
         let n = unsafe { libc::poll(&mut pfd, 1, 0) };
         if n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
-            return self.check(op, sys::CS_ERR_LIBRARY);
+            return self.link().check(op, sys::CS_ERR_LIBRARY);
         }
         Ok(())
     }
@@ -210,8 +212,10 @@ impl<'a> ZeroCopyBuffer<'a> {
 
     /// Sends the first `len` bytes with an explicit delivery [`Guarantee`].
     pub fn send_with(&self, guarantee: Guarantee, len: usize) -> Result<()> {
+        let link = self.conn.link();
+        let _request = link.request(Operation::ZeroCopySend)?;
         // A send from a handle that is not in a group is dropped by the daemon.
-        self.conn.sendable(Operation::ZeroCopySend)?;
+        link.check_joined()?;
         // libcpg checks neither bound against the buffer: the daemon would multicast
         // whatever follows the mapping.
         if len > self.len {
@@ -221,7 +225,8 @@ impl<'a> ZeroCopyBuffer<'a> {
         if len > max {
             return Err(Error::MessageTooBig { len, max });
         }
-        // SAFETY: the handle is live (borrowed for 'a); `ptr` came from cpg_zcb_alloc on
+        // SAFETY: the only request in flight (the request guard); the handle is live
+        // (borrowed for 'a); `ptr` came from cpg_zcb_alloc on
         // this handle and is not freed yet; `len` is within the buffer. libcpg writes
         // only its own header in front of `ptr` (memory no Rust reference covers) and
         // reads `len` bytes from `ptr`.
@@ -233,7 +238,7 @@ impl<'a> ZeroCopyBuffer<'a> {
                 len,
             )
         };
-        self.conn.check(Operation::ZeroCopySend, rc)
+        link.check(Operation::ZeroCopySend, rc)
     }
 
     /// Frees the buffer now (`cpg_zcb_free`), reporting a failure that dropping it would
@@ -250,20 +255,25 @@ impl<'a> ZeroCopyBuffer<'a> {
         if std::mem::replace(&mut self.freed, true) {
             return Ok(());
         }
-        if crate::process::forked_since(self.conn.header().generation) {
+        let link = self.conn.link();
+        if link.forked() {
             // The mapping and its registration belong to the parent's connection:
             // unregistering from the child would remove the parent's buffer.
             return Err(Error::Forked);
         }
         let rc = {
+            // No other request beside it, even on a lost connection.
+            let _request = link.exclusive();
             // It destroys a handle-table entry: see `process`.
             let _serialized = crate::process::library_lock();
             // SAFETY: `ptr` came from cpg_zcb_alloc on this live handle and is freed
-            // once (`freed` was false), never used afterwards; the handle-table lock
-            // is held; cpg_zcb_free's frame is small.
+            // once (`freed` was false), never used afterwards; no other request is in
+            // flight (the request guard; the handle itself cannot be finalized while
+            // this buffer borrows it); the handle-table lock is held; cpg_zcb_free's
+            // frame is small.
             unsafe { sys::cpg_zcb_free(self.conn.as_raw(), self.ptr.as_ptr().cast()) }
         };
-        self.conn.check(Operation::ZeroCopyFree, rc)
+        link.check(Operation::ZeroCopyFree, rc)
     }
 }
 

@@ -267,8 +267,11 @@ fn ten_thousand_iterators_dropped_early_keep_memory_flat() {
         assert_eq!(fds_after, fds_before, "open descriptors");
         // An iteration that is not finalized keeps its record here and a copy of the
         // listed entries in the daemon: 10,000 of them show as megabytes.
+        // Under `build-support/run memcheck` valgrind's own allocations move VmRSS;
+        // there its leak check (nothing definitely lost) stands in for this bound.
+        let memcheck = std::env::var_os("CPG_MEMCHECK").is_some();
         assert!(
-            rss_after <= rss_before + 256 && anon_after <= anon_before + 128,
+            memcheck || (rss_after <= rss_before + 256 && anon_after <= anon_before + 128),
             "VmRSS grew from {rss_before} to {rss_after} KiB \
              (RssAnon {anon_before} -> {anon_after})"
         );

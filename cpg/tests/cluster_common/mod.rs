@@ -467,6 +467,7 @@ pub struct Peer {
     cmds: Option<Sender<Cmd>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    sender: cpg::Sender,
 }
 
 /// One peer per node of `cluster`, named `node1`, `node2`, ..., all joined to `group`;
@@ -511,6 +512,7 @@ impl Peer {
         };
         let stats = Arc::new(Stats::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let sender = handle.sender();
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread = {
@@ -541,7 +543,13 @@ impl Peer {
             cmds: Some(tx),
             stop,
             thread: Some(thread),
+            sender,
         }
+    }
+
+    /// A sender for other threads, while the peer's thread dispatches.
+    pub fn sender(&self) -> cpg::Sender {
+        self.sender.clone()
     }
 
     /// This peer as a group member (node id, this process's pid).

@@ -1,0 +1,371 @@
+//! The state of one libcpg connection that every thread using it shares: the raw
+//! handle, what the daemon knows of it (joined group, lost), the lock that keeps two
+//! requests off libqb's request channel at once, and the progress signal senders wait
+//! on under back-pressure.
+//!
+//! A [`Handle`](crate::Handle) owns its link through an `Arc`; its
+//! [`Connection`](crate::Connection) views and every [`Sender`](crate::Sender) reach the
+//! same one. Only `cpg_dispatch` runs outside the request lock: libcpg reads events on
+//! its own libqb channel (the event ring), separate from the request/response channel
+//! that join, leave, send, membership, iteration and zero-copy calls use, so one thread
+//! may dispatch while another sends (corosync's own benchmark does exactly that, and
+//! the `sender` tests stress it). Two requests at once are not safe: they would
+//! interleave on the request channel.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::task::Waker;
+use std::time::Duration;
+
+use corosync_sys as sys;
+
+use crate::error::{CsError, Error, Operation, Result};
+use crate::name::GroupName;
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// The libcpg handle; finalized only by the owning `Handle`, after `requests` has
+    /// been closed.
+    pub(crate) raw: sys::cpg_handle_t,
+    /// libcpg's descriptor (open until finalize).
+    pub(crate) fd: std::os::fd::RawFd,
+    /// The fork generation the handle was made in ([`crate::process::generation`]).
+    generation: u32,
+    /// The group the handle joined (set once: a connection holds one group).
+    joined: OnceLock<GroupName>,
+    /// The handle left its group: corosync never answers a later join on it.
+    left: AtomicBool,
+    /// A call reported `CS_ERR_LIBRARY`: the daemon is gone and the handle is dead.
+    lost: AtomicBool,
+    /// Set (for good) once a `Sender` exists: from then on every request takes
+    /// `requests`. Before that only the owning thread can make requests, so they need
+    /// no lock. Set and read for the lock decision on the owning thread only.
+    shared: AtomicBool,
+    /// Serializes requests once the link is shared; `false` once the handle is closed
+    /// (set under the lock before `cpg_finalize`, so no request can follow).
+    requests: Mutex<bool>,
+    /// Signalled when a dispatch delivered events, for senders waiting out
+    /// back-pressure.
+    progress: Progress,
+}
+
+/// A request may go to libcpg while this lives (see [`Link::request`]).
+pub(crate) struct RequestGuard<'a>(#[allow(dead_code)] Option<MutexGuard<'a, bool>>);
+
+impl Link {
+    pub(crate) fn new(raw: sys::cpg_handle_t, fd: std::os::fd::RawFd, generation: u32) -> Link {
+        Link {
+            raw,
+            fd,
+            generation,
+            joined: OnceLock::new(),
+            left: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
+            shared: AtomicBool::new(false),
+            requests: Mutex::new(true),
+            progress: Progress::default(),
+        }
+    }
+
+    /// Whether the process has forked since the handle was made.
+    #[inline]
+    pub(crate) fn forked(&self) -> bool {
+        crate::process::forked_since(self.generation)
+    }
+
+    /// Fails before C is called when the handle cannot be used: it was made before
+    /// this process forked ([`Error::Forked`]), or an earlier call found the daemon
+    /// gone (the same `CS_ERR_LIBRARY` error again, without another round trip, and
+    /// without creating resources that nobody would clean up). Two loads.
+    #[inline]
+    pub(crate) fn usable(&self, op: Operation) -> Result<()> {
+        if self.forked() {
+            return Err(Error::Forked);
+        }
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(Error::Cs {
+                op,
+                code: CsError::Library,
+            });
+        }
+        Ok(())
+    }
+
+    /// [`usable`](Self::usable), then the right to send a request to libcpg: the
+    /// request lock once the link is shared, and [`Error::Closed`] once the handle is
+    /// closed.
+    #[inline]
+    pub(crate) fn request(&self, op: Operation) -> Result<RequestGuard<'_>> {
+        self.usable(op)?;
+        if !self.shared.load(Ordering::Relaxed) {
+            return Ok(RequestGuard(None));
+        }
+        self.lock_request()
+    }
+
+    /// The request lock, whether or not the link is shared (senders always take it).
+    pub(crate) fn lock_request(&self) -> Result<RequestGuard<'_>> {
+        // A panic while holding it comes from Rust code between C calls, which leaves
+        // nothing half-done in C.
+        let open = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        if !*open {
+            return Err(Error::Closed);
+        }
+        Ok(RequestGuard(Some(open)))
+    }
+
+    /// The request lock if the link is shared, whatever its state: for calls that
+    /// release resources (zero-copy free, iteration finalize), which must run even on
+    /// a lost or closing connection but never beside another request.
+    pub(crate) fn exclusive(&self) -> RequestGuard<'_> {
+        if !self.shared.load(Ordering::Relaxed) {
+            return RequestGuard(None);
+        }
+        RequestGuard(Some(
+            self.requests.lock().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
+
+    /// Marks the link shared (a `Sender` is being made). Called on the owning thread.
+    pub(crate) fn share(&self) {
+        self.shared.store(true, Ordering::Relaxed);
+    }
+
+    /// Closes the link: waits for a request in flight, refuses all later ones, wakes
+    /// waiting senders. After this, `cpg_finalize` may run.
+    pub(crate) fn close(&self) {
+        *self.requests.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.progress.signal();
+    }
+
+    /// Whether the handle was closed (or dropped).
+    pub(crate) fn is_closed(&self) -> bool {
+        !*self.requests.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Converts a libcpg result, remembering a lost daemon.
+    #[inline]
+    pub(crate) fn check(&self, op: Operation, rc: sys::cs_error_t) -> Result<()> {
+        if rc == sys::CS_OK {
+            return Ok(());
+        }
+        self.failed(op, rc)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn failed(&self, op: Operation, rc: sys::cs_error_t) -> Result<()> {
+        if rc == sys::CS_ERR_LIBRARY {
+            self.lost.store(true, Ordering::Relaxed);
+        }
+        Error::check(op, rc)
+    }
+
+    /// The joined group, until the handle leaves.
+    pub(crate) fn joined(&self) -> Option<&GroupName> {
+        self.joined
+            .get()
+            .filter(|_| !self.left.load(Ordering::Relaxed))
+    }
+
+    /// Records a successful join.
+    pub(crate) fn set_joined(&self, group: GroupName) {
+        let _ = self.joined.set(group);
+    }
+
+    /// Whether the handle has left its group.
+    pub(crate) fn has_left(&self) -> bool {
+        self.left.load(Ordering::Relaxed)
+    }
+
+    /// Records a successful leave.
+    pub(crate) fn set_left(&self) {
+        self.left.store(true, Ordering::Relaxed);
+    }
+
+    /// Fails with [`Error::NotJoined`] unless the handle is in a group: corosync
+    /// (3.1.7) answers a send from a connection that never joined, or has left, with
+    /// success and drops the message.
+    #[inline]
+    pub(crate) fn check_joined(&self) -> Result<()> {
+        if self.joined.get().is_none() || self.left.load(Ordering::Relaxed) {
+            return Err(Error::NotJoined);
+        }
+        Ok(())
+    }
+
+    /// Tells waiting senders that a dispatch delivered events. One load when nobody
+    /// waits.
+    #[inline]
+    pub(crate) fn dispatched_events(&self) {
+        if self.progress.waiters.load(Ordering::Relaxed) > 0 {
+            self.progress.signal();
+        }
+    }
+
+    /// The progress signal.
+    pub(crate) fn progress(&self) -> &Progress {
+        &self.progress
+    }
+}
+
+/// Events delivered on the dispatching thread, as a counter that blocking senders wait
+/// on (condition variable) and async senders poll (wakers).
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// Senders currently waiting (blocking or async).
+    waiters: AtomicUsize,
+    /// How many times progress was signalled.
+    epoch: AtomicU64,
+    wakers: Mutex<Vec<Waker>>,
+    changed: Condvar,
+}
+
+impl Progress {
+    fn signal(&self) {
+        let wakers = {
+            let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            self.epoch.fetch_add(1, Ordering::Release);
+            self.changed.notify_all();
+            std::mem::take(&mut *wakers)
+        };
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// The current epoch: compare with a later one to see whether progress happened.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Blocks until progress after `seen` is signalled, or `timeout` passes.
+    pub(crate) fn wait(&self, seen: u64, timeout: Duration) {
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if self.epoch() == seen {
+            let _ = self
+                .changed
+                .wait_timeout_while(wakers, timeout, |_| self.epoch() == seen);
+        }
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Registers `waker` for the next signal unless progress after `seen` already
+    /// happened; returns whether it did. Pair with [`Progress::unregister`].
+    pub(crate) fn register(&self, seen: u64, waker: &Waker) -> bool {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if self.epoch() != seen {
+            return true;
+        }
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+        false
+    }
+
+    /// Counts an async sender as waiting (until [`Progress::unregister`]).
+    pub(crate) fn start_waiting(&self) {
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ends an async sender's wait.
+    pub(crate) fn unregister(&self, waker: Option<&Waker>) {
+        if let Some(waker) = waker {
+            let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            wakers.retain(|w| !w.will_wake(waker));
+        }
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    fn link() -> Link {
+        Link::new(0, -1, crate::process::generation())
+    }
+
+    #[test]
+    fn a_closed_link_refuses_requests_and_wakes_waiters() {
+        let link = Arc::new(link());
+        link.share();
+        assert!(link.request(Operation::Send).is_ok());
+        let waiter = {
+            let link = link.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                link.progress()
+                    .wait(link.progress().epoch(), Duration::from_secs(30));
+                start.elapsed()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        link.close();
+        assert!(waiter.join().unwrap() < Duration::from_secs(10));
+        assert!(matches!(link.request(Operation::Send), Err(Error::Closed)));
+        assert!(link.is_closed());
+    }
+
+    #[test]
+    fn progress_wakes_a_blocked_waiter_and_times_out_otherwise() {
+        let link = Arc::new(link());
+        let start = Instant::now();
+        link.progress()
+            .wait(link.progress().epoch(), Duration::from_millis(30));
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        let seen = link.progress().epoch();
+        let waiter = {
+            let link = link.clone();
+            std::thread::spawn(move || {
+                link.progress().wait(seen, Duration::from_secs(30));
+                link.progress().epoch()
+            })
+        };
+        while link.progress.waiters.load(Ordering::Relaxed) == 0 {
+            std::thread::yield_now();
+        }
+        link.dispatched_events();
+        assert!(waiter.join().unwrap() > seen);
+    }
+
+    #[test]
+    fn the_lost_daemon_is_remembered() {
+        let link = link();
+        assert!(link.usable(Operation::Send).is_ok());
+        let err = link
+            .check(Operation::Send, sys::CS_ERR_LIBRARY)
+            .unwrap_err();
+        assert!(err.is_daemon_lost());
+        let again = link.usable(Operation::Join).unwrap_err();
+        assert_eq!(
+            again,
+            Error::Cs {
+                op: Operation::Join,
+                code: CsError::Library
+            }
+        );
+        // Other errors are not remembered.
+        let link2 = self::link();
+        let _ = link2.check(Operation::Send, sys::CS_ERR_TRY_AGAIN);
+        assert!(link2.usable(Operation::Send).is_ok());
+    }
+
+    #[test]
+    fn membership_state() {
+        let link = link();
+        assert_eq!(link.check_joined(), Err(Error::NotJoined));
+        let g = GroupName::new("g").unwrap();
+        link.set_joined(g);
+        assert_eq!(link.joined(), Some(&g));
+        assert!(link.check_joined().is_ok());
+        link.set_left();
+        assert!(link.has_left());
+        assert_eq!(link.joined(), None);
+        assert_eq!(link.check_joined(), Err(Error::NotJoined));
+    }
+}

@@ -1,0 +1,180 @@
+//! `Sender`s against the handle's lifecycle: used after close, blocked in back-pressure
+//! while the handle is dropped, a callback panicking while they send, a lost daemon.
+//! None of these may reach a finalized handle, hang, or lose the typed error.
+
+mod common;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{big_stack, cluster, pump_until, unique_group, Peer, WAIT};
+use cpg::retry::Backoff;
+use cpg::{DispatchMode, Error, Handle};
+
+#[test]
+fn a_sender_after_close_gets_closed_and_never_reaches_libcpg() {
+    big_stack(|| {
+        let group = unique_group("sender-closed");
+        let a = Peer::on(cluster(), 0);
+        a.handle.join(&group).unwrap();
+        let sender = a.handle.sender();
+        let clone = sender.clone();
+        sender.send(b"before").unwrap();
+        pump_until(&[&a], WAIT, "the sender's message", || {
+            a.messages(&group) == vec![(1, b"before".to_vec())]
+        });
+        assert!(!sender.is_closed());
+        a.handle.close().unwrap();
+        assert!(sender.is_closed() && clone.is_closed());
+        assert_eq!(sender.send(b"after").unwrap_err(), Error::Closed);
+        assert_eq!(
+            clone
+                .send_with_retry(b"after", &Backoff::default())
+                .unwrap_err(),
+            Error::Closed
+        );
+    });
+}
+
+#[test]
+fn a_sender_of_a_handle_that_has_not_joined_is_refused() {
+    big_stack(|| {
+        let a = Peer::on(cluster(), 0);
+        let sender = a.handle.sender();
+        assert_eq!(sender.send(b"x").unwrap_err(), Error::NotJoined);
+    });
+}
+
+/// Rounds of: 4 threads flood large messages through senders while the owner
+/// dispatches for a while, then drops the handle. Every sender thread must end soon
+/// after, with `Closed`.
+#[test]
+fn dropping_the_handle_under_a_flood_ends_every_sender_promptly() {
+    big_stack(|| {
+        for round in 0..4u64 {
+            let group = unique_group("sender-drop");
+            let a = Peer::on(cluster(), 0);
+            a.handle.join(&group).unwrap();
+            let sender = a.handle.sender();
+            let sent = Arc::new(AtomicU64::new(0));
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let sender = sender.clone();
+                    let sent = sent.clone();
+                    std::thread::spawn(move || {
+                        let m = vec![7u8; 512 << 10];
+                        loop {
+                            match sender.send_with_retry(&m, &Backoff::default()) {
+                                Ok(()) => {
+                                    sent.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(e) => return e,
+                            }
+                        }
+                    })
+                })
+                .collect();
+            // Dispatch for a while (the daemon keeps sending our own messages back),
+            // or not at all in the last round: then senders wait out back-pressure
+            // with nobody dispatching.
+            let until = Instant::now() + Duration::from_millis(100 + 150 * round);
+            while round < 3 && Instant::now() < until {
+                a.handle.dispatch_timeout(Duration::from_millis(5)).unwrap();
+            }
+            if round == 3 {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            let dropped = Instant::now();
+            drop(a);
+            for t in threads {
+                assert_eq!(t.join().unwrap(), Error::Closed, "round {round}");
+            }
+            let took = dropped.elapsed();
+            assert!(took < Duration::from_secs(5), "round {round}: {took:?}");
+            assert!(
+                sent.load(Ordering::Relaxed) > 0,
+                "round {round}: nothing sent"
+            );
+            assert_eq!(sender.send(b"x").unwrap_err(), Error::Closed);
+        }
+    });
+}
+
+#[test]
+fn a_panicking_callback_does_not_disturb_the_senders() {
+    big_stack(|| {
+        let group = unique_group("sender-panic");
+        let node = cluster().node(0);
+        let delivered = Arc::new(AtomicU64::new(0));
+        let count = delivered.clone();
+        let handle = node.enter(|| {
+            Handle::builder()
+                .on_deliver(move |_, _| {
+                    if count.fetch_add(1, Ordering::Relaxed) == 10 {
+                        panic!("planted panic");
+                    }
+                })
+                .build()
+                .unwrap()
+        });
+        handle.join(&group).unwrap();
+        let sender = handle.sender();
+        let senders: Vec<_> = (0..3)
+            .map(|i| {
+                let sender = sender.clone();
+                std::thread::spawn(move || {
+                    for seq in 0..50u32 {
+                        sender
+                            .send_with_retry(&[i, seq as u8], &Backoff::default())
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        let panicked = catch_unwind(AssertUnwindSafe(|| loop {
+            handle.dispatch_timeout(Duration::from_millis(10)).unwrap();
+        }));
+        assert!(
+            panicked.is_err(),
+            "the callback's panic resumes in dispatch"
+        );
+        for s in senders {
+            s.join().expect("senders finish all their sends");
+        }
+        assert_eq!(
+            handle.dispatch(DispatchMode::All).unwrap_err(),
+            Error::Poisoned
+        );
+        sender.send(b"still accepted").unwrap();
+        drop(handle);
+        assert_eq!(sender.send(b"x").unwrap_err(), Error::Closed);
+    });
+}
+
+#[test]
+fn a_sender_sees_a_lost_daemon() {
+    big_stack(|| {
+        let private = cpg_testkit::Cluster::start(1);
+        let group = unique_group("sender-lost");
+        let a = Peer::on(&private, 0);
+        a.handle.join(&group).unwrap();
+        let sender = a.handle.sender();
+        sender.send(b"x").unwrap();
+        private.kill_daemon(0);
+        let deadline = Instant::now() + WAIT;
+        let err = loop {
+            match sender.send(b"y") {
+                Err(e) => break e,
+                Ok(()) => {
+                    assert!(Instant::now() < deadline, "sends keep succeeding");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        };
+        assert!(err.is_daemon_lost(), "{err:?}");
+        // The handle learned it too.
+        assert!(a.handle.send(b"z").unwrap_err().is_daemon_lost());
+    });
+}
