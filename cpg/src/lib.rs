@@ -52,6 +52,7 @@
 
 mod callbacks;
 mod error;
+pub mod group;
 mod handle;
 mod iter;
 mod name;

@@ -1,0 +1,12 @@
+//! Group layer (placeholder doc, replaced below).
+
+mod machine;
+#[cfg(test)]
+mod machine_tests;
+mod view;
+
+pub use machine::{
+    Config, Delivery, Effect, Event, GroupError, Machine, OnDisconnect, OnEviction, Position,
+    SendId, Stats, StopReason, HEADER_LEN,
+};
+pub use view::{View, ViewId};
