@@ -10,3 +10,5 @@ pub use machine::{
     SendId, Stats, StopReason, HEADER_LEN,
 };
 pub use view::{View, ViewId};
+mod blocking;
+pub use blocking::{Group, GroupBuilder, Receipt};
