@@ -136,7 +136,8 @@ pub enum OnDisconnect {
     /// Keep them and send them after reconnecting.
     #[default]
     Keep,
-    /// Drop them, each reported with [`GroupError::Disconnected`].
+    /// Drop them, each reported with [`GroupError::Disconnected`]; sends while
+    /// reconnecting fail with it at once.
     Drop,
 }
 
@@ -444,10 +445,17 @@ impl Machine {
     /// [`Event::NotSent`]); without, only a failure is reported.
     ///
     /// Messages go out in the order they were queued, while connected, once this
-    /// process has its first view.
+    /// process has its first view. While reconnecting they wait in the queue, unless
+    /// the policy is [`OnDisconnect::Drop`]: then this fails with
+    /// [`GroupError::Disconnected`].
     pub fn send(&mut self, payload: Vec<u8>, confirm: bool) -> Result<SendId, GroupError> {
         if self.state == State::Ended || self.leave_requested {
             return Err(GroupError::Closed);
+        }
+        let disconnected = matches!(self.state, State::Waiting { .. } | State::Connecting);
+        if disconnected && self.incarnation > 0 && self.config.on_disconnect == OnDisconnect::Drop
+        {
+            return Err(GroupError::Disconnected);
         }
         if self.stats().queued >= self.config.queue_limit {
             return Err(GroupError::QueueFull {

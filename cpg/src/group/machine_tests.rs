@@ -543,6 +543,11 @@ fn the_drop_policy_reports_queued_messages_as_not_sent() {
         ]
     );
     assert_eq!(t.m.stats().queued, 0);
+    assert_eq!(
+        t.m.send(b"c".to_vec(), true),
+        Err(GroupError::Disconnected),
+        "refused at once while reconnecting"
+    );
 }
 
 #[test]
