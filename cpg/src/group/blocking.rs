@@ -594,10 +594,14 @@ fn run(
         }
         let (woken, readable) = wait(handle.as_ref(), &wake_rx, timeout);
         if woken {
-            // Cleared before draining: a wake-up after this point writes again.
-            shared.wake_pending.store(false, Ordering::SeqCst);
+            // Drained first, then cleared: a client that still saw the flag set (and
+            // wrote nothing) changed the machine before this point, and the loop looks
+            // at the machine before it sleeps again; a client after it writes again.
+            // (Clearing first could drain a newer client's byte with the flag left set,
+            // and every later wake-up would be skipped.)
             let mut sink = [0u8; 64];
             while matches!(wake_rx.read(&mut sink), Ok(n) if n > 0) {}
+            shared.wake_pending.store(false, Ordering::SeqCst);
         }
         if shared.stop.load(Ordering::SeqCst) {
             break;
