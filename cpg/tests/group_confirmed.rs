@@ -22,7 +22,14 @@ fn confirmed_sends_resolve_once_in_delivery_order_at_an_agreed_position() {
     let cluster = Cluster::start(3);
     let group = GroupName::new("group-confirmed").unwrap();
     let peers: Vec<Peer> = (0..3)
-        .map(|i| Peer::start(cluster.node(i), &format!("node{}", i + 1), &group, Config::default()))
+        .map(|i| {
+            Peer::start(
+                cluster.node(i),
+                &format!("node{}", i + 1),
+                &group,
+                Config::default(),
+            )
+        })
         .collect();
     let all: Vec<Member> = peers.iter().map(Peer::member).collect();
     for p in &peers {
@@ -40,12 +47,17 @@ fn confirmed_sends_resolve_once_in_delivery_order_at_an_agreed_position() {
                     let mut receipts = Vec::new();
                     for seq in 0..PER_MEMBER {
                         let sender = i as u32 + 1;
-                        receipts.push((seq, p.group().send_confirmed(payload(sender, seq, 64)).unwrap()));
+                        receipts.push((
+                            seq,
+                            p.group().send_confirmed(payload(sender, seq, 64)).unwrap(),
+                        ));
                     }
                     receipts
                         .into_iter()
                         .map(|(seq, mut r)| {
-                            let pos = r.wait_timeout(WAIT).unwrap_or_else(|e| panic!("{}: {seq}: {e}", p.name()));
+                            let pos = r
+                                .wait_timeout(WAIT)
+                                .unwrap_or_else(|e| panic!("{}: {seq}: {e}", p.name()));
                             // Asking again gives the same answer: resolved once.
                             assert_eq!(r.wait_timeout(Duration::ZERO), Ok(pos));
                             (seq, pos)
@@ -69,8 +81,14 @@ fn confirmed_sends_resolve_once_in_delivery_order_at_an_agreed_position() {
         .map(|(p, &m)| messages(&p.log().since(m)))
         .collect();
     assert_eq!(streams[0].len() as u64, 3 * PER_MEMBER);
-    assert_eq!(streams[0], streams[1], "node 1 and node 2 delivered differently");
-    assert_eq!(streams[0], streams[2], "node 1 and node 3 delivered differently");
+    assert_eq!(
+        streams[0], streams[1],
+        "node 1 and node 2 delivered differently"
+    );
+    assert_eq!(
+        streams[0], streams[2],
+        "node 1 and node 3 delivered differently"
+    );
 
     for (i, (p, res)) in peers.iter().zip(&results).enumerate() {
         let sender = i as u32 + 1;
@@ -82,7 +100,10 @@ fn confirmed_sends_resolve_once_in_delivery_order_at_an_agreed_position() {
         );
         // Confirmations come once per message, in the order of the own deliveries.
         let events = p.log().wait_for("all confirmations recorded", WAIT, |e| {
-            let n = e.iter().filter(|e| matches!(e, Event::Confirmed { .. })).count();
+            let n = e
+                .iter()
+                .filter(|e| matches!(e, Event::Confirmed { .. }))
+                .count();
             (n as u64 >= PER_MEMBER).then(|| e.to_vec())
         });
         let own_delivered: Vec<u64> = events
@@ -93,7 +114,10 @@ fn confirmed_sends_resolve_once_in_delivery_order_at_an_agreed_position() {
             })
             .collect();
         assert_eq!(own_delivered, (0..PER_MEMBER).collect::<Vec<_>>());
-        let confirmed = events.iter().filter(|e| matches!(e, Event::Confirmed { .. })).count();
+        let confirmed = events
+            .iter()
+            .filter(|e| matches!(e, Event::Confirmed { .. }))
+            .count();
         assert_eq!(confirmed as u64, PER_MEMBER, "{}: confirmations", p.name());
         // Every member delivered each of these messages at the index the receipt says.
         for q in &peers {
@@ -133,7 +157,11 @@ fn confirmed_sends_resolve_once_in_delivery_order_at_an_agreed_position() {
     lat.sort();
     // A send must wake the dispatch thread: a lost wake-up shows as the thread's idle
     // sleep (1 s).
-    assert!(lat[199] < Duration::from_millis(500), "a confirmed send took {:?}", lat[199]);
+    assert!(
+        lat[199] < Duration::from_millis(500),
+        "a confirmed send took {:?}",
+        lat[199]
+    );
 
     // Node 3 leaves: leave() returns once its own leave is reported, which is its last
     // event; the others see it go with reason Leave.
@@ -144,7 +172,7 @@ fn confirmed_sends_resolve_once_in_delivery_order_at_an_agreed_position() {
         Err(cpg::group::GroupError::Closed)
     );
     let last = peers[2].log().wait_for("the Left event", WAIT, |e| {
-        e.iter().any(|e| *e == Event::Left).then(|| e.last().cloned())
+        e.contains(&Event::Left).then(|| e.last().cloned())
     });
     assert_eq!(last, Some(Event::Left), "Left is the last event");
     for p in &peers[..2] {

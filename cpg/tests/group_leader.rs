@@ -25,14 +25,25 @@ fn leader_is_agreed_in_every_view_through_crash_kill_restart_and_partition() {
     let cluster = Cluster::start(3);
     let group = GroupName::new(GROUP).unwrap();
     let peers: Vec<Peer> = (0..3)
-        .map(|i| Peer::start(cluster.node(i), &format!("node{}", i + 1), &group, Config::default()))
+        .map(|i| {
+            Peer::start(
+                cluster.node(i),
+                &format!("node{}", i + 1),
+                &group,
+                Config::default(),
+            )
+        })
         .collect();
     let all: Vec<Member> = peers.iter().map(Peer::member).collect();
     let refs: Vec<&Peer> = peers.iter().collect();
     for p in &peers {
         p.log().wait_view(&all);
     }
-    assert_eq!(assert_agree("start", &refs), all[0], "node 1's member leads");
+    assert_eq!(
+        assert_agree("start", &refs),
+        all[0],
+        "node 1's member leads"
+    );
 
     // A client process on node 2 joins, then is SIGKILLed.
     let mut client = Client::spawn_test(cluster.node(1), TEST, "member").unwrap();
@@ -45,7 +56,13 @@ fn leader_is_agreed_in_every_view_through_crash_kill_restart_and_partition() {
         nodeid: f[0],
         pid: f[1],
     };
-    assert_eq!(cm, Member { nodeid: 2, pid: client.pid() });
+    assert_eq!(
+        cm,
+        Member {
+            nodeid: 2,
+            pid: client.pid()
+        }
+    );
     let with_client = [all.clone(), vec![cm]].concat();
     for p in &peers {
         p.log().wait_view(&with_client);
@@ -65,9 +82,13 @@ fn leader_is_agreed_in_every_view_through_crash_kill_restart_and_partition() {
     }
     let leader = assert_agree("node 1 down", &[&peers[1], &peers[2]]);
     assert_eq!(leader, all[1], "node 2's member leads while node 1 is down");
-    peers[0].log().wait_for("node 1's member to see its daemon lost", WAIT, |e| {
-        e.iter().any(|e| matches!(e, Event::Disconnected { .. })).then_some(())
-    });
+    peers[0]
+        .log()
+        .wait_for("node 1's member to see its daemon lost", WAIT, |e| {
+            e.iter()
+                .any(|e| matches!(e, Event::Disconnected { .. }))
+                .then_some(())
+        });
 
     // The daemon comes back: node 1's member reconnects by itself and leads again.
     cluster.restart_daemon(0);
@@ -94,7 +115,10 @@ fn leader_is_agreed_in_every_view_through_crash_kill_restart_and_partition() {
         p.log().wait_view(&all[..2]);
     }
     peers[2].log().wait_view(&all[2..]);
-    assert_eq!(assert_agree("majority side", &[&peers[0], &peers[1]]), all[0]);
+    assert_eq!(
+        assert_agree("majority side", &[&peers[0], &peers[1]]),
+        all[0]
+    );
     assert_eq!(assert_agree("node 3 alone", &[&peers[2]]), all[2]);
     cluster.heal(2);
     for p in &peers {
@@ -107,7 +131,12 @@ fn leader_is_agreed_in_every_view_through_crash_kill_restart_and_partition() {
     for p in &peers {
         for v in views(&p.log().events()) {
             assert_eq!(v.leader(), v.members().first().copied());
-            assert_eq!(v.is_leader(), v.me().is_some() && v.me() == v.leader(), "{}: {v}", p.name());
+            assert_eq!(
+                v.is_leader(),
+                v.me().is_some() && v.me() == v.leader(),
+                "{}: {v}",
+                p.name()
+            );
         }
     }
     // Nodes 2 and 3 stayed connected from the start to the partition: they installed
@@ -122,8 +151,15 @@ fn leader_is_agreed_in_every_view_through_crash_kill_restart_and_partition() {
     // Each started at its own join, so one list may begin later: compare from the
     // first view both have.
     let start = v2.iter().position(|v| v3.first() == Some(v)).unwrap_or(0);
-    assert!(v2.len() - start >= 5, "views before the partition: {v2:?} / {v3:?}");
-    assert_eq!(v2[start..], v3[..], "nodes 2 and 3 installed different views");
+    assert!(
+        v2.len() - start >= 5,
+        "views before the partition: {v2:?} / {v3:?}"
+    );
+    assert_eq!(
+        v2[start..],
+        v3[..],
+        "nodes 2 and 3 installed different views"
+    );
     eprintln!(
         "leader: {} views on node 2, agreement checked at 7 stable points; node 1's member \
          reconnected (incarnation 2) after its daemon's restart; {} events on node 1 since \

@@ -30,7 +30,14 @@ fn a_flood_drains_in_order_through_back_pressure_without_blocking_send() {
     let mut config = Config::default();
     config.queue_limit = LIMIT;
     let peers: Vec<Peer> = (0..3)
-        .map(|i| Peer::start(cluster.node(i), &format!("node{}", i + 1), &group, config.clone()))
+        .map(|i| {
+            Peer::start(
+                cluster.node(i),
+                &format!("node{}", i + 1),
+                &group,
+                config.clone(),
+            )
+        })
         .collect();
     let all: Vec<Member> = peers.iter().map(Peer::member).collect();
     for p in &peers {
@@ -42,7 +49,8 @@ fn a_flood_drains_in_order_through_back_pressure_without_blocking_send() {
     let mut send_times = Vec::new();
     // Payloads are made in batches ahead, so that queueing is as fast as it can be.
     for batch in (0..COUNT).collect::<Vec<_>>().chunks(2 * LIMIT) {
-        let ready: Vec<(u64, Vec<u8>)> = batch.iter().map(|&q| (q, payload(1, q, pad(q)))).collect();
+        let ready: Vec<(u64, Vec<u8>)> =
+            batch.iter().map(|&q| (q, payload(1, q, pad(q)))).collect();
         for (seq, data) in ready {
             loop {
                 let copy = data.clone();
@@ -77,13 +85,24 @@ fn a_flood_drains_in_order_through_back_pressure_without_blocking_send() {
     // hundreds of milliseconds per message under this flood. The bound leaves room for
     // the scheduling of 2 cores shared with 3 daemons at real-time priority.
     send_times.sort();
-    let (median, slowest) = (send_times[send_times.len() / 2], *send_times.last().unwrap());
-    assert!(slowest < Duration::from_millis(500), "send blocked for {slowest:?}");
+    let (median, slowest) = (
+        send_times[send_times.len() / 2],
+        *send_times.last().unwrap(),
+    );
+    assert!(
+        slowest < Duration::from_millis(500),
+        "send blocked for {slowest:?}"
+    );
     let mut streams = Vec::new();
     for p in &peers {
         let msgs = messages(&p.log().events());
         let from1: Vec<u64> = msgs.iter().filter(|m| m.0 == 1).map(|m| m.1).collect();
-        assert_eq!(from1, (0..COUNT).collect::<Vec<_>>(), "{}: node 1's flood", p.name());
+        assert_eq!(
+            from1,
+            (0..COUNT).collect::<Vec<_>>(),
+            "{}: node 1's flood",
+            p.name()
+        );
         assert!(msgs.iter().any(|m| m.0 == 2), "{}: node 2's chat", p.name());
         streams.push(msgs);
     }

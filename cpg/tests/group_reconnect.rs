@@ -21,7 +21,14 @@ fn a_member_whose_daemon_restarts_reconnects_and_sends_what_it_queued() {
     let cluster = Cluster::start(3);
     let group = GroupName::new("group-reconnect").unwrap();
     let peers: Vec<Peer> = (0..3)
-        .map(|i| Peer::start(cluster.node(i), &format!("node{}", i + 1), &group, Config::default()))
+        .map(|i| {
+            Peer::start(
+                cluster.node(i),
+                &format!("node{}", i + 1),
+                &group,
+                Config::default(),
+            )
+        })
         .collect();
     let all: Vec<Member> = peers.iter().map(Peer::member).collect();
     for p in &peers {
@@ -48,7 +55,9 @@ fn a_member_whose_daemon_restarts_reconnects_and_sends_what_it_queued() {
     assert!(error.is_daemon_lost(), "disconnected by {error}");
     let noticed = killed_at.elapsed();
     dropper.log().wait_for("Disconnected", WAIT, |e| {
-        e.iter().any(|e| matches!(e, Event::Disconnected { .. })).then_some(())
+        e.iter()
+            .any(|e| matches!(e, Event::Disconnected { .. }))
+            .then_some(())
     });
     assert_eq!(
         dropper.group().send(payload(9, 0, 0)).unwrap_err(),
@@ -58,11 +67,19 @@ fn a_member_whose_daemon_restarts_reconnects_and_sends_what_it_queued() {
 
     // While down: queue 20 confirmed messages; nothing can go out.
     let mut receipts: Vec<_> = (1..=20)
-        .map(|seq| peers[0].group().send_confirmed(payload(1, seq, 100)).unwrap())
+        .map(|seq| {
+            peers[0]
+                .group()
+                .send_confirmed(payload(1, seq, 100))
+                .unwrap()
+        })
         .collect();
     assert_eq!(peers[0].group().stats().queued, 20);
     std::thread::sleep(Duration::from_millis(500));
-    assert!(receipts.iter_mut().all(|r| r.try_get().is_none()), "resolved while down");
+    assert!(
+        receipts.iter_mut().all(|r| r.try_get().is_none()),
+        "resolved while down"
+    );
     // The others go on meanwhile.
     peers[1].group().send(payload(2, 0, 0)).unwrap();
     for p in &peers[1..] {
@@ -103,7 +120,10 @@ fn a_member_whose_daemon_restarts_reconnects_and_sends_what_it_queued() {
             .collect();
         (ids.len() >= 21).then_some(ids)
     });
-    let ids: Vec<_> = [r.id()].into_iter().chain(receipts.iter().map(|r| r.id())).collect();
+    let ids: Vec<_> = [r.id()]
+        .into_iter()
+        .chain(receipts.iter().map(|r| r.id()))
+        .collect();
     assert_eq!(confirmed, ids, "each confirmed exactly once, in order");
     // Where they arrive follows from the view each was confirmed in: the restarted
     // daemon may form a ring of its own before it merges with the others, and a
@@ -141,7 +161,9 @@ fn a_member_whose_daemon_restarts_reconnects_and_sends_what_it_queued() {
     let alone = reach.iter().filter(|m| m.len() == 1).count();
     // The dropping member reconnected too and sends again.
     dropper.log().wait_for("Reconnected", WAIT, |e| {
-        e.iter().any(|e| matches!(e, Event::Reconnected { .. })).then_some(())
+        e.iter()
+            .any(|e| matches!(e, Event::Reconnected { .. }))
+            .then_some(())
     });
     dropper
         .group()
@@ -150,7 +172,10 @@ fn a_member_whose_daemon_restarts_reconnects_and_sends_what_it_queued() {
         .wait_timeout(WAIT)
         .unwrap();
     let stats = peers[0].group().stats();
-    assert_eq!((stats.queued, stats.reconnects, stats.confirmed), (0, 1, 22));
+    assert_eq!(
+        (stats.queued, stats.reconnects, stats.confirmed),
+        (0, 1, 22)
+    );
     eprintln!(
         "reconnect: daemon loss noticed {noticed:.2?} after SIGKILL; reconnected {reconnected:.2?} \
          after the restart began; 20 queued messages confirmed in order, {alone} of them in \

@@ -19,8 +19,8 @@ use crate::retry::{retry, Backoff};
 use crate::types::{Member, Reason};
 
 use super::machine::{
-    Config, Effect, Event, GroupError, Machine, OnDisconnect, OnEviction, Position, SendId,
-    Stats, StopReason,
+    Config, Effect, Event, GroupError, Machine, OnDisconnect, OnEviction, Position, SendId, Stats,
+    StopReason,
 };
 use super::view::View;
 
@@ -169,8 +169,8 @@ impl Receipt {
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until .start()"]
 pub struct GroupBuilder {
-    name: GroupName,
-    config: Config,
+    pub(super) name: GroupName,
+    pub(super) config: Config,
 }
 
 impl GroupBuilder {
@@ -259,8 +259,7 @@ impl Group {
             s.set_nonblocking(true)
                 .map_err(|e| GroupError::Connect(os_error(e, Operation::Poll)))?;
         }
-        let seed = std::collections::hash_map::RandomState::new()
-            .hash_one((std::process::id(), Instant::now()));
+        let seed = nonce_seed();
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 machine: Machine::new(builder.config, std::process::id(), seed),
@@ -347,7 +346,11 @@ impl Group {
     }
 
     /// Waits up to `timeout` until the latest view satisfies `check`; returns it.
-    pub fn wait_view(&self, timeout: Duration, mut check: impl FnMut(&View) -> bool) -> Option<View> {
+    pub fn wait_view(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&View) -> bool,
+    ) -> Option<View> {
         let deadline = Instant::now() + timeout;
         let mut inner = self.shared.lock();
         loop {
@@ -436,6 +439,12 @@ impl Drop for Group {
     }
 }
 
+/// A random seed for the wire header's nonces (the standard library's hash keys are
+/// random per process and per `RandomState`).
+pub(super) fn nonce_seed() -> u64 {
+    std::collections::hash_map::RandomState::new().hash_one((std::process::id(), Instant::now()))
+}
+
 fn os_error(e: std::io::Error, op: Operation) -> Error {
     Error::Os {
         op,
@@ -446,11 +455,7 @@ fn os_error(e: std::io::Error, op: Operation) -> Error {
 /// How the dispatch thread's connection is made: a handle whose callbacks feed the
 /// machine, joined to `name`; returns it with the local node id.
 fn connect(shared: &Arc<Shared>, name: &GroupName) -> Result<(Handle, u32), Error> {
-    let (d, c, t) = (
-        Arc::clone(shared),
-        Arc::clone(shared),
-        Arc::clone(shared),
-    );
+    let (d, c, t) = (Arc::clone(shared), Arc::clone(shared), Arc::clone(shared));
     let handle = Handle::builder()
         .on_deliver(move |_cpg, msg| {
             d.lock()
@@ -499,10 +504,7 @@ fn wait(handle: Option<&Handle>, wake: &UnixStream, timeout: Duration) -> (bool,
         },
     ];
     // Round up, so that a due retry is not polled for in a busy loop of 0 ms waits.
-    let ms = timeout
-        .as_micros()
-        .div_ceil(1000)
-        .min(i32::MAX as u128) as libc::c_int;
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
     // SAFETY: `fds` is a valid array of two pollfd entries for the duration of the call
     // (poll ignores the negative fd when there is no handle); the descriptors are open:
     // the wake socket is owned by this thread's caller and the handle's descriptor is
@@ -549,7 +551,10 @@ fn run(
                         handle = Some(h);
                         nodeid
                     });
-                    shared.lock().machine.handle_connected(Instant::now(), result);
+                    shared
+                        .lock()
+                        .machine
+                        .handle_connected(Instant::now(), result);
                 }
                 Effect::Send(_) => {
                     let result = match &handle {
@@ -568,7 +573,10 @@ fn run(
                         Some(h) => h.leave(&name),
                         None => Err(lost(Operation::Leave)),
                     };
-                    shared.lock().machine.handle_leave_result(Instant::now(), result);
+                    shared
+                        .lock()
+                        .machine
+                        .handle_leave_result(Instant::now(), result);
                 }
                 Effect::Close => drop(handle.take()),
             }
@@ -621,7 +629,9 @@ fn run(
     shared.route(&mut inner);
     if inner.end.is_none() {
         // Dropped without leaving: end the queue for anyone still waiting.
-        inner.end = Some(Event::Stopped(StopReason::Failed(lost(Operation::Finalize))));
+        inner.end = Some(Event::Stopped(StopReason::Failed(lost(
+            Operation::Finalize,
+        ))));
         for (_, tx) in inner.receipts.drain() {
             let _ = tx.try_send(Err(GroupError::Closed));
         }
@@ -629,7 +639,7 @@ fn run(
     }
 }
 
-fn lost(op: Operation) -> Error {
+pub(super) fn lost(op: Operation) -> Error {
     Error::Cs {
         op,
         code: crate::error::CsError::Library,

@@ -453,8 +453,7 @@ impl Machine {
             return Err(GroupError::Closed);
         }
         let disconnected = matches!(self.state, State::Waiting { .. } | State::Connecting);
-        if disconnected && self.incarnation > 0 && self.config.on_disconnect == OnDisconnect::Drop
-        {
+        if disconnected && self.incarnation > 0 && self.config.on_disconnect == OnDisconnect::Drop {
             return Err(GroupError::Disconnected);
         }
         if self.stats().queued >= self.config.queue_limit {
@@ -654,7 +653,10 @@ impl Machine {
         if self.unsettled {
             self.unsettled = false;
             if let Some(view) = &self.view {
-                self.events.push_back(Event::Settled { view: view.id, ring });
+                self.events.push_back(Event::Settled {
+                    view: view.id,
+                    ring,
+                });
             }
         }
     }
@@ -727,7 +729,10 @@ impl Machine {
         self.events.push_back(Event::View(view.clone()));
         if !self.unsettled {
             if let Some(ring) = self.ring {
-                self.events.push_back(Event::Settled { view: view.id, ring });
+                self.events.push_back(Event::Settled {
+                    view: view.id,
+                    ring,
+                });
             }
         }
         if first && self.incarnation > 1 {

@@ -56,7 +56,10 @@ impl T {
         t.m.handle_connected(t.now, Ok(me.nodeid));
         t.m.handle_confchg(t.now, members, &[], &[(me, Reason::Join)]);
         let ev = t.events();
-        assert!(matches!(&ev[0], Event::View(v) if v.me() == Some(me)), "{ev:?}");
+        assert!(
+            matches!(&ev[0], Event::View(v) if v.me() == Some(me)),
+            "{ev:?}"
+        );
         t
     }
 
@@ -103,7 +106,12 @@ impl T {
         self.m.handle_deliver(self.now, from, data);
     }
 
-    fn confchg(&mut self, members: &[Member], left: &[(Member, Reason)], joined: &[(Member, Reason)]) {
+    fn confchg(
+        &mut self,
+        members: &[Member],
+        left: &[(Member, Reason)],
+        joined: &[(Member, Reason)],
+    ) {
         self.m.handle_confchg(self.now, members, left, joined);
     }
 }
@@ -185,13 +193,18 @@ fn missing_from_a_view_is_an_eviction_and_rejoin_makes_a_new_connection() {
     let mut t = T::joined(me, &[me, m(2, 20)]);
     t.confchg(&[m(2, 20)], &[], &[]);
     let ev = t.events();
-    assert!(matches!(&ev[..], [Event::Evicted { view }] if !view.contains(me)), "{ev:?}");
+    assert!(
+        matches!(&ev[..], [Event::Evicted { view }] if !view.contains(me)),
+        "{ev:?}"
+    );
     assert_eq!(t.effects(), vec![Effect::Close, Effect::Connect]);
     t.m.handle_connected(t.now, Ok(1));
     t.confchg(&[me, m(2, 20)], &[], &[(me, Reason::Join)]);
     let ev = t.events();
     assert!(
-        ev.iter().any(|e| matches!(e, Event::Reconnected { incarnation: 2, view } if view.me() == Some(me))),
+        ev.iter().any(
+            |e| matches!(e, Event::Reconnected { incarnation: 2, view } if view.me() == Some(me))
+        ),
         "{ev:?}"
     );
 }
@@ -225,7 +238,9 @@ fn an_empty_member_list_evicts_and_duplicates_count_once() {
     assert_eq!(t.m.view().unwrap().members(), &[me, m(2, 3)]);
     t.confchg(&[], &[], &[]);
     let ev = t.events();
-    assert!(matches!(&ev[..], [Event::Evicted { view }] if view.is_empty() && view.leader().is_none()));
+    assert!(
+        matches!(&ev[..], [Event::Evicted { view }] if view.is_empty() && view.leader().is_none())
+    );
 }
 
 #[test]
@@ -244,7 +259,10 @@ fn the_own_pid_on_two_nodes_is_told_apart_by_node_id() {
     };
     t.deliver(m(1, 77), &wire);
     let ev = t.events();
-    assert!(matches!(&ev[..], [Event::Message(d)] if !d.own && d.from == m(1, 77)), "{ev:?}");
+    assert!(
+        matches!(&ev[..], [Event::Message(d)] if !d.own && d.from == m(1, 77)),
+        "{ev:?}"
+    );
     t.deliver(me, &wire);
     let ev = t.events();
     assert!(matches!(&ev[1], Event::Confirmed { .. }), "{ev:?}");
@@ -259,7 +277,11 @@ fn in_a_pid_namespace_the_own_entry_comes_from_the_join() {
     t.confchg(&[m(1, 1), m(3, 4242)], &[], &[(m(3, 4242), Reason::Join)]);
     let v = views(&t.events()).pop().unwrap();
     assert_eq!(v.me(), Some(m(3, 4242)));
-    assert_eq!(v.leader(), Some(m(1, 1)), "node 1's pid 1 is not this process");
+    assert_eq!(
+        v.leader(),
+        Some(m(1, 1)),
+        "node 1's pid 1 is not this process"
+    );
     assert!(!v.is_leader());
 }
 
@@ -278,7 +300,10 @@ fn an_unknown_identity_is_learned_from_the_own_nonce() {
     t.deliver(b, &wire);
     assert_eq!(t.m.me(), Some(b));
     let ev = t.events();
-    assert!(matches!(ev[1], Event::Confirmed { id: got, .. } if got == id), "{ev:?}");
+    assert!(
+        matches!(ev[1], Event::Confirmed { id: got, .. } if got == id),
+        "{ev:?}"
+    );
 }
 
 #[test]
@@ -292,12 +317,18 @@ fn the_queue_keeps_order_one_send_at_a_time_and_refuses_above_its_bound() {
     for i in 0..3u8 {
         assert_eq!(t.m.send(vec![i], false), Ok(SendId(u64::from(i))));
     }
-    assert_eq!(t.m.send(vec![9], false), Err(GroupError::QueueFull { limit: 3 }));
+    assert_eq!(
+        t.m.send(vec![9], false),
+        Err(GroupError::QueueFull { limit: 3 })
+    );
     assert_eq!(t.m.stats().queued, 3);
     // One in flight: no second send before the first's result.
     assert_eq!(t.effects(), vec![Effect::Send(SendId(0))]);
     assert_eq!(t.effects(), vec![]);
-    assert_eq!(t.m.send(vec![9], false), Err(GroupError::QueueFull { limit: 3 }));
+    assert_eq!(
+        t.m.send(vec![9], false),
+        Err(GroupError::QueueFull { limit: 3 })
+    );
     t.m.handle_send_result(t.now, Ok(()));
     assert_eq!(t.m.send(vec![3], false), Ok(SendId(3)));
     let sent = t.flush();
@@ -373,7 +404,10 @@ fn the_back_off_doubles_up_to_its_maximum_and_resets_after_a_send() {
     t.m.handle_send_result(t.now, Ok(()));
     t.effects();
     t.m.handle_send_result(t.now, Err(try_again()));
-    assert_eq!(t.m.poll_timeout().unwrap() - t.now, Duration::from_micros(100));
+    assert_eq!(
+        t.m.poll_timeout().unwrap() - t.now,
+        Duration::from_micros(100)
+    );
 }
 
 #[test]
@@ -404,10 +438,19 @@ fn a_confirmed_send_resolves_once_at_its_own_delivery_with_its_position() {
     assert_eq!(confirmed, vec![(a, 1), (c, 3)]);
     assert_eq!(
         payloads(&ev),
-        vec![b"hello".to_vec(), b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"a".to_vec()]
+        vec![
+            b"hello".to_vec(),
+            b"a".to_vec(),
+            b"b".to_vec(),
+            b"c".to_vec(),
+            b"a".to_vec()
+        ]
     );
     // The confirmation follows its message.
-    let i = ev.iter().position(|e| matches!(e, Event::Confirmed { .. })).unwrap();
+    let i = ev
+        .iter()
+        .position(|e| matches!(e, Event::Confirmed { .. }))
+        .unwrap();
     assert!(matches!(&ev[i - 1], Event::Message(d) if d.own && d.data == b"a"));
     assert_eq!(t.m.stats().confirmed, 2);
 }
@@ -422,7 +465,10 @@ fn a_payload_cannot_claim_to_be_ours() {
     // Another member replays our exact bytes (nonce and sequence number included).
     t.deliver(other, &wire);
     let ev = t.events();
-    assert!(matches!(&ev[..], [Event::Message(d)] if !d.own && d.from == other), "{ev:?}");
+    assert!(
+        matches!(&ev[..], [Event::Message(d)] if !d.own && d.from == other),
+        "{ev:?}"
+    );
 }
 
 #[test]
@@ -435,11 +481,19 @@ fn positions_count_per_view_and_malformed_messages_count_too() {
     t.confchg(&[me], &[(other, Reason::Leave)], &[]);
     t.deliver(me, b"CPGl\x01\0\0\0nnnnnnnnssssssss2");
     let ev = t.events();
-    assert_eq!(ev[0], Event::Malformed { from: other, len: 9 });
+    assert_eq!(
+        ev[0],
+        Event::Malformed {
+            from: other,
+            len: 9
+        }
+    );
     let positions: Vec<(u64, u64, u64)> = ev
         .iter()
         .filter_map(|e| match e {
-            Event::Message(d) => Some((d.position.view.counter, d.position.index, d.position.total)),
+            Event::Message(d) => {
+                Some((d.position.view.counter, d.position.index, d.position.total))
+            }
             _ => None,
         })
         .collect();
@@ -478,10 +532,7 @@ fn a_lost_daemon_reconnects_with_back_off_and_keeps_the_queue() {
         t.m.handle_connected(t.now, Err(lost(Operation::Initialize)));
         assert_eq!(t.effects(), vec![Effect::Close]);
     }
-    assert_eq!(
-        pauses,
-        [100, 200, 400].map(Duration::from_millis).to_vec()
-    );
+    assert_eq!(pauses, [100, 200, 400].map(Duration::from_millis).to_vec());
     let due = t.m.poll_timeout().unwrap();
     t.advance(due - t.now);
     assert_eq!(t.effects(), vec![Effect::Connect]);
@@ -566,7 +617,10 @@ fn reconnecting_gives_up_after_its_budget() {
         attempts += 1;
         t.m.handle_connected(t.now, Err(lost(Operation::Initialize)));
     }
-    assert_eq!(attempts, 3, "100 + 200 + 400 ms fit in 1 s, the next pause does not");
+    assert_eq!(
+        attempts, 3,
+        "100 + 200 + 400 ms fit in 1 s, the next pause does not"
+    );
     let ev = t.events();
     assert_eq!(
         ev,
@@ -599,7 +653,10 @@ fn leave_sends_the_queue_first_and_the_own_leave_is_the_last_event() {
     t.confchg(&[me], &[(other, Reason::ProcDown)], &[]);
     t.confchg(&[], &[(me, Reason::Leave)], &[]);
     let ev = t.events();
-    assert!(matches!(ev[1], Event::Confirmed { id, .. } if id == a), "{ev:?}");
+    assert!(
+        matches!(ev[1], Event::Confirmed { id, .. } if id == a),
+        "{ev:?}"
+    );
     assert!(matches!(ev[2], Event::View(_)), "{ev:?}");
     assert_eq!(ev.last(), Some(&Event::Left));
     assert_eq!(t.effects(), vec![Effect::Close]);
@@ -652,7 +709,10 @@ fn a_view_settles_when_its_ring_is_known() {
     // A process change on a known ring settles at once.
     t.confchg(&[me, m(2, 5)], &[], &[(m(2, 5), Reason::Join)]);
     let ev = t.events();
-    assert!(matches!(ev[1], Event::Settled { ring: r, .. } if r == ring(4)), "{ev:?}");
+    assert!(
+        matches!(ev[1], Event::Settled { ring: r, .. } if r == ring(4)),
+        "{ev:?}"
+    );
     // A node change waits for the totem change that follows it.
     t.confchg(&[me], &[(m(2, 5), Reason::NodeDown)], &[]);
     let ev = t.events();

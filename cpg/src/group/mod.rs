@@ -12,3 +12,7 @@ pub use machine::{
 pub use view::{View, ViewId};
 mod blocking;
 pub use blocking::{Group, GroupBuilder, Receipt};
+#[cfg(feature = "tokio")]
+mod tokio;
+#[cfg(feature = "tokio")]
+pub use self::tokio::{AsyncGroup, Confirmation};

@@ -206,7 +206,14 @@ mod tests {
 
     #[test]
     fn the_same_pid_on_two_nodes_is_two_members() {
-        let v = View::new(id(1), [m(2, 42), m(1, 42)], Some(m(2, 42)), vec![], vec![], None);
+        let v = View::new(
+            id(1),
+            [m(2, 42), m(1, 42)],
+            Some(m(2, 42)),
+            vec![],
+            vec![],
+            None,
+        );
         assert_eq!(v.len(), 2);
         assert_eq!(v.me(), Some(m(2, 42)));
         assert_eq!(v.rank(), Some(1));

@@ -241,7 +241,9 @@ impl Peer {
 
     /// This member as CPG reports it.
     pub fn member(&self) -> Member {
-        self.group().me().expect("identity known after the first view")
+        self.group()
+            .me()
+            .expect("identity known after the first view")
     }
 }
 
@@ -275,7 +277,11 @@ pub fn assert_agree(what: &str, peers: &[&Peer]) -> Member {
         assert_eq!(v.leader(), first.leader(), "{what}: {}'s leader", p.name());
     }
     let leader = first.leader().expect("a non-empty view");
-    assert_eq!(leader, first.members()[0], "{what}: the lowest (node id, pid) leads");
+    assert_eq!(
+        leader,
+        first.members()[0],
+        "{what}: the lowest (node id, pid) leads"
+    );
     let leading: Vec<&str> = peers
         .iter()
         .zip(&views)
