@@ -1,39 +1,4 @@
-//! The group layer's rules as a state machine without I/O: libcpg events and call
-//! results go in, [`Event`]s for the application and [`Effect`]s for the driver come
-//! out. Time is an argument; the machine reads no clock.
-//!
-//! A driver ([`Group`](super::Group), [`AsyncGroup`](super::AsyncGroup), or your own)
-//! owns the libcpg handle and loops:
-//!
-//! 1. feed what libcpg reported: [`handle_confchg`](Machine::handle_confchg),
-//!    [`handle_deliver`](Machine::handle_deliver), [`handle_totem`](Machine::handle_totem),
-//!    a failed dispatch as [`handle_daemon_lost`](Machine::handle_daemon_lost);
-//! 2. carry out every [`poll_effect`](Machine::poll_effect) and report its result
-//!    ([`handle_connected`](Machine::handle_connected),
-//!    [`handle_send_result`](Machine::handle_send_result),
-//!    [`handle_leave_result`](Machine::handle_leave_result));
-//! 3. hand every [`poll_event`](Machine::poll_event) to the application;
-//! 4. wait for the handle's descriptor or until [`poll_timeout`](Machine::poll_timeout),
-//!    then call [`handle_timeout`](Machine::handle_timeout).
-//!
-//! # Wire format
-//!
-//! Every message the layer sends starts with a 24-byte header, all integers
-//! little-endian:
-//!
-//! | bytes | field |
-//! |---|---|
-//! | 0..4 | magic `b"CPGl"` |
-//! | 4 | version, 1 |
-//! | 5..8 | reserved, 0 |
-//! | 8..16 | nonce: random per connection (incarnation) of the sender |
-//! | 16..24 | sequence number of the message within that connection, from 0 |
-//!
-//! followed by the application's payload. Every member of a group driven by this layer
-//! must use it; a delivered message without a valid header is reported as
-//! [`Event::Malformed`]. The header only serves to match this process's own deliveries
-//! to its sends (confirmed send): who sent a message is always the (node id, pid) that
-//! CPG reports, never anything the payload says.
+//! The group layer's rules as a state machine without I/O or clock: [`Machine`].
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -323,7 +288,42 @@ struct Outgoing {
     confirm: bool,
 }
 
-/// The group layer's state machine. See the [module](self) documentation.
+/// The group layer's rules as a state machine without I/O: libcpg events and call
+/// results go in, [`Event`]s for the application and [`Effect`]s for the driver come
+/// out. Time is an argument; the machine reads no clock.
+///
+/// A driver ([`Group`](super::Group), `AsyncGroup` (feature `tokio`), or your own)
+/// owns the libcpg handle and loops:
+///
+/// 1. feed what libcpg reported: [`handle_confchg`](Machine::handle_confchg),
+///    [`handle_deliver`](Machine::handle_deliver), [`handle_totem`](Machine::handle_totem),
+///    a failed dispatch as [`handle_daemon_lost`](Machine::handle_daemon_lost);
+/// 2. carry out every [`poll_effect`](Machine::poll_effect) and report its result
+///    ([`handle_connected`](Machine::handle_connected),
+///    [`handle_send_result`](Machine::handle_send_result),
+///    [`handle_leave_result`](Machine::handle_leave_result));
+/// 3. hand every [`poll_event`](Machine::poll_event) to the application;
+/// 4. wait for the handle's descriptor or until [`poll_timeout`](Machine::poll_timeout),
+///    then call [`handle_timeout`](Machine::handle_timeout).
+///
+/// # Wire format
+///
+/// Every message the layer sends starts with a 24-byte header, all integers
+/// little-endian:
+///
+/// | bytes | field |
+/// |---|---|
+/// | 0..4 | magic `b"CPGl"` |
+/// | 4 | version, 1 |
+/// | 5..8 | reserved, 0 |
+/// | 8..16 | nonce: random per connection (incarnation) of the sender |
+/// | 16..24 | sequence number of the message within that connection, from 0 |
+///
+/// followed by the application's payload. Every member of a group driven by this layer
+/// must use it; a delivered message without a valid header is reported as
+/// [`Event::Malformed`]. The header only serves to match this process's own deliveries
+/// to its sends (confirmed send): who sent a message is always the (node id, pid) that
+/// CPG reports, never anything the payload says.
 #[derive(Debug)]
 pub struct Machine {
     config: Config,

@@ -183,6 +183,24 @@ impl Future for Confirmation {
 /// whichever runtime thread runs it. Its threads need stacks above 1 MiB (see
 /// [`crate::tokio`]). Methods take `&self`; the group can be shared (`Arc`) between
 /// tasks. Dropping it stops the driver task, which closes the connection.
+///
+/// ```no_run
+/// use cpg::group::{Event, Group};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let group = Group::builder(cpg::GroupName::new("my-service")?).start_async().await?;
+/// let position = group.send_confirmed(b"hello".to_vec())?.await?;
+/// println!("delivered as message {} of view {}", position.index, position.view);
+/// while let Some(event) = group.next_event().await {
+///     match event {
+///         Event::View(view) if view.is_leader() => println!("leading {view}"),
+///         Event::Message(m) => println!("{}: {:?}", m.from, m.data),
+///         _ => {}
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct AsyncGroup {
     shared: Arc<Shared>,
