@@ -82,6 +82,19 @@ fn leader_is_agreed_in_every_view_through_crash_kill_restart_and_partition() {
     }
     let leader = assert_agree("node 1 down", &[&peers[1], &peers[2]]);
     assert_eq!(leader, all[1], "node 2's member leads while node 1 is down");
+    // A change of nodes settles once the totem change of the new ring arrives (after
+    // the group change): the view still carries the ring before.
+    let down = latest_view(&peers[1].log().events()).unwrap();
+    let ring = peers[1].log().wait_for("the view to settle", WAIT, |e| {
+        e.iter().find_map(|e| match e {
+            Event::Settled { view, ring } if *view == down.id() => Some(*ring),
+            _ => None,
+        })
+    });
+    assert!(
+        down.ring().is_some_and(|before| before.seq < ring.seq),
+        "{down:?} settled with {ring}"
+    );
     peers[0]
         .log()
         .wait_for("node 1's member to see its daemon lost", WAIT, |e| {
