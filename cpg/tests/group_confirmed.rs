@@ -156,11 +156,13 @@ fn confirmed_sends_resolve_once_in_delivery_order_at_an_agreed_position() {
         .collect();
     lat.sort();
     // A send must wake the dispatch thread: a lost wake-up shows as the thread's idle
-    // sleep (1 s).
+    // sleep (1 s), and once lost, wake-ups stayed lost (the bug this caught made the
+    // median 1.00 s). A rare scheduling hiccup on the 2 shared cores is tolerated.
     assert!(
-        lat[199] < Duration::from_millis(500),
-        "a confirmed send took {:?}",
-        lat[199]
+        lat[100] < Duration::from_millis(50) && lat[180] < Duration::from_millis(500),
+        "confirmed sends took {:?} (median), {:?} (p90)",
+        lat[100],
+        lat[180]
     );
 
     // Node 3 leaves: leave() returns once its own leave is reported, which is its last

@@ -11,7 +11,7 @@ mod group_common;
 
 use std::time::{Duration, Instant};
 
-use cpg::group::{Config, Event, GroupError, OnDisconnect};
+use cpg::group::{Config, Event, Group, GroupError, OnDisconnect};
 use cpg::{GroupName, Member};
 use cpg_testkit::Cluster;
 use group_common::*;
@@ -63,6 +63,15 @@ fn a_member_whose_daemon_restarts_reconnects_and_sends_what_it_queued() {
         dropper.group().send(payload(9, 0, 0)).unwrap_err(),
         GroupError::Disconnected,
         "policy Drop refuses sends while disconnected"
+    );
+
+    // A new member cannot start without a daemon: the error says so at once.
+    let refused = cluster
+        .node(0)
+        .enter(|| Group::join(GroupName::new("group-reconnect-late").unwrap()));
+    assert!(
+        matches!(&refused, Err(GroupError::Connect(e)) if e.is_daemon_lost()),
+        "starting without a daemon: {refused:?}"
     );
 
     // While down: queue 20 confirmed messages; nothing can go out.

@@ -775,3 +775,18 @@ fn a_fatal_connect_error_stops() {
     assert_eq!(t.events(), vec![Event::Stopped(StopReason::Failed(denied))]);
     assert!(t.m.is_ended());
 }
+
+#[test]
+fn the_public_types_can_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send::<Machine>();
+    send_sync::<super::Group>();
+    send::<super::Receipt>();
+    send_sync::<Event>();
+    #[cfg(feature = "tokio")]
+    {
+        send_sync::<super::AsyncGroup>();
+        send_sync::<super::Confirmation>();
+    }
+}
