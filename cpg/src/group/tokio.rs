@@ -314,7 +314,8 @@ impl AsyncGroup {
         self.shared.lock().view.clone()
     }
 
-    /// Whether this process leads the current view.
+    /// Whether this process leads the current view; false while disconnected (the
+    /// view kept by [`view`](Self::view) is then the last one before the loss).
     pub fn is_leader(&self) -> bool {
         self.shared
             .lock()
