@@ -328,8 +328,8 @@ struct Outgoing {
 pub struct Machine {
     config: Config,
     state: State,
-    /// getpid() of this process: the daemon reports the same pid unless the process
-    /// is in a pid namespace of its own.
+    /// getpid() of this process: libcpg reports it at join, and the daemon lists the
+    /// member with it (also inside a pid namespace, where it is the namespace's pid).
     pid: u32,
     nonce_seed: u64,
     nonce: u64,
@@ -768,8 +768,8 @@ impl Machine {
             });
             return;
         };
-        // Our own nonce from our own node while our pid is unknown (pid namespace):
-        // that is us.
+        // Our own nonce from our own node while our entry is unknown (a daemon that
+        // listed us under another pid): that is us.
         if self.me.is_none() && nonce == self.nonce && Some(from.nodeid) == self.local_nodeid {
             self.me = Some(from);
         }

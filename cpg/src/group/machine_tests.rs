@@ -269,8 +269,9 @@ fn the_own_pid_on_two_nodes_is_told_apart_by_node_id() {
 }
 
 #[test]
-fn in_a_pid_namespace_the_own_entry_comes_from_the_join() {
-    // getpid() says 1; the daemon sees 4242.
+fn a_daemon_that_reports_another_pid_is_matched_by_the_join() {
+    // getpid() says 1; the daemon lists 4242. (corosync 3.1.7 lists the pid libcpg
+    // sends at join, getpid() in the client's pid namespace, so this is defensive.)
     let mut t = T::new(Config::default(), 1);
     t.effects();
     t.m.handle_connected(t.now, Ok(3));

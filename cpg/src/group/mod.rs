@@ -77,11 +77,15 @@
 //!
 //! # Who this process is
 //!
-//! The daemon identifies a member by (node id, pid). The own entry is the one with
-//! the local node id and `getpid()`; in a pid namespace of its own the daemon sees
-//! another pid, and then it is the only entry of this node in the join's `joined`
-//! list, or, failing that, the sender of the first delivered message that carries
-//! this connection's random nonce and comes from this node.
+//! The daemon identifies a member by (node id, pid), where the pid is what libcpg
+//! reports at join: `getpid()` in the process's own pid namespace. Measured with
+//! corosync 3.1.7: a process started with `unshare --pid --fork` is listed as pid 1,
+//! and a second such process on the same node cannot join the same group
+//! (`CS_ERR_EXIST`). The own entry is therefore the one with the local node id and
+//! `getpid()`. Should a daemon report another pid, the layer falls back to the only
+//! entry of this node in the join's `joined` list, or else to the sender of the first
+//! delivered message that carries this connection's random nonce and comes from this
+//! node.
 //!
 //! # Eviction, leave, reconnect
 //!
