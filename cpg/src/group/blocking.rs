@@ -618,9 +618,14 @@ fn run(
         if readable {
             if let Some(h) = &handle {
                 if let Err(e) = h.dispatch_at_most(BATCH) {
-                    // Whatever failed (normally the lost daemon), this handle is done:
-                    // reconnect with a new one.
-                    shared.lock().machine.handle_daemon_lost(Instant::now(), e);
+                    // A lost daemon: reconnect with a new handle. Anything else (a
+                    // refused dispatch) would fail the same way on a new handle: stop.
+                    let mut inner = shared.lock();
+                    if e.is_daemon_lost() {
+                        inner.machine.handle_daemon_lost(Instant::now(), e);
+                    } else {
+                        inner.machine.handle_failure(Instant::now(), e);
+                    }
                 }
             }
         }

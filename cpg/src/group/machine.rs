@@ -639,6 +639,18 @@ impl Machine {
         self.schedule_reconnect(now, error);
     }
 
+    /// The connection failed in a way a new connection would not fix (for example a
+    /// dispatch refused for too small a stack): stops with [`StopReason::Failed`].
+    /// A lost daemon is [`handle_daemon_lost`](Self::handle_daemon_lost) instead.
+    pub fn handle_failure(&mut self, now: Instant, error: Error) {
+        let _ = now;
+        if matches!(self.state, State::Ended | State::Idle) {
+            return;
+        }
+        self.effects.push_back(Effect::Close);
+        self.stop(StopReason::Failed(error), GroupError::Closed);
+    }
+
     /// A totem (node membership) change.
     pub fn handle_totem(&mut self, now: Instant, ring: RingId, nodes: &[u32]) {
         let _ = (now, nodes);

@@ -791,3 +791,24 @@ fn the_public_types_can_cross_threads() {
         send_sync::<super::Confirmation>();
     }
 }
+
+#[test]
+fn a_failure_that_a_new_connection_would_not_fix_stops() {
+    let me = m(1, 10);
+    let mut t = T::joined(me, &[me]);
+    let id = t.m.send(b"a".to_vec(), true).unwrap();
+    let refused = Error::ReentrantDispatch;
+    t.m.handle_failure(t.now, refused.clone());
+    assert_eq!(
+        t.events(),
+        vec![
+            Event::NotSent {
+                id,
+                error: GroupError::Closed
+            },
+            Event::Stopped(StopReason::Failed(refused))
+        ]
+    );
+    assert_eq!(t.effects(), vec![Effect::Close]);
+    assert_eq!(t.m.poll_timeout(), None, "no reconnect");
+}

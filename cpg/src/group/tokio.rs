@@ -524,7 +524,12 @@ async fn drive(shared: Arc<Shared>, name: GroupName) {
                     }
                 }
             }
-            Woke::Cpg(Some(Err(e))) => shared.lock().machine.handle_daemon_lost(now, e),
+            Woke::Cpg(Some(Err(e))) if e.is_daemon_lost() => {
+                shared.lock().machine.handle_daemon_lost(now, e)
+            }
+            // Not fixed by a new connection (for example a dispatch refused on too
+            // small a stack): stop, with the reason.
+            Woke::Cpg(Some(Err(e))) => shared.lock().machine.handle_failure(now, e),
             Woke::Cpg(None) => shared
                 .lock()
                 .machine
