@@ -297,7 +297,9 @@ struct Outgoing {
 ///
 /// 1. feed what libcpg reported: [`handle_confchg`](Machine::handle_confchg),
 ///    [`handle_deliver`](Machine::handle_deliver), [`handle_totem`](Machine::handle_totem),
-///    a failed dispatch as [`handle_daemon_lost`](Machine::handle_daemon_lost);
+///    a lost daemon (`CS_ERR_LIBRARY` from dispatch or any call) as
+///    [`handle_daemon_lost`](Machine::handle_daemon_lost), any other dispatch failure
+///    as [`handle_failure`](Machine::handle_failure);
 /// 2. carry out every [`poll_effect`](Machine::poll_effect) and report its result
 ///    ([`handle_connected`](Machine::handle_connected),
 ///    [`handle_send_result`](Machine::handle_send_result),
@@ -305,6 +307,10 @@ struct Outgoing {
 /// 3. hand every [`poll_event`](Machine::poll_event) to the application;
 /// 4. wait for the handle's descriptor or until [`poll_timeout`](Machine::poll_timeout),
 ///    then call [`handle_timeout`](Machine::handle_timeout).
+///
+/// The driver sends one [`Effect::Send`] at a time (the machine hands out the next only
+/// after the result of the previous), which is also what libcpg needs: two concurrent
+/// sends on one handle are not safe.
 ///
 /// # Wire format
 ///
