@@ -812,3 +812,290 @@ fn a_failure_that_a_new_connection_would_not_fix_stops() {
     assert_eq!(t.effects(), vec![Effect::Close]);
     assert_eq!(t.m.poll_timeout(), None, "no reconnect");
 }
+
+/// A small deterministic pseudo-random generator (xorshift64*), for the soak test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// True with probability `percent` %.
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// Random event sequences (sends, back-pressure, refused sends, lost daemons, failed
+/// reconnects, membership changes, other members' messages, leave), checking after
+/// every step what applications rely on:
+/// - view ids strictly grow;
+/// - at most one send is in flight, and the wire carries each connection's sequence
+///   numbers in order, the queue's messages in the order queued;
+/// - every message gets at most one outcome, a confirmed one only once it came back;
+/// - at the end every confirmed send has exactly one outcome, and `Left` is last.
+#[test]
+fn random_sequences_keep_the_invariants() {
+    let mut total = Stats::default();
+    for seed in 1..=200u64 {
+        let s = soak(seed);
+        total.sent += s.sent;
+        total.pushbacks += s.pushbacks;
+        total.confirmed += s.confirmed;
+        total.not_sent += s.not_sent;
+        total.reconnects += s.reconnects;
+        total.delivered += s.delivered;
+    }
+    // The runs reached every path they are meant to check.
+    assert!(
+        total.sent > 1000
+            && total.pushbacks > 100
+            && total.confirmed > 100
+            && total.not_sent > 100
+            && total.reconnects > 50,
+        "{total:?}"
+    );
+    eprintln!("200 random runs: {total:?}");
+}
+
+fn soak(seed: u64) -> Stats {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let me = m(2, 50);
+    let others = [m(1, 7), m(3, 9), m(2, 60)];
+    let config = Config {
+        queue_limit: 8,
+        ..Config::default()
+    };
+    let mut t = T::new(config, me.pid);
+    let mut confirm_ids = std::collections::BTreeSet::new();
+    let mut all_ids = Vec::new();
+    // Outcomes seen per id: Confirmed or NotSent.
+    let mut outcomes: std::collections::HashMap<SendId, u32> = Default::default();
+    let mut confirmed_order = Vec::new();
+    // Accepted by the "daemon", not yet delivered back: (incarnation, bytes).
+    let mut pending: std::collections::VecDeque<Vec<u8>> = Default::default();
+    let mut last_view: Option<ViewId> = None;
+    // Per incarnation, the sequence numbers on the wire, and payload ids in order.
+    let mut wire_seq: Option<(Vec<u8>, u64)> = None;
+    let mut wire_ids: Vec<u64> = Vec::new();
+    let mut members = vec![me];
+    let mut ended = false;
+    let mut leaving = false;
+
+    let check = |events: &[Event],
+                 outcomes: &mut std::collections::HashMap<SendId, u32>,
+                 confirmed_order: &mut Vec<SendId>,
+                 last_view: &mut Option<ViewId>,
+                 ended: &mut bool| {
+        for e in events {
+            assert!(!*ended, "seed {seed}: event after the end: {e:?}");
+            match e {
+                Event::View(v) => {
+                    assert!(Some(v.id()) > *last_view, "seed {seed}: view id went back");
+                    *last_view = Some(v.id());
+                    assert_eq!(v.me(), Some(me), "seed {seed}: identity");
+                }
+                Event::Confirmed { id, .. } => {
+                    *outcomes.entry(*id).or_default() += 1;
+                    confirmed_order.push(*id);
+                }
+                Event::NotSent { id, .. } => *outcomes.entry(*id).or_default() += 1,
+                Event::Left | Event::Stopped(_) => *ended = true,
+                _ => {}
+            }
+        }
+        assert!(
+            outcomes.values().all(|&n| n == 1),
+            "seed {seed}: an outcome twice: {outcomes:?}"
+        );
+        assert!(
+            confirmed_order.windows(2).all(|w| w[0] < w[1]),
+            "seed {seed}: confirmations out of order"
+        );
+    };
+
+    for _step in 0..400 {
+        if ended {
+            break;
+        }
+        let roll = rng.next() % 100;
+        if roll < 25 && !leaving {
+            let confirm = rng.chance(60);
+            if let Ok(id) = t.m.send(vec![id_byte(all_ids.len())], confirm) {
+                all_ids.push(id);
+                if confirm {
+                    confirm_ids.insert(id);
+                }
+            }
+        } else if roll < 55 {
+            // Carry out the effects.
+            while let Some(effect) = t.m.poll_effect(t.now, &mut t.buf) {
+                match effect {
+                    Effect::Connect => {
+                        if rng.chance(60) {
+                            t.m.handle_connected(t.now, Ok(me.nodeid));
+                            members = vec![me, others[0]];
+                            t.m.handle_confchg(t.now, &members, &[], &[(me, Reason::Join)]);
+                            wire_seq = None;
+                        } else {
+                            t.m.handle_connected(t.now, Err(lost(Operation::Initialize)));
+                        }
+                    }
+                    Effect::Send(id) => {
+                        let _ = id;
+                        let bytes = t.buf.clone();
+                        // Nothing more until this one's result.
+                        let mut scratch = Vec::new();
+                        assert_eq!(
+                            t.m.poll_effect(t.now, &mut scratch),
+                            None,
+                            "seed {seed}: an effect while a send is in flight"
+                        );
+                        let r = rng.next() % 100;
+                        let result = if r < 65 {
+                            Ok(())
+                        } else if r < 85 {
+                            Err(try_again())
+                        } else if r < 92 {
+                            Err(cs(Operation::Send, CsError::TooBig))
+                        } else {
+                            Err(lost(Operation::Send))
+                        };
+                        if result.is_ok() {
+                            // Sequence numbers of one connection go up by one.
+                            let nonce = bytes[8..16].to_vec();
+                            let seq = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
+                            match &wire_seq {
+                                Some((n, s)) if *n == nonce => {
+                                    assert_eq!(seq, s + 1, "seed {seed}: sequence gap")
+                                }
+                                _ => assert_eq!(seq, 0, "seed {seed}: first sequence number"),
+                            }
+                            wire_seq = Some((nonce, seq));
+                            wire_ids.push(u64::from(bytes[HEADER_LEN]));
+                            pending.push_back(bytes);
+                        }
+                        let lost_now = result.as_ref().is_err_and(Error::is_daemon_lost);
+                        t.m.handle_send_result(t.now, result);
+                        if lost_now {
+                            pending.clear();
+                        }
+                        break;
+                    }
+                    Effect::Leave => t.m.handle_leave_result(t.now, Ok(())),
+                    Effect::Close => {}
+                }
+            }
+        } else if roll < 70 {
+            if let Some(bytes) = pending.pop_front() {
+                t.m.handle_deliver(t.now, me, &bytes);
+            }
+        } else if roll < 78 {
+            t.m.handle_deliver(
+                t.now,
+                others[rng.next() as usize % 3],
+                b"CPGl\x01\0\0\0other...12345678x",
+            );
+        } else if roll < 86 {
+            // Others come and go; this process stays.
+            let other = others[rng.next() as usize % 3];
+            if members.contains(&other) {
+                members.retain(|x| *x != other);
+                t.m.handle_confchg(t.now, &members, &[(other, Reason::ProcDown)], &[]);
+            } else {
+                members.push(other);
+                t.m.handle_confchg(t.now, &members, &[], &[(other, Reason::Join)]);
+            }
+        } else if roll < 94 {
+            t.now += Duration::from_millis(rng.next() % 3000);
+            t.m.handle_timeout(t.now);
+        } else if roll < 98 {
+            t.m.handle_daemon_lost(t.now, lost(Operation::Dispatch));
+            pending.clear();
+        } else if !leaving && rng.chance(30) {
+            leaving = true;
+            t.m.leave(t.now);
+        }
+        let events = t.events();
+        check(
+            &events,
+            &mut outcomes,
+            &mut confirmed_order,
+            &mut last_view,
+            &mut ended,
+        );
+    }
+
+    // Wind down: leave, deliver what is pending, and carry out every effect.
+    if !ended {
+        t.m.leave(t.now);
+        for _ in 0..1000 {
+            if let Some(bytes) = pending.pop_front() {
+                t.m.handle_deliver(t.now, me, &bytes);
+            }
+            t.now += Duration::from_millis(10);
+            t.m.handle_timeout(t.now);
+            while let Some(effect) = t.m.poll_effect(t.now, &mut t.buf) {
+                match effect {
+                    Effect::Send(_) => {
+                        pending.push_back(t.buf.clone());
+                        wire_ids.push(u64::from(t.buf[HEADER_LEN]));
+                        t.m.handle_send_result(t.now, Ok(()));
+                    }
+                    Effect::Leave => {
+                        t.m.handle_leave_result(t.now, Ok(()));
+                        // Own messages come back before the own leave.
+                        while let Some(bytes) = pending.pop_front() {
+                            t.m.handle_deliver(t.now, me, &bytes);
+                        }
+                        members.retain(|x| *x != me);
+                        t.m.handle_confchg(t.now, &members, &[(me, Reason::Leave)], &[]);
+                    }
+                    Effect::Connect => {
+                        t.m.handle_connected(t.now, Err(lost(Operation::Initialize)))
+                    }
+                    Effect::Close => {}
+                }
+            }
+            let events = t.events();
+            check(
+                &events,
+                &mut outcomes,
+                &mut confirmed_order,
+                &mut last_view,
+                &mut ended,
+            );
+            if ended {
+                break;
+            }
+        }
+    }
+    assert!(ended, "seed {seed}: never ended");
+    assert!(t.m.is_ended());
+    for id in &confirm_ids {
+        assert_eq!(
+            outcomes.get(id),
+            Some(&1),
+            "seed {seed}: confirmed send {id:?} has no outcome"
+        );
+    }
+    // The queue's order on the wire: each message is accepted at most once, in the
+    // order queued (a refused attempt is not on the wire; it is retried or dropped).
+    assert!(
+        wire_ids.windows(2).all(|w| w[0] < w[1]),
+        "seed {seed}: wire order {wire_ids:?}"
+    );
+    assert_eq!(t.m.stats().queued, 0);
+    t.m.stats()
+}
+
+/// The first payload byte of message number `n` (wraps, but a run sends far fewer
+/// than 256 messages).
+fn id_byte(n: usize) -> u8 {
+    assert!(n < 256);
+    n as u8
+}
