@@ -13,6 +13,8 @@
 //!   `"foo\0"` are different groups, both reachable on purpose.
 //! - [`Error`] names the failed operation and the libcpg code, and answers
 //!   [`is_retryable`](Error::is_retryable) and [`is_daemon_lost`](Error::is_daemon_lost).
+//! - [`group`]: views with a leader, eviction, reconnect, an ordered send queue and
+//!   confirmed sends, as a state machine with a blocking and a tokio driver.
 //!
 //! # Example
 //!
@@ -58,6 +60,7 @@
 mod callbacks;
 mod connection;
 mod error;
+pub mod group;
 mod handle;
 mod iter;
 mod link;

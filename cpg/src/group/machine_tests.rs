@@ -1,0 +1,1101 @@
+//! Unit tests of the group state machine, driven by synthetic event sequences (no
+//! daemon, no clock: every instant is made up).
+
+use std::time::{Duration, Instant};
+
+use super::machine::*;
+use super::view::ViewId;
+use crate::error::{CsError, Error, Operation};
+use crate::types::{Member, Reason, RingId};
+
+fn m(nodeid: u32, pid: u32) -> Member {
+    Member { nodeid, pid }
+}
+
+fn cs(op: Operation, code: CsError) -> Error {
+    Error::Cs { op, code }
+}
+
+fn try_again() -> Error {
+    cs(Operation::Send, CsError::TryAgain)
+}
+
+fn lost(op: Operation) -> Error {
+    cs(op, CsError::Library)
+}
+
+/// A machine and a made-up clock.
+struct T {
+    m: Machine,
+    now: Instant,
+    buf: Vec<u8>,
+    /// Bytes of every Send effect, in order.
+    wire: Vec<Vec<u8>>,
+}
+
+impl T {
+    fn new(config: Config, pid: u32) -> T {
+        let mut t = T {
+            m: Machine::new(config, pid, 0x5eed),
+            now: Instant::now(),
+            buf: Vec::new(),
+            wire: Vec::new(),
+        };
+        t.m.start(t.now);
+        t
+    }
+
+    /// A machine of `me` that connected and installed its first view `members`.
+    fn joined(me: Member, members: &[Member]) -> T {
+        Self::joined_with(Config::default(), me, members)
+    }
+
+    fn joined_with(config: Config, me: Member, members: &[Member]) -> T {
+        let mut t = T::new(config, me.pid);
+        assert_eq!(t.effects(), vec![Effect::Connect]);
+        t.m.handle_connected(t.now, Ok(me.nodeid));
+        t.m.handle_confchg(t.now, members, &[], &[(me, Reason::Join)]);
+        let ev = t.events();
+        assert!(
+            matches!(&ev[0], Event::View(v) if v.me() == Some(me)),
+            "{ev:?}"
+        );
+        t
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.m.handle_timeout(self.now);
+    }
+
+    /// Every effect due now; sends are recorded and left pending (no result fed).
+    fn effects(&mut self) -> Vec<Effect> {
+        let mut out = Vec::new();
+        while let Some(e) = self.m.poll_effect(self.now, &mut self.buf) {
+            if let Effect::Send(_) = e {
+                self.wire.push(self.buf.clone());
+            }
+            out.push(e);
+            if let Effect::Send(_) = out.last().unwrap() {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Sends everything queued, each accepted, and returns the bytes sent.
+    fn flush(&mut self) -> Vec<Vec<u8>> {
+        let start = self.wire.len();
+        while let Some(e) = self.m.poll_effect(self.now, &mut self.buf) {
+            match e {
+                Effect::Send(_) => {
+                    self.wire.push(self.buf.clone());
+                    self.m.handle_send_result(self.now, Ok(()));
+                }
+                other => panic!("unexpected effect {other:?}"),
+            }
+        }
+        self.wire[start..].to_vec()
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.m.poll_event()).collect()
+    }
+
+    fn deliver(&mut self, from: Member, data: &[u8]) {
+        self.m.handle_deliver(self.now, from, data);
+    }
+
+    fn confchg(
+        &mut self,
+        members: &[Member],
+        left: &[(Member, Reason)],
+        joined: &[(Member, Reason)],
+    ) {
+        self.m.handle_confchg(self.now, members, left, joined);
+    }
+}
+
+fn views(events: &[Event]) -> Vec<super::View> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::View(v) => Some(v.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn payloads(events: &[Event]) -> Vec<Vec<u8>> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(d) => Some(d.data.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn view_ids_only_grow_across_changes_and_reconnects() {
+    let me = m(1, 10);
+    let mut t = T::joined(me, &[me]);
+    let mut ids = vec![t.m.view().unwrap().id()];
+    t.confchg(&[me, m(2, 20)], &[], &[(m(2, 20), Reason::Join)]);
+    t.confchg(&[me], &[(m(2, 20), Reason::Leave)], &[]);
+    ids.extend(views(&t.events()).iter().map(|v| v.id()));
+    t.m.handle_daemon_lost(t.now, lost(Operation::Dispatch));
+    t.advance(Duration::from_secs(1));
+    assert_eq!(t.effects(), vec![Effect::Close, Effect::Connect]);
+    t.m.handle_connected(t.now, Ok(1));
+    t.confchg(&[me], &[], &[(me, Reason::Join)]);
+    ids.extend(views(&t.events()).iter().map(|v| v.id()));
+    assert_eq!(ids.len(), 4);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert_eq!(
+        ids[3],
+        ViewId {
+            incarnation: 2,
+            counter: 4
+        }
+    );
+}
+
+#[test]
+fn every_member_computes_the_same_leader_whatever_the_list_order() {
+    let all = [m(3, 7), m(1, 500), m(2, 1), m(1, 40)];
+    let mut leaders = Vec::new();
+    for (i, &me) in all.iter().enumerate() {
+        let mut list = all.to_vec();
+        list.rotate_left(i);
+        let t = T::joined(me, &list);
+        let v = t.m.view().unwrap();
+        leaders.push(v.leader());
+        assert_eq!(v.is_leader(), me == m(1, 40), "{me}: is_leader");
+    }
+    assert!(leaders.iter().all(|l| *l == Some(m(1, 40))), "{leaders:?}");
+}
+
+#[test]
+fn the_next_lowest_member_leads_when_the_leader_leaves() {
+    let me = m(2, 5);
+    let mut t = T::joined(me, &[m(1, 9), me, m(3, 1)]);
+    assert!(!t.m.view().unwrap().is_leader());
+    t.confchg(&[me, m(3, 1)], &[(m(1, 9), Reason::NodeDown)], &[]);
+    let v = views(&t.events()).pop().unwrap();
+    assert_eq!(v.leader(), Some(me));
+    assert!(v.is_leader());
+}
+
+#[test]
+fn missing_from_a_view_is_an_eviction_and_rejoin_makes_a_new_connection() {
+    let me = m(1, 10);
+    let mut t = T::joined(me, &[me, m(2, 20)]);
+    t.confchg(&[m(2, 20)], &[], &[]);
+    let ev = t.events();
+    assert!(
+        matches!(&ev[..], [Event::Evicted { view }] if !view.contains(me)),
+        "{ev:?}"
+    );
+    assert_eq!(t.effects(), vec![Effect::Close, Effect::Connect]);
+    t.m.handle_connected(t.now, Ok(1));
+    t.confchg(&[me, m(2, 20)], &[], &[(me, Reason::Join)]);
+    let ev = t.events();
+    assert!(
+        ev.iter().any(
+            |e| matches!(e, Event::Reconnected { incarnation: 2, view } if view.me() == Some(me))
+        ),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn listed_as_left_without_leaving_is_an_eviction_and_stop_fails_the_queue() {
+    let me = m(1, 10);
+    let config = Config {
+        on_eviction: OnEviction::Stop,
+        ..Config::default()
+    };
+    let mut t = T::joined_with(config, me, &[me]);
+    let id = t.m.send(b"x".to_vec(), true).unwrap();
+    t.confchg(&[me], &[(me, Reason::ProcDown)], &[]);
+    let ev = t.events();
+    assert!(matches!(ev[0], Event::Evicted { .. }), "{ev:?}");
+    assert!(ev.contains(&Event::NotSent {
+        id,
+        error: GroupError::Closed
+    }));
+    assert_eq!(ev.last(), Some(&Event::Stopped(StopReason::Evicted)));
+    assert_eq!(t.effects(), vec![Effect::Close]);
+    assert!(t.m.is_ended());
+    assert_eq!(t.m.send(vec![], false), Err(GroupError::Closed));
+}
+
+#[test]
+fn an_empty_member_list_evicts_and_duplicates_count_once() {
+    let me = m(1, 10);
+    let mut t = T::joined(me, &[me, me, m(2, 3), m(2, 3)]);
+    assert_eq!(t.m.view().unwrap().members(), &[me, m(2, 3)]);
+    t.confchg(&[], &[], &[]);
+    let ev = t.events();
+    assert!(
+        matches!(&ev[..], [Event::Evicted { view }] if view.is_empty() && view.leader().is_none())
+    );
+}
+
+#[test]
+fn the_own_pid_on_two_nodes_is_told_apart_by_node_id() {
+    // The test harness runs members on several nodes from one process: same pid.
+    let me = m(2, 77);
+    let mut t = T::joined(me, &[m(1, 77), me, m(3, 77)]);
+    let v = t.m.view().unwrap().clone();
+    assert_eq!(v.me(), Some(me));
+    assert_eq!(v.leader(), Some(m(1, 77)));
+    assert!(!v.is_leader());
+    // A message from node 1's member, even with this process's header, is not own.
+    let wire = {
+        t.m.send(b"mine".to_vec(), true).unwrap();
+        t.flush().pop().unwrap()
+    };
+    t.deliver(m(1, 77), &wire);
+    let ev = t.events();
+    assert!(
+        matches!(&ev[..], [Event::Message(d)] if !d.own && d.from == m(1, 77)),
+        "{ev:?}"
+    );
+    t.deliver(me, &wire);
+    let ev = t.events();
+    assert!(matches!(&ev[1], Event::Confirmed { .. }), "{ev:?}");
+}
+
+#[test]
+fn a_daemon_that_reports_another_pid_is_matched_by_the_join() {
+    // getpid() says 1; the daemon lists 4242. (corosync 3.1.7 lists the pid libcpg
+    // sends at join, getpid() in the client's pid namespace, so this is defensive.)
+    let mut t = T::new(Config::default(), 1);
+    t.effects();
+    t.m.handle_connected(t.now, Ok(3));
+    t.confchg(&[m(1, 1), m(3, 4242)], &[], &[(m(3, 4242), Reason::Join)]);
+    let v = views(&t.events()).pop().unwrap();
+    assert_eq!(v.me(), Some(m(3, 4242)));
+    assert_eq!(
+        v.leader(),
+        Some(m(1, 1)),
+        "node 1's pid 1 is not this process"
+    );
+    assert!(!v.is_leader());
+}
+
+#[test]
+fn an_unknown_identity_is_learned_from_the_own_nonce() {
+    // Two processes of node 3 in the join's list: ambiguous until a message returns.
+    let mut t = T::new(Config::default(), 1);
+    t.effects();
+    t.m.handle_connected(t.now, Ok(3));
+    let (a, b) = (m(3, 100), m(3, 200));
+    t.confchg(&[a, b], &[], &[(a, Reason::Join), (b, Reason::Join)]);
+    assert_eq!(t.m.me(), None);
+    t.events();
+    let id = t.m.send(b"hi".to_vec(), true).unwrap();
+    let wire = t.flush().pop().unwrap();
+    t.deliver(b, &wire);
+    assert_eq!(t.m.me(), Some(b));
+    let ev = t.events();
+    assert!(
+        matches!(ev[1], Event::Confirmed { id: got, .. } if got == id),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn the_queue_keeps_order_one_send_at_a_time_and_refuses_above_its_bound() {
+    let me = m(1, 10);
+    let config = Config {
+        queue_limit: 3,
+        ..Config::default()
+    };
+    let mut t = T::joined_with(config, me, &[me]);
+    for i in 0..3u8 {
+        assert_eq!(t.m.send(vec![i], false), Ok(SendId(u64::from(i))));
+    }
+    assert_eq!(
+        t.m.send(vec![9], false),
+        Err(GroupError::QueueFull { limit: 3 })
+    );
+    assert_eq!(t.m.stats().queued, 3);
+    // One in flight: no second send before the first's result.
+    assert_eq!(t.effects(), vec![Effect::Send(SendId(0))]);
+    assert_eq!(t.effects(), vec![]);
+    assert_eq!(
+        t.m.send(vec![9], false),
+        Err(GroupError::QueueFull { limit: 3 })
+    );
+    t.m.handle_send_result(t.now, Ok(()));
+    assert_eq!(t.m.send(vec![3], false), Ok(SendId(3)));
+    let sent = t.flush();
+    let bodies: Vec<u8> = t.wire.iter().map(|w| w[HEADER_LEN]).collect();
+    assert_eq!(bodies, vec![0, 1, 2, 3]);
+    assert_eq!(sent.len(), 3);
+    // Sequence numbers 0.. in the header, little-endian.
+    let seqs: Vec<u64> = t
+        .wire
+        .iter()
+        .map(|w| u64::from_le_bytes(w[16..24].try_into().unwrap()))
+        .collect();
+    assert_eq!(seqs, vec![0, 1, 2, 3]);
+    assert_eq!(&t.wire[0][..5], b"CPGl\x01");
+    let s = t.m.stats();
+    assert_eq!((s.queued, s.sent, s.pushbacks), (0, 4, 0));
+}
+
+#[test]
+fn back_pressure_waits_without_blocking_and_keeps_the_order() {
+    let me = m(1, 10);
+    let mut t = T::joined(me, &[me]);
+    t.m.send(b"a".to_vec(), false).unwrap();
+    t.m.send(b"b".to_vec(), false).unwrap();
+    assert_eq!(t.effects(), vec![Effect::Send(SendId(0))]);
+    t.m.handle_send_result(t.now, Err(try_again()));
+    // Nothing to do until the pause is over; the timeout says when.
+    assert_eq!(t.effects(), vec![]);
+    let due = t.m.poll_timeout().expect("a retry is scheduled");
+    assert!(due > t.now);
+    // Events are still handled meanwhile.
+    t.confchg(&[me, m(2, 1)], &[], &[(m(2, 1), Reason::Join)]);
+    assert_eq!(views(&t.events()).len(), 1);
+    t.advance(due - t.now);
+    assert_eq!(t.effects(), vec![Effect::Send(SendId(0))]);
+    t.m.handle_send_result(t.now, Err(try_again()));
+    let due2 = t.m.poll_timeout().unwrap();
+    t.advance(due2 - t.now);
+    t.effects();
+    t.m.handle_send_result(t.now, Ok(()));
+    t.flush();
+    let bodies: Vec<&[u8]> = t.wire.iter().map(|w| &w[HEADER_LEN..]).collect();
+    assert_eq!(bodies, vec![&b"a"[..], b"a", b"a", b"b"]);
+    // The retried message kept its sequence number.
+    let seqs: Vec<u64> = t
+        .wire
+        .iter()
+        .map(|w| u64::from_le_bytes(w[16..24].try_into().unwrap()))
+        .collect();
+    assert_eq!(seqs, vec![0, 0, 0, 1]);
+    let s = t.m.stats();
+    assert_eq!((s.sent, s.pushbacks, s.queued), (2, 2, 0));
+}
+
+#[test]
+fn the_back_off_doubles_up_to_its_maximum_and_resets_after_a_send() {
+    let me = m(1, 10);
+    let mut t = T::joined(me, &[me]);
+    t.m.send(b"a".to_vec(), false).unwrap();
+    t.m.send(b"b".to_vec(), false).unwrap();
+    let mut pauses = Vec::new();
+    for _ in 0..12 {
+        t.effects();
+        t.m.handle_send_result(t.now, Err(try_again()));
+        let due = t.m.poll_timeout().unwrap();
+        pauses.push(due - t.now);
+        t.advance(due - t.now);
+    }
+    assert_eq!(pauses[0], Duration::from_micros(100));
+    assert_eq!(pauses[1], Duration::from_micros(200));
+    assert_eq!(*pauses.last().unwrap(), Duration::from_millis(50));
+    t.effects();
+    t.m.handle_send_result(t.now, Ok(()));
+    t.effects();
+    t.m.handle_send_result(t.now, Err(try_again()));
+    assert_eq!(
+        t.m.poll_timeout().unwrap() - t.now,
+        Duration::from_micros(100)
+    );
+}
+
+#[test]
+fn a_confirmed_send_resolves_once_at_its_own_delivery_with_its_position() {
+    let me = m(1, 10);
+    let other = m(2, 20);
+    let mut t = T::joined(me, &[me, other]);
+    let a = t.m.send(b"a".to_vec(), true).unwrap();
+    let _b = t.m.send(b"b".to_vec(), false).unwrap();
+    let c = t.m.send(b"c".to_vec(), true).unwrap();
+    let wire = t.flush();
+    assert!(t.events().is_empty(), "nothing confirmed before delivery");
+    // Another member's message first, then ours in order.
+    t.deliver(other, b"CPGl\x01\0\0\0xxxxxxxxyyyyyyyyhello");
+    t.deliver(me, &wire[0]);
+    t.deliver(me, &wire[1]);
+    t.deliver(me, &wire[2]);
+    // A replay of our first message (same bytes) must not confirm anything again.
+    t.deliver(me, &wire[0]);
+    let ev = t.events();
+    let confirmed: Vec<(SendId, u64)> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Confirmed { id, position } => Some((*id, position.index)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(confirmed, vec![(a, 1), (c, 3)]);
+    assert_eq!(
+        payloads(&ev),
+        vec![
+            b"hello".to_vec(),
+            b"a".to_vec(),
+            b"b".to_vec(),
+            b"c".to_vec(),
+            b"a".to_vec()
+        ]
+    );
+    // The confirmation follows its message.
+    let i = ev
+        .iter()
+        .position(|e| matches!(e, Event::Confirmed { .. }))
+        .unwrap();
+    assert!(matches!(&ev[i - 1], Event::Message(d) if d.own && d.data == b"a"));
+    assert_eq!(t.m.stats().confirmed, 2);
+}
+
+#[test]
+fn a_payload_cannot_claim_to_be_ours() {
+    let me = m(1, 10);
+    let other = m(2, 20);
+    let mut t = T::joined(me, &[me, other]);
+    t.m.send(b"a".to_vec(), true).unwrap();
+    let wire = t.flush().pop().unwrap();
+    // Another member replays our exact bytes (nonce and sequence number included).
+    t.deliver(other, &wire);
+    let ev = t.events();
+    assert!(
+        matches!(&ev[..], [Event::Message(d)] if !d.own && d.from == other),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn positions_count_per_view_and_malformed_messages_count_too() {
+    let me = m(1, 10);
+    let other = m(2, 20);
+    let mut t = T::joined(me, &[me, other]);
+    t.deliver(other, b"no header");
+    t.deliver(other, b"CPGl\x01\0\0\0nnnnnnnnssssssss1");
+    t.confchg(&[me], &[(other, Reason::Leave)], &[]);
+    t.deliver(me, b"CPGl\x01\0\0\0nnnnnnnnssssssss2");
+    let ev = t.events();
+    assert_eq!(
+        ev[0],
+        Event::Malformed {
+            from: other,
+            len: 9
+        }
+    );
+    let positions: Vec<(u64, u64, u64)> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(d) => {
+                Some((d.position.view.counter, d.position.index, d.position.total))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(positions, vec![(1, 1, 1), (2, 0, 2)]);
+    assert_eq!(t.m.stats().malformed, 1);
+}
+
+#[test]
+fn a_lost_daemon_reconnects_with_back_off_and_keeps_the_queue() {
+    let me = m(1, 10);
+    let mut t = T::joined(me, &[me, m(2, 20)]);
+    let sent = t.m.send(b"sent".to_vec(), true).unwrap();
+    t.flush();
+    let queued = t.m.send(b"queued".to_vec(), true).unwrap();
+    t.m.handle_daemon_lost(t.now, lost(Operation::Dispatch));
+    let ev = t.events();
+    assert!(matches!(ev[0], Event::Disconnected { .. }), "{ev:?}");
+    assert_eq!(
+        ev[1],
+        Event::NotSent {
+            id: sent,
+            error: GroupError::Unknown
+        },
+        "accepted but never delivered back: outcome unknown"
+    );
+    assert_eq!(ev.len(), 2, "the queued message is kept");
+    assert!(t.m.view().is_none());
+    assert_eq!(t.effects(), vec![Effect::Close]);
+    // Attempts 100 ms, 200 ms, 400 ms apart while the daemon is down.
+    let mut pauses = Vec::new();
+    for _ in 0..3 {
+        let due = t.m.poll_timeout().unwrap();
+        pauses.push(due - t.now);
+        t.advance(due - t.now);
+        assert_eq!(t.effects(), vec![Effect::Connect]);
+        t.m.handle_connected(t.now, Err(lost(Operation::Initialize)));
+        assert_eq!(t.effects(), vec![Effect::Close]);
+    }
+    assert_eq!(pauses, [100, 200, 400].map(Duration::from_millis).to_vec());
+    let due = t.m.poll_timeout().unwrap();
+    t.advance(due - t.now);
+    assert_eq!(t.effects(), vec![Effect::Connect]);
+    t.m.handle_connected(t.now, Ok(1));
+    assert_eq!(t.effects(), vec![], "nothing is sent before the first view");
+    t.confchg(&[me, m(2, 20)], &[], &[(me, Reason::Join)]);
+    let ev = t.events();
+    assert!(matches!(&ev[0], Event::View(v) if v.id().incarnation == 2));
+    assert!(
+        matches!(&ev[1], Event::Reconnected { incarnation: 2, view } if view.members() == [me, m(2, 20)])
+    );
+    // The kept message goes out with the new connection's nonce, sequence 0.
+    let old_nonce = t.wire[0][8..16].to_vec();
+    let wire = t.flush().pop().unwrap();
+    assert_eq!(&wire[HEADER_LEN..], b"queued");
+    assert_ne!(wire[8..16].to_vec(), old_nonce);
+    assert_eq!(u64::from_le_bytes(wire[16..24].try_into().unwrap()), 0);
+    t.deliver(me, &wire);
+    let ev = t.events();
+    assert!(matches!(ev[1], Event::Confirmed { id, .. } if id == queued));
+    assert_eq!(t.m.stats().reconnects, 1);
+}
+
+#[test]
+fn a_send_that_finds_the_daemon_gone_stays_queued() {
+    let me = m(1, 10);
+    let mut t = T::joined(me, &[me]);
+    let id = t.m.send(b"x".to_vec(), true).unwrap();
+    assert_eq!(t.effects(), vec![Effect::Send(id)]);
+    t.m.handle_send_result(t.now, Err(lost(Operation::Send)));
+    let ev = t.events();
+    assert!(matches!(&ev[..], [Event::Disconnected { .. }]), "{ev:?}");
+    assert_eq!(t.m.stats().queued, 1);
+}
+
+#[test]
+fn the_drop_policy_reports_queued_messages_as_not_sent() {
+    let me = m(1, 10);
+    let config = Config {
+        on_disconnect: OnDisconnect::Drop,
+        ..Config::default()
+    };
+    let mut t = T::joined_with(config, me, &[me]);
+    let a = t.m.send(b"a".to_vec(), false).unwrap();
+    let b = t.m.send(b"b".to_vec(), true).unwrap();
+    t.m.handle_daemon_lost(t.now, lost(Operation::Dispatch));
+    let ev = t.events();
+    assert_eq!(
+        &ev[1..],
+        &[
+            Event::NotSent {
+                id: a,
+                error: GroupError::Disconnected
+            },
+            Event::NotSent {
+                id: b,
+                error: GroupError::Disconnected
+            }
+        ]
+    );
+    assert_eq!(t.m.stats().queued, 0);
+    assert_eq!(
+        t.m.send(b"c".to_vec(), true),
+        Err(GroupError::Disconnected),
+        "refused at once while reconnecting"
+    );
+}
+
+#[test]
+fn reconnecting_gives_up_after_its_budget() {
+    let me = m(1, 10);
+    let mut config = Config::default();
+    config.reconnect.timeout = Duration::from_secs(1);
+    let mut t = T::joined_with(config, me, &[me]);
+    let id = t.m.send(b"a".to_vec(), true).unwrap();
+    t.m.handle_daemon_lost(t.now, lost(Operation::Dispatch));
+    t.events();
+    let mut attempts = 0;
+    while let Some(due) = t.m.poll_timeout() {
+        t.advance(due - t.now);
+        t.effects();
+        attempts += 1;
+        t.m.handle_connected(t.now, Err(lost(Operation::Initialize)));
+    }
+    assert_eq!(
+        attempts, 3,
+        "100 + 200 + 400 ms fit in 1 s, the next pause does not"
+    );
+    let ev = t.events();
+    assert_eq!(
+        ev,
+        vec![
+            Event::NotSent {
+                id,
+                error: GroupError::Closed
+            },
+            Event::Stopped(StopReason::GaveUp(lost(Operation::Initialize)))
+        ]
+    );
+    assert!(t.m.is_ended());
+}
+
+#[test]
+fn leave_sends_the_queue_first_and_the_own_leave_is_the_last_event() {
+    let me = m(1, 10);
+    let other = m(2, 20);
+    let mut t = T::joined(me, &[me, other]);
+    let a = t.m.send(b"a".to_vec(), true).unwrap();
+    t.m.leave(t.now);
+    assert_eq!(t.m.send(b"late".to_vec(), false), Err(GroupError::Closed));
+    assert_eq!(t.effects(), vec![Effect::Send(a)]);
+    t.m.handle_send_result(t.now, Ok(()));
+    assert_eq!(t.effects(), vec![Effect::Leave]);
+    t.m.handle_leave_result(t.now, Ok(()));
+    let wire = t.wire[0].clone();
+    t.deliver(me, &wire);
+    // A change of others while leaving is still a view.
+    t.confchg(&[me], &[(other, Reason::ProcDown)], &[]);
+    t.confchg(&[], &[(me, Reason::Leave)], &[]);
+    let ev = t.events();
+    assert!(
+        matches!(ev[1], Event::Confirmed { id, .. } if id == a),
+        "{ev:?}"
+    );
+    assert!(matches!(ev[2], Event::View(_)), "{ev:?}");
+    assert_eq!(ev.last(), Some(&Event::Left));
+    assert_eq!(t.effects(), vec![Effect::Close]);
+    // Nothing after the end.
+    t.deliver(other, &wire);
+    t.confchg(&[other], &[], &[]);
+    assert!(t.events().is_empty());
+}
+
+#[test]
+fn leave_while_disconnected_ends_at_once() {
+    let me = m(1, 10);
+    let mut t = T::joined(me, &[me]);
+    let id = t.m.send(b"a".to_vec(), false).unwrap();
+    t.m.handle_daemon_lost(t.now, lost(Operation::Dispatch));
+    t.events();
+    t.m.leave(t.now);
+    assert_eq!(
+        t.events(),
+        vec![
+            Event::NotSent {
+                id,
+                error: GroupError::Left
+            },
+            Event::Left
+        ]
+    );
+    assert_eq!(t.m.poll_timeout(), None, "no reconnect after leaving");
+}
+
+#[test]
+fn a_view_settles_when_its_ring_is_known() {
+    let me = m(1, 10);
+    let mut t = T::new(Config::default(), 10);
+    t.effects();
+    t.m.handle_connected(t.now, Ok(1));
+    t.confchg(&[me], &[], &[(me, Reason::Join)]);
+    let ring = |seq| RingId { nodeid: 1, seq };
+    let ev = t.events();
+    assert_eq!(ev.len(), 1, "not settled before any totem change: {ev:?}");
+    let first = views(&ev)[0].id();
+    t.m.handle_totem(t.now, ring(4), &[1, 2]);
+    assert_eq!(
+        t.events(),
+        vec![Event::Settled {
+            view: first,
+            ring: ring(4)
+        }]
+    );
+    // A process change on a known ring settles at once.
+    t.confchg(&[me, m(2, 5)], &[], &[(m(2, 5), Reason::Join)]);
+    let ev = t.events();
+    assert!(
+        matches!(ev[1], Event::Settled { ring: r, .. } if r == ring(4)),
+        "{ev:?}"
+    );
+    // A node change waits for the totem change that follows it.
+    t.confchg(&[me], &[(m(2, 5), Reason::NodeDown)], &[]);
+    let ev = t.events();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    let v = views(&ev)[0].clone();
+    assert_eq!(v.ring(), Some(ring(4)));
+    t.m.handle_totem(t.now, ring(8), &[1]);
+    assert_eq!(
+        t.events(),
+        vec![Event::Settled {
+            view: v.id(),
+            ring: ring(8)
+        }]
+    );
+}
+
+#[test]
+fn events_before_the_join_or_of_an_old_connection_are_ignored() {
+    let me = m(1, 10);
+    let mut t = T::new(Config::default(), 10);
+    t.confchg(&[me], &[], &[]);
+    t.deliver(me, b"x");
+    t.m.handle_totem(t.now, RingId { nodeid: 1, seq: 1 }, &[1]);
+    assert!(t.events().is_empty());
+    assert_eq!(t.m.view(), None);
+    // A connect result that nobody asked for.
+    let mut t = T::joined(me, &[me]);
+    t.m.handle_connected(t.now, Ok(2));
+    assert_eq!(t.m.incarnation(), 1);
+    // A send result without a send.
+    t.m.handle_send_result(t.now, Ok(()));
+    assert_eq!(t.m.stats().sent, 0);
+}
+
+#[test]
+fn a_refused_send_is_reported_and_the_queue_goes_on() {
+    let me = m(1, 10);
+    let mut t = T::joined(me, &[me]);
+    let a = t.m.send(vec![0; 4], true).unwrap();
+    let b = t.m.send(vec![1; 4], false).unwrap();
+    assert_eq!(t.effects(), vec![Effect::Send(a)]);
+    let refused = cs(Operation::Send, CsError::TooBig);
+    t.m.handle_send_result(t.now, Err(refused.clone()));
+    assert_eq!(
+        t.events(),
+        vec![Event::NotSent {
+            id: a,
+            error: GroupError::Rejected(refused)
+        }]
+    );
+    assert_eq!(t.effects(), vec![Effect::Send(b)]);
+}
+
+#[test]
+fn a_fatal_connect_error_stops() {
+    let mut t = T::new(Config::default(), 10);
+    t.effects();
+    let denied = cs(Operation::Initialize, CsError::Access);
+    t.m.handle_connected(t.now, Err(denied.clone()));
+    assert_eq!(t.events(), vec![Event::Stopped(StopReason::Failed(denied))]);
+    assert!(t.m.is_ended());
+}
+
+#[test]
+fn the_public_types_can_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send::<Machine>();
+    send_sync::<super::Group>();
+    send::<super::Receipt>();
+    send_sync::<Event>();
+    #[cfg(feature = "tokio")]
+    {
+        send_sync::<super::AsyncGroup>();
+        send_sync::<super::Confirmation>();
+    }
+}
+
+#[test]
+fn a_failure_that_a_new_connection_would_not_fix_stops() {
+    let me = m(1, 10);
+    let mut t = T::joined(me, &[me]);
+    let id = t.m.send(b"a".to_vec(), true).unwrap();
+    let refused = Error::ReentrantDispatch;
+    t.m.handle_failure(t.now, refused.clone());
+    assert_eq!(
+        t.events(),
+        vec![
+            Event::NotSent {
+                id,
+                error: GroupError::Closed
+            },
+            Event::Stopped(StopReason::Failed(refused))
+        ]
+    );
+    assert_eq!(t.effects(), vec![Effect::Close]);
+    assert_eq!(t.m.poll_timeout(), None, "no reconnect");
+}
+
+/// A small deterministic pseudo-random generator (xorshift64*), for the soak test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// True with probability `percent` %.
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// Random event sequences (sends, back-pressure, refused sends, lost daemons, failed
+/// reconnects, membership changes, other members' messages, leave), checking after
+/// every step what applications rely on:
+/// - view ids strictly grow;
+/// - at most one send is in flight, and the wire carries each connection's sequence
+///   numbers in order, the queue's messages in the order queued;
+/// - every message gets at most one outcome, a confirmed one only once it came back;
+/// - at the end every confirmed send has exactly one outcome, and `Left` is last.
+#[test]
+fn random_sequences_keep_the_invariants() {
+    let mut total = Stats::default();
+    for seed in 1..=200u64 {
+        let s = soak(seed);
+        total.sent += s.sent;
+        total.pushbacks += s.pushbacks;
+        total.confirmed += s.confirmed;
+        total.not_sent += s.not_sent;
+        total.reconnects += s.reconnects;
+        total.delivered += s.delivered;
+    }
+    // The runs reached every path they are meant to check.
+    assert!(
+        total.sent > 1000
+            && total.pushbacks > 100
+            && total.confirmed > 100
+            && total.not_sent > 100
+            && total.reconnects > 50,
+        "{total:?}"
+    );
+    eprintln!("200 random runs: {total:?}");
+}
+
+fn soak(seed: u64) -> Stats {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let me = m(2, 50);
+    let others = [m(1, 7), m(3, 9), m(2, 60)];
+    let config = Config {
+        queue_limit: 8,
+        ..Config::default()
+    };
+    let mut t = T::new(config, me.pid);
+    let mut confirm_ids = std::collections::BTreeSet::new();
+    let mut all_ids = Vec::new();
+    // Outcomes seen per id: Confirmed or NotSent.
+    let mut outcomes: std::collections::HashMap<SendId, u32> = Default::default();
+    let mut confirmed_order = Vec::new();
+    // Accepted by the "daemon", not yet delivered back: (incarnation, bytes).
+    let mut pending: std::collections::VecDeque<Vec<u8>> = Default::default();
+    let mut last_view: Option<ViewId> = None;
+    // Per incarnation, the sequence numbers on the wire, and payload ids in order.
+    let mut wire_seq: Option<(Vec<u8>, u64)> = None;
+    let mut wire_ids: Vec<u64> = Vec::new();
+    let mut members = vec![me];
+    let mut ended = false;
+    let mut leaving = false;
+
+    let check = |events: &[Event],
+                 outcomes: &mut std::collections::HashMap<SendId, u32>,
+                 confirmed_order: &mut Vec<SendId>,
+                 last_view: &mut Option<ViewId>,
+                 ended: &mut bool| {
+        for e in events {
+            assert!(!*ended, "seed {seed}: event after the end: {e:?}");
+            match e {
+                Event::View(v) => {
+                    assert!(Some(v.id()) > *last_view, "seed {seed}: view id went back");
+                    *last_view = Some(v.id());
+                    assert_eq!(v.me(), Some(me), "seed {seed}: identity");
+                }
+                Event::Confirmed { id, .. } => {
+                    *outcomes.entry(*id).or_default() += 1;
+                    confirmed_order.push(*id);
+                }
+                Event::NotSent { id, .. } => *outcomes.entry(*id).or_default() += 1,
+                Event::Left | Event::Stopped(_) => *ended = true,
+                _ => {}
+            }
+        }
+        assert!(
+            outcomes.values().all(|&n| n == 1),
+            "seed {seed}: an outcome twice: {outcomes:?}"
+        );
+        assert!(
+            confirmed_order.windows(2).all(|w| w[0] < w[1]),
+            "seed {seed}: confirmations out of order"
+        );
+    };
+
+    for _step in 0..400 {
+        if ended {
+            break;
+        }
+        let roll = rng.next() % 100;
+        if roll < 25 && !leaving {
+            let confirm = rng.chance(60);
+            if let Ok(id) = t.m.send(vec![id_byte(all_ids.len())], confirm) {
+                all_ids.push(id);
+                if confirm {
+                    confirm_ids.insert(id);
+                }
+            }
+        } else if roll < 55 {
+            // Carry out the effects.
+            while let Some(effect) = t.m.poll_effect(t.now, &mut t.buf) {
+                match effect {
+                    Effect::Connect => {
+                        if rng.chance(60) {
+                            t.m.handle_connected(t.now, Ok(me.nodeid));
+                            members = vec![me, others[0]];
+                            t.m.handle_confchg(t.now, &members, &[], &[(me, Reason::Join)]);
+                            wire_seq = None;
+                        } else {
+                            t.m.handle_connected(t.now, Err(lost(Operation::Initialize)));
+                        }
+                    }
+                    Effect::Send(id) => {
+                        let _ = id;
+                        let bytes = t.buf.clone();
+                        // Nothing more until this one's result.
+                        let mut scratch = Vec::new();
+                        assert_eq!(
+                            t.m.poll_effect(t.now, &mut scratch),
+                            None,
+                            "seed {seed}: an effect while a send is in flight"
+                        );
+                        let r = rng.next() % 100;
+                        let result = if r < 65 {
+                            Ok(())
+                        } else if r < 85 {
+                            Err(try_again())
+                        } else if r < 92 {
+                            Err(cs(Operation::Send, CsError::TooBig))
+                        } else {
+                            Err(lost(Operation::Send))
+                        };
+                        if result.is_ok() {
+                            // Sequence numbers of one connection go up by one.
+                            let nonce = bytes[8..16].to_vec();
+                            let seq = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
+                            match &wire_seq {
+                                Some((n, s)) if *n == nonce => {
+                                    assert_eq!(seq, s + 1, "seed {seed}: sequence gap")
+                                }
+                                _ => assert_eq!(seq, 0, "seed {seed}: first sequence number"),
+                            }
+                            wire_seq = Some((nonce, seq));
+                            wire_ids.push(u64::from(bytes[HEADER_LEN]));
+                            pending.push_back(bytes);
+                        }
+                        let lost_now = result.as_ref().is_err_and(Error::is_daemon_lost);
+                        t.m.handle_send_result(t.now, result);
+                        if lost_now {
+                            pending.clear();
+                        }
+                        break;
+                    }
+                    Effect::Leave => t.m.handle_leave_result(t.now, Ok(())),
+                    Effect::Close => {}
+                }
+            }
+        } else if roll < 70 {
+            if let Some(bytes) = pending.pop_front() {
+                t.m.handle_deliver(t.now, me, &bytes);
+            }
+        } else if roll < 78 {
+            t.m.handle_deliver(
+                t.now,
+                others[rng.next() as usize % 3],
+                b"CPGl\x01\0\0\0other...12345678x",
+            );
+        } else if roll < 86 {
+            // Others come and go; this process stays.
+            let other = others[rng.next() as usize % 3];
+            if members.contains(&other) {
+                members.retain(|x| *x != other);
+                t.m.handle_confchg(t.now, &members, &[(other, Reason::ProcDown)], &[]);
+            } else {
+                members.push(other);
+                t.m.handle_confchg(t.now, &members, &[], &[(other, Reason::Join)]);
+            }
+        } else if roll < 94 {
+            t.now += Duration::from_millis(rng.next() % 3000);
+            t.m.handle_timeout(t.now);
+        } else if roll < 98 {
+            t.m.handle_daemon_lost(t.now, lost(Operation::Dispatch));
+            pending.clear();
+        } else if !leaving && rng.chance(30) {
+            leaving = true;
+            t.m.leave(t.now);
+        }
+        let events = t.events();
+        check(
+            &events,
+            &mut outcomes,
+            &mut confirmed_order,
+            &mut last_view,
+            &mut ended,
+        );
+    }
+
+    // Wind down: leave, deliver what is pending, and carry out every effect.
+    if !ended {
+        t.m.leave(t.now);
+        for _ in 0..1000 {
+            if let Some(bytes) = pending.pop_front() {
+                t.m.handle_deliver(t.now, me, &bytes);
+            }
+            t.now += Duration::from_millis(10);
+            t.m.handle_timeout(t.now);
+            while let Some(effect) = t.m.poll_effect(t.now, &mut t.buf) {
+                match effect {
+                    Effect::Send(_) => {
+                        pending.push_back(t.buf.clone());
+                        wire_ids.push(u64::from(t.buf[HEADER_LEN]));
+                        t.m.handle_send_result(t.now, Ok(()));
+                    }
+                    Effect::Leave => {
+                        t.m.handle_leave_result(t.now, Ok(()));
+                        // Own messages come back before the own leave.
+                        while let Some(bytes) = pending.pop_front() {
+                            t.m.handle_deliver(t.now, me, &bytes);
+                        }
+                        members.retain(|x| *x != me);
+                        t.m.handle_confchg(t.now, &members, &[(me, Reason::Leave)], &[]);
+                    }
+                    Effect::Connect => {
+                        t.m.handle_connected(t.now, Err(lost(Operation::Initialize)))
+                    }
+                    Effect::Close => {}
+                }
+            }
+            let events = t.events();
+            check(
+                &events,
+                &mut outcomes,
+                &mut confirmed_order,
+                &mut last_view,
+                &mut ended,
+            );
+            if ended {
+                break;
+            }
+        }
+    }
+    assert!(ended, "seed {seed}: never ended");
+    assert!(t.m.is_ended());
+    for id in &confirm_ids {
+        assert_eq!(
+            outcomes.get(id),
+            Some(&1),
+            "seed {seed}: confirmed send {id:?} has no outcome"
+        );
+    }
+    // The queue's order on the wire: each message is accepted at most once, in the
+    // order queued (a refused attempt is not on the wire; it is retried or dropped).
+    assert!(
+        wire_ids.windows(2).all(|w| w[0] < w[1]),
+        "seed {seed}: wire order {wire_ids:?}"
+    );
+    assert_eq!(t.m.stats().queued, 0);
+    t.m.stats()
+}
+
+/// The first payload byte of message number `n` (wraps, but a run sends far fewer
+/// than 256 messages).
+fn id_byte(n: usize) -> u8 {
+    assert!(n < 256);
+    n as u8
+}
