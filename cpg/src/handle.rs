@@ -376,10 +376,15 @@ impl Handle {
 
     fn finalize_and_free(&mut self) -> Result<()> {
         let link = self.link();
-        // No request of a sender is in flight after this, and none can start.
-        link.close();
         let raw = link.raw;
-        let result = if link.forked() {
+        let forked = link.forked();
+        if !forked {
+            // No request of a sender is in flight after this, and none can start. (In a
+            // child of fork the lock is not touched: a thread of the parent may have
+            // held it; senders there fail with `Forked` before they reach it.)
+            link.close();
+        }
+        let result = if forked {
             // In a child of fork the connection is the parent's: finalizing it would
             // end the parent's session. Only Rust's memory is released below.
             Err(Error::Forked)

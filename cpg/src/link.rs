@@ -139,9 +139,11 @@ impl Link {
         self.progress.signal();
     }
 
-    /// Whether the handle was closed (or dropped).
+    /// Whether the handle was closed (or dropped); always true in a child of fork,
+    /// where the lock must not be touched (another thread of the parent may have held
+    /// it when the process was copied).
     pub(crate) fn is_closed(&self) -> bool {
-        !*self.requests.lock().unwrap_or_else(|e| e.into_inner())
+        self.forked() || !*self.requests.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Converts a libcpg result, remembering a lost daemon.

@@ -29,7 +29,8 @@ use std::sync::{Mutex, MutexGuard, Once};
 static LIBRARY_LOCK: Mutex<()> = Mutex::new(());
 
 /// Takes the handle-table lock. Never held while callbacks run, and no call made under
-/// it calls back into Rust, so it cannot be taken twice by one thread.
+/// it calls back into Rust (or forks), so it cannot be taken twice by one thread. It is
+/// also held across `fork` (see [`generation`]).
 pub(crate) fn library_lock() -> MutexGuard<'static, ()> {
     // A panic while holding it can only come from Rust code between C calls, which
     // leaves nothing half-done in C: the data behind the lock is `()`.
@@ -42,9 +43,28 @@ static GENERATION: AtomicU32 = AtomicU32::new(0);
 
 static REGISTER_ATFORK: Once = Once::new();
 
+thread_local! {
+    /// The handle-table lock, held by the forking thread from the `prepare` handler
+    /// until the `parent`/`child` handler: so that no other thread holds it while the
+    /// process is copied, and a child can make new handles (a lock that another
+    /// thread held at fork time would stay locked in the child for good).
+    static HELD_ACROSS_FORK: std::cell::RefCell<Option<MutexGuard<'static, ()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+extern "C" fn before_fork() {
+    let guard = library_lock();
+    HELD_ACROSS_FORK.with(|held| *held.borrow_mut() = Some(guard));
+}
+
+extern "C" fn in_parent_after_fork() {
+    HELD_ACROSS_FORK.with(|held| drop(held.borrow_mut().take()));
+}
+
 extern "C" fn in_child_after_fork() {
-    // Async-signal-safe: one atomic add.
     GENERATION.fetch_add(1, Ordering::Relaxed);
+    // The child has only this thread, which holds the lock: release it.
+    HELD_ACROSS_FORK.with(|held| drop(held.borrow_mut().take()));
 }
 
 /// The current fork generation: the value a new handle records. Registers the
@@ -52,9 +72,17 @@ extern "C" fn in_child_after_fork() {
 /// can be forked with a handle but without the handler).
 pub(crate) fn generation() -> u32 {
     REGISTER_ATFORK.call_once(|| {
-        // SAFETY: registers a child handler that only does an atomic add; no prepare
-        // or parent handler. The function is `extern "C"` and lives for the program.
-        let rc = unsafe { libc::pthread_atfork(None, None, Some(in_child_after_fork)) };
+        // SAFETY: registers `extern "C"` functions that live for the program. They
+        // take and release the handle-table lock around fork (never held while user
+        // code runs, so the forking thread cannot already hold it) and bump the
+        // generation in the child; none of them can unwind.
+        let rc = unsafe {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(in_parent_after_fork),
+                Some(in_child_after_fork),
+            )
+        };
         // Fails only with ENOMEM; then fork detection is unavailable, which the first
         // handle cannot tolerate silently.
         assert_eq!(rc, 0, "pthread_atfork failed: {rc}");

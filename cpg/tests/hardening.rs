@@ -409,3 +409,71 @@ fn a_lost_daemon_is_remembered_and_no_shared_memory_is_left_behind() {
         }
     });
 }
+
+#[test]
+fn a_child_forked_while_other_threads_create_handles_can_make_its_own() {
+    big_stack(|| {
+        let node = cluster().node(0);
+        // Another thread creates and drops handles all the time, so the crate's
+        // handle-table lock is held by it at many instants.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let stop = stop.clone();
+            let node = cluster().node(0);
+            std::thread::spawn(move || {
+                node.enter(|| {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        drop(Handle::new(NoCallbacks).unwrap());
+                    }
+                })
+            })
+        };
+        node.enter(|| {
+            for round in 0..20 {
+                let mut fds = [0; 2];
+                // SAFETY: valid array of two descriptors.
+                assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+                // SAFETY: the child makes a handle (the crate releases its lock in the
+                // child), reports one byte and `_exit`s.
+                let child = unsafe { libc::fork() };
+                assert!(child >= 0);
+                if child == 0 {
+                    let ok = Handle::new(NoCallbacks).and_then(|h| h.close()).is_ok();
+                    let byte = [u8::from(ok)];
+                    // SAFETY: valid buffer; then the child ends at once.
+                    unsafe {
+                        libc::write(fds[1], byte.as_ptr().cast(), 1);
+                        libc::_exit(0);
+                    }
+                }
+                // SAFETY: the parent's copy of the write end.
+                unsafe { libc::close(fds[1]) };
+                let mut pfd = libc::pollfd {
+                    fd: fds[0],
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; waits at most 10 s.
+                let ready = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+                let mut byte = [9u8];
+                if ready == 1 {
+                    // SAFETY: valid one-byte buffer.
+                    unsafe { libc::read(fds[0], byte.as_mut_ptr().cast(), 1) };
+                } else {
+                    // SAFETY: the child is ours and hung; end it before failing.
+                    unsafe { libc::kill(child, libc::SIGKILL) };
+                }
+                let mut status = 0;
+                // SAFETY: reaps the child forked above; closes our read end.
+                unsafe {
+                    libc::waitpid(child, &mut status, 0);
+                    libc::close(fds[0]);
+                }
+                assert_eq!(ready, 1, "round {round}: the child hung making a handle");
+                assert_eq!(byte, [1], "round {round}: the child's handle failed");
+            }
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().unwrap();
+    });
+}
