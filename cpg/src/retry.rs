@@ -62,28 +62,22 @@ impl Backoff {
         mut op: impl FnMut() -> Result<T>,
         mut pause: impl FnMut(Duration) -> Result<()>,
     ) -> Result<T> {
-        // Read the clock only once an attempt has failed: the usual first-try success
-        // costs no clock read.
-        let mut start = None;
-        let mut delay = self.initial;
-        let mut attempts = 0u32;
+        let mut retrying = self.start();
         loop {
-            attempts += 1;
             match op() {
                 Ok(v) => return Ok(v),
-                Err(e)
-                    if self.may_retry(
-                        &e,
-                        attempts,
-                        *start.get_or_insert_with(Instant::now),
-                        delay,
-                    ) =>
-                {
-                    pause(delay)?;
-                    delay = self.next_delay(delay);
-                }
-                Err(e) => return Err(e),
+                Err(e) => pause(retrying.after(e)?)?,
             }
+        }
+    }
+
+    /// The state of one retried call: feed it each failure ([`Retrying::after`]).
+    pub(crate) fn start(&self) -> Retrying {
+        Retrying {
+            backoff: *self,
+            start: None,
+            delay: self.initial,
+            attempts: 0,
         }
     }
 
@@ -105,6 +99,36 @@ impl Backoff {
     /// The pause after `delay`: twice as long, at most `max_delay`.
     pub(crate) fn next_delay(&self, delay: Duration) -> Duration {
         delay.saturating_mul(2).min(self.max_delay)
+    }
+}
+
+/// One retried call under a [`Backoff`]: how many attempts failed, since when, and the
+/// next pause. The loops that retry (blocking, async) share it.
+#[derive(Debug)]
+pub(crate) struct Retrying {
+    backoff: Backoff,
+    /// When the first attempt failed. The clock is read only once an attempt has
+    /// failed: the usual first-try success costs no clock read.
+    start: Option<Instant>,
+    delay: Duration,
+    attempts: u32,
+}
+
+impl Retrying {
+    /// After a failed attempt: the pause before the next one, or the error back when
+    /// it is not retryable or the back-off is spent.
+    pub(crate) fn after(&mut self, error: Error) -> Result<Duration> {
+        self.attempts += 1;
+        let start = *self.start.get_or_insert_with(Instant::now);
+        if !self
+            .backoff
+            .may_retry(&error, self.attempts, start, self.delay)
+        {
+            return Err(error);
+        }
+        let delay = self.delay;
+        self.delay = self.backoff.next_delay(delay);
+        Ok(delay)
     }
 }
 

@@ -93,7 +93,6 @@ use std::future::{poll_fn, Future};
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use ::tokio::io::unix::AsyncFd;
 use ::tokio::io::Interest;
@@ -577,28 +576,15 @@ impl AsyncHandle {
     /// Runs `op` until it succeeds, fails for good, or the back-off is spent; between
     /// attempts, reads pending events into the queue and sleeps on tokio's timer.
     async fn retry<T>(&mut self, mut op: impl FnMut(&Connection) -> Result<T>) -> Result<T> {
-        let backoff = self.backoff;
-        // The clock is read only once an attempt has failed (see `Backoff::run`).
-        let mut start = None;
-        let mut delay = backoff.initial;
-        let mut attempts = 0u32;
+        let mut retrying = self.backoff.start();
         loop {
-            attempts += 1;
             match op(self.fd.get_ref()) {
                 Ok(v) => return Ok(v),
-                Err(e)
-                    if backoff.may_retry(
-                        &e,
-                        attempts,
-                        *start.get_or_insert_with(Instant::now),
-                        delay,
-                    ) =>
-                {
+                Err(e) => {
+                    let delay = retrying.after(e)?;
                     self.backpressure_waits += 1;
                     self.pause(delay).await?;
-                    delay = backoff.next_delay(delay);
                 }
-                Err(e) => return Err(e),
             }
         }
     }
@@ -761,27 +747,14 @@ impl AsyncSender {
     /// Sends with an explicit delivery [`Guarantee`], waiting out back-pressure.
     pub async fn send_with(&self, guarantee: Guarantee, buffers: &[IoSlice<'_>]) -> Result<()> {
         let link = self.sender.link();
-        let progress = link.progress();
-        let backoff = self.backoff;
-        let mut start = None;
-        let mut delay = backoff.initial;
-        let mut attempts = 0u32;
+        let mut retrying = self.backoff.start();
         loop {
-            attempts += 1;
             match self.sender.send_with(guarantee, buffers) {
                 Ok(()) => return Ok(()),
-                Err(e)
-                    if backoff.may_retry(
-                        &e,
-                        attempts,
-                        *start.get_or_insert_with(Instant::now),
-                        delay,
-                    ) =>
-                {
-                    wait_for_progress(link, progress.epoch(), delay).await;
-                    delay = backoff.next_delay(delay);
+                Err(e) => {
+                    let delay = retrying.after(e)?;
+                    wait_for_progress(link, link.progress().epoch(), delay).await;
                 }
-                Err(e) => return Err(e),
             }
         }
     }
