@@ -64,7 +64,7 @@
 //! (incarnation, then a counter never reset), the members sorted by (node id, pid),
 //! who joined and left as this node's daemon reported it, and which member is this
 //! process. A view is made from the member list only, the part of a change that every
-//! member receives alike (DESIGN fact 23); the joined and left lists can differ
+//! member receives alike; the joined and left lists can differ
 //! between nodes, so nothing agreed is derived from them. The leader is the lowest
 //! (node id, pid) of the list, so every member of a view computes the same leader
 //! ([`View::leader`], [`View::is_leader`]). It is a per-view leader, not a quorum:
@@ -72,7 +72,7 @@
 //!
 //! [`Event::Settled`] tells when the totem ring of a view is known: at once for a
 //! change of processes, after the totem change for a change of nodes (which comes
-//! after the group change, fact 23). The drivers request the initial totem
+//! after the group change). The drivers request the initial totem
 //! configuration, so the first view settles too.
 //!
 //! # Who this process is
