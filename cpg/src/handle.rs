@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use corosync_sys as sys;
 
-use crate::callbacks::{Callbacks, Closures, DispatchScope, Header, State, Unset};
+use crate::callbacks::{Callbacks, Closures, Unset};
 use crate::connection::Connection;
+use crate::dispatch::{DispatchScope, Header, State};
 use crate::error::{Error, Operation, OsError, Result};
 use crate::link::Link;
 use crate::options::{Builder, Options};
@@ -214,14 +215,17 @@ impl Handle {
             // Driven from Rust, one event at a time, so a panicking callback stops the
             // loop (libcpg's own blocking loop would never return).
             DispatchMode::Blocking => loop {
-                self.dispatch_raw(DispatchMode::One)?;
+                self.dispatch_one_call(DispatchMode::One)?;
             },
-            _ => self.dispatch_raw(mode),
+            _ => self.dispatch_one_call(mode),
         }
     }
 
+    /// One `cpg_dispatch` call in `mode` (never [`DispatchMode::Blocking`], which
+    /// `dispatch` drives as a loop of these), with the checks before it and the panic
+    /// re-raised after it.
     #[inline]
-    fn dispatch_raw(&self, mode: DispatchMode) -> Result<Dispatched> {
+    fn dispatch_one_call(&self, mode: DispatchMode) -> Result<Dispatched> {
         let header = self.header();
         if header.poisoned.get() {
             return Err(Error::Poisoned);
@@ -276,7 +280,7 @@ impl Handle {
         }
         let mut callbacks = 0;
         for read in 0..max_events {
-            match self.dispatch_raw(DispatchMode::OneNonblocking)? {
+            match self.dispatch_one_call(DispatchMode::OneNonblocking)? {
                 Dispatched::Events(n) => callbacks += n,
                 Dispatched::NothingPending if read == 0 => return Ok(Dispatched::NothingPending),
                 Dispatched::NothingPending => break,

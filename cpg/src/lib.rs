@@ -59,6 +59,7 @@
 
 mod callbacks;
 mod connection;
+mod dispatch;
 mod error;
 pub mod group;
 mod handle;

@@ -115,20 +115,6 @@ impl Address {
             pid: self.0.pid,
         }
     }
-
-    /// Views a C array of `cpg_address` as `&[Address]`.
-    ///
-    /// # Safety
-    /// `ptr` must point to `len` initialized entries that stay valid for `'a`
-    /// (or `len` must be 0).
-    pub(crate) unsafe fn slice<'a>(ptr: *const sys::cpg_address, len: usize) -> &'a [Address] {
-        if ptr.is_null() || len == 0 {
-            return &[];
-        }
-        // SAFETY: Address is repr(transparent) over cpg_address; the caller vouches
-        // for the pointer, the length and the lifetime.
-        unsafe { std::slice::from_raw_parts(ptr.cast::<Address>(), len) }
-    }
 }
 
 impl fmt::Debug for Address {

@@ -18,8 +18,9 @@ use crate::name::GroupName;
 use crate::retry::{retry, Backoff};
 use crate::types::{Member, Reason};
 
-use super::machine::{
-    Config, Effect, Event, GroupError, Machine, OnDisconnect, OnEviction, Position, SendId, Stats,
+use super::machine::Machine;
+use super::types::{
+    Config, Effect, Event, GroupError, OnDisconnect, OnEviction, Position, SendId, Stats,
     StopReason,
 };
 use super::view::View;

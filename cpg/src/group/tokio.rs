@@ -18,7 +18,8 @@ use crate::types::{Address, Member, Reason};
 use crate::Options;
 
 use super::blocking::{lost, nonce_seed, GroupBuilder};
-use super::machine::{Effect, Event, GroupError, Machine, Position, SendId, Stats};
+use super::machine::Machine;
+use super::types::{Effect, Event, GroupError, Position, SendId, Stats};
 use super::view::View;
 
 /// Most sends the driver task makes before it yields to the runtime once.

@@ -1,0 +1,54 @@
+//! [`Event`]: what an [`AsyncHandle`](super::AsyncHandle)'s stream yields, owning its
+//! data.
+
+use crate::name::GroupName;
+use crate::types::{Address, Member, RingId};
+
+/// An event of an [`AsyncHandle`], owning its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A message was delivered to a joined group (see [`Message`](crate::Message)).
+    Deliver {
+        /// The group the message was sent to.
+        group: GroupName,
+        /// The sender's node id.
+        nodeid: u32,
+        /// The sender's process id.
+        pid: u32,
+        /// The message bytes.
+        data: Vec<u8>,
+    },
+    /// The membership of a joined group changed (see [`ConfigChange`](crate::ConfigChange)), including this
+    /// process's own join.
+    ConfChg {
+        /// The group that changed.
+        group: GroupName,
+        /// The members after the change.
+        members: Vec<Address>,
+        /// The processes that left, with the reason.
+        left: Vec<Address>,
+        /// The processes that joined, with the reason.
+        joined: Vec<Address>,
+    },
+    /// The cluster's node membership (totem ring) changed (see [`TotemChange`](crate::TotemChange)).
+    TotemConfChg {
+        /// The new ring.
+        ring_id: RingId,
+        /// Node ids of the nodes in the ring.
+        members: Vec<u32>,
+    },
+}
+
+impl Event {
+    /// The sender of a delivered message; `None` for membership events.
+    pub fn sender(&self) -> Option<Member> {
+        match self {
+            Event::Deliver { nodeid, pid, .. } => Some(Member {
+                nodeid: *nodeid,
+                pid: *pid,
+            }),
+            _ => None,
+        }
+    }
+}
