@@ -207,4 +207,40 @@ mod tests {
         assert!(seen.is_empty(), "{seen:?}");
         assert!(result.is_err());
     }
+
+    #[test]
+    fn retry_retries_back_pressure_only_and_gives_up_when_told() {
+        let backoff = Backoff {
+            initial: Duration::from_micros(10),
+            max_delay: Duration::from_millis(1),
+            timeout: Duration::from_secs(5),
+            max_attempts: 5,
+        };
+        let mut calls = 0;
+        let ok = retry(&backoff, || {
+            calls += 1;
+            if calls < 4 {
+                Err(try_again())
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(ok, Ok(4));
+
+        let mut calls = 0;
+        let gave_up = retry(&backoff, || -> Result<()> {
+            calls += 1;
+            Err(try_again())
+        });
+        assert_eq!(gave_up, Err(try_again()));
+        assert_eq!(calls, 5, "max_attempts bounds the attempts");
+
+        let mut calls = 0;
+        let fatal = retry(&backoff, || -> Result<()> {
+            calls += 1;
+            Err(Error::Poisoned)
+        });
+        assert_eq!(fatal, Err(Error::Poisoned));
+        assert_eq!(calls, 1, "non-retryable errors are returned at once");
+    }
 }

@@ -285,3 +285,26 @@ pub enum FlowControl {
     /// New messages should not be sent.
     Enabled,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_map_both_ways_and_print_readably() {
+        assert_eq!(Reason::from_raw(5), Reason::ProcDown);
+        assert_eq!(Reason::from_raw(77), Reason::Unknown(77));
+        assert_eq!(Reason::NodeDown.to_raw(), 3);
+        for raw in 0..8 {
+            assert_eq!(Reason::from_raw(raw).to_raw(), raw);
+        }
+        assert_eq!(Reason::NodeDown.to_string(), "node down");
+        assert_eq!(Reason::Unknown(9).to_string(), "unknown reason 9");
+    }
+
+    #[test]
+    fn members_print_as_node_and_pid() {
+        let m = Member { nodeid: 3, pid: 42 };
+        assert_eq!(m.to_string(), "node 3 pid 42");
+    }
+}
