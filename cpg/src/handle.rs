@@ -30,9 +30,14 @@ const EVENTS_PER_RETRY_PAUSE: usize = 1024;
 /// (closures). It dereferences to [`Connection`] for join, leave, send and queries.
 /// Events are delivered to the callbacks by [`dispatch`](Handle::dispatch) on the
 /// calling thread; the file descriptor ([`AsFd`]) becomes readable when events wait.
+/// # Reading is not optional
+///
 /// Dispatch also in a handle that mostly sends: its own messages come back to it, and
-/// the daemon keeps every event a client has not read in its own memory, without limit
-/// (it never refuses a send for that).
+/// the daemon keeps every event a client has not read in its own memory, without limit:
+/// it never refuses a send for that (corosync 3.1.7: 300,000 sends of 1 KiB from a
+/// client that never dispatched were all accepted, and the daemon grew by 370 MB).
+/// [`send_with_retry`](Handle::send_with_retry) and the async sends read events while
+/// they wait out back-pressure for this reason.
 ///
 /// Dropping the handle finalizes the connection (the other members see this process
 /// leave every group it joined) and then frees the callbacks; [`close`](Handle::close)
@@ -342,9 +347,9 @@ impl Handle {
 
     /// Sends like [`Connection::send`], retrying on back-pressure with `backoff`
     /// between attempts, and delivering events to this handle's callbacks while it
-    /// waits: a sender must dispatch anyway (see [`Handle`]; measured with corosync
-    /// 3.1.7, 300,000 sends of 1 KiB without a dispatch were all accepted and grew the
-    /// daemon by 370 MB), and its pauses are a good time to.
+    /// waits: a sender must dispatch anyway (see
+    /// [Reading is not optional](Handle#reading-is-not-optional)), and its pauses are a
+    /// good time to.
     ///
     /// A pause waits for events for up to the back-off's current delay and ends as soon
     /// as some arrive (the daemon's queue is then moving); those are delivered, at most

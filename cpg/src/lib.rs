@@ -13,6 +13,10 @@
 //!   `"foo\0"` are different groups, both reachable on purpose.
 //! - [`Error`] names the failed operation and the libcpg code, and answers
 //!   [`is_retryable`](Error::is_retryable) and [`is_daemon_lost`](Error::is_daemon_lost).
+//! - Async code (feature **`tokio`**, off by default): `AsyncHandle` is a stream of
+//!   owned `Event`s over tokio's `AsyncFd`, with sends that wait out back-pressure on
+//!   tokio's timer and `AsyncSender`s for other tasks; see the `cpg::tokio` module.
+//!   Enable it with `cpg = { version = "0.2", features = ["tokio"] }`.
 //! - [`group`]: views with a leader, eviction, reconnect, an ordered send queue and
 //!   confirmed sends, as a state machine with a blocking and a tokio driver.
 //!
@@ -56,6 +60,7 @@
 //! A running corosync daemon (2.4 or later) that lets this user connect (root, or a
 //! `uidgid` entry in corosync's configuration).
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod callbacks;
 mod connection;
@@ -72,11 +77,13 @@ pub mod retry;
 mod sender;
 mod stack;
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 mod types;
 mod zcb;
 
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use crate::tokio::{AsyncHandle, AsyncSender, Event};
 pub use callbacks::{Callbacks, Closures, OnConfchg, OnDeliver, OnTotemConfchg, Unset};
 pub use connection::{Connection, MAX_SEND_BUFFERS};

@@ -146,6 +146,7 @@ mod view;
 pub mod wire;
 
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use self::tokio::{AsyncGroup, Confirmation};
 pub use blocking::{Group, GroupBuilder, Receipt};
 pub use machine::Machine;

@@ -9,7 +9,7 @@ use crate::types::{Member, RingId};
 
 use super::view::{View, ViewId};
 
-/// Identifies one message given to [`Machine::send`]; ids grow by one per message.
+/// Identifies one message given to [`Machine::send`](super::Machine::send); ids grow by one per message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SendId(pub u64);
 
@@ -163,7 +163,7 @@ pub enum Event {
         /// The first view of the new connection (also reported as [`Event::View`]).
         view: View,
     },
-    /// This process left the group after [`Machine::leave`]. The last event.
+    /// This process left the group after [`Machine::leave`](super::Machine::leave). The last event.
     Left,
     /// The layer stopped for good. The last event.
     Stopped(StopReason),
@@ -183,12 +183,12 @@ pub enum Event {
 pub enum Effect {
     /// Drop the current handle, if any, make a new one (asking for the initial totem
     /// configuration), and join the group; report with
-    /// [`Machine::handle_connected`].
+    /// [`Machine::handle_connected`](super::Machine::handle_connected).
     Connect,
-    /// Send the bytes written into the buffer given to [`Machine::poll_effect`]
-    /// (`cpg_mcast_joined`, one attempt); report with [`Machine::handle_send_result`].
+    /// Send the bytes written into the buffer given to [`Machine::poll_effect`](super::Machine::poll_effect)
+    /// (`cpg_mcast_joined`, one attempt); report with [`Machine::handle_send_result`](super::Machine::handle_send_result).
     Send(SendId),
-    /// Leave the group; report with [`Machine::handle_leave_result`].
+    /// Leave the group; report with [`Machine::handle_leave_result`](super::Machine::handle_leave_result).
     Leave,
     /// Drop the current handle.
     Close,
@@ -215,11 +215,11 @@ pub struct Stats {
     pub malformed: u64,
 }
 
-/// Settings of a [`Machine`].
+/// Settings of a [`Machine`](super::Machine).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Config {
-    /// Most messages in the send queue; [`Machine::send`] refuses more with
+    /// Most messages in the send queue; [`Machine::send`](super::Machine::send) refuses more with
     /// [`GroupError::QueueFull`]. Default 1,024.
     pub queue_limit: usize,
     /// Policy on eviction. Default [`OnEviction::Rejoin`].

@@ -4,7 +4,7 @@
 use crate::name::GroupName;
 use crate::types::{Address, Member, RingId};
 
-/// An event of an [`AsyncHandle`], owning its data.
+/// An event of an [`AsyncHandle`](super::AsyncHandle), owning its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {

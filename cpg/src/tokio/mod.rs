@@ -166,10 +166,9 @@ fn reactor_error(op: Operation, e: std::io::Error) -> Error {
 /// # Reading
 ///
 /// Read the stream, also in a service that mostly sends: every message sent to a joined
-/// group comes back to its sender too, and corosync (3.1.7) keeps the events a client
-/// has not read in its own memory, without limit and without pushing back on the
-/// client's sends. Measured: 300,000 sends of 1 KiB from a client that never read,
-/// none refused, and the daemon grew by 370 MB.
+/// group comes back to its sender too, and the daemon keeps the events a client has not
+/// read in its own memory, without limit and without pushing back on the client's sends
+/// (see [`Handle`'s reading section](crate::Handle#reading-is-not-optional)).
 ///
 /// # Sending
 ///
@@ -178,9 +177,8 @@ fn reactor_error(op: Operation, e: std::io::Error) -> Error {
 /// fragmented sends (`CS_ERR_INTERRUPT`), pausing between attempts on tokio's timer
 /// with exponential back-off ([`Backoff`], bounded: [`set_backoff`](Self::set_backoff)).
 /// While they pause they keep reading this handle's events into the queue (a bounded
-/// amount per pause); those events come out of the stream afterwards, in order. The
-/// daemon would not refuse the sends otherwise, but it keeps every event a client has
-/// not read in its own memory, without limit (see [Reading](Self#reading)). A pause
+/// amount per pause); those events come out of the stream afterwards, in order (see
+/// [Reading](Self#reading) for why). A pause
 /// ends early when events have been read (messages are being ordered and delivered, so
 /// the daemon's queue is moving), but not before it has yielded to the runtime once, so
 /// a long wait never monopolizes the thread.
