@@ -227,6 +227,26 @@ impl Connection {
         Ok(nodeid)
     }
 
+    /// This process's own identity in group membership: the local node id (asked from
+    /// the daemon) and the pid the daemon lists this connection under.
+    ///
+    /// libcpg reports `getpid()` to the daemon at join, and the daemon lists the member
+    /// with that pid (corosync 3.1.7, measured: also inside a pid namespace, where a
+    /// process started with `unshare --pid --fork` is listed as pid 1). So the pid here
+    /// is this process's pid **in its own pid namespace**, the one that the member
+    /// lists, deliveries' senders and other nodes show for it; it is not necessarily
+    /// the pid the host sees. Two processes on one node whose namespaces give them the
+    /// same pid cannot both join one group (`CS_ERR_EXIST`).
+    ///
+    /// Compare it with the entries of a confchg to find this process, rather than
+    /// building the member by hand from `std::process::id()`.
+    pub fn local_member(&self) -> Result<Member> {
+        Ok(Member {
+            nodeid: self.local_node_id()?,
+            pid: std::process::id(),
+        })
+    }
+
     /// The largest message libcpg sends in one piece (about 1 MiB). Larger messages
     /// sent with [`send`](Self::send) are fragmented; zero-copy sends cannot exceed it.
     pub fn max_message_size(&self) -> Result<u32> {

@@ -79,6 +79,13 @@ pub struct Member {
     pub pid: u32,
 }
 
+impl Member {
+    /// A member from its node id and process id.
+    pub const fn new(nodeid: u32, pid: u32) -> Member {
+        Member { nodeid, pid }
+    }
+}
+
 impl fmt::Display for Member {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "node {} pid {}", self.nodeid, self.pid)
@@ -93,6 +100,26 @@ impl fmt::Display for Member {
 pub struct Address(sys::cpg_address);
 
 impl Address {
+    /// An entry for `member`, listed for `reason`: for building a
+    /// [`ConfigChange`] (or an async `Event`) in tests of code that handles them.
+    ///
+    /// ```
+    /// use cpg::{Address, ConfigChange, GroupName, Member, Reason};
+    ///
+    /// let group = GroupName::new("jobs").unwrap();
+    /// let me = Address::new(Member::new(1, 4242), Reason::Join);
+    /// let change = ConfigChange { group: &group, members: &[me], left: &[], joined: &[me] };
+    /// assert_eq!(change.joined[0].member(), Member::new(1, 4242));
+    /// assert_eq!(change.joined[0].reason(), Reason::Join);
+    /// ```
+    pub fn new(member: Member, reason: Reason) -> Address {
+        Address(sys::cpg_address {
+            nodeid: member.nodeid,
+            pid: member.pid,
+            reason: reason.to_raw(),
+        })
+    }
+
     /// Corosync node id.
     pub fn nodeid(&self) -> u32 {
         self.0.nodeid
@@ -306,5 +333,21 @@ mod tests {
     fn members_print_as_node_and_pid() {
         let m = Member { nodeid: 3, pid: 42 };
         assert_eq!(m.to_string(), "node 3 pid 42");
+    }
+
+    #[test]
+    fn an_address_built_for_a_test_reads_back_its_member_and_reason() {
+        for reason in [Reason::Join, Reason::ProcDown, Reason::Unknown(99)] {
+            let a = Address::new(Member::new(4, 77), reason);
+            assert_eq!(
+                (a.nodeid(), a.pid(), a.member()),
+                (4, 77, Member::new(4, 77))
+            );
+            assert_eq!(a.reason(), reason);
+        }
+        assert_ne!(
+            Address::new(Member::new(4, 77), Reason::Join),
+            Address::new(Member::new(4, 77), Reason::Leave)
+        );
     }
 }

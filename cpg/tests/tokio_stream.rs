@@ -381,3 +381,44 @@ async fn yield_now_undeferred() {
     })
     .await
 }
+
+/// `AsyncHandle::builder` configures like `Handle::builder`: the initial totem
+/// configuration comes with the join, and the back-off is the one given. The handle's
+/// own identity is the member its join lists.
+#[test]
+fn the_async_builder_applies_its_options_and_back_off() {
+    run(WAIT, || async {
+        let node = cpg_testkit::shared();
+        let backoff = cpg::retry::Backoff {
+            max_attempts: 7,
+            ..cpg::retry::Backoff::default()
+        };
+        let mut h = node
+            .enter(|| {
+                AsyncHandle::builder()
+                    .initial_totem_conf(true)
+                    .backoff(backoff)
+                    .build()
+            })
+            .expect("build");
+        assert_eq!(h.backoff(), backoff);
+        let me = h.local_member().expect("local member");
+        assert_eq!(me, Member::new(1, std::process::id()));
+        let group = group("builder");
+        h.join(&group).await.expect("join");
+        let (mut totem, mut joined) = (false, false);
+        while !(totem && joined) {
+            match next(&mut h).await {
+                Event::TotemConfChg { members, .. } => {
+                    assert_eq!(members, vec![1]);
+                    totem = true;
+                }
+                Event::ConfChg { joined: j, .. } => {
+                    assert_eq!(j.iter().map(|a| a.member()).collect::<Vec<_>>(), [me]);
+                    joined = true;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+}

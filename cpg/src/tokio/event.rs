@@ -41,6 +41,45 @@ pub enum Event {
 }
 
 impl Event {
+    /// A delivered message, as the stream yields it: for tests of code that handles
+    /// events (the enum is `#[non_exhaustive]`, so its variants cannot be built
+    /// directly outside this crate).
+    ///
+    /// ```
+    /// use cpg::{Event, GroupName, Member};
+    ///
+    /// let event = Event::deliver(GroupName::new("jobs").unwrap(), Member::new(2, 7), b"hi".to_vec());
+    /// assert_eq!(event.sender(), Some(Member::new(2, 7)));
+    /// ```
+    pub fn deliver(group: GroupName, sender: Member, data: Vec<u8>) -> Event {
+        Event::Deliver {
+            group,
+            nodeid: sender.nodeid,
+            pid: sender.pid,
+            data,
+        }
+    }
+
+    /// A membership change of a group (see [`Address::new`] for the entries).
+    pub fn confchg(
+        group: GroupName,
+        members: Vec<Address>,
+        left: Vec<Address>,
+        joined: Vec<Address>,
+    ) -> Event {
+        Event::ConfChg {
+            group,
+            members,
+            left,
+            joined,
+        }
+    }
+
+    /// A change of the cluster's node membership.
+    pub fn totem_confchg(ring_id: RingId, members: Vec<u32>) -> Event {
+        Event::TotemConfChg { ring_id, members }
+    }
+
     /// The sender of a delivered message; `None` for membership events.
     pub fn sender(&self) -> Option<Member> {
         match self {

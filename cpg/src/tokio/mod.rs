@@ -104,10 +104,12 @@ use crate::options::Options;
 use crate::retry::Backoff;
 use crate::types::{Guarantee, Member};
 
+mod builder;
 mod event;
 mod mailbox;
 mod sender;
 
+pub use builder::AsyncBuilder;
 pub use event::Event;
 pub use sender::AsyncSender;
 
@@ -241,6 +243,11 @@ impl AsyncHandle {
     /// `Runtime::enter` is fine.
     pub fn new() -> Result<AsyncHandle> {
         AsyncHandle::with_options(Options::default())
+    }
+
+    /// A builder for the options and the back-off, like [`Handle::builder`].
+    pub fn builder() -> AsyncBuilder {
+        AsyncBuilder::default()
     }
 
     /// Like [`new`](Self::new), with [`Options`] (for example
@@ -386,6 +393,12 @@ impl AsyncHandle {
     /// The node id of the local node. A quick synchronous request to the local daemon.
     pub fn local_node_id(&self) -> Result<u32> {
         self.fd.get_ref().local_node_id()
+    }
+
+    /// This process's own identity in group membership (see
+    /// [`Connection::local_member`]). A quick synchronous request to the local daemon.
+    pub fn local_member(&self) -> Result<Member> {
+        self.fd.get_ref().local_member()
     }
 
     /// The largest message libcpg sends in one piece (about 1 MiB); larger ones are
