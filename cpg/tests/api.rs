@@ -603,19 +603,28 @@ fn the_initial_totem_configuration_is_delivered_on_request() {
             },
         );
         pump_for(&[&with, &without], Duration::from_millis(300));
-        let totems = |p: &Peer| {
+        // `without` did not ask: it may only hear of rings formed after it connected (a
+        // membership flap on a loaded machine), never of the ring that was current when
+        // it joined, which is the one `with` was given on request.
+        let rings = |p: &Peer| -> Vec<cpg::RingId> {
             p.events()
                 .iter()
-                .filter(|e| matches!(e, Ev::Totem { .. }))
-                .count()
+                .filter_map(|e| match e {
+                    Ev::Totem { ring: r, .. } => Some(*r),
+                    _ => None,
+                })
+                .collect()
         };
-        // Only a ring change (a membership flap on a loaded machine) would send `with`
-        // a second totem event; without one, `without` must have none at all.
-        if totems(&with) == 1 {
-            assert_eq!(
-                totems(&without),
-                0,
-                "no totem event unless asked for or the ring changes"
+        for later in rings(&without) {
+            assert!(
+                later.seq > ring.seq,
+                "without the option, no totem event for the current ring {ring}: got {later}"
+            );
+        }
+        for later in &rings(&with)[1..] {
+            assert!(
+                later.seq > ring.seq,
+                "only ring changes after the initial one"
             );
         }
     });
@@ -636,22 +645,34 @@ fn queries_report_node_sizes_and_flow_control() {
         use std::os::fd::{AsFd, AsRawFd};
         let fd = a.handle.as_raw_fd();
         assert_eq!(a.handle.as_fd().as_raw_fd(), fd);
-        // SAFETY: fcntl(F_GETFD) on an fd number only reads its flags.
-        let before = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        assert!(before >= 0, "the fd is open");
+        // The socket itself (its inode), not the number: another test thread may reuse
+        // the number as soon as it is closed.
+        let socket = open_file(fd).expect("the handle's descriptor is open");
+        assert!(socket.starts_with("socket:["), "{socket}");
         a.handle.close().unwrap();
-        // SAFETY: as above; finalize closed the descriptor libcpg owned.
-        let after = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        let still_open: Vec<i32> = open_fds()
+            .into_iter()
+            .filter(|&other| open_file(other).as_deref() == Some(socket.as_str()))
+            .collect();
         assert!(
-            after < 0 || fd_is_reused(fd),
-            "finalize closes the descriptor"
+            still_open.is_empty(),
+            "finalize closes the socket {socket}, still open as {still_open:?}"
         );
     });
 }
 
-fn fd_is_reused(fd: i32) -> bool {
-    // Another test thread may have opened a descriptor with the same number since.
-    std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok()
+/// What descriptor `fd` of this process refers to (`socket:[inode]` for a socket).
+fn open_file(fd: i32) -> Option<String> {
+    let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    Some(target.to_string_lossy().into_owned())
+}
+
+/// The descriptors this process has open.
+fn open_fds() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 #[test]
@@ -799,14 +820,22 @@ fn a_killed_daemon_is_a_lost_daemon_and_a_new_handle_works_after_restart() {
 }
 
 #[test]
-fn options_vectored_retry_and_message_accessors() {
+fn options_given_to_with_options_apply_and_a_vectored_retrying_send_arrives_whole() {
     big_stack(|| {
         let group = unique_group("options");
         let senders = Arc::new(Mutex::new(Vec::new()));
         let joined = Arc::new(Mutex::new(Vec::new()));
         let (s, j) = (senders.clone(), joined.clone());
-        struct Record(Arc<Mutex<Vec<cpg::Member>>>, Arc<Mutex<Vec<cpg::Member>>>);
+        let totems = Arc::new(AtomicUsize::new(0));
+        struct Record(
+            Arc<Mutex<Vec<cpg::Member>>>,
+            Arc<Mutex<Vec<cpg::Member>>>,
+            Arc<AtomicUsize>,
+        );
         impl Callbacks for Record {
+            fn totem_confchg(&mut self, _: &Connection, _: cpg::TotemChange<'_>) {
+                self.2.fetch_add(1, Ordering::SeqCst);
+            }
             fn deliver(&mut self, _: &Connection, message: Message<'_>) {
                 self.0.lock().unwrap().push(message.sender());
             }
@@ -821,7 +850,7 @@ fn options_vectored_retry_and_message_accessors() {
         options.initial_totem_conf = true;
         let handle = cluster()
             .node(0)
-            .enter(|| Handle::with_options(Record(s, j), options))
+            .enter(|| Handle::with_options(Record(s, j, totems.clone()), options))
             .unwrap();
         handle.join(&group).unwrap();
         handle
@@ -841,6 +870,16 @@ fn options_vectored_retry_and_message_accessors() {
         };
         assert_eq!(*senders.lock().unwrap(), vec![me]);
         assert_eq!(*joined.lock().unwrap(), vec![me]);
+        // The option given through `with_options` took effect: the ring came with the
+        // join, not only on a change.
+        let deadline = Instant::now() + WAIT;
+        while totems.load(Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "initial_totem_conf via with_options"
+            );
+            handle.dispatch_timeout(Duration::from_millis(20)).unwrap();
+        }
     });
 }
 
@@ -894,5 +933,24 @@ fn a_callback_may_dispatch_another_handle_it_owns() {
             [b"inner 1".to_vec()],
             "inner events go to the inner callbacks"
         );
+    });
+}
+
+#[test]
+fn local_member_is_the_entry_the_daemon_lists_for_this_process() {
+    big_stack(|| {
+        let group = unique_group("me");
+        let a = Peer::on(cluster(), 1);
+        let me = a.handle.local_member().unwrap();
+        assert_eq!(me, cpg::Member::new(2, pid()));
+        a.handle.join(&group).unwrap();
+        pump_until(&[&a], WAIT, "own join", || a.confchgs(&group).len() == 1);
+        let own_join = (me.nodeid, me.pid, Reason::Join);
+        assert!(
+            matches!(&a.confchgs(&group)[0], Ev::Conf { joined, .. } if joined == &vec![own_join]),
+            "{:?}",
+            a.confchgs(&group)
+        );
+        assert_eq!(a.handle.members(&group).unwrap(), vec![me]);
     });
 }
