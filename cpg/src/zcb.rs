@@ -150,9 +150,8 @@ impl Connection {
             });
         };
         // SAFETY: libcpg returned a writable block of at least `size` bytes at `ptr`
-        // that nothing else uses until it is freed. Zeroing it makes every byte
-        // initialized (a malloc-based libcpg hands out uninitialized memory).
-        unsafe { ptr.as_ptr().write_bytes(0, size) };
+        // that nothing else uses until it is freed.
+        unsafe { zero_fill(ptr, size) };
         Ok(ZeroCopyBuffer {
             conn: self,
             ptr,
@@ -320,5 +319,32 @@ impl fmt::Debug for ZeroCopyBuffer<'_> {
 impl Drop for ZeroCopyBuffer<'_> {
     fn drop(&mut self) {
         let _ = self.free_once();
+    }
+}
+
+/// Zeroes a block libcpg handed out, so that every byte the buffer's `&[u8]` shows is
+/// initialized: corosync 3.1.7 maps a new shared-memory file (zeroed by the kernel), but
+/// a malloc-based libcpg (after 3.1.10) hands out uninitialized memory.
+///
+/// # Safety
+/// `ptr` must be writable for `size` bytes, and nothing else may use them meanwhile.
+unsafe fn zero_fill(ptr: NonNull<u8>, size: usize) {
+    // SAFETY: per the contract.
+    unsafe { ptr.as_ptr().write_bytes(0, size) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The zeroing a malloc-based libcpg needs: libcpg 3.1.7's buffers are zero already,
+    /// so the integration tests cannot see it; here the block is dirty first.
+    #[test]
+    fn a_dirty_block_from_libcpg_is_handed_out_zeroed() {
+        let mut block = vec![0xAAu8; 4096];
+        let ptr = NonNull::new(block.as_mut_ptr()).unwrap();
+        // SAFETY: the vector's 4096 bytes are writable and used by nothing else.
+        unsafe { zero_fill(ptr, block.len()) };
+        assert!(block.iter().all(|&b| b == 0));
     }
 }
