@@ -954,3 +954,66 @@ fn local_member_is_the_entry_the_daemon_lists_for_this_process() {
         assert_eq!(a.handle.members(&group).unwrap(), vec![me]);
     });
 }
+
+/// A retrying send reads events while it waits out back-pressure: the daemon keeps
+/// what a client has not read, without limit, and the pauses are where a sender that
+/// does nothing else reads. Here a client floods its group without dispatching until
+/// the daemon pushes back, then sends once more with `send_with_retry`: by the time
+/// that returns, callbacks have run (its own messages came back), although nothing
+/// else dispatched.
+#[test]
+fn send_with_retry_delivers_events_while_it_waits_out_back_pressure() {
+    big_stack(|| {
+        let group = unique_group("pressure");
+        let delivered = Arc::new(AtomicUsize::new(0));
+        let counter = delivered.clone();
+        let handle = cluster()
+            .node(0)
+            .enter(|| {
+                Handle::builder()
+                    .on_deliver(move |_, _| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .build()
+            })
+            .unwrap();
+        handle.join(&group).unwrap();
+        let payload = vec![5u8; 64 << 10];
+        // Each round floods until the daemon pushes back, then sends once more with
+        // retries. Pressure can lift before the retrying send's first attempt, which then
+        // succeeds without a pause; so rounds go on until one pause has happened. With
+        // pauses that only sleep, no round ever delivers anything.
+        let mut pushbacks = 0;
+        for round in 0..200 {
+            let mut sent = 0u32;
+            loop {
+                match handle.send(&payload) {
+                    Ok(()) => sent += 1,
+                    Err(e) if e.is_retryable() => break,
+                    Err(e) => panic!("round {round}, send {sent}: {e}"),
+                }
+                assert!(sent < 100_000, "the daemon never pushed back");
+            }
+            pushbacks += 1;
+            assert_eq!(
+                delivered.load(Ordering::SeqCst),
+                0,
+                "nothing dispatched yet"
+            );
+            handle
+                .send_with_retry(&payload, &Backoff::default())
+                .expect("send with retry");
+            if delivered.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+        }
+        eprintln!(
+            "{} callbacks ran inside send_with_retry after {pushbacks} pushbacks",
+            delivered.load(Ordering::SeqCst)
+        );
+        assert!(
+            delivered.load(Ordering::SeqCst) > 0,
+            "send_with_retry waited out back-pressure without reading events"
+        );
+    });
+}

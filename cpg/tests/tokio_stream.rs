@@ -422,3 +422,45 @@ fn the_async_builder_applies_its_options_and_back_off() {
         }
     });
 }
+
+/// An async send reads events while it waits out back-pressure (the daemon would keep
+/// them, without limit): a client floods its group through the connection's
+/// non-waiting `send` until the daemon pushes back, then sends with `send().await`.
+/// Once a send has paused, the events it read wait in the stream's queue (its
+/// `size_hint`), read while nothing polled the stream.
+#[test]
+fn an_async_send_reads_events_while_it_waits_out_back_pressure() {
+    use futures_core::Stream as _;
+    run(WAIT, || async {
+        let node = cpg_testkit::shared();
+        let group = group("async-pressure");
+        let mut h = connect(node);
+        h.join(&group).await.expect("join");
+        wait_members(&mut h, &group, 1).await;
+        let payload = vec![5u8; 64 << 10];
+        for round in 0..200 {
+            let mut sent = 0u32;
+            loop {
+                match h.connection().send(&payload) {
+                    Ok(()) => sent += 1,
+                    Err(e) if e.is_retryable() => break,
+                    Err(e) => panic!("round {round}, send {sent}: {e}"),
+                }
+                assert!(sent < 100_000, "the daemon never pushed back");
+            }
+            let waits = h.backpressure_waits();
+            h.send(&payload).await.expect("send");
+            // A pause can also end on its timer before anything arrived; rounds go on
+            // until one has read events. Pauses that only sleep never do.
+            let (queued, _) = h.size_hint();
+            if h.backpressure_waits() > waits && queued > 0 {
+                eprintln!("round {round}: {queued} events read during the pause");
+                return;
+            }
+        }
+        panic!(
+            "in 200 rounds of back-pressure ({} pauses), no send read events while it waited",
+            h.backpressure_waits()
+        );
+    });
+}
