@@ -800,13 +800,17 @@ fn a_killed_daemon_is_a_lost_daemon_and_a_new_handle_works_after_restart() {
         ] {
             assert!(e.is_daemon_lost(), "{e:?}");
         }
-        // A new handle while the daemon is down: refused, clearly.
-        let refused = private
-            .node(0)
-            .enter(|| Handle::new(NoCallbacks))
-            .unwrap_err();
+        // A new handle while the daemon is down: refused, clearly, and fast (trying is
+        // how a client tells that the daemon is back, see `Error::is_daemon_lost`).
+        let (refused, took) = private.node(0).enter(|| {
+            let started = Instant::now();
+            let refused = Handle::new(NoCallbacks).unwrap_err();
+            (refused, started.elapsed())
+        });
+        eprintln!("a new handle without a daemon failed in {took:?}");
         assert!(refused.is_daemon_lost(), "{refused:?}");
         assert_eq!(refused.operation(), Some(Operation::Initialize));
+        assert!(took < Duration::from_millis(100), "refused only after {took:?}");
         drop(a);
 
         private.restart_daemon(0);
