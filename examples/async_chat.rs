@@ -18,7 +18,7 @@ use std::io::BufRead as _;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cpg::{Address, AsyncHandle, Event, GroupName};
+use cpg::{AsyncHandle, Event, GroupName, ListedMember};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
@@ -57,7 +57,7 @@ fn stdin_lines() -> mpsc::Receiver<String> {
     rx
 }
 
-fn list(entries: &[Address]) -> String {
+fn list(entries: &[ListedMember]) -> String {
     let names: Vec<String> = entries
         .iter()
         .map(|a| format!("{} ({})", a.member(), a.reason()))
@@ -99,7 +99,7 @@ async fn run(args: &Args) -> Result<(), String> {
                         in_flight = in_flight.saturating_sub(1);
                     }
                 }
-                Some(Ok(Event::ConfChg { members, joined, left, .. })) => {
+                Some(Ok(Event::Confchg { members, joined, left, .. })) => {
                     let mut line = format!("group {group}: {} members", members.len());
                     if !joined.is_empty() {
                         line += &format!("; joined: {}", list(&joined));

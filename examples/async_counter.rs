@@ -93,7 +93,7 @@ struct Counter {
 impl Counter {
     fn on_event(&mut self, event: Event) -> Vec<Msg> {
         match event {
-            Event::ConfChg {
+            Event::Confchg {
                 group,
                 members,
                 joined,

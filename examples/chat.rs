@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use cpg::retry::Backoff;
-use cpg::{Address, DispatchMode, GroupName, Handle, Member};
+use cpg::{DispatchMode, GroupName, Handle, ListedMember, Member};
 
 /// Join a CPG group, send each stdin line to it, print everything that happens.
 #[derive(Debug, Parser)]
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn list(addresses: &[Address], with_reason: bool) -> String {
+fn list(addresses: &[ListedMember], with_reason: bool) -> String {
     let items: Vec<String> = addresses
         .iter()
         .map(|a| {

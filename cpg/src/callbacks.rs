@@ -5,13 +5,13 @@
 //! Nothing here is unsafe or knows about C: libcpg reaches these callbacks through the
 //! trampolines in `dispatch`.
 
-use crate::connection::Connection;
-use crate::types::{ConfigChange, Message, TotemChange};
+use crate::connection::ConnectionRef;
+use crate::types::{Confchg, Message, TotemConfchg};
 
 /// What a handle does with events. Every method has an empty default.
 ///
 /// The methods run on the thread that calls [`Handle::dispatch`](crate::Handle::dispatch),
-/// inside libcpg. They get a [`Connection`] to send, join, leave or query membership
+/// inside libcpg. They get a [`ConnectionRef`] to send, join, leave or query membership
 /// with; they cannot dispatch, drop or close the handle they run in (the handle is
 /// borrowed by `dispatch` for as long as they run). A panic is caught before it reaches
 /// C and re-raised by `dispatch`.
@@ -41,17 +41,17 @@ use crate::types::{ConfigChange, Message, TotemChange};
 pub trait Callbacks: Send + 'static {
     /// A message was delivered to a joined group. The data is borrowed from libcpg's
     /// receive buffer: copy what you keep.
-    fn deliver(&mut self, cpg: &Connection, message: Message<'_>) {
+    fn deliver(&mut self, cpg: &ConnectionRef, message: Message<'_>) {
         let _ = (cpg, message);
     }
 
     /// The membership of a joined group changed (including this process's own join).
-    fn confchg(&mut self, cpg: &Connection, change: ConfigChange<'_>) {
+    fn confchg(&mut self, cpg: &ConnectionRef, change: Confchg<'_>) {
         let _ = (cpg, change);
     }
 
     /// The cluster's node membership (totem ring) changed.
-    fn totem_confchg(&mut self, cpg: &Connection, change: TotemChange<'_>) {
+    fn totem_confchg(&mut self, cpg: &ConnectionRef, change: TotemConfchg<'_>) {
         let _ = (cpg, change);
     }
 }
@@ -63,50 +63,50 @@ pub struct Unset;
 /// A deliver callback of a [`Builder`](crate::Builder): a closure, or [`Unset`].
 pub trait OnDeliver: Send + 'static {
     /// Runs the callback.
-    fn call(&mut self, cpg: &Connection, message: Message<'_>);
+    fn call(&mut self, cpg: &ConnectionRef, message: Message<'_>);
 }
 
 /// A confchg callback of a [`Builder`](crate::Builder): a closure, or [`Unset`].
 pub trait OnConfchg: Send + 'static {
     /// Runs the callback.
-    fn call(&mut self, cpg: &Connection, change: ConfigChange<'_>);
+    fn call(&mut self, cpg: &ConnectionRef, change: Confchg<'_>);
 }
 
 /// A totem confchg callback of a [`Builder`](crate::Builder): a closure, or [`Unset`].
 pub trait OnTotemConfchg: Send + 'static {
     /// Runs the callback.
-    fn call(&mut self, cpg: &Connection, change: TotemChange<'_>);
+    fn call(&mut self, cpg: &ConnectionRef, change: TotemConfchg<'_>);
 }
 
 impl OnDeliver for Unset {
-    fn call(&mut self, _: &Connection, _: Message<'_>) {}
+    fn call(&mut self, _: &ConnectionRef, _: Message<'_>) {}
 }
 
 impl OnConfchg for Unset {
-    fn call(&mut self, _: &Connection, _: ConfigChange<'_>) {}
+    fn call(&mut self, _: &ConnectionRef, _: Confchg<'_>) {}
 }
 
 impl OnTotemConfchg for Unset {
-    fn call(&mut self, _: &Connection, _: TotemChange<'_>) {}
+    fn call(&mut self, _: &ConnectionRef, _: TotemConfchg<'_>) {}
 }
 
-impl<F: FnMut(&Connection, Message<'_>) + Send + 'static> OnDeliver for F {
+impl<F: FnMut(&ConnectionRef, Message<'_>) + Send + 'static> OnDeliver for F {
     #[inline]
-    fn call(&mut self, cpg: &Connection, message: Message<'_>) {
+    fn call(&mut self, cpg: &ConnectionRef, message: Message<'_>) {
         self(cpg, message)
     }
 }
 
-impl<F: FnMut(&Connection, ConfigChange<'_>) + Send + 'static> OnConfchg for F {
+impl<F: FnMut(&ConnectionRef, Confchg<'_>) + Send + 'static> OnConfchg for F {
     #[inline]
-    fn call(&mut self, cpg: &Connection, change: ConfigChange<'_>) {
+    fn call(&mut self, cpg: &ConnectionRef, change: Confchg<'_>) {
         self(cpg, change)
     }
 }
 
-impl<F: FnMut(&Connection, TotemChange<'_>) + Send + 'static> OnTotemConfchg for F {
+impl<F: FnMut(&ConnectionRef, TotemConfchg<'_>) + Send + 'static> OnTotemConfchg for F {
     #[inline]
-    fn call(&mut self, cpg: &Connection, change: TotemChange<'_>) {
+    fn call(&mut self, cpg: &ConnectionRef, change: TotemConfchg<'_>) {
         self(cpg, change)
     }
 }
@@ -121,17 +121,17 @@ pub struct Closures<D, C, T> {
 
 impl<D: OnDeliver, C: OnConfchg, T: OnTotemConfchg> Callbacks for Closures<D, C, T> {
     #[inline]
-    fn deliver(&mut self, cpg: &Connection, message: Message<'_>) {
+    fn deliver(&mut self, cpg: &ConnectionRef, message: Message<'_>) {
         self.deliver.call(cpg, message)
     }
 
     #[inline]
-    fn confchg(&mut self, cpg: &Connection, change: ConfigChange<'_>) {
+    fn confchg(&mut self, cpg: &ConnectionRef, change: Confchg<'_>) {
         self.confchg.call(cpg, change)
     }
 
     #[inline]
-    fn totem_confchg(&mut self, cpg: &Connection, change: TotemChange<'_>) {
+    fn totem_confchg(&mut self, cpg: &ConnectionRef, change: TotemConfchg<'_>) {
         self.totem.call(cpg, change)
     }
 }

@@ -21,10 +21,10 @@ use std::ptr::NonNull;
 use corosync_sys as sys;
 
 use crate::callbacks::Callbacks;
-use crate::connection::Connection;
+use crate::connection::ConnectionRef;
 use crate::link::Link;
 use crate::name::GroupName;
-use crate::types::{Address, ConfigChange, Message, RingId, TotemChange};
+use crate::types::{Confchg, ListedMember, Message, RingId, TotemConfchg};
 
 /// Header of the callback state, shared by the trampolines and `dispatch`.
 ///
@@ -130,7 +130,7 @@ impl Drop for DispatchScope {
 #[inline(always)]
 unsafe fn with_callbacks<C: Callbacks>(
     handle: sys::cpg_handle_t,
-    f: impl FnOnce(&mut C, &Connection),
+    f: impl FnOnce(&mut C, &ConnectionRef),
 ) {
     let (current, current_state) = DISPATCHING.get();
     let context: *mut c_void = if current == handle && !current_state.is_null() {
@@ -161,7 +161,7 @@ unsafe fn with_callbacks<C: Callbacks>(
     };
     header.callbacks_run.set(header.callbacks_run.get() + 1);
     // The link outlives the dispatch (the handle holds it until after finalize).
-    let cpg = Connection::borrowed(link);
+    let cpg = ConnectionRef::borrowed(link);
     // SAFETY: trampolines run only inside `dispatch`, which refuses to nest on the same
     // handle, and the handle is !Sync; so this is the only live reference to the
     // callbacks.
@@ -176,7 +176,7 @@ unsafe fn with_callbacks<C: Callbacks>(
 /// list (libcpg passes NULL or a dangling pointer with a count of 0).
 ///
 /// The one place where C arrays become slices: message bytes, member lists (cast to
-/// `Address`, which is `repr(transparent)` over `cpg_address`), and node ids.
+/// `ListedMember`, which is `repr(transparent)` over `cpg_address`), and node ids.
 ///
 /// # Safety
 /// Unless `len` is 0, `ptr` must point to `len` initialized `T`s that stay valid and
@@ -243,14 +243,15 @@ extern "C" fn confchg_trampoline<C: Callbacks>(
         return;
     };
     // The three lists are `cpg_address` arrays that libcpg keeps valid for this call;
-    // `Address` is `repr(transparent)` over `cpg_address`, so the casts keep the layout.
+    // `ListedMember` is `repr(transparent)` over `cpg_address`, so the casts keep the layout.
     // SAFETY: `member_list_entries` entries at `member_list`, valid for this call.
-    let members = unsafe { borrow_c_array(member_list.cast::<Address>(), member_list_entries) };
+    let members =
+        unsafe { borrow_c_array(member_list.cast::<ListedMember>(), member_list_entries) };
     // SAFETY: `left_list_entries` entries at `left_list`, valid for this call.
-    let left = unsafe { borrow_c_array(left_list.cast::<Address>(), left_list_entries) };
+    let left = unsafe { borrow_c_array(left_list.cast::<ListedMember>(), left_list_entries) };
     // SAFETY: `joined_list_entries` entries at `joined_list`, valid for this call.
-    let joined = unsafe { borrow_c_array(joined_list.cast::<Address>(), joined_list_entries) };
-    let change = ConfigChange {
+    let joined = unsafe { borrow_c_array(joined_list.cast::<ListedMember>(), joined_list_entries) };
+    let change = Confchg {
         group,
         members,
         left,
@@ -270,7 +271,7 @@ extern "C" fn totem_trampoline<C: Callbacks>(
     // SAFETY: libcpg passes `member_list_entries` node ids at `member_list`, valid for
     // the duration of this call; the borrow ends with it.
     let members = unsafe { borrow_c_array(member_list, member_list_entries as usize) };
-    let change = TotemChange {
+    let change = TotemConfchg {
         ring_id: RingId {
             nodeid: ring_id.nodeid,
             seq: ring_id.seq,

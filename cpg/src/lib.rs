@@ -8,7 +8,7 @@
 //! - [`Handle`] owns a connection to the local daemon and finalizes it on drop.
 //! - Callbacks are closures ([`Handle::builder`]) or a [`Callbacks`] value; they run
 //!   inside [`Handle::dispatch`], borrow the received data (no copies, no allocation)
-//!   and may send, join and leave through their [`Connection`].
+//!   and may send, join and leave through their [`ConnectionRef`].
 //! - [`GroupName`] keeps names as bytes with a length: `"foo"` and the C convention
 //!   `"foo\0"` are different groups, both reachable on purpose.
 //! - [`Error`] names the failed operation and the libcpg code, and answers
@@ -86,7 +86,7 @@ mod zcb;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use crate::tokio::{AsyncBuilder, AsyncHandle, AsyncSender, Event};
 pub use callbacks::{Callbacks, Closures, OnConfchg, OnDeliver, OnTotemConfchg, Unset};
-pub use connection::{Connection, MAX_SEND_BUFFERS};
+pub use connection::{ConnectionRef, MAX_SEND_BUFFERS};
 pub use error::{CsError, Error, Operation, OsError, Result};
 pub use handle::Handle;
 pub use iter::{AllMembers, GroupMember, GroupMembers, Groups};
@@ -96,8 +96,8 @@ pub use process::MAX_LIVE_BUFFERS;
 pub use sender::Sender;
 pub use stack::DISPATCH_STACK;
 pub use types::{
-    Address, ConfigChange, DispatchMode, Dispatched, FlowControl, Guarantee, Member, Message,
-    Reason, RingId, TotemChange,
+    Confchg, DispatchMode, Dispatched, FlowControl, Guarantee, ListedMember, Member, Message,
+    Reason, RingId, TotemConfchg,
 };
 pub use zcb::ZeroCopyBuffer;
 

@@ -92,28 +92,30 @@ impl fmt::Display for Member {
     }
 }
 
-/// An entry of a configuration change: a process and why it is listed.
+/// A member as a configuration change lists it: the process ([`member`](Self::member))
+/// and the reason it is listed ([`reason`](Self::reason)). The entries of
+/// [`Confchg`]'s `members`, `left` and `joined` lists.
 ///
 /// Has the layout of C's `struct cpg_address`; lists of them are borrowed from libcpg.
 #[derive(Clone, Copy)]
 #[repr(transparent)]
-pub struct Address(sys::cpg_address);
+pub struct ListedMember(sys::cpg_address);
 
-impl Address {
+impl ListedMember {
     /// An entry for `member`, listed for `reason`: for building a
-    /// [`ConfigChange`] (or an async `Event`) in tests of code that handles them.
+    /// [`Confchg`] (or an async `Event`) in tests of code that handles them.
     ///
     /// ```
-    /// use cpg::{Address, ConfigChange, GroupName, Member, Reason};
+    /// use cpg::{ListedMember, Confchg, GroupName, Member, Reason};
     ///
     /// let group = GroupName::new("jobs").unwrap();
-    /// let me = Address::new(Member::new(1, 4242), Reason::Join);
-    /// let change = ConfigChange { group: &group, members: &[me], left: &[], joined: &[me] };
+    /// let me = ListedMember::new(Member::new(1, 4242), Reason::Join);
+    /// let change = Confchg { group: &group, members: &[me], left: &[], joined: &[me] };
     /// assert_eq!(change.joined[0].member(), Member::new(1, 4242));
     /// assert_eq!(change.joined[0].reason(), Reason::Join);
     /// ```
-    pub fn new(member: Member, reason: Reason) -> Address {
-        Address(sys::cpg_address {
+    pub fn new(member: Member, reason: Reason) -> ListedMember {
+        ListedMember(sys::cpg_address {
             nodeid: member.nodeid,
             pid: member.pid,
             reason: reason.to_raw(),
@@ -144,9 +146,9 @@ impl Address {
     }
 }
 
-impl fmt::Debug for Address {
+impl fmt::Debug for ListedMember {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Address")
+        f.debug_struct("ListedMember")
             .field("nodeid", &self.nodeid())
             .field("pid", &self.pid())
             .field("reason", &self.reason())
@@ -154,13 +156,13 @@ impl fmt::Debug for Address {
     }
 }
 
-impl PartialEq for Address {
+impl PartialEq for ListedMember {
     fn eq(&self, other: &Self) -> bool {
         self.member() == other.member() && self.reason() == other.reason()
     }
 }
 
-impl Eq for Address {}
+impl Eq for ListedMember {}
 
 /// A message delivered to a group, borrowed for the duration of the callback.
 ///
@@ -189,15 +191,15 @@ impl Message<'_> {
 
 /// A change of a group's membership, borrowed for the duration of the callback.
 #[derive(Debug, Clone, Copy)]
-pub struct ConfigChange<'a> {
+pub struct Confchg<'a> {
     /// The group that changed.
     pub group: &'a GroupName,
     /// The members after the change.
-    pub members: &'a [Address],
+    pub members: &'a [ListedMember],
     /// The processes that left, with the reason.
-    pub left: &'a [Address],
+    pub left: &'a [ListedMember],
     /// The processes that joined, with the reason.
-    pub joined: &'a [Address],
+    pub joined: &'a [ListedMember],
 }
 
 /// Identifies one totem membership (ring): the node that formed it and a sequence.
@@ -217,7 +219,7 @@ impl fmt::Display for RingId {
 
 /// A change of the cluster's (totem) membership: which nodes are up.
 #[derive(Debug, Clone, Copy)]
-pub struct TotemChange<'a> {
+pub struct TotemConfchg<'a> {
     /// The new ring.
     pub ring_id: RingId,
     /// Node ids of the nodes in the ring.
@@ -257,9 +259,9 @@ impl DispatchMode {
 /// What a `dispatch` call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dispatched {
-    /// Events were read; this many callbacks ran. It can be 0 when the event was a
+    /// Events were read, and this many callbacks ran. It can be 0 when the event was a
     /// fragment of a larger message, which is delivered once complete.
-    Events(usize),
+    Callbacks(usize),
     /// Nothing was pending (non-blocking modes, or a timeout).
     NothingPending,
 }
@@ -268,7 +270,7 @@ impl Dispatched {
     /// Number of callbacks that ran (0 when nothing was pending).
     pub fn callbacks(self) -> usize {
         match self {
-            Dispatched::Events(n) => n,
+            Dispatched::Callbacks(n) => n,
             Dispatched::NothingPending => 0,
         }
     }
@@ -338,7 +340,7 @@ mod tests {
     #[test]
     fn an_address_built_for_a_test_reads_back_its_member_and_reason() {
         for reason in [Reason::Join, Reason::ProcDown, Reason::Unknown(99)] {
-            let a = Address::new(Member::new(4, 77), reason);
+            let a = ListedMember::new(Member::new(4, 77), reason);
             assert_eq!(
                 (a.nodeid(), a.pid(), a.member()),
                 (4, 77, Member::new(4, 77))
@@ -346,8 +348,8 @@ mod tests {
             assert_eq!(a.reason(), reason);
         }
         assert_ne!(
-            Address::new(Member::new(4, 77), Reason::Join),
-            Address::new(Member::new(4, 77), Reason::Leave)
+            ListedMember::new(Member::new(4, 77), Reason::Join),
+            ListedMember::new(Member::new(4, 77), Reason::Leave)
         );
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{big_stack, cluster, pump_for, pump_until, unique_group, Ev, Peer, WAIT};
 use cpg::retry::Backoff;
 use cpg::{
-    Callbacks, ConfigChange, Connection, CsError, DispatchMode, Dispatched, Error, FlowControl,
+    Callbacks, Confchg, ConnectionRef, CsError, DispatchMode, Dispatched, Error, FlowControl,
     GroupName, Guarantee, Handle, Message, Operation, Reason, MAX_SEND_BUFFERS,
 };
 
@@ -352,7 +352,7 @@ struct Responder {
 }
 
 impl Callbacks for Responder {
-    fn deliver(&mut self, cpg: &Connection, message: Message<'_>) {
+    fn deliver(&mut self, cpg: &ConnectionRef, message: Message<'_>) {
         let mut log = self.log.lock().unwrap();
         match message.data {
             b"ping" => cpg.send(b"pong").expect("send from inside deliver"),
@@ -364,7 +364,7 @@ impl Callbacks for Responder {
         }
     }
 
-    fn confchg(&mut self, cpg: &Connection, change: ConfigChange<'_>) {
+    fn confchg(&mut self, cpg: &ConnectionRef, change: Confchg<'_>) {
         let members = cpg
             .members(change.group)
             .expect("members from inside confchg");
@@ -513,7 +513,7 @@ fn dispatch_modes_tell_nothing_pending_from_events() {
         a.handle.send(b"1").unwrap();
         assert_eq!(
             a.handle.dispatch(DispatchMode::One).unwrap(),
-            Dispatched::Events(1)
+            Dispatched::Callbacks(1)
         );
         a.handle.send(b"2").unwrap();
         a.handle.send(b"3").unwrap();
@@ -533,7 +533,7 @@ fn dispatch_modes_tell_nothing_pending_from_events() {
         loop {
             assert!(Instant::now() < deadline);
             match a.handle.dispatch(DispatchMode::OneNonblocking).unwrap() {
-                Dispatched::Events(1) => break,
+                Dispatched::Callbacks(1) => break,
                 Dispatched::NothingPending => std::thread::sleep(Duration::from_millis(2)),
                 other => panic!("unexpected {other:?}"),
             }
@@ -551,7 +551,7 @@ fn dispatch_modes_tell_nothing_pending_from_events() {
         while got < 5 {
             assert!(Instant::now() < deadline, "bounded dispatch got {got} of 5");
             match a.handle.dispatch_at_most(2).unwrap() {
-                Dispatched::Events(n) => {
+                Dispatched::Callbacks(n) => {
                     assert!(n <= 2, "{n} callbacks for a budget of 2");
                     got += n;
                 }
@@ -810,7 +810,10 @@ fn a_killed_daemon_is_a_lost_daemon_and_a_new_handle_works_after_restart() {
         eprintln!("a new handle without a daemon failed in {took:?}");
         assert!(refused.is_daemon_lost(), "{refused:?}");
         assert_eq!(refused.operation(), Some(Operation::Initialize));
-        assert!(took < Duration::from_millis(100), "refused only after {took:?}");
+        assert!(
+            took < Duration::from_millis(100),
+            "refused only after {took:?}"
+        );
         drop(a);
 
         private.restart_daemon(0);
@@ -837,13 +840,13 @@ fn options_given_to_with_options_apply_and_a_vectored_retrying_send_arrives_whol
             Arc<AtomicUsize>,
         );
         impl Callbacks for Record {
-            fn totem_confchg(&mut self, _: &Connection, _: cpg::TotemChange<'_>) {
+            fn totem_confchg(&mut self, _: &ConnectionRef, _: cpg::TotemConfchg<'_>) {
                 self.2.fetch_add(1, Ordering::SeqCst);
             }
-            fn deliver(&mut self, _: &Connection, message: Message<'_>) {
+            fn deliver(&mut self, _: &ConnectionRef, message: Message<'_>) {
                 self.0.lock().unwrap().push(message.sender());
             }
-            fn confchg(&mut self, _: &Connection, change: ConfigChange<'_>) {
+            fn confchg(&mut self, _: &ConnectionRef, change: Confchg<'_>) {
                 self.1
                     .lock()
                     .unwrap()

@@ -163,7 +163,7 @@ fn own_join_and_leave_come_as_confchg_events() {
         };
         h.join(&group).await.expect("join");
         match next(&mut h).await {
-            Event::ConfChg {
+            Event::Confchg {
                 group: g,
                 members,
                 left,
@@ -185,7 +185,7 @@ fn own_join_and_leave_come_as_confchg_events() {
 
         h.leave(&group).await.expect("leave");
         match next(&mut h).await {
-            Event::ConfChg { members, left, .. } => {
+            Event::Confchg { members, left, .. } => {
                 assert!(members.is_empty(), "{members:?}");
                 assert_eq!(left.len(), 1);
                 assert_eq!(left[0].member(), me);
@@ -409,11 +409,11 @@ fn the_async_builder_applies_its_options_and_back_off() {
         let (mut totem, mut joined) = (false, false);
         while !(totem && joined) {
             match next(&mut h).await {
-                Event::TotemConfChg { members, .. } => {
+                Event::TotemConfchg { members, .. } => {
                     assert_eq!(members, vec![1]);
                     totem = true;
                 }
-                Event::ConfChg { joined: j, .. } => {
+                Event::Confchg { joined: j, .. } => {
                     assert_eq!(j.iter().map(|a| a.member()).collect::<Vec<_>>(), [me]);
                     joined = true;
                 }

@@ -2,7 +2,7 @@
 //! data.
 
 use crate::name::GroupName;
-use crate::types::{Address, Member, RingId};
+use crate::types::{ListedMember, Member, RingId};
 
 /// An event of an [`AsyncHandle`](super::AsyncHandle), owning its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,20 +19,20 @@ pub enum Event {
         /// The message bytes.
         data: Vec<u8>,
     },
-    /// The membership of a joined group changed (see [`ConfigChange`](crate::ConfigChange)), including this
+    /// The membership of a joined group changed (see [`Confchg`](crate::Confchg)), including this
     /// process's own join.
-    ConfChg {
+    Confchg {
         /// The group that changed.
         group: GroupName,
         /// The members after the change.
-        members: Vec<Address>,
+        members: Vec<ListedMember>,
         /// The processes that left, with the reason.
-        left: Vec<Address>,
+        left: Vec<ListedMember>,
         /// The processes that joined, with the reason.
-        joined: Vec<Address>,
+        joined: Vec<ListedMember>,
     },
-    /// The cluster's node membership (totem ring) changed (see [`TotemChange`](crate::TotemChange)).
-    TotemConfChg {
+    /// The cluster's node membership (totem ring) changed (see [`TotemConfchg`](crate::TotemConfchg)).
+    TotemConfchg {
         /// The new ring.
         ring_id: RingId,
         /// Node ids of the nodes in the ring.
@@ -60,14 +60,14 @@ impl Event {
         }
     }
 
-    /// A membership change of a group (see [`Address::new`] for the entries).
+    /// A membership change of a group (see [`ListedMember::new`] for the entries).
     pub fn confchg(
         group: GroupName,
-        members: Vec<Address>,
-        left: Vec<Address>,
-        joined: Vec<Address>,
+        members: Vec<ListedMember>,
+        left: Vec<ListedMember>,
+        joined: Vec<ListedMember>,
     ) -> Event {
-        Event::ConfChg {
+        Event::Confchg {
             group,
             members,
             left,
@@ -77,7 +77,7 @@ impl Event {
 
     /// A change of the cluster's node membership.
     pub fn totem_confchg(ring_id: RingId, members: Vec<u32>) -> Event {
-        Event::TotemConfChg { ring_id, members }
+        Event::TotemConfchg { ring_id, members }
     }
 
     /// The sender of a delivered message; `None` for membership events.

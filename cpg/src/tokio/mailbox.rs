@@ -7,10 +7,10 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
 use crate::callbacks::Callbacks;
-use crate::connection::Connection;
+use crate::connection::ConnectionRef;
 use crate::error::Error;
 use crate::handle::Handle;
-use crate::types::{ConfigChange, DispatchMode, Dispatched, Message, TotemChange};
+use crate::types::{Confchg, DispatchMode, Dispatched, Message, TotemConfchg};
 
 use super::event::Event;
 
@@ -41,7 +41,7 @@ fn post(event: Event) {
 pub(super) struct Enqueue;
 
 impl Callbacks for Enqueue {
-    fn deliver(&mut self, _cpg: &Connection, message: Message<'_>) {
+    fn deliver(&mut self, _cpg: &ConnectionRef, message: Message<'_>) {
         post(Event::Deliver {
             group: *message.group,
             nodeid: message.nodeid,
@@ -50,8 +50,8 @@ impl Callbacks for Enqueue {
         });
     }
 
-    fn confchg(&mut self, _cpg: &Connection, change: ConfigChange<'_>) {
-        post(Event::ConfChg {
+    fn confchg(&mut self, _cpg: &ConnectionRef, change: Confchg<'_>) {
+        post(Event::Confchg {
             group: *change.group,
             members: change.members.to_vec(),
             left: change.left.to_vec(),
@@ -59,8 +59,8 @@ impl Callbacks for Enqueue {
         });
     }
 
-    fn totem_confchg(&mut self, _cpg: &Connection, change: TotemChange<'_>) {
-        post(Event::TotemConfChg {
+    fn totem_confchg(&mut self, _cpg: &ConnectionRef, change: TotemConfchg<'_>) {
+        post(Event::TotemConfchg {
             ring_id: change.ring_id,
             members: change.members.to_vec(),
         });
@@ -113,8 +113,8 @@ pub(super) fn drain(
     for _ in 0..max_events {
         match handle.dispatch(DispatchMode::OneNonblocking) {
             Ok(Dispatched::NothingPending) => return Drained::Empty,
-            Ok(Dispatched::Events(_)) if POSTED_BYTES.get() >= max_bytes => break,
-            Ok(Dispatched::Events(_)) => {}
+            Ok(Dispatched::Callbacks(_)) if POSTED_BYTES.get() >= max_bytes => break,
+            Ok(Dispatched::Callbacks(_)) => {}
             Err(e) => return Drained::Failed(e),
         }
     }

@@ -78,7 +78,7 @@
 //!         Event::Deliver { nodeid, pid, data, .. } => {
 //!             println!("node {nodeid} pid {pid}: {}", data.escape_ascii())
 //!         }
-//!         Event::ConfChg { members, .. } => println!("{} members", members.len()),
+//!         Event::Confchg { members, .. } => println!("{} members", members.len()),
 //!         _ => {}
 //!     }
 //! }
@@ -96,7 +96,7 @@ use std::time::Instant;
 use ::tokio::io::unix::AsyncFd;
 use ::tokio::io::Interest;
 
-use crate::connection::Connection;
+use crate::connection::ConnectionRef;
 use crate::error::{Error, Operation, OsError, Result};
 use crate::handle::Handle;
 use crate::name::GroupName;
@@ -374,7 +374,7 @@ impl AsyncHandle {
     }
 
     /// Joins `group`, waiting out back-pressure. The join shows up in the stream as an
-    /// [`Event::ConfChg`] whose `joined` list has this process.
+    /// [`Event::Confchg`] whose `joined` list has this process.
     pub async fn join(&mut self, group: &GroupName) -> Result<()> {
         self.retry(|cpg| cpg.join(group)).await
     }
@@ -396,7 +396,7 @@ impl AsyncHandle {
     }
 
     /// This process's own identity in group membership (see
-    /// [`Connection::local_member`]). A quick synchronous request to the local daemon.
+    /// [`ConnectionRef::local_member`]). A quick synchronous request to the local daemon.
     pub fn local_member(&self) -> Result<Member> {
         self.fd.get_ref().local_member()
     }
@@ -408,9 +408,9 @@ impl AsyncHandle {
     }
 
     /// The connection, for the synchronous calls: for example
-    /// [`Connection::send`] as a "try send" that fails at once with a retryable error
+    /// [`ConnectionRef::send`] as a "try send" that fails at once with a retryable error
     /// under back-pressure.
-    pub fn connection(&self) -> &Connection {
+    pub fn connection(&self) -> &ConnectionRef {
         self.fd.get_ref()
     }
 
@@ -434,7 +434,7 @@ impl AsyncHandle {
 
     /// Runs `op` until it succeeds, fails for good, or the back-off is spent; between
     /// attempts, reads pending events into the queue and sleeps on tokio's timer.
-    async fn retry<T>(&mut self, mut op: impl FnMut(&Connection) -> Result<T>) -> Result<T> {
+    async fn retry<T>(&mut self, mut op: impl FnMut(&ConnectionRef) -> Result<T>) -> Result<T> {
         let backoff = self.backoff;
         // The clock is read only once an attempt has failed (see `Backoff::run`).
         let mut start = None;
