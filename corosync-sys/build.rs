@@ -22,7 +22,6 @@ const ENV_DOCS_RS: &str = "DOCS_RS";
 
 /// Custom cfgs this script may emit (declared with `rustc-check-cfg`).
 const CFG_REASON_UNDEFINED: &str = "corosync_has_reason_undefined";
-const CFG_V3: &str = "corosync_v3";
 
 /// Where the libraries and headers were found.
 struct Probe {
@@ -38,7 +37,6 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=src/bindings_snapshot.rs");
     println!("cargo::rustc-check-cfg=cfg({CFG_REASON_UNDEFINED})");
-    println!("cargo::rustc-check-cfg=cfg({CFG_V3})");
 
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let bindings_path = out.join("bindings.rs");
@@ -165,17 +163,11 @@ fn generate(probe: &Probe) -> Result<String, String> {
         .map_err(|e| format!("bindgen failed on the corosync headers: {e}"))
 }
 
-/// Emits cfgs for the differences between corosync 2.4 and 3.x headers.
+/// Emits the cfg for the one header difference the crate uses (`CPG_REASON_UNDEFINED`
+/// is missing from some 2.x headers) and the library version.
 fn emit_header_cfgs(bindings: &str, version: Option<&str>) {
     if bindings.contains("CPG_REASON_UNDEFINED") {
         println!("cargo::rustc-cfg={CFG_REASON_UNDEFINED}");
-    }
-    let major = version
-        .and_then(|v| v.split('.').next())
-        .and_then(|m| m.parse::<u32>().ok());
-    // Without pkg-config (override dirs) assume the current major version.
-    if major.is_none_or(|m| m >= 3) {
-        println!("cargo::rustc-cfg={CFG_V3}");
     }
     println!(
         "cargo::rustc-env=COROSYNC_SYS_LIBCPG_VERSION={}",

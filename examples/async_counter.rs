@@ -93,7 +93,7 @@ struct Counter {
 impl Counter {
     fn on_event(&mut self, event: Event) -> Vec<Msg> {
         match event {
-            Event::ConfChg {
+            Event::Confchg {
                 group,
                 members,
                 joined,
@@ -184,10 +184,7 @@ async fn main() -> ExitCode {
 async fn run(args: &Args) -> Result<(), cpg::Error> {
     let group = GroupName::new(&args.group)?;
     let mut cpg = AsyncHandle::new()?;
-    let me = Member {
-        nodeid: cpg.local_node_id()?,
-        pid: std::process::id(),
-    };
+    let me = cpg.local_member()?;
     let mut counter = Counter {
         me,
         group,

@@ -319,7 +319,7 @@ fn send_sweep(
             let sent = match zcb.as_mut() {
                 Some(buffer) => {
                     common::fill_data(&mut buffer[..size], nodeid, pid, seq, args.verify);
-                    buffer.send(size)
+                    buffer.send_prefix(size)
                 }
                 None => {
                     let msg = &mut plain[..size];

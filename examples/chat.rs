@@ -22,12 +22,12 @@ use std::os::fd::{AsFd as _, AsRawFd as _, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use cpg::retry::Backoff;
-use cpg::{Address, DispatchMode, GroupName, Handle};
+use cpg::{DispatchMode, GroupName, Handle, ListedMember, Member};
 
 /// Join a CPG group, send each stdin line to it, print everything that happens.
 #[derive(Debug, Parser)]
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn list(addresses: &[Address], with_reason: bool) -> String {
+fn list(addresses: &[ListedMember], with_reason: bool) -> String {
     let items: Vec<String> = addresses
         .iter()
         .map(|a| {
@@ -134,9 +134,8 @@ fn run(args: &Args) -> Result<(), String> {
             .map_err(|e| format!("cannot install a signal handler: {e}"))?;
     }
 
-    let pid = std::process::id();
-    // Set once we know our node id; the deliver callback counts our own messages.
-    let me = Arc::new(AtomicU64::new(u64::MAX));
+    // Set once connected; the deliver callback counts our own messages.
+    let me = Arc::new(OnceLock::<Member>::new());
     let own_delivered = Arc::new(AtomicU64::new(0));
     let (me_cb, own_cb) = (Arc::clone(&me), Arc::clone(&own_delivered));
 
@@ -149,7 +148,7 @@ fn run(args: &Args) -> Result<(), String> {
                 msg.data.len(),
                 msg.data.escape_ascii()
             );
-            if msg.pid == pid && u64::from(msg.nodeid) == me_cb.load(Ordering::Relaxed) {
+            if me_cb.get() == Some(&msg.sender()) {
                 own_cb.fetch_add(1, Ordering::Relaxed);
             }
         })
@@ -183,14 +182,15 @@ fn run(args: &Args) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot connect to corosync: {e}"))?;
 
-    let nodeid = handle
-        .local_node_id()
+    // Who the daemon lists this process as (node id, and the pid libcpg reports).
+    let local = handle
+        .local_member()
         .map_err(|e| format!("cannot ask corosync for the node id: {e}"))?;
-    me.store(u64::from(nodeid), Ordering::Relaxed);
+    let _ = me.set(local);
     handle
         .join(&group)
         .map_err(|e| format!("cannot join group {group}: {e}"))?;
-    println!("joined group {group} as node {nodeid} pid {pid}");
+    println!("joined group {group} as {local}");
 
     let result = chat_loop(args, &handle, &signal_rx, &own_delivered);
     // Leave explicitly (the others see "leave"), then disconnect (drop finalizes).

@@ -8,7 +8,7 @@
 //! cargo run -p cpg-examples --bin members -- --group pacemakerd --c-style
 //! ```
 //!
-//! Uses the iteration API (`Connection::iter_all`, `Connection::iter_members`): one
+//! Uses the iteration API (`ConnectionRef::iter_all`, `ConnectionRef::iter_members`): one
 //! snapshot taken by the local daemon, which knows the members on every node. This
 //! program does not join anything, so it does not appear in the list itself.
 //!

@@ -23,8 +23,7 @@
 //! | `PKG_CONFIG_PATH` | extra directories for `libcpg.pc` |
 //! | `DOCS_RS` | build docs from a bundled snapshot (corosync 3.1.7), link nothing |
 //!
-//! Header differences are exposed as cfgs of this crate (`corosync_has_reason_undefined`,
-//! `corosync_v3`); [`CPG_REASON_UNDEFINED`] is always defined here, even where the
+//! The one header difference that matters is handled here: [`CPG_REASON_UNDEFINED`] is always defined here, even where the
 //! headers lack it. Dependent build scripts can read `DEP_CPG_INCLUDE` (the include
 //! directories) and `DEP_CPG_VERSION` (the pkg-config version).
 //!

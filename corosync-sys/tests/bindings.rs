@@ -113,9 +113,43 @@ fn every_function_is_bound_with_its_c_signature() {
             f as usize
         }),
     ];
+    // The typed pointers above are the signature check; here, each one must be the
+    // symbol of that name in the corosync library the crate links (not, say, another
+    // library's function of the same name, or a symbol of another name).
     for (name, addr) in fns {
-        assert_ne!(addr, 0, "{name} resolved to a null address");
+        let (symbol, library) = resolve(addr);
+        assert_eq!(symbol, name, "the binding of {name} resolved to {symbol}");
+        let expected = if name == "cs_strerror" {
+            "libcorosync_common.so"
+        } else {
+            "libcpg.so"
+        };
+        assert!(
+            library.contains(expected),
+            "{name} comes from {library}, not {expected}"
+        );
     }
+}
+
+/// The symbol name and the file of the shared object that holds `addr` (`dladdr`).
+fn resolve(addr: usize) -> (String, String) {
+    // SAFETY: Dl_info is plain data; all-zero is a valid value (null pointers).
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    // SAFETY: dladdr only reads the loader's tables for the address and fills `info`.
+    let found = unsafe { libc::dladdr(addr as *const c_void, &mut info) };
+    assert_ne!(found, 0, "no shared object holds address {addr:#x}");
+    let text = |p: *const c_char| {
+        if p.is_null() {
+            String::from("(none)")
+        } else {
+            // SAFETY: dladdr's strings are NUL-terminated and live as long as the
+            // object stays loaded (the whole test).
+            unsafe { core::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .into_owned()
+        }
+    };
+    (text(info.dli_sname), text(info.dli_fname))
 }
 
 #[test]

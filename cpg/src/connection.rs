@@ -1,4 +1,4 @@
-//! [`Connection`]: the operations on a live libcpg connection (join, leave, send,
+//! [`ConnectionRef`]: the operations on a live libcpg connection (join, leave, send,
 //! membership, node id), shared by the owning [`Handle`](crate::Handle) and the
 //! callbacks it runs.
 
@@ -22,10 +22,11 @@ use crate::types::{FlowControl, Guarantee, Member};
 /// crate refuses them with [`Error::TooManyBuffers`] before C is called.
 pub const MAX_SEND_BUFFERS: usize = 63;
 
-/// The operations on a live libcpg connection: join, leave, send, membership, node id.
+/// A borrowed view of a live libcpg connection, for its operations: join, leave, send,
+/// membership, node id. (The owner is [`Handle`](crate::Handle), or the async handle.)
 ///
 /// You never own one: [`Handle`](crate::Handle) dereferences to it, and callbacks
-/// receive a `&Connection` that is valid only while they run. It cannot dispatch or
+/// receive a `&ConnectionRef` that is valid only while they run. It cannot dispatch or
 /// close the connection, which is what makes sending from a callback safe. To send from
 /// other threads, make a [`Sender`] ([`sender`](Self::sender)).
 ///
@@ -33,25 +34,25 @@ pub const MAX_SEND_BUFFERS: usize = 63;
 /// callbacks are `'static`:
 ///
 /// ```compile_fail
-/// let mut kept: Option<&cpg::Connection> = None;
+/// let mut kept: Option<&cpg::ConnectionRef> = None;
 /// let handle = cpg::Handle::builder()
 ///     .on_deliver(move |cpg, _msg| kept = Some(cpg))
 ///     .build();
 /// ```
 #[derive(Debug)]
-pub struct Connection {
+pub struct ConnectionRef {
     /// The handle's shared state; lives as long as the handle (an `Arc` the handle
     /// holds).
     link: NonNull<Link>,
-    /// Neither `Send` nor `Sync`: a `&Connection` given to a callback must stay on the
+    /// Neither `Send` nor `Sync`: a `&ConnectionRef` given to a callback must stay on the
     /// dispatching thread. [`Handle`](crate::Handle) restores `Send` for the owner.
     _not_send: PhantomData<*const ()>,
 }
 
-impl Connection {
+impl ConnectionRef {
     /// A view of a handle's link, usable for as long as the handle lives.
-    pub(crate) fn borrowed(link: NonNull<Link>) -> Connection {
-        Connection {
+    pub(crate) fn borrowed(link: NonNull<Link>) -> ConnectionRef {
+        ConnectionRef {
             link,
             _not_send: PhantomData,
         }
@@ -225,6 +226,26 @@ impl Connection {
         };
         link.check(Operation::LocalNodeId, rc)?;
         Ok(nodeid)
+    }
+
+    /// This process's own identity in group membership: the local node id (asked from
+    /// the daemon) and the pid the daemon lists this connection under.
+    ///
+    /// libcpg reports `getpid()` to the daemon at join, and the daemon lists the member
+    /// with that pid (corosync 3.1.7, measured: also inside a pid namespace, where a
+    /// process started with `unshare --pid --fork` is listed as pid 1). So the pid here
+    /// is this process's pid **in its own pid namespace**, the one that the member
+    /// lists, deliveries' senders and other nodes show for it; it is not necessarily
+    /// the pid the host sees. Two processes on one node whose namespaces give them the
+    /// same pid cannot both join one group (`CS_ERR_EXIST`).
+    ///
+    /// Compare it with the entries of a confchg to find this process, rather than
+    /// building the member by hand from `std::process::id()`.
+    pub fn local_member(&self) -> Result<Member> {
+        Ok(Member {
+            nodeid: self.local_node_id()?,
+            pid: std::process::id(),
+        })
     }
 
     /// The largest message libcpg sends in one piece (about 1 MiB). Larger messages

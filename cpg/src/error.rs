@@ -127,11 +127,13 @@ macro_rules! cs_codes {
                 }
             }
 
-            /// The C name of the code, such as `"CS_ERR_TRY_AGAIN"`.
+            /// The C name of the code, such as `"CS_ERR_TRY_AGAIN"`; for a code this
+            /// crate does not know, the C type's name, `"cs_error_t"` (the raw value is
+            /// in [`CsError::Unknown`] and in the error's text).
             pub fn c_name(self) -> &'static str {
                 match self {
                     $( CsError::$variant => stringify!($c), )*
-                    CsError::Unknown(_) => "CS_ERR_UNKNOWN",
+                    CsError::Unknown(_) => "cs_error_t",
                 }
             }
         }
@@ -240,11 +242,10 @@ impl fmt::Display for CsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = self.description();
         f.write_str(text)?;
-        if text != self.c_name() {
-            write!(f, " ({})", self.c_name())?;
-        }
         if let CsError::Unknown(code) = self {
-            write!(f, " code {code}")?;
+            write!(f, " (cs_error_t {code}, not known to this crate)")?;
+        } else if text != self.c_name() {
+            write!(f, " ({})", self.c_name())?;
         }
         if *self == CsError::Access {
             // SAFETY: geteuid cannot fail and has no preconditions.
@@ -459,11 +460,96 @@ impl Error {
         )
     }
 
-    /// Whether the connection to the corosync daemon is lost (`CS_ERR_LIBRARY`).
+    /// Whether there is no connection to the corosync daemon (`CS_ERR_LIBRARY`): either
+    /// it was lost, or it was never made.
     ///
-    /// The handle is dead: every later call on it fails the same way. Drop it and make a
-    /// new one once the daemon is back.
+    /// - **Never connected**: [`Handle::new`](crate::Handle::new) (and every other
+    ///   constructor) fails this way when no daemon runs on the node, or its socket is
+    ///   not reachable from this network namespace. Such an error has
+    ///   [`operation`](Self::operation) `Some(Operation::Initialize)`.
+    /// - **Lost**: any later call or dispatch of a live handle; the handle is dead, and
+    ///   every later call on it fails the same way without reaching C.
+    ///
+    /// Either way, drop the handle and make a new one once the daemon is back. Nothing
+    /// signals that: the way to tell is to try. Until the daemon is back, a new handle
+    /// fails fast (about 50 µs with corosync 3.1.7: the socket connect is refused), so
+    /// polling `Handle::new` on a back-off (for example [`Backoff`](crate::retry::Backoff)
+    /// delays of 100 ms to a few seconds) costs nothing; the `reconnect` example and
+    /// [`group`](crate::group) do that.
     pub fn is_daemon_lost(&self) -> bool {
         self.code() == Some(CsError::Library)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_say_what_failed_and_answer_retryable_and_daemon_lost() {
+        let e = Error::Cs {
+            op: Operation::Send,
+            code: CsError::TryAgain,
+        };
+        assert!(e.is_retryable());
+        assert_eq!(e.operation(), Some(Operation::Send));
+        let text = e.to_string();
+        assert!(text.starts_with("cpg_mcast_joined failed: "), "{text}");
+        assert!(text.contains(CsError::TryAgain.description()), "{text}");
+        assert!(!CsError::TryAgain.description().is_empty());
+        assert!(Error::Cs {
+            op: Operation::Join,
+            code: CsError::QueueFull
+        }
+        .is_retryable());
+        assert!(Error::Cs {
+            op: Operation::Send,
+            code: CsError::Interrupt
+        }
+        .is_retryable());
+        assert!(Error::Cs {
+            op: Operation::Dispatch,
+            code: CsError::Library
+        }
+        .is_daemon_lost());
+        assert!(!Error::NameTooLong { len: 200, max: 128 }.is_retryable());
+        assert_eq!(Operation::Dispatch.to_string(), "cpg_dispatch");
+    }
+
+    #[test]
+    fn codes_map_both_ways_and_unknown_ones_keep_their_value() {
+        for raw in [2u32, 6, 23, 26, 30, 100] {
+            assert_eq!(CsError::from_raw(raw).to_raw(), raw);
+            assert_ne!(CsError::from_raw(raw), CsError::Unknown(raw));
+        }
+        assert_eq!(CsError::from_raw(4242), CsError::Unknown(4242));
+        assert_eq!(CsError::Unknown(4242).to_raw(), 4242);
+    }
+
+    #[test]
+    fn an_unknown_code_prints_its_value_and_no_invented_constant() {
+        let text = CsError::Unknown(4242).to_string();
+        assert!(text.contains("4242"), "{text}");
+        assert!(!text.contains("CS_ERR_"), "no such constant exists: {text}");
+        assert_eq!(CsError::Unknown(4242).c_name(), "cs_error_t");
+    }
+
+    #[test]
+    fn errors_print_the_c_names_and_a_hint() {
+        assert_eq!(Operation::ZeroCopySend.c_name(), "cpg_zcb_mcast_joined");
+        assert_eq!(CsError::Library.c_name(), "CS_ERR_LIBRARY");
+        let lost = Error::Cs {
+            op: Operation::Dispatch,
+            code: CsError::Library,
+        };
+        assert!(
+            lost.to_string()
+                .contains("no connection to the corosync daemon"),
+            "{lost}"
+        );
+        assert_eq!(
+            Error::TooManyBuffers { count: 64, max: 63 }.to_string(),
+            "64 buffers in one send; libcpg takes at most 63"
+        );
     }
 }

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use corosync_sys as sys;
 
-use crate::callbacks::{Callbacks, Closures, DispatchScope, Header, State, Unset};
-use crate::connection::Connection;
+use crate::callbacks::{Callbacks, Closures, Unset};
+use crate::connection::ConnectionRef;
+use crate::dispatch::{DispatchScope, Header, State};
 use crate::error::{Error, Operation, OsError, Result};
 use crate::link::Link;
 use crate::options::{Builder, Options};
@@ -26,12 +27,17 @@ const EVENTS_PER_RETRY_PAUSE: usize = 1024;
 /// A connection to the local corosync daemon, with its callbacks.
 ///
 /// Created with [`Handle::new`] (a [`Callbacks`] value) or [`Handle::builder`]
-/// (closures). It dereferences to [`Connection`] for join, leave, send and queries.
+/// (closures). It dereferences to [`ConnectionRef`] for join, leave, send and queries.
 /// Events are delivered to the callbacks by [`dispatch`](Handle::dispatch) on the
 /// calling thread; the file descriptor ([`AsFd`]) becomes readable when events wait.
+/// # Reading is not optional
+///
 /// Dispatch also in a handle that mostly sends: its own messages come back to it, and
-/// the daemon keeps every event a client has not read in its own memory, without limit
-/// (it never refuses a send for that).
+/// the daemon keeps every event a client has not read in its own memory, without limit:
+/// it never refuses a send for that (corosync 3.1.7: 300,000 sends of 1 KiB from a
+/// client that never dispatched were all accepted, and the daemon grew by 370 MB).
+/// [`send_with_retry`](Handle::send_with_retry) and the async sends read events while
+/// they wait out back-pressure for this reason.
 ///
 /// Dropping the handle finalizes the connection (the other members see this process
 /// leave every group it joined) and then frees the callbacks; [`close`](Handle::close)
@@ -40,7 +46,7 @@ const EVENTS_PER_RETRY_PAUSE: usize = 1024;
 /// A handle is `Send` but not `Sync`: it can move to another thread, but only one
 /// thread at a time may use it, because dispatch runs the `FnMut` callbacks. To send
 /// from other threads while this one dispatches, make [`Sender`](crate::Sender)s
-/// ([`sender`](Connection::sender)).
+/// ([`sender`](ConnectionRef::sender)).
 ///
 /// The thread that dispatches needs [`DISPATCH_STACK`](crate::DISPATCH_STACK) of stack
 /// left: libcpg keeps its receive buffer (1 MiB) on the stack of `cpg_dispatch`. The
@@ -52,7 +58,7 @@ const EVENTS_PER_RETRY_PAUSE: usize = 1024;
 /// ([`Error::Forked`]): it shares the parent's connection.
 #[derive(Debug)]
 pub struct Handle {
-    conn: Connection,
+    conn: ConnectionRef,
     /// The link, from `Arc::into_raw`; released after finalize.
     link: NonNull<Link>,
     state: NonNull<Header>,
@@ -135,7 +141,7 @@ impl Handle {
         // SAFETY: the state is live (just made) and only this thread knows it yet.
         unsafe { header.as_ref() }.link.set(link.as_ptr());
         let handle = Handle {
-            conn: Connection::borrowed(link),
+            conn: ConnectionRef::borrowed(link),
             link,
             state: header,
             free_state: State::<C>::free,
@@ -198,7 +204,7 @@ impl Handle {
     /// Delivers pending events to the callbacks, waiting or not according to `mode`.
     ///
     /// Returns [`Dispatched::NothingPending`] when a non-blocking mode found nothing,
-    /// else [`Dispatched::Events`] with the number of callbacks that ran. A lost daemon
+    /// else [`Dispatched::Callbacks`] with the number of callbacks that ran. A lost daemon
     /// is an error for which [`Error::is_daemon_lost`] holds.
     ///
     /// If a callback panics, delivery stops, the panic resumes here once libcpg has
@@ -214,14 +220,17 @@ impl Handle {
             // Driven from Rust, one event at a time, so a panicking callback stops the
             // loop (libcpg's own blocking loop would never return).
             DispatchMode::Blocking => loop {
-                self.dispatch_raw(DispatchMode::One)?;
+                self.dispatch_one_call(DispatchMode::One)?;
             },
-            _ => self.dispatch_raw(mode),
+            _ => self.dispatch_one_call(mode),
         }
     }
 
+    /// One `cpg_dispatch` call in `mode` (never [`DispatchMode::Blocking`], which
+    /// `dispatch` drives as a loop of these), with the checks before it and the panic
+    /// re-raised after it.
     #[inline]
-    fn dispatch_raw(&self, mode: DispatchMode) -> Result<Dispatched> {
+    fn dispatch_one_call(&self, mode: DispatchMode) -> Result<Dispatched> {
         let header = self.header();
         if header.poisoned.get() {
             return Err(Error::Poisoned);
@@ -252,13 +261,13 @@ impl Handle {
         }
         match rc {
             sys::CS_OK if ran == 0 && mode == DispatchMode::All => Ok(Dispatched::NothingPending),
-            sys::CS_OK => Ok(Dispatched::Events(ran)),
+            sys::CS_OK => Ok(Dispatched::Callbacks(ran)),
             sys::CS_ERR_TRY_AGAIN if mode == DispatchMode::OneNonblocking => {
                 Ok(Dispatched::NothingPending)
             }
             rc => link
                 .check(Operation::Dispatch, rc)
-                .map(|()| Dispatched::Events(ran)),
+                .map(|()| Dispatched::Callbacks(ran)),
         }
     }
 
@@ -276,13 +285,13 @@ impl Handle {
         }
         let mut callbacks = 0;
         for read in 0..max_events {
-            match self.dispatch_raw(DispatchMode::OneNonblocking)? {
-                Dispatched::Events(n) => callbacks += n,
+            match self.dispatch_one_call(DispatchMode::OneNonblocking)? {
+                Dispatched::Callbacks(n) => callbacks += n,
                 Dispatched::NothingPending if read == 0 => return Ok(Dispatched::NothingPending),
                 Dispatched::NothingPending => break,
             }
         }
-        Ok(Dispatched::Events(callbacks))
+        Ok(Dispatched::Callbacks(callbacks))
     }
 
     /// Waits up to `timeout` for events, then delivers all pending ones
@@ -336,11 +345,11 @@ impl Handle {
         Ok(n > 0)
     }
 
-    /// Sends like [`Connection::send`], retrying on back-pressure with `backoff`
+    /// Sends like [`ConnectionRef::send`], retrying on back-pressure with `backoff`
     /// between attempts, and delivering events to this handle's callbacks while it
-    /// waits: a sender must dispatch anyway (see [`Handle`]; measured with corosync
-    /// 3.1.7, 300,000 sends of 1 KiB without a dispatch were all accepted and grew the
-    /// daemon by 370 MB), and its pauses are a good time to.
+    /// waits: a sender must dispatch anyway (see
+    /// [Reading is not optional](Handle#reading-is-not-optional)), and its pauses are a
+    /// good time to.
     ///
     /// A pause waits for events for up to the back-off's current delay and ends as soon
     /// as some arrive (the daemon's queue is then moving); those are delivered, at most
@@ -432,9 +441,9 @@ fn finalize(raw: sys::cpg_handle_t) -> Result<()> {
 }
 
 impl Deref for Handle {
-    type Target = Connection;
+    type Target = ConnectionRef;
 
-    fn deref(&self) -> &Connection {
+    fn deref(&self) -> &ConnectionRef {
         &self.conn
     }
 }

@@ -20,12 +20,12 @@ use std::iter::FusedIterator;
 
 use corosync_sys as sys;
 
-use crate::connection::Connection;
+use crate::connection::ConnectionRef;
 use crate::error::{CsError, Error, Operation, Result};
 use crate::name::GroupName;
 use crate::types::Member;
 
-/// A process in a group, as reported by [`Connection::iter_all`]: the group, the node
+/// A process in a group, as reported by [`ConnectionRef::iter_all`]: the group, the node
 /// and the process id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupMember {
@@ -53,7 +53,7 @@ impl fmt::Display for GroupMember {
     }
 }
 
-impl Connection {
+impl ConnectionRef {
     /// Iterates over the names of all groups that have members anywhere in the cluster,
     /// each once (`CPG_ITERATION_NAME_ONLY`).
     pub fn groups(&self) -> Result<Groups<'_>> {
@@ -85,17 +85,17 @@ impl Connection {
 ///
 /// Borrows the connection: `cpg_finalize` destroys the iteration handles of a
 /// connection, so an iteration must not outlive it. Like the connection, it stays on
-/// its thread (the `&Connection` marker is neither `Send` nor `Sync`).
+/// its thread (the `&ConnectionRef` marker is neither `Send` nor `Sync`).
 struct RawIteration<'a> {
     handle: sys::cpg_iteration_handle_t,
     /// The end or an error was reached: `next` yields nothing more.
     done: bool,
-    conn: &'a Connection,
+    conn: &'a ConnectionRef,
 }
 
 impl<'a> RawIteration<'a> {
     fn start(
-        conn: &'a Connection,
+        conn: &'a ConnectionRef,
         kind: sys::cpg_iteration_type_t,
         group: Option<&GroupName>,
     ) -> Result<RawIteration<'a>> {
@@ -244,14 +244,14 @@ macro_rules! iteration_type {
 }
 
 iteration_type!(
-    /// The names of all groups in the cluster, from [`Connection::groups`].
+    /// The names of all groups in the cluster, from [`ConnectionRef::groups`].
     Groups,
     GroupName,
     name_of
 );
 
 iteration_type!(
-    /// The members of one group, from [`Connection::iter_members`].
+    /// The members of one group, from [`ConnectionRef::iter_members`].
     GroupMembers,
     Member,
     |d| Member {
@@ -261,7 +261,7 @@ iteration_type!(
 );
 
 iteration_type!(
-    /// Every process of every group, from [`Connection::iter_all`].
+    /// Every process of every group, from [`ConnectionRef::iter_all`].
     AllMembers,
     GroupMember,
     |d| GroupMember {

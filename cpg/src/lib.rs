@@ -8,11 +8,15 @@
 //! - [`Handle`] owns a connection to the local daemon and finalizes it on drop.
 //! - Callbacks are closures ([`Handle::builder`]) or a [`Callbacks`] value; they run
 //!   inside [`Handle::dispatch`], borrow the received data (no copies, no allocation)
-//!   and may send, join and leave through their [`Connection`].
+//!   and may send, join and leave through their [`ConnectionRef`].
 //! - [`GroupName`] keeps names as bytes with a length: `"foo"` and the C convention
 //!   `"foo\0"` are different groups, both reachable on purpose.
 //! - [`Error`] names the failed operation and the libcpg code, and answers
 //!   [`is_retryable`](Error::is_retryable) and [`is_daemon_lost`](Error::is_daemon_lost).
+//! - Async code (feature **`tokio`**, off by default): `AsyncHandle` is a stream of
+//!   owned `Event`s over tokio's `AsyncFd`, with sends that wait out back-pressure on
+//!   tokio's timer and `AsyncSender`s for other tasks; see the `cpg::tokio` module.
+//!   Enable it with `cpg = { version = "0.2", features = ["tokio"] }`.
 //! - [`group`]: views with a leader, eviction, reconnect, an ordered send queue and
 //!   confirmed sends, as a state machine with a blocking and a tokio driver.
 //!
@@ -56,9 +60,11 @@
 //! A running corosync daemon (2.4 or later) that lets this user connect (root, or a
 //! `uidgid` entry in corosync's configuration).
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod callbacks;
 mod connection;
+mod dispatch;
 mod error;
 pub mod group;
 mod handle;
@@ -71,14 +77,16 @@ pub mod retry;
 mod sender;
 mod stack;
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 mod types;
 mod zcb;
 
 #[cfg(feature = "tokio")]
-pub use crate::tokio::{AsyncHandle, AsyncSender, Event};
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use crate::tokio::{AsyncBuilder, AsyncHandle, AsyncSender, Event};
 pub use callbacks::{Callbacks, Closures, OnConfchg, OnDeliver, OnTotemConfchg, Unset};
-pub use connection::{Connection, MAX_SEND_BUFFERS};
+pub use connection::{ConnectionRef, MAX_SEND_BUFFERS};
 pub use error::{CsError, Error, Operation, OsError, Result};
 pub use handle::Handle;
 pub use iter::{AllMembers, GroupMember, GroupMembers, Groups};
@@ -88,8 +96,8 @@ pub use process::MAX_LIVE_BUFFERS;
 pub use sender::Sender;
 pub use stack::DISPATCH_STACK;
 pub use types::{
-    Address, ConfigChange, DispatchMode, Dispatched, FlowControl, Guarantee, Member, Message,
-    Reason, RingId, TotemChange,
+    Confchg, DispatchMode, Dispatched, FlowControl, Guarantee, ListedMember, Member, Message,
+    Reason, RingId, TotemConfchg,
 };
 pub use zcb::ZeroCopyBuffer;
 

@@ -4,7 +4,7 @@
 //! on under back-pressure.
 //!
 //! A [`Handle`](crate::Handle) owns its link through an `Arc`; its
-//! [`Connection`](crate::Connection) views and every [`Sender`](crate::Sender) reach the
+//! [`ConnectionRef`](crate::ConnectionRef) views and every [`Sender`](crate::Sender) reach the
 //! same one. Only `cpg_dispatch` runs outside the request lock: libcpg reads events on
 //! its own libqb channel (the event ring), separate from the request/response channel
 //! that join, leave, send, membership, iteration and zero-copy calls use, so one thread

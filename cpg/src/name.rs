@@ -209,3 +209,58 @@ impl fmt::Debug for GroupName {
         write!(f, "GroupName(\"{}\")", self.as_bytes().escape_ascii())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_of_128_bytes_are_allowed_and_129_refused() {
+        let long = vec![b'n'; GroupName::MAX_LEN];
+        let name = GroupName::new(&long).expect("128 bytes is the limit, allowed");
+        assert_eq!(name.len(), 128);
+        assert_eq!(
+            GroupName::new(vec![b'n'; 129]).unwrap_err(),
+            Error::NameTooLong { len: 129, max: 128 }
+        );
+        assert_eq!(
+            GroupName::c_style(&long).unwrap_err(),
+            Error::NameTooLong { len: 129, max: 128 },
+            "the counted NUL makes 129"
+        );
+        assert_eq!(GroupName::c_style(&long[..127]).unwrap().len(), 128);
+    }
+
+    #[test]
+    fn a_name_and_its_c_style_twin_differ_by_the_counted_nul() {
+        let plain = GroupName::new("twin").unwrap();
+        let c_style = GroupName::c_style("twin").unwrap();
+        assert_eq!(c_style.as_bytes(), b"twin\0");
+        assert_ne!(plain, c_style);
+        assert!(c_style.is_c_style() && !plain.is_c_style());
+        assert_eq!(c_style.to_str(), plain.to_str());
+    }
+
+    #[test]
+    fn group_names_convert_print_order_and_hash_by_length() {
+        let a: GroupName = "alpha".parse().unwrap();
+        assert_eq!(GroupName::try_from("alpha").unwrap(), a);
+        assert_eq!(GroupName::try_from(&b"alpha"[..]).unwrap(), a);
+        assert_eq!(a.to_str(), Some("alpha"));
+        assert_eq!(GroupName::new([0xff, 0x00]).unwrap().to_str(), None);
+        assert_eq!(GroupName::c_style("x").unwrap().to_string(), "x\\x00");
+        assert_eq!(
+            format!("{:?}", GroupName::new("a\"b").unwrap()),
+            "GroupName(\"a\\\"b\")"
+        );
+        assert_eq!(GroupName::new("").unwrap_err(), Error::EmptyName);
+        assert_eq!(GroupName::c_style("").unwrap().as_bytes(), b"\0");
+        assert!(GroupName::new("a").unwrap() < GroupName::new("b").unwrap());
+        let set: std::collections::HashSet<GroupName> =
+            [a, a, GroupName::c_style("alpha").unwrap()]
+                .into_iter()
+                .collect();
+        assert_eq!(set.len(), 2, "a name and its C-style twin hash apart");
+        assert_eq!(a.as_ref(), b"alpha");
+    }
+}

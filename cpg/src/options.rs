@@ -2,10 +2,10 @@
 //! for the callbacks.
 
 use crate::callbacks::{Closures, OnConfchg, OnDeliver, OnTotemConfchg};
-use crate::connection::Connection;
+use crate::connection::ConnectionRef;
 use crate::error::Result;
 use crate::handle::Handle;
-use crate::types::{ConfigChange, Message, TotemChange};
+use crate::types::{Confchg, Message, TotemConfchg};
 
 /// Options for a new [`Handle`] (or [`AsyncHandle`](crate::AsyncHandle)).
 ///
@@ -54,7 +54,7 @@ impl Options {
 
 /// Builds a [`Handle`] from closures. Unset callbacks do nothing.
 ///
-/// Each closure gets the handle's [`Connection`] (to send, join, leave or query from
+/// Each closure gets the handle's [`ConnectionRef`] (to send, join, leave or query from
 /// inside the callback) and the event.
 #[derive(Debug)]
 #[must_use = "a builder does nothing until .build()"]
@@ -75,7 +75,7 @@ impl<D: OnDeliver, C: OnConfchg, T: OnTotemConfchg> Builder<D, C, T> {
     /// Called for every message delivered to a joined group.
     pub fn on_deliver<F>(self, f: F) -> Builder<F, C, T>
     where
-        F: FnMut(&Connection, Message<'_>) + Send + 'static,
+        F: FnMut(&ConnectionRef, Message<'_>) + Send + 'static,
     {
         Builder {
             callbacks: Closures {
@@ -90,7 +90,7 @@ impl<D: OnDeliver, C: OnConfchg, T: OnTotemConfchg> Builder<D, C, T> {
     /// Called when the membership of a joined group changes.
     pub fn on_confchg<F>(self, f: F) -> Builder<D, F, T>
     where
-        F: FnMut(&Connection, ConfigChange<'_>) + Send + 'static,
+        F: FnMut(&ConnectionRef, Confchg<'_>) + Send + 'static,
     {
         Builder {
             callbacks: Closures {
@@ -105,7 +105,7 @@ impl<D: OnDeliver, C: OnConfchg, T: OnTotemConfchg> Builder<D, C, T> {
     /// Called when the cluster's node membership (totem ring) changes.
     pub fn on_totem_confchg<F>(self, f: F) -> Builder<D, C, F>
     where
-        F: FnMut(&Connection, TotemChange<'_>) + Send + 'static,
+        F: FnMut(&ConnectionRef, TotemConfchg<'_>) + Send + 'static,
     {
         Builder {
             callbacks: Closures {

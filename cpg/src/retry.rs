@@ -185,25 +185,41 @@ mod tests {
     #[test]
     fn the_timeout_stops_retrying_before_a_pause_would_pass_it() {
         let backoff = Backoff {
-            initial: Duration::from_millis(20),
-            max_delay: Duration::from_millis(20),
+            initial: Duration::from_millis(30),
+            max_delay: Duration::from_millis(30),
             timeout: Duration::from_millis(100),
             max_attempts: u32::MAX,
         };
-        let start = Instant::now();
+        // When each pause would end, counted from the first failure. The wall time of
+        // the whole retry is not the measure: on a loaded machine the last sleep may
+        // overrun by milliseconds, and that is the scheduler's, not the back-off's.
+        let first_failure = std::cell::Cell::new(None::<Instant>);
+        let mut planned_ends = Vec::new();
         let mut attempts = 0;
-        let result = backoff.run(
+        let result = backoff.run_pausing(
             || {
                 attempts += 1;
+                if first_failure.get().is_none() {
+                    first_failure.set(Some(Instant::now()));
+                }
                 Err::<(), _>(try_again())
             },
-            || Ok(()),
+            |delay| {
+                let started = first_failure.get().expect("a failure came first").elapsed();
+                planned_ends.push(started + delay);
+                std::thread::sleep(delay);
+                Ok(())
+            },
         );
         assert!(result.unwrap_err().is_retryable());
-        let took = start.elapsed();
-        assert!(took < Duration::from_millis(100), "{took:?}");
-        // Pauses of 20 ms that must end before 100 ms: at most 4 of them, 5 attempts.
-        assert!((2..=5).contains(&attempts), "{attempts}");
+        // Pauses of 30 ms that must end before 100 ms: at most 3 of them, 4 attempts.
+        // (A little slack for a thread preempted between the check and the pause.)
+        let last = planned_ends.iter().max().copied().unwrap_or_default();
+        assert!(
+            last <= Duration::from_millis(105),
+            "a pause was started that would end at {last:?}, past the 100 ms timeout"
+        );
+        assert!((2..=4).contains(&attempts), "{attempts}");
     }
 
     #[test]
@@ -230,5 +246,41 @@ mod tests {
         let (seen, result) = pauses(&backoff);
         assert!(seen.is_empty(), "{seen:?}");
         assert!(result.is_err());
+    }
+
+    #[test]
+    fn retry_retries_back_pressure_only_and_gives_up_when_told() {
+        let backoff = Backoff {
+            initial: Duration::from_micros(10),
+            max_delay: Duration::from_millis(1),
+            timeout: Duration::from_secs(5),
+            max_attempts: 5,
+        };
+        let mut calls = 0;
+        let ok = retry(&backoff, || {
+            calls += 1;
+            if calls < 4 {
+                Err(try_again())
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(ok, Ok(4));
+
+        let mut calls = 0;
+        let gave_up = retry(&backoff, || -> Result<()> {
+            calls += 1;
+            Err(try_again())
+        });
+        assert_eq!(gave_up, Err(try_again()));
+        assert_eq!(calls, 5, "max_attempts bounds the attempts");
+
+        let mut calls = 0;
+        let fatal = retry(&backoff, || -> Result<()> {
+            calls += 1;
+            Err(Error::Poisoned)
+        });
+        assert_eq!(fatal, Err(Error::Poisoned));
+        assert_eq!(calls, 1, "non-retryable errors are returned at once");
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::io::IoSlice;
 use std::sync::Arc;
 
-use crate::connection::{mcast, Connection};
+use crate::connection::{mcast, ConnectionRef};
 use crate::error::{Error, Operation, Result};
 use crate::link::Link;
 use crate::retry::Backoff;
@@ -14,7 +14,7 @@ use crate::types::Guarantee;
 /// runs its callbacks) on its own thread: the shape of most CPG services, with one
 /// event loop and senders wherever the work is.
 ///
-/// Made by [`Connection::sender`] (so also `handle.sender()`); `Clone + Send + Sync`,
+/// Made by [`ConnectionRef::sender`] (so also `handle.sender()`); `Clone + Send + Sync`,
 /// cheap to clone (an `Arc`).
 ///
 /// ```no_run
@@ -71,7 +71,7 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub(crate) fn new(conn: &Connection) -> Sender {
+    pub(crate) fn new(conn: &ConnectionRef) -> Sender {
         let link = conn.link();
         link.share();
         // SAFETY: the link of a live connection is an `Arc<Link>` that the owning
@@ -86,7 +86,7 @@ impl Sender {
         Sender { link }
     }
 
-    /// Sends `message` like [`Connection::send`]: fails at once with a retryable
+    /// Sends `message` like [`ConnectionRef::send`]: fails at once with a retryable
     /// error under back-pressure, with [`Error::NotJoined`] when the handle is not in
     /// a group, and with [`Error::Closed`] once the handle is closed.
     #[inline]

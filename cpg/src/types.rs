@@ -79,20 +79,49 @@ pub struct Member {
     pub pid: u32,
 }
 
+impl Member {
+    /// A member from its node id and process id.
+    pub const fn new(nodeid: u32, pid: u32) -> Member {
+        Member { nodeid, pid }
+    }
+}
+
 impl fmt::Display for Member {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "node {} pid {}", self.nodeid, self.pid)
     }
 }
 
-/// An entry of a configuration change: a process and why it is listed.
+/// A member as a configuration change lists it: the process ([`member`](Self::member))
+/// and the reason it is listed ([`reason`](Self::reason)). The entries of
+/// [`Confchg`]'s `members`, `left` and `joined` lists.
 ///
 /// Has the layout of C's `struct cpg_address`; lists of them are borrowed from libcpg.
 #[derive(Clone, Copy)]
 #[repr(transparent)]
-pub struct Address(sys::cpg_address);
+pub struct ListedMember(sys::cpg_address);
 
-impl Address {
+impl ListedMember {
+    /// An entry for `member`, listed for `reason`: for building a
+    /// [`Confchg`] (or an async `Event`) in tests of code that handles them.
+    ///
+    /// ```
+    /// use cpg::{ListedMember, Confchg, GroupName, Member, Reason};
+    ///
+    /// let group = GroupName::new("jobs").unwrap();
+    /// let me = ListedMember::new(Member::new(1, 4242), Reason::Join);
+    /// let change = Confchg { group: &group, members: &[me], left: &[], joined: &[me] };
+    /// assert_eq!(change.joined[0].member(), Member::new(1, 4242));
+    /// assert_eq!(change.joined[0].reason(), Reason::Join);
+    /// ```
+    pub fn new(member: Member, reason: Reason) -> ListedMember {
+        ListedMember(sys::cpg_address {
+            nodeid: member.nodeid,
+            pid: member.pid,
+            reason: reason.to_raw(),
+        })
+    }
+
     /// Corosync node id.
     pub fn nodeid(&self) -> u32 {
         self.0.nodeid
@@ -115,25 +144,11 @@ impl Address {
             pid: self.0.pid,
         }
     }
-
-    /// Views a C array of `cpg_address` as `&[Address]`.
-    ///
-    /// # Safety
-    /// `ptr` must point to `len` initialized entries that stay valid for `'a`
-    /// (or `len` must be 0).
-    pub(crate) unsafe fn slice<'a>(ptr: *const sys::cpg_address, len: usize) -> &'a [Address] {
-        if ptr.is_null() || len == 0 {
-            return &[];
-        }
-        // SAFETY: Address is repr(transparent) over cpg_address; the caller vouches
-        // for the pointer, the length and the lifetime.
-        unsafe { std::slice::from_raw_parts(ptr.cast::<Address>(), len) }
-    }
 }
 
-impl fmt::Debug for Address {
+impl fmt::Debug for ListedMember {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Address")
+        f.debug_struct("ListedMember")
             .field("nodeid", &self.nodeid())
             .field("pid", &self.pid())
             .field("reason", &self.reason())
@@ -141,13 +156,13 @@ impl fmt::Debug for Address {
     }
 }
 
-impl PartialEq for Address {
+impl PartialEq for ListedMember {
     fn eq(&self, other: &Self) -> bool {
         self.member() == other.member() && self.reason() == other.reason()
     }
 }
 
-impl Eq for Address {}
+impl Eq for ListedMember {}
 
 /// A message delivered to a group, borrowed for the duration of the callback.
 ///
@@ -176,15 +191,15 @@ impl Message<'_> {
 
 /// A change of a group's membership, borrowed for the duration of the callback.
 #[derive(Debug, Clone, Copy)]
-pub struct ConfigChange<'a> {
+pub struct Confchg<'a> {
     /// The group that changed.
     pub group: &'a GroupName,
     /// The members after the change.
-    pub members: &'a [Address],
+    pub members: &'a [ListedMember],
     /// The processes that left, with the reason.
-    pub left: &'a [Address],
+    pub left: &'a [ListedMember],
     /// The processes that joined, with the reason.
-    pub joined: &'a [Address],
+    pub joined: &'a [ListedMember],
 }
 
 /// Identifies one totem membership (ring): the node that formed it and a sequence.
@@ -204,7 +219,7 @@ impl fmt::Display for RingId {
 
 /// A change of the cluster's (totem) membership: which nodes are up.
 #[derive(Debug, Clone, Copy)]
-pub struct TotemChange<'a> {
+pub struct TotemConfchg<'a> {
     /// The new ring.
     pub ring_id: RingId,
     /// Node ids of the nodes in the ring.
@@ -244,9 +259,9 @@ impl DispatchMode {
 /// What a `dispatch` call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dispatched {
-    /// Events were read; this many callbacks ran. It can be 0 when the event was a
+    /// Events were read, and this many callbacks ran. It can be 0 when the event was a
     /// fragment of a larger message, which is delivered once complete.
-    Events(usize),
+    Callbacks(usize),
     /// Nothing was pending (non-blocking modes, or a timeout).
     NothingPending,
 }
@@ -255,7 +270,7 @@ impl Dispatched {
     /// Number of callbacks that ran (0 when nothing was pending).
     pub fn callbacks(self) -> usize {
         match self {
-            Dispatched::Events(n) => n,
+            Dispatched::Callbacks(n) => n,
             Dispatched::NothingPending => 0,
         }
     }
@@ -298,4 +313,43 @@ pub enum FlowControl {
     Disabled,
     /// New messages should not be sent.
     Enabled,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_map_both_ways_and_print_readably() {
+        assert_eq!(Reason::from_raw(5), Reason::ProcDown);
+        assert_eq!(Reason::from_raw(77), Reason::Unknown(77));
+        assert_eq!(Reason::NodeDown.to_raw(), 3);
+        for raw in 0..8 {
+            assert_eq!(Reason::from_raw(raw).to_raw(), raw);
+        }
+        assert_eq!(Reason::NodeDown.to_string(), "node down");
+        assert_eq!(Reason::Unknown(9).to_string(), "unknown reason 9");
+    }
+
+    #[test]
+    fn members_print_as_node_and_pid() {
+        let m = Member { nodeid: 3, pid: 42 };
+        assert_eq!(m.to_string(), "node 3 pid 42");
+    }
+
+    #[test]
+    fn an_address_built_for_a_test_reads_back_its_member_and_reason() {
+        for reason in [Reason::Join, Reason::ProcDown, Reason::Unknown(99)] {
+            let a = ListedMember::new(Member::new(4, 77), reason);
+            assert_eq!(
+                (a.nodeid(), a.pid(), a.member()),
+                (4, 77, Member::new(4, 77))
+            );
+            assert_eq!(a.reason(), reason);
+        }
+        assert_ne!(
+            ListedMember::new(Member::new(4, 77), Reason::Join),
+            ListedMember::new(Member::new(4, 77), Reason::Leave)
+        );
+    }
 }

@@ -32,13 +32,13 @@ use std::ptr::NonNull;
 
 use corosync_sys as sys;
 
-use crate::connection::Connection;
+use crate::connection::ConnectionRef;
 use crate::error::{CsError, Error, Operation, Result};
 use crate::process::BufferSlot;
 use crate::types::Guarantee;
 
 /// A message buffer allocated by libcpg (`cpg_zcb_alloc`), written in place and sent
-/// without another copy ([`send`](Self::send)).
+/// without another copy ([`send_all`](Self::send_all), [`send_prefix`](Self::send_prefix)).
 ///
 /// It dereferences to a `[u8]` of exactly the requested size, zeroed at first. It is
 /// freed (`cpg_zcb_free`) exactly once, when dropped, whether it was sent or not.
@@ -47,15 +47,15 @@ use crate::types::Guarantee;
 ///
 /// A buffer can be sent any number of times, with the same or new contents: libcpg
 /// writes its request header in front of the data at each send, and the daemon has
-/// copied the message into its own queue by the time [`send`](Self::send) returns. The
+/// copied the message into its own queue by the time [`send_prefix`](Self::send_prefix) returns. The
 /// buffer stays registered with the daemon until it is dropped.
 ///
 /// # Limits
 ///
 /// A zero-copy send is never fragmented: the buffer size and every send are limited to
-/// [`max_message_size`](Connection::max_message_size) (about 1 MiB), which
-/// [`alloc_buffer`](Connection::alloc_buffer) and [`send`](Self::send) check before
-/// calling libcpg. Use [`Connection::send`] for larger messages.
+/// [`max_message_size`](ConnectionRef::max_message_size) (about 1 MiB), which
+/// [`alloc_buffer`](ConnectionRef::alloc_buffer) and [`send_prefix`](Self::send_prefix) check before
+/// calling libcpg. Use [`ConnectionRef::send`] for larger messages.
 ///
 /// libcpg itself would accept zero-copy sends up to its IPC request size (1 MiB), but
 /// the daemon cannot hand messages that large to its clients: on corosync 3.1.7 the
@@ -74,9 +74,9 @@ use crate::types::Guarantee;
 /// # Ok::<(), cpg::Error>(())
 /// ```
 ///
-/// Like the [`Connection`] it borrows, it stays on the thread that made it.
+/// Like the [`ConnectionRef`] it borrows, it stays on the thread that made it.
 pub struct ZeroCopyBuffer<'a> {
-    conn: &'a Connection,
+    conn: &'a ConnectionRef,
     /// Start of the bytes handed out, as returned by `cpg_zcb_alloc`.
     ptr: NonNull<u8>,
     len: usize,
@@ -87,10 +87,10 @@ pub struct ZeroCopyBuffer<'a> {
     freed: bool,
 }
 
-impl Connection {
+impl ConnectionRef {
     /// Allocates a zero-copy send buffer of exactly `size` bytes (`cpg_zcb_alloc`),
     /// zeroed. Fill it through `&mut [u8]` and send it with
-    /// [`ZeroCopyBuffer::send`].
+    /// [`ZeroCopyBuffer::send_all`] or [`ZeroCopyBuffer::send_prefix`].
     ///
     /// Fails with [`Error::MessageTooBig`] when `size` is above
     /// [`max_message_size`](Self::max_message_size), before libcpg is called.
@@ -150,9 +150,8 @@ impl Connection {
             });
         };
         // SAFETY: libcpg returned a writable block of at least `size` bytes at `ptr`
-        // that nothing else uses until it is freed. Zeroing it makes every byte
-        // initialized (a malloc-based libcpg hands out uninitialized memory).
-        unsafe { ptr.as_ptr().write_bytes(0, size) };
+        // that nothing else uses until it is freed.
+        unsafe { zero_fill(ptr, size) };
         Ok(ZeroCopyBuffer {
             conn: self,
             ptr,
@@ -189,7 +188,7 @@ impl<'a> ZeroCopyBuffer<'a> {
     }
 
     /// The connection the buffer belongs to (and is sent and freed with).
-    pub fn connection(&self) -> &'a Connection {
+    pub fn connection(&self) -> &'a ConnectionRef {
         self.conn
     }
 
@@ -197,21 +196,21 @@ impl<'a> ZeroCopyBuffer<'a> {
     /// in agreed order (`cpg_zcb_mcast_joined`).
     ///
     /// Fails with [`Error::MessageTooBig`] before libcpg is called when `len` is larger
-    /// than the buffer or than [`max_message_size`](Connection::max_message_size).
+    /// than the buffer or than [`max_message_size`](ConnectionRef::max_message_size).
     /// Back-pressure shows as a retryable error ([`Error::is_retryable`]); the buffer is
     /// unchanged and can be sent again.
-    pub fn send(&self, len: usize) -> Result<()> {
-        self.send_with(Guarantee::Agreed, len)
+    pub fn send_prefix(&self, len: usize) -> Result<()> {
+        self.send_prefix_with(Guarantee::Agreed, len)
     }
 
-    /// Sends the whole buffer, like [`send`](Self::send) with its
+    /// Sends the whole buffer, like [`send_prefix`](Self::send_prefix) with its
     /// [`capacity`](Self::capacity).
     pub fn send_all(&self) -> Result<()> {
-        self.send(self.len)
+        self.send_prefix(self.len)
     }
 
     /// Sends the first `len` bytes with an explicit delivery [`Guarantee`].
-    pub fn send_with(&self, guarantee: Guarantee, len: usize) -> Result<()> {
+    pub fn send_prefix_with(&self, guarantee: Guarantee, len: usize) -> Result<()> {
         let link = self.conn.link();
         let _request = link.request(Operation::ZeroCopySend)?;
         // A send from a handle that is not in a group is dropped by the daemon.
@@ -320,5 +319,32 @@ impl fmt::Debug for ZeroCopyBuffer<'_> {
 impl Drop for ZeroCopyBuffer<'_> {
     fn drop(&mut self) {
         let _ = self.free_once();
+    }
+}
+
+/// Zeroes a block libcpg handed out, so that every byte the buffer's `&[u8]` shows is
+/// initialized: corosync 3.1.7 maps a new shared-memory file (zeroed by the kernel), but
+/// a malloc-based libcpg (after 3.1.10) hands out uninitialized memory.
+///
+/// # Safety
+/// `ptr` must be writable for `size` bytes, and nothing else may use them meanwhile.
+unsafe fn zero_fill(ptr: NonNull<u8>, size: usize) {
+    // SAFETY: per the contract.
+    unsafe { ptr.as_ptr().write_bytes(0, size) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The zeroing a malloc-based libcpg needs: libcpg 3.1.7's buffers are zero already,
+    /// so the integration tests cannot see it; here the block is dirty first.
+    #[test]
+    fn a_dirty_block_from_libcpg_is_handed_out_zeroed() {
+        let mut block = vec![0xAAu8; 4096];
+        let ptr = NonNull::new(block.as_mut_ptr()).unwrap();
+        // SAFETY: the vector's 4096 bytes are writable and used by nothing else.
+        unsafe { zero_fill(ptr, block.len()) };
+        assert!(block.iter().all(|&b| b == 0));
     }
 }

@@ -186,7 +186,7 @@ fn three_nodes_order_flood_leave_and_node_down_through_streams() {
         for h in handles.iter_mut() {
             let left = block_on(&rt, WAIT * 2, async {
                 loop {
-                    if let Event::ConfChg {
+                    if let Event::Confchg {
                         left, members: now, ..
                     } = next(h).await
                     {
@@ -217,7 +217,7 @@ fn three_nodes_order_flood_leave_and_node_down_through_streams() {
         assert!(block_on(&rt, WAIT, second.next_event()).is_none());
         let left = block_on(&rt, WAIT * 2, async {
             loop {
-                if let Event::ConfChg { left, .. } = next(&mut first).await {
+                if let Event::Confchg { left, .. } = next(&mut first).await {
                     if !left.is_empty() {
                         break left;
                     }

@@ -163,7 +163,7 @@ fn own_join_and_leave_come_as_confchg_events() {
         };
         h.join(&group).await.expect("join");
         match next(&mut h).await {
-            Event::ConfChg {
+            Event::Confchg {
                 group: g,
                 members,
                 left,
@@ -185,7 +185,7 @@ fn own_join_and_leave_come_as_confchg_events() {
 
         h.leave(&group).await.expect("leave");
         match next(&mut h).await {
-            Event::ConfChg { members, left, .. } => {
+            Event::Confchg { members, left, .. } => {
                 assert!(members.is_empty(), "{members:?}");
                 assert_eq!(left.len(), 1);
                 assert_eq!(left[0].member(), me);
@@ -380,4 +380,87 @@ async fn yield_now_undeferred() {
         }
     })
     .await
+}
+
+/// `AsyncHandle::builder` configures like `Handle::builder`: the initial totem
+/// configuration comes with the join, and the back-off is the one given. The handle's
+/// own identity is the member its join lists.
+#[test]
+fn the_async_builder_applies_its_options_and_back_off() {
+    run(WAIT, || async {
+        let node = cpg_testkit::shared();
+        let backoff = cpg::retry::Backoff {
+            max_attempts: 7,
+            ..cpg::retry::Backoff::default()
+        };
+        let mut h = node
+            .enter(|| {
+                AsyncHandle::builder()
+                    .initial_totem_conf(true)
+                    .backoff(backoff)
+                    .build()
+            })
+            .expect("build");
+        assert_eq!(h.backoff(), backoff);
+        let me = h.local_member().expect("local member");
+        assert_eq!(me, Member::new(1, std::process::id()));
+        let group = group("builder");
+        h.join(&group).await.expect("join");
+        let (mut totem, mut joined) = (false, false);
+        while !(totem && joined) {
+            match next(&mut h).await {
+                Event::TotemConfchg { members, .. } => {
+                    assert_eq!(members, vec![1]);
+                    totem = true;
+                }
+                Event::Confchg { joined: j, .. } => {
+                    assert_eq!(j.iter().map(|a| a.member()).collect::<Vec<_>>(), [me]);
+                    joined = true;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+}
+
+/// An async send reads events while it waits out back-pressure (the daemon would keep
+/// them, without limit): a client floods its group through the connection's
+/// non-waiting `send` until the daemon pushes back, then sends with `send().await`.
+/// Once a send has paused, the events it read wait in the stream's queue (its
+/// `size_hint`), read while nothing polled the stream.
+#[test]
+fn an_async_send_reads_events_while_it_waits_out_back_pressure() {
+    use futures_core::Stream as _;
+    run(WAIT, || async {
+        let node = cpg_testkit::shared();
+        let group = group("async-pressure");
+        let mut h = connect(node);
+        h.join(&group).await.expect("join");
+        wait_members(&mut h, &group, 1).await;
+        let payload = vec![5u8; 64 << 10];
+        for round in 0..200 {
+            let mut sent = 0u32;
+            loop {
+                match h.connection().send(&payload) {
+                    Ok(()) => sent += 1,
+                    Err(e) if e.is_retryable() => break,
+                    Err(e) => panic!("round {round}, send {sent}: {e}"),
+                }
+                assert!(sent < 100_000, "the daemon never pushed back");
+            }
+            let waits = h.backpressure_waits();
+            h.send(&payload).await.expect("send");
+            // A pause can also end on its timer before anything arrived; rounds go on
+            // until one has read events. Pauses that only sleep never do.
+            let (queued, _) = h.size_hint();
+            if h.backpressure_waits() > waits && queued > 0 {
+                eprintln!("round {round}: {queued} events read during the pause");
+                return;
+            }
+        }
+        panic!(
+            "in 200 rounds of back-pressure ({} pauses), no send read events while it waited",
+            h.backpressure_waits()
+        );
+    });
 }

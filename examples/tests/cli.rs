@@ -681,3 +681,209 @@ fn every_example_answers_help() {
         );
     }
 }
+
+const ASYNC_CHAT: &str = env!("CARGO_BIN_EXE_async_chat");
+const ASYNC_COUNTER: &str = env!("CARGO_BIN_EXE_async_counter");
+const JOIN: &str = env!("CARGO_BIN_EXE_join");
+
+impl Program {
+    /// Like [`Program::start`], with stdin a pipe that stays open (and silent) until
+    /// the returned end is dropped.
+    fn start_with_open_stdin(
+        node: &Node,
+        program: &str,
+        args: &[&str],
+    ) -> (Program, std::process::ChildStdin) {
+        let name = program.rsplit('/').next().unwrap_or(program);
+        let what = format!("`{name} {}` on node {}", args.join(" "), node.nodeid());
+        let mut cmd = node.command(program);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+        let output = Arc::new(Output {
+            captured: Mutex::new(Captured {
+                open: 2,
+                ..Captured::default()
+            }),
+            changed: Condvar::new(),
+        });
+        collect(
+            child.stdout.take().expect("stdout is piped"),
+            Arc::clone(&output),
+            |c| &mut c.stdout,
+        );
+        collect(
+            child.stderr.take().expect("stderr is piped"),
+            Arc::clone(&output),
+            |c| &mut c.stderr,
+        );
+        let stdin = child.stdin.take().expect("stdin is piped");
+        (
+            Program {
+                what,
+                child,
+                output,
+            },
+            stdin,
+        )
+    }
+}
+
+/// The async chat on a 2-node cluster: a listener on node 2 whose stdin stays open and
+/// silent, a sender on node 1 with 3 piped lines. The sender exits 0 at end of input
+/// once its lines came back, in order; the listener prints them in the same order and
+/// the sender's leave. Then SIGTERM ends the listener promptly although its stdin is
+/// still open (a reader on `tokio::io::stdin` would hold the runtime until a next line
+/// arrived): it leaves the group and exits 0.
+#[test]
+fn async_chat_delivers_piped_lines_and_ends_on_sigterm_with_stdin_open() {
+    let _heavy = heavy();
+    let cluster = Cluster::start(2);
+    let group = "cli-async-chat";
+    let (mut listener, stdin) =
+        Program::start_with_open_stdin(cluster.node(1), ASYNC_CHAT, &[group]);
+    let lpid = listener.pid();
+    listener.expect_line(
+        &format!("joined group {group} as node 2 pid {lpid}"),
+        LINE_TIMEOUT,
+    );
+    listener.expect_line(&format!("joined: node 2 pid {lpid} (join)"), LINE_TIMEOUT);
+
+    let lines = ["first line", "second: with spaces", "third"];
+    let input = format!("{}\n{}\n{}\n", lines[0], lines[1], lines[2]);
+    let mut sender = Program::start(cluster.node(0), ASYNC_CHAT, &[group], Some(&input));
+    let spid = sender.pid();
+    sender.expect_success(EXIT_TIMEOUT);
+    let want: Vec<String> = lines.iter().map(|l| message_line(1, spid, l)).collect();
+    assert_eq!(
+        messages(&sender.stdout()),
+        want,
+        "the sender's own lines: {}",
+        sender.report()
+    );
+    sender.expect_line(&format!("left group {group}"), Duration::ZERO);
+    assert!(
+        sender.stderr().is_empty(),
+        "the sender wrote to stderr: {}",
+        sender.report()
+    );
+
+    listener.expect_line(&format!("left: node 1 pid {spid} (leave)"), LINE_TIMEOUT);
+    assert_eq!(
+        messages(&listener.stdout()),
+        want,
+        "the listener's view of the lines: {}",
+        listener.report()
+    );
+
+    let asked = Instant::now();
+    listener.terminate();
+    listener.expect_success(Duration::from_secs(10));
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "SIGTERM took {:?} to end the listener: {}",
+        asked.elapsed(),
+        listener.report()
+    );
+    listener.expect_line(&format!("left group {group}"), Duration::ZERO);
+    drop(stdin);
+}
+
+/// `join` on one node: it prints its own membership and its own hello, with its pid.
+#[test]
+fn join_prints_its_membership_and_its_own_hello() {
+    let node = cpg_testkit::shared();
+    let group = format!("cli-join-{}", std::process::id());
+    let join = Program::start(node, JOIN, &[&group], None);
+    let pid = join.pid();
+    join.expect_line(
+        &format!("[{group}] members: node 1 pid {pid}"),
+        LINE_TIMEOUT,
+    );
+    join.expect_line(
+        &format!("[{group}] node 1 pid {pid}: hello from pid {pid}"),
+        LINE_TIMEOUT,
+    );
+    assert!(join.stderr().is_empty(), "{}", join.report());
+}
+
+/// Two `async_counter`s on a 2-node cluster, 10 increments each every 50 ms: the second
+/// gets the value from the first (state transfer) and both print the same counter
+/// values from there on, each value once, in order; both exit 0 after leaving.
+#[test]
+fn async_counters_on_two_nodes_agree_on_every_value() {
+    let _heavy = heavy();
+    let cluster = Cluster::start(2);
+    let group = "cli-async-counter";
+    let args = [group, "--interval-ms", "50", "--count", "10"];
+    let mut first = Program::start(cluster.node(0), ASYNC_COUNTER, &args, None);
+    first.expect_line("counter = 2", LINE_TIMEOUT);
+    let mut second = Program::start(cluster.node(1), ASYNC_COUNTER, &args, None);
+    first.expect_success(EXIT_TIMEOUT);
+    second.expect_success(EXIT_TIMEOUT);
+    let values = |p: &Program| -> Vec<u64> {
+        p.stdout()
+            .iter()
+            .filter_map(|l| {
+                l.rsplit_once("counter = ")
+                    .and_then(|(_, v)| v.parse().ok())
+            })
+            .collect()
+    };
+    let (a, b) = (values(&first), values(&second));
+    assert!(
+        second
+            .stdout()
+            .iter()
+            .any(|l| l.starts_with("got the value: counter = ")),
+        "the second instance got the value by state transfer: {}",
+        second.report()
+    );
+    // The second's values are a suffix of the first's up to where the first left.
+    let start = b.first().copied().expect("the second printed values");
+    let from = a
+        .iter()
+        .position(|&v| v == start)
+        .unwrap_or_else(|| panic!("{start} never printed by the first: {}", first.report()));
+    let common = (a.len() - from).min(b.len());
+    assert_eq!(
+        a[from..from + common],
+        b[..common],
+        "both print the same values in the same order:\n{}\n{}",
+        first.report(),
+        second.report()
+    );
+    for (p, v) in [(&first, &a), (&second, &b)] {
+        assert!(
+            v.windows(2).all(|w| w[1] == w[0] + 1),
+            "values grow by one: {}",
+            p.report()
+        );
+        p.expect_line(
+            &format!("left {group} after 10 increments of ours"),
+            Duration::ZERO,
+        );
+    }
+    // Whoever left last saw every one of the 20 increments.
+    assert_eq!(
+        a.last().max(b.last()).copied(),
+        Some(20),
+        "the last one out saw all 20 increments:\n{}\n{}",
+        first.report(),
+        second.report()
+    );
+}
+
+/// `async_chat --help` prints its own usage text and exits 0.
+#[test]
+fn async_chat_answers_help() {
+    let node = cpg_testkit::shared();
+    let mut help = Program::start(node, ASYNC_CHAT, &["--help"], None);
+    help.expect_success(Duration::from_secs(30));
+    help.expect_line("Usage: async_chat", Duration::ZERO);
+    assert!(help.stderr().is_empty(), "{}", help.report());
+}

@@ -18,8 +18,9 @@ use crate::name::GroupName;
 use crate::retry::{retry, Backoff};
 use crate::types::{Member, Reason};
 
-use super::machine::{
-    Config, Effect, Event, GroupError, Machine, OnDisconnect, OnEviction, Position, SendId, Stats,
+use super::machine::Machine;
+use super::types::{
+    Config, Effect, Event, GroupError, OnDisconnect, OnEviction, Position, SendId, Stats,
     StopReason,
 };
 use super::view::View;
@@ -465,7 +466,7 @@ fn connect(shared: &Arc<Shared>, name: &GroupName) -> Result<(Handle, u32), Erro
         })
         .on_confchg(move |_cpg, change| {
             let members: Vec<Member> = change.members.iter().map(|a| a.member()).collect();
-            let pair = |a: &crate::types::Address| (a.member(), a.reason());
+            let pair = |a: &crate::types::ListedMember| (a.member(), a.reason());
             let left: Vec<(Member, Reason)> = change.left.iter().map(pair).collect();
             let joined: Vec<(Member, Reason)> = change.joined.iter().map(pair).collect();
             c.lock()

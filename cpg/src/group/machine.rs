@@ -4,263 +4,14 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use crate::retry::Backoff;
 use crate::types::{Member, Reason, RingId};
 
+use super::types::{
+    Config, Delivery, Effect, Event, GroupError, OnDisconnect, OnEviction, Position, SendId, Stats,
+    StopReason,
+};
 use super::view::{View, ViewId};
-
-/// Length of the header the layer puts before every payload.
-pub const HEADER_LEN: usize = 24;
-const MAGIC: [u8; 4] = *b"CPGl";
-const VERSION: u8 = 1;
-
-/// Identifies one message given to [`Machine::send`]; ids grow by one per message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SendId(pub u64);
-
-/// Where a message was delivered: the view it was delivered in and how many messages
-/// (of any sender) were delivered in that view before it.
-///
-/// The [`index`](Position::index) is agreed: members that install the same view (the
-/// same member list) and deliver the message in it give it the same index, because
-/// CPG delivers the same messages in the same order between two configuration changes
-/// to every member (virtual synchrony). The [`view`](Position::view) id is local (see
-/// [`ViewId`]); [`total`](Position::total) counts the messages this process delivered
-/// since it first joined, and is local as well.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Position {
-    /// The view the message was delivered in.
-    pub view: ViewId,
-    /// Messages delivered in that view before this one.
-    pub index: u64,
-    /// Messages this process delivered before this one (all views, all incarnations).
-    pub total: u64,
-}
-
-/// A message delivered to the group, with its CPG-reported sender.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    /// The sender, as CPG reports it (node id, pid).
-    pub from: Member,
-    /// The payload (the layer's header removed).
-    pub data: Vec<u8>,
-    /// Where it was delivered.
-    pub position: Position,
-    /// Whether this process sent it (in its current connection).
-    pub own: bool,
-}
-
-/// Why a message was not sent, or why a call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum GroupError {
-    /// The send queue holds its limit of messages.
-    #[error("send queue full ({limit} messages)")]
-    QueueFull {
-        /// The configured limit.
-        limit: usize,
-    },
-    /// The group was left or stopped: nothing more can be sent or awaited.
-    #[error("the group layer has stopped")]
-    Closed,
-    /// The message was still queued when the daemon was lost, and the policy is
-    /// [`OnDisconnect::Drop`].
-    #[error("not sent: the connection to the daemon was lost")]
-    Disconnected,
-    /// The daemon accepted the message but the connection was lost before its own copy
-    /// came back: it may or may not have been delivered to the others.
-    #[error("outcome unknown: the connection was lost before the message was delivered back")]
-    Unknown,
-    /// The daemon refused the message with an error that is not back-pressure.
-    #[error("the daemon refused the message: {0}")]
-    Rejected(Error),
-    /// The group was left before the message was sent.
-    #[error("not sent: the group was left")]
-    Left,
-    /// Connecting to the daemon, or joining the group, failed.
-    #[error("cannot connect or join: {0}")]
-    Connect(Error),
-    /// A wait timed out (the message may still be delivered later).
-    #[error("timed out")]
-    Timeout,
-}
-
-/// What to do when this process finds itself evicted from the group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnEviction {
-    /// Close the connection, make a new one and join again (a new incarnation).
-    #[default]
-    Rejoin,
-    /// Stop: [`Event::Stopped`] follows.
-    Stop,
-}
-
-/// What happens to queued messages when the daemon is lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnDisconnect {
-    /// Keep them and send them after reconnecting.
-    #[default]
-    Keep,
-    /// Drop them, each reported with [`GroupError::Disconnected`]; sends while
-    /// reconnecting fail with it at once.
-    Drop,
-}
-
-/// Why the layer stopped for good.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StopReason {
-    /// Evicted with [`OnEviction::Stop`].
-    Evicted,
-    /// Reconnecting did not succeed within the reconnect budget; the last error.
-    GaveUp(Error),
-    /// A call failed in a way no retry can fix.
-    Failed(Error),
-}
-
-/// What the machine tells the application.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// A new view was installed.
-    View(View),
-    /// The totem ring of the current view is known: every node change that led to the
-    /// view has been reported by the daemon. Comes once per view, at once for a change
-    /// of processes only, after the totem change for a change of nodes.
-    Settled {
-        /// The view.
-        view: ViewId,
-        /// Its ring.
-        ring: RingId,
-    },
-    /// A message was delivered.
-    Message(Delivery),
-    /// A message sent with confirmation was delivered back to this process: it has its
-    /// place in the agreed order.
-    Confirmed {
-        /// The message.
-        id: SendId,
-        /// Where it was delivered.
-        position: Position,
-    },
-    /// A message will not be sent, or its outcome is unknown.
-    NotSent {
-        /// The message.
-        id: SendId,
-        /// Why.
-        error: GroupError,
-    },
-    /// This process is missing from a view it should be in, or is listed as having
-    /// left without leaving. The [`OnEviction`] policy decides what follows.
-    Evicted {
-        /// The view without this process.
-        view: View,
-    },
-    /// The connection to the daemon was lost; reconnecting follows.
-    Disconnected {
-        /// The error that showed it.
-        error: Error,
-    },
-    /// Connected and joined again after [`Event::Disconnected`] or an eviction.
-    Reconnected {
-        /// The new connection's number.
-        incarnation: u64,
-        /// The first view of the new connection (also reported as [`Event::View`]).
-        view: View,
-    },
-    /// This process left the group after [`Machine::leave`]. The last event.
-    Left,
-    /// The layer stopped for good. The last event.
-    Stopped(StopReason),
-    /// A delivered message without the layer's header (a member that does not use the
-    /// layer); it still counts for [`Position`].
-    Malformed {
-        /// The sender.
-        from: Member,
-        /// Its length.
-        len: usize,
-    },
-}
-
-/// What the machine asks its driver to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Effect {
-    /// Drop the current handle, if any, make a new one (asking for the initial totem
-    /// configuration), and join the group; report with
-    /// [`Machine::handle_connected`].
-    Connect,
-    /// Send the bytes written into the buffer given to [`Machine::poll_effect`]
-    /// (`cpg_mcast_joined`, one attempt); report with [`Machine::handle_send_result`].
-    Send(SendId),
-    /// Leave the group; report with [`Machine::handle_leave_result`].
-    Leave,
-    /// Drop the current handle.
-    Close,
-}
-
-/// Counters of a machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Stats {
-    /// Messages waiting in the send queue (the one being sent included).
-    pub queued: usize,
-    /// Messages the daemon accepted.
-    pub sent: u64,
-    /// Send attempts refused with back-pressure (`CS_ERR_TRY_AGAIN`, ...).
-    pub pushbacks: u64,
-    /// Messages delivered (malformed ones included).
-    pub delivered: u64,
-    /// Confirmed sends resolved as delivered.
-    pub confirmed: u64,
-    /// Messages reported with [`Event::NotSent`].
-    pub not_sent: u64,
-    /// Successful reconnections (incarnations after the first).
-    pub reconnects: u64,
-    /// Delivered messages without the layer's header.
-    pub malformed: u64,
-}
-
-/// Settings of a [`Machine`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Config {
-    /// Most messages in the send queue; [`Machine::send`] refuses more with
-    /// [`GroupError::QueueFull`]. Default 1,024.
-    pub queue_limit: usize,
-    /// Policy on eviction. Default [`OnEviction::Rejoin`].
-    pub on_eviction: OnEviction,
-    /// Policy for queued messages when the daemon is lost. Default
-    /// [`OnDisconnect::Keep`].
-    pub on_disconnect: OnDisconnect,
-    /// Pauses between reconnect attempts, and when to give up ([`Backoff::timeout`]
-    /// from the loss, [`Backoff::max_attempts`]). Default: 100 ms doubling to 2 s, for
-    /// 10 minutes.
-    pub reconnect: Backoff,
-    /// First pause after a send met back-pressure; it doubles up to
-    /// [`send_retry_max`](Self::send_retry_max) and resets after a successful send.
-    /// Default 100 µs. A queued message is retried until sent, lost or left.
-    pub send_retry_initial: Duration,
-    /// Longest pause between send attempts. Default 50 ms.
-    pub send_retry_max: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            queue_limit: 1024,
-            on_eviction: OnEviction::Rejoin,
-            on_disconnect: OnDisconnect::Keep,
-            reconnect: Backoff {
-                initial: Duration::from_millis(100),
-                max_delay: Duration::from_secs(2),
-                timeout: Duration::from_secs(600),
-                max_attempts: u32::MAX,
-            },
-            send_retry_initial: Duration::from_micros(100),
-            send_retry_max: Duration::from_millis(50),
-        }
-    }
-}
+use super::wire::{parse_header, write_message, HEADER_LEN};
 
 /// Where the machine is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,24 +63,8 @@ struct Outgoing {
 /// after the result of the previous), which is also what libcpg needs: two concurrent
 /// sends on one handle are not safe.
 ///
-/// # Wire format
-///
-/// Every message the layer sends starts with a 24-byte header, all integers
-/// little-endian:
-///
-/// | bytes | field |
-/// |---|---|
-/// | 0..4 | magic `b"CPGl"` |
-/// | 4 | version, 1 |
-/// | 5..8 | reserved, 0 |
-/// | 8..16 | nonce: random per connection (incarnation) of the sender |
-/// | 16..24 | sequence number of the message within that connection, from 0 |
-///
-/// followed by the application's payload. Every member of a group driven by this layer
-/// must use it; a delivered message without a valid header is reported as
-/// [`Event::Malformed`]. The header only serves to match this process's own deliveries
-/// to its sends (confirmed send): who sent a message is always the (node id, pid) that
-/// CPG reports, never anything the payload says.
+/// Every message the machine sends starts with the layer's header; see
+/// [`wire`](super::wire) for the format. is described in [`wire`](super::wire).
 #[derive(Debug)]
 pub struct Machine {
     config: Config,
@@ -507,13 +242,7 @@ impl Machine {
         if sending && self.in_flight.is_none() && self.send_not_before.is_none_or(|t| now >= t) {
             if let Some(out) = self.queue.pop_front() {
                 self.send_not_before = None;
-                buf.clear();
-                buf.reserve(HEADER_LEN + out.payload.len());
-                buf.extend_from_slice(&MAGIC);
-                buf.extend_from_slice(&[VERSION, 0, 0, 0]);
-                buf.extend_from_slice(&self.nonce.to_le_bytes());
-                buf.extend_from_slice(&self.next_seq.to_le_bytes());
-                buf.extend_from_slice(&out.payload);
+                write_message(buf, self.nonce, self.next_seq, &out.payload);
                 let id = out.id;
                 self.in_flight = Some((out, self.next_seq));
                 return Some(Effect::Send(id));
@@ -925,15 +654,6 @@ impl Machine {
         self.state = State::Ended;
         self.events.push_back(Event::Stopped(reason));
     }
-}
-
-/// The (nonce, sequence number) of a message with the layer's header.
-fn parse_header(data: &[u8]) -> Option<(u64, u64)> {
-    if data.len() < HEADER_LEN || data[..4] != MAGIC || data[4] != VERSION {
-        return None;
-    }
-    let word = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().unwrap_or([0; 8]));
-    Some((word(8), word(16)))
 }
 
 /// A 64-bit mix (splitmix64's finalizer), to derive per-connection nonces.

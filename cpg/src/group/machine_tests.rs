@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use super::machine::*;
+use super::types::*;
 use super::view::ViewId;
+use super::wire::HEADER_LEN;
 use crate::error::{CsError, Error, Operation};
 use crate::types::{Member, Reason, RingId};
 

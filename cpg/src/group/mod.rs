@@ -141,13 +141,18 @@ mod machine;
 mod machine_tests;
 #[cfg(feature = "tokio")]
 mod tokio;
+mod types;
 mod view;
+pub mod wire;
 
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use self::tokio::{AsyncGroup, Confirmation};
 pub use blocking::{Group, GroupBuilder, Receipt};
-pub use machine::{
-    Config, Delivery, Effect, Event, GroupError, Machine, OnDisconnect, OnEviction, Position,
-    SendId, Stats, StopReason, HEADER_LEN,
+pub use machine::Machine;
+pub use types::{
+    Config, Delivery, Effect, Event, GroupError, OnDisconnect, OnEviction, Position, SendId, Stats,
+    StopReason,
 };
 pub use view::{View, ViewId};
+pub use wire::HEADER_LEN;

@@ -14,11 +14,12 @@ use crate::error::{Error, Operation};
 use crate::name::GroupName;
 use crate::retry::Backoff;
 use crate::tokio::{AsyncHandle, Event as CpgEvent};
-use crate::types::{Address, Member, Reason};
+use crate::types::{ListedMember, Member, Reason};
 use crate::Options;
 
 use super::blocking::{lost, nonce_seed, GroupBuilder};
-use super::machine::{Effect, Event, GroupError, Machine, Position, SendId, Stats};
+use super::machine::Machine;
+use super::types::{Effect, Event, GroupError, Position, SendId, Stats};
 use super::view::View;
 
 /// Most sends the driver task makes before it yields to the runtime once.
@@ -379,7 +380,7 @@ enum Woke {
     Timer,
 }
 
-fn pairs(list: &[Address]) -> Vec<(Member, Reason)> {
+fn pairs(list: &[ListedMember]) -> Vec<(Member, Reason)> {
     list.iter().map(|a| (a.member(), a.reason())).collect()
 }
 
@@ -508,18 +509,19 @@ async fn drive(shared: Arc<Shared>, name: GroupName) {
                     } => inner
                         .machine
                         .handle_deliver(now, Member { nodeid, pid }, &data),
-                    CpgEvent::ConfChg {
+                    CpgEvent::Confchg {
                         members,
                         left,
                         joined,
                         ..
                     } => {
-                        let members: Vec<Member> = members.iter().map(Address::member).collect();
+                        let members: Vec<Member> =
+                            members.iter().map(ListedMember::member).collect();
                         inner
                             .machine
                             .handle_confchg(now, &members, &pairs(&left), &pairs(&joined))
                     }
-                    CpgEvent::TotemConfChg { ring_id, members } => {
+                    CpgEvent::TotemConfchg { ring_id, members } => {
                         inner.machine.handle_totem(now, ring_id, &members)
                     }
                 }

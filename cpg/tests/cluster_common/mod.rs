@@ -662,7 +662,7 @@ pub fn recording_handle(log: &Log) -> cpg::Result<Handle> {
             })
         })
         .on_confchg(move |_cpg, change| {
-            let pair = |a: &cpg::Address| (a.member(), a.reason());
+            let pair = |a: &cpg::ListedMember| (a.member(), a.reason());
             c.push(Event::Conf {
                 members: sorted(change.members.iter().map(|a| a.member())),
                 left: change.left.iter().map(pair).collect(),

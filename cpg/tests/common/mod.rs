@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use cpg::{ConfigChange, Connection, GroupName, Handle, Message, Reason, RingId, TotemChange};
+use cpg::{Confchg, ConnectionRef, GroupName, Handle, Message, Reason, RingId, TotemConfchg};
 use cpg_testkit::Cluster;
 
 /// An event, copied out of a callback.
@@ -43,8 +43,8 @@ impl Ev {
         }
     }
 
-    pub fn from_conf(c: &ConfigChange<'_>) -> Ev {
-        let with_reason = |l: &[cpg::Address]| {
+    pub fn from_conf(c: &Confchg<'_>) -> Ev {
+        let with_reason = |l: &[cpg::ListedMember]| {
             l.iter()
                 .map(|a| (a.nodeid(), a.pid(), a.reason()))
                 .collect()
@@ -57,7 +57,7 @@ impl Ev {
         }
     }
 
-    pub fn from_totem(t: &TotemChange<'_>) -> Ev {
+    pub fn from_totem(t: &TotemConfchg<'_>) -> Ev {
         Ev::Totem {
             ring: t.ring_id,
             nodes: t.members.to_vec(),
@@ -83,9 +83,9 @@ impl Peer {
         let (e1, e2, e3) = (events.clone(), events.clone(), events.clone());
         let handle = cluster.node(i).enter(|| {
             Handle::builder()
-                .on_deliver(move |_: &Connection, m| e1.lock().unwrap().push(Ev::from_msg(&m)))
-                .on_confchg(move |_: &Connection, c| e2.lock().unwrap().push(Ev::from_conf(&c)))
-                .on_totem_confchg(move |_: &Connection, t| {
+                .on_deliver(move |_: &ConnectionRef, m| e1.lock().unwrap().push(Ev::from_msg(&m)))
+                .on_confchg(move |_: &ConnectionRef, c| e2.lock().unwrap().push(Ev::from_conf(&c)))
+                .on_totem_confchg(move |_: &ConnectionRef, t| {
                     e3.lock().unwrap().push(Ev::from_totem(&t))
                 })
                 .initial_totem_conf(initial_totem)

@@ -97,7 +97,7 @@ pub async fn ready_now(h: &mut AsyncHandle) -> Vec<cpg::Result<Event>> {
 
 pub async fn wait_members(h: &mut AsyncHandle, group: &GroupName, n: usize) -> Vec<Member> {
     loop {
-        if let Event::ConfChg {
+        if let Event::Confchg {
             group: g, members, ..
         } = next(h).await
         {

@@ -43,27 +43,26 @@
 //! # Cost
 //!
 //! Every event is copied out of libcpg's buffer into an owned [`Event`] (one
-//! allocation per message), and every event costs one `cpg_dispatch` call (which takes
+//! allocation per message), every event costs one `cpg_dispatch` call (which takes
 //! libcpg's handle lock) instead of sharing one with its neighbours, and the runtime
-//! adds its own (reactor wake-ups). Where the client also sends, as in `bench
-//! --async`, all this makes 6–18 % more client CPU per message than a blocking client
-//! that copies its messages too (README, "Async"); a receive-only client pays about
-//! 0.1–0.25 µs more per message (`examples/async_bench.rs`). Where that matters, or
-//! where messages should not be copied at all, use [`Handle`] with callbacks on a
-//! dedicated thread.
+//! adds its own (reactor wake-ups). Where that matters, or where messages should not be
+//! copied at all, use [`Handle`] with callbacks on a dedicated thread. The README's
+//! benchmark section has the measured figures, including what glibc's allocator does
+//! with messages of hundreds of kilobytes (and the `GLIBC_TUNABLES` that avoid it).
 //!
-//! Messages of hundreds of kilobytes and more cost extra CPU (not throughput) under
-//! glibc's allocator: a send that waits out back-pressure queues the events it reads
-//! meanwhile, and each time two large messages have been alive at once and are freed,
-//! glibc trims its heap and grows it again (page faults). `bench --async` on a 3-node
-//! cluster: 1 MB messages at 3× the CPU per message of a blocking client that copies
-//! them too, 1.2× with glibc's trim and mmap thresholds both raised, for example
-//! `GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432`
-//! (raising only the trim threshold fixes glibc's mmap threshold at 128 KiB, and then
-//! every large message is a fresh `mmap`: 7× on both paths). The same two settings
-//! can be made with `mallopt` at start-up, or another allocator used; this crate
-//! leaves the process's allocator alone.
+//! # Why events pass through a thread-local mailbox
 //!
+//! The callbacks that copy events out run inside `cpg_dispatch`, behind libcpg's
+//! type-erased context pointer, in the state the [`Handle`] owns; the stream's queue is
+//! in the `AsyncHandle`. Owning the handle (`AsyncFd<Handle>`) does not give the driver
+//! a way to the callbacks' state while `cpg_dispatch` runs, so the two need a hand-off.
+//! A queue shared with the callbacks (`Arc<Mutex<..>>`) costs a lock and an unlock per
+//! event; a typed accessor from the handle to its callbacks would be a second path into
+//! the state that only the trampolines touch. The dispatch is synchronous on the
+//! polling thread and nothing else runs there between the dispatches of one drain, so a
+//! thread-local slot that the drain empties into the handle's queue right after each
+//! dispatch (also when a callback panics) needs no lock and no unsafe code.
+
 //! # Example
 //!
 //! ```no_run
@@ -79,7 +78,7 @@
 //!         Event::Deliver { nodeid, pid, data, .. } => {
 //!             println!("node {nodeid} pid {pid}: {}", data.escape_ascii())
 //!         }
-//!         Event::ConfChg { members, .. } => println!("{} members", members.len()),
+//!         Event::Confchg { members, .. } => println!("{} members", members.len()),
 //!         _ => {}
 //!     }
 //! }
@@ -87,7 +86,6 @@
 //! # }
 //! ```
 
-use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
@@ -97,17 +95,24 @@ use std::task::{Context, Poll};
 use ::tokio::io::unix::AsyncFd;
 use ::tokio::io::Interest;
 
-use crate::callbacks::Callbacks;
-use crate::connection::Connection;
+use crate::connection::ConnectionRef;
 use crate::error::{Error, Operation, OsError, Result};
 use crate::handle::Handle;
 use crate::name::GroupName;
 use crate::options::Options;
 use crate::retry::Backoff;
-use crate::types::{
-    Address, ConfigChange, DispatchMode, Dispatched, Guarantee, Member, Message, RingId,
-    TotemChange,
-};
+use crate::types::{Guarantee, Member};
+
+mod builder;
+mod event;
+mod mailbox;
+mod sender;
+
+pub use builder::AsyncBuilder;
+pub use event::Event;
+pub use sender::AsyncSender;
+
+use mailbox::{drain, Drained, Enqueue};
 
 /// The most events the stream hands out in a row before it yields to the runtime once
 /// (returning `Pending` and waking its task at once, so the next poll goes on), so that
@@ -125,171 +130,15 @@ const EVENTS_PER_SEND_ATTEMPT: usize = EVENTS_PER_POLL;
 /// pause (5× the CPU per 1 MB message in `bench --async` with a cap of 1,024 events).
 const BYTES_PER_SEND_ATTEMPT: usize = 256 << 10;
 
-/// An event of an [`AsyncHandle`], owning its data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// A message was delivered to a joined group (see [`Message`]).
-    Deliver {
-        /// The group the message was sent to.
-        group: GroupName,
-        /// The sender's node id.
-        nodeid: u32,
-        /// The sender's process id.
-        pid: u32,
-        /// The message bytes.
-        data: Vec<u8>,
-    },
-    /// The membership of a joined group changed (see [`ConfigChange`]), including this
-    /// process's own join.
-    ConfChg {
-        /// The group that changed.
-        group: GroupName,
-        /// The members after the change.
-        members: Vec<Address>,
-        /// The processes that left, with the reason.
-        left: Vec<Address>,
-        /// The processes that joined, with the reason.
-        joined: Vec<Address>,
-    },
-    /// The cluster's node membership (totem ring) changed (see [`TotemChange`]).
-    TotemConfChg {
-        /// The new ring.
-        ring_id: RingId,
-        /// Node ids of the nodes in the ring.
-        members: Vec<u32>,
-    },
-}
-
-impl Event {
-    /// The sender of a delivered message; `None` for membership events.
-    pub fn sender(&self) -> Option<Member> {
-        match self {
-            Event::Deliver { nodeid, pid, .. } => Some(Member {
-                nodeid: *nodeid,
-                pid: *pid,
-            }),
-            _ => None,
-        }
-    }
-}
-
-thread_local! {
-    /// Events that the callbacks of an [`AsyncHandle`] copied out during the drain
-    /// running on this thread. `drain` moves them into the handle's own queue as soon
-    /// as its dispatches return, so between drains this is empty.
-    ///
-    /// The callbacks run inside `cpg_dispatch`, synchronously, on the thread that
-    /// called it, and no other code runs on that thread between the dispatches of one
-    /// drain; so a thread-local hand-off needs no lock. (A `Mutex` shared with the
-    /// callbacks cost a lock and an unlock, two atomic operations, per event.)
-    static MAILBOX: RefCell<VecDeque<Event>> = const { RefCell::new(VecDeque::new()) };
-
-    /// Message bytes posted to the mailbox since the current drain began.
-    static POSTED_BYTES: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Puts an event copied out by a callback into this thread's mailbox.
-fn post(event: Event) {
-    if let Event::Deliver { data, .. } = &event {
-        POSTED_BYTES.set(POSTED_BYTES.get() + data.len());
-    }
-    MAILBOX.with_borrow_mut(|mailbox| mailbox.push_back(event));
-}
-
-/// The callbacks of an [`AsyncHandle`]: copy every event out to the mailbox.
-struct Enqueue;
-
-impl Callbacks for Enqueue {
-    fn deliver(&mut self, _cpg: &Connection, message: Message<'_>) {
-        post(Event::Deliver {
-            group: *message.group,
-            nodeid: message.nodeid,
-            pid: message.pid,
-            data: message.data.to_vec(),
-        });
-    }
-
-    fn confchg(&mut self, _cpg: &Connection, change: ConfigChange<'_>) {
-        post(Event::ConfChg {
-            group: *change.group,
-            members: change.members.to_vec(),
-            left: change.left.to_vec(),
-            joined: change.joined.to_vec(),
-        });
-    }
-
-    fn totem_confchg(&mut self, _cpg: &Connection, change: TotemChange<'_>) {
-        post(Event::TotemConfChg {
-            ring_id: change.ring_id,
-            members: change.members.to_vec(),
-        });
-    }
-}
-
 /// Where the stream is.
 #[derive(Debug)]
-enum End {
+enum StreamState {
     /// Events may still come.
     Open,
     /// The connection failed: report this once the queued events are out, then end.
     Failed(Error),
     /// The stream has ended.
-    Done,
-}
-
-/// What a bounded drain of the descriptor found.
-enum Drained {
-    /// libcpg had nothing more pending.
-    Empty,
-    /// The budget ran out with events possibly still pending.
-    Budget,
-    /// A dispatch failed (for example, the daemon is gone).
-    Failed(Error),
-}
-
-/// Moves the mailbox's events to the end of a handle's queue when dropped: after a
-/// drain, and also when a dispatch unwinds, so that nothing is left there for another
-/// handle on the same thread.
-struct Collect<'a>(&'a mut VecDeque<Event>);
-
-impl Drop for Collect<'_> {
-    fn drop(&mut self) {
-        // Never panics: `try_with`, because the thread's locals may be going away, and
-        // `try_borrow_mut`, although no borrow of the mailbox outlives a `post`.
-        let _ = MAILBOX.try_with(|mailbox| {
-            if let Ok(mut mailbox) = mailbox.try_borrow_mut() {
-                if self.0.is_empty() {
-                    // The usual case: take the whole batch in O(1).
-                    std::mem::swap(self.0, &mut *mailbox);
-                } else {
-                    self.0.append(&mut mailbox);
-                }
-            }
-        });
-    }
-}
-
-/// Dispatches one event at a time without waiting, at most `max_events` times and
-/// until the messages read total `max_bytes`; the events go to the end of `ready`, in
-/// order.
-fn drain(
-    handle: &Handle,
-    ready: &mut VecDeque<Event>,
-    max_events: usize,
-    max_bytes: usize,
-) -> Drained {
-    let _collect = Collect(ready);
-    POSTED_BYTES.set(0);
-    for _ in 0..max_events {
-        match handle.dispatch(DispatchMode::OneNonblocking) {
-            Ok(Dispatched::NothingPending) => return Drained::Empty,
-            Ok(Dispatched::Events(_)) if POSTED_BYTES.get() >= max_bytes => break,
-            Ok(Dispatched::Events(_)) => {}
-            Err(e) => return Drained::Failed(e),
-        }
-    }
-    Drained::Budget
+    Ended,
 }
 
 /// Maps an error of tokio's reactor.
@@ -318,10 +167,9 @@ fn reactor_error(op: Operation, e: std::io::Error) -> Error {
 /// # Reading
 ///
 /// Read the stream, also in a service that mostly sends: every message sent to a joined
-/// group comes back to its sender too, and corosync (3.1.7) keeps the events a client
-/// has not read in its own memory, without limit and without pushing back on the
-/// client's sends. Measured: 300,000 sends of 1 KiB from a client that never read,
-/// none refused, and the daemon grew by 370 MB.
+/// group comes back to its sender too, and the daemon keeps the events a client has not
+/// read in its own memory, without limit and without pushing back on the client's sends
+/// (see [`Handle`'s reading section](crate::Handle#reading-is-not-optional)).
 ///
 /// # Sending
 ///
@@ -330,9 +178,8 @@ fn reactor_error(op: Operation, e: std::io::Error) -> Error {
 /// fragmented sends (`CS_ERR_INTERRUPT`), pausing between attempts on tokio's timer
 /// with exponential back-off ([`Backoff`], bounded: [`set_backoff`](Self::set_backoff)).
 /// While they pause they keep reading this handle's events into the queue (a bounded
-/// amount per pause); those events come out of the stream afterwards, in order. The
-/// daemon would not refuse the sends otherwise, but it keeps every event a client has
-/// not read in its own memory, without limit (see [Reading](Self#reading)). A pause
+/// amount per pause); those events come out of the stream afterwards, in order (see
+/// [Reading](Self#reading) for why). A pause
 /// ends early when events have been read (messages are being ordered and delivered, so
 /// the daemon's queue is moving), but not before it has yielded to the runtime once, so
 /// a long wait never monopolizes the thread.
@@ -373,7 +220,7 @@ pub struct AsyncHandle {
     fd: AsyncFd<Handle>,
     /// Events dispatched and not yet handed out.
     ready: VecDeque<Event>,
-    end: End,
+    stream: StreamState,
     /// Events handed out since the stream last returned `Pending`.
     events_in_a_row: usize,
     backoff: Backoff,
@@ -397,6 +244,11 @@ impl AsyncHandle {
         AsyncHandle::with_options(Options::default())
     }
 
+    /// A builder for the options and the back-off, like [`Handle::builder`].
+    pub fn builder() -> AsyncBuilder {
+        AsyncBuilder::default()
+    }
+
     /// Like [`new`](Self::new), with [`Options`] (for example
     /// [`initial_totem_conf`](Options::initial_totem_conf)).
     pub fn with_options(options: Options) -> Result<AsyncHandle> {
@@ -415,7 +267,7 @@ impl AsyncHandle {
         Ok(AsyncHandle {
             fd,
             ready: VecDeque::new(),
-            end: End::Open,
+            stream: StreamState::Open,
             events_in_a_row: 0,
             backoff: Backoff::default(),
             backpressure_waits: 0,
@@ -462,10 +314,10 @@ impl AsyncHandle {
             if let Some(event) = self.ready.pop_front() {
                 return Poll::Ready(Some(Ok(event)));
             }
-            match std::mem::replace(&mut self.end, End::Done) {
-                End::Open => self.end = End::Open,
-                End::Failed(e) => return Poll::Ready(Some(Err(e))),
-                End::Done => return Poll::Ready(None),
+            match std::mem::replace(&mut self.stream, StreamState::Ended) {
+                StreamState::Open => self.stream = StreamState::Open,
+                StreamState::Failed(e) => return Poll::Ready(Some(Err(e))),
+                StreamState::Ended => return Poll::Ready(None),
             }
             if empty_dispatches >= EVENTS_PER_POLL {
                 cx.waker().wake_by_ref();
@@ -475,7 +327,7 @@ impl AsyncHandle {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(guard)) => guard,
                 Poll::Ready(Err(e)) => {
-                    self.end = End::Done;
+                    self.stream = StreamState::Ended;
                     return Poll::Ready(Some(Err(reactor_error(Operation::Wait, e))));
                 }
             };
@@ -496,7 +348,7 @@ impl AsyncHandle {
                 Drained::Failed(e @ Error::StackTooSmall { .. }) => {
                     return Poll::Ready(Some(Err(e)))
                 }
-                Drained::Failed(e) => self.end = End::Failed(e),
+                Drained::Failed(e) => self.stream = StreamState::Failed(e),
             }
         }
     }
@@ -521,7 +373,7 @@ impl AsyncHandle {
     }
 
     /// Joins `group`, waiting out back-pressure. The join shows up in the stream as an
-    /// [`Event::ConfChg`] whose `joined` list has this process.
+    /// [`Event::Confchg`] whose `joined` list has this process.
     pub async fn join(&mut self, group: &GroupName) -> Result<()> {
         self.retry(|cpg| cpg.join(group)).await
     }
@@ -542,6 +394,12 @@ impl AsyncHandle {
         self.fd.get_ref().local_node_id()
     }
 
+    /// This process's own identity in group membership (see
+    /// [`ConnectionRef::local_member`]). A quick synchronous request to the local daemon.
+    pub fn local_member(&self) -> Result<Member> {
+        self.fd.get_ref().local_member()
+    }
+
     /// The largest message libcpg sends in one piece (about 1 MiB); larger ones are
     /// fragmented (see [Blocking](Self#blocking)).
     pub fn max_message_size(&self) -> Result<u32> {
@@ -549,9 +407,9 @@ impl AsyncHandle {
     }
 
     /// The connection, for the synchronous calls: for example
-    /// [`Connection::send`] as a "try send" that fails at once with a retryable error
+    /// [`ConnectionRef::send`] as a "try send" that fails at once with a retryable error
     /// under back-pressure.
-    pub fn connection(&self) -> &Connection {
+    pub fn connection(&self) -> &ConnectionRef {
         self.fd.get_ref()
     }
 
@@ -575,7 +433,7 @@ impl AsyncHandle {
 
     /// Runs `op` until it succeeds, fails for good, or the back-off is spent; between
     /// attempts, reads pending events into the queue and sleeps on tokio's timer.
-    async fn retry<T>(&mut self, mut op: impl FnMut(&Connection) -> Result<T>) -> Result<T> {
+    async fn retry<T>(&mut self, mut op: impl FnMut(&ConnectionRef) -> Result<T>) -> Result<T> {
         let mut retrying = self.backoff.start();
         loop {
             match op(self.fd.get_ref()) {
@@ -601,7 +459,9 @@ impl AsyncHandle {
     async fn pause(&mut self, delay: std::time::Duration) -> Result<()> {
         let sleep = ::tokio::time::sleep(delay);
         let mut sleep = std::pin::pin!(sleep);
-        let AsyncHandle { fd, ready, end, .. } = self;
+        let AsyncHandle {
+            fd, ready, stream, ..
+        } = self;
         // Whether this pause has returned `Pending` yet: it always does at least once,
         // so that a send retrying under back-pressure while events keep arriving still
         // lets the runtime run other tasks between attempts.
@@ -614,13 +474,13 @@ impl AsyncHandle {
             if progressed && yielded {
                 return Poll::Ready(Ok(()));
             }
-            if !matches!(end, End::Open) {
+            if !matches!(stream, StreamState::Open) {
                 return sleep.as_mut().poll(cx).map(Ok);
             }
             let mut guard = match fd.poll_read_ready(cx) {
                 Poll::Ready(Ok(guard)) => guard,
                 Poll::Ready(Err(e)) => {
-                    *end = End::Done;
+                    *stream = StreamState::Ended;
                     return Poll::Ready(Err(reactor_error(Operation::Wait, e)));
                 }
                 Poll::Pending => {
@@ -642,7 +502,7 @@ impl AsyncHandle {
                 Drained::Budget => {}
                 Drained::Failed(e @ Error::StackTooSmall { .. }) => return Poll::Ready(Err(e)),
                 Drained::Failed(e) => {
-                    *end = End::Failed(e.clone());
+                    *stream = StreamState::Failed(e.clone());
                     return Poll::Ready(Err(e));
                 }
             }
@@ -676,8 +536,8 @@ impl futures_core::Stream for AsyncHandle {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        match self.end {
-            End::Done if self.ready.is_empty() => (0, Some(0)),
+        match self.stream {
+            StreamState::Ended if self.ready.is_empty() => (0, Some(0)),
             _ => (self.ready.len(), None),
         }
     }
@@ -685,143 +545,6 @@ impl futures_core::Stream for AsyncHandle {
 
 impl futures_core::FusedStream for AsyncHandle {
     fn is_terminated(&self) -> bool {
-        matches!(self.end, End::Done) && self.ready.is_empty()
+        matches!(self.stream, StreamState::Ended) && self.ready.is_empty()
     }
-}
-
-impl AsyncHandle {
-    /// A cloneable sender for other tasks (and threads), while this handle's stream is
-    /// read by one task. See [`AsyncSender`].
-    pub fn sender(&self) -> AsyncSender {
-        AsyncSender {
-            sender: self.fd.get_ref().sender(),
-            backoff: self.backoff,
-        }
-    }
-}
-
-/// Sends from many tasks while one task reads the [`AsyncHandle`]'s stream: `Clone +
-/// Send + Sync`, and [`send`](Self::send) waits out back-pressure without needing
-/// `&mut AsyncHandle`.
-///
-/// It is a [`Sender`](crate::Sender) with async waits: under back-pressure a send
-/// sleeps until the task reading the stream has dispatched events (the daemon's queue
-/// is moving) or the back-off's delay has passed, whichever comes first; it never reads
-/// events itself, so the stream must be read. A send future dropped before it
-/// completed has sent nothing (each attempt is one synchronous call that hands the
-/// whole message to the daemon or fails). After the handle is closed or dropped,
-/// sends fail with [`Error::Closed`], and waiting sends wake at once.
-///
-/// ```no_run
-/// # async fn run() -> Result<(), cpg::Error> {
-/// let mut cpg = cpg::AsyncHandle::new()?;
-/// cpg.join(&cpg::GroupName::new("jobs")?).await?;
-/// for i in 0..4 {
-///     let sender = cpg.sender();
-///     tokio::spawn(async move { sender.send(format!("task {i}").as_bytes()).await });
-/// }
-/// while let Some(event) = cpg.next_event().await {
-///     println!("{:?}", event?);
-/// }
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Clone)]
-pub struct AsyncSender {
-    sender: crate::Sender,
-    backoff: Backoff,
-}
-
-impl AsyncSender {
-    /// Sends `message`, waiting out back-pressure.
-    pub async fn send(&self, message: &[u8]) -> Result<()> {
-        self.send_with(Guarantee::Agreed, &[IoSlice::new(message)])
-            .await
-    }
-
-    /// Sends the concatenation of `buffers` as one message, waiting out back-pressure.
-    pub async fn send_vectored(&self, buffers: &[IoSlice<'_>]) -> Result<()> {
-        self.send_with(Guarantee::Agreed, buffers).await
-    }
-
-    /// Sends with an explicit delivery [`Guarantee`], waiting out back-pressure.
-    pub async fn send_with(&self, guarantee: Guarantee, buffers: &[IoSlice<'_>]) -> Result<()> {
-        let link = self.sender.link();
-        let mut retrying = self.backoff.start();
-        loop {
-            match self.sender.send_with(guarantee, buffers) {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    let delay = retrying.after(e)?;
-                    wait_for_progress(link, link.progress().epoch(), delay).await;
-                }
-            }
-        }
-    }
-
-    /// Sends at once or fails with a retryable error under back-pressure (see
-    /// [`Sender::send`](crate::Sender::send)).
-    pub fn try_send(&self, message: &[u8]) -> Result<()> {
-        self.sender.send(message)
-    }
-
-    /// The back-off of this sender (a copy of the handle's when it was made).
-    pub fn backoff(&self) -> Backoff {
-        self.backoff
-    }
-
-    /// Sets the back-off of this sender (not of its clones made before).
-    pub fn set_backoff(&mut self, backoff: Backoff) {
-        self.backoff = backoff;
-    }
-
-    /// Whether the handle has been closed or dropped.
-    pub fn is_closed(&self) -> bool {
-        self.sender.is_closed()
-    }
-}
-
-/// Waits until the link's dispatcher signals progress after `seen`, the handle is
-/// closed, or `delay` passes.
-async fn wait_for_progress(link: &crate::link::Link, seen: u64, delay: std::time::Duration) {
-    /// Unregisters the waiter when the wait ends or its future is dropped.
-    struct Waiting<'a> {
-        progress: &'a crate::link::Progress,
-        waker: Option<std::task::Waker>,
-    }
-    impl Drop for Waiting<'_> {
-        fn drop(&mut self) {
-            self.progress.unregister(self.waker.as_ref());
-        }
-    }
-    let progress = link.progress();
-    progress.start_waiting();
-    let mut waiting = Waiting {
-        progress,
-        waker: None,
-    };
-    let sleep = ::tokio::time::sleep(delay);
-    let mut sleep = std::pin::pin!(sleep);
-    // The wait returns `Pending` at least once, so that a send retrying while events
-    // keep flowing still lets the runtime run other tasks (and can be cancelled).
-    let mut yielded = false;
-    poll_fn(|cx| {
-        if link.is_closed() {
-            return Poll::Ready(());
-        }
-        if progress.register(seen, cx.waker()) {
-            if yielded {
-                return Poll::Ready(());
-            }
-            yielded = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        yielded = true;
-        // A waker registered by an earlier poll stays until the next signal, which
-        // wakes it spuriously at worst.
-        waiting.waker = Some(cx.waker().clone());
-        sleep.as_mut().poll(cx)
-    })
-    .await
 }
