@@ -19,7 +19,16 @@
 //!   parent's pid. Using it from the child would corrupt the parent's session, so a
 //!   `pthread_atfork` child handler bumps [`generation`], and every call on a handle
 //!   made in another generation fails with [`Error::Forked`](crate::Error::Forked)
-//!   without reaching C; dropping it in the child releases only Rust's memory.
+//!   without reaching C; dropping it in the child releases only Rust's memory (and
+//!   touches no lock another thread of the parent may have held).
+//!
+//!   A child of a multithreaded process may still hang in its *first own* libcpg call
+//!   if another thread of the parent was inside a libcpg call when it forked: libqb
+//!   guards its handle tables with locks of its own, which the copy inherits held (as
+//!   it may this crate's lock). POSIX allows such a child only async-signal-safe calls
+//!   until it `exec`s; make new handles in a child only of a single-threaded parent,
+//!   or after `exec`. (Taking this crate's lock around `fork` did not close the window:
+//!   measured, children still hung about once in 25 forks.)
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
@@ -29,8 +38,7 @@ use std::sync::{Mutex, MutexGuard, Once};
 static LIBRARY_LOCK: Mutex<()> = Mutex::new(());
 
 /// Takes the handle-table lock. Never held while callbacks run, and no call made under
-/// it calls back into Rust (or forks), so it cannot be taken twice by one thread. It is
-/// also held across `fork` (see [`generation`]).
+/// it calls back into Rust, so it cannot be taken twice by one thread.
 pub(crate) fn library_lock() -> MutexGuard<'static, ()> {
     // A panic while holding it can only come from Rust code between C calls, which
     // leaves nothing half-done in C: the data behind the lock is `()`.
@@ -43,28 +51,9 @@ static GENERATION: AtomicU32 = AtomicU32::new(0);
 
 static REGISTER_ATFORK: Once = Once::new();
 
-thread_local! {
-    /// The handle-table lock, held by the forking thread from the `prepare` handler
-    /// until the `parent`/`child` handler: so that no other thread holds it while the
-    /// process is copied, and a child can make new handles (a lock that another
-    /// thread held at fork time would stay locked in the child for good).
-    static HELD_ACROSS_FORK: std::cell::RefCell<Option<MutexGuard<'static, ()>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-extern "C" fn before_fork() {
-    let guard = library_lock();
-    HELD_ACROSS_FORK.with(|held| *held.borrow_mut() = Some(guard));
-}
-
-extern "C" fn in_parent_after_fork() {
-    HELD_ACROSS_FORK.with(|held| drop(held.borrow_mut().take()));
-}
-
 extern "C" fn in_child_after_fork() {
+    // Async-signal-safe: one atomic add.
     GENERATION.fetch_add(1, Ordering::Relaxed);
-    // The child has only this thread, which holds the lock: release it.
-    HELD_ACROSS_FORK.with(|held| drop(held.borrow_mut().take()));
 }
 
 /// The current fork generation: the value a new handle records. Registers the
@@ -72,17 +61,10 @@ extern "C" fn in_child_after_fork() {
 /// can be forked with a handle but without the handler).
 pub(crate) fn generation() -> u32 {
     REGISTER_ATFORK.call_once(|| {
-        // SAFETY: registers `extern "C"` functions that live for the program. They
-        // take and release the handle-table lock around fork (never held while user
-        // code runs, so the forking thread cannot already hold it) and bump the
-        // generation in the child; none of them can unwind.
-        let rc = unsafe {
-            libc::pthread_atfork(
-                Some(before_fork),
-                Some(in_parent_after_fork),
-                Some(in_child_after_fork),
-            )
-        };
+        // SAFETY: registers a child handler that only does an atomic add (it cannot
+        // unwind); no prepare or parent handler. The function is `extern "C"` and
+        // lives for the program.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(in_child_after_fork)) };
         // Fails only with ENOMEM; then fork detection is unavailable, which the first
         // handle cannot tolerate silently.
         assert_eq!(rc, 0, "pthread_atfork failed: {rc}");
