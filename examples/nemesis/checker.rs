@@ -144,6 +144,8 @@ struct Client<'a> {
     closed: Option<(u64, Option<u64>, Option<bool>)>,
     drained: Option<bool>,
     lost: bool,
+    /// Index of the view in which it delivered its own final message.
+    fin_view: Option<usize>,
 }
 
 impl Client<'_> {
@@ -196,6 +198,7 @@ pub fn check(histories: &[History]) -> Report {
             closed: None,
             drained: None,
             lost: false,
+            fin_view: None,
         };
         for r in &h.records {
             match r {
@@ -267,8 +270,8 @@ pub fn check(histories: &[History]) -> Report {
                     seq,
                     hash,
                     valid,
+                    fin,
                     t,
-                    ..
                 } => {
                     report.deliveries += 1;
                     let label = clients[ci].label();
@@ -331,6 +334,9 @@ pub fn check(histories: &[History]) -> Report {
                     }
                     if *inc == clients[ci].inc {
                         clients[ci].self_delivered.insert(*seq);
+                        if *fin {
+                            clients[ci].fin_view = clients[ci].views.len().checked_sub(1);
+                        }
                     }
                     let view_index = clients[ci].views.len();
                     let Some(view) = clients[ci].views.last_mut() else {
@@ -529,7 +535,9 @@ fn virtual_synchrony(
 }
 
 fn view_agreement(clients: &[Client<'_>], v: &mut impl FnMut(Check, String)) {
-    let mut groups: HashMap<(&[Member], Ring), Vec<(usize, usize)>> = HashMap::new();
+    // (V1's member list, V2's ring before) → (client, index of V2).
+    type Key<'k> = (&'k [Member], Ring);
+    let mut groups: HashMap<Key<'_>, Vec<(usize, usize)>> = HashMap::new();
     for (ci, c) in clients.iter().enumerate() {
         for (i, w) in c.views.windows(2).enumerate() {
             groups
@@ -629,12 +637,15 @@ fn finish(clients: &[Client<'_>], names: &[(u32, u64)], v: &mut impl FnMut(Check
                 ),
             );
         }
-        match c.views.last() {
+        // The final view: the one its own final message came back in. Every client
+        // closes only after all final messages, so no leave precedes any of them.
+        match c.fin_view.map(|i| &c.views[i]) {
             Some(last) if last.members == live => {}
             Some(last) => v(
                 Check::Liveness,
                 format!(
-                    "{}: ended in view {}, but the clients that finished are {}",
+                    "{}: its final message came back in view {}, but the clients that \
+                     finished are {}",
                     c.label(),
                     show(&last.members),
                     show(&live)
@@ -642,14 +653,18 @@ fn finish(clients: &[Client<'_>], names: &[(u32, u64)], v: &mut impl FnMut(Check
             ),
             None => v(
                 Check::Liveness,
-                format!("{}: never installed a view", c.label()),
+                format!("{}: its final message never came back", c.label()),
             ),
         }
     }
     // The final view's messages: the same at every client that finished in it.
     let mut reference: Option<(&Client<'_>, Vec<u32>)> = None;
     for c in &finished {
-        let Some(last) = c.views.last().filter(|l| l.members == live) else {
+        let Some(last) = c
+            .fin_view
+            .map(|i| &c.views[i])
+            .filter(|l| l.members == live)
+        else {
             continue;
         };
         let msgs = sorted(&last.msgs);
@@ -853,16 +868,19 @@ pub mod synthetic {
         for x in [a, b, d] {
             s.send(x, &[a, b, d], true);
         }
-        for x in [a, b, d] {
-            s.close(x);
-        }
+        // Each closes in turn; the others see it leave.
+        s.close(a);
+        s.view(&[b, d], &[b, d]);
+        s.close(b);
+        s.view(&[d], &[d]);
+        s.close(d);
         s.histories()
     }
 
     /// A planted defect: its name, the check that must catch it, and the histories.
     pub type Planted = (&'static str, super::Check, Vec<History>);
 
-    fn client<'h>(h: &'h mut [History], inc: u32) -> &'h mut Vec<Record> {
+    fn client(h: &mut [History], inc: u32) -> &mut Vec<Record> {
         &mut h
             .iter_mut()
             .find(|x| matches!(x.records.first(), Some(Record::Start { inc: i, .. }) if *i == inc))

@@ -58,6 +58,8 @@ const HARD_LIMIT_FACTOR: u32 = 4;
 /// Group every client joins.
 const GROUP: &str = "nemesis";
 
+/// Random faults on a private corosync cluster (root), and a checker of CPG's
+/// virtual-synchrony guarantees over what the clients recorded.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
