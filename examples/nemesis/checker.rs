@@ -112,6 +112,9 @@ pub struct Report {
     pub views: usize,
     /// Client incarnations.
     pub clients: usize,
+    /// Pairs of clients whose messages in a view were compared because they moved
+    /// together to the same next view (virtual synchrony).
+    pub transitions: usize,
     /// Everything that failed.
     pub violations: Vec<Violation>,
 }
@@ -410,7 +413,7 @@ pub fn check(histories: &[History]) -> Report {
     report.messages = names.len();
 
     agreed_order(&clients, names.len(), &names, &mut v);
-    virtual_synchrony(&clients, &names, &mut v);
+    report.transitions = virtual_synchrony(&clients, &names, &mut v);
     view_agreement(&clients, &mut v);
     self_delivery(&clients, &mut v);
     finish(&clients, &names, &mut v);
@@ -489,11 +492,13 @@ fn difference(a: &[u32], b: &[u32]) -> Vec<u32> {
     a.iter().copied().filter(|m| !bs.contains(m)).collect()
 }
 
+/// Returns the number of client pairs compared.
 fn virtual_synchrony(
     clients: &[Client<'_>],
     names: &[(u32, u64)],
     v: &mut impl FnMut(Check, String),
-) {
+) -> usize {
+    let mut compared = 0;
     type Key<'k> = (&'k [Member], &'k [Member], Ring);
     let mut groups: HashMap<Key<'_>, Vec<(usize, usize)>> = HashMap::new();
     for (ci, c) in clients.iter().enumerate() {
@@ -508,6 +513,7 @@ fn virtual_synchrony(
         let (c0, i0) = members[0];
         let first = sorted(&clients[c0].views[i0].msgs);
         for &(c1, i1) in &members[1..] {
+            compared += 1;
             let other = sorted(&clients[c1].views[i1].msgs);
             if other != first {
                 let only_a = difference(&first, &other);
@@ -532,6 +538,7 @@ fn virtual_synchrony(
             }
         }
     }
+    compared
 }
 
 fn view_agreement(clients: &[Client<'_>], v: &mut impl FnMut(Check, String)) {

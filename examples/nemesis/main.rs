@@ -402,6 +402,11 @@ fn coordinate(cli: &Cli) -> i32 {
     }
     drop(cluster);
     print_report(&report, &failures);
+    println!(
+        "nemesis: {} client incarnations, {} deliveries, {} client pairs compared across a \
+         view change",
+        report.clients, report.deliveries, report.transitions
+    );
     let violations = report.violations.len() + failures.len();
     println!(
         "nemesis: {events} fault events, {} messages, {} views checked, {violations} violations",
@@ -464,6 +469,9 @@ fn drive(
         events += 1;
         log.say(&format!("fault {events}: {fault}"));
         inject(&fault, cluster, pool, log, stop).map_err(|e| (events, e))?;
+        if stop.load(Ordering::Relaxed) {
+            return Err((events, "interrupted".into()));
+        }
         settle(cluster, pool, &all, log, stop, &mut failures).map_err(|e| (events, e))?;
         // Normal traffic between faults.
         let quiet = Duration::from_millis(rng.range(500, 2000));
@@ -589,12 +597,23 @@ fn settle(
 ) -> Result<(), String> {
     let began = Instant::now();
     for i in 0..all.len() {
-        let left = SETTLE_TIMEOUT.saturating_sub(began.elapsed());
-        if let Err(e) = cluster.wait_members(i, all, left) {
-            log.say(&format!(
-                "  WARNING: node {} did not see every node: {e}",
-                i + 1
-            ));
+        // In slices of a second, so that an interrupt is noticed.
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Err("interrupted".into());
+            }
+            let left = SETTLE_TIMEOUT.saturating_sub(began.elapsed());
+            match cluster.wait_members(i, all, left.min(Duration::from_secs(1))) {
+                Ok(()) => break,
+                Err(e) if left <= Duration::from_secs(1) => {
+                    log.say(&format!(
+                        "  WARNING: node {} did not see every node: {e}",
+                        i + 1
+                    ));
+                    break;
+                }
+                Err(_) => {}
+            }
         }
     }
     // Clients of a killed daemon exit once they notice; kill those that do not.
