@@ -237,6 +237,9 @@ fn check_dir(dir: &Path) -> i32 {
 const PRINT_LIMIT: usize = 50;
 
 fn print_report(report: &checker::Report, failures: &[String]) {
+    for n in &report.notes {
+        println!("note: {n}");
+    }
     for f in failures.iter().take(PRINT_LIMIT) {
         println!("VIOLATION [run] {f}");
     }

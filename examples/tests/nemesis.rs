@@ -83,12 +83,21 @@ fn nemesis_self_test_detects_every_planted_defect() {
 /// counts what was checked.
 #[test]
 fn nemesis_short_run_finds_no_violation() {
+    // The histories are kept for a failure's evidence, and removed on success.
+    let keep = std::env::temp_dir().join(format!("nemesis-ci-{}", std::process::id()));
+    let keep_arg = keep.to_str().expect("temp dir is UTF-8");
     let (code, out, err) = run(
-        &["--seed", "20261130", "--faults", "30", "--rate", "10"],
+        &[
+            "--seed", "20261130", "--faults", "30", "--rate", "10", "--keep", keep_arg,
+        ],
         Duration::from_secs(900),
     );
     let last = out.lines().last().unwrap_or_default().to_string();
-    let report = format!("--- stdout ---\n{out}\n--- stderr ---\n{err}");
+    let report = format!(
+        "--- stdout ---\n{out}\n--- stderr ---\n{err}\n(histories and fault log kept in {}; \
+         `nemesis --check DIR` checks them again)",
+        keep.display()
+    );
     assert_eq!(code, Some(0), "nemesis failed:\n{report}");
     let counts: Vec<u64> = last
         .strip_prefix("nemesis: ")
@@ -110,4 +119,5 @@ fn nemesis_short_run_finds_no_violation() {
     assert!(messages > 1000, "{messages} messages:\n{report}");
     assert!(views > 50, "{views} views:\n{report}");
     assert_eq!(violations, 0, "{report}");
+    let _ = std::fs::remove_dir_all(&keep);
 }
