@@ -113,12 +113,55 @@ fn ms(rng: &mut Rng, lo: u64, hi: u64) -> Duration {
     Duration::from_millis(rng.range(lo, hi))
 }
 
+/// The names of the fault kinds, for `--only`, in the order of [`WEIGHTS`]'s groups.
+pub const KINDS: [&str; 7] = [
+    "kill-daemon",
+    "pause-daemon",
+    "partition",
+    "one-way",
+    "lossy",
+    "kill-client",
+    "pause-client",
+];
+
+/// Relative frequency of each draw: kill daemon, short daemon pause, long daemon pause,
+/// partition, one-way loss, random loss, kill client, pause client.
+const WEIGHTS: [u64; 8] = [2, 2, 2, 2, 2, 2, 1, 2];
+
+/// Index into [`KINDS`] of each entry of [`WEIGHTS`].
+const KIND_OF_DRAW: [usize; 8] = [0, 1, 1, 2, 3, 4, 5, 6];
+
+/// Parses a comma-separated list of [`KINDS`] into a mask (`None`: unknown name).
+pub fn parse_kinds(list: &str) -> Option<[bool; 7]> {
+    let mut mask = [false; 7];
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        mask[KINDS.iter().position(|k| *k == name)?] = true;
+    }
+    mask.iter().any(|&m| m).then_some(mask)
+}
+
 /// Draws the next fault for a cluster of `nodes` nodes with `slots` client slots and
-/// token timeout `token_ms`: every kind about equally often, daemon pauses half
-/// shorter (0.2–0.7 token) and half longer (1.5–4 tokens) than the token timeout.
-pub fn next(rng: &mut Rng, nodes: usize, slots: usize, token_ms: u64) -> Fault {
+/// token timeout `token_ms`, among the kinds `allowed` (see [`KINDS`]): every kind
+/// about equally often, daemon pauses half shorter (0.2–0.7 token) and half longer
+/// (1.5–4 tokens) than the token timeout.
+pub fn next(
+    rng: &mut Rng,
+    nodes: usize,
+    slots: usize,
+    token_ms: u64,
+    allowed: &[bool; 7],
+) -> Fault {
     let node = rng.below(nodes as u64) as usize;
-    match rng.weighted(&[2, 2, 2, 2, 2, 2, 1, 2]) {
+    let mut weights = WEIGHTS;
+    for (w, kind) in weights.iter_mut().zip(KIND_OF_DRAW) {
+        if !allowed[kind] || (kind == 3 && nodes < 2) {
+            *w = 0;
+        }
+    }
+    if weights.iter().all(|&w| w == 0) {
+        weights[0] = 1;
+    }
+    match rng.weighted(&weights) {
         0 => Fault::KillDaemon {
             node,
             down: ms(rng, 500, 3000),
@@ -135,8 +178,8 @@ pub fn next(rng: &mut Rng, nodes: usize, slots: usize, token_ms: u64) -> Fault {
             node,
             hold: ms(rng, 1500, 5000),
         },
-        4 if nodes > 1 => {
-            let from = (node + 1 + rng.below(nodes as u64 - 1) as usize) % nodes;
+        4 => {
+            let from = (node + 1 + rng.below(nodes.saturating_sub(1) as u64) as usize) % nodes;
             Fault::OneWay {
                 on: node,
                 from,
@@ -160,7 +203,7 @@ pub fn next(rng: &mut Rng, nodes: usize, slots: usize, token_ms: u64) -> Fault {
 
 #[cfg(test)]
 mod tests {
-    use super::{next, Fault};
+    use super::{next, parse_kinds, Fault};
     use crate::rng::Rng;
 
     #[test]
@@ -168,7 +211,7 @@ mod tests {
         let draw = |seed| {
             let mut rng = Rng::new(seed);
             (0..200)
-                .map(|_| next(&mut rng, 3, 9, 1000))
+                .map(|_| next(&mut rng, 3, 9, 1000, &[true; 7]))
                 .collect::<Vec<_>>()
         };
         let a = draw(42);
@@ -187,5 +230,20 @@ mod tests {
         assert!(a
             .iter()
             .any(|f| matches!(f, Fault::PauseDaemon { pause, .. } if pause.as_millis() > 1000)));
+    }
+
+    #[test]
+    fn only_the_chosen_kinds_are_drawn() {
+        let only = parse_kinds("lossy,one-way").unwrap();
+        let mut rng = Rng::new(1);
+        for _ in 0..100 {
+            let f = next(&mut rng, 3, 9, 1000, &only);
+            assert!(
+                matches!(f, Fault::Lossy { .. } | Fault::OneWay { .. }),
+                "{f:?}"
+            );
+        }
+        assert_eq!(parse_kinds("lossy,nonsense"), None);
+        assert_eq!(parse_kinds(""), None);
     }
 }

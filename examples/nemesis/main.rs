@@ -103,6 +103,10 @@ struct Cli {
     /// Run the checker on histories with planted defects (needs no root).
     #[arg(long)]
     self_test: bool,
+    /// Draw only these fault kinds (comma-separated): kill-daemon, pause-daemon,
+    /// partition, one-way, lossy, kill-client, pause-client. Default: all.
+    #[arg(long, value_name = "KINDS")]
+    only: Option<String>,
     /// Count virtual-synchrony differences that unannounced membership changes of
     /// corosync explain (reported as ANOMALY) as violations too.
     #[arg(long)]
@@ -339,6 +343,19 @@ fn coordinate(cli: &Cli) -> i32 {
             return 2;
         }
     }
+    let allowed = match &cli.only {
+        None => [true; 7],
+        Some(list) => match faults::parse_kinds(list) {
+            Some(mask) => mask,
+            None => {
+                eprintln!(
+                    "nemesis: --only {list:?}: expected some of {}",
+                    faults::KINDS.join(",")
+                );
+                return 2;
+            }
+        },
+    };
     let seed = cli
         .seed
         .unwrap_or_else(|| history::now_ms() ^ u64::from(std::process::id()));
@@ -349,7 +366,7 @@ fn coordinate(cli: &Cli) -> i32 {
     log.say(&format!(
         "nemesis: seed {seed}, {} nodes, {} clients per node, at least {} faults and {} s, \
          {} msgs/s per client, token {} ms (reproduce: nemesis --seed {seed} --nodes {} \
-         --clients {} --faults {} --duration {} --rate {} --max-size {} --token-ms {})",
+         --clients {} --faults {} --duration {} --rate {} --max-size {} --token-ms {}{})",
         cli.nodes,
         cli.clients,
         cli.faults,
@@ -362,7 +379,10 @@ fn coordinate(cli: &Cli) -> i32 {
         cli.duration,
         cli.rate,
         cli.max_size,
-        cli.token_ms
+        cli.token_ms,
+        cli.only
+            .as_ref()
+            .map_or_else(String::new, |o| format!(" --only {o}"))
     ));
     let cluster = match Cluster::builder()
         .nodes(cli.nodes)
@@ -402,7 +422,7 @@ fn coordinate(cli: &Cli) -> i32 {
             return 2;
         }
     };
-    let outcome = drive(cli, seed, &cluster, &mut pool, &mut log, &stop);
+    let outcome = drive(cli, seed, &allowed, &cluster, &mut pool, &mut log, &stop);
     drop(pool);
     let interrupted = stop.load(Ordering::Relaxed);
     let (events, failures) = match outcome {
@@ -479,6 +499,7 @@ fn keep_files(dir: &Path, cluster_dir: &Path, keep: &Path, log: &[String]) -> Re
 fn drive(
     cli: &Cli,
     seed: u64,
+    allowed: &[bool; 7],
     cluster: &Cluster,
     pool: &mut Pool,
     log: &mut Log,
@@ -512,6 +533,7 @@ fn drive(
             cli.nodes,
             pool.slots.len(),
             u64::from(cli.token_ms),
+            allowed,
         );
         events += 1;
         log.say(&format!("fault {events}: {fault}"));
