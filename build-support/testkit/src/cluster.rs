@@ -284,11 +284,17 @@ impl Cluster {
     pub fn lossy_link(&self, i: usize, percent: u32) {
         assert!(percent <= 100, "cpg-testkit: loss of {percent} %");
         let dev = net::NODE_IF;
+        // nft's `numgen random mod 100` yields 0..=99: "< 100" is refused, and means all.
+        let matching = if percent >= 100 {
+            String::new()
+        } else {
+            format!("numgen random mod 100 < {percent} ")
+        };
         self.add_rule(
             i,
             &format!(
-                "add rule inet {NFT_TABLE} input iifname {dev} numgen random mod 100 < {percent} drop\n\
-                 add rule inet {NFT_TABLE} output oifname {dev} numgen random mod 100 < {percent} drop"
+                "add rule inet {NFT_TABLE} input iifname {dev} {matching}drop\n\
+                 add rule inet {NFT_TABLE} output oifname {dev} {matching}drop"
             ),
         );
     }
