@@ -66,7 +66,7 @@ const GROUP: &str = "nemesis";
 /// Random faults on a private corosync cluster (root), and a checker of CPG's
 /// virtual-synchrony guarantees over what the clients recorded.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(version, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Sub>,
