@@ -540,9 +540,9 @@ fn drop_ambiguous<K: std::hash::Hash + Eq>(
     let before = groups.len();
     groups.retain(|_, members| {
         let mut seen = HashSet::new();
-        let unique = members.iter().all(|&(c, _)| seen.insert(c));
-        if !unique && example.is_none() {
-            let (c, i) = members[0];
+        let repeated = members.iter().find(|&&(c, _)| !seen.insert(c)).map(|m| m.0);
+        let unique = repeated.is_none();
+        if let Some(c) = repeated.filter(|_| example.is_none()) {
             let twice: Vec<usize> = members.iter().filter(|m| m.0 == c).map(|m| m.1).collect();
             let views = &clients[c].views;
             let shown: Vec<String> = (twice[0].saturating_sub(1)
@@ -556,7 +556,6 @@ fn drop_ambiguous<K: std::hash::Hash + Eq>(
                     )
                 })
                 .collect();
-            let _ = i;
             example = Some(format!(
                 "{} has transitions at view #{twice:?} that look alike; its views: {}",
                 clients[c].label(),
