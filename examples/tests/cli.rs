@@ -659,6 +659,7 @@ fn every_example_answers_help() {
         env!("CARGO_BIN_EXE_demo"),
         env!("CARGO_BIN_EXE_async_counter"),
         env!("CARGO_BIN_EXE_async_bench"),
+        env!("CARGO_BIN_EXE_nemesis"),
     ];
     for program in programs {
         let name = program.rsplit('/').next().unwrap_or(program);

@@ -1,5 +1,7 @@
 //! A cluster of corosync daemons, one per network namespace, joined through a bridge
-//! that lives in a namespace of its own; faults are injected per node.
+//! that lives in a namespace of its own; faults are injected per node: daemon kill,
+//! stop, restart, pause (SIGSTOP) and resume, partition and heal, and nftables rules
+//! for one-way and random packet loss.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,8 @@ use crate::{net, process, HarnessError};
 /// How long [`ClusterBuilder::start`] waits for every node to see every other node,
 /// after all daemons answer.
 const DEFAULT_FORM_TIMEOUT: Duration = Duration::from_secs(30);
+/// The nftables table (family `inet`) that holds a node's network faults.
+const NFT_TABLE: &str = "cpg_testkit";
 /// How often membership is polled.
 const MEMBERS_POLL: Duration = Duration::from_millis(100);
 /// How long [`Cluster::restart_daemon`] waits for the daemon to answer.
@@ -245,6 +249,98 @@ impl Cluster {
     /// If `ip` fails.
     pub fn heal(&self, i: usize) {
         self.set_port(i, true);
+    }
+
+    /// Pauses node `i`'s daemon with SIGSTOP, as if its machine froze. Paused for
+    /// longer than the token timeout, the others form a membership without it; when
+    /// it is resumed ([`Cluster::resume_daemon`]) it finds itself left behind and the
+    /// memberships merge again. Returns `false` if no daemon runs on that node.
+    ///
+    /// A paused daemon is continued before it is stopped (drop, [`Cluster::stop_daemon`],
+    /// the watchdog), so it never delays cleanup.
+    pub fn pause_daemon(&self, i: usize) -> bool {
+        self.node(i).signal_daemon(libc::SIGSTOP)
+    }
+
+    /// Continues node `i`'s daemon (SIGCONT) after [`Cluster::pause_daemon`]. Returns
+    /// `false` if no daemon runs on that node.
+    pub fn resume_daemon(&self, i: usize) -> bool {
+        self.node(i).signal_daemon(libc::SIGCONT)
+    }
+
+    /// One-way loss: node `on` drops every packet that arrives from node `from`'s
+    /// address, while its own packets still reach `from`. An nftables rule in node
+    /// `on`'s namespace (table `inet cpg_testkit`); [`Cluster::clear_net_faults`]
+    /// removes it, and deleting the namespace (drop, watchdog) removes it too.
+    ///
+    /// # Panics
+    ///
+    /// If `nft` is missing or fails.
+    pub fn drop_from(&self, on: usize, from: usize) {
+        let addr = self.node(from).addr();
+        self.add_rule(
+            on,
+            &format!("add rule inet {NFT_TABLE} input ip saddr {addr} drop"),
+        );
+    }
+
+    /// Random loss on node `i`'s link: each packet it receives or sends on its
+    /// interface is dropped with probability `percent` % (`numgen random mod 100`),
+    /// independently in each direction. nftables rules like [`Cluster::drop_from`]'s.
+    ///
+    /// # Panics
+    ///
+    /// If `percent` is above 100, or `nft` is missing or fails.
+    pub fn lossy_link(&self, i: usize, percent: u32) {
+        assert!(percent <= 100, "cpg-testkit: loss of {percent} %");
+        let dev = net::NODE_IF;
+        // nft's `numgen random mod 100` yields 0..=99: "< 100" is refused, and means all.
+        let matching = if percent >= 100 {
+            String::new()
+        } else {
+            format!("numgen random mod 100 < {percent} ")
+        };
+        self.add_rule(
+            i,
+            &format!(
+                "add rule inet {NFT_TABLE} input iifname {dev} {matching}drop\n\
+                 add rule inet {NFT_TABLE} output oifname {dev} {matching}drop"
+            ),
+        );
+    }
+
+    /// Removes every rule [`Cluster::drop_from`] and [`Cluster::lossy_link`] put on node
+    /// `i` (deletes its nftables table). Nothing to remove is not an error.
+    ///
+    /// # Panics
+    ///
+    /// If `nft` is missing or fails.
+    pub fn clear_net_faults(&self, i: usize) {
+        // Declaring the table first makes the delete succeed when it did not exist.
+        let script = format!("table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n");
+        if let Err(e) = self.node(i).nft(&script) {
+            panic!("cpg-testkit: {e}");
+        }
+    }
+
+    fn add_rule(&self, i: usize, rules: &str) {
+        let script = format!(
+            "table inet {NFT_TABLE} {{\n\
+             \x20   chain input {{ type filter hook input priority 0; policy accept; }}\n\
+             \x20   chain output {{ type filter hook output priority 0; policy accept; }}\n\
+             }}\n{rules}\n"
+        );
+        if let Err(e) = self.node(i).nft(&script) {
+            panic!("cpg-testkit: {e}");
+        }
+    }
+
+    /// The cluster's temporary directory (`/tmp/cpg-testkit/NAME/`, removed on drop and
+    /// by the watchdog). Files a test puts here are cleaned up with the cluster, and
+    /// any process whose command line names a path in it is stopped by the watchdog
+    /// if the test process dies.
+    pub fn dir(&self) -> &std::path::Path {
+        self.instance.dir()
     }
 
     fn set_port(&self, i: usize, up: bool) {

@@ -56,6 +56,8 @@ alive() {
 pids=$(alive)
 all=$pids
 [ -n "$pids" ] && kill -TERM $pids 2>/dev/null
+# A paused (SIGSTOPped) daemon acts on the SIGTERM only once continued.
+[ -n "$pids" ] && kill -CONT $pids 2>/dev/null
 i=0
 while [ -n "$pids" ] && [ "$i" -lt 30 ]; do
     sleep 0.1; i=$((i + 1)); pids=$(alive)

@@ -10,7 +10,10 @@
 //! * [`shared()`]: one single-node daemon per test process, started on first use.
 //! * [`Cluster`]: N daemons (node ids 1..=N) joined through a bridge, with fault
 //!   injection: [`Cluster::kill_daemon`], [`Cluster::restart_daemon`],
-//!   [`Cluster::partition`], [`Cluster::heal`], and [`Cluster::wait_members`].
+//!   [`Cluster::pause_daemon`] / [`Cluster::resume_daemon`] (SIGSTOP/SIGCONT),
+//!   [`Cluster::partition`], [`Cluster::heal`], one-way and random packet loss with
+//!   nftables ([`Cluster::drop_from`], [`Cluster::lossy_link`],
+//!   [`Cluster::clear_net_faults`]), and [`Cluster::wait_members`].
 //! * [`Client`]: a client program (usually this test binary again, see
 //!   [`Client::spawn_test`]) as a separate process on a node, to kill it or let it
 //!   leave.
@@ -27,8 +30,9 @@
 //! is a pipe only the test process writes to; a `kill -0` poll every 0.3 s backs it up)
 //! and does the same: SIGTERM the daemons it finds (pid files, and any process whose
 //! command line names the directory), SIGKILL after 3 s, remove the `/dev/shm` files
-//! a killed corosync leaves (an 8 MiB blackbox each), delete the namespaces, and
-//! remove the directory last. Measured: about 1.2 s after a SIGKILL of the test.
+//! a killed corosync leaves (an 8 MiB blackbox each), delete the namespaces (and with
+//! them any nftables rules put in them), and remove the directory last. Measured:
+//! about 1.2 s after a SIGKILL of the test.
 //! A directory that still exists is therefore a leak; that is what
 //! `build-support/run test` checks after the tests.
 //!

@@ -263,6 +263,55 @@ impl Node {
         let _ = fs::remove_file(self.pid_path());
     }
 
+    /// Sends `sig` to the running daemon (our unreaped child, whose command line names
+    /// the instance directory); `false` if no daemon runs.
+    pub(crate) fn signal_daemon(&self, sig: libc::c_int) -> bool {
+        let mut daemon = self.lock();
+        let Some(child) = daemon.as_mut() else {
+            return false;
+        };
+        if !matches!(child.try_wait(), Ok(None)) {
+            return false;
+        }
+        process::signal(child, sig);
+        true
+    }
+
+    /// Runs an `nft` script (`nft -f -`) inside this node's network namespace. The
+    /// rules live in the namespace, so deleting the namespace removes them too.
+    pub(crate) fn nft(&self, script: &str) -> Result<(), HarnessError> {
+        if !process::tool_exists("nft") {
+            return Err(HarnessError::new(
+                "cpg-testkit: `nft` not found; install nftables (`build-support/run deps`; \
+                 Debian and RHEL: nftables)",
+            ));
+        }
+        let mut cmd = self.command("nft");
+        cmd.args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| HarnessError::new(format!("cannot run {cmd:?}: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(script.as_bytes());
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| HarnessError::new(format!("nft on node {}: {e}", self.nodeid)))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(HarnessError::new(format!(
+                "nft on node {} failed ({}): {}\nscript:\n{script}",
+                self.nodeid,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+
     /// SIGTERM, wait up to [`STOP_GRACE`], SIGKILL, reap.
     pub(crate) fn stop_daemon(&self) {
         let mut daemon = self.lock();

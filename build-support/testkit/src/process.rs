@@ -87,12 +87,15 @@ pub(crate) fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
     }
 }
 
-/// SIGTERM, wait up to `grace`, then SIGKILL and reap. Works on several children at
+/// SIGTERM (and SIGCONT, for a paused process), wait up to `grace`, then SIGKILL and
+/// reap. Works on several children at
 /// once so their shutdowns overlap. Cleans up the `/dev/shm` files of those that had
 /// to be killed.
 pub(crate) fn terminate_all(children: &mut [&mut Child], grace: Duration) {
     for child in children.iter() {
         signal(child, libc::SIGTERM);
+        // A paused (SIGSTOPped) process acts on the SIGTERM only once continued.
+        signal(child, libc::SIGCONT);
     }
     let deadline = Instant::now() + grace;
     for child in children.iter_mut() {

@@ -72,3 +72,39 @@ fn three_nodes_kill_restart_partition_heal() {
         began.elapsed()
     );
 }
+
+/// The faults the nemesis uses: a daemon paused for longer than the token timeout
+/// drops out of the others' membership and merges back once resumed; a node that
+/// drops every packet from another splits the cluster until its rules are removed;
+/// a node that loses every packet on its link is cut off, and the cluster merges again
+/// once the loss stops.
+#[test]
+fn three_nodes_pause_resume_one_way_and_lossy_link() {
+    let cluster = Cluster::start(3);
+
+    assert!(cluster.pause_daemon(2));
+    all_see(&cluster, &[0, 1], &[1, 2]);
+    assert!(cluster.resume_daemon(2));
+    all_see(&cluster, &[0, 1, 2], &[1, 2, 3]);
+
+    // Node 1 stops hearing node 2 (node 2 still hears node 1): 1 and 2 cannot stay
+    // in one ring.
+    cluster.drop_from(0, 1);
+    let split = cpg_testkit::wait_until(CHANGE, Duration::from_millis(100), || {
+        cluster.wait_members(0, &[1, 2, 3], Duration::ZERO).is_err()
+            && cluster.wait_members(1, &[1, 2, 3], Duration::ZERO).is_err()
+    });
+    assert!(
+        split,
+        "one-way loss from node 2 to node 1 did not split the ring"
+    );
+    cluster.clear_net_faults(0);
+    all_see(&cluster, &[0, 1, 2], &[1, 2, 3]);
+
+    cluster.lossy_link(2, 100);
+    all_see(&cluster, &[0, 1], &[1, 2]);
+    cluster.clear_net_faults(2);
+    // Clearing twice is fine.
+    cluster.clear_net_faults(2);
+    all_see(&cluster, &[0, 1, 2], &[1, 2, 3]);
+}
