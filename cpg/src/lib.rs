@@ -15,6 +15,8 @@
 //!   [`is_retryable`](Error::is_retryable) and [`is_daemon_lost`](Error::is_daemon_lost).
 //! - [`group`]: views with a leader, eviction, reconnect, an ordered send queue and
 //!   confirmed sends, as a state machine with a blocking and a tokio driver.
+//! - [`replica`]: replicated state on top of [`group`] that converges after every
+//!   membership change: catch-up, chunked state transfer, merge after a partition.
 //!
 //! # Example
 //!
@@ -67,6 +69,7 @@ mod link;
 mod name;
 mod options;
 mod process;
+pub mod replica;
 pub mod retry;
 mod sender;
 mod stack;
