@@ -79,6 +79,8 @@ pub enum Failure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
+    /// A new view was installed; a round starts.
+    View(View),
     /// A round ended: the members of the view hold `summary`'s state (queued
     /// operations are applied right after).
     Synced {
@@ -188,6 +190,10 @@ pub struct Stats {
     pub queued_ops: usize,
 }
 
+/// What the source announced before its chunks: the state's summary, its length,
+/// the number of chunks, and its per-member high-water marks.
+type Header = (Summary, u64, u32, Vec<(Member, u64)>);
+
 #[derive(Debug)]
 enum Round {
     /// No view.
@@ -199,7 +205,7 @@ enum Round {
     /// Receiving the source's state.
     Transfer {
         source: Member,
-        header: Option<(Summary, u64, u32, Vec<(Member, u64)>)>,
+        header: Option<Header>,
         data: Vec<u8>,
         next: u32,
     },
@@ -402,6 +408,7 @@ impl<A: Replicated> Machine<A> {
     pub fn handle_view(&mut self, now: Instant, view: &View) {
         self.leave_view();
         self.view = Some(view.clone());
+        self.events.push_back(Event::View(view.clone()));
         let Some(me) = view.me() else {
             return;
         };

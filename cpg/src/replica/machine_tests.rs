@@ -495,7 +495,6 @@ fn a_failed_restore_makes_the_member_rejoin_while_the_others_go_on() {
                 match e {
                     Effect::Send(b) => sim.wire[0].push_back((i, b)),
                     Effect::Rejoin => rejoin |= i == 1,
-                    _ => {}
                 }
             }
         }
