@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::group::View;
 use crate::types::Member;
 
 /// What a member's state looks like, for choosing whose state wins a round.
@@ -46,6 +47,15 @@ pub fn choose_highest_version(candidates: &[Candidate]) -> usize {
         }
     }
     best
+}
+
+/// Whether `view` holds a strict majority of `configured_nodes` distinct nodes: the
+/// usual gate for writes, so that at most one side of a partition accepts them (see
+/// the [module documentation](super) on merges).
+pub fn has_majority(view: &View, configured_nodes: usize) -> bool {
+    let mut nodes: Vec<u32> = view.members().iter().map(|m| m.nodeid).collect();
+    nodes.dedup(); // sorted by (node id, pid)
+    nodes.len() * 2 > configured_nodes
 }
 
 /// An application operation as it is applied: its origin and place.

@@ -10,7 +10,9 @@ mod machine;
 mod machine_tests;
 mod wire;
 
-pub use app::{choose_highest_version, Candidate, OpInfo, Replicated, RestoreError, Summary};
+pub use app::{
+    choose_highest_version, has_majority, Candidate, OpInfo, Replicated, RestoreError, Summary,
+};
 pub use blocking::{Replica, ReplicaBuilder, ReplicaError, Ticket};
 pub use machine::{Config, Discarded, Effect, Event, Failure, Machine, Phase, Stats, VERSION};
 pub use wire::{fnv, fnv_start, RoundId, PROTOCOL_VERSION};
