@@ -7,7 +7,7 @@ use crate::group::View;
 use crate::types::Member;
 
 use super::app::{Candidate, OpInfo, Replicated, Summary};
-use super::wire::{members_hash, DecodeError, Msg, RoundId, PROTOCOL_VERSION};
+use super::wire::{members_hash, DecodeError, Msg, RoundId};
 
 /// Settings of a [`Machine`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,7 +223,7 @@ enum Round {
 /// ([`poll_event`](Self::poll_event)), and calls on `A`: `apply`, `snapshot`,
 /// `restore`, `digest`, `choose`, all from inside the `handle_*` methods.
 ///
-/// The wire format is described in the module `wire` docs and the
+/// The rules and the wire format are described in the
 /// [module documentation](super).
 #[derive(Debug)]
 pub struct Machine<A> {
@@ -879,7 +879,3 @@ impl<A: Replicated> Machine<A> {
         }
     }
 }
-
-/// The protocol version this build speaks (also the first byte after the magic in
-/// every message).
-pub const VERSION: u8 = PROTOCOL_VERSION;
