@@ -1,43 +1,21 @@
 //! The blocking driver: [`Replica`], a [`Machine`] fed by a [`Group`] on a thread of
 //! its own, with a client API that any thread may use.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::group::{self, Group, GroupError, SendId, View};
+use crate::group::{self, Group, GroupError, View};
 use crate::name::GroupName;
 
 use super::app::{Replicated, Summary};
-use super::machine::{Config, Effect, Event, Machine, Phase, Stats};
-
-/// Most replica messages handed to the group layer's queue at a time: the rest wait
-/// in the machine, so that a view change can still drop stale state chunks.
-const IN_FLIGHT: usize = 16;
+use super::driver::{Inner, ReplicaError};
+use super::machine::{Config, Event, Machine, Phase, Stats};
 
 /// Longest sleep of the driver thread when nothing is due.
 const TICK: Duration = Duration::from_millis(20);
-
-/// Why an operation or a call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReplicaError {
-    /// The replica stopped (dropped, left, or the group layer gave up).
-    #[error("the replica has stopped")]
-    Closed,
-    /// The group layer did not send the operation, or lost track of it.
-    #[error("operation not sent: {0}")]
-    NotSent(GroupError),
-    /// Joining the group failed.
-    #[error("cannot join: {0}")]
-    Join(GroupError),
-    /// A wait timed out (the operation may still be applied later).
-    #[error("timed out")]
-    Timeout,
-}
 
 /// Resolves once with the state's version after the submitted operation was applied
 /// here (in the agreed order), or why it was not.
@@ -63,82 +41,14 @@ impl Ticket {
     }
 }
 
-struct Inner<A> {
-    machine: Machine<A>,
-    group: Option<Arc<Group>>,
-    events: VecDeque<Event>,
-    tickets: HashMap<u64, SyncSender<Result<u64, ReplicaError>>>,
-    /// Group-layer send ids of operations, to tell a ticket when its op was not sent.
-    sent_ops: HashMap<SendId, u64>,
-    /// The machine asked to leave and join again.
-    rejoin: bool,
-    ended: bool,
-}
-
-impl<A: Replicated> Inner<A> {
-    /// Hands the machine's sends to the group layer (up to [`IN_FLIGHT`] queued there)
-    /// and its events to the application; notes a request to rejoin.
-    fn flush(&mut self) {
-        while let Some(group) = self.group.clone() {
-            if group.stats().queued >= IN_FLIGHT {
-                break;
-            }
-            match self.machine.poll_effect() {
-                None => break,
-                Some(Effect::Rejoin) => self.rejoin = true,
-                Some(Effect::Send(bytes)) => {
-                    let op_seq = op_seq(&bytes);
-                    // Operations go confirmed: the group layer then reports one whose
-                    // outcome the loss of the daemon made unknown.
-                    let sent = if op_seq.is_some() {
-                        group.send_confirmed(bytes.clone()).map(|r| r.id())
-                    } else {
-                        group.send(bytes.clone())
-                    };
-                    match sent {
-                        Ok(id) => {
-                            if let Some(seq) = op_seq {
-                                self.sent_ops.insert(id, seq);
-                            }
-                        }
-                        Err(GroupError::QueueFull { .. }) => {
-                            self.machine.unpoll_send(bytes);
-                            break;
-                        }
-                        Err(e) => {
-                            if let Some(tx) = op_seq.and_then(|s| self.tickets.remove(&s)) {
-                                let _ = tx.send(Err(ReplicaError::NotSent(e)));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        while let Some(e) = self.machine.poll_event() {
-            if let Event::Applied { seq, version } = e {
-                if let Some(tx) = self.tickets.remove(&seq) {
-                    let _ = tx.send(Ok(version));
-                }
-            }
-            self.events.push_back(e);
-        }
-    }
-}
-
-/// The sequence number of an encoded operation message.
-fn op_seq(bytes: &[u8]) -> Option<u64> {
-    (bytes.len() >= 12 && bytes[3] == 5)
-        .then(|| u64::from_le_bytes(bytes[4..12].try_into().expect("8 bytes")))
-}
-
 struct Shared<A> {
-    inner: Mutex<Inner<A>>,
+    inner: Mutex<Inner<A, Group>>,
     changed: Condvar,
     stop: AtomicBool,
 }
 
 impl<A> Shared<A> {
-    fn lock(&self) -> MutexGuard<'_, Inner<A>> {
+    fn lock(&self) -> MutexGuard<'_, Inner<A, Group>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -146,10 +56,10 @@ impl<A> Shared<A> {
 /// A builder for a [`Replica`].
 #[derive(Debug)]
 pub struct ReplicaBuilder<A> {
-    name: GroupName,
-    app: A,
-    config: Config,
-    group: group::Config,
+    pub(super) name: GroupName,
+    pub(super) app: A,
+    pub(super) config: Config,
+    pub(super) group: group::Config,
 }
 
 impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
@@ -173,15 +83,7 @@ impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
             .start()
             .map_err(ReplicaError::Join)?;
         let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner {
-                machine: Machine::new(self.app, self.config),
-                group: Some(Arc::new(group)),
-                events: VecDeque::new(),
-                tickets: HashMap::new(),
-                sent_ops: HashMap::new(),
-                rejoin: false,
-                ended: false,
-            }),
+            inner: Mutex::new(Inner::new(Machine::new(self.app, self.config), group)),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
         });
@@ -235,14 +137,11 @@ impl<A: Replicated + Send + 'static> Replica<A> {
     /// Submits an operation; the [`Ticket`] resolves when it is applied here, in the
     /// agreed order (every member of the view applies it at the same point).
     pub fn submit(&self, op: impl Into<Vec<u8>>) -> Result<Ticket, ReplicaError> {
-        let mut inner = self.shared.lock();
-        if inner.ended {
-            return Err(ReplicaError::Closed);
-        }
         let (tx, rx) = mpsc::sync_channel(1);
-        let seq = inner.machine.submit(op.into());
-        inner.tickets.insert(seq, tx);
-        inner.flush();
+        let resolve = Box::new(move |r| {
+            let _ = tx.try_send(r);
+        });
+        let seq = self.shared.lock().submit(op.into(), resolve)?;
         Ok(Ticket { seq, rx })
     }
 
@@ -370,38 +269,16 @@ fn run<A: Replicated>(shared: &Arc<Shared<A>>, name: GroupName, config: group::C
         let Some(group) = group else { break };
         let event = group.next_event(wait);
         let mut inner = shared.lock();
-        let now = Instant::now();
-        match event {
-            Some(group::Event::View(v)) => inner.machine.handle_view(now, &v),
-            Some(group::Event::Message(d)) => inner.machine.handle_message(now, d.from, &d.data),
-            Some(group::Event::Disconnected { .. } | group::Event::Evicted { .. }) => {
-                inner.machine.handle_disconnected()
-            }
-            Some(group::Event::NotSent { id, error }) => {
-                if let Some(tx) = inner
-                    .sent_ops
-                    .remove(&id)
-                    .and_then(|seq| inner.tickets.remove(&seq))
-                {
-                    let _ = tx.send(Err(ReplicaError::NotSent(error)));
-                }
-            }
-            Some(group::Event::Confirmed { id, .. }) => {
-                inner.sent_ops.remove(&id);
-            }
-            Some(group::Event::Left | group::Event::Stopped(_)) => {
-                inner.machine.handle_disconnected();
-                inner.ended = true;
-                inner.tickets.clear();
-                inner.flush();
-                shared.changed.notify_all();
-                return;
-            }
-            _ => {}
+        if event.is_none() && group.end().is_some() {
+            inner.end();
+            shared.changed.notify_all();
+            return;
         }
-        inner.machine.handle_timeout(now);
-        inner.flush();
+        inner.handle(event);
         shared.changed.notify_all();
+        if inner.ended {
+            return;
+        }
         if std::mem::take(&mut inner.rejoin) {
             let old = inner.group.take();
             inner.machine.handle_disconnected();
@@ -413,8 +290,7 @@ fn run<A: Replicated>(shared: &Arc<Shared<A>>, name: GroupName, config: group::C
             match new {
                 Some(g) => inner.group = Some(Arc::new(g)),
                 None => {
-                    inner.ended = true;
-                    inner.tickets.clear();
+                    inner.end();
                     shared.changed.notify_all();
                     return;
                 }

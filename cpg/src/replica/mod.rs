@@ -198,14 +198,20 @@
 
 mod app;
 mod blocking;
+mod driver;
 mod machine;
 #[cfg(test)]
 mod machine_tests;
+#[cfg(feature = "tokio")]
+mod tokio;
 mod wire;
 
+#[cfg(feature = "tokio")]
+pub use self::tokio::{AsyncReplica, AsyncTicket};
 pub use app::{
     choose_highest_version, has_majority, Candidate, OpInfo, Replicated, RestoreError, Summary,
 };
-pub use blocking::{Replica, ReplicaBuilder, ReplicaError, Ticket};
+pub use blocking::{Replica, ReplicaBuilder, Ticket};
+pub use driver::ReplicaError;
 pub use machine::{Config, Discarded, Effect, Event, Failure, Machine, Phase, Stats};
 pub use wire::{fnv, fnv_start, RoundId, PROTOCOL_VERSION};

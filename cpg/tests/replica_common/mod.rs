@@ -251,7 +251,12 @@ impl Writer {
 /// replica index) that its replica was not told was discarded is in the history, and
 /// no discarded one is. Returns the common summary.
 pub fn assert_converged(what: &str, reps: &[&Rep], confirmed: &[Vec<u64>]) -> Summary {
-    let n = reps.len();
+    assert_converged_in(what, reps.len(), reps, confirmed)
+}
+
+/// [`assert_converged`] for replicas in a view of `n` members (some of them not in
+/// `reps`).
+pub fn assert_converged_in(what: &str, n: usize, reps: &[&Rep], confirmed: &[Vec<u64>]) -> Summary {
     let deadline = Instant::now() + WAIT;
     loop {
         for r in reps {
