@@ -199,6 +199,7 @@
 mod app;
 mod blocking;
 mod driver;
+mod event;
 mod machine;
 #[cfg(test)]
 mod machine_tests;
