@@ -104,8 +104,10 @@ pub enum Event {
         previous: Summary,
         /// The state now.
         current: Summary,
-        /// Own operations that were applied here but are not in the new state (as far
-        /// as the source's per-member high-water marks tell), oldest first.
+        /// Own operations that the replaced state's history held and the new one does
+        /// not (the source sends, per member, which of its operations its history
+        /// holds), oldest first, among the last [`Config::own_log_limit`] own ones. A
+        /// later merge can bring one back, in a history that has it.
         discarded: Vec<Discarded>,
     },
     /// An own operation was applied.

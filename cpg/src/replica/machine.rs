@@ -8,11 +8,11 @@ use crate::types::Member;
 
 use super::app::{Candidate, OpInfo, Replicated, Summary};
 pub use super::event::{Config, Discarded, Effect, Event, Failure, Phase, Stats};
-use super::wire::{members_hash, DecodeError, Msg, RoundId};
+use super::wire::{add_seq, has_seq, members_hash, DecodeError, Msg, Ranges, RoundId};
 
 /// What the source announced before its chunks: the state's summary, its length,
-/// the number of chunks, and its per-member high-water marks.
-type Header = (Summary, u64, u32, Vec<(Member, u64)>);
+/// the number of chunks, and which operations of each origin its history holds.
+type Header = (Summary, u64, u32, Vec<(Member, Ranges)>);
 
 #[derive(Debug)]
 enum Round {
@@ -58,7 +58,8 @@ pub struct Machine<A> {
     summaries: BTreeMap<Member, Summary>,
     queue: VecDeque<(Member, u64, Vec<u8>)>,
     version: u64,
-    high_water: BTreeMap<Member, u64>,
+    /// Per origin, which of its operations this state's history holds.
+    applied: BTreeMap<Member, Ranges>,
     own_log: VecDeque<(u64, Vec<u8>)>,
     next_seq: u64,
     deadline: Option<Instant>,
@@ -87,7 +88,7 @@ impl<A: Replicated> Machine<A> {
             summaries: BTreeMap::new(),
             queue: VecDeque::new(),
             version: 0,
-            high_water: BTreeMap::new(),
+            applied: BTreeMap::new(),
             own_log: VecDeque::new(),
             next_seq: 0,
             deadline: None,
@@ -295,7 +296,7 @@ impl<A: Replicated> Machine<A> {
                 digest,
                 len,
                 chunks,
-                high_water,
+                applied,
             } => {
                 let ok = self.round_id == Some(round);
                 match &mut self.round {
@@ -305,7 +306,7 @@ impl<A: Replicated> Machine<A> {
                         data,
                         ..
                     } if ok && *source == from => {
-                        *header = Some((Summary { version, digest }, len, chunks, high_water));
+                        *header = Some((Summary { version, digest }, len, chunks, applied));
                         data.reserve(usize::try_from(len).unwrap_or(0).min(1 << 30));
                         self.deadline = Some(now + self.config.round_timeout);
                     }
@@ -583,7 +584,7 @@ impl<A: Replicated> Machine<A> {
             digest: s.digest,
             len: snapshot.len() as u64,
             chunks: u32::try_from(chunks).expect("fewer than 2^32 chunks"),
-            high_water: self.high_water.iter().map(|(&m, &s)| (m, s)).collect(),
+            applied: self.applied.iter().map(|(&m, r)| (m, r.clone())).collect(),
         });
         for i in 0..chunks {
             let piece =
@@ -601,7 +602,7 @@ impl<A: Replicated> Machine<A> {
         let round = self.round_id.expect("transfer means in a round");
         let Round::Transfer {
             source,
-            header: Some((current, len, _, high_water)),
+            header: Some((current, len, _, applied)),
             data,
             ..
         } = std::mem::replace(&mut self.round, Round::AwaitStart)
@@ -617,18 +618,23 @@ impl<A: Replicated> Machine<A> {
             self.stats.restores += 1;
             self.stats.bytes_received += len;
             self.version = current.version;
-            self.high_water = high_water.into_iter().collect();
-            let mut discarded = Vec::new();
-            if let Some(me) = me {
-                let kept = self.high_water.get(&me).copied().unwrap_or(0);
-                let (gone, stay): (Vec<_>, Vec<_>) =
-                    self.own_log.drain(..).partition(|(seq, _)| *seq > kept);
-                self.own_log = stay.into();
-                discarded = gone
-                    .into_iter()
-                    .map(|(seq, op)| Discarded { seq, op })
-                    .collect();
-            }
+            let before = me
+                .and_then(|me| self.applied.get(&me).cloned())
+                .unwrap_or_default();
+            self.applied = applied.into_iter().collect();
+            // Own operations the replaced history held and the new one does not.
+            let after = me
+                .and_then(|me| self.applied.get(&me).cloned())
+                .unwrap_or_default();
+            let discarded = self
+                .own_log
+                .iter()
+                .filter(|(seq, _)| has_seq(&before, *seq) && !has_seq(&after, *seq))
+                .map(|(seq, op)| Discarded {
+                    seq: *seq,
+                    op: op.clone(),
+                })
+                .collect();
             self.events.push_back(Event::Restored {
                 round,
                 source,
@@ -685,8 +691,7 @@ impl<A: Replicated> Machine<A> {
         };
         self.app.apply(data, &info);
         self.stats.applied += 1;
-        let hw = self.high_water.entry(origin).or_insert(0);
-        *hw = (*hw).max(seq);
+        add_seq(self.applied.entry(origin).or_default(), seq);
         if self.view.as_ref().and_then(View::me) == Some(origin) {
             self.own_log.push_back((seq, data.to_vec()));
             while self.own_log.len() > self.config.own_log_limit {

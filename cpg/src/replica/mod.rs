@@ -116,8 +116,9 @@
 //!    [`choose_highest_version`]: the longest history, ties to the lowest member). If
 //!    every summary equals the chosen one, the round ends here: nothing is sent.
 //! 4. Otherwise the chosen member (the source) takes a [`snapshot`](Replicated::snapshot)
-//!    at exactly that point and sends a header (summary, length, number of chunks, its
-//!    per-member high-water marks) and the chunks ([`Config::chunk_size`], 256 KiB by
+//!    at exactly that point and sends a header (summary, length, number of chunks, and
+//!    per origin member the ranges of its sequence numbers the history holds) and the
+//!    chunks ([`Config::chunk_size`], 256 KiB by
 //!    default, so states far above the 1 MiB message limit work). At the last chunk,
 //!    every member whose summary differs [restores](Replicated::restore) it
 //!    ([`Event::Restored`]); the round ends ([`Event::Synced`]).
@@ -155,10 +156,12 @@
 //! alone first), the first round of the merged view picks one of them by
 //! [`choose`](Replicated::choose); every member on the other side restores it and is
 //! told [`Event::Restored`] with its own operations that the chosen history does not
-//! contain ([`Discarded`]): those it applied with a sequence number above the source's
-//! high-water mark for it (exact unless the source has a later operation of this
-//! member but not an earlier one, which the agreed per-sender order rules out within a
-//! history). Operations of the losing side are not replayed: the application decides
+//! contain ([`Discarded`]), exactly: the source's header lists, per origin member, the
+//! ranges of sequence numbers its history holds (one range, unless some of that
+//! member's operations were applied only elsewhere), and every own operation (among
+//! the last [`Config::own_log_limit`]) that the replaced history held and the new one
+//! does not is reported. No own operation leaves the state without being reported; a
+//! later merge can bring a discarded one back, when the history that wins has it. Operations of the losing side are not replayed: the application decides
 //! what to do with them (submit again, report, drop).
 //!
 //! Whether to accept writes in a minority is the application's policy. Accepting them

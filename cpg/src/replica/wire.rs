@@ -38,6 +38,42 @@ impl std::fmt::Display for RoundId {
     }
 }
 
+/// Which sequence numbers of one origin a history holds: sorted, disjoint, inclusive
+/// ranges (one range unless some of the origin's operations were applied elsewhere).
+pub(crate) type Ranges = Vec<(u64, u64)>;
+
+/// Adds `seq` to `ranges`. Sequence numbers of one origin come in increasing order
+/// along a history (CPG delivers a sender's messages in order), so this appends; an
+/// out-of-order one is still inserted correctly.
+pub(crate) fn add_seq(ranges: &mut Ranges, seq: u64) {
+    match ranges.last_mut() {
+        Some((_, hi)) if *hi + 1 == seq => *hi = seq,
+        Some((_, hi)) if *hi < seq => ranges.push((seq, seq)),
+        None => ranges.push((seq, seq)),
+        Some(_) => {
+            if has_seq(ranges, seq) {
+                return;
+            }
+            let at = ranges.partition_point(|&(lo, _)| lo < seq);
+            ranges.insert(at, (seq, seq));
+            // Merge with the neighbours where they touch.
+            if at + 1 < ranges.len() && ranges[at + 1].0 == seq + 1 {
+                ranges[at].1 = ranges[at + 1].1;
+                ranges.remove(at + 1);
+            }
+            if at > 0 && ranges[at - 1].1 + 1 == seq {
+                ranges[at - 1].1 = ranges[at].1;
+                ranges.remove(at);
+            }
+        }
+    }
+}
+
+/// Whether `ranges` hold `seq`.
+pub(crate) fn has_seq(ranges: &Ranges, seq: u64) -> bool {
+    ranges.iter().any(|&(lo, hi)| lo <= seq && seq <= hi)
+}
+
 /// One protocol message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Msg {
@@ -57,7 +93,7 @@ pub(crate) enum Msg {
         digest: u64,
         len: u64,
         chunks: u32,
-        high_water: Vec<(Member, u64)>,
+        applied: Vec<(Member, Ranges)>,
     },
     /// One piece of the source's snapshot.
     Chunk {
@@ -215,18 +251,22 @@ impl Msg {
                 digest,
                 len,
                 chunks,
-                high_water,
+                applied,
             } => {
-                let mut w = W::new(kind::STATE_HEADER, high_water.len() * 16);
+                let mut w = W::new(kind::STATE_HEADER, applied.len() * 28);
                 w.round(round);
                 w.u64(*version);
                 w.u64(*digest);
                 w.u64(*len);
                 w.u32(*chunks);
-                w.u32(u32::try_from(high_water.len()).expect("fewer than 2^32 members"));
-                for (m, seq) in high_water {
+                w.u32(u32::try_from(applied.len()).expect("fewer than 2^32 members"));
+                for (m, ranges) in applied {
                     w.member(*m);
-                    w.u64(*seq);
+                    w.u32(u32::try_from(ranges.len()).expect("fewer than 2^32 ranges"));
+                    for (lo, hi) in ranges {
+                        w.u64(*lo);
+                        w.u64(*hi);
+                    }
                 }
                 w.0
             }
@@ -315,12 +355,21 @@ impl Msg {
                 let len = r.u64()?;
                 let chunks = r.u32()?;
                 let n = r.u32()? as usize;
-                if n > r.0.len() / 16 {
+                if n > r.0.len() / 12 {
                     return Err(DecodeError::Malformed);
                 }
-                let mut high_water = Vec::with_capacity(n);
+                let mut applied = Vec::with_capacity(n);
                 for _ in 0..n {
-                    high_water.push((r.member()?, r.u64()?));
+                    let m = r.member()?;
+                    let k = r.u32()? as usize;
+                    if k > r.0.len() / 16 {
+                        return Err(DecodeError::Malformed);
+                    }
+                    let mut ranges = Vec::with_capacity(k);
+                    for _ in 0..k {
+                        ranges.push((r.u64()?, r.u64()?));
+                    }
+                    applied.push((m, ranges));
                 }
                 r.end()?;
                 Msg::StateHeader {
@@ -329,7 +378,7 @@ impl Msg {
                     digest,
                     len,
                     chunks,
-                    high_water,
+                    applied,
                 }
             }
             kind::CHUNK => {
@@ -444,7 +493,7 @@ mod tests {
                 digest: 2,
                 len: 3,
                 chunks: 4,
-                high_water: vec![(Member { nodeid: 5, pid: 6 }, 7)],
+                applied: vec![(Member { nodeid: 5, pid: 6 }, vec![(1, 3), (5, 7)])],
             },
             Msg::Chunk {
                 round: round(),
@@ -497,6 +546,26 @@ mod tests {
         assert_eq!(Msg::decode(&big_endian), Err(DecodeError::Malformed));
         assert_eq!(Msg::decode(&b[..3]), Err(DecodeError::Malformed));
         assert_eq!(Msg::decode(b"hello"), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn ranges_grow_by_appending_and_keep_gaps() {
+        let mut r = Ranges::new();
+        for seq in [1, 2, 3, 5, 6, 9] {
+            add_seq(&mut r, seq);
+        }
+        assert_eq!(r, vec![(1, 3), (5, 6), (9, 9)]);
+        assert!(has_seq(&r, 2) && has_seq(&r, 9));
+        assert!(!has_seq(&r, 4) && !has_seq(&r, 7) && !has_seq(&r, 10));
+        // Out of order: filled in and merged.
+        add_seq(&mut r, 4);
+        add_seq(&mut r, 8);
+        add_seq(&mut r, 8);
+        assert_eq!(r, vec![(1, 6), (8, 9)]);
+        add_seq(&mut r, 7);
+        assert_eq!(r, vec![(1, 9)]);
+        add_seq(&mut r, 0);
+        assert_eq!(r, vec![(0, 9)]);
     }
 
     #[test]
