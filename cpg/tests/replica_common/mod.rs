@@ -156,6 +156,23 @@ impl Rep {
         self.events.lock().unwrap().clone()
     }
 
+    /// Waits until an event satisfies `find` (events are recorded a moment after the
+    /// replica produces them); returns what `find` returned for the latest such.
+    pub fn wait_event<T>(&self, what: &str, mut find: impl FnMut(&Event) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(t) = self.events().iter().rev().find_map(|(_, e)| find(e)) {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {what} within {WAIT:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// This member, once in a view.
     pub fn member(&self) -> Member {
         self.replica
