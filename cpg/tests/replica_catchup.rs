@@ -105,12 +105,29 @@ fn the_source_dying_during_a_large_transfer_does_not_strand_the_joiner() {
         _ => None,
     });
     assert_eq!(source, b.member(), "the state came from node 2 in the end");
+    // The transfer from node 2: from the view without node 1 to the restore.
+    let events = c.events();
+    let view_at = events
+        .iter()
+        .rev()
+        .find_map(|(t, e)| matches!(e, Event::View(v) if v.len() == 2).then_some(*t))
+        .expect("the view of two");
+    c.wait_event("the restore", |e| {
+        matches!(e, Event::Restored { .. }).then_some(())
+    });
+    let restored_at = c
+        .events()
+        .iter()
+        .find_map(|(t, e)| matches!(e, Event::Restored { .. }).then_some(*t))
+        .expect("recorded");
+    let took = restored_at.saturating_duration_since(view_at);
     println!(
-        "kill source: killed {} the transfer, joiner in sync {:?} after the kill \
-         ({} bytes)",
+        "kill source: killed {} the transfer, joiner in sync {:?} after the kill; round \
+         with a {} byte state took {took:?} ({:.1} MB/s)",
         if mid_transfer { "during" } else { "after" },
         ready - killed,
-        stats.bytes_received
+        stats.bytes_received,
+        stats.bytes_received as f64 / took.as_secs_f64() / 1e6
     );
 
     // Node 1 comes back and converges too.
