@@ -145,7 +145,8 @@ pub enum Event {
         attempts: u32,
     },
     /// A member speaks a newer protocol version: its messages are ignored and it is
-    /// left out of rounds (it is refused, not misread).
+    /// left out of rounds (it is refused, not misread). Reported once per member and
+    /// view.
     Refused {
         /// The member.
         from: Member,

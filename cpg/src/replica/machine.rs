@@ -244,10 +244,11 @@ impl<A: Replicated> Machine<A> {
         let msg = match Msg::decode(data) {
             Ok(m) => m,
             Err(DecodeError::Newer(version)) => {
-                self.events.push_back(Event::Refused { from, version });
+                // Reported once per member and view; left out of the view's rounds.
                 if self.view.as_ref().is_some_and(|v| v.contains(from))
                     && self.excluded.insert(from)
                 {
+                    self.events.push_back(Event::Refused { from, version });
                     self.check_collected(now);
                 }
                 return;
