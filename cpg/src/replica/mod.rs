@@ -11,8 +11,11 @@
 //! The rules are a state machine without I/O or clock ([`Machine`]), in the style of
 //! the group layer: group-layer views and deliveries and time go in, sends
 //! ([`Effect`]) and [`Event`]s come out, and the application's state is called from
-//! inside. [`Replica`] drives it over a [`Group`](crate::group::Group) on a thread of
-//! its own.
+//! inside. Two thin drivers run it:
+//!
+//! - [`Replica`]: over a [`Group`](crate::group::Group), on a thread of its own;
+//! - `AsyncReplica` (feature `tokio`): a task over an `AsyncGroup`, with the same
+//!   events.
 //!
 //! # A whole small service
 //!
