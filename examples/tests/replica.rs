@@ -2,7 +2,8 @@
 //! a value written on one node is read on the others; a late copy catches up; a
 //! partitioned node refuses writes (majority gate) and catches up after the heal; a
 //! killed copy is replaced by a new one that catches up; a daemon restart is survived;
-//! and at the end every copy reports the same digest.
+//! and at the end every copy reports the same digest. A stopped copy (a ghost still in
+//! the group) delays a round by its deadline only, and catches up once continued.
 //!
 //! Needs root and corosync, like every test of this workspace; without them the
 //! harness panics, so these tests fail rather than skip. Every wait is bounded; each
@@ -10,13 +11,19 @@
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Child, ChildStdin, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cpg_testkit::{Cluster, Node};
 
 const KV: &str = env!("CARGO_BIN_EXE_kv");
 const WAIT: Duration = Duration::from_secs(60);
+
+/// One cluster at a time (2 cores).
+fn heavy() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// `kv` on a node, fed commands on stdin, its stdout collected line by line.
 struct Kv {
@@ -158,6 +165,7 @@ impl Drop for Kv {
 
 #[test]
 fn kv_survives_kills_partitions_and_restarts() {
+    let _heavy = heavy();
     let cluster = Cluster::start(3);
     let args = ["example-kv", "--majority-of", "3", "--verify-secs", "2"];
     let mut kv: Vec<Kv> = (0..2).map(|i| Kv::start(cluster.node(i), &args)).collect();
@@ -235,4 +243,51 @@ fn kv_answers_help() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Usage: kv"), "{text}");
+}
+
+/// A copy whose process is stopped (SIGSTOP: its daemon keeps it in the group, it
+/// answers nothing) does not stall the others: when a new copy joins, the round's
+/// deadline decides without the ghost; once continued, the ghost catches up.
+#[test]
+fn kv_a_stopped_copy_does_not_stall_the_others() {
+    let _heavy = heavy();
+    let cluster = Cluster::start(3);
+    let args = ["example-kv-ghost", "--verify-secs", "0"];
+    let mut kv: Vec<Kv> = (0..3).map(|i| Kv::start(cluster.node(i), &args)).collect();
+    for k in &mut kv {
+        k.wait_synced(3);
+    }
+    assert!(kv[0]
+        .ask("set before ghost", &["OK", "ERR"])
+        .starts_with("OK"));
+    kv[2].wait_value("before", "VALUE before ghost");
+    let ghost = kv[2].child.id() as libc::pid_t;
+    // SAFETY: kill(2) with a pid of a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(ghost, libc::SIGSTOP) }, 0);
+
+    let joined = Instant::now();
+    kv.push(Kv::start(cluster.node(0), &args));
+    for i in [0, 1, 3] {
+        kv[i].wait_synced(4);
+    }
+    let decided = joined.elapsed();
+    assert!(
+        decided >= Duration::from_secs(5),
+        "the round waited for its deadline ({decided:?})"
+    );
+    kv[3].wait_value("before", "VALUE before ghost");
+    assert!(kv[3]
+        .ask("set during ghost", &["OK", "ERR"])
+        .starts_with("OK"));
+    kv[1].wait_value("during", "VALUE during ghost");
+
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(ghost, libc::SIGCONT) }, 0);
+    kv[2].wait_value("during", "VALUE during ghost");
+    let digests: Vec<String> = kv.iter_mut().map(|k| k.wait_synced(4)).collect();
+    assert!(
+        digests.iter().all(|d| *d == digests[0]),
+        "digests differ: {digests:?}"
+    );
+    println!("ghost: the three live copies were in sync {decided:?} after the fourth joined");
 }
