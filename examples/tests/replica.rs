@@ -245,6 +245,16 @@ fn kv_answers_help() {
     assert!(text.contains("Usage: kv"), "{text}");
 }
 
+/// Sends `SIG<name>` to `pid` (a child this test started and has not reaped).
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}: {status}");
+}
+
 /// A copy whose process is stopped (SIGSTOP: its daemon keeps it in the group, it
 /// answers nothing) does not stall the others: when a new copy joins, the round's
 /// deadline decides without the ghost; once continued, the ghost catches up.
@@ -261,9 +271,8 @@ fn kv_a_stopped_copy_does_not_stall_the_others() {
         .ask("set before ghost", &["OK", "ERR"])
         .starts_with("OK"));
     kv[2].wait_value("before", "VALUE before ghost");
-    let ghost = kv[2].child.id() as libc::pid_t;
-    // SAFETY: kill(2) with a pid of a child this test started and has not reaped.
-    assert_eq!(unsafe { libc::kill(ghost, libc::SIGSTOP) }, 0);
+    let ghost = kv[2].child.id();
+    signal(ghost, "STOP");
 
     let joined = Instant::now();
     kv.push(Kv::start(cluster.node(0), &args));
@@ -281,8 +290,7 @@ fn kv_a_stopped_copy_does_not_stall_the_others() {
         .starts_with("OK"));
     kv[1].wait_value("during", "VALUE during ghost");
 
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(ghost, libc::SIGCONT) }, 0);
+    signal(ghost, "CONT");
     kv[2].wait_value("during", "VALUE during ghost");
     let digests: Vec<String> = kv.iter_mut().map(|k| k.wait_synced(4)).collect();
     assert!(
