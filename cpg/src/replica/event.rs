@@ -28,6 +28,11 @@ pub struct Config {
     /// Own applied operations remembered to report as discarded when a merge replaces
     /// the state. Default 10,000.
     pub own_log_limit: usize,
+    /// The version of the state the machine starts with: 0 for a new, empty state;
+    /// for a state loaded from disk, the version it had when saved (the latest
+    /// [`Summary::version`] seen), so that the longest history still wins when a whole
+    /// cluster restarts. Default 0.
+    pub initial_version: u64,
 }
 
 impl Default for Config {
@@ -38,6 +43,7 @@ impl Default for Config {
             chunk_size: 256 * 1024,
             verify_interval: Some(Duration::from_secs(30)),
             own_log_limit: 10_000,
+            initial_version: 0,
         }
     }
 }

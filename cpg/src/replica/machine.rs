@@ -76,6 +76,7 @@ pub struct Machine<A> {
 impl<A: Replicated> Machine<A> {
     /// A machine around `app`'s state, not yet in a view.
     pub fn new(app: A, config: Config) -> Machine<A> {
+        let version = config.initial_version;
         Machine {
             app,
             config,
@@ -87,7 +88,7 @@ impl<A: Replicated> Machine<A> {
             excluded: BTreeSet::new(),
             summaries: BTreeMap::new(),
             queue: VecDeque::new(),
-            version: 0,
+            version,
             applied: BTreeMap::new(),
             own_log: VecDeque::new(),
             next_seq: 0,

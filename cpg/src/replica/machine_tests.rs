@@ -722,4 +722,24 @@ fn a_restarted_member_rejoining_alone_first_then_merging_converges() {
     assert!(discarded.is_empty());
 }
 
+#[test]
+fn a_state_loaded_with_its_version_wins_over_a_shorter_history() {
+    let mut sim = Sim::new(2, config());
+    // Node 2 resumes a saved state of version 5; node 1 starts empty.
+    let mut saved = Log::default();
+    saved.ops.push((m(1), 1, b"saved".to_vec()));
+    sim.nodes[1].machine = Machine::new(
+        saved,
+        Config {
+            initial_version: 5,
+            ..config()
+        },
+    );
+    sim.view(0, &[0, 1]);
+    sim.settle();
+    sim.assert_converged(&[0, 1]);
+    assert_eq!(sim.nodes[0].machine.summary().version, 5);
+    assert_eq!(sim.ops(0), vec![(m(1), 1)]);
+}
+
 mod soak;
