@@ -19,6 +19,8 @@
 //!   Enable it with `cpg = { version = "0.2", features = ["tokio"] }`.
 //! - [`group`]: views with a leader, eviction, reconnect, an ordered send queue and
 //!   confirmed sends, as a state machine with a blocking and a tokio driver.
+//! - [`replica`]: replicated state on top of [`group`] that converges after every
+//!   membership change: catch-up, chunked state transfer, merge after a partition.
 //!
 //! # Example
 //!
@@ -73,6 +75,7 @@ mod link;
 mod name;
 mod options;
 mod process;
+pub mod replica;
 pub mod retry;
 mod sender;
 mod stack;

@@ -1,0 +1,314 @@
+//! The blocking driver: [`Replica`], a [`Machine`] fed by a [`Group`] on a thread of
+//! its own, with a client API that any thread may use.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::group::{self, Group, GroupError, View};
+use crate::name::GroupName;
+
+use super::app::{Replicated, Summary};
+use super::driver::{Inner, ReplicaError};
+use super::machine::{Config, Event, Machine, Phase, Stats};
+
+/// Longest sleep of the driver thread when nothing is due.
+const TICK: Duration = Duration::from_millis(20);
+
+/// Resolves once with the state's version after the submitted operation was applied
+/// here (in the agreed order), or why it was not.
+#[derive(Debug)]
+pub struct Ticket {
+    seq: u64,
+    rx: Receiver<Result<u64, ReplicaError>>,
+}
+
+impl Ticket {
+    /// The operation's sequence number ([`super::OpInfo::seq`]).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Waits up to `timeout` for the outcome.
+    pub fn wait(&self, timeout: Duration) -> Result<u64, ReplicaError> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(ReplicaError::Timeout),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ReplicaError::Closed),
+        }
+    }
+}
+
+struct Shared<A> {
+    inner: Mutex<Inner<A, Group>>,
+    changed: Condvar,
+    stop: AtomicBool,
+}
+
+impl<A> Shared<A> {
+    fn lock(&self) -> MutexGuard<'_, Inner<A, Group>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A builder for a [`Replica`].
+#[derive(Debug)]
+pub struct ReplicaBuilder<A> {
+    pub(super) name: GroupName,
+    pub(super) app: A,
+    pub(super) config: Config,
+    pub(super) group: group::Config,
+}
+
+impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
+    /// The protocol's settings.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The group layer's settings.
+    pub fn group_config(mut self, config: group::Config) -> Self {
+        self.group = config;
+        self
+    }
+
+    /// Joins the group (in the network namespace of the calling thread) and starts the
+    /// driver thread.
+    pub fn start(self) -> Result<Replica<A>, ReplicaError> {
+        let group = Group::builder(self.name)
+            .config(self.group.clone())
+            .start()
+            .map_err(ReplicaError::Join)?;
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner::new(Machine::new(self.app, self.config), group)),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let thread = {
+            let shared = Arc::clone(&shared);
+            let (name, config) = (self.name, self.group);
+            std::thread::Builder::new()
+                .name("cpg-replica".into())
+                .spawn(move || run(&shared, name, config))
+                .map_err(|_| ReplicaError::Closed)?
+        };
+        Ok(Replica {
+            shared,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// One member of a replicated state: the protocol ([`Machine`]) around the
+/// application's `A`, over a [`Group`], driven by a thread of its own.
+///
+/// See the [module documentation](super) for an example. All methods take `&self`.
+/// Events queue up until read with [`next_event`](Self::next_event): read them.
+pub struct Replica<A> {
+    shared: Arc<Shared<A>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<A> std::fmt::Debug for Replica<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica").finish_non_exhaustive()
+    }
+}
+
+impl<A: Replicated + Send + 'static> Replica<A> {
+    /// A builder for a member of `name` around `app`, with default settings.
+    pub fn builder(name: GroupName, app: A) -> ReplicaBuilder<A> {
+        ReplicaBuilder {
+            name,
+            app,
+            config: Config::default(),
+            group: group::Config::default(),
+        }
+    }
+
+    /// Joins `name` around `app` with default settings.
+    pub fn start(name: GroupName, app: A) -> Result<Replica<A>, ReplicaError> {
+        Replica::builder(name, app).start()
+    }
+
+    /// Submits an operation; the [`Ticket`] resolves when it is applied here, in the
+    /// agreed order (every member of the view applies it at the same point).
+    pub fn submit(&self, op: impl Into<Vec<u8>>) -> Result<Ticket, ReplicaError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let resolve = Box::new(move |r| {
+            let _ = tx.try_send(r);
+        });
+        let seq = self.shared.lock().submit(op.into(), resolve)?;
+        Ok(Ticket { seq, rx })
+    }
+
+    /// Reads the state. Between rounds every member of the view holds the same state
+    /// at the same point of the agreed order; during a round ([`Phase::Syncing`]) this
+    /// is the state from before it.
+    pub fn read<R>(&self, f: impl FnOnce(&A) -> R) -> R {
+        f(self.shared.lock().machine.app())
+    }
+
+    /// The next event, waiting up to `timeout`.
+    pub fn next_event(&self, timeout: Duration) -> Option<Event> {
+        let deadline = Instant::now() + timeout;
+        let mut inner = self.shared.lock();
+        loop {
+            if let Some(e) = inner.events.pop_front() {
+                return Some(e);
+            }
+            let now = Instant::now();
+            if inner.ended || now >= deadline {
+                return None;
+            }
+            inner = self
+                .shared
+                .changed
+                .wait_timeout(inner, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits up to `timeout` until the view's members are in sync
+    /// ([`Phase::Ready`]) and `check` holds for the view; returns the view.
+    pub fn wait_ready(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&View) -> bool,
+    ) -> Option<View> {
+        let deadline = Instant::now() + timeout;
+        let mut inner = self.shared.lock();
+        loop {
+            if inner.machine.phase() == Phase::Ready {
+                if let Some(v) = inner.machine.view().filter(|v| check(v)) {
+                    return Some(v.clone());
+                }
+            }
+            let now = Instant::now();
+            if inner.ended || now >= deadline {
+                return None;
+            }
+            inner = self
+                .shared
+                .changed
+                .wait_timeout(inner, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Where this member is in the protocol.
+    pub fn phase(&self) -> Phase {
+        self.shared.lock().machine.phase()
+    }
+
+    /// The current view (`None` while detached).
+    pub fn view(&self) -> Option<View> {
+        self.shared.lock().machine.view().cloned()
+    }
+
+    /// This state's summary.
+    pub fn summary(&self) -> Summary {
+        self.shared.lock().machine.summary()
+    }
+
+    /// The protocol's counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().machine.stats()
+    }
+
+    /// Asks all members to compare digests now ([`Event::Verified`] or
+    /// [`Event::Diverged`]).
+    pub fn verify(&self) {
+        let mut inner = self.shared.lock();
+        inner.machine.verify();
+        inner.flush();
+    }
+
+    /// Leaves the group once what is queued is sent, waiting up to `timeout`.
+    pub fn leave(&self, timeout: Duration) -> Result<(), ReplicaError> {
+        let group = self.shared.lock().group.clone();
+        match group {
+            Some(g) => g.leave(timeout).map_err(|e| match e {
+                GroupError::Timeout => ReplicaError::Timeout,
+                _ => ReplicaError::Closed,
+            }),
+            None => Err(ReplicaError::Closed),
+        }
+    }
+}
+
+impl<A> Drop for Replica<A> {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // The group (and its connection) goes with the last reference.
+        let group = self.shared.lock().group.take();
+        drop(group);
+    }
+}
+
+/// The driver thread: group events into the machine, the machine's sends out.
+fn run<A: Replicated>(shared: &Arc<Shared<A>>, name: GroupName, config: group::Config) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        let (group, wait) = {
+            let inner = shared.lock();
+            let now = Instant::now();
+            let wait = inner
+                .machine
+                .poll_timeout()
+                .map_or(TICK, |t| t.saturating_duration_since(now).min(TICK));
+            (inner.group.clone(), wait)
+        };
+        let Some(group) = group else { break };
+        let event = group.next_event(wait);
+        let mut inner = shared.lock();
+        if event.is_none() && group.end().is_some() {
+            inner.end();
+            shared.changed.notify_all();
+            return;
+        }
+        inner.handle(event);
+        shared.changed.notify_all();
+        if inner.ended {
+            return;
+        }
+        if std::mem::take(&mut inner.rejoin) {
+            let old = inner.group.take();
+            inner.machine.handle_disconnected();
+            drop(inner);
+            drop(group);
+            drop(old);
+            let new = rejoin_group(shared, name, &config);
+            let mut inner = shared.lock();
+            match new {
+                Some(g) => inner.group = Some(Arc::new(g)),
+                None => {
+                    inner.end();
+                    shared.changed.notify_all();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Joins again after the machine gave up on a view, retrying for a minute.
+fn rejoin_group<A>(shared: &Shared<A>, name: GroupName, config: &group::Config) -> Option<Group> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pause = Duration::from_millis(100);
+    while !shared.stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        if let Ok(g) = Group::builder(name).config(config.clone()).start() {
+            return Some(g);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+    None
+}

@@ -1,0 +1,578 @@
+//! The replica protocol's wire format: what rides inside a group-layer payload.
+//!
+//! Every message starts with a 4-byte header: the magic byte `b'R'`, the protocol
+//! version ([`PROTOCOL_VERSION`]), the byte order of every integer that follows
+//! (`1`: little-endian, the only one written or read), and the message kind. The
+//! header layout never changes between versions, so a peer with a newer version is
+//! recognised and refused rather than misread.
+
+use crate::group::ViewId;
+use crate::types::Member;
+
+/// The version of the replica protocol this crate speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+const MAGIC: u8 = b'R';
+const LITTLE_ENDIAN: u8 = 1;
+
+/// Identifies one synchronisation round, agreed by every member of the view: the
+/// coordinator that started it, the coordinator's own id of the view it started it in
+/// (unique for that coordinator), and the attempt within the view (0 first, one more
+/// after each failed round).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RoundId {
+    /// The member that started the round.
+    pub coordinator: Member,
+    /// The coordinator's id of its view when it started the round.
+    pub view: ViewId,
+    /// Which attempt in the view.
+    pub attempt: u32,
+}
+
+impl std::fmt::Display for RoundId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "round {}:{}@{}#{}",
+            self.coordinator.nodeid, self.coordinator.pid, self.view, self.attempt
+        )
+    }
+}
+
+/// Which sequence numbers of one origin a history holds: sorted, disjoint, inclusive
+/// ranges (one range unless some of the origin's operations were applied elsewhere).
+pub(crate) type Ranges = Vec<(u64, u64)>;
+
+/// Adds `seq` to `ranges`. Sequence numbers of one origin come in increasing order
+/// along a history (CPG delivers a sender's messages in order), so this appends; an
+/// out-of-order one is still inserted correctly.
+pub(crate) fn add_seq(ranges: &mut Ranges, seq: u64) {
+    match ranges.last_mut() {
+        Some((_, hi)) if *hi + 1 == seq => *hi = seq,
+        Some((_, hi)) if *hi < seq => ranges.push((seq, seq)),
+        None => ranges.push((seq, seq)),
+        Some(_) => {
+            if has_seq(ranges, seq) {
+                return;
+            }
+            let at = ranges.partition_point(|&(lo, _)| lo < seq);
+            ranges.insert(at, (seq, seq));
+            // Merge with the neighbours where they touch.
+            if at + 1 < ranges.len() && ranges[at + 1].0 == seq + 1 {
+                ranges[at].1 = ranges[at + 1].1;
+                ranges.remove(at + 1);
+            }
+            if at > 0 && ranges[at - 1].1 + 1 == seq {
+                ranges[at - 1].1 = ranges[at].1;
+                ranges.remove(at);
+            }
+        }
+    }
+}
+
+/// Whether `ranges` hold `seq`.
+pub(crate) fn has_seq(ranges: &Ranges, seq: u64) -> bool {
+    ranges.iter().any(|&(lo, hi)| lo <= seq && seq <= hi)
+}
+
+/// One protocol message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Msg {
+    /// The coordinator starts a round for the view whose member list hashes to
+    /// `members`.
+    Start { members: u64, round: RoundId },
+    /// A member's state summary for a round.
+    Summary {
+        round: RoundId,
+        version: u64,
+        digest: u64,
+    },
+    /// The source's state description, before its chunks.
+    StateHeader {
+        round: RoundId,
+        version: u64,
+        digest: u64,
+        len: u64,
+        chunks: u32,
+        applied: Vec<(Member, Ranges)>,
+    },
+    /// One piece of the source's snapshot.
+    Chunk {
+        round: RoundId,
+        index: u32,
+        data: Vec<u8>,
+    },
+    /// An application operation, `seq` numbered by its origin.
+    Op { seq: u64, data: Vec<u8> },
+    /// A member's round deadline expired in `stage` (0 awaiting the start, 1
+    /// collecting summaries, 2 receiving the state) of `attempt`: decide now, or start
+    /// the next attempt.
+    Trouble {
+        members: u64,
+        attempt: u32,
+        stage: u8,
+    },
+    /// Compute the digest here, in the agreed order, and send it.
+    Verify { members: u64, check: u64 },
+    /// A member's digest at the point of `Verify { check }` sent by `issuer`.
+    Digest {
+        members: u64,
+        issuer: Member,
+        check: u64,
+        version: u64,
+        digest: u64,
+    },
+}
+
+/// Why a payload could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    /// Not a replica message, or cut short.
+    Malformed,
+    /// A newer protocol version than ours.
+    Newer(u8),
+}
+
+mod kind {
+    pub const START: u8 = 1;
+    pub const SUMMARY: u8 = 2;
+    pub const STATE_HEADER: u8 = 3;
+    pub const CHUNK: u8 = 4;
+    pub const OP: u8 = 5;
+    pub const TROUBLE: u8 = 6;
+    pub const VERIFY: u8 = 7;
+    pub const DIGEST: u8 = 8;
+}
+
+struct W(Vec<u8>);
+
+impl W {
+    fn new(kind: u8, extra: usize) -> W {
+        let mut v = Vec::with_capacity(4 + 64 + extra);
+        v.extend_from_slice(&[MAGIC, PROTOCOL_VERSION, LITTLE_ENDIAN, kind]);
+        W(v)
+    }
+    fn u8(&mut self, x: u8) {
+        self.0.push(x);
+    }
+    fn u32(&mut self, x: u32) {
+        self.0.extend_from_slice(&x.to_le_bytes());
+    }
+    fn u64(&mut self, x: u64) {
+        self.0.extend_from_slice(&x.to_le_bytes());
+    }
+    fn member(&mut self, m: Member) {
+        self.u32(m.nodeid);
+        self.u32(m.pid);
+    }
+    fn round(&mut self, r: &RoundId) {
+        self.member(r.coordinator);
+        self.u64(r.view.incarnation);
+        self.u64(r.view.counter);
+        self.u32(r.attempt);
+    }
+}
+
+struct R<'a>(&'a [u8]);
+
+impl R<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError::Malformed);
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn member(&mut self) -> Result<Member, DecodeError> {
+        Ok(Member {
+            nodeid: self.u32()?,
+            pid: self.u32()?,
+        })
+    }
+    fn round(&mut self) -> Result<RoundId, DecodeError> {
+        Ok(RoundId {
+            coordinator: self.member()?,
+            view: ViewId {
+                incarnation: self.u64()?,
+                counter: self.u64()?,
+            },
+            attempt: self.u32()?,
+        })
+    }
+    fn rest(self) -> Vec<u8> {
+        self.0.to_vec()
+    }
+    fn end(self) -> Result<(), DecodeError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::Malformed)
+        }
+    }
+}
+
+impl Msg {
+    /// The bytes of this message.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        match self {
+            Msg::Start { members, round } => {
+                let mut w = W::new(kind::START, 0);
+                w.u64(*members);
+                w.round(round);
+                w.0
+            }
+            Msg::Summary {
+                round,
+                version,
+                digest,
+            } => {
+                let mut w = W::new(kind::SUMMARY, 0);
+                w.round(round);
+                w.u64(*version);
+                w.u64(*digest);
+                w.0
+            }
+            Msg::StateHeader {
+                round,
+                version,
+                digest,
+                len,
+                chunks,
+                applied,
+            } => {
+                let mut w = W::new(kind::STATE_HEADER, applied.len() * 28);
+                w.round(round);
+                w.u64(*version);
+                w.u64(*digest);
+                w.u64(*len);
+                w.u32(*chunks);
+                w.u32(u32::try_from(applied.len()).expect("fewer than 2^32 members"));
+                for (m, ranges) in applied {
+                    w.member(*m);
+                    w.u32(u32::try_from(ranges.len()).expect("fewer than 2^32 ranges"));
+                    for (lo, hi) in ranges {
+                        w.u64(*lo);
+                        w.u64(*hi);
+                    }
+                }
+                w.0
+            }
+            Msg::Chunk { round, index, data } => {
+                let mut w = W::new(kind::CHUNK, data.len());
+                w.round(round);
+                w.u32(*index);
+                w.0.extend_from_slice(data);
+                w.0
+            }
+            Msg::Op { seq, data } => {
+                let mut w = W::new(kind::OP, data.len());
+                w.u64(*seq);
+                w.0.extend_from_slice(data);
+                w.0
+            }
+            Msg::Trouble {
+                members,
+                attempt,
+                stage,
+            } => {
+                let mut w = W::new(kind::TROUBLE, 0);
+                w.u64(*members);
+                w.u32(*attempt);
+                w.u8(*stage);
+                w.0
+            }
+            Msg::Verify { members, check } => {
+                let mut w = W::new(kind::VERIFY, 0);
+                w.u64(*members);
+                w.u64(*check);
+                w.0
+            }
+            Msg::Digest {
+                members,
+                issuer,
+                check,
+                version,
+                digest,
+            } => {
+                let mut w = W::new(kind::DIGEST, 0);
+                w.u64(*members);
+                w.member(*issuer);
+                w.u64(*check);
+                w.u64(*version);
+                w.u64(*digest);
+                w.0
+            }
+        }
+    }
+
+    /// Reads a message; a newer protocol version is told apart from garbage.
+    pub(crate) fn decode(data: &[u8]) -> Result<Msg, DecodeError> {
+        if data.len() < 4 || data[0] != MAGIC {
+            return Err(DecodeError::Malformed);
+        }
+        if data[1] > PROTOCOL_VERSION {
+            return Err(DecodeError::Newer(data[1]));
+        }
+        if data[1] == 0 || data[2] != LITTLE_ENDIAN {
+            return Err(DecodeError::Malformed);
+        }
+        let mut r = R(&data[4..]);
+        let msg = match data[3] {
+            kind::START => {
+                let members = r.u64()?;
+                let round = r.round()?;
+                r.end()?;
+                Msg::Start { members, round }
+            }
+            kind::SUMMARY => {
+                let round = r.round()?;
+                let version = r.u64()?;
+                let digest = r.u64()?;
+                r.end()?;
+                Msg::Summary {
+                    round,
+                    version,
+                    digest,
+                }
+            }
+            kind::STATE_HEADER => {
+                let round = r.round()?;
+                let version = r.u64()?;
+                let digest = r.u64()?;
+                let len = r.u64()?;
+                let chunks = r.u32()?;
+                let n = r.u32()? as usize;
+                if n > r.0.len() / 12 {
+                    return Err(DecodeError::Malformed);
+                }
+                let mut applied = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let m = r.member()?;
+                    let k = r.u32()? as usize;
+                    if k > r.0.len() / 16 {
+                        return Err(DecodeError::Malformed);
+                    }
+                    let mut ranges = Vec::with_capacity(k);
+                    for _ in 0..k {
+                        ranges.push((r.u64()?, r.u64()?));
+                    }
+                    applied.push((m, ranges));
+                }
+                r.end()?;
+                Msg::StateHeader {
+                    round,
+                    version,
+                    digest,
+                    len,
+                    chunks,
+                    applied,
+                }
+            }
+            kind::CHUNK => {
+                let round = r.round()?;
+                let index = r.u32()?;
+                Msg::Chunk {
+                    round,
+                    index,
+                    data: r.rest(),
+                }
+            }
+            kind::OP => {
+                let seq = r.u64()?;
+                Msg::Op {
+                    seq,
+                    data: r.rest(),
+                }
+            }
+            kind::TROUBLE => {
+                let members = r.u64()?;
+                let attempt = r.u32()?;
+                let stage = r.u8()?;
+                r.end()?;
+                Msg::Trouble {
+                    members,
+                    attempt,
+                    stage,
+                }
+            }
+            kind::VERIFY => {
+                let members = r.u64()?;
+                let check = r.u64()?;
+                r.end()?;
+                Msg::Verify { members, check }
+            }
+            kind::DIGEST => {
+                let members = r.u64()?;
+                let issuer = r.member()?;
+                let check = r.u64()?;
+                let version = r.u64()?;
+                let digest = r.u64()?;
+                r.end()?;
+                Msg::Digest {
+                    members,
+                    issuer,
+                    check,
+                    version,
+                    digest,
+                }
+            }
+            _ => return Err(DecodeError::Malformed),
+        };
+        Ok(msg)
+    }
+}
+
+/// FNV-1a over the sorted member list: the same on every member, every platform.
+pub(crate) fn members_hash(members: &[Member]) -> u64 {
+    let mut h = fnv_start();
+    for m in members {
+        h = fnv(h, &m.nodeid.to_le_bytes());
+        h = fnv(h, &m.pid.to_le_bytes());
+    }
+    h
+}
+
+/// The FNV-1a offset basis.
+pub fn fnv_start() -> u64 {
+    0xcbf2_9ce4_8422_2325
+}
+
+/// Feeds `bytes` into an FNV-1a 64-bit hash `h` (start with [`fnv_start`]): a small,
+/// stable, platform-independent digest for applications that want one.
+pub fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round() -> RoundId {
+        RoundId {
+            coordinator: Member { nodeid: 1, pid: 2 },
+            view: ViewId {
+                incarnation: 3,
+                counter: 4,
+            },
+            attempt: 5,
+        }
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let msgs = [
+            Msg::Start {
+                members: 9,
+                round: round(),
+            },
+            Msg::Summary {
+                round: round(),
+                version: 7,
+                digest: 8,
+            },
+            Msg::StateHeader {
+                round: round(),
+                version: 1,
+                digest: 2,
+                len: 3,
+                chunks: 4,
+                applied: vec![(Member { nodeid: 5, pid: 6 }, vec![(1, 3), (5, 7)])],
+            },
+            Msg::Chunk {
+                round: round(),
+                index: 3,
+                data: vec![1, 2, 3],
+            },
+            Msg::Op {
+                seq: 42,
+                data: b"set x 1".to_vec(),
+            },
+            Msg::Trouble {
+                members: 1,
+                attempt: 2,
+                stage: 1,
+            },
+            Msg::Verify {
+                members: 1,
+                check: 2,
+            },
+            Msg::Digest {
+                members: 1,
+                issuer: Member { nodeid: 1, pid: 1 },
+                check: 2,
+                version: 3,
+                digest: 4,
+            },
+        ];
+        for m in msgs {
+            assert_eq!(Msg::decode(&m.encode()), Ok(m));
+        }
+    }
+
+    #[test]
+    fn the_header_is_explicit_little_endian_and_versioned() {
+        let b = Msg::Op {
+            seq: 0x0102,
+            data: vec![],
+        }
+        .encode();
+        assert_eq!(&b[..4], &[b'R', PROTOCOL_VERSION, 1, kind::OP]);
+        assert_eq!(&b[4..12], &[2, 1, 0, 0, 0, 0, 0, 0]);
+        let mut newer = b.clone();
+        newer[1] = PROTOCOL_VERSION + 1;
+        assert_eq!(
+            Msg::decode(&newer),
+            Err(DecodeError::Newer(PROTOCOL_VERSION + 1))
+        );
+        let mut big_endian = b.clone();
+        big_endian[2] = 2;
+        assert_eq!(Msg::decode(&big_endian), Err(DecodeError::Malformed));
+        assert_eq!(Msg::decode(&b[..3]), Err(DecodeError::Malformed));
+        assert_eq!(Msg::decode(b"hello"), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn ranges_grow_by_appending_and_keep_gaps() {
+        let mut r = Ranges::new();
+        for seq in [1, 2, 3, 5, 6, 9] {
+            add_seq(&mut r, seq);
+        }
+        assert_eq!(r, vec![(1, 3), (5, 6), (9, 9)]);
+        assert!(has_seq(&r, 2) && has_seq(&r, 9));
+        assert!(!has_seq(&r, 4) && !has_seq(&r, 7) && !has_seq(&r, 10));
+        // Out of order: filled in and merged.
+        add_seq(&mut r, 4);
+        add_seq(&mut r, 8);
+        add_seq(&mut r, 8);
+        assert_eq!(r, vec![(1, 6), (8, 9)]);
+        add_seq(&mut r, 7);
+        assert_eq!(r, vec![(1, 9)]);
+        add_seq(&mut r, 0);
+        assert_eq!(r, vec![(0, 9)]);
+    }
+
+    #[test]
+    fn the_members_hash_is_stable() {
+        let a = [Member { nodeid: 1, pid: 10 }, Member { nodeid: 2, pid: 20 }];
+        assert_eq!(members_hash(&a), members_hash(&a.clone()));
+        assert_ne!(members_hash(&a), members_hash(&a[..1]));
+        assert_eq!(fnv(fnv_start(), b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

@@ -1,0 +1,343 @@
+//! Shared by the `replica_*` tests: a test state that records every applied operation
+//! ([`OpLog`]), replicas ([`cpg::replica::Replica`]) started on the nodes of a real
+//! [`cpg_testkit::Cluster`] with a thread that records their events, writers that
+//! submit operations and record each outcome, and the end-of-scenario check: every
+//! replica holds the same history, each operation in it once, and every operation
+//! confirmed and not reported discarded is in it.
+
+#![allow(dead_code)] // Each test binary uses a different part of this module.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cpg::replica::{
+    fnv, fnv_start, Config, Event, OpInfo, Replica, ReplicaError, Replicated, RestoreError, Summary,
+};
+use cpg::{GroupName, Member};
+use cpg_testkit::Node;
+
+/// Bound for every wait: token (1 s), consensus, rounds and a loaded 2-core machine.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// One cluster at a time per test binary (2 cores).
+pub fn heavy() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The test state: every applied operation (origin, seq, bytes) in order, and a
+/// padding blob to make the state large (set by an operation `pad <bytes>`).
+#[derive(Debug, Default)]
+pub struct OpLog {
+    pub ops: Vec<(Member, u64, Vec<u8>)>,
+    pub pad: Vec<u8>,
+}
+
+impl Replicated for OpLog {
+    fn apply(&mut self, op: &[u8], info: &OpInfo) {
+        if let Some(n) = op.strip_prefix(b"pad ") {
+            let n: usize = std::str::from_utf8(n).unwrap().parse().unwrap();
+            self.pad = (0..n).map(|i| (i % 251) as u8).collect();
+        }
+        self.ops.push((info.origin, info.seq, op.to_vec()));
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(self.pad.len() + self.ops.len() * 40 + 16);
+        b.extend_from_slice(&(self.pad.len() as u64).to_le_bytes());
+        b.extend_from_slice(&self.pad);
+        for (m, seq, op) in &self.ops {
+            b.extend_from_slice(&m.nodeid.to_le_bytes());
+            b.extend_from_slice(&m.pid.to_le_bytes());
+            b.extend_from_slice(&seq.to_le_bytes());
+            b.extend_from_slice(&(op.len() as u32).to_le_bytes());
+            b.extend_from_slice(op);
+        }
+        b
+    }
+
+    fn restore(&mut self, s: &[u8]) -> Result<(), RestoreError> {
+        let u32_at = |i: usize| -> Result<u32, RestoreError> {
+            Ok(u32::from_le_bytes(
+                s.get(i..i + 4).ok_or("short")?.try_into()?,
+            ))
+        };
+        let u64_at = |i: usize| -> Result<u64, RestoreError> {
+            Ok(u64::from_le_bytes(
+                s.get(i..i + 8).ok_or("short")?.try_into()?,
+            ))
+        };
+        let pad = u64_at(0)? as usize;
+        let mut at = 8 + pad;
+        let padding = s.get(8..at).ok_or("short")?.to_vec();
+        let mut ops = Vec::new();
+        while at < s.len() {
+            let m = Member {
+                nodeid: u32_at(at)?,
+                pid: u32_at(at + 4)?,
+            };
+            let seq = u64_at(at + 8)?;
+            let len = u32_at(at + 16)? as usize;
+            at += 20;
+            ops.push((m, seq, s.get(at..at + len).ok_or("short")?.to_vec()));
+            at += len;
+        }
+        self.ops = ops;
+        self.pad = padding;
+        Ok(())
+    }
+
+    fn digest(&self) -> u64 {
+        let mut h = fnv(fnv_start(), &(self.pad.len() as u64).to_le_bytes());
+        for (m, seq, op) in &self.ops {
+            h = fnv(h, &m.nodeid.to_le_bytes());
+            h = fnv(h, &m.pid.to_le_bytes());
+            h = fnv(h, &seq.to_le_bytes());
+            h = fnv(h, op);
+        }
+        h
+    }
+}
+
+/// A replica on a node, its events recorded by a thread of its own.
+pub struct Rep {
+    pub name: String,
+    pub replica: Arc<Replica<OpLog>>,
+    events: Arc<Mutex<Vec<(Instant, Event)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Settings for the tests: a shorter round deadline, verification every 5 s.
+pub fn config() -> Config {
+    let mut c = Config::default();
+    c.round_timeout = Duration::from_secs(10);
+    c.verify_interval = Some(Duration::from_secs(5));
+    c
+}
+
+impl Rep {
+    /// Starts a replica of `group` on `node`.
+    pub fn start(node: &Node, name: &str, group: &GroupName) -> Rep {
+        let replica = node
+            .enter(|| {
+                Replica::builder(*group, OpLog::default())
+                    .config(config())
+                    .start()
+            })
+            .unwrap_or_else(|e| panic!("{name}: cannot start on node {}: {e}", node.nodeid()));
+        let replica = Arc::new(replica);
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (r, ev, stop) = (Arc::clone(&replica), Arc::clone(&events), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if let Some(e) = r.next_event(Duration::from_millis(50)) {
+                        ev.lock().unwrap().push((Instant::now(), e));
+                    }
+                }
+            })
+        };
+        Rep {
+            name: name.to_string(),
+            replica,
+            events,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The events so far.
+    pub fn events(&self) -> Vec<(Instant, Event)> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Waits until an event satisfies `find` (events are recorded a moment after the
+    /// replica produces them); returns what `find` returned for the latest such.
+    pub fn wait_event<T>(&self, what: &str, mut find: impl FnMut(&Event) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(t) = self.events().iter().rev().find_map(|(_, e)| find(e)) {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {what} within {WAIT:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// This member, once in a view.
+    pub fn member(&self) -> Member {
+        self.replica
+            .view()
+            .and_then(|v| v.me())
+            .unwrap_or_else(|| panic!("{}: not in a view", self.name))
+    }
+
+    /// Waits until in sync in a view of `n` members; returns when.
+    pub fn wait_ready(&self, n: usize) -> Instant {
+        self.replica
+            .wait_ready(WAIT, |v| v.len() == n)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: not ready in a view of {n} within {WAIT:?}; phase {:?}, view {:?}, \
+                     last events {:?}",
+                    self.name,
+                    self.replica.phase(),
+                    self.replica.view(),
+                    self.events().iter().rev().take(8).collect::<Vec<_>>()
+                )
+            });
+        Instant::now()
+    }
+
+    /// The own operations this replica was told were discarded.
+    pub fn discarded(&self) -> BTreeSet<u64> {
+        self.events()
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::Restored { discarded, .. } => Some(discarded.iter().map(|d| d.seq)),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+}
+
+impl Drop for Rep {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Each submitted operation's sequence number and outcome (the version after it).
+pub type Outcomes = Vec<(u64, Result<u64, ReplicaError>)>;
+
+/// A thread submitting operations to one replica, one at a time, recording each
+/// outcome, until stopped.
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Outcomes>>,
+}
+
+impl Writer {
+    /// Starts writing `w<tag>:<n>` operations to `rep`, pausing `pause` between them.
+    pub fn start(rep: &Rep, tag: &str, pause: Duration) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let r = Arc::clone(&rep.replica);
+        let (s, tag) = (Arc::clone(&stop), tag.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut n = 0;
+            while !s.load(Ordering::SeqCst) {
+                n += 1;
+                match r.submit(format!("w{tag}:{n}")) {
+                    Ok(t) => out.push((t.seq(), t.wait(WAIT))),
+                    Err(e) => panic!("writer {tag}: submit: {e}"),
+                }
+                std::thread::sleep(pause);
+            }
+            out
+        });
+        Writer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops and returns every outcome: (seq, version or error).
+    pub fn finish(mut self) -> Outcomes {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().expect("writer panicked")
+    }
+}
+
+/// Waits until all `reps` are ready in a view of all of them with the same summary;
+/// then checks their histories: the same operations in the same order, each once,
+/// per origin in submission order; every confirmed operation (in `confirmed`, per
+/// replica index) that its replica was not told was discarded is in the history, and
+/// no discarded one is. Returns the common summary.
+pub fn assert_converged(what: &str, reps: &[&Rep], confirmed: &[Vec<u64>]) -> Summary {
+    assert_converged_in(what, reps.len(), reps, confirmed)
+}
+
+/// [`assert_converged`] for replicas in a view of `n` members (some of them not in
+/// `reps`).
+pub fn assert_converged_in(what: &str, n: usize, reps: &[&Rep], confirmed: &[Vec<u64>]) -> Summary {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for r in reps {
+            r.wait_ready(n);
+        }
+        let summaries: Vec<Summary> = reps.iter().map(|r| r.replica.summary()).collect();
+        if summaries.iter().all(|s| *s == summaries[0]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: summaries differ: {summaries:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let histories: Vec<Vec<(Member, u64)>> = reps
+        .iter()
+        .map(|r| {
+            r.replica
+                .read(|s| s.ops.iter().map(|(m, q, _)| (*m, *q)).collect())
+        })
+        .collect();
+    for (r, h) in reps.iter().zip(&histories) {
+        assert_eq!(h, &histories[0], "{what}: {}'s history differs", r.name);
+    }
+    let history = &histories[0];
+    let unique: BTreeSet<&(Member, u64)> = history.iter().collect();
+    assert_eq!(
+        unique.len(),
+        history.len(),
+        "{what}: an operation applied twice"
+    );
+    let mut last: BTreeMap<Member, u64> = BTreeMap::new();
+    for (m, q) in history {
+        let prev = last.insert(*m, *q).unwrap_or(0);
+        assert!(
+            *q > prev,
+            "{what}: {m}'s operations out of order ({prev} then {q})"
+        );
+    }
+    for (i, r) in reps.iter().enumerate() {
+        let me = r.member();
+        let discarded = r.discarded();
+        for seq in confirmed.get(i).into_iter().flatten() {
+            let present = unique.contains(&(me, *seq));
+            if discarded.contains(seq) {
+                assert!(
+                    !present,
+                    "{what}: {} op {seq} reported discarded but kept",
+                    r.name
+                );
+            } else {
+                assert!(present, "{what}: {} op {seq} confirmed but missing", r.name);
+            }
+        }
+    }
+    reps[0].replica.summary()
+}
+
+/// The sequence numbers of the operations confirmed applied.
+pub fn confirmed(outcomes: &[(u64, Result<u64, ReplicaError>)]) -> Vec<u64> {
+    outcomes
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(s, _)| *s)
+        .collect()
+}
