@@ -48,7 +48,7 @@
 //! adds its own (reactor wake-ups). Where the client also sends, as in `bench
 //! --async`, all this makes 6–18 % more client CPU per message than a blocking client
 //! that copies its messages too (README, "Async"); a receive-only client pays about
-//! 0.1–0.25 µs more per message (`examples/async_bench.rs`). Where that matters, or
+//! 0.1–0.25 µs more per message (`examples/bench/async_bench.rs`). Where that matters, or
 //! where messages should not be copied at all, use [`Handle`] with callbacks on a
 //! dedicated thread.
 //!
