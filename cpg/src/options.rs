@@ -25,7 +25,7 @@ pub struct Options {
     ///
     /// corosync's IPC socket is an abstract Unix socket: any local process can bind
     /// its name before corosync starts and then impersonate it. A connection whose
-    /// peer runs as another user fails with [`Error::UntrustedDaemon`].
+    /// peer runs as another user fails with [`Error::UntrustedDaemon`](crate::Error::UntrustedDaemon).
     pub daemon_uid: Option<u32>,
 }
 
