@@ -24,7 +24,9 @@
 //! the dispatching thread has delivered events or its back-off delay has passed. Sends
 //! and deliveries overlap. `--single-thread` runs the one-thread loop instead: send,
 //! then `cpg_dispatch(CS_DISPATCH_ALL)`; on back-pressure wait up to 1 ms on the
-//! descriptor and dispatch.
+//! descriptor and dispatch. `--max-in-flight N` makes the sending thread of the
+//! two-thread loop yield while N of its own messages are sent but not yet delivered
+//! back (a pacing experiment; off by default).
 //!
 //! `--latency` sends one message at a time and waits for it to be delivered back before
 //! sending the next, and prints per size the p50, p99 and p99.9 of that
@@ -40,8 +42,8 @@
 //! client that keeps its messages, which the async path always does).
 //!
 //! `--async` runs the same two-sided design through an [`AsyncHandle`] on a tokio
-//! runtime with two worker threads: one task reads the stream (events owned), another
-//! sends with an [`AsyncSender`](cpg::AsyncSender), whose `send(..).await` waits out
+//! runtime with two worker threads: the main thread reads the stream in `block_on`
+//! (events owned), a spawned task sends with an [`AsyncSender`](cpg::AsyncSender), whose `send(..).await` waits out
 //! back-pressure until the reading task has dispatched events. `--async
 //! --single-thread` is the one-task loop on a current-thread runtime: `send(..).await`
 //! on the handle, then the events that are ready.
@@ -101,6 +103,10 @@ struct Args {
     /// Longest such pause, in microseconds.
     #[arg(long, default_value_t = 50_000)]
     retry_max_us: u64,
+    /// Two-thread loop: before each send, let the sending thread yield while this
+    /// many of its own messages are sent but not yet delivered back (0: no bound).
+    #[arg(long, default_value_t = 0)]
+    max_in_flight: u64,
     /// Blocking path: copy every delivered message into a `Vec` in the callback (what a
     /// client that keeps or hands on messages does; the async path always owns them).
     #[arg(long)]
@@ -675,10 +681,9 @@ async fn send_sweep_async(
     Ok(true)
 }
 
-/// `--async`: an [`AsyncHandle`] whose stream one task reads while another sends with
-/// an [`AsyncSender`](cpg::AsyncSender), on a tokio runtime with two worker threads
-/// (stacks of 8 MiB: the reading task dispatches, and libcpg's dispatch needs more
-/// than 1 MiB of stack).
+/// `--async`: an [`AsyncHandle`] whose stream the main thread reads (in `block_on`)
+/// while a task spawned on a tokio runtime with two worker threads sends with an
+/// [`AsyncSender`](cpg::AsyncSender); the other worker drives the reactor and timers.
 fn run_async_two_tasks(
     args: &Args,
     sizes: &[usize],
@@ -687,7 +692,6 @@ fn run_async_two_tasks(
 ) -> Result<bool, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .thread_stack_size(8 << 20)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start tokio: {e}"))?;
@@ -735,29 +739,25 @@ fn run_async_two_tasks(
                 result
             }
         });
-        let reading = tokio::spawn(async move {
-            let mut result = Ok(());
-            loop {
-                tokio::select! {
-                    biased;
-                    () = done.notified() => break,
-                    event = cpg.next_event() => {
-                        if let Err(e) = deliver(&receiver, event) {
-                            failed.store(true, Ordering::Relaxed);
-                            result = Err(e);
-                            break;
-                        }
+        // The stream is read here, in `block_on` on the main thread, not in a spawned
+        // task that could share a worker with the sending task.
+        let mut read = Ok(());
+        loop {
+            tokio::select! {
+                biased;
+                () = done.notified() => break,
+                event = cpg.next_event() => {
+                    if let Err(e) = deliver(&receiver, event) {
+                        failed.store(true, Ordering::Relaxed);
+                        read = Err(e);
+                        break;
                     }
                 }
             }
-            (cpg, receiver, result)
-        });
+        }
         let sent = sending
             .await
             .map_err(|e| format!("the sending task failed: {e}"))?;
-        let (mut cpg, receiver, read) = reading
-            .await
-            .map_err(|e| format!("the reading task failed: {e}"))?;
         let _ = cpg.leave(group).await;
         let result = read.and(sent).map(|()| true);
         finish(args, result, &receiver)
@@ -794,6 +794,11 @@ async fn async_sender_sweep(
                 Err(e) => return Err(format!("send of {size} bytes: {e}")),
             }
             seq += 1;
+            // While the daemon takes every message the loop above never waits, so it
+            // gives the runtime a turn once its cooperative budget is spent: without
+            // that, no worker might poll the reactor, and the reading side would hear
+            // nothing for the whole window.
+            tokio::task::coop::consume_budget().await;
         }
         let row = window.finish(receiver, plan.implementation, size, pushbacks);
         if halt() {

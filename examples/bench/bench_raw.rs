@@ -57,6 +57,11 @@ struct Args {
     /// duplication, reordering and corruption; exit 1 on any.
     #[arg(long)]
     verify: bool,
+    /// Two-thread mode: before each send, let the sending thread yield while this
+    /// many of its own messages are sent but not yet delivered back (0: no bound), as
+    /// `bench --max-in-flight` does.
+    #[arg(long, default_value_t = 0)]
+    max_in_flight: u64,
 }
 
 /// The designs of the raw client (see the program's documentation).
@@ -353,7 +358,20 @@ fn two_threads(
                         send_busy_retry(raw, msg)
                     })
                 } else {
+                    let mut sent_data: u64 = 0;
                     common::send_sweep(&plan, &context.receiver, &halt, |msg| {
+                        if args.max_in_flight > 0 {
+                            let own = &context.receiver.own_data;
+                            while sent_data.saturating_sub(own.load(Ordering::Relaxed))
+                                >= args.max_in_flight
+                                && !halt()
+                            {
+                                std::thread::yield_now();
+                            }
+                            if common::Header::parse(msg).is_some_and(|h| h.kind == Kind::Data) {
+                                sent_data += 1;
+                            }
+                        }
                         send_sleeping(raw, &context.progress, msg)
                     })
                 };

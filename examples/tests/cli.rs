@@ -572,6 +572,18 @@ fn bench_single_thread_verify_sweep_passes() {
     verified_sweep(BENCH, &["--single-thread"], "cli-bench-1t");
 }
 
+/// The two-thread loop with the sender pacing itself by its own deliveries
+/// (`--max-in-flight`), safe and raw.
+#[test]
+fn bench_in_flight_bound_verify_sweeps_pass() {
+    verified_sweep(BENCH, &["--max-in-flight", "16"], "cli-bench-inflight");
+    verified_sweep(
+        BENCH_RAW,
+        &["--max-in-flight", "16"],
+        "cli-bench-raw-inflight",
+    );
+}
+
 /// The same through the async handle (`bench --async`: a reading task and a sending
 /// task with an `AsyncSender`).
 #[test]
