@@ -24,6 +24,7 @@ use cpg_testkit::{Cluster, Node};
 const CHAT: &str = env!("CARGO_BIN_EXE_chat");
 const MEMBERS: &str = env!("CARGO_BIN_EXE_members");
 const BENCH: &str = env!("CARGO_BIN_EXE_bench");
+const BENCH_RAW: &str = env!("CARGO_BIN_EXE_bench_raw");
 
 /// How long a program may take to print an expected line.
 const LINE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -558,19 +559,99 @@ fn members_json_lists_the_chats_of_a_group() {
 }
 
 /// A short verified sweep over a small and a large size on one node: exit 0, a row per
-/// size with messages received, and a clean verification of its own messages.
+/// size with messages received, and a clean verification of its own messages. The
+/// default design: a dispatching thread and a sending thread.
 #[test]
 fn bench_verify_sweep_prints_a_row_per_size_and_passes() {
-    verified_sweep(&[], "cli-bench");
+    verified_sweep(BENCH, &[], "cli-bench");
 }
 
-/// The same through the async handle (`bench --async`).
+/// The same with the one-thread loop (`bench --single-thread`).
+#[test]
+fn bench_single_thread_verify_sweep_passes() {
+    verified_sweep(BENCH, &["--single-thread"], "cli-bench-1t");
+}
+
+/// The two-thread loop with the sender pacing itself by its own deliveries
+/// (`--max-in-flight`), safe and raw.
+#[test]
+fn bench_in_flight_bound_verify_sweeps_pass() {
+    verified_sweep(BENCH, &["--max-in-flight", "16"], "cli-bench-inflight");
+    verified_sweep(
+        BENCH_RAW,
+        &["--max-in-flight", "16"],
+        "cli-bench-raw-inflight",
+    );
+}
+
+/// The same through the async handle (`bench --async`: a reading task and a sending
+/// task with an `AsyncSender`).
 #[test]
 fn bench_async_verify_sweep_prints_a_row_per_size_and_passes() {
-    verified_sweep(&["--async"], "cli-bench-async");
+    verified_sweep(BENCH, &["--async"], "cli-bench-async");
 }
 
-fn verified_sweep(extra: &[&str], group: &str) {
+/// The one-task async loop (`bench --async --single-thread`).
+#[test]
+fn bench_async_single_task_verify_sweep_passes() {
+    verified_sweep(BENCH, &["--async", "--single-thread"], "cli-bench-async-1t");
+}
+
+/// The raw baselines, each design: two threads (default), corosync's busy-retry
+/// pattern (its blocking dispatch ends through a finalize in the callback), one thread.
+#[test]
+fn bench_raw_verify_sweeps_pass_in_every_mode() {
+    verified_sweep(BENCH_RAW, &[], "cli-bench-raw");
+    verified_sweep(BENCH_RAW, &["--mode", "busy-retry"], "cli-bench-raw-busy");
+    verified_sweep(BENCH_RAW, &["--mode", "single-thread"], "cli-bench-raw-1t");
+}
+
+/// `bench --latency`: a row per size with round trips measured and p50 <= p99 <=
+/// p99.9, and a clean verification.
+#[test]
+fn bench_latency_prints_percentiles_per_size() {
+    let node = cpg_testkit::shared();
+    let _heavy = heavy();
+    let args = [
+        "--latency",
+        "--verify",
+        "--duration",
+        "0.5",
+        "--sizes",
+        "64,100000",
+        "--group",
+        "cli-bench-latency",
+    ];
+    let mut bench = Program::start(node, BENCH, &args, None);
+    bench.expect_success(Duration::from_secs(120));
+    let out = bench.stdout();
+    let header = index_of(&out, "p99.9", &bench);
+    for (k, size) in ["64", "100000"].into_iter().enumerate() {
+        let row: Vec<&str> = out
+            .get(header + 1 + k)
+            .map(|l| l.split_whitespace().collect())
+            .unwrap_or_default();
+        assert_eq!(row.len(), 6, "row {k}: {}", bench.report());
+        assert_eq!(row[0], size, "row {k}'s size: {}", bench.report());
+        let n: Vec<f64> = row[1..]
+            .iter()
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|e| panic!("{v:?}: {e}: {}", bench.report()))
+            })
+            .collect();
+        assert!(n[0] > 0.0, "no round trips: {}", bench.report());
+        assert!(
+            0.0 < n[1] && n[1] <= n[2] && n[2] <= n[3] && n[3] <= n[4],
+            "p50 <= p99 <= p99.9 <= max: {}",
+            bench.report()
+        );
+    }
+    let verdict = bench.expect_line("verify: sender node 1 pid", Duration::ZERO);
+    assert!(verdict.ends_with(": ok"), "{}", bench.report());
+}
+
+fn verified_sweep(program: &str, extra: &[&str], group: &str) {
     let node = cpg_testkit::shared();
     let _heavy = heavy();
     let mut args = vec![
@@ -583,7 +664,7 @@ fn verified_sweep(extra: &[&str], group: &str) {
         group,
     ];
     args.extend_from_slice(extra);
-    let mut bench = Program::start(node, BENCH, &args, None);
+    let mut bench = Program::start(node, program, &args, None);
     bench.expect_success(Duration::from_secs(180));
     let out = bench.stdout();
     let pid = bench.pid();

@@ -1,15 +1,17 @@
-//! What `bench` (safe crate) and `bench_raw` (raw `corosync-sys` calls) share, so that
-//! the only difference between them is the binding layer: the wire format of benchmark
-//! messages, the checksum, the receiver's accounting, the counting allocator, CPU time,
-//! and the report.
+//! What the measurement programs in `examples/bench/` share, so that the only
+//! difference between `bench` (safe crate) and `bench_raw` (raw `corosync-sys` calls) is
+//! the binding layer: the wire format of benchmark messages, the checksum, the
+//! receiver's accounting, the counting allocator, CPU time, the sending side of a
+//! two-thread client ([`send_sweep`]), latency statistics, and the report.
 //!
-//! Not a program of its own: both binaries include it with `#[path]`.
+//! Benchmark plumbing, not an API: a library target only so that the programs can
+//! share it as a module.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// First four bytes of every benchmark message ("CPGB", little endian).
 pub const MAGIC: u32 = u32::from_le_bytes(*b"CPGB");
@@ -22,6 +24,7 @@ pub const DEFAULT_GROUP: &str = "cpg-bench";
 
 // The options both benchmark clients (`bench` and `bench_raw`) take. (A plain comment:
 // clap would take a doc comment here as the `about` of the programs that flatten it.)
+#[allow(missing_docs)]
 #[derive(Debug, clap::Args)]
 pub struct SweepArgs {
     /// Seconds to send each message size for.
@@ -307,6 +310,9 @@ pub struct Receiver {
     pub markers: AtomicU64,
     /// This process's own end markers seen: the sender waits for these to drain.
     pub own_markers: AtomicU64,
+    /// This process's own data messages delivered back to it (what `--latency` waits
+    /// for).
+    pub own_data: AtomicU64,
     /// Our own node id and pid, to recognise our own markers.
     pub me: (AtomicU64, AtomicU64),
     /// Verify mode: check every message.
@@ -333,6 +339,16 @@ impl Receiver {
         counter.store(counter.load(Ordering::Relaxed) + by, Ordering::Relaxed);
     }
 
+    /// Counts a data message of our own.
+    #[inline(always)]
+    fn count_own(&self, nodeid: u32, pid: u32) {
+        if u64::from(pid) == self.me.1.load(Ordering::Relaxed)
+            && u64::from(nodeid) == self.me.0.load(Ordering::Relaxed)
+        {
+            Self::bump(&self.own_data, 1);
+        }
+    }
+
     /// Accounts one delivered message (called from the deliver callback).
     #[inline]
     pub fn deliver(&self, nodeid: u32, pid: u32, msg: &[u8]) {
@@ -341,6 +357,7 @@ impl Receiver {
             // The hot path: a look at the kind, two counters.
             if msg.len() >= HEADER_LEN && u32_at(msg, 0) == MAGIC && u32_at(msg, 4) == 1 {
                 Self::bump(&self.total, 1);
+                self.count_own(nodeid, pid);
                 if self.counting.load(Ordering::Relaxed) {
                     Self::bump(&self.msgs, 1);
                     Self::bump(&self.bytes, msg.len() as u64);
@@ -364,6 +381,7 @@ impl Receiver {
         match header.kind {
             Kind::Data => {
                 Self::bump(&self.total, 1);
+                self.count_own(nodeid, pid);
                 if self.counting.load(Ordering::Relaxed) {
                     Self::bump(&self.msgs, 1);
                     Self::bump(&self.bytes, msg.len() as u64);
@@ -636,4 +654,252 @@ pub fn print_verify(receiver: &Receiver) -> bool {
         clean &= !r.is_bad();
     }
     clean
+}
+
+/// One measured window: what was received, how long it took, and what it cost.
+#[derive(Debug)]
+pub struct Window {
+    /// When the window started.
+    pub start: Instant,
+    cpu0: Duration,
+    allocs0: u64,
+}
+
+impl Window {
+    /// Starts a window: the receiver counts from now on.
+    pub fn start(receiver: &Receiver) -> Window {
+        receiver.start_window();
+        Window {
+            allocs0: allocations(),
+            cpu0: cpu_time(),
+            start: Instant::now(),
+        }
+    }
+
+    /// Ends the window: its row of the report.
+    pub fn finish(
+        self,
+        receiver: &Receiver,
+        implementation: &'static str,
+        size: usize,
+        pushbacks: u64,
+    ) -> Row {
+        let secs = self.start.elapsed().as_secs_f64();
+        let cpu = cpu_time() - self.cpu0;
+        let allocs = allocations() - self.allocs0;
+        let (msgs, bytes) = receiver.stop_window();
+        Row {
+            implementation,
+            size,
+            msgs,
+            bytes,
+            secs,
+            cpu_secs: cpu.as_secs_f64(),
+            allocs,
+            pushbacks,
+        }
+    }
+}
+
+/// Prints the table header (unless JSON was asked for).
+pub fn print_header(json: bool) {
+    if !json {
+        println!("{}", Row::table_header());
+    }
+}
+
+/// Prints one row, as a table line or a JSON object.
+pub fn print_row(json: bool, row: &Row) {
+    if json {
+        println!("{}", row.json());
+    } else {
+        println!("{}", row.line());
+    }
+}
+
+/// Waits until one more of our own end markers than `before` has been delivered (by
+/// whichever thread dispatches), checking `halt` meanwhile.
+pub fn wait_for_own_marker(
+    receiver: &Receiver,
+    before: u64,
+    halt: &dyn Fn() -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while receiver.own_markers.load(Ordering::Acquire) == before {
+        if halt() {
+            return Err("interrupted".into());
+        }
+        if Instant::now() > deadline {
+            return Err("our own end marker did not come back within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
+/// What the sending thread of a two-thread client sweeps.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepPlan<'a> {
+    /// Message sizes, in order.
+    pub sizes: &'a [usize],
+    /// How long each size is sent for.
+    pub window: Duration,
+    /// Fill and checksum every message (`--verify`).
+    pub verify: bool,
+    /// Our node id and pid (the header of every message).
+    pub me: (u32, u32),
+    /// The name of the implementation in the report.
+    pub implementation: &'static str,
+    /// Print JSON rows instead of the table.
+    pub json: bool,
+}
+
+/// The sending thread of a two-thread client (another thread dispatches and feeds
+/// `receiver`): per size, sends data messages for the window through `send`, then an
+/// end-of-size marker, waits for it to come back and prints the row; finally sends the
+/// end-of-run marker and waits for it.
+///
+/// `send` sends one whole message, waiting out back-pressure however the client does,
+/// and returns how many times the daemon pushed back on it. `halt` says the run must
+/// stop (a signal, or the dispatching thread failed); it is checked between messages.
+pub fn send_sweep(
+    plan: &SweepPlan<'_>,
+    receiver: &Receiver,
+    halt: &dyn Fn() -> bool,
+    mut send: impl FnMut(&[u8]) -> Result<u64, String>,
+) -> Result<(), String> {
+    let (nodeid, pid) = plan.me;
+    let mut buf = vec![0u8; plan.sizes.iter().copied().max().unwrap_or(0)];
+    let mut seq: u64 = 0;
+    print_header(plan.json);
+    for &size in plan.sizes {
+        let msg = &mut buf[..size];
+        let window = Window::start(receiver);
+        let end = window.start + plan.window;
+        let mut pushbacks = 0;
+        while Instant::now() < end && !halt() {
+            fill_data(msg, nodeid, pid, seq, plan.verify);
+            pushbacks += send(msg).map_err(|e| format!("send of {size} bytes: {e}"))?;
+            seq += 1;
+        }
+        let row = window.finish(receiver, plan.implementation, size, pushbacks);
+        if halt() {
+            return Err("interrupted".into());
+        }
+        let before = receiver.own_markers.load(Ordering::Acquire);
+        send(&control(Kind::EndOfSize, nodeid, pid, seq, size as u32))?;
+        wait_for_own_marker(receiver, before, halt)?;
+        print_row(plan.json, &row);
+    }
+    let before = receiver.own_markers.load(Ordering::Acquire);
+    send(&control(Kind::EndOfRun, nodeid, pid, seq, 0))?;
+    wait_for_own_marker(receiver, before, halt)
+}
+
+/// Latency of one message size: send-to-own-delivery times of messages sent one at a
+/// time.
+#[derive(Debug, Clone)]
+pub struct LatencyRow {
+    /// Which implementation measured it.
+    pub implementation: &'static str,
+    /// Bytes per message.
+    pub size: usize,
+    /// Round trips measured.
+    pub samples: usize,
+    /// Median, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile, microseconds.
+    pub p99_us: f64,
+    /// 99.9th percentile, microseconds.
+    pub p999_us: f64,
+    /// Slowest, microseconds.
+    pub max_us: f64,
+}
+
+/// The `p`-quantile (0..=1) of `sorted` by the nearest-rank method; NaN when empty.
+pub fn quantile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+impl LatencyRow {
+    /// The row of `samples` (microseconds, any order).
+    pub fn new(implementation: &'static str, size: usize, mut samples: Vec<f64>) -> LatencyRow {
+        samples.sort_by(|a, b| a.total_cmp(b));
+        LatencyRow {
+            implementation,
+            size,
+            samples: samples.len(),
+            p50_us: quantile(&samples, 0.5),
+            p99_us: quantile(&samples, 0.99),
+            p999_us: quantile(&samples, 0.999),
+            max_us: samples.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+
+    /// The table header matching [`LatencyRow::line`].
+    pub fn table_header() -> String {
+        format!(
+            "{:>9} {:>9} {:>10} {:>10} {:>10} {:>10}",
+            "bytes/msg", "samples", "p50 µs", "p99 µs", "p99.9 µs", "max µs"
+        )
+    }
+
+    /// One human-readable line.
+    pub fn line(&self) -> String {
+        format!(
+            "{:>9} {:>9} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+            self.size, self.samples, self.p50_us, self.p99_us, self.p999_us, self.max_us
+        )
+    }
+
+    /// One JSON object (one line), for `bench_compare --latency`.
+    pub fn json(&self) -> String {
+        serde_json::json!({
+            "impl": self.implementation,
+            "size": self.size,
+            "samples": self.samples,
+            "p50_us": self.p50_us,
+            "p99_us": self.p99_us,
+            "p999_us": self.p999_us,
+            "max_us": self.max_us,
+        })
+        .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=1000).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), 500.0);
+        assert_eq!(quantile(&v, 0.99), 990.0);
+        assert_eq!(quantile(&v, 0.999), 999.0);
+        assert_eq!(quantile(&v, 1.0), 1000.0);
+        assert_eq!(quantile(&[7.0], 0.999), 7.0);
+        assert!(quantile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn own_data_counts_only_our_messages() {
+        let r = Receiver::new(false);
+        r.set_me(1, 42);
+        let mut msg = vec![0u8; 64];
+        fill_data(&mut msg, 1, 42, 0, false);
+        r.deliver(1, 42, &msg);
+        r.deliver(2, 42, &msg);
+        assert_eq!(r.own_data.load(Ordering::Relaxed), 1);
+        let v = Receiver::new(true);
+        v.set_me(1, 42);
+        fill_data(&mut msg, 1, 42, 0, true);
+        v.deliver(1, 42, &msg);
+        assert_eq!(v.own_data.load(Ordering::Relaxed), 1);
+        assert!(!v.reports()[0].1.is_bad());
+    }
 }

@@ -1,10 +1,13 @@
-//! Throughput benchmark of the safe `cpg` crate: a sweep over message sizes, a fixed
-//! time per size, printing what was received per second and what it cost in client
-//! CPU time and heap allocations.
+//! Throughput and latency benchmark of the safe `cpg` crate: a sweep over message
+//! sizes, a fixed time per size, printing what was received per second and what it
+//! cost in client CPU time and heap allocations (or, with `--latency`, how long one
+//! message takes to come back).
 //!
 //! ```text
 //! cargo run --release -p cpg-examples --bin bench -- --duration 2
 //! cargo run --release -p cpg-examples --bin bench -- --verify          # check every message
+//! cargo run --release -p cpg-examples --bin bench -- --single-thread   # the one-thread loop
+//! cargo run --release -p cpg-examples --bin bench -- --latency         # one message in flight
 //! cargo run --release -p cpg-examples --bin bench -- --receive-only    # on another node
 //! cargo run --release -p cpg-examples --bin bench -- --async           # AsyncHandle
 //! ```
@@ -13,6 +16,21 @@
 //! them for `--duration` seconds, and counts the messages delivered back to it (its own,
 //! plus any other sender's) during that window. Then it sends an end marker and waits
 //! for it to come back, so that every size starts with an empty pipeline.
+//!
+//! By default it uses the fastest design the crate offers: the main thread dispatches
+//! (`dispatch_timeout`: `poll`, then `cpg_dispatch(CS_DISPATCH_ALL)`, the callback
+//! borrowing each message), and a second thread sends through a [`cpg::Sender`]; under
+//! back-pressure [`Sender::send_with_retry`](cpg::Sender::send_with_retry) sleeps until
+//! the dispatching thread has delivered events or its back-off delay has passed. Sends
+//! and deliveries overlap. `--single-thread` runs the one-thread loop instead: send,
+//! then `cpg_dispatch(CS_DISPATCH_ALL)`; on back-pressure wait up to 1 ms on the
+//! descriptor and dispatch. `--max-in-flight N` makes the sending thread of the
+//! two-thread loop yield while N of its own messages are sent but not yet delivered
+//! back (a pacing experiment; off by default).
+//!
+//! `--latency` sends one message at a time and waits for it to be delivered back before
+//! sending the next, and prints per size the p50, p99 and p99.9 of that
+//! send-to-own-delivery time (one thread).
 //!
 //! `--verify` makes every message carry its sender, a sequence number and a checksum;
 //! every receiver then reports per sender what was lost, duplicated, reordered or
@@ -23,17 +41,16 @@
 //! `--copy` makes the deliver callback copy each message into a `Vec` (the work of a
 //! client that keeps its messages, which the async path always does).
 //!
-//! `--async` runs the same loop through an [`AsyncHandle`] on a current-thread tokio
-//! runtime: each message is sent with `send(..).await` (which waits out back-pressure
-//! on the timer), then the events that are ready are taken from the stream, owned.
+//! `--async` runs the same two-sided design through an [`AsyncHandle`] on a tokio
+//! runtime with two worker threads: the main thread reads the stream in `block_on`
+//! (events owned), a spawned task sends with an [`AsyncSender`](cpg::AsyncSender), whose `send(..).await` waits out
+//! back-pressure until the reading task has dispatched events. `--async
+//! --single-thread` is the one-task loop on a current-thread runtime: `send(..).await`
+//! on the handle, then the events that are ready.
 //!
-//! `bench_raw` is the same loop written directly against `corosync-sys`; the
-//! `bench_compare` program runs it, this one, `--async` and `--copy` in turn and
-//! compares.
-
-#[path = "bench_common.rs"]
-#[allow(dead_code)]
-mod common;
+//! `bench_raw` is the same client written directly against `corosync-sys` (the same
+//! two-thread design, the one-thread loop, and corosync's own busy-retry pattern); the
+//! `bench_compare` program runs them side by side and compares.
 
 use std::future::poll_fn;
 use std::process::ExitCode;
@@ -46,7 +63,8 @@ use clap::Parser;
 use cpg::retry::Backoff;
 use cpg::{AsyncHandle, DispatchMode, Event, GroupName, Handle};
 
-use common::{Kind, Receiver, Row};
+use cpg_bench as common;
+use cpg_bench::{Kind, Receiver, Row, SweepPlan, Window};
 
 #[global_allocator]
 static ALLOC: common::CountingAlloc = common::CountingAlloc;
@@ -70,6 +88,25 @@ struct Args {
     /// Send and receive through an `AsyncHandle` (tokio) instead of a blocking `Handle`.
     #[arg(long = "async", conflicts_with_all = ["zero_copy", "receive_only", "copy"])]
     async_: bool,
+    /// One thread sends and dispatches in turn, instead of a dispatching thread beside
+    /// a sending one (implied by --zero-copy, whose buffers belong to the handle).
+    #[arg(long)]
+    single_thread: bool,
+    /// Measure latency instead of throughput: one message in flight, the time from
+    /// send to its delivery back to this process, p50/p99/p99.9 per size.
+    #[arg(long, conflicts_with_all = ["async_", "receive_only", "zero_copy", "copy"])]
+    latency: bool,
+    /// First pause, in microseconds, of a send waiting out back-pressure (it ends
+    /// early once the dispatching side has delivered events).
+    #[arg(long, default_value_t = 100)]
+    retry_initial_us: u64,
+    /// Longest such pause, in microseconds.
+    #[arg(long, default_value_t = 50_000)]
+    retry_max_us: u64,
+    /// Two-thread loop: before each send, let the sending thread yield while this
+    /// many of its own messages are sent but not yet delivered back (0: no bound).
+    #[arg(long, default_value_t = 0)]
+    max_in_flight: u64,
     /// Blocking path: copy every delivered message into a `Vec` in the callback (what a
     /// client that keeps or hands on messages does; the async path always owns them).
     #[arg(long)]
@@ -108,8 +145,11 @@ fn run(args: &Args) -> Result<bool, String> {
     let sizes = args.sweep.checked_sizes()?;
     let group = GroupName::new(&args.sweep.group).map_err(|e| format!("--group: {e}"))?;
     let stop = stop_flag()?;
-    if args.async_ {
+    if args.async_ && args.single_thread {
         return run_async(args, &sizes, &group, &stop);
+    }
+    if args.async_ {
+        return run_async_two_tasks(args, &sizes, &group, &stop);
     }
 
     let receiver = Arc::new(Receiver::new(args.verify));
@@ -136,8 +176,12 @@ fn run(args: &Args) -> Result<bool, String> {
     print_banner(args, nodeid, pid, &group);
     let result = if args.receive_only {
         receive_only(args, &handle, &receiver, &stop)
-    } else {
+    } else if args.latency {
+        latency_sweep(args, &sizes, &handle, &receiver, &stop, nodeid, pid)
+    } else if args.single_thread || args.zero_copy {
         send_sweep(args, &sizes, &handle, &receiver, &stop, nodeid, pid)
+    } else {
+        send_sweep_two_threads(args, &sizes, &handle, &receiver, &stop, (nodeid, pid))
     };
     // Leave explicitly so the others see "leave", not "process down"; drop finalizes.
     let _ = handle.leave(&group);
@@ -148,7 +192,7 @@ fn run(args: &Args) -> Result<bool, String> {
 fn print_banner(args: &Args, nodeid: u32, pid: u32, group: &GroupName) {
     if !args.sweep.json {
         println!(
-            "# bench (safe cpg crate{}): node {nodeid} pid {pid}, group {group}, {}{}{}",
+            "# bench (safe cpg crate{}{}): node {nodeid} pid {pid}, group {group}, {}{}{}",
             if args.async_ {
                 ", AsyncHandle"
             } else if args.copy {
@@ -156,8 +200,19 @@ fn print_banner(args: &Args, nodeid: u32, pid: u32, group: &GroupName) {
             } else {
                 ""
             },
+            if args.receive_only || args.latency {
+                ""
+            } else if args.single_thread || args.zero_copy {
+                ", one thread"
+            } else if args.async_ {
+                ", a reading task and a sending task"
+            } else {
+                ", a dispatching thread and a sending thread"
+            },
             if args.receive_only {
                 "receive-only"
+            } else if args.latency {
+                "latency, one message in flight"
             } else {
                 "sending"
             },
@@ -180,47 +235,6 @@ fn finish(args: &Args, result: Result<bool, String>, receiver: &Receiver) -> Res
         true
     };
     Ok(ok && clean)
-}
-
-/// One measured window: what was received, how long it took, and what it cost.
-struct Window {
-    start: Instant,
-    cpu0: Duration,
-    allocs0: u64,
-}
-
-impl Window {
-    fn start(receiver: &Receiver) -> Window {
-        receiver.start_window();
-        Window {
-            allocs0: common::allocations(),
-            cpu0: common::cpu_time(),
-            start: Instant::now(),
-        }
-    }
-
-    fn finish(
-        self,
-        receiver: &Receiver,
-        implementation: &'static str,
-        size: usize,
-        pushbacks: u64,
-    ) -> Row {
-        let secs = self.start.elapsed().as_secs_f64();
-        let cpu = common::cpu_time() - self.cpu0;
-        let allocs = common::allocations() - self.allocs0;
-        let (msgs, bytes) = receiver.stop_window();
-        Row {
-            implementation,
-            size,
-            msgs,
-            bytes,
-            secs,
-            cpu_secs: cpu.as_secs_f64(),
-            allocs,
-            pushbacks,
-        }
-    }
 }
 
 /// Waits (up to 1 ms) for events and delivers them: what the sender does when the
@@ -264,17 +278,138 @@ fn send_marker_and_drain(
 }
 
 fn print_header(args: &Args) {
-    if !args.sweep.json {
-        println!("{}", Row::table_header());
-    }
+    common::print_header(args.sweep.json);
 }
 
 fn print_row(args: &Args, row: &Row) {
-    if args.sweep.json {
-        println!("{}", row.json());
-    } else {
-        println!("{}", row.line());
+    common::print_row(args.sweep.json, row);
+}
+
+impl Args {
+    /// The back-off of a send waiting out back-pressure in the measured loops.
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            initial: Duration::from_micros(self.retry_initial_us.max(1)),
+            max_delay: Duration::from_micros(self.retry_max_us.max(self.retry_initial_us).max(1)),
+            timeout: common::DRAIN_TIMEOUT,
+            max_attempts: u32::MAX,
+        }
     }
+}
+
+/// The default loop: this (main) thread dispatches, with the callback borrowing each
+/// message; a second thread sends through a [`cpg::Sender`], waiting out back-pressure
+/// with [`Sender::send_with_retry`](cpg::Sender::send_with_retry).
+fn send_sweep_two_threads(
+    args: &Args,
+    sizes: &[usize],
+    handle: &Handle,
+    receiver: &Receiver,
+    stop: &AtomicBool,
+    me: (u32, u32),
+) -> Result<bool, String> {
+    let sender = handle.sender();
+    let backoff = args.backoff();
+    // Set by the sending thread when it is done, by this one when dispatch failed.
+    let done = AtomicBool::new(false);
+    let failed = AtomicBool::new(false);
+    let plan = SweepPlan {
+        sizes,
+        window: args.sweep.window(),
+        verify: args.verify,
+        me,
+        implementation: if args.copy { "safe-copy" } else { "safe" },
+        json: args.sweep.json,
+    };
+    std::thread::scope(|scope| {
+        let sending = std::thread::Builder::new()
+            .name("bench-sender".into())
+            .spawn_scoped(scope, || {
+                let halt = || stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed);
+                let result =
+                    common::send_sweep(&plan, receiver, &halt, |msg| match sender.send(msg) {
+                        Ok(()) => Ok(0),
+                        Err(e) if e.is_retryable() => sender
+                            .send_with_retry(msg, &backoff)
+                            .map(|()| 1)
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    });
+                done.store(true, Ordering::Release);
+                result
+            })
+            .map_err(|e| format!("cannot start the sending thread: {e}"))?;
+        let mut dispatched = Ok(());
+        while !done.load(Ordering::Acquire) {
+            if let Err(e) = handle.dispatch_timeout(Duration::from_millis(20)) {
+                dispatched = Err(format!("dispatch: {e}"));
+                failed.store(true, Ordering::Relaxed);
+                break;
+            }
+        }
+        let sent = sending
+            .join()
+            .map_err(|_| "the sending thread panicked".to_string())?;
+        dispatched?;
+        sent.map(|()| true)
+    })
+}
+
+/// `--latency`: per size, for the window, send one message and dispatch until it has
+/// come back, timing each round trip; then the end marker as in the throughput loops.
+fn latency_sweep(
+    args: &Args,
+    sizes: &[usize],
+    handle: &Handle,
+    receiver: &Receiver,
+    stop: &AtomicBool,
+    nodeid: u32,
+    pid: u32,
+) -> Result<bool, String> {
+    let backoff = args.backoff();
+    let mut buf = vec![0u8; sizes.iter().copied().max().unwrap_or(0)];
+    let mut seq: u64 = 0;
+    if !args.sweep.json {
+        println!("{}", common::LatencyRow::table_header());
+    }
+    for &size in sizes {
+        let msg = &mut buf[..size];
+        let mut samples = Vec::with_capacity(1 << 16);
+        let end = Instant::now() + args.sweep.window();
+        while Instant::now() < end && !stop.load(Ordering::Relaxed) {
+            common::fill_data(msg, nodeid, pid, seq, args.verify);
+            let before = receiver.own_data.load(Ordering::Relaxed);
+            let sent = Instant::now();
+            handle
+                .send_with_retry(msg, &backoff)
+                .map_err(|e| format!("send of {size} bytes: {e}"))?;
+            seq += 1;
+            let deadline = sent + common::DRAIN_TIMEOUT;
+            while receiver.own_data.load(Ordering::Relaxed) == before {
+                if Instant::now() > deadline {
+                    return Err("our own message did not come back within 60 s".into());
+                }
+                handle
+                    .dispatch_timeout(Duration::from_millis(100))
+                    .map_err(|e| format!("dispatch: {e}"))?;
+            }
+            samples.push(sent.elapsed().as_secs_f64() * 1e6);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err("interrupted".into());
+        }
+        let row = common::LatencyRow::new("safe", size, samples);
+        let marker = common::control(Kind::EndOfSize, nodeid, pid, seq, size as u32);
+        send_marker_and_drain(handle, receiver, stop, &marker)?;
+        if args.sweep.json {
+            println!("{}", row.json());
+        } else {
+            println!("{}", row.line());
+        }
+    }
+    let marker = common::control(Kind::EndOfRun, nodeid, pid, seq, 0);
+    send_marker_and_drain(handle, receiver, stop, &marker)?;
+    Ok(true)
 }
 
 fn send_sweep(
@@ -288,8 +423,8 @@ fn send_sweep(
 ) -> Result<bool, String> {
     let implementation = match (args.zero_copy, args.copy) {
         (true, _) => "safe-zcb",
-        (false, true) => "safe-copy",
-        (false, false) => "safe",
+        (false, true) => "safe-copy-1t",
+        (false, false) => "safe-1t",
     };
     let max_size = sizes.iter().copied().max().unwrap_or(0);
     // The message is written either into an ordinary buffer, sent with `send` (libcpg
@@ -528,7 +663,12 @@ async fn send_sweep_async(
                 tokio::task::yield_now().await;
             }
         }
-        let row = window.finish(receiver, "async", size, cpg.backpressure_waits() - waits0);
+        let row = window.finish(
+            receiver,
+            "async-1t",
+            size,
+            cpg.backpressure_waits() - waits0,
+        );
         if stop.load(Ordering::Relaxed) {
             return Err("interrupted".into());
         }
@@ -539,4 +679,160 @@ async fn send_sweep_async(
     let marker = common::control(Kind::EndOfRun, nodeid, pid, seq, 0);
     send_marker_and_drain_async(cpg, receiver, stop, &marker).await?;
     Ok(true)
+}
+
+/// `--async`: an [`AsyncHandle`] whose stream the main thread reads (in `block_on`)
+/// while a task spawned on a tokio runtime with two worker threads sends with an
+/// [`AsyncSender`](cpg::AsyncSender); the other worker drives the reactor and timers.
+fn run_async_two_tasks(
+    args: &Args,
+    sizes: &[usize],
+    group: &GroupName,
+    stop: &Arc<AtomicBool>,
+) -> Result<bool, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start tokio: {e}"))?;
+    rt.block_on(async {
+        let receiver = Arc::new(Receiver::new(args.verify));
+        let mut cpg = AsyncHandle::new().map_err(|e| format!("cannot connect to corosync: {e}"))?;
+        cpg.join(group)
+            .await
+            .map_err(|e| format!("cannot join {group}: {e}"))?;
+        let nodeid = cpg.local_node_id().map_err(|e| e.to_string())?;
+        let pid = std::process::id();
+        receiver.set_me(nodeid, pid);
+        print_banner(args, nodeid, pid, group);
+
+        let mut sender = cpg.sender();
+        sender.set_backoff(args.backoff());
+        let done = Arc::new(tokio::sync::Notify::new());
+        let failed = Arc::new(AtomicBool::new(false));
+        let sending = tokio::spawn({
+            let (receiver, done, failed, stop) = (
+                Arc::clone(&receiver),
+                Arc::clone(&done),
+                Arc::clone(&failed),
+                Arc::clone(stop),
+            );
+            let sizes = sizes.to_vec();
+            let (window, verify, json) = (args.sweep.window(), args.verify, args.sweep.json);
+            async move {
+                let halt = || stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed);
+                let result = async_sender_sweep(
+                    &sender,
+                    &SweepPlan {
+                        sizes: &sizes,
+                        window,
+                        verify,
+                        me: (nodeid, pid),
+                        implementation: "async",
+                        json,
+                    },
+                    &receiver,
+                    &halt,
+                )
+                .await;
+                done.notify_one();
+                result
+            }
+        });
+        // The stream is read here, in `block_on` on the main thread, not in a spawned
+        // task that could share a worker with the sending task.
+        let mut read = Ok(());
+        loop {
+            tokio::select! {
+                biased;
+                () = done.notified() => break,
+                event = cpg.next_event() => {
+                    if let Err(e) = deliver(&receiver, event) {
+                        failed.store(true, Ordering::Relaxed);
+                        read = Err(e);
+                        break;
+                    }
+                }
+            }
+        }
+        let sent = sending
+            .await
+            .map_err(|e| format!("the sending task failed: {e}"))?;
+        let _ = cpg.leave(group).await;
+        let result = read.and(sent).map(|()| true);
+        finish(args, result, &receiver)
+    })
+}
+
+/// The sending task of `--async`: [`common::send_sweep`] with awaits.
+async fn async_sender_sweep(
+    sender: &cpg::AsyncSender,
+    plan: &SweepPlan<'_>,
+    receiver: &Receiver,
+    halt: &(dyn Fn() -> bool + Sync),
+) -> Result<(), String> {
+    let (nodeid, pid) = plan.me;
+    let mut buf = vec![0u8; plan.sizes.iter().copied().max().unwrap_or(0)];
+    let mut seq: u64 = 0;
+    common::print_header(plan.json);
+    for &size in plan.sizes {
+        let msg = &mut buf[..size];
+        let window = Window::start(receiver);
+        let end = window.start + plan.window;
+        let mut pushbacks = 0;
+        while Instant::now() < end && !halt() {
+            common::fill_data(msg, nodeid, pid, seq, plan.verify);
+            match sender.try_send(msg) {
+                Ok(()) => {}
+                Err(e) if e.is_retryable() => {
+                    pushbacks += 1;
+                    sender
+                        .send(msg)
+                        .await
+                        .map_err(|e| format!("send of {size} bytes: {e}"))?;
+                }
+                Err(e) => return Err(format!("send of {size} bytes: {e}")),
+            }
+            seq += 1;
+            // While the daemon takes every message the loop above never waits, so it
+            // gives the runtime a turn once its cooperative budget is spent: without
+            // that, no worker might poll the reactor, and the reading side would hear
+            // nothing for the whole window.
+            tokio::task::coop::consume_budget().await;
+        }
+        let row = window.finish(receiver, plan.implementation, size, pushbacks);
+        if halt() {
+            return Err("interrupted".into());
+        }
+        let marker = common::control(Kind::EndOfSize, nodeid, pid, seq, size as u32);
+        async_marker(sender, receiver, halt, &marker).await?;
+        common::print_row(plan.json, &row);
+    }
+    let marker = common::control(Kind::EndOfRun, nodeid, pid, seq, 0);
+    async_marker(sender, receiver, halt, &marker).await
+}
+
+/// Sends a control message and waits until the reading task has seen it come back.
+async fn async_marker(
+    sender: &cpg::AsyncSender,
+    receiver: &Receiver,
+    halt: &(dyn Fn() -> bool + Sync),
+    marker: &[u8],
+) -> Result<(), String> {
+    let before = receiver.own_markers.load(Ordering::Acquire);
+    sender
+        .send(marker)
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let deadline = Instant::now() + common::DRAIN_TIMEOUT;
+    while receiver.own_markers.load(Ordering::Acquire) == before {
+        if halt() {
+            return Err("interrupted".into());
+        }
+        if Instant::now() > deadline {
+            return Err("our own end marker did not come back within 60 s".into());
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    Ok(())
 }

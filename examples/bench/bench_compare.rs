@@ -1,15 +1,27 @@
-//! The benchmark command: runs `bench` (safe crate, blocking `Handle`), `bench_raw` (raw
-//! `corosync-sys`), `bench --async` (the tokio `AsyncHandle`) and `bench --copy` (the
-//! blocking path keeping an owned copy of each message, as the async one does) in turn
-//! against the same private corosync, several rounds, and prints per message size the
-//! median ratios safe/raw, async/safe and async/safe-copy of messages per second and
-//! of client CPU time per delivered message, plus heap allocations per message.
+//! The benchmark command: runs the benchmark clients side by side against the same
+//! private corosync, several rounds, and prints per message size the median ratios of
+//! messages per second and of client CPU time per delivered message, plus heap
+//! allocations per message. The clients (`--implementations`):
+//!
+//! * `safe`: `bench`, the safe crate's fastest design (a dispatching thread, the
+//!   callback borrowing each message, and a sending thread with a `cpg::Sender`);
+//! * `raw-busy`: `bench_raw --mode busy-retry`, corosync's own benchmark pattern on raw
+//!   calls (a thread in `CS_DISPATCH_BLOCKING`, a sender retrying `CS_ERR_TRY_AGAIN` at
+//!   once): the baseline to beat;
+//! * `raw`: `bench_raw`, the same two-thread design as `safe` on raw calls;
+//! * `async`: `bench --async`, an `AsyncHandle` stream read by one task while another
+//!   sends with an `AsyncSender`;
+//! * `safe-1t`, `raw-1t`, `async-1t`: the one-thread loops (`--single-thread`,
+//!   `--mode single-thread`);
+//! * `safe-copy`: `bench --copy`, the blocking design keeping an owned copy of each
+//!   message, as the async one does.
 //!
 //! ```text
 //! cargo build --release -p cpg-examples --bins
 //! target/release/bench_compare                 # 1 node, then a 3-node cluster
 //! target/release/bench_compare --nodes 1 --rounds 3 --duration 1
 //! target/release/bench_compare --implementations safe,async   # the async table only
+//! target/release/bench_compare --latency       # bench --latency, p50/p99/p99.9
 //! ```
 //!
 //! Needs root: the daemons run in network namespaces made by `cpg-testkit`, and are
@@ -22,7 +34,8 @@
 //! group; a first warm-up round is discarded. The ratios are taken per round (the two
 //! sides measured seconds apart) and the median is printed, so drift of a noisy
 //! machine affects both sides of a ratio alike. CPU time is the client
-//! process's own (`getrusage(RUSAGE_SELF)`, user + system), never the daemon's.
+//! process's own (`getrusage(RUSAGE_SELF)`, user + system, all its threads), never the
+//! daemon's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -65,11 +78,20 @@ struct Args {
     /// Throughput ratio async/safe below which a size is flagged.
     #[arg(long, default_value_t = 0.95)]
     min_async_ratio: f64,
-    /// Which implementations to run, comma-separated: safe (`bench`), raw
-    /// (`bench_raw`), async (`bench --async`), safe-copy (`bench --copy`, the blocking
-    /// path owning each message as the async one does). A table needs both sides.
-    #[arg(long, default_value = "safe,raw,async,safe-copy")]
+    /// Throughput ratio safe/raw-busy (corosync's busy-retry pattern) below which a
+    /// size is flagged.
+    #[arg(long, default_value_t = 1.0)]
+    min_busy_ratio: f64,
+    /// Which implementations to run, comma-separated: safe, raw-busy, raw, async,
+    /// safe-1t, raw-1t, async-1t, safe-copy (see the program's documentation). A table
+    /// needs both sides. `NAME+ARG+ARG` adds arguments to NAME's program, as a variant
+    /// of its own (`safe+--retry-initial-us+20` is compared with raw-busy and safe).
+    #[arg(long, default_value = "safe,raw-busy,raw,async")]
     implementations: String,
+    /// Measure latency instead (`bench --latency`: one message in flight), and print
+    /// the medians over rounds of its p50, p99 and p99.9 per size.
+    #[arg(long, conflicts_with = "verify_across")]
+    latency: bool,
     /// Instead of comparing: start a cluster of this many nodes, run `bench --verify`
     /// on node 1 and `bench --receive-only --verify` on every other node, and report
     /// (exit 1 on any loss, duplication, reordering or corruption).
@@ -84,7 +106,7 @@ struct Args {
 struct Implementation {
     name: &'static str,
     exe: PathBuf,
-    extra: &'static [&'static str],
+    extra: Vec<&'static str>,
 }
 
 /// One measurement of one size by one implementation.
@@ -147,13 +169,26 @@ fn run(args: &Args) -> Result<bool, String> {
         }
     }
     let mut implementations: Vec<Implementation> = Vec::new();
-    for name in args.implementations.split(',').map(str::trim) {
-        let (name, exe, extra): (&'static str, &Path, &'static [&'static str]) = match name {
+    for entry in args.implementations.split(',').map(str::trim) {
+        // `NAME+ARG+ARG`: a variant of NAME with more arguments (for experiments).
+        let mut parts = entry.split('+');
+        let base = parts.next().unwrap_or_default();
+        let more: Vec<&'static str> = parts.map(|a| &*Box::leak(a.into())).collect();
+        let (name, exe, extra): (&'static str, &Path, &'static [&'static str]) = match base {
             "safe" => ("safe", &safe, &[]),
+            "raw-busy" => ("raw-busy", &raw, &["--mode", "busy-retry"]),
             "raw" => ("raw", &raw, &[]),
             "async" => ("async", &safe, &["--async"]),
+            "safe-1t" => ("safe-1t", &safe, &["--single-thread"]),
+            "raw-1t" => ("raw-1t", &raw, &["--mode", "single-thread"]),
+            "async-1t" => ("async-1t", &safe, &["--async", "--single-thread"]),
             "safe-copy" => ("safe-copy", &safe, &["--copy"]),
             other => return Err(format!("--implementations: unknown {other:?}")),
+        };
+        let name: &'static str = if more.is_empty() {
+            name
+        } else {
+            Box::leak(entry.into())
         };
         if implementations.iter().any(|i| i.name == name) {
             return Err(format!("--implementations: {name} twice"));
@@ -161,10 +196,10 @@ fn run(args: &Args) -> Result<bool, String> {
         implementations.push(Implementation {
             name,
             exe: exe.to_path_buf(),
-            extra,
+            extra: extra.iter().copied().chain(more).collect(),
         });
     }
-    if implementations.len() < 2 {
+    if implementations.len() < 2 && !args.latency {
         return Err("--implementations: at least two, to compare".into());
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -174,6 +209,9 @@ fn run(args: &Args) -> Result<bool, String> {
     }
     if let Some(n) = args.verify_across {
         return verify_across(args, n, &safe, &stop);
+    }
+    if args.latency {
+        return latency(args, &sizes, &node_counts, &safe, &stop);
     }
 
     println!(
@@ -204,7 +242,7 @@ fn run(args: &Args) -> Result<bool, String> {
             .nodes(n)
             .start()
             .map_err(|e| format!("cannot start a {n}-node cluster: {e}"))?;
-        let mut samples: BTreeMap<(&str, usize), Vec<Sample>> = BTreeMap::new();
+        let mut samples: BTreeMap<(&'static str, usize), Vec<Sample>> = BTreeMap::new();
         // Round 0 is a warm-up (the first runs on a fresh daemon are slower): discarded.
         for round in 0..=args.rounds {
             for (i, &size) in sizes.iter().enumerate() {
@@ -343,6 +381,26 @@ fn run_one(
     size: usize,
     stop: &AtomicBool,
 ) -> Result<Sample, String> {
+    let v = run_client(cluster, implementation, args, group, size, stop)?;
+    let num = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    let msgs = num("msgs").max(1.0);
+    Ok(Sample {
+        msgs_per_sec: num("msgs_per_sec"),
+        cpu_us_per_msg: num("cpu_secs") * 1e6 / msgs,
+        allocs_per_msg: num("allocs") / msgs,
+        pushbacks: num("pushbacks") as u64,
+    })
+}
+
+/// Runs one benchmark process for one size on node 1; the JSON object it printed.
+fn run_client(
+    cluster: &Cluster,
+    implementation: &Implementation,
+    args: &Args,
+    group: &str,
+    size: usize,
+    stop: &AtomicBool,
+) -> Result<serde_json::Value, String> {
     let exe = implementation.exe.as_path();
     let mut cmd = if args.rt_priority > 0 {
         let mut cmd = cluster.node(0).command("chrt");
@@ -352,7 +410,7 @@ fn run_one(
         cluster.node(0).command(exe)
     };
     let mut child = cmd
-        .args(implementation.extra)
+        .args(&implementation.extra)
         .args(["--json", "--group", group, "--sizes", &size.to_string()])
         .args(["--duration", &args.duration.to_string()])
         .stdin(Stdio::null())
@@ -362,43 +420,26 @@ fn run_one(
         .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
     // `duration`, plus the drain of the end marker, plus start and exit.
     let limit = Duration::from_secs_f64(args.duration + 90.0);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        if started.elapsed() > limit || stop.load(Ordering::Relaxed) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("{} did not finish within {limit:?}", exe.display()));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let what = format!("{} {}", exe.display(), implementation.extra.join(" "));
+    let status = wait_child(&mut child, &what, limit, stop)?;
     let mut out = String::new();
     if let Some(mut stdout) = child.stdout.take() {
         use std::io::Read as _;
         stdout.read_to_string(&mut out).map_err(|e| e.to_string())?;
     }
     if !status.success() {
-        return Err(format!("{} failed ({status})", exe.display()));
+        return Err(format!("{what} failed ({status})"));
     }
     let line = out
         .lines()
         .find(|l| l.starts_with('{'))
-        .ok_or_else(|| format!("{} printed no result", exe.display()))?;
+        .ok_or_else(|| format!("{what} printed no result"))?;
     let v: serde_json::Value =
         serde_json::from_str(line).map_err(|e| format!("bad output {line:?}: {e}"))?;
-    let num = |k: &str| v[k].as_f64().unwrap_or(0.0);
-    if num("size") as usize != size {
-        return Err(format!("{} measured the wrong size: {line}", exe.display()));
+    if v["size"].as_u64() != Some(size as u64) {
+        return Err(format!("{what} measured the wrong size: {line}"));
     }
-    let msgs = num("msgs").max(1.0);
-    Ok(Sample {
-        msgs_per_sec: num("msgs_per_sec"),
-        cpu_us_per_msg: num("cpu_secs") * 1e6 / msgs,
-        allocs_per_msg: num("allocs") / msgs,
-        pushbacks: num("pushbacks") as u64,
-    })
+    Ok(v)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -432,19 +473,50 @@ fn print_tables(
     args: &Args,
     nodes: usize,
     sizes: &[usize],
-    samples: &BTreeMap<(&str, usize), Vec<Sample>>,
+    samples: &BTreeMap<(&'static str, usize), Vec<Sample>>,
 ) -> bool {
     println!();
     println!(
         "## {nodes} node{} (client on node 1)",
         if nodes == 1 { "" } else { "s" }
     );
-    let comparisons = [
+    let mut comparisons = vec![
+        // The default design against corosync's own busy-retry pattern.
+        Comparison {
+            a: "safe",
+            b: "raw-busy",
+            min_throughput: args.min_busy_ratio,
+            max_cpu: None,
+            zero_allocs: true,
+        },
+        // The same design, safe against raw: what the binding layer costs.
         Comparison {
             a: "safe",
             b: "raw",
             min_throughput: args.min_throughput_ratio,
             max_cpu: Some(args.max_cpu_ratio),
+            zero_allocs: true,
+        },
+        Comparison {
+            a: "safe-1t",
+            b: "raw-1t",
+            min_throughput: args.min_throughput_ratio,
+            max_cpu: Some(args.max_cpu_ratio),
+            zero_allocs: true,
+        },
+        // What the two-thread design gains over the one-thread loop (no target).
+        Comparison {
+            a: "safe",
+            b: "safe-1t",
+            min_throughput: 0.0,
+            max_cpu: None,
+            zero_allocs: true,
+        },
+        Comparison {
+            a: "safe-1t",
+            b: "raw-busy",
+            min_throughput: 0.0,
+            max_cpu: None,
             zero_allocs: true,
         },
         // The async path copies every message into an owned event (an allocation per
@@ -465,7 +537,35 @@ fn print_tables(
             max_cpu: None,
             zero_allocs: false,
         },
+        Comparison {
+            a: "async-1t",
+            b: "safe-1t",
+            min_throughput: args.min_async_ratio,
+            max_cpu: None,
+            zero_allocs: false,
+        },
     ];
+    // Variants (`safe+ARG...`): against the baseline and against the default.
+    let variants: std::collections::BTreeSet<&'static str> = samples
+        .keys()
+        .map(|(n, _)| *n)
+        .filter(|n| n.starts_with("safe+"))
+        .collect();
+    for v in variants {
+        for b in ["raw-busy", "safe"] {
+            comparisons.push(Comparison {
+                a: v,
+                b,
+                min_throughput: if b == "raw-busy" {
+                    args.min_busy_ratio
+                } else {
+                    0.0
+                },
+                max_cpu: None,
+                zero_allocs: true,
+            });
+        }
+    }
     let ran = |name: &str| samples.keys().any(|(n, _)| *n == name);
     let mut ok = true;
     for c in comparisons.iter().filter(|c| ran(c.a) && ran(c.b)) {
@@ -478,7 +578,7 @@ fn print_tables(
 fn print_table(
     c: &Comparison,
     sizes: &[usize],
-    samples: &BTreeMap<(&str, usize), Vec<Sample>>,
+    samples: &BTreeMap<(&'static str, usize), Vec<Sample>>,
 ) -> bool {
     let (a, b) = (c.a, c.b);
     println!();
@@ -538,4 +638,105 @@ fn print_table(
         if ok { "met" } else { "NOT met (✗)" }
     );
     ok
+}
+
+/// One latency measurement of one size.
+#[derive(Debug, Clone, Copy)]
+struct LatencySample {
+    samples: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+}
+
+/// `--latency`: per cluster size, rounds of `bench --latency` per size; the medians
+/// over rounds of p50, p99 and p99.9.
+fn latency(
+    args: &Args,
+    sizes: &[usize],
+    node_counts: &[usize],
+    bench: &Path,
+    stop: &AtomicBool,
+) -> Result<bool, String> {
+    println!(
+        "# bench --latency (one message in flight) — {} rounds × {} s per size",
+        args.rounds, args.duration
+    );
+    println!(
+        "# corosync {} (libcpg {}), {} CPUs, client {}",
+        corosync_version(),
+        corosync_sys::LIBCPG_VERSION,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if args.rt_priority > 0 {
+            format!("at SCHED_RR {}", args.rt_priority)
+        } else {
+            "at normal priority".to_string()
+        }
+    );
+    let client = Implementation {
+        name: "safe",
+        exe: bench.to_path_buf(),
+        extra: vec!["--latency"],
+    };
+    for &n in node_counts {
+        eprintln!("bench_compare: starting a {n}-node cluster ...");
+        let cluster = Cluster::builder()
+            .nodes(n)
+            .start()
+            .map_err(|e| format!("cannot start a {n}-node cluster: {e}"))?;
+        let mut samples: BTreeMap<usize, Vec<LatencySample>> = BTreeMap::new();
+        for round in 0..=args.rounds {
+            for &size in sizes {
+                if stop.load(Ordering::Relaxed) {
+                    return Err("interrupted".into());
+                }
+                let group = format!("bench-lat-{round}-{size}");
+                let v = run_client(&cluster, &client, args, &group, size, stop)?;
+                let sample = LatencySample {
+                    samples: v["samples"].as_f64().unwrap_or(0.0),
+                    p50: v["p50_us"].as_f64().unwrap_or(f64::NAN),
+                    p99: v["p99_us"].as_f64().unwrap_or(f64::NAN),
+                    p999: v["p999_us"].as_f64().unwrap_or(f64::NAN),
+                };
+                eprintln!(
+                    "bench_compare: {n} node(s), {} {size} B: {:.0} round trips, p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs",
+                    if round == 0 {
+                        "warm-up".to_string()
+                    } else {
+                        format!("round {round}/{}", args.rounds)
+                    },
+                    sample.samples,
+                    sample.p50,
+                    sample.p99,
+                    sample.p999
+                );
+                if round > 0 {
+                    samples.entry(size).or_default().push(sample);
+                }
+            }
+        }
+        drop(cluster);
+        println!();
+        println!(
+            "## {n} node{} (client on node 1): latency, medians over rounds",
+            if n == 1 { "" } else { "s" }
+        );
+        println!();
+        println!("| bytes/msg | round trips/s | p50 µs | p99 µs | p99.9 µs | p99.9 µs, range over rounds |");
+        println!("|---:|---:|---:|---:|---:|---:|");
+        for &size in sizes {
+            let s = samples.get(&size).cloned().unwrap_or_default();
+            let col = |f: fn(&LatencySample) -> f64| median(s.iter().map(f).collect());
+            let lo = s.iter().map(|x| x.p999).fold(f64::INFINITY, f64::min);
+            let hi = s.iter().map(|x| x.p999).fold(f64::NEG_INFINITY, f64::max);
+            println!(
+                "| {size} | {:.0} | {:.1} | {:.1} | {:.1} | {lo:.0}–{hi:.0} |",
+                col(|x| x.samples) / args.duration,
+                col(|x| x.p50),
+                col(|x| x.p99),
+                col(|x| x.p999),
+            );
+        }
+    }
+    Ok(true)
 }
