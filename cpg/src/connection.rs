@@ -58,6 +58,11 @@ impl ConnectionRef {
         }
     }
 
+    /// The link's pointer as the owning handle got it from `Arc::into_raw`.
+    pub(crate) fn link_ptr(&self) -> *const Link {
+        self.link.as_ptr().cast_const()
+    }
+
     #[inline]
     pub(crate) fn link(&self) -> &Link {
         // SAFETY: the link belongs to the handle this connection is part of (or is

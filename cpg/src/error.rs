@@ -330,6 +330,8 @@ pub enum Error {
     /// The current thread has too little stack left for the call: libcpg's frames
     /// (1 MiB for `cpg_dispatch`) have no stack probes and would write past the guard
     /// page into other memory. See [`DISPATCH_STACK`](crate::DISPATCH_STACK).
+    /// `available` is 0 when the caller runs on a stack segment that is not the
+    /// thread's own (made by a crate such as `stacker`): its room cannot be known.
     #[error(
         "{op} needs {needed} bytes of stack but this thread has {available} left; \
          run it on a thread with a larger stack (std::thread::Builder::stack_size)"
@@ -341,6 +343,16 @@ pub enum Error {
         needed: usize,
         /// The stack the thread had left, in bytes.
         available: usize,
+    },
+    /// [`MAX_HANDLES`](crate::MAX_HANDLES) handles are open in this process; close one
+    /// first.
+    #[error(
+        "{max} handles are open in this process, the most allowed (libqb's handle table \
+         must not move while other threads use it); close one first"
+    )]
+    TooManyHandles {
+        /// The limit.
+        max: usize,
     },
     /// [`MAX_LIVE_BUFFERS`](crate::MAX_LIVE_BUFFERS) zero-copy buffers are alive in this
     /// process; drop one first.

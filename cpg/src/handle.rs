@@ -98,6 +98,10 @@ impl Handle {
     pub fn with_options<C: Callbacks>(callbacks: C, options: Options) -> Result<Handle> {
         // libqb's connect has 12 KiB frames (no stack probes).
         crate::stack::ensure(Operation::Initialize, crate::stack::CALL_STACK)?;
+        // Released by `finalize_and_free`, or below when initialization fails.
+        crate::process::reserve_handle().ok_or(Error::TooManyHandles {
+            max: crate::process::MAX_HANDLES,
+        })?;
         let flags = if options.initial_totem_conf {
             sys::CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF
         } else {
@@ -128,6 +132,7 @@ impl Handle {
         if let Err(e) = Error::check(Operation::Initialize, rc) {
             // SAFETY: initialization failed, so libcpg holds no reference to the state.
             unsafe { State::<C>::free(header.as_ptr()) };
+            crate::process::release_handle();
             return Err(e);
         }
         let mut fd: std::ffi::c_int = -1;
@@ -209,7 +214,10 @@ impl Handle {
     ///
     /// If a callback panics, delivery stops, the panic resumes here once libcpg has
     /// returned, and the handle is poisoned: events libcpg had already read are
-    /// discarded, so later dispatches fail with [`Error::Poisoned`] and the handle must
+    /// discarded, the handle leaves its group (nobody reads its events any more, and
+    /// the daemon would queue them without limit), and every later dispatch, send (also
+    /// from its [`Sender`](crate::Sender)s) or other request fails with
+    /// [`Error::Poisoned`]; the handle must
     /// be replaced (its group membership is no longer in step with the others').
     ///
     /// Called from one of this handle's own callbacks (possible only through a
@@ -253,6 +261,7 @@ impl Handle {
         drop(scope);
         header.dispatching.set(false);
         if let Some(payload) = header.panic.take() {
+            self.leave_poisoned();
             resume_unwind(payload);
         }
         let ran = header.callbacks_run.get();
@@ -268,6 +277,25 @@ impl Handle {
             rc => link
                 .check(Operation::Dispatch, rc)
                 .map(|()| Dispatched::Callbacks(ran)),
+        }
+    }
+
+    /// After a callback panicked: refuse every later request on this connection (its
+    /// events are no longer read, so the daemon would queue everything sent to its
+    /// group for it, without limit), and leave the group so that the others see this
+    /// member go and the daemon stops queueing.
+    #[cold]
+    fn leave_poisoned(&self) {
+        let link = self.link();
+        let joined = link.joined().copied();
+        link.poison();
+        if let Some(group) = joined {
+            let _request = link.exclusive();
+            // SAFETY: the handle is live; the only request in flight (the request
+            // guard); libcpg only reads the name, which outlives the call. Best effort:
+            // a failure leaves the member to go when the handle is finalized.
+            let _ = unsafe { sys::cpg_leave(link.raw, group.as_raw()) };
+            link.set_left();
         }
     }
 
@@ -367,6 +395,12 @@ impl Handle {
         backoff.run_pausing(
             || self.conn.send_vectored(buffers),
             |delay| {
+                if self.header().dispatching.get() {
+                    // Called from one of this handle's own callbacks (through a leaked
+                    // reference): it cannot dispatch here, so it only waits.
+                    std::thread::sleep(delay);
+                    return Ok(());
+                }
                 // Events arriving end the pause early: the daemon's queue is moving.
                 if self.wait_readable(delay)? {
                     self.dispatch_at_most(EVENTS_PER_RETRY_PAUSE)?;
@@ -423,6 +457,8 @@ impl Handle {
         // could not be started, the handle is leaked in libcpg but never dispatched
         // again either (this is its drop or close).
         unsafe { (self.free_state)(self.state.as_ptr()) };
+        crate::process::release_handle();
+        crate::process::release_forgotten_buffers(self.link());
         // SAFETY: the pointer came from `Arc::into_raw` in `with_options` and is
         // released once, here; senders hold counts of their own.
         drop(unsafe { Arc::from_raw(self.link.as_ptr().cast_const()) });

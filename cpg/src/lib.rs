@@ -95,7 +95,7 @@ pub use handle::Handle;
 pub use iter::{AllMembers, GroupMember, GroupMembers, Groups};
 pub use name::GroupName;
 pub use options::{Builder, Options};
-pub use process::MAX_LIVE_BUFFERS;
+pub use process::{MAX_HANDLES, MAX_LIVE_BUFFERS};
 pub use sender::Sender;
 pub use stack::DISPATCH_STACK;
 pub use types::{

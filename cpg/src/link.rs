@@ -38,6 +38,8 @@ pub(crate) struct Link {
     left: AtomicBool,
     /// A call reported `CS_ERR_LIBRARY`: the daemon is gone and the handle is dead.
     lost: AtomicBool,
+    /// A callback panicked: the handle left its group and refuses every request.
+    poisoned: AtomicBool,
     /// Set (for good) once a `Sender` exists: from then on every request takes
     /// `requests`. Before that only the owning thread can make requests, so they need
     /// no lock. Set and read for the lock decision on the owning thread only.
@@ -48,6 +50,8 @@ pub(crate) struct Link {
     /// Signalled when a dispatch delivered events, for senders waiting out
     /// back-pressure.
     progress: Progress,
+    /// Zero-copy buffers of this handle holding one of the process's slots.
+    buffers: AtomicUsize,
 }
 
 /// A request may go to libcpg while this lives (see [`Link::request`]).
@@ -62,9 +66,11 @@ impl Link {
             joined: OnceLock::new(),
             left: AtomicBool::new(false),
             lost: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
             shared: AtomicBool::new(false),
             requests: Mutex::new(true),
             progress: Progress::default(),
+            buffers: AtomicUsize::new(0),
         }
     }
 
@@ -89,7 +95,17 @@ impl Link {
                 code: CsError::Library,
             });
         }
+        if self.poisoned.load(Ordering::Relaxed) {
+            return Err(Error::Poisoned);
+        }
         Ok(())
+    }
+
+    /// Marks the handle poisoned (a callback panicked): every later request fails with
+    /// [`Error::Poisoned`], and waiting senders wake.
+    pub(crate) fn poison(&self) {
+        self.poisoned.store(true, Ordering::Relaxed);
+        self.progress.signal();
     }
 
     /// [`usable`](Self::usable), then the right to send a request to libcpg: the
@@ -204,6 +220,11 @@ impl Link {
         if self.progress.waiters.load(Ordering::Relaxed) > 0 {
             self.progress.signal();
         }
+    }
+
+    /// The count of this handle's live zero-copy buffers (see `process::BufferSlot`).
+    pub(crate) fn buffers(&self) -> &AtomicUsize {
+        &self.buffers
     }
 
     /// The progress signal.

@@ -78,6 +78,34 @@ pub(crate) fn forked_since(created: u32) -> bool {
     GENERATION.load(Ordering::Relaxed) != created
 }
 
+/// The most handles (connections) this process keeps open at once.
+///
+/// libqb's handle table is read without a lock by every libcpg call (send, dispatch,
+/// ...), while creating a handle can grow the table, and growing it moves the table
+/// (`realloc`) at the 48th, 64th, ... entry that is in use at once: a lookup on another
+/// thread would then read freed memory. The crate cannot lock lookups (a dispatch may
+/// block for as long as no event comes), so it keeps the table below its first move:
+/// 32 open handles per process (a connection is in one group, so that is 32 groups).
+pub const MAX_HANDLES: usize = 32;
+
+static LIVE_HANDLES: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one more open handle, or `None` when [`MAX_HANDLES`] are open. Pair with
+/// [`release_handle`].
+pub(crate) fn reserve_handle() -> Option<()> {
+    LIVE_HANDLES
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_HANDLES).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| ())
+}
+
+/// Counts one open handle less.
+pub(crate) fn release_handle() {
+    LIVE_HANDLES.fetch_sub(1, Ordering::AcqRel);
+}
+
 /// The most zero-copy buffers this process keeps alive at once.
 ///
 /// Each live buffer is a shared-memory file mapped in this process *and* in the
@@ -90,26 +118,40 @@ pub const MAX_LIVE_BUFFERS: usize = 1024;
 
 static LIVE_BUFFERS: AtomicUsize = AtomicUsize::new(0);
 
-/// A reservation of one of the [`MAX_LIVE_BUFFERS`] slots, released on drop.
+/// A reservation of one of the [`MAX_LIVE_BUFFERS`] slots, counted on the handle's
+/// link too, released on drop. A buffer that is forgotten (`mem::forget`) never drops
+/// its slot: the handle gives its remaining count back when it is finalized
+/// ([`release_forgotten_buffers`]), when the daemon drops its mappings too.
 #[derive(Debug)]
-pub(crate) struct BufferSlot(());
+pub(crate) struct BufferSlot<'a>(&'a crate::link::Link);
 
-impl BufferSlot {
-    /// Reserves a slot, or `None` when [`MAX_LIVE_BUFFERS`] are alive.
-    pub(crate) fn reserve() -> Option<BufferSlot> {
+impl<'a> BufferSlot<'a> {
+    /// Reserves a slot for a buffer of `link`, or `None` when [`MAX_LIVE_BUFFERS`]
+    /// are alive.
+    pub(crate) fn reserve(link: &'a crate::link::Link) -> Option<BufferSlot<'a>> {
         LIVE_BUFFERS
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < MAX_LIVE_BUFFERS).then_some(n + 1)
             })
-            .ok()
-            .map(|_| BufferSlot(()))
+            .ok()?;
+        link.buffers().fetch_add(1, Ordering::AcqRel);
+        Some(BufferSlot(link))
     }
 }
 
-impl Drop for BufferSlot {
+impl Drop for BufferSlot<'_> {
     fn drop(&mut self) {
+        self.0.buffers().fetch_sub(1, Ordering::AcqRel);
         LIVE_BUFFERS.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Gives back the slots of the buffers of `link` that were forgotten instead of
+/// dropped; called when its handle is finalized (no buffer of it can be alive then:
+/// they borrow the handle).
+pub(crate) fn release_forgotten_buffers(link: &crate::link::Link) {
+    let forgotten = link.buffers().swap(0, Ordering::AcqRel);
+    LIVE_BUFFERS.fetch_sub(forgotten, Ordering::AcqRel);
 }
 
 #[cfg(test)]
@@ -119,13 +161,21 @@ mod tests {
     #[test]
     fn buffer_slots_stop_at_the_cap_and_come_back() {
         // Other unit tests do not reserve slots, so this test owns the counter.
-        let slots: Vec<_> = std::iter::from_fn(BufferSlot::reserve)
+        let link = crate::link::Link::new(0, -1, generation());
+        let slots: Vec<_> = std::iter::from_fn(|| BufferSlot::reserve(&link))
             .take(MAX_LIVE_BUFFERS + 5)
             .collect();
         assert_eq!(slots.len(), MAX_LIVE_BUFFERS);
-        assert!(BufferSlot::reserve().is_none());
+        assert!(BufferSlot::reserve(&link).is_none());
         drop(slots);
-        assert!(BufferSlot::reserve().is_some());
+        assert!(BufferSlot::reserve(&link).is_some());
+        // Forgotten slots come back when the handle is finalized.
+        for _ in 0..MAX_LIVE_BUFFERS {
+            std::mem::forget(BufferSlot::reserve(&link).unwrap());
+        }
+        assert!(BufferSlot::reserve(&link).is_none());
+        release_forgotten_buffers(&link);
+        assert!(BufferSlot::reserve(&link).is_some());
     }
 
     #[test]

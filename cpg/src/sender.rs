@@ -62,6 +62,9 @@ use crate::types::Guarantee;
 ///
 /// # After the handle is gone
 ///
+/// After a callback of the handle panicked, sends fail with [`Error::Poisoned`] (the
+/// handle has left its group: nobody reads its events any more).
+///
 /// Once the handle is closed or dropped, every call fails with [`Error::Closed`] and
 /// never reaches libcpg; a sender waiting out back-pressure wakes at once. Closing the
 /// handle waits at most for one C call of a sender in flight.
@@ -72,17 +75,16 @@ pub struct Sender {
 
 impl Sender {
     pub(crate) fn new(conn: &ConnectionRef) -> Sender {
-        let link = conn.link();
-        link.share();
-        // SAFETY: the link of a live connection is an `Arc<Link>` that the owning
-        // handle turned into a pointer with `Arc::into_raw` (`Handle::with_options`)
-        // and releases only when it is finalized, after every borrow of the
-        // connection; taking one more count through that pointer keeps the link alive
-        // for this sender.
-        let link = unsafe {
-            Arc::increment_strong_count(link as *const Link);
-            Arc::from_raw(link as *const Link)
-        };
+        conn.link().share();
+        let raw = conn.link_ptr();
+        // SAFETY: `raw` is the very pointer the owning handle got from `Arc::into_raw`
+        // (`Handle::with_options`; not one derived from a reference, so it carries
+        // the allocation's provenance, counts included), and the handle releases its
+        // count only when it is finalized, after every borrow of the connection.
+        // Taking one more count through it keeps the link alive for this sender.
+        unsafe { Arc::increment_strong_count(raw) };
+        // SAFETY: as above; this takes ownership of the count just added.
+        let link = unsafe { Arc::from_raw(raw) };
         Sender { link }
     }
 

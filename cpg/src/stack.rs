@@ -40,8 +40,8 @@ pub(crate) const CALL_STACK: usize = 64 << 10;
 enum Bounds {
     /// Not read yet on this thread.
     Unknown,
-    /// The lowest usable address (above the guard page).
-    Low(usize),
+    /// The lowest usable address (above the guard page) and the end of the stack.
+    Known { low: usize, high: usize },
     /// The bounds cannot be read on this thread: probe instead.
     Unreadable,
 }
@@ -50,8 +50,8 @@ thread_local! {
     static BOUNDS: Cell<Bounds> = const { Cell::new(Bounds::Unknown) };
 }
 
-/// Reads the lowest usable stack address of the calling thread.
-fn read_low() -> Option<usize> {
+/// Reads the bounds of the calling thread's stack.
+fn read_bounds() -> Option<(usize, usize)> {
     // SAFETY: `pthread_attr_t` is plain data that `pthread_getattr_np` initializes;
     // a zeroed value is only a placeholder until then.
     let mut attr: libc::pthread_attr_t = unsafe { std::mem::zeroed() };
@@ -67,33 +67,59 @@ fn read_low() -> Option<usize> {
     let rc = unsafe { libc::pthread_attr_getstack(&attr, &mut addr, &mut size) };
     // SAFETY: `attr` was initialized by `pthread_getattr_np` and is destroyed once.
     unsafe { libc::pthread_attr_destroy(&mut attr) };
-    (rc == 0 && !addr.is_null() && size > 0).then_some(addr as usize)
+    (rc == 0 && !addr.is_null() && size > 0).then(|| (addr as usize, addr as usize + size))
 }
 
-/// The stack left below the caller's frame on the current thread, or `None` when the
-/// bounds cannot be read.
+/// How much stack the caller has left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Room {
+    /// Bytes left below the caller on the thread's own stack.
+    Left(usize),
+    /// The caller runs on a stack segment that is not the thread's own (one made by a
+    /// crate such as `stacker`, or a coroutine's): its room cannot be known.
+    Elsewhere,
+    /// The thread's bounds cannot be read.
+    Unknown,
+}
+
+/// The stack left below the caller's frame on the current thread.
 #[inline]
-pub(crate) fn remaining() -> Option<usize> {
+pub(crate) fn room() -> Room {
     let here = {
         let marker = 0u8;
         std::hint::black_box(&marker) as *const u8 as usize
     };
     let bounds = match BOUNDS.try_with(Cell::get) {
         Ok(Bounds::Unknown) | Err(_) => {
-            let bounds = read_low().map_or(Bounds::Unreadable, Bounds::Low);
+            let bounds = read_bounds().map_or(Bounds::Unreadable, |(low, high)| Bounds::Known {
+                low,
+                high,
+            });
             let _ = BOUNDS.try_with(|b| b.set(bounds));
             bounds
         }
         Ok(bounds) => bounds,
     };
     match bounds {
-        Bounds::Low(low) => Some(here.saturating_sub(low)),
-        Bounds::Unknown | Bounds::Unreadable => None,
+        Bounds::Known { low, high } if (low..high).contains(&here) => Room::Left(here - low),
+        Bounds::Known { .. } => Room::Elsewhere,
+        Bounds::Unknown | Bounds::Unreadable => Room::Unknown,
+    }
+}
+
+/// The stack left below the caller, counting a foreign segment as none.
+#[inline]
+pub(crate) fn remaining() -> Option<usize> {
+    match room() {
+        Room::Left(n) => Some(n),
+        Room::Elsewhere => Some(0),
+        Room::Unknown => None,
     }
 }
 
 /// Fails with [`Error::StackTooSmall`] unless the current thread has `needed` bytes of
-/// stack left for `op`.
+/// stack left for `op`. On a stack segment that is not the thread's own, whose room
+/// cannot be known, it fails too (with `available: 0`).
 #[inline]
 pub(crate) fn ensure(op: Operation, needed: usize) -> Result<()> {
     match remaining() {

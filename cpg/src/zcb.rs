@@ -62,6 +62,13 @@ use crate::types::Guarantee;
 /// largest one delivered is 200 bytes short of 1 MiB, and larger ones are reported as
 /// sent and then dropped. The atomic size leaves room for those headers.
 ///
+/// # Forgetting
+///
+/// A buffer passed to `mem::forget` is never freed: its mapping stays in this process
+/// until it exits, and it holds one of the process's
+/// [`MAX_LIVE_BUFFERS`](crate::MAX_LIVE_BUFFERS) until its handle is finalized (the
+/// daemon then drops its own mapping with the connection).
+///
 /// # Lifetime
 ///
 /// Freeing needs the live connection, so the buffer borrows it and cannot outlive it:
@@ -82,7 +89,7 @@ pub struct ZeroCopyBuffer<'a> {
     len: usize,
     /// One of the process's [`MAX_LIVE_BUFFERS`](crate::MAX_LIVE_BUFFERS), released
     /// after the buffer is freed.
-    _slot: BufferSlot,
+    _slot: BufferSlot<'a>,
     /// `free` ran: Drop has nothing left to do.
     freed: bool,
 }
@@ -122,7 +129,7 @@ impl ConnectionRef {
         if size > max {
             return Err(Error::MessageTooBig { len: size, max });
         }
-        let slot = BufferSlot::reserve().ok_or(Error::TooManyLiveBuffers {
+        let slot = BufferSlot::reserve(self.link()).ok_or(Error::TooManyLiveBuffers {
             max: crate::MAX_LIVE_BUFFERS,
         })?;
         self.check_not_hung_up(Operation::ZeroCopyAlloc)?;

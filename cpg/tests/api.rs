@@ -315,8 +315,9 @@ fn a_panicking_deliver_callback_stops_delivery_and_resumes_in_dispatch() {
             Error::Poisoned
         );
         assert_eq!(delivered.load(Ordering::SeqCst), 2);
-        // Sending still works; only delivery is stopped.
-        a.send(b"still connected").unwrap();
+        // Nothing reads this handle's events any more: it left its group and refuses
+        // requests (the daemon would otherwise queue everything sent to it).
+        assert_eq!(a.send(b"refused").unwrap_err(), Error::Poisoned);
     });
 }
 

@@ -409,3 +409,30 @@ fn a_lost_daemon_is_remembered_and_no_shared_memory_is_left_behind() {
         }
     });
 }
+
+#[test]
+fn dispatch_on_a_stack_segment_that_is_not_the_threads_own_is_refused() {
+    let group = unique_group("segment");
+    let a = big_stack(move || {
+        let a = joined(&group);
+        a.handle.send(b"pending").unwrap();
+        a
+    });
+    // The thread's own stack is small; the segment stacker makes is large, but its
+    // room cannot be known (it may lie above the thread's stack, where a naive
+    // "address minus stack bottom" sees plenty).
+    let a = std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(move || {
+            let refused = stacker::grow(4 << 20, || a.handle.dispatch(DispatchMode::All));
+            match refused {
+                Err(Error::StackTooSmall { available: 0, .. }) => {}
+                other => panic!("dispatch on a stacker segment: {other:?}"),
+            }
+            a
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    drop(a);
+}

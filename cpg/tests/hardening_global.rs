@@ -255,3 +255,46 @@ fn an_async_handle_polled_on_a_small_worker_gets_a_typed_error_and_stays_open() 
         });
     });
 }
+
+#[test]
+fn handles_stop_at_the_cap_and_forgotten_buffers_come_back_with_their_handle() {
+    let _serial = serial();
+    let node = cpg_testkit::shared();
+    big_stack(move || {
+        node.enter(|| {
+            // The cap on open handles (libqb's table must not move under lookups).
+            let mut open: Vec<Handle> = (0..cpg::MAX_HANDLES)
+                .map(|i| Handle::new(NoCallbacks).unwrap_or_else(|e| panic!("handle {i}: {e}")))
+                .collect();
+            let err = Handle::new(NoCallbacks).unwrap_err();
+            assert_eq!(
+                err,
+                Error::TooManyHandles {
+                    max: cpg::MAX_HANDLES
+                }
+            );
+            open.pop();
+            open.push(Handle::new(NoCallbacks).expect("room after a close"));
+            drop(open);
+
+            // Forgotten zero-copy buffers hold their slots until the handle goes.
+            let h = Handle::new(NoCallbacks).unwrap();
+            for _ in 0..MAX_LIVE_BUFFERS {
+                std::mem::forget(h.alloc_buffer(16).unwrap());
+            }
+            let other = Handle::new(NoCallbacks).unwrap();
+            assert_eq!(
+                other.alloc_buffer(16).unwrap_err(),
+                Error::TooManyLiveBuffers {
+                    max: MAX_LIVE_BUFFERS
+                }
+            );
+            h.close().unwrap();
+            drop(
+                other
+                    .alloc_buffer(16)
+                    .expect("slots back after the handle closed"),
+            );
+        });
+    });
+}

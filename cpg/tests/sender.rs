@@ -102,8 +102,12 @@ fn dropping_the_handle_under_a_flood_ends_every_sender_promptly() {
     });
 }
 
+/// A callback panics while threads send: the senders end promptly (their sends were
+/// accepted, or refused with `Poisoned` once the handle is poisoned), the handle leaves
+/// its group (nobody reads its events any more, so the daemon would queue everything
+/// for it), and later sends are refused.
 #[test]
-fn a_panicking_callback_does_not_disturb_the_senders() {
+fn a_panicking_callback_poisons_the_senders_too_and_the_handle_leaves() {
     big_stack(|| {
         let group = unique_group("sender-panic");
         let node = cluster().node(0);
@@ -126,9 +130,11 @@ fn a_panicking_callback_does_not_disturb_the_senders() {
                 let sender = sender.clone();
                 std::thread::spawn(move || {
                     for seq in 0..50u32 {
-                        sender
-                            .send_with_retry(&[i, seq as u8], &Backoff::default())
-                            .unwrap();
+                        match sender.send_with_retry(&[i, seq as u8], &Backoff::default()) {
+                            Ok(()) => {}
+                            Err(Error::Poisoned) => return,
+                            Err(e) => panic!("sender {i}: {e}"),
+                        }
                     }
                 })
             })
@@ -141,13 +147,30 @@ fn a_panicking_callback_does_not_disturb_the_senders() {
             "the callback's panic resumes in dispatch"
         );
         for s in senders {
-            s.join().expect("senders finish all their sends");
+            s.join().expect("senders end with Ok or Poisoned");
         }
         assert_eq!(
             handle.dispatch(DispatchMode::All).unwrap_err(),
             Error::Poisoned
         );
-        sender.send(b"still accepted").unwrap();
+        assert_eq!(sender.send(b"refused").unwrap_err(), Error::Poisoned);
+        assert_eq!(handle.send(b"refused").unwrap_err(), Error::Poisoned);
+        // The member is gone from the group.
+        let watcher = Peer::on(cluster(), 1);
+        let deadline = Instant::now() + WAIT;
+        while watcher
+            .handle
+            .members(&group)
+            .unwrap()
+            .iter()
+            .any(|m| m.pid == std::process::id() && m.nodeid == 1)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the poisoned handle is still a member"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         drop(handle);
         assert_eq!(sender.send(b"x").unwrap_err(), Error::Closed);
     });
