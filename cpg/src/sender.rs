@@ -106,8 +106,13 @@ impl Sender {
     /// Sends with an explicit delivery [`Guarantee`].
     #[inline]
     pub fn send_with(&self, guarantee: Guarantee, buffers: &[IoSlice<'_>]) -> Result<()> {
-        self.link.usable(Operation::Send)?;
+        // In a child of fork the lock must not be touched; after that, a closed handle
+        // says `Closed` whatever else happened to it before.
+        if self.link.forked() {
+            return Err(Error::Forked);
+        }
         let _request = self.link.lock_request()?;
+        self.link.usable(Operation::Send)?;
         mcast(&self.link, guarantee, buffers)
     }
 
