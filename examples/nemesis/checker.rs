@@ -72,6 +72,14 @@ pub enum Check {
     /// announced to the clients (neither as a totem change nor as a view): a daemon
     /// behaviour, documented in the README ("Guarantees under faults").
     UnannouncedMembership,
+    /// Group layer: a confirmation resolved more than once, or at a position where
+    /// its sender did not deliver it.
+    Confirmation,
+    /// Group layer: two clients that installed the same view delivered different
+    /// messages at the same index.
+    AgreedPosition,
+    /// Group layer: two clients with the same member list named different leaders.
+    LeaderAgreement,
 }
 
 impl fmt::Display for Check {
@@ -87,6 +95,9 @@ impl fmt::Display for Check {
             Check::Liveness => "liveness",
             Check::Binding => "binding",
             Check::UnannouncedMembership => "unannounced-membership",
+            Check::Confirmation => "confirmation",
+            Check::AgreedPosition => "agreed-position",
+            Check::LeaderAgreement => "leader-agreement",
         })
     }
 }
@@ -186,8 +197,30 @@ fn show_ring(r: Ring) -> String {
     r.map_or_else(|| "none".into(), |(n, s)| format!("{n:x}.{s:x}"))
 }
 
-/// Checks the histories of one run.
+/// Checks the histories of one run: the plain clients' and the group-layer clients'
+/// (two CPG groups), each against its own.
 pub fn check(histories: &[History]) -> Report {
+    let is_group = |h: &&History| {
+        matches!(
+            h.records.first(),
+            Some(Record::Start {
+                api: crate::history::Api::Group,
+                ..
+            })
+        )
+    };
+    let group: Vec<History> = histories.iter().filter(is_group).cloned().collect();
+    if group.is_empty() {
+        return check_plain(histories);
+    }
+    let plain: Vec<History> = histories.iter().filter(|h| !is_group(h)).cloned().collect();
+    let mut report = check_plain(&plain);
+    crate::group_check::check(&group, &mut report);
+    report
+}
+
+/// Checks the plain (`Handle`, `AsyncHandle`) clients' histories.
+fn check_plain(histories: &[History]) -> Report {
     let mut report = Report::default();
     let mut out = Vec::new();
     let mut v = |check: Check, evidence: String| out.push(Violation { check, evidence });
