@@ -80,6 +80,8 @@ pub enum Check {
     AgreedPosition,
     /// Group layer: two clients with the same member list named different leaders.
     LeaderAgreement,
+    /// Replica layer: the replicas that finished did not end with one state.
+    Convergence,
 }
 
 impl fmt::Display for Check {
@@ -98,6 +100,7 @@ impl fmt::Display for Check {
             Check::Confirmation => "confirmation",
             Check::AgreedPosition => "agreed-position",
             Check::LeaderAgreement => "leader-agreement",
+            Check::Convergence => "convergence",
         })
     }
 }
@@ -197,25 +200,37 @@ fn show_ring(r: Ring) -> String {
     r.map_or_else(|| "none".into(), |(n, s)| format!("{n:x}.{s:x}"))
 }
 
-/// Checks the histories of one run: the plain clients' and the group-layer clients'
-/// (two CPG groups), each against its own.
+/// Checks the histories of one run: the plain clients', the group-layer clients' and
+/// the replica clients' (three CPG groups), each against its own.
 pub fn check(histories: &[History]) -> Report {
-    let is_group = |h: &&History| {
-        matches!(
-            h.records.first(),
-            Some(Record::Start {
-                api: crate::history::Api::Group,
-                ..
-            })
-        )
+    use crate::history::Api;
+    let api = |h: &History| match h.records.first() {
+        Some(Record::Start { api, .. }) => Some(*api),
+        _ => None,
     };
-    let group: Vec<History> = histories.iter().filter(is_group).cloned().collect();
-    if group.is_empty() {
+    let of = |want: Api| -> Vec<History> {
+        histories
+            .iter()
+            .filter(|h| api(h) == Some(want))
+            .cloned()
+            .collect()
+    };
+    let (group, replicas) = (of(Api::Group), of(Api::Replica));
+    if group.is_empty() && replicas.is_empty() {
         return check_plain(histories);
     }
-    let plain: Vec<History> = histories.iter().filter(|h| !is_group(h)).cloned().collect();
+    let plain: Vec<History> = histories
+        .iter()
+        .filter(|h| !matches!(api(h), Some(Api::Group | Api::Replica)))
+        .cloned()
+        .collect();
     let mut report = check_plain(&plain);
-    crate::group_check::check(&group, &mut report);
+    if !group.is_empty() {
+        crate::group_check::check(&group, &mut report);
+    }
+    if !replicas.is_empty() {
+        crate::group_check::check_replicas(&replicas, &mut report);
+    }
     report
 }
 

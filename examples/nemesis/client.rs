@@ -91,8 +91,10 @@ pub fn control() -> mpsc::Receiver<Command> {
 
 /// Runs the client to its end; returns the exit code.
 pub fn run(config: ClientConfig) -> i32 {
-    if config.api == Api::Group {
-        return crate::group_client::run(&config);
+    match config.api {
+        Api::Group => return crate::group_client::run(&config),
+        Api::Replica => return crate::replica_client::run(&config),
+        Api::Blocking | Api::Async => {}
     }
     let ctl = control();
     let worker = std::thread::Builder::new()
@@ -108,6 +110,7 @@ pub fn run(config: ClientConfig) -> i32 {
                 Err(e) => fail(&format!("cannot build a tokio runtime: {e}")),
             },
             Api::Group => crate::group_client::run(&config),
+            Api::Replica => crate::replica_client::run(&config),
         });
     match worker.map(std::thread::JoinHandle::join) {
         Ok(Ok(code)) => code,

@@ -10,18 +10,37 @@
 //!   stream, receipt), both channels name the same position, and the sender delivered
 //!   its own message at exactly that position (view, index).
 //! - **agreed position**: clients that installed the same view (the same member list
-//!   in the same totem ring) deliver the same message at every index both reached.
-//!   A member list a client installed twice in one ring is ambiguous and skipped.
+//!   in the same totem ring) and moved on from it to the same next view (member list
+//!   and ring), or both ended in it, deliver the same message at every index both
+//!   reached. Clients that parted (a partition) may not: one side stops delivering the
+//!   other's messages before its view change comes (CPG's delivery is agreed only
+//!   among members that move together; a side can also deliver its own messages in a
+//!   ring the others never see), so the indices after the first missing message
+//!   differ. A view a client installed twice with the same key is ambiguous and
+//!   skipped.
 //! - **leader agreement**: every client that installed a member list named the same
 //!   leader for it, a member of it.
+//!
+//! And of the replica clients' histories (`replica_client.rs`):
+//!
+//! - **convergence**: the replicas that finished (recorded their final state) were
+//!   ready and hold one state: the same version (length of the state's history) and
+//!   the same digest. (Their views then can differ: the first to finish leaves while
+//!   the others wait; the coordinator has seen them all in one view before it stopped
+//!   them, and nothing is submitted after the stop.)
 
 use std::collections::{HashMap, HashSet};
 
 use crate::checker::{Check, Report, Violation};
 use crate::history::{History, Member, Record};
 
-/// (members, ring): what identifies a view across clients.
-type Key = (Vec<Member>, (u32, u64));
+/// (members, ring) of a view, and of the next view (`None`: the history ends in it):
+/// what identifies a view and a transition across clients.
+type Key = (
+    Vec<Member>,
+    (u32, u64),
+    Option<(Vec<Member>, Option<(u32, u64)>)>,
+);
 
 /// A local view id: (connection, counter).
 type ViewId = (u64, u64);
@@ -67,6 +86,7 @@ pub fn check(histories: &[History], report: &mut Report) {
         let mut last: HashMap<u32, u64> = HashMap::new();
         let mut confirmed: HashMap<(u64, bool), ((u64, u64), u64)> = HashMap::new();
         let mut delivered: Vec<(ViewId, u64, Msg)> = Vec::new();
+        let mut positions_confirmed: Vec<(u64, ViewId, u64, &str)> = Vec::new();
         for r in &h.records {
             match r {
                 Record::Sent {
@@ -126,7 +146,11 @@ pub fn check(histories: &[History], report: &mut Report) {
                         continue;
                     }
                     messages.insert((*sinc, *seq));
-                    if members.get(sinc).is_some_and(|m| m != from) {
+                    // A node id of 0 in a start record: not known yet then.
+                    if members
+                        .get(sinc)
+                        .is_some_and(|m| m.1 != from.1 || (m.0 != 0 && m.0 != from.0))
+                    {
                         v(
                             Check::Integrity,
                             format!(
@@ -192,43 +216,60 @@ pub fn check(histories: &[History], report: &mut Report) {
                             );
                         }
                     }
-                    if own.get(&(*view, *index)) != Some(&(*inc, *seq)) {
-                        v(
-                            Check::Confirmation,
-                            format!(
-                                "{name}: seq {seq} confirmed at {view:?}#{index} ({channel}), but \
-                                 it delivered {:?} there",
-                                own.get(&(*view, *index))
-                            ),
-                        );
-                    }
+                    // Checked at the end: a receipt is resolved on the layer's
+                    // thread, not in the event stream's order, and can be recorded
+                    // before the delivery is read from the stream.
+                    positions_confirmed.push((*seq, *view, *index, channel));
                 }
                 _ => {}
             }
         }
-        // Agreed positions: per view this client installed once in its ring.
+        for (seq, view, index, channel) in positions_confirmed {
+            if own.get(&(view, index)) != Some(&(*inc, seq)) {
+                v(
+                    Check::Confirmation,
+                    format!(
+                        "{name}: seq {seq} confirmed at {view:?}#{index} ({channel}), but it \
+                         delivered {:?} there",
+                        own.get(&(view, index))
+                    ),
+                );
+            }
+        }
+        // Agreed positions: per view (and its next view) this client installed once.
+        let mut order: Vec<ViewId> = views.keys().copied().collect();
+        order.sort_unstable();
+        let key_of = |k: usize| -> Option<Key> {
+            let id = order[k];
+            let next = order
+                .get(k + 1)
+                .map(|n| (views[n].clone(), rings.get(n).copied()));
+            Some((views[&id].clone(), *rings.get(&id)?, next))
+        };
         let mut keys: HashMap<Key, usize> = HashMap::new();
-        for (id, m) in &views {
-            if let Some(ring) = rings.get(id) {
-                *keys.entry((m.clone(), *ring)).or_default() += 1;
+        let mut key_at: HashMap<ViewId, Key> = HashMap::new();
+        for (k, id) in order.iter().enumerate() {
+            if let Some(key) = key_of(k) {
+                *keys.entry(key.clone()).or_default() += 1;
+                key_at.insert(*id, key);
             }
         }
         for (view, index, msg) in delivered {
-            let (Some(m), Some(ring)) = (views.get(&view), rings.get(&view)) else {
+            let Some(key) = key_at.get(&view).cloned() else {
                 continue;
             };
-            let key = (m.clone(), *ring);
             if keys.get(&key) != Some(&1) {
                 continue;
             }
-            let at = positions.entry(key).or_default();
+            let (m, ring) = (key.0.clone(), key.1);
+            let at = positions.entry(key.clone()).or_default();
             match at.get(&index) {
                 Some((other, who)) if *other != msg => v(
                     Check::AgreedPosition,
                     format!(
-                        "in view {m:?} ring {ring:?} at index {index}: {name} delivered inc {} seq \
-                         {}, {who} delivered inc {} seq {}",
-                        msg.0, msg.1, other.0, other.1
+                        "in view {m:?} ring {ring:?} (both moved on to {:?}) at index {index}: \
+                         {name} delivered inc {} seq {}, {who} delivered inc {} seq {}",
+                        key.2, msg.0, msg.1, other.0, other.1
                     ),
                 ),
                 Some(_) => compared += 1,
@@ -245,6 +286,121 @@ pub fn check(histories: &[History], report: &mut Report) {
         histories.len(),
         leaders.len()
     ));
+}
+
+/// Checks the replica clients' histories; adds to `report`.
+pub fn check_replicas(histories: &[History], report: &mut Report) {
+    let mut finals: Vec<(String, Member, u64, u64, Vec<Member>, bool)> = Vec::new();
+    let mut submitted = 0u64;
+    for h in histories {
+        let Some(Record::Start { inc, node, pid, .. }) = h.records.first() else {
+            continue;
+        };
+        report.clients += 1;
+        for r in &h.records {
+            match r {
+                Record::GView { .. } => report.views += 1,
+                Record::RFinal {
+                    version,
+                    digest,
+                    members,
+                    ready,
+                    submitted: n,
+                    ..
+                } => {
+                    submitted += n;
+                    finals.push((
+                        format!("{} (replica inc {inc}, node {node} pid {pid})", h.name),
+                        (*node, *pid),
+                        *version,
+                        *digest,
+                        members.clone(),
+                        *ready,
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut v = |evidence: String| {
+        report.violations.push(Violation {
+            check: Check::Convergence,
+            evidence,
+        });
+    };
+    let show = |f: &(String, Member, u64, u64, Vec<Member>, bool)| {
+        format!("{} at v{} #{:016x} in view {:?}", f.0, f.2, f.3, f.4)
+    };
+    for f in &finals {
+        if !f.5 {
+            v(format!("{} was not in a ready state at the end", show(f)));
+        }
+    }
+    if let Some(first) = finals.first() {
+        for f in &finals[1..] {
+            if (f.2, f.3) != (first.2, first.3) {
+                v(format!("diverged: {} but {}", show(f), show(first)));
+            }
+        }
+    }
+    report.notes.push(format!(
+        "replica layer: {} clients, {} finished, {submitted} operations submitted by the finished ones, final states {:?}",
+        histories.len(),
+        finals.len(),
+        finals
+            .iter()
+            .map(|f| format!("v{} #{:016x}", f.2, f.3))
+            .collect::<std::collections::BTreeSet<_>>()
+    ));
+}
+
+/// Synthetic replica-client histories (three finished replicas in one state), and a
+/// diverged one; for the unit tests and `--self-test`.
+pub fn synthetic_replicas(diverged: bool) -> Vec<History> {
+    let members: Vec<Member> = vec![(1, 601), (2, 602), (3, 603)];
+    members
+        .iter()
+        .enumerate()
+        .map(|(i, &(node, pid))| {
+            let inc = 21 + i as u32;
+            History {
+                name: format!("client-{inc}-{node}-{pid}"),
+                records: vec![
+                    Record::Start {
+                        inc,
+                        node,
+                        pid,
+                        api: crate::history::Api::Replica,
+                        t: 2000,
+                    },
+                    Record::GView {
+                        members: members.clone(),
+                        leader: Some(members[0]),
+                        view: (1, 1),
+                        t: 2001,
+                    },
+                    Record::RFinal {
+                        version: 120,
+                        digest: if diverged && i == 2 { 0xbad } else { 0x600d },
+                        members: members.clone(),
+                        ready: true,
+                        submitted: 40,
+                        t: 2002,
+                    },
+                    Record::Drained {
+                        complete: true,
+                        t: 2003,
+                    },
+                    Record::Closed {
+                        events: 5,
+                        dispatched: None,
+                        freed: None,
+                        t: 2004,
+                    },
+                ],
+            }
+        })
+        .collect()
 }
 
 /// Synthetic group-client histories: used by the unit tests and by `--self-test`.
@@ -471,6 +627,12 @@ pub mod synthetic {
         }
         all.push(("a message at another index", Check::AgreedPosition, h));
 
+        all.push((
+            "a diverged replica digest",
+            Check::Convergence,
+            super::synthetic_replicas(true),
+        ));
+
         all
     }
 }
@@ -484,9 +646,10 @@ mod tests {
     fn clean_group_histories_pass() {
         let mut h = crate::checker::synthetic::clean();
         h.extend(clean());
+        h.extend(super::synthetic_replicas(false));
         let r = check(&h);
         assert!(r.violations.is_empty(), "{:#?}", r.violations);
-        assert_eq!(r.clients, 7);
+        assert_eq!(r.clients, 10);
         assert!(
             r.notes.iter().any(|n| n.contains("group layer: 3 clients")),
             "{:?}",
@@ -504,6 +667,22 @@ mod tests {
                 r.violations
             );
         }
+    }
+
+    #[test]
+    fn a_diverged_replica_names_both_states() {
+        let r = check(&super::synthetic_replicas(true));
+        let d: Vec<_> = r
+            .violations
+            .iter()
+            .filter(|v| v.check == Check::Convergence)
+            .collect();
+        assert_eq!(d.len(), 1, "{d:#?}");
+        assert!(
+            d[0].evidence.contains("#0000000000000bad"),
+            "{}",
+            d[0].evidence
+        );
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub fn run(config: &ClientConfig) -> i32 {
             return EXIT_LOST;
         }
     };
+    // The node id is known once connected; the first view is waited for (its events
+    // stay queued) so that the start record names it.
+    let _ = group.wait_view(Duration::from_secs(30), |v| v.me().is_some());
     let node = group.me().map_or(0, |m| m.nodeid);
     rec.record(&Record::Start {
         inc: config.inc,

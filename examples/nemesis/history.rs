@@ -27,6 +27,9 @@ pub enum Api {
     /// message) and record the `g*`, `confirm`, `notsent`, `disconnected` and
     /// `reconnected` records.
     Group,
+    /// `cpg::replica::Replica` with a map of counters, in a CPG group of its own; it
+    /// records its views (`gview`) and, when stopped, its final state (`rfinal`).
+    Replica,
 }
 
 impl Api {
@@ -36,6 +39,7 @@ impl Api {
             Api::Blocking => "blocking",
             Api::Async => "async",
             Api::Group => "group",
+            Api::Replica => "replica",
         }
     }
 
@@ -45,6 +49,7 @@ impl Api {
             "blocking" => Some(Api::Blocking),
             "async" => Some(Api::Async),
             "group" => Some(Api::Group),
+            "replica" => Some(Api::Replica),
             _ => None,
         }
     }
@@ -238,6 +243,22 @@ pub enum Record {
         /// Time.
         t: u64,
     },
+    /// Replica client, when stopped: its final state and view.
+    RFinal {
+        /// Operations applied along the state's history.
+        version: u64,
+        /// The application's digest of the state.
+        digest: u64,
+        /// Members of its view then, sorted.
+        members: Vec<Member>,
+        /// Whether the replica was in a ready state (not syncing) before and after the
+        /// quiet period.
+        ready: bool,
+        /// Operations it submitted.
+        submitted: u64,
+        /// Time.
+        t: u64,
+    },
 }
 
 fn triples(v: &[(u32, u32, u32)]) -> Value {
@@ -345,6 +366,15 @@ impl Record {
             Record::Reconnected { incarnation, t } => {
                 json!({"k": "reconnected", "incarnation": incarnation, "t": t})
             }
+            Record::RFinal {
+                version,
+                digest,
+                members: m,
+                ready,
+                submitted,
+                t,
+            } => json!({"k": "rfinal", "version": version, "digest": format!("{digest:016x}"),
+                        "members": members(m), "ready": ready, "submitted": submitted, "t": t}),
         }
     }
 
@@ -510,6 +540,18 @@ impl Record {
             },
             "reconnected" => Record::Reconnected {
                 incarnation: u("incarnation")?,
+                t,
+            },
+            "rfinal" => Record::RFinal {
+                version: u("version")?,
+                digest: hash("digest")?,
+                members: list("members")?
+                    .iter()
+                    .map(pair)
+                    .collect::<Option<_>>()
+                    .ok_or_else(bad)?,
+                ready: b("ready")?,
+                submitted: u("submitted")?,
                 t,
             },
             _ => return Err(bad()),
@@ -772,6 +814,14 @@ mod tests {
             Record::Reconnected {
                 incarnation: 2,
                 t: 21,
+            },
+            Record::RFinal {
+                version: 40,
+                digest: u64::MAX - 1,
+                members: vec![(1, 10), (2, 99)],
+                ready: true,
+                submitted: 13,
+                t: 22,
             },
         ];
         for r in records {

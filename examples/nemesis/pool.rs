@@ -85,13 +85,14 @@ pub struct Pool {
 
 impl Pool {
     /// A pool with `per_node` slots on each of `nodes` nodes (odd slots use the async
-    /// API), and `group_per_node` slots of group-layer clients on each node. Nothing is
-    /// started yet.
+    /// API), and `group_per_node` slots of group-layer clients and `replica_per_node`
+    /// of replica clients on each node. Nothing is started yet.
     pub fn new(
         work: Workload,
         nodes: usize,
         per_node: usize,
         group_per_node: usize,
+        replica_per_node: usize,
     ) -> Result<Pool, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
         let (tx, lines) = mpsc::channel();
@@ -112,6 +113,13 @@ impl Pool {
                 slots.push(Slot {
                     node,
                     api: Api::Group,
+                    current: None,
+                });
+            }
+            for _ in 0..replica_per_node {
+                slots.push(Slot {
+                    node,
+                    api: Api::Replica,
                     current: None,
                 });
             }
@@ -227,14 +235,20 @@ impl Pool {
         }
     }
 
-    /// The CPG group the clients of `api` join: the group-layer clients one of their
-    /// own (every message of theirs carries the layer's header).
+    /// The CPG group the clients of `api` join: the group-layer clients and the
+    /// replica clients one of their own each (every message of theirs carries the
+    /// layer's header).
     fn group_of(group: &str, api: Api) -> String {
-        if api == Api::Group {
-            format!("{group}-group")
-        } else {
-            group.to_string()
+        match api {
+            Api::Blocking | Api::Async => group.to_string(),
+            Api::Group => format!("{group}-group"),
+            Api::Replica => format!("{group}-replica"),
         }
+    }
+
+    /// Clients of `a` and `b` share a CPG group.
+    fn same_group(a: Api, b: Api) -> bool {
+        Self::group_of("", a) == Self::group_of("", b)
     }
 
     /// Members of the running incarnations, sorted.
@@ -257,13 +271,11 @@ impl Pool {
     /// running incarnations of its CPG group.
     pub fn one_view(&mut self) -> bool {
         self.collect_views();
-        let plain = self.live_of(|a| a != Api::Group);
-        let group = self.live_of(|a| a == Api::Group);
-        !plain.is_empty()
+        !self.live_members().is_empty()
             && self.slots.iter().all(|s| {
                 s.current.as_ref().is_none_or(|c| {
-                    let live = if s.api == Api::Group { &group } else { &plain };
-                    self.views.get(&c.inc) == Some(live)
+                    let live = self.live_of(|a| Self::same_group(a, s.api));
+                    self.views.get(&c.inc) == Some(&live)
                 })
             })
     }
@@ -300,12 +312,12 @@ impl Pool {
     }
 
     /// Marks the incarnations on node index `node` as doomed (their daemon dies); the
-    /// group-layer clients are not: they reconnect.
+    /// group-layer and replica clients are not: they reconnect.
     pub fn doom_node(&mut self, node: usize) {
         for s in self
             .slots
             .iter_mut()
-            .filter(|s| s.node == node && s.api != Api::Group)
+            .filter(|s| s.node == node && matches!(s.api, Api::Blocking | Api::Async))
         {
             if let Some(c) = s.current.as_mut() {
                 c.doomed = true;
