@@ -72,6 +72,16 @@ pub enum Check {
     /// announced to the clients (neither as a totem change nor as a view): a daemon
     /// behaviour, documented in the README ("Guarantees under faults").
     UnannouncedMembership,
+    /// Group layer: a confirmation resolved more than once, or at a position where
+    /// its sender did not deliver it.
+    Confirmation,
+    /// Group layer: two clients that installed the same view delivered different
+    /// messages at the same index.
+    AgreedPosition,
+    /// Group layer: two clients with the same member list named different leaders.
+    LeaderAgreement,
+    /// Replica layer: the replicas that finished did not end with one state.
+    Convergence,
 }
 
 impl fmt::Display for Check {
@@ -87,6 +97,10 @@ impl fmt::Display for Check {
             Check::Liveness => "liveness",
             Check::Binding => "binding",
             Check::UnannouncedMembership => "unannounced-membership",
+            Check::Confirmation => "confirmation",
+            Check::AgreedPosition => "agreed-position",
+            Check::LeaderAgreement => "leader-agreement",
+            Check::Convergence => "convergence",
         })
     }
 }
@@ -186,8 +200,42 @@ fn show_ring(r: Ring) -> String {
     r.map_or_else(|| "none".into(), |(n, s)| format!("{n:x}.{s:x}"))
 }
 
-/// Checks the histories of one run.
+/// Checks the histories of one run: the plain clients', the group-layer clients' and
+/// the replica clients' (three CPG groups), each against its own.
 pub fn check(histories: &[History]) -> Report {
+    use crate::history::Api;
+    let api = |h: &History| match h.records.first() {
+        Some(Record::Start { api, .. }) => Some(*api),
+        _ => None,
+    };
+    let of = |want: Api| -> Vec<History> {
+        histories
+            .iter()
+            .filter(|h| api(h) == Some(want))
+            .cloned()
+            .collect()
+    };
+    let (group, replicas) = (of(Api::Group), of(Api::Replica));
+    if group.is_empty() && replicas.is_empty() {
+        return check_plain(histories);
+    }
+    let plain: Vec<History> = histories
+        .iter()
+        .filter(|h| !matches!(api(h), Some(Api::Group | Api::Replica)))
+        .cloned()
+        .collect();
+    let mut report = check_plain(&plain);
+    if !group.is_empty() {
+        crate::group_check::check(&group, &mut report);
+    }
+    if !replicas.is_empty() {
+        crate::group_check::check_replicas(&replicas, &mut report);
+    }
+    report
+}
+
+/// Checks the plain (`Handle`, `AsyncHandle`) clients' histories.
+fn check_plain(histories: &[History]) -> Report {
     let mut report = Report::default();
     let mut out = Vec::new();
     let mut v = |check: Check, evidence: String| out.push(Violation { check, evidence });

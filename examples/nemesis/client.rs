@@ -56,14 +56,14 @@ pub struct ClientConfig {
 }
 
 /// A command from the coordinator.
-enum Command {
+pub enum Command {
     Stop,
     Orphaned,
 }
 
 /// Reads stdin on a thread of its own; the coordinator's commands arrive on the
 /// returned channel (EOF as [`Command::Orphaned`]).
-fn control() -> mpsc::Receiver<Command> {
+pub fn control() -> mpsc::Receiver<Command> {
     let (tx, rx) = mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("nemesis-control".into())
@@ -91,6 +91,11 @@ fn control() -> mpsc::Receiver<Command> {
 
 /// Runs the client to its end; returns the exit code.
 pub fn run(config: ClientConfig) -> i32 {
+    match config.api {
+        Api::Group => return crate::group_client::run(&config),
+        Api::Replica => return crate::replica_client::run(&config),
+        Api::Blocking | Api::Async => {}
+    }
     let ctl = control();
     let worker = std::thread::Builder::new()
         .name("nemesis-client".into())
@@ -104,6 +109,8 @@ pub fn run(config: ClientConfig) -> i32 {
                 Ok(rt) => rt.block_on(asynchronous(&config, &ctl)),
                 Err(e) => fail(&format!("cannot build a tokio runtime: {e}")),
             },
+            Api::Group => crate::group_client::run(&config),
+            Api::Replica => crate::replica_client::run(&config),
         });
     match worker.map(std::thread::JoinHandle::join) {
         Ok(Ok(code)) => code,
@@ -112,7 +119,7 @@ pub fn run(config: ClientConfig) -> i32 {
     }
 }
 
-fn fail(what: &str) -> i32 {
+pub fn fail(what: &str) -> i32 {
     eprintln!("nemesis client (pid {}): {what}", std::process::id());
     EXIT_FAILED
 }
@@ -211,7 +218,7 @@ impl State {
 }
 
 /// Sizes and sequence numbers of the messages to send.
-struct Sender {
+pub struct Sender {
     inc: u32,
     seq: u64,
     seed: u64,
@@ -219,7 +226,7 @@ struct Sender {
 }
 
 impl Sender {
-    fn new(config: &ClientConfig) -> Sender {
+    pub fn new(config: &ClientConfig) -> Sender {
         Sender {
             inc: config.inc,
             seq: 1,
@@ -229,7 +236,7 @@ impl Sender {
     }
 
     /// The next message (the same bytes until [`Sender::advance`]).
-    fn message(&mut self, fin: bool) -> (u64, Vec<u8>) {
+    pub fn message(&mut self, fin: bool) -> (u64, Vec<u8>) {
         let size = if fin {
             0
         } else {
@@ -240,7 +247,7 @@ impl Sender {
         (self.seq, encode(self.inc, self.seq, fin, size))
     }
 
-    fn advance(&mut self) {
+    pub fn advance(&mut self) {
         self.seq += 1;
     }
 }

@@ -22,6 +22,14 @@ pub enum Api {
     Blocking,
     /// `cpg::AsyncHandle` on a tokio runtime.
     Async,
+    /// `cpg::group::Group` (blocking driver): send queue, confirmed send, reconnect.
+    /// Its clients join a CPG group of their own (the layer's header is on every
+    /// message) and record the `g*`, `confirm`, `notsent`, `disconnected` and
+    /// `reconnected` records.
+    Group,
+    /// `cpg::replica::Replica` with a map of counters, in a CPG group of its own; it
+    /// records its views (`gview`) and, when stopped, its final state (`rfinal`).
+    Replica,
 }
 
 impl Api {
@@ -30,6 +38,8 @@ impl Api {
         match self {
             Api::Blocking => "blocking",
             Api::Async => "async",
+            Api::Group => "group",
+            Api::Replica => "replica",
         }
     }
 
@@ -38,6 +48,8 @@ impl Api {
         match s {
             "blocking" => Some(Api::Blocking),
             "async" => Some(Api::Async),
+            "group" => Some(Api::Group),
+            "replica" => Some(Api::Replica),
             _ => None,
         }
     }
@@ -154,6 +166,99 @@ pub enum Record {
         /// Time.
         t: u64,
     },
+    /// Group client: a view installed (`Event::View`), with the leader it names and its
+    /// local id (connection, counter).
+    GView {
+        /// Members, sorted.
+        members: Vec<Member>,
+        /// The leader the layer names.
+        leader: Option<Member>,
+        /// Local view id (incarnation, counter).
+        view: (u64, u64),
+        /// Time.
+        t: u64,
+    },
+    /// Group client: the ring of a view became known (`Event::Settled`).
+    GSettled {
+        /// Local view id.
+        view: (u64, u64),
+        /// Ring id (representative, sequence).
+        ring: (u32, u64),
+        /// Time.
+        t: u64,
+    },
+    /// Group client: a message delivered (`Event::Message`), with its position.
+    GDeliver {
+        /// The sender as CPG named it.
+        from: Member,
+        /// The incarnation the payload names (0 if it could not be decoded).
+        inc: u32,
+        /// The sequence number the payload carries.
+        seq: u64,
+        /// FNV-1a 64 of the payload (the layer's header removed).
+        hash: u64,
+        /// Whether the payload decoded and its checksum matched.
+        valid: bool,
+        /// Local view id of the position.
+        view: (u64, u64),
+        /// Index within the view (agreed).
+        index: u64,
+        /// Time.
+        t: u64,
+    },
+    /// Group client: a confirmed send resolved as delivered, from the event stream
+    /// (`receipt` false) or from the `Receipt` (`receipt` true).
+    Confirm {
+        /// Sequence number of the message.
+        seq: u64,
+        /// Local view id of the position.
+        view: (u64, u64),
+        /// Index within the view.
+        index: u64,
+        /// Which channel reported it.
+        receipt: bool,
+        /// Time.
+        t: u64,
+    },
+    /// Group client: a message will not be sent, or its outcome is unknown.
+    NotSent {
+        /// Sequence number of the message.
+        seq: u64,
+        /// Why.
+        error: String,
+        /// Time.
+        t: u64,
+    },
+    /// Group client: the connection to the daemon was lost (reconnecting follows).
+    Disconnected {
+        /// The error.
+        error: String,
+        /// Time.
+        t: u64,
+    },
+    /// Group client: connected and joined again.
+    Reconnected {
+        /// The connection's number.
+        incarnation: u64,
+        /// Time.
+        t: u64,
+    },
+    /// Replica client, when stopped: its final state and view.
+    RFinal {
+        /// Operations applied along the state's history.
+        version: u64,
+        /// The application's digest of the state.
+        digest: u64,
+        /// Members of its view then, sorted.
+        members: Vec<Member>,
+        /// Whether the replica was in a ready state (not syncing) before and after the
+        /// quiet period.
+        ready: bool,
+        /// Operations it submitted.
+        submitted: u64,
+        /// Time.
+        t: u64,
+    },
 }
 
 fn triples(v: &[(u32, u32, u32)]) -> Value {
@@ -221,6 +326,55 @@ impl Record {
                 json!({"k": "closed", "events": events, "dispatched": dispatched, "freed": freed, "t": t})
             }
             Record::AfterClose { what, t } => json!({"k": "after_close", "what": what, "t": t}),
+            Record::GView {
+                members: m,
+                leader,
+                view,
+                t,
+            } => json!({"k": "gview", "members": members(m),
+                        "leader": leader.map(|l| json!([l.0, l.1])),
+                        "view": [view.0, view.1], "t": t}),
+            Record::GSettled { view, ring, t } => {
+                json!({"k": "gsettled", "view": [view.0, view.1], "ring": [ring.0, ring.1], "t": t})
+            }
+            Record::GDeliver {
+                from,
+                inc,
+                seq,
+                hash,
+                valid,
+                view,
+                index,
+                t,
+            } => json!({"k": "gdeliver", "from": [from.0, from.1], "inc": inc, "seq": seq,
+                        "hash": format!("{hash:016x}"), "valid": valid,
+                        "view": [view.0, view.1], "index": index, "t": t}),
+            Record::Confirm {
+                seq,
+                view,
+                index,
+                receipt,
+                t,
+            } => json!({"k": "confirm", "seq": seq, "view": [view.0, view.1], "index": index,
+                        "receipt": receipt, "t": t}),
+            Record::NotSent { seq, error, t } => {
+                json!({"k": "notsent", "seq": seq, "error": error, "t": t})
+            }
+            Record::Disconnected { error, t } => {
+                json!({"k": "disconnected", "error": error, "t": t})
+            }
+            Record::Reconnected { incarnation, t } => {
+                json!({"k": "reconnected", "incarnation": incarnation, "t": t})
+            }
+            Record::RFinal {
+                version,
+                digest,
+                members: m,
+                ready,
+                submitted,
+                t,
+            } => json!({"k": "rfinal", "version": version, "digest": format!("{digest:016x}"),
+                        "members": members(m), "ready": ready, "submitted": submitted, "t": t}),
         }
     }
 
@@ -249,6 +403,13 @@ impl Record {
             ))
         };
         let list = |key: &str| v.get(key).and_then(Value::as_array).ok_or_else(bad);
+        let two = |key: &str| -> Result<(u64, u64), String> {
+            let a = list(key)?;
+            Ok((
+                a.first().and_then(Value::as_u64).ok_or_else(bad)?,
+                a.get(1).and_then(Value::as_u64).ok_or_else(bad)?,
+            ))
+        };
         let t = u("t")?;
         Ok(match s("k")? {
             "start" => Record::Start {
@@ -328,6 +489,69 @@ impl Record {
             },
             "after_close" => Record::AfterClose {
                 what: s("what")?.to_string(),
+                t,
+            },
+            "gview" => Record::GView {
+                members: list("members")?
+                    .iter()
+                    .map(pair)
+                    .collect::<Option<_>>()
+                    .ok_or_else(bad)?,
+                leader: match v.get("leader") {
+                    None | Some(Value::Null) => None,
+                    Some(l) => Some(pair(l).ok_or_else(bad)?),
+                },
+                view: two("view")?,
+                t,
+            },
+            "gsettled" => {
+                let ring = two("ring")?;
+                Record::GSettled {
+                    view: two("view")?,
+                    ring: (u32::try_from(ring.0).map_err(|_| bad())?, ring.1),
+                    t,
+                }
+            }
+            "gdeliver" => Record::GDeliver {
+                from: v.get("from").and_then(pair).ok_or_else(bad)?,
+                inc: u32_("inc")?,
+                seq: u("seq")?,
+                hash: hash("hash")?,
+                valid: b("valid")?,
+                view: two("view")?,
+                index: u("index")?,
+                t,
+            },
+            "confirm" => Record::Confirm {
+                seq: u("seq")?,
+                view: two("view")?,
+                index: u("index")?,
+                receipt: b("receipt")?,
+                t,
+            },
+            "notsent" => Record::NotSent {
+                seq: u("seq")?,
+                error: s("error")?.to_string(),
+                t,
+            },
+            "disconnected" => Record::Disconnected {
+                error: s("error")?.to_string(),
+                t,
+            },
+            "reconnected" => Record::Reconnected {
+                incarnation: u("incarnation")?,
+                t,
+            },
+            "rfinal" => Record::RFinal {
+                version: u("version")?,
+                digest: hash("digest")?,
+                members: list("members")?
+                    .iter()
+                    .map(pair)
+                    .collect::<Option<_>>()
+                    .ok_or_else(bad)?,
+                ready: b("ready")?,
+                submitted: u("submitted")?,
                 t,
             },
             _ => return Err(bad()),
@@ -543,6 +767,61 @@ mod tests {
             Record::AfterClose {
                 what: "deliver".into(),
                 t: 14,
+            },
+            Record::GView {
+                members: vec![(1, 10), (2, 99)],
+                leader: Some((1, 10)),
+                view: (1, 2),
+                t: 15,
+            },
+            Record::GView {
+                members: vec![],
+                leader: None,
+                view: (2, 3),
+                t: 15,
+            },
+            Record::GSettled {
+                view: (1, 2),
+                ring: (1, 0x1c),
+                t: 16,
+            },
+            Record::GDeliver {
+                from: (1, 10),
+                inc: 1,
+                seq: 4,
+                hash: 7,
+                valid: true,
+                view: (1, 2),
+                index: 0,
+                t: 17,
+            },
+            Record::Confirm {
+                seq: 4,
+                view: (1, 2),
+                index: 0,
+                receipt: true,
+                t: 18,
+            },
+            Record::NotSent {
+                seq: 5,
+                error: "x".into(),
+                t: 19,
+            },
+            Record::Disconnected {
+                error: "y".into(),
+                t: 20,
+            },
+            Record::Reconnected {
+                incarnation: 2,
+                t: 21,
+            },
+            Record::RFinal {
+                version: 40,
+                digest: u64::MAX - 1,
+                members: vec![(1, 10), (2, 99)],
+                ready: true,
+                submitted: 13,
+                t: 22,
             },
         ];
         for r in records {

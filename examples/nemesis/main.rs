@@ -6,6 +6,11 @@
 //! `cpg::Handle`, half on the tokio `cpg::AsyncHandle`. Every client joins one group,
 //! sends sequence-numbered, checksummed messages (`--rate` per second) and records its
 //! history: every view, totem change, delivery and send, and each send's result.
+//! Beside them, in CPG groups of their own, run clients of the group layer
+//! (`--group-clients` per node, `cpg::group::Group`: send queue, confirmed send,
+//! reconnect; see `group_client.rs`) and of the replica layer (`--replica-clients` per
+//! node, `cpg::replica::Replica` on a map of counters; see `replica_client.rs`), checked
+//! by `group_check.rs`. They survive daemon kills by reconnecting.
 //!
 //! Meanwhile a seeded schedule (`--seed`) injects faults one after another, each
 //! logged with its time: daemon SIGKILL and restart, daemon SIGSTOP/SIGCONT shorter and
@@ -35,8 +40,11 @@
 mod checker;
 mod client;
 mod faults;
+mod group_check;
+mod group_client;
 mod history;
 mod pool;
+mod replica_client;
 mod rng;
 
 use std::path::{Path, PathBuf};
@@ -76,6 +84,14 @@ struct Cli {
     /// Client processes per node (odd-numbered ones use the async API).
     #[arg(long, default_value_t = 3)]
     clients: usize,
+    /// Clients per node that use the group layer (`cpg::group::Group`: send queue,
+    /// confirmed send, reconnect), in a CPG group of their own.
+    #[arg(long, default_value_t = 1)]
+    group_clients: usize,
+    /// Clients per node that use the replica layer (`cpg::replica::Replica`, a map of
+    /// counters), in a CPG group of their own; all must end with the same state.
+    #[arg(long, default_value_t = 1)]
+    replica_clients: usize,
     /// Seed of the fault schedule and message sizes (default: from the clock; printed).
     #[arg(long)]
     seed: Option<u64>,
@@ -173,7 +189,10 @@ fn main() {
 /// Runs the checker on a clean synthetic history and on each planted defect.
 fn self_test() -> i32 {
     let mut failed = 0;
-    let clean = checker::check(&checker::synthetic::clean());
+    let mut histories = checker::synthetic::clean();
+    histories.extend(group_check::synthetic::clean());
+    histories.extend(group_check::synthetic_replicas(false));
+    let clean = checker::check(&histories);
     if clean.violations.is_empty() {
         println!(
             "self-test: clean history ({} messages, {} views): no violation: ok",
@@ -186,7 +205,17 @@ fn self_test() -> i32 {
             println!("  {v}");
         }
     }
-    for (name, expected, histories) in checker::synthetic::defects() {
+    let group_defects =
+        group_check::synthetic::defects()
+            .into_iter()
+            .map(|(name, expected, mut h)| {
+                h.extend(checker::synthetic::clean());
+                (name, expected, h)
+            });
+    for (name, expected, histories) in checker::synthetic::defects()
+        .into_iter()
+        .chain(group_defects)
+    {
         let report = checker::check(&histories);
         match report.violations.iter().find(|v| v.check == expected) {
             Some(v) => println!("self-test: {name}: detected: {v}"),
@@ -365,16 +394,21 @@ fn coordinate(cli: &Cli) -> i32 {
     };
     log.say(&format!(
         "nemesis: seed {seed}, {} nodes, {} clients per node, at least {} faults and {} s, \
-         {} msgs/s per client, token {} ms (reproduce: nemesis --seed {seed} --nodes {} \
-         --clients {} --faults {} --duration {} --rate {} --max-size {} --token-ms {}{})",
+         {} group-layer and {} replica clients per node, {} msgs/s per client, token {} ms \
+         (reproduce: nemesis --seed {seed} --nodes {} --clients {} --group-clients {} \
+         --replica-clients {} --faults {} --duration {} --rate {} --max-size {} --token-ms {}{})",
         cli.nodes,
         cli.clients,
         cli.faults,
         cli.duration,
+        cli.group_clients,
+        cli.replica_clients,
         cli.rate,
         cli.token_ms,
         cli.nodes,
         cli.clients,
+        cli.group_clients,
+        cli.replica_clients,
         cli.faults,
         cli.duration,
         cli.rate,
@@ -415,7 +449,13 @@ fn coordinate(cli: &Cli) -> i32 {
         max_size: cli.max_size,
         seed,
     };
-    let mut pool = match Pool::new(work, cli.nodes, cli.clients) {
+    let mut pool = match Pool::new(
+        work,
+        cli.nodes,
+        cli.clients,
+        cli.group_clients,
+        cli.replica_clients,
+    ) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("nemesis: {e}");

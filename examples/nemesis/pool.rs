@@ -84,9 +84,16 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool with `per_node` slots on each of `nodes` nodes; odd slots use the async
-    /// API. Nothing is started yet.
-    pub fn new(work: Workload, nodes: usize, per_node: usize) -> Result<Pool, String> {
+    /// A pool with `per_node` slots on each of `nodes` nodes (odd slots use the async
+    /// API), and `group_per_node` slots of group-layer clients and `replica_per_node`
+    /// of replica clients on each node. Nothing is started yet.
+    pub fn new(
+        work: Workload,
+        nodes: usize,
+        per_node: usize,
+        group_per_node: usize,
+        replica_per_node: usize,
+    ) -> Result<Pool, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
         let (tx, lines) = mpsc::channel();
         let mut slots = Vec::new();
@@ -99,6 +106,20 @@ impl Pool {
                     } else {
                         Api::Blocking
                     },
+                    current: None,
+                });
+            }
+            for _ in 0..group_per_node {
+                slots.push(Slot {
+                    node,
+                    api: Api::Group,
+                    current: None,
+                });
+            }
+            for _ in 0..replica_per_node {
+                slots.push(Slot {
+                    node,
+                    api: Api::Replica,
                     current: None,
                 });
             }
@@ -149,7 +170,7 @@ impl Pool {
         cmd.arg("client")
             .arg("--history")
             .arg(self.history_path(inc))
-            .args(["--group", &self.work.group])
+            .args(["--group", &Self::group_of(&self.work.group, slot.api)])
             .args(["--rate", &self.work.rate.to_string()])
             .args(["--api", slot.api.name()])
             .args(["--inc", &inc.to_string()])
@@ -214,11 +235,32 @@ impl Pool {
         }
     }
 
+    /// The CPG group the clients of `api` join: the group-layer clients and the
+    /// replica clients one of their own each (every message of theirs carries the
+    /// layer's header).
+    fn group_of(group: &str, api: Api) -> String {
+        match api {
+            Api::Blocking | Api::Async => group.to_string(),
+            Api::Group => format!("{group}-group"),
+            Api::Replica => format!("{group}-replica"),
+        }
+    }
+
+    /// Clients of `a` and `b` share a CPG group.
+    fn same_group(a: Api, b: Api) -> bool {
+        Self::group_of("", a) == Self::group_of("", b)
+    }
+
     /// Members of the running incarnations, sorted.
     pub fn live_members(&self) -> Vec<Member> {
+        self.live_of(|_| true)
+    }
+
+    fn live_of(&self, keep: impl Fn(Api) -> bool) -> Vec<Member> {
         let mut m: Vec<Member> = self
             .slots
             .iter()
+            .filter(|s| keep(s.api))
             .filter_map(|s| s.current.as_ref().map(|c| c.member))
             .collect();
         m.sort_unstable();
@@ -226,16 +268,16 @@ impl Pool {
     }
 
     /// Whether every running incarnation reported, as its latest view, exactly the
-    /// running incarnations.
+    /// running incarnations of its CPG group.
     pub fn one_view(&mut self) -> bool {
         self.collect_views();
-        let live = self.live_members();
-        !live.is_empty()
-            && self
-                .slots
-                .iter()
-                .filter_map(|s| s.current.as_ref())
-                .all(|c| self.views.get(&c.inc) == Some(&live))
+        !self.live_members().is_empty()
+            && self.slots.iter().all(|s| {
+                s.current.as_ref().is_none_or(|c| {
+                    let live = self.live_of(|a| Self::same_group(a, s.api));
+                    self.views.get(&c.inc) == Some(&live)
+                })
+            })
     }
 
     /// Reaps incarnations that exited, recording how they ended; returns their slots.
@@ -269,9 +311,14 @@ impl Pool {
         freed
     }
 
-    /// Marks the incarnations on node index `node` as doomed (their daemon dies).
+    /// Marks the incarnations on node index `node` as doomed (their daemon dies); the
+    /// group-layer and replica clients are not: they reconnect.
     pub fn doom_node(&mut self, node: usize) {
-        for s in self.slots.iter_mut().filter(|s| s.node == node) {
+        for s in self
+            .slots
+            .iter_mut()
+            .filter(|s| s.node == node && matches!(s.api, Api::Blocking | Api::Async))
+        {
             if let Some(c) = s.current.as_mut() {
                 c.doomed = true;
             }

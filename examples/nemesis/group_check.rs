@@ -1,0 +1,697 @@
+//! Checks of the group-layer clients' histories (`group_client.rs`), which share a
+//! CPG group of their own:
+//!
+//! - **integrity**: every delivered payload decodes and its checksum matches; the
+//!   sender CPG names is the incarnation the payload names, which recorded the intent
+//!   to send this sequence number with these bytes.
+//! - **duplicate**: no receiver delivers a message twice.
+//! - **fifo**: from one sender, a receiver delivers increasing sequence numbers.
+//! - **confirmation**: a confirmation resolves at most once per channel (event
+//!   stream, receipt), both channels name the same position, and the sender delivered
+//!   its own message at exactly that position (view, index).
+//! - **agreed position**: clients that installed the same view (the same member list
+//!   in the same totem ring) and moved on from it to the same next view (member list
+//!   and ring), or both ended in it, deliver the same message at every index both
+//!   reached. Clients that parted (a partition) may not: one side stops delivering the
+//!   other's messages before its view change comes (CPG's delivery is agreed only
+//!   among members that move together; a side can also deliver its own messages in a
+//!   ring the others never see), so the indices after the first missing message
+//!   differ. A view a client installed twice with the same key is ambiguous and
+//!   skipped.
+//! - **leader agreement**: every client that installed a member list named the same
+//!   leader for it, a member of it.
+//!
+//! And of the replica clients' histories (`replica_client.rs`):
+//!
+//! - **convergence**: the replicas that finished (recorded their final state) were
+//!   ready and hold one state: the same version (length of the state's history) and
+//!   the same digest. (Their views then can differ: the first to finish leaves while
+//!   the others wait; the coordinator has seen them all in one view before it stopped
+//!   them, and nothing is submitted after the stop.)
+
+use std::collections::{HashMap, HashSet};
+
+use crate::checker::{Check, Report, Violation};
+use crate::history::{History, Member, Record};
+
+/// (members, ring) of a view, and of the next view (`None`: the history ends in it):
+/// what identifies a view and a transition across clients.
+type Key = (
+    Vec<Member>,
+    (u32, u64),
+    Option<(Vec<Member>, Option<(u32, u64)>)>,
+);
+
+/// A local view id: (connection, counter).
+type ViewId = (u64, u64);
+
+/// A message: (incarnation, sequence number).
+type Msg = (u32, u64);
+
+/// The message at one index: (incarnation, sequence, hash), and who delivered it there.
+type At = ((u32, u64), String);
+
+/// Checks the group clients' histories; adds to `report`.
+pub fn check(histories: &[History], report: &mut Report) {
+    let mut v =
+        |check: Check, evidence: String| report.violations.push(Violation { check, evidence });
+    // Who is who, and what each intended to send.
+    let mut members: HashMap<u32, Member> = HashMap::new();
+    let mut intents: HashMap<(u32, u64), u64> = HashMap::new();
+    for h in histories {
+        let Some(Record::Start { inc, node, pid, .. }) = h.records.first() else {
+            continue;
+        };
+        members.insert(*inc, (*node, *pid));
+        for r in &h.records {
+            if let Record::Send { seq, hash, .. } = r {
+                intents.insert((*inc, *seq), *hash);
+            }
+        }
+    }
+    let mut messages: HashSet<(u32, u64)> = HashSet::new();
+    let mut leaders: HashMap<Vec<Member>, (Option<Member>, String)> = HashMap::new();
+    let mut positions: HashMap<Key, HashMap<u64, At>> = HashMap::new();
+    let (mut confirmations, mut compared, mut reconnects) = (0usize, 0usize, 0usize);
+    for h in histories {
+        let Some(Record::Start { inc, node, pid, .. }) = h.records.first() else {
+            continue;
+        };
+        let name = format!("{} (group inc {inc}, node {node} pid {pid})", h.name);
+        report.clients += 1;
+        let mut views: HashMap<(u64, u64), Vec<Member>> = HashMap::new();
+        let mut rings: HashMap<(u64, u64), (u32, u64)> = HashMap::new();
+        let mut own: HashMap<((u64, u64), u64), (u32, u64)> = HashMap::new();
+        let mut seen: HashSet<(u32, u64)> = HashSet::new();
+        let mut last: HashMap<u32, u64> = HashMap::new();
+        let mut confirmed: HashMap<(u64, bool), ((u64, u64), u64)> = HashMap::new();
+        let mut delivered: Vec<(ViewId, u64, Msg)> = Vec::new();
+        let mut positions_confirmed: Vec<(u64, ViewId, u64, &str)> = Vec::new();
+        for r in &h.records {
+            match r {
+                Record::Sent {
+                    seq, error: None, ..
+                } => {
+                    messages.insert((*inc, *seq));
+                }
+                Record::Reconnected { .. } => reconnects += 1,
+                Record::GView {
+                    members: m,
+                    leader,
+                    view,
+                    ..
+                } => {
+                    report.views += 1;
+                    views.insert(*view, m.clone());
+                    if leader.is_some_and(|l| !m.contains(&l))
+                        || (leader.is_none() && !m.is_empty())
+                    {
+                        v(
+                            Check::LeaderAgreement,
+                            format!("{name} named leader {leader:?} of view {m:?}, not a member"),
+                        );
+                    }
+                    match leaders.get(m) {
+                        Some((l, who)) if l != leader => v(
+                            Check::LeaderAgreement,
+                            format!(
+                                "{name} named leader {leader:?} of member list {m:?}; {who} named {l:?}"
+                            ),
+                        ),
+                        Some(_) => {}
+                        None => {
+                            leaders.insert(m.clone(), (*leader, name.clone()));
+                        }
+                    }
+                }
+                Record::GSettled { view, ring, .. } => {
+                    rings.insert(*view, *ring);
+                }
+                Record::GDeliver {
+                    from,
+                    inc: sinc,
+                    seq,
+                    hash,
+                    valid,
+                    view,
+                    index,
+                    ..
+                } => {
+                    report.deliveries += 1;
+                    if !valid {
+                        v(
+                            Check::Integrity,
+                            format!("{name} delivered a corrupt message from {from:?} at {view:?}#{index}"),
+                        );
+                        continue;
+                    }
+                    messages.insert((*sinc, *seq));
+                    // A node id of 0 in a start record: not known yet then.
+                    if members
+                        .get(sinc)
+                        .is_some_and(|m| m.1 != from.1 || (m.0 != 0 && m.0 != from.0))
+                    {
+                        v(
+                            Check::Integrity,
+                            format!(
+                                "{name} delivered inc {sinc} seq {seq} from {from:?}, but inc {sinc} is {:?}",
+                                members.get(sinc)
+                            ),
+                        );
+                    }
+                    if intents.get(&(*sinc, *seq)) != Some(hash) {
+                        v(
+                            Check::Integrity,
+                            format!(
+                                "{name} delivered inc {sinc} seq {seq} (hash {hash:016x}), which \
+                                 inc {sinc} never recorded sending with these bytes"
+                            ),
+                        );
+                    }
+                    if !seen.insert((*sinc, *seq)) {
+                        v(
+                            Check::Duplicate,
+                            format!("{name} delivered inc {sinc} seq {seq} twice"),
+                        );
+                    }
+                    if let Some(prev) = last.insert(*sinc, *seq) {
+                        if prev >= *seq {
+                            v(
+                                Check::Fifo,
+                                format!("{name} delivered inc {sinc} seq {seq} after seq {prev}"),
+                            );
+                        }
+                    }
+                    if *sinc == *inc {
+                        own.insert((*view, *index), (*sinc, *seq));
+                    }
+                    delivered.push((*view, *index, (*sinc, *seq)));
+                }
+                Record::Confirm {
+                    seq,
+                    view,
+                    index,
+                    receipt,
+                    ..
+                } => {
+                    confirmations += 1;
+                    let channel = if *receipt { "receipt" } else { "event" };
+                    if confirmed
+                        .insert((*seq, *receipt), (*view, *index))
+                        .is_some()
+                    {
+                        v(
+                            Check::Confirmation,
+                            format!("{name}: seq {seq} was confirmed twice ({channel})"),
+                        );
+                    }
+                    if let Some(other) = confirmed.get(&(*seq, !receipt)) {
+                        if *other != (*view, *index) {
+                            v(
+                                Check::Confirmation,
+                                format!(
+                                    "{name}: seq {seq} confirmed at {view:?}#{index} ({channel}) \
+                                     and at {other:?} (the other channel)"
+                                ),
+                            );
+                        }
+                    }
+                    // Checked at the end: a receipt is resolved on the layer's
+                    // thread, not in the event stream's order, and can be recorded
+                    // before the delivery is read from the stream.
+                    positions_confirmed.push((*seq, *view, *index, channel));
+                }
+                _ => {}
+            }
+        }
+        for (seq, view, index, channel) in positions_confirmed {
+            if own.get(&(view, index)) != Some(&(*inc, seq)) {
+                v(
+                    Check::Confirmation,
+                    format!(
+                        "{name}: seq {seq} confirmed at {view:?}#{index} ({channel}), but it \
+                         delivered {:?} there",
+                        own.get(&(view, index))
+                    ),
+                );
+            }
+        }
+        // Agreed positions: per view (and its next view) this client installed once.
+        let mut order: Vec<ViewId> = views.keys().copied().collect();
+        order.sort_unstable();
+        let key_of = |k: usize| -> Option<Key> {
+            let id = order[k];
+            let next = order
+                .get(k + 1)
+                .map(|n| (views[n].clone(), rings.get(n).copied()));
+            Some((views[&id].clone(), *rings.get(&id)?, next))
+        };
+        let mut keys: HashMap<Key, usize> = HashMap::new();
+        let mut key_at: HashMap<ViewId, Key> = HashMap::new();
+        for (k, id) in order.iter().enumerate() {
+            if let Some(key) = key_of(k) {
+                *keys.entry(key.clone()).or_default() += 1;
+                key_at.insert(*id, key);
+            }
+        }
+        for (view, index, msg) in delivered {
+            let Some(key) = key_at.get(&view).cloned() else {
+                continue;
+            };
+            if keys.get(&key) != Some(&1) {
+                continue;
+            }
+            let (m, ring) = (key.0.clone(), key.1);
+            let at = positions.entry(key.clone()).or_default();
+            match at.get(&index) {
+                Some((other, who)) if *other != msg => v(
+                    Check::AgreedPosition,
+                    format!(
+                        "in view {m:?} ring {ring:?} (both moved on to {:?}) at index {index}: \
+                         {name} delivered inc {} seq {}, {who} delivered inc {} seq {}",
+                        key.2, msg.0, msg.1, other.0, other.1
+                    ),
+                ),
+                Some(_) => compared += 1,
+                None => {
+                    at.insert(index, (msg, name.clone()));
+                }
+            }
+        }
+    }
+    report.messages += messages.len();
+    report.notes.push(format!(
+        "group layer: {} clients, {confirmations} confirmations, {compared} positions agreed \
+         between clients, {reconnects} reconnections, {} member lists with one leader",
+        histories.len(),
+        leaders.len()
+    ));
+}
+
+/// Checks the replica clients' histories; adds to `report`.
+pub fn check_replicas(histories: &[History], report: &mut Report) {
+    let mut finals: Vec<(String, Member, u64, u64, Vec<Member>, bool)> = Vec::new();
+    let mut submitted = 0u64;
+    for h in histories {
+        let Some(Record::Start { inc, node, pid, .. }) = h.records.first() else {
+            continue;
+        };
+        report.clients += 1;
+        for r in &h.records {
+            match r {
+                Record::GView { .. } => report.views += 1,
+                Record::RFinal {
+                    version,
+                    digest,
+                    members,
+                    ready,
+                    submitted: n,
+                    ..
+                } => {
+                    submitted += n;
+                    finals.push((
+                        format!("{} (replica inc {inc}, node {node} pid {pid})", h.name),
+                        (*node, *pid),
+                        *version,
+                        *digest,
+                        members.clone(),
+                        *ready,
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut v = |evidence: String| {
+        report.violations.push(Violation {
+            check: Check::Convergence,
+            evidence,
+        });
+    };
+    let show = |f: &(String, Member, u64, u64, Vec<Member>, bool)| {
+        format!("{} at v{} #{:016x} in view {:?}", f.0, f.2, f.3, f.4)
+    };
+    for f in &finals {
+        if !f.5 {
+            v(format!("{} was not in a ready state at the end", show(f)));
+        }
+    }
+    if let Some(first) = finals.first() {
+        for f in &finals[1..] {
+            if (f.2, f.3) != (first.2, first.3) {
+                v(format!("diverged: {} but {}", show(f), show(first)));
+            }
+        }
+    }
+    report.notes.push(format!(
+        "replica layer: {} clients, {} finished, {submitted} operations submitted by the finished ones, final states {:?}",
+        histories.len(),
+        finals.len(),
+        finals
+            .iter()
+            .map(|f| format!("v{} #{:016x}", f.2, f.3))
+            .collect::<std::collections::BTreeSet<_>>()
+    ));
+}
+
+/// Synthetic replica-client histories (three finished replicas in one state), and a
+/// diverged one; for the unit tests and `--self-test`.
+pub fn synthetic_replicas(diverged: bool) -> Vec<History> {
+    let members: Vec<Member> = vec![(1, 601), (2, 602), (3, 603)];
+    members
+        .iter()
+        .enumerate()
+        .map(|(i, &(node, pid))| {
+            let inc = 21 + i as u32;
+            History {
+                name: format!("client-{inc}-{node}-{pid}"),
+                records: vec![
+                    Record::Start {
+                        inc,
+                        node,
+                        pid,
+                        api: crate::history::Api::Replica,
+                        t: 2000,
+                    },
+                    Record::GView {
+                        members: members.clone(),
+                        leader: Some(members[0]),
+                        view: (1, 1),
+                        t: 2001,
+                    },
+                    Record::RFinal {
+                        version: 120,
+                        digest: if diverged && i == 2 { 0xbad } else { 0x600d },
+                        members: members.clone(),
+                        ready: true,
+                        submitted: 40,
+                        t: 2002,
+                    },
+                    Record::Drained {
+                        complete: true,
+                        t: 2003,
+                    },
+                    Record::Closed {
+                        events: 5,
+                        dispatched: None,
+                        freed: None,
+                        t: 2004,
+                    },
+                ],
+            }
+        })
+        .collect()
+}
+
+/// Synthetic group-client histories: used by the unit tests and by `--self-test`.
+pub mod synthetic {
+    use crate::checker::Check;
+    use crate::history::{encode, fnv1a, Api, History, Member, Record};
+
+    /// One simulated client: (member, inc, records, next seq, current local view id).
+    type SimClient = (Member, u32, Vec<Record>, u64, (u64, u64));
+
+    /// A small run of three group clients, as a correct layer would record it.
+    struct Sim {
+        clients: Vec<SimClient>,
+        t: u64,
+        /// Messages delivered in the current view of each client.
+        index: Vec<u64>,
+    }
+
+    impl Sim {
+        fn tick(&mut self) -> u64 {
+            self.t += 1;
+            self.t
+        }
+
+        fn view(&mut self, at: &[usize], members: &[usize], ring: (u32, u64)) {
+            let mut list: Vec<Member> = members.iter().map(|&c| self.clients[c].0).collect();
+            list.sort_unstable();
+            for &c in at {
+                let t = self.tick();
+                let cl = &mut self.clients[c];
+                cl.4 = (cl.4 .0, cl.4 .1 + 1);
+                let view = cl.4;
+                cl.2.push(Record::GView {
+                    members: list.clone(),
+                    leader: list.first().copied(),
+                    view,
+                    t,
+                });
+                cl.2.push(Record::GSettled { view, ring, t });
+                self.index[c] = 0;
+            }
+        }
+
+        fn send(&mut self, from: usize, to: &[usize]) {
+            let t = self.tick();
+            let (member, inc) = (self.clients[from].0, self.clients[from].1);
+            let seq = self.clients[from].3;
+            self.clients[from].3 += 1;
+            let msg = encode(inc, seq, false, 16);
+            let hash = fnv1a(&msg);
+            let r = &mut self.clients[from].2;
+            r.push(Record::Send {
+                seq,
+                hash,
+                fin: false,
+                t,
+            });
+            r.push(Record::Sent {
+                seq,
+                error: None,
+                t,
+            });
+            for &c in to {
+                let index = self.index[c];
+                self.index[c] += 1;
+                let view = self.clients[c].4;
+                self.clients[c].2.push(Record::GDeliver {
+                    from: member,
+                    inc,
+                    seq,
+                    hash,
+                    valid: true,
+                    view,
+                    index,
+                    t,
+                });
+                if c == from {
+                    for receipt in [false, true] {
+                        self.clients[c].2.push(Record::Confirm {
+                            seq,
+                            view,
+                            index,
+                            receipt,
+                            t,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// A clean run: three clients in one view; one loses its daemon, the others go
+    /// on; it reconnects; everyone finishes.
+    pub fn clean() -> Vec<History> {
+        let mut s = Sim {
+            clients: Vec::new(),
+            t: 1000,
+            index: vec![0; 3],
+        };
+        for (i, m) in [(1, 501), (2, 502), (3, 503)].into_iter().enumerate() {
+            let inc = 11 + i as u32;
+            let start = Record::Start {
+                inc,
+                node: m.0,
+                pid: m.1,
+                api: Api::Group,
+                t: 1000,
+            };
+            s.clients.push((m, inc, vec![start], 1, (1, 0)));
+        }
+        let all = [0, 1, 2];
+        s.view(&all, &all, (1, 4));
+        for _ in 0..3 {
+            for x in all {
+                s.send(x, &all);
+            }
+        }
+        let t = s.tick();
+        s.clients[2].2.push(Record::Disconnected {
+            error: "CS_ERR_LIBRARY".into(),
+            t,
+        });
+        s.view(&[0, 1], &[0, 1], (1, 4));
+        s.send(0, &[0, 1]);
+        s.send(1, &[0, 1]);
+        s.clients[2].4 = (2, s.clients[2].4 .1);
+        s.clients[2]
+            .2
+            .push(Record::Reconnected { incarnation: 2, t });
+        s.view(&all, &all, (1, 8));
+        for x in all {
+            s.send(x, &all);
+        }
+        for c in all {
+            let t = s.tick();
+            s.clients[c].2.push(Record::Drained { complete: true, t });
+            s.clients[c].2.push(Record::Closed {
+                events: 0,
+                dispatched: None,
+                freed: None,
+                t,
+            });
+        }
+        s.clients
+            .into_iter()
+            .map(|(m, inc, records, _, _)| History {
+                name: format!("client-{inc}-{}-{}", m.0, m.1),
+                records,
+            })
+            .collect()
+    }
+
+    /// Planted defects of the group layer: (name, the check that must catch it, the
+    /// histories).
+    pub fn defects() -> Vec<(&'static str, Check, Vec<History>)> {
+        let mut all = Vec::new();
+
+        // A confirmation resolved twice.
+        let mut h = clean();
+        let i = h[0]
+            .records
+            .iter()
+            .position(|r| matches!(r, Record::Confirm { receipt: true, .. }))
+            .expect("a confirmation");
+        let again = h[0].records[i].clone();
+        h[0].records.insert(i + 1, again);
+        all.push(("a double confirmation", Check::Confirmation, h));
+
+        // A confirmation at a position where the sender delivered something else.
+        let mut h = clean();
+        if let Some(Record::Confirm { index, .. }) = h[1]
+            .records
+            .iter_mut()
+            .find(|r| matches!(r, Record::Confirm { .. }))
+        {
+            *index += 1;
+        }
+        all.push((
+            "a confirmation at the wrong position",
+            Check::Confirmation,
+            h,
+        ));
+
+        // A client names another leader for the same member list.
+        let mut h = clean();
+        if let Some(Record::GView {
+            members, leader, ..
+        }) = h[2]
+            .records
+            .iter_mut()
+            .find(|r| matches!(r, Record::GView { .. }))
+        {
+            *leader = members.last().copied();
+        }
+        all.push(("a disagreeing leader", Check::LeaderAgreement, h));
+
+        // Two deliveries swapped at one client: another message at the same index.
+        let mut h = clean();
+        let d: Vec<usize> = h[1]
+            .records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, Record::GDeliver { .. }))
+            .map(|(k, _)| k)
+            .take(2)
+            .collect();
+        if let [x, y] = d[..] {
+            let (a, b) = (h[1].records[x].clone(), h[1].records[y].clone());
+            if let (Record::GDeliver { index: ia, .. }, Record::GDeliver { index: ib, .. }) =
+                (&a, &b)
+            {
+                let (ia, ib) = (*ia, *ib);
+                let mut a2 = a;
+                let mut b2 = b;
+                if let Record::GDeliver { index, .. } = &mut a2 {
+                    *index = ib;
+                }
+                if let Record::GDeliver { index, .. } = &mut b2 {
+                    *index = ia;
+                }
+                h[1].records[x] = b2;
+                h[1].records[y] = a2;
+            }
+        }
+        all.push(("a message at another index", Check::AgreedPosition, h));
+
+        all.push((
+            "a diverged replica digest",
+            Check::Convergence,
+            super::synthetic_replicas(true),
+        ));
+
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::synthetic::{clean, defects};
+    use crate::checker::{check, Check};
+
+    #[test]
+    fn clean_group_histories_pass() {
+        let mut h = crate::checker::synthetic::clean();
+        h.extend(clean());
+        h.extend(super::synthetic_replicas(false));
+        let r = check(&h);
+        assert!(r.violations.is_empty(), "{:#?}", r.violations);
+        assert_eq!(r.clients, 10);
+        assert!(
+            r.notes.iter().any(|n| n.contains("group layer: 3 clients")),
+            "{:?}",
+            r.notes
+        );
+    }
+
+    #[test]
+    fn every_planted_group_defect_is_caught() {
+        for (name, expected, h) in defects() {
+            let r = check(&h);
+            assert!(
+                r.violations.iter().any(|v| v.check == expected),
+                "{name}: expected {expected}, got {:#?}",
+                r.violations
+            );
+        }
+    }
+
+    #[test]
+    fn a_diverged_replica_names_both_states() {
+        let r = check(&super::synthetic_replicas(true));
+        let d: Vec<_> = r
+            .violations
+            .iter()
+            .filter(|v| v.check == Check::Convergence)
+            .collect();
+        assert_eq!(d.len(), 1, "{d:#?}");
+        assert!(
+            d[0].evidence.contains("#0000000000000bad"),
+            "{}",
+            d[0].evidence
+        );
+    }
+
+    #[test]
+    fn a_confirmation_twice_is_reported_as_such() {
+        let (_, _, h) = defects().remove(0);
+        let r = check(&h);
+        assert!(r
+            .violations
+            .iter()
+            .any(|v| v.check == Check::Confirmation && v.evidence.contains("twice")));
+    }
+}
