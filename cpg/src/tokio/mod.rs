@@ -434,6 +434,10 @@ impl AsyncHandle {
     /// Runs `op` until it succeeds, fails for good, or the back-off is spent; between
     /// attempts, reads pending events into the queue and sleeps on tokio's timer.
     async fn retry<T>(&mut self, mut op: impl FnMut(&ConnectionRef) -> Result<T>) -> Result<T> {
+        // A call that succeeds at once never waits: take part in tokio's cooperative
+        // budget, before the attempt (a future dropped here has done nothing), so that
+        // a task sending in a loop still lets the others of its thread run.
+        ::tokio::task::coop::consume_budget().await;
         let mut retrying = self.backoff.start();
         loop {
             match op(self.fd.get_ref()) {

@@ -69,6 +69,11 @@ impl AsyncSender {
     /// Sends with an explicit delivery [`Guarantee`], waiting out back-pressure.
     pub async fn send_with(&self, guarantee: Guarantee, buffers: &[IoSlice<'_>]) -> Result<()> {
         let link = self.sender.link();
+        // As in `AsyncHandle`'s sends: a send that succeeds at once never waits, so it
+        // takes part in tokio's cooperative budget (before the attempt: a future
+        // dropped here has sent nothing), and a task sending in a loop cannot starve
+        // the others of its thread.
+        ::tokio::task::coop::consume_budget().await;
         let mut retrying = self.backoff.start();
         loop {
             match self.sender.send_with(guarantee, buffers) {
