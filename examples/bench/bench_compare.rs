@@ -29,9 +29,10 @@
 //! nodes' daemons take part in every message's ordering (no clients there). The
 //! `bench` and `bench_raw` binaries are taken from this program's own directory.
 //!
-//! Each round measures every size with every implementation, back to back, in an order
-//! that rotates with the round and the size, each run in a fresh process and a fresh
-//! group; a first warm-up round is discarded. The ratios are taken per round (the two
+//! Each round measures every size with every implementation twice, back to back, in
+//! an order that rotates with the round and the size and is then run backwards (A B B
+//! A), each run in a fresh process and a fresh group; an implementation's figure for
+//! the round is the geometric mean of its two runs. A first warm-up round is discarded. The ratios are taken per round (the two
 //! sides measured seconds apart) and the median is printed, so drift of a noisy
 //! machine affects both sides of a ratio alike. CPU time is the client
 //! process's own (`getrusage(RUSAGE_SELF)`, user + system, all its threads), never the
@@ -51,7 +52,7 @@ use cpg_testkit::Cluster;
 #[derive(Debug, Parser)]
 #[command(version, long_about = None)]
 struct Args {
-    /// Rounds (each runs every implementation once per size), after one discarded
+    /// Rounds (each runs every implementation twice per size, A B B A), after one discarded
     /// warm-up round.
     #[arg(long, default_value_t = 7)]
     rounds: usize,
@@ -116,6 +117,24 @@ struct Sample {
     cpu_us_per_msg: f64,
     allocs_per_msg: f64,
     pushbacks: u64,
+}
+
+impl Sample {
+    /// One implementation's figure for a round from its runs in that round: the
+    /// geometric mean of rates and costs (a ratio of two such means is the mean of the
+    /// ratios), the largest allocation count, the pushbacks added up.
+    fn combine(runs: &[Sample]) -> Sample {
+        let geo = |f: fn(&Sample) -> f64| {
+            let logs: f64 = runs.iter().map(|s| f(s).max(f64::MIN_POSITIVE).ln()).sum();
+            (logs / runs.len() as f64).exp()
+        };
+        Sample {
+            msgs_per_sec: geo(|s| s.msgs_per_sec),
+            cpu_us_per_msg: geo(|s| s.cpu_us_per_msg),
+            allocs_per_msg: runs.iter().map(|s| s.allocs_per_msg).fold(0.0, f64::max),
+            pushbacks: runs.iter().map(|s| s.pushbacks).sum(),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -246,29 +265,45 @@ fn run(args: &Args) -> Result<bool, String> {
         // Round 0 is a warm-up (the first runs on a fresh daemon are slower): discarded.
         for round in 0..=args.rounds {
             for (i, &size) in sizes.iter().enumerate() {
-                // Rotate which implementation goes first, per round and per size.
+                // Rotate which implementation goes first, per round and per size, and
+                // run the order forwards then backwards (A B C C B A): a run's speed
+                // depends on its place in the sequence on this machine (seen on one
+                // node: whichever ran first in a pair got up to 3x the other), and a
+                // palindrome gives every implementation one early and one late place,
+                // one even and one odd, in every round.
                 let k = implementations.len();
-                for turn in 0..k {
-                    let implementation = &implementations[(round + i + turn) % k];
-                    let name = implementation.name;
-                    if stop.load(Ordering::Relaxed) {
-                        return Err("interrupted".into());
+                let order: Vec<usize> = (0..k).map(|turn| (round + i + turn) % k).collect();
+                let mut runs: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
+                for pass in 0..2 {
+                    for at in 0..k {
+                        let implementation =
+                            &implementations[order[if pass == 0 { at } else { k - 1 - at }]];
+                        let name = implementation.name;
+                        if stop.load(Ordering::Relaxed) {
+                            return Err("interrupted".into());
+                        }
+                        let group = format!("bench-cmp-{round}-{size}-{name}-{pass}");
+                        let sample = run_one(&cluster, implementation, args, &group, size, &stop)?;
+                        eprintln!(
+                            "bench_compare: {n} node(s), {} {size} B {name}: {:.0} msgs/s, {:.2} µs CPU/msg, {} pushbacks",
+                            if round == 0 {
+                                "warm-up".to_string()
+                            } else {
+                                format!("round {round}/{}", args.rounds)
+                            },
+                            sample.msgs_per_sec,
+                            sample.cpu_us_per_msg,
+                            sample.pushbacks
+                        );
+                        runs.entry(name).or_default().push(sample);
                     }
-                    let group = format!("bench-cmp-{round}-{size}-{name}");
-                    let sample = run_one(&cluster, implementation, args, &group, size, &stop)?;
-                    eprintln!(
-                        "bench_compare: {n} node(s), {} {size} B {name}: {:.0} msgs/s, {:.2} µs CPU/msg, {} pushbacks",
-                        if round == 0 {
-                            "warm-up".to_string()
-                        } else {
-                            format!("round {round}/{}", args.rounds)
-                        },
-                        sample.msgs_per_sec,
-                        sample.cpu_us_per_msg,
-                        sample.pushbacks
-                    );
-                    if round > 0 {
-                        samples.entry((name, size)).or_default().push(sample);
+                }
+                if round > 0 {
+                    for (name, pair) in runs {
+                        samples
+                            .entry((name, size))
+                            .or_default()
+                            .push(Sample::combine(&pair));
                     }
                 }
             }
