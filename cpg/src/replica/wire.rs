@@ -475,9 +475,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_kind_round_trips() {
-        let msgs = [
+    /// One message of every kind, with every field set to a distinct value.
+    fn every_kind() -> Vec<Msg> {
+        vec![
             Msg::Start {
                 members: 9,
                 round: round(),
@@ -520,10 +520,67 @@ mod tests {
                 version: 3,
                 digest: 4,
             },
-        ];
-        for m in msgs {
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        for m in every_kind() {
             assert_eq!(Msg::decode(&m.encode()), Ok(m));
         }
+    }
+
+    /// The exact bytes of every kind, so that a change of the code cannot change the
+    /// format unnoticed (peers of another build must keep reading each other).
+    #[test]
+    fn every_kind_keeps_its_exact_bytes() {
+        let golden = [
+            "52010101090000000000000001000000020000000300000000000000040000000000000005000000",
+            "520101020100000002000000030000000000000004000000000000000500000007000000000000000\
+             800000000000000",
+            "520101030100000002000000030000000000000004000000000000000500000001000000000000000\
+             200000000000000030000000000000004000000010000000500000006000000020000000100000000\
+             000000030000000000000005000000000000000700000000000000",
+            "520101040100000002000000030000000000000004000000000000000500000003000000010203",
+            "520101052a0000000000000073657420782031",
+            "5201010601000000000000000200000001",
+            "5201010701000000000000000200000000000000",
+            "520101080100000000000000010000000100000002000000000000000300000000000000040000000\
+             0000000",
+        ];
+        for (m, want) in every_kind().iter().zip(golden) {
+            let hex: String = m.encode().iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(hex, want, "{m:?}");
+        }
+    }
+
+    #[test]
+    fn cut_padded_or_overcounted_messages_are_malformed() {
+        for m in every_kind() {
+            let b = m.encode();
+            // Chunks and operations end in their data, of any length.
+            let tail = match &m {
+                Msg::Chunk { data, .. } | Msg::Op { data, .. } => Some(data.len()),
+                _ => None,
+            };
+            for cut in 0..b.len() - tail.unwrap_or(0) {
+                assert!(Msg::decode(&b[..cut]).is_err(), "{m:?} cut to {cut}");
+            }
+            if tail.is_none() {
+                let mut padded = b.clone();
+                padded.push(0);
+                assert_eq!(Msg::decode(&padded), Err(DecodeError::Malformed), "{m:?}");
+            }
+        }
+        // A count of entries that the remaining bytes cannot hold is refused before
+        // anything is allocated for it.
+        let header = every_kind().swap_remove(2);
+        let mut b = header.encode();
+        b[60..64].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Msg::decode(&b), Err(DecodeError::Malformed));
+        let mut b = header.encode();
+        b[72..76].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Msg::decode(&b), Err(DecodeError::Malformed));
     }
 
     #[test]
