@@ -14,10 +14,9 @@ use crate::error::{Error, Operation, OsError};
 use crate::handle::Handle;
 use crate::name::GroupName;
 use crate::retry::{retry, Backoff};
-use crate::types::Member;
 
-use super::driver::{lost, Core, Pace, Pump, Pumped, Resolve, Shared, Side};
-use super::types::{Config, Event, GroupError, OnDisconnect, OnEviction, Position, SendId, Stats};
+use super::driver::{lost, state_calls, Core, Pace, Pump, Pumped, Resolve, Shared, Side};
+use super::types::{Config, Event, GroupError, OnDisconnect, OnEviction, Position, SendId};
 use super::view::View;
 
 /// Stack of the dispatch thread: libcpg keeps a 1 MiB receive buffer on the stack of
@@ -77,25 +76,9 @@ impl Resolve for SyncSender<Result<Position, GroupError>> {
 fn wait_for<T>(
     shared: &Shared<Wakeup>,
     timeout: Duration,
-    mut ready: impl FnMut(&mut Core<Wakeup>) -> Option<T>,
+    ready: impl FnMut(&mut Core<Wakeup>) -> Option<T>,
 ) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    let mut core = shared.lock();
-    loop {
-        if let Some(t) = ready(&mut core) {
-            return Some(t);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return None;
-        }
-        core = shared
-            .side
-            .changed
-            .wait_timeout(core, deadline - now)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
-    }
+    crate::wait::wait_for(shared.lock(), &shared.side.changed, timeout, ready)
 }
 
 /// The outcome of a [`Group::send_confirmed`]: resolves exactly once, to the message's
@@ -307,26 +290,7 @@ impl Group {
         wait_for(&self.shared, timeout, |core| core.view_if(&mut check)).flatten()
     }
 
-    /// The latest view (kept while reconnecting; `None` before the first).
-    pub fn view(&self) -> Option<View> {
-        self.shared.view()
-    }
-
-    /// Whether this process leads the current view; false while disconnected (the
-    /// view kept by [`view`](Self::view) is then the last one before the loss).
-    pub fn is_leader(&self) -> bool {
-        self.shared.is_leader()
-    }
-
-    /// This process as the daemon reports it, once known.
-    pub fn me(&self) -> Option<Member> {
-        self.shared.me()
-    }
-
-    /// The counters.
-    pub fn stats(&self) -> Stats {
-        self.shared.stats()
-    }
+    state_calls!();
 
     /// Leaves the group once the messages queued so far are sent, and waits up to
     /// `timeout` for the daemon to report this process's leave ([`Event::Left`], the
@@ -337,11 +301,6 @@ impl Group {
         self.shared.leave();
         let left = deadline.saturating_duration_since(Instant::now());
         wait_for(&self.shared, left, |core| core.left()).unwrap_or(Err(GroupError::Timeout))
-    }
-
-    /// Why the layer stopped, once it has ([`Event::Left`] or [`Event::Stopped`]).
-    pub fn end(&self) -> Option<Event> {
-        self.shared.end()
     }
 }
 

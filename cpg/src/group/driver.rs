@@ -305,6 +305,40 @@ impl<S: Side> Shared<S> {
     }
 }
 
+/// The calls that read the layer's state, word for word the same on
+/// [`Group`](super::Group) and [`AsyncGroup`](super::AsyncGroup): expanded in each
+/// one's `impl`, over its field `shared`.
+macro_rules! state_calls {
+    () => {
+        /// The latest view (kept while reconnecting; `None` before the first).
+        pub fn view(&self) -> Option<$crate::group::View> {
+            self.shared.view()
+        }
+
+        /// Whether this process leads the current view; false while disconnected (the
+        /// view kept by [`view`](Self::view) is then the last one before the loss).
+        pub fn is_leader(&self) -> bool {
+            self.shared.is_leader()
+        }
+
+        /// This process as the daemon reports it, once known.
+        pub fn me(&self) -> Option<$crate::Member> {
+            self.shared.me()
+        }
+
+        /// The counters.
+        pub fn stats(&self) -> $crate::group::Stats {
+            self.shared.stats()
+        }
+
+        /// Why the layer stopped, once it has ([`Event::Left`] or [`Event::Stopped`]).
+        pub fn end(&self) -> Option<$crate::group::Event> {
+            self.shared.end()
+        }
+    };
+}
+pub(super) use state_calls;
+
 /// A connection the pump sends on: [`crate::Handle`] or [`crate::AsyncHandle`].
 pub(super) trait Link {
     /// Its synchronous calls.

@@ -16,8 +16,8 @@ use crate::types::Member;
 use crate::Options;
 
 use super::blocking::GroupBuilder;
-use super::driver::{lost, Core, Pace, Pump, Pumped, Resolve, Shared, Side};
-use super::types::{Event, GroupError, Position, SendId, Stats};
+use super::driver::{lost, state_calls, Core, Pace, Pump, Pumped, Resolve, Shared, Side};
+use super::types::{Event, GroupError, Position, SendId};
 use super::view::View;
 
 /// Most sends the driver task makes before it yields to the runtime once (routing
@@ -231,26 +231,7 @@ impl AsyncGroup {
         wait_for(&self.shared, |core| core.view_if(&mut check)).await
     }
 
-    /// The latest view (kept while reconnecting).
-    pub fn view(&self) -> Option<View> {
-        self.shared.view()
-    }
-
-    /// Whether this process leads the current view; false while disconnected (the
-    /// view kept by [`view`](Self::view) is then the last one before the loss).
-    pub fn is_leader(&self) -> bool {
-        self.shared.is_leader()
-    }
-
-    /// This process as the daemon reports it, once known.
-    pub fn me(&self) -> Option<Member> {
-        self.shared.me()
-    }
-
-    /// The counters.
-    pub fn stats(&self) -> Stats {
-        self.shared.stats()
-    }
+    state_calls!();
 
     /// Leaves once the queued messages are sent, and waits for the daemon to report
     /// the leave. The leave is requested by the first poll; cancelling the wait after
@@ -258,11 +239,6 @@ impl AsyncGroup {
     pub async fn leave(&self) -> Result<(), GroupError> {
         self.shared.leave();
         wait_for(&self.shared, |core| core.left()).await
-    }
-
-    /// Why the layer stopped, once it has.
-    pub fn end(&self) -> Option<Event> {
-        self.shared.end()
     }
 }
 
