@@ -83,6 +83,7 @@ mod stack;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 mod types;
+mod wait;
 mod zcb;
 
 #[cfg(feature = "tokio")]

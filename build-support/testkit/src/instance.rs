@@ -25,55 +25,13 @@ use crate::{net, process, HarnessError};
 pub(crate) const ENV_BASE_DIR: &str = "CPG_TESTKIT_DIR";
 const DEFAULT_BASE_DIR: &str = "/tmp/cpg-testkit";
 
-/// The watchdog, run by bash with arguments `DIR OWNER_PID`; its stdin is a pipe whose
-/// only writer is the test process. EOF (the owner closed it or died) or a line means
-/// "clean up now"; the `kill -0` poll covers a forked child keeping the pipe open after
-/// the owner died. It is bounded (24 h); then it cleans up anyway.
-const WATCHDOG: &str = r#"
-dir=$1; owner=$2
-n=0
-while [ "$n" -lt 288000 ]; do
-    read -r -t 0.3 _line; rc=$?
-    [ "$rc" -le 128 ] && break
-    kill -0 "$owner" 2>/dev/null || break
-    n=$((n + 1))
-done
-[ -d "$dir" ] || exit 0
-# Our processes: the recorded daemon pids, and anything whose command line names a
-# file in our directory (covers a daemon started just before the owner died).
-ours() {
-    for f in "$dir"/*/daemon.pid; do
-        [ -f "$f" ] && cat "$f" 2>/dev/null && echo
-    done
-    grep -lsaF -e "$dir/" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3
-}
-alive() {
-    for p in $(ours | sort -un); do
-        [ "$p" = "$$" ] && continue
-        grep -qsaF -e "$dir/" "/proc/$p/cmdline" && echo "$p"
-    done
-}
-pids=$(alive)
-all=$pids
-[ -n "$pids" ] && kill -TERM $pids 2>/dev/null
-# A paused (SIGSTOPped) daemon acts on the SIGTERM only once continued.
-[ -n "$pids" ] && kill -CONT $pids 2>/dev/null
-i=0
-while [ -n "$pids" ] && [ "$i" -lt 30 ]; do
-    sleep 0.1; i=$((i + 1)); pids=$(alive)
-done
-[ -n "$pids" ] && kill -KILL $pids 2>/dev/null && sleep 0.2
-# What a killed corosync leaves in /dev/shm: its blackbox and IPC directories.
-for p in $all; do
-    rm -rf /dev/shm/qb-corosync-"$p"-blackbox-* /dev/shm/qb-"$p"-*
-done
-if [ -f "$dir/netns" ]; then
-    while read -r ns; do
-        [ -n "$ns" ] && ip netns delete "$ns" 2>/dev/null
-    done < "$dir/netns"
-fi
-rm -rf -- "$dir"
-"#;
+/// `build-support/cleanup`, the one cleanup of harness state (`build-support/run` and
+/// `build-support/demo` run the same file). Embedded when the testkit is compiled, so
+/// the watchdog needs no file of the source tree at run time. The watchdog runs it as
+/// `bash -c CLEANUP cpg-testkit-watchdog --watch OWNER_PID DIR`: its stdin is a pipe
+/// whose only writer is the test process; EOF (the owner closed it or died) or a line
+/// means "clean up now", a `kill -0` poll of the owner backs that up.
+const CLEANUP: &str = include_str!("../../cleanup");
 
 /// A unique name, a directory and a watchdog. Dropping it deletes the namespaces and
 /// the directory (the daemons must have been stopped by their owners first) and lets
@@ -183,10 +141,13 @@ impl Drop for Instance {
 fn spawn_watchdog(dir: &Path) -> Result<(Child, ChildStdin), HarnessError> {
     let mut cmd = process::tool("bash");
     cmd.arg("-c")
-        .arg(WATCHDOG)
+        .arg(CLEANUP)
         .arg("cpg-testkit-watchdog")
-        .arg(dir)
+        .arg("--watch")
         .arg(std::process::id().to_string())
+        // Without a trailing slash: the cleanup treats a process whose command line
+        // names `DIR/` as one of DIR's.
+        .arg(dir)
         .stdin(Stdio::piped())
         // Not the test's stdout/stderr: a pipe reader (cargo, tee) would wait for us.
         .stdout(Stdio::null())

@@ -1,14 +1,12 @@
 //! The blocking driver: [`Group`], a [`Machine`] driven by a dispatch thread of its own,
 //! with a client API that any thread may use (`Send + Sync`).
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,13 +14,9 @@ use crate::error::{Error, Operation, OsError};
 use crate::handle::Handle;
 use crate::name::GroupName;
 use crate::retry::{retry, Backoff};
-use crate::types::{Member, Reason};
 
-use super::machine::Machine;
-use super::types::{
-    Config, Effect, Event, GroupError, OnDisconnect, OnEviction, Position, SendId, Stats,
-    StopReason,
-};
+use super::driver::{lost, state_calls, Core, Pace, Pump, Pumped, Resolve, Shared, Side};
+use super::types::{Config, Event, GroupError, OnDisconnect, OnEviction, Position, SendId};
 use super::view::View;
 
 /// Stack of the dispatch thread: libcpg keeps a 1 MiB receive buffer on the stack of
@@ -30,87 +24,61 @@ use super::view::View;
 const DISPATCH_STACK: usize = 8 << 20;
 
 /// Most libcpg events the dispatch thread delivers before it looks at its send queue
-/// again, and most sends it makes before it reads events again.
+/// again, and most sends it makes before it reads events again (routing confirmations
+/// every 16).
 const BATCH: usize = 256;
+const PACE: Pace = Pace {
+    batch: BATCH,
+    route_every: 16,
+};
 
 /// Longest sleep of the dispatch thread when nothing is due (it wakes earlier for
 /// events, sends, leave and drop).
 const IDLE: Duration = Duration::from_secs(1);
 
-/// What the client side and the dispatch thread share.
-struct Inner {
-    machine: Machine,
-    /// Confirmed sends waiting for their outcome.
-    receipts: HashMap<SendId, SyncSender<Result<Position, GroupError>>>,
-    /// Events for the application, in order.
-    events: VecDeque<Event>,
-    /// The last event ([`Event::Left`] or [`Event::Stopped`]) once the machine ended.
-    end: Option<Event>,
-    /// The latest view (also kept while reconnecting, unlike the machine's).
-    view: Option<View>,
-}
-
-impl Inner {
-    /// Moves the machine's events to the application's queue, resolving receipts.
-    fn route(&mut self) -> bool {
-        let mut any = false;
-        while let Some(event) = self.machine.poll_event() {
-            any = true;
-            match &event {
-                Event::Confirmed { id, position } => {
-                    if let Some(tx) = self.receipts.remove(id) {
-                        let _ = tx.try_send(Ok(*position));
-                    }
-                }
-                Event::NotSent { id, error } => {
-                    if let Some(tx) = self.receipts.remove(id) {
-                        let _ = tx.try_send(Err(error.clone()));
-                    }
-                }
-                Event::View(v) => self.view = Some(v.clone()),
-                Event::Left | Event::Stopped(_) => self.end = Some(event.clone()),
-                _ => {}
-            }
-            self.events.push_back(event);
-        }
-        if self.machine.is_ended() {
-            // Receipts of messages the machine never heard of cannot exist; any left
-            // are resolved as closed so that no waiter hangs.
-            for (_, tx) in self.receipts.drain() {
-                let _ = tx.try_send(Err(GroupError::Closed));
-            }
-        }
-        any
-    }
-}
-
-struct Shared {
-    inner: Mutex<Inner>,
+/// How the blocking driver's sides wake each other: clients wait on a condition
+/// variable, the dispatch thread on a socket pair beside its libcpg descriptor.
+struct Wakeup {
     changed: Condvar,
-    stop: AtomicBool,
     wake_pending: AtomicBool,
     /// Written by clients to wake the dispatch thread.
     wake_tx: UnixStream,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+impl Side for Wakeup {
+    type Receipt = SyncSender<Result<Position, GroupError>>;
+    type Waiting = ();
+    type Wake = ();
+
+    fn app_changed(&self, (): &mut ()) {
+        self.changed.notify_all();
     }
 
-    /// Routes the machine's events and wakes everyone who waits for them.
-    fn route(&self, inner: &mut Inner) {
-        if inner.route() || inner.machine.is_ended() {
-            self.changed.notify_all();
-        }
-    }
+    fn wake((): ()) {}
 
-    fn wake(&self) {
-        if !self.wake_pending.swap(true, Ordering::SeqCst) {
+    fn poke(shared: &Shared<Self>) {
+        let side = &shared.side;
+        if !side.wake_pending.swap(true, Ordering::SeqCst) {
             // Non-blocking: a full socket buffer means a wake-up is pending anyway.
-            let _ = (&self.wake_tx).write(&[1]);
+            let _ = (&side.wake_tx).write(&[1]);
         }
     }
+}
+
+impl Resolve for SyncSender<Result<Position, GroupError>> {
+    fn resolve(self, outcome: Result<Position, GroupError>) {
+        let _ = self.try_send(outcome);
+    }
+}
+
+/// Waits up to `timeout` until `ready` returns something (looked at first, and
+/// whenever the application's side changes).
+fn wait_for<T>(
+    shared: &Shared<Wakeup>,
+    timeout: Duration,
+    ready: impl FnMut(&mut Core<Wakeup>) -> Option<T>,
+) -> Option<T> {
+    crate::wait::wait_for(shared.lock(), &shared.side.changed, timeout, ready)
 }
 
 /// The outcome of a [`Group::send_confirmed`]: resolves exactly once, to the message's
@@ -229,14 +197,8 @@ impl GroupBuilder {
 /// [`next_event`](Group::next_event): read them, or the queue grows without bound.
 #[derive(Debug)]
 pub struct Group {
-    shared: Arc<Shared>,
+    shared: Arc<Shared<Wakeup>>,
     thread: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").finish_non_exhaustive()
-    }
 }
 
 impl Group {
@@ -260,42 +222,39 @@ impl Group {
             s.set_nonblocking(true)
                 .map_err(|e| GroupError::Connect(os_error(e, Operation::Poll)))?;
         }
-        let seed = nonce_seed();
-        let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner {
-                machine: Machine::new(builder.config, std::process::id(), seed),
-                receipts: HashMap::new(),
-                events: VecDeque::new(),
-                end: None,
-                view: None,
-            }),
+        let side = Wakeup {
             changed: Condvar::new(),
-            stop: AtomicBool::new(false),
             wake_pending: AtomicBool::new(false),
             wake_tx,
-        });
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        };
+        let shared = Arc::new(Shared::new(builder.config, side));
         let thread = {
             let shared = Arc::clone(&shared);
             let name = builder.name;
             std::thread::Builder::new()
                 .name("cpg-group".into())
                 .stack_size(DISPATCH_STACK)
-                .spawn(move || run(&shared, name, wake_rx, ready_tx))
+                .spawn(move || run(&shared, name, wake_rx))
                 .map_err(|e| GroupError::Connect(os_error(e, Operation::Poll)))?
         };
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Group {
+        let started = loop {
+            if let Some(r) = wait_for(&shared, Duration::from_millis(100), Core::take_started) {
+                break r.map_err(GroupError::Connect);
+            }
+            if thread.is_finished() {
+                // Ended without a word (it panicked), unless the word came just now.
+                let r = shared.lock().take_started();
+                break r.map_or(Err(GroupError::Closed), |r| r.map_err(GroupError::Connect));
+            }
+        };
+        match started {
+            Ok(()) => Ok(Group {
                 shared,
                 thread: Some(thread),
             }),
-            Ok(Err(e)) => {
+            Err(e) => {
                 let _ = thread.join();
-                Err(GroupError::Connect(e))
-            }
-            Err(_) => {
-                let _ = thread.join();
-                Err(GroupError::Closed)
+                Err(e)
             }
         }
     }
@@ -304,9 +263,7 @@ impl Group {
     /// a failure is reported as [`Event::NotSent`]. [`GroupError::QueueFull`] at the
     /// queue's bound, [`GroupError::Closed`] after leave or stop.
     pub fn send(&self, payload: impl Into<Vec<u8>>) -> Result<SendId, GroupError> {
-        let id = self.shared.lock().machine.send(payload.into(), false)?;
-        self.shared.wake();
-        Ok(id)
+        self.shared.send(payload.into(), None)
     }
 
     /// Queues `payload` like [`send`](Self::send) and returns a [`Receipt`] that
@@ -314,36 +271,14 @@ impl Group {
     /// its place in the agreed order.
     pub fn send_confirmed(&self, payload: impl Into<Vec<u8>>) -> Result<Receipt, GroupError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        let id = {
-            let mut inner = self.shared.lock();
-            let id = inner.machine.send(payload.into(), true)?;
-            inner.receipts.insert(id, tx);
-            id
-        };
-        self.shared.wake();
+        let id = self.shared.send(payload.into(), Some(tx))?;
         Ok(Receipt { id, rx, got: None })
     }
 
     /// The next event, waiting up to `timeout`; `None` on timeout, or once the last
     /// event ([`Event::Left`] or [`Event::Stopped`]) has been read.
     pub fn next_event(&self, timeout: Duration) -> Option<Event> {
-        let deadline = Instant::now() + timeout;
-        let mut inner = self.shared.lock();
-        loop {
-            if let Some(e) = inner.events.pop_front() {
-                return Some(e);
-            }
-            let now = Instant::now();
-            if inner.end.is_some() || now >= deadline {
-                return None;
-            }
-            inner = self
-                .shared
-                .changed
-                .wait_timeout(inner, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        wait_for(&self.shared, timeout, Core::take_event).flatten()
     }
 
     /// Waits up to `timeout` until the latest view satisfies `check`; returns it.
@@ -352,49 +287,10 @@ impl Group {
         timeout: Duration,
         mut check: impl FnMut(&View) -> bool,
     ) -> Option<View> {
-        let deadline = Instant::now() + timeout;
-        let mut inner = self.shared.lock();
-        loop {
-            if let Some(v) = inner.view.as_ref().filter(|v| check(v)) {
-                return Some(v.clone());
-            }
-            let now = Instant::now();
-            if inner.end.is_some() || now >= deadline {
-                return None;
-            }
-            inner = self
-                .shared
-                .changed
-                .wait_timeout(inner, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        wait_for(&self.shared, timeout, |core| core.view_if(&mut check)).flatten()
     }
 
-    /// The latest view (kept while reconnecting; `None` before the first).
-    pub fn view(&self) -> Option<View> {
-        self.shared.lock().view.clone()
-    }
-
-    /// Whether this process leads the current view; false while disconnected (the
-    /// view kept by [`view`](Self::view) is then the last one before the loss).
-    pub fn is_leader(&self) -> bool {
-        self.shared
-            .lock()
-            .machine
-            .view()
-            .is_some_and(View::is_leader)
-    }
-
-    /// This process as the daemon reports it, once known.
-    pub fn me(&self) -> Option<Member> {
-        self.shared.lock().machine.me()
-    }
-
-    /// The counters.
-    pub fn stats(&self) -> Stats {
-        self.shared.lock().machine.stats()
-    }
+    state_calls!();
 
     /// Leaves the group once the messages queued so far are sent, and waits up to
     /// `timeout` for the daemon to report this process's leave ([`Event::Left`], the
@@ -402,49 +298,19 @@ impl Group {
     /// [`GroupError::Closed`] if the layer had stopped instead.
     pub fn leave(&self, timeout: Duration) -> Result<(), GroupError> {
         let deadline = Instant::now() + timeout;
-        let mut inner = self.shared.lock();
-        inner.machine.leave(Instant::now());
-        self.shared.route(&mut inner);
-        self.shared.wake();
-        loop {
-            match &inner.end {
-                Some(Event::Left) => return Ok(()),
-                Some(_) => return Err(GroupError::Closed),
-                None => {}
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(GroupError::Timeout);
-            }
-            inner = self
-                .shared
-                .changed
-                .wait_timeout(inner, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-
-    /// Why the layer stopped, once it has ([`Event::Left`] or [`Event::Stopped`]).
-    pub fn end(&self) -> Option<Event> {
-        self.shared.lock().end.clone()
+        self.shared.leave();
+        let left = deadline.saturating_duration_since(Instant::now());
+        wait_for(&self.shared, left, |core| core.left()).unwrap_or(Err(GroupError::Timeout))
     }
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.wake();
+        self.shared.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
-}
-
-/// A random seed for the wire header's nonces (the standard library's hash keys are
-/// random per process and per `RandomState`).
-pub(super) fn nonce_seed() -> u64 {
-    std::collections::hash_map::RandomState::new().hash_one((std::process::id(), Instant::now()))
 }
 
 fn os_error(e: std::io::Error, op: Operation) -> Error {
@@ -456,28 +322,14 @@ fn os_error(e: std::io::Error, op: Operation) -> Error {
 
 /// How the dispatch thread's connection is made: a handle whose callbacks feed the
 /// machine, joined to `name`; returns it with the local node id.
-fn connect(shared: &Arc<Shared>, name: &GroupName) -> Result<(Handle, u32), Error> {
+fn connect(shared: &Arc<Shared<Wakeup>>, name: &GroupName) -> Result<(Handle, u32), Error> {
     let (d, c, t) = (Arc::clone(shared), Arc::clone(shared), Arc::clone(shared));
     let handle = Handle::builder()
-        .on_deliver(move |_cpg, msg| {
-            d.lock()
-                .machine
-                .handle_deliver(Instant::now(), msg.sender(), msg.data)
-        })
+        .on_deliver(move |_cpg, msg| d.lock().deliver(msg.sender(), msg.data))
         .on_confchg(move |_cpg, change| {
-            let members: Vec<Member> = change.members.iter().map(|a| a.member()).collect();
-            let pair = |a: &crate::types::ListedMember| (a.member(), a.reason());
-            let left: Vec<(Member, Reason)> = change.left.iter().map(pair).collect();
-            let joined: Vec<(Member, Reason)> = change.joined.iter().map(pair).collect();
-            c.lock()
-                .machine
-                .handle_confchg(Instant::now(), &members, &left, &joined)
+            c.lock().confchg(change.members, change.left, change.joined)
         })
-        .on_totem_confchg(move |_cpg, change| {
-            t.lock()
-                .machine
-                .handle_totem(Instant::now(), change.ring_id, change.members)
-        })
+        .on_totem_confchg(move |_cpg, change| t.lock().totem(change.ring_id, change.members))
         .initial_totem_conf(true)
         .build()?;
     let nodeid = handle.local_node_id()?;
@@ -515,94 +367,33 @@ fn wait(handle: Option<&Handle>, wake: &UnixStream, timeout: Duration) -> (bool,
     (n > 0 && fds[0].revents != 0, n > 0 && fds[1].revents != 0)
 }
 
-/// The dispatch thread.
-fn run(
-    shared: &Arc<Shared>,
-    name: GroupName,
-    mut wake_rx: UnixStream,
-    ready: SyncSender<Result<(), Error>>,
-) {
-    let mut handle: Option<Handle> = None;
-    let mut buf = Vec::new();
-    let mut ready = Some(ready);
-    shared.lock().machine.start(Instant::now());
+/// The dispatch thread: the pump's effects, then a wait for the handle's descriptor,
+/// a client's wake-up or the machine's next timer.
+fn run(shared: &Arc<Shared<Wakeup>>, name: GroupName, mut wake_rx: UnixStream) {
+    let mut pump = Pump::start(shared, PACE);
     loop {
-        // Effects: connect, leave, close, and up to BATCH sends.
-        let mut sends = 0;
-        while sends < BATCH {
-            let now = Instant::now();
-            let effect = {
-                let mut inner = shared.lock();
-                inner.machine.handle_timeout(now);
-                inner.machine.poll_effect(now, &mut buf)
-            };
-            let Some(effect) = effect else { break };
-            match effect {
-                Effect::Connect => {
-                    drop(handle.take());
-                    let result = connect(shared, &name);
-                    if let Some(tx) = ready.take() {
-                        // The first connection decides what `start` returns.
-                        if let Err(e) = &result {
-                            let _ = tx.send(Err(e.clone()));
-                            return;
-                        }
-                        let _ = tx.send(Ok(()));
-                    }
-                    let result = result.map(|(h, nodeid)| {
-                        handle = Some(h);
-                        nodeid
-                    });
-                    shared
-                        .lock()
-                        .machine
-                        .handle_connected(Instant::now(), result);
+        let timeout = match pump.next(shared) {
+            Pumped::Connect => {
+                if !pump.connected(shared, connect(shared, &name)) {
+                    return;
                 }
-                Effect::Send(_) => {
-                    let result = match &handle {
-                        Some(h) => h.send(&buf),
-                        None => Err(lost(Operation::Send)),
-                    };
-                    sends += 1;
-                    let mut inner = shared.lock();
-                    inner.machine.handle_send_result(Instant::now(), result);
-                    if sends % 16 == 0 {
-                        shared.route(&mut inner);
-                    }
-                }
-                Effect::Leave => {
-                    let result = match &handle {
-                        Some(h) => h.leave(&name),
-                        None => Err(lost(Operation::Leave)),
-                    };
-                    shared
-                        .lock()
-                        .machine
-                        .handle_leave_result(Instant::now(), result);
-                }
-                Effect::Close => drop(handle.take()),
+                continue;
             }
-        }
-        let timeout = {
-            let mut inner = shared.lock();
-            shared.route(&mut inner);
-            if inner.machine.is_ended() {
-                break;
+            Pumped::Leave => {
+                let result = match &pump.conn {
+                    Some(h) => h.leave(&name),
+                    None => Err(lost(Operation::Leave)),
+                };
+                pump.left(shared, result);
+                continue;
             }
-            let now = Instant::now();
-            if sends >= BATCH {
-                Duration::ZERO
-            } else {
-                inner
-                    .machine
-                    .poll_timeout()
-                    .map_or(IDLE, |t| t.saturating_duration_since(now).min(IDLE))
-            }
+            Pumped::Busy => Duration::ZERO,
+            Pumped::Idle(due) => due.map_or(IDLE, |t| {
+                t.saturating_duration_since(Instant::now()).min(IDLE)
+            }),
+            Pumped::Stop => break,
         };
-        if shared.stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let (woken, readable) = wait(handle.as_ref(), &wake_rx, timeout);
+        let (woken, readable) = wait(pump.conn.as_ref(), &wake_rx, timeout);
         if woken {
             // Drained first, then cleared: a client that still saw the flag set (and
             // wrote nothing) changed the machine before this point, and the loop looks
@@ -611,44 +402,18 @@ fn run(
             // and every later wake-up would be skipped.)
             let mut sink = [0u8; 64];
             while matches!(wake_rx.read(&mut sink), Ok(n) if n > 0) {}
-            shared.wake_pending.store(false, Ordering::SeqCst);
+            shared.side.wake_pending.store(false, Ordering::SeqCst);
         }
-        if shared.stop.load(Ordering::SeqCst) {
+        if shared.stopping() {
             break;
         }
         if readable {
-            if let Some(h) = &handle {
+            if let Some(h) = &pump.conn {
                 if let Err(e) = h.dispatch_at_most(BATCH) {
-                    // A lost daemon: reconnect with a new handle. Anything else (a
-                    // refused dispatch) would fail the same way on a new handle: stop.
-                    let mut inner = shared.lock();
-                    if e.is_daemon_lost() {
-                        inner.machine.handle_daemon_lost(Instant::now(), e);
-                    } else {
-                        inner.machine.handle_failure(Instant::now(), e);
-                    }
+                    shared.lock().dispatch_failed(e);
                 }
             }
         }
     }
-    drop(handle);
-    let mut inner = shared.lock();
-    shared.route(&mut inner);
-    if inner.end.is_none() {
-        // Dropped without leaving: end the queue for anyone still waiting.
-        inner.end = Some(Event::Stopped(StopReason::Failed(lost(
-            Operation::Finalize,
-        ))));
-        for (_, tx) in inner.receipts.drain() {
-            let _ = tx.try_send(Err(GroupError::Closed));
-        }
-        shared.changed.notify_all();
-    }
-}
-
-pub(super) fn lost(op: Operation) -> Error {
-    Error::Cs {
-        op,
-        code: crate::error::CsError::Library,
-    }
+    pump.finish(shared);
 }

@@ -136,6 +136,7 @@
 //! threads.
 
 mod blocking;
+mod driver;
 mod machine;
 #[cfg(test)]
 mod machine_tests;

@@ -2,28 +2,30 @@
 //! [`AsyncHandle`](crate::AsyncHandle), with the same rules and events as the blocking
 //! [`Group`](super::Group).
 
-use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::error::{Error, Operation};
+use crate::error::Operation;
 use crate::name::GroupName;
 use crate::retry::Backoff;
 use crate::tokio::{AsyncHandle, Event as CpgEvent};
-use crate::types::{ListedMember, Member, Reason};
+use crate::types::Member;
 use crate::Options;
 
-use super::blocking::{lost, nonce_seed, GroupBuilder};
-use super::machine::Machine;
-use super::types::{Effect, Event, GroupError, Position, SendId, Stats};
+use super::blocking::GroupBuilder;
+use super::driver::{lost, state_calls, Core, Pace, Pump, Pumped, Resolve, Shared, Side};
+use super::types::{Event, GroupError, Position, SendId};
 use super::view::View;
 
-/// Most sends the driver task makes before it yields to the runtime once.
-const SENDS_PER_TURN: usize = 64;
+/// Most sends the driver task makes before it yields to the runtime once (routing
+/// confirmations then).
+const PACE: Pace = Pace {
+    batch: 64,
+    route_every: 64,
+};
 
 /// The outcome slot of one confirmed send.
 #[derive(Debug, Default)]
@@ -45,102 +47,79 @@ fn register(list: &mut Vec<Waker>, waker: &Waker) {
     }
 }
 
-fn resolve(slot: &SlotRef, outcome: Result<Position, GroupError>) {
-    let waker = {
-        let mut s = lock(slot);
-        if s.outcome.is_some() {
-            return;
-        }
-        s.outcome = Some(outcome);
-        s.waker.take()
-    };
-    if let Some(w) = waker {
-        w.wake();
-    }
-}
-
-struct Inner {
-    machine: Machine,
-    receipts: HashMap<SendId, SlotRef>,
-    events: VecDeque<Event>,
-    end: Option<Event>,
-    view: Option<View>,
-    /// Tasks waiting in `next_event`, `wait_view` or `leave`.
-    waiters: Vec<Waker>,
-    /// The driver task, while it waits.
-    driver: Option<Waker>,
-    /// A client changed the machine since the driver last looked.
-    poked: bool,
-    /// The first connection's outcome, for `start`.
-    started: Option<Result<(), Error>>,
-}
-
-impl Inner {
-    /// Moves the machine's events to the application's queue, resolving receipts;
-    /// returns the wakers to wake (outside the lock).
-    fn route(&mut self) -> Vec<Waker> {
-        let mut any = false;
-        while let Some(event) = self.machine.poll_event() {
-            any = true;
-            match &event {
-                Event::Confirmed { id, position } => {
-                    if let Some(slot) = self.receipts.remove(id) {
-                        resolve(&slot, Ok(*position));
-                    }
-                }
-                Event::NotSent { id, error } => {
-                    if let Some(slot) = self.receipts.remove(id) {
-                        resolve(&slot, Err(error.clone()));
-                    }
-                }
-                Event::View(v) => self.view = Some(v.clone()),
-                Event::Left | Event::Stopped(_) => self.end = Some(event.clone()),
-                _ => {}
-            }
-            self.events.push_back(event);
-        }
-        if self.machine.is_ended() {
-            for (_, slot) in self.receipts.drain() {
-                resolve(&slot, Err(GroupError::Closed));
-            }
-        }
-        if any || self.end.is_some() {
-            std::mem::take(&mut self.waiters)
-        } else {
-            Vec::new()
-        }
-    }
-}
-
-struct Shared {
-    inner: Mutex<Inner>,
-    stop: AtomicBool,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        lock(&self.inner)
-    }
-
-    /// Routes events and wakes their waiters.
-    fn route(&self) {
-        let wakers = self.lock().route();
-        for w in wakers {
-            w.wake();
-        }
-    }
-
-    /// Tells the driver task that the machine changed.
-    fn poke(&self) {
+impl Resolve for SlotRef {
+    fn resolve(self, outcome: Result<Position, GroupError>) {
         let waker = {
-            let mut inner = self.lock();
-            inner.poked = true;
-            inner.driver.take()
+            let mut s = lock(&self);
+            if s.outcome.is_some() {
+                return;
+            }
+            s.outcome = Some(outcome);
+            s.waker.take()
         };
         if let Some(w) = waker {
             w.wake();
         }
     }
+}
+
+/// How the tokio driver's sides wake each other: wakers kept under the lock.
+#[derive(Debug, Default)]
+struct Wakers {
+    /// Tasks waiting in `start_async`, `next_event`, `wait_view` or `leave`.
+    app: Vec<Waker>,
+    /// The driver task, while it waits.
+    driver: Option<Waker>,
+    /// A client changed the machine since the driver last looked.
+    poked: bool,
+}
+
+/// The tokio driver's [`Side`]: all its state is in [`Wakers`], under the lock.
+struct Tasks;
+
+impl Side for Tasks {
+    type Receipt = SlotRef;
+    type Waiting = Wakers;
+    type Wake = Vec<Waker>;
+
+    fn app_changed(&self, waiting: &mut Wakers) -> Vec<Waker> {
+        std::mem::take(&mut waiting.app)
+    }
+
+    fn wake(wake: Vec<Waker>) {
+        wake.into_iter().for_each(Waker::wake);
+    }
+
+    fn poke(shared: &Shared<Self>) {
+        let waker = {
+            let mut core = shared.lock();
+            core.waiting.poked = true;
+            core.waiting.driver.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// Waits until `ready` returns something (looked at on every poll; woken whenever the
+/// application's side changes). Cancellation-safe when `ready` takes nothing it does
+/// not return.
+async fn wait_for<T>(
+    shared: &Shared<Tasks>,
+    mut ready: impl FnMut(&mut Core<Tasks>) -> Option<T>,
+) -> T {
+    poll_fn(|cx| {
+        let mut core = shared.lock();
+        match ready(&mut core) {
+            Some(t) => Poll::Ready(t),
+            None => {
+                register(&mut core.waiting.app, cx.waker());
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 /// The outcome of an [`AsyncGroup::send_confirmed`], as a future: the message's
@@ -204,13 +183,7 @@ impl Future for Confirmation {
 /// ```
 #[derive(Debug)]
 pub struct AsyncGroup {
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").finish_non_exhaustive()
-    }
+    shared: Arc<Shared<Tasks>>,
 }
 
 impl GroupBuilder {
@@ -222,33 +195,11 @@ impl GroupBuilder {
     ///
     /// Outside a tokio runtime.
     pub async fn start_async(self) -> Result<AsyncGroup, GroupError> {
-        let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner {
-                machine: Machine::new(self.config, std::process::id(), nonce_seed()),
-                receipts: HashMap::new(),
-                events: VecDeque::new(),
-                end: None,
-                view: None,
-                waiters: Vec::new(),
-                driver: None,
-                poked: false,
-                started: None,
-            }),
-            stop: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(self.config, Tasks));
         ::tokio::spawn(drive(Arc::clone(&shared), self.name));
-        poll_fn(|cx| {
-            let mut inner = shared.lock();
-            match inner.started.take() {
-                Some(result) => Poll::Ready(result),
-                None => {
-                    register(&mut inner.waiters, cx.waker());
-                    Poll::Pending
-                }
-            }
-        })
-        .await
-        .map_err(GroupError::Connect)?;
+        wait_for(&shared, Core::take_started)
+            .await
+            .map_err(GroupError::Connect)?;
         Ok(AsyncGroup { shared })
     }
 }
@@ -256,9 +207,7 @@ impl GroupBuilder {
 impl AsyncGroup {
     /// Queues `payload`; returns at once (see [`Group::send`](super::Group::send)).
     pub fn send(&self, payload: impl Into<Vec<u8>>) -> Result<SendId, GroupError> {
-        let id = self.shared.lock().machine.send(payload.into(), false)?;
-        self.shared.poke();
-        Ok(id)
+        self.shared.send(payload.into(), None)
     }
 
     /// Queues `payload` and returns a [`Confirmation`] to await: it resolves when this
@@ -266,13 +215,7 @@ impl AsyncGroup {
     /// returns, whatever happens to the confirmation.
     pub fn send_confirmed(&self, payload: impl Into<Vec<u8>>) -> Result<Confirmation, GroupError> {
         let slot = SlotRef::default();
-        let id = {
-            let mut inner = self.shared.lock();
-            let id = inner.machine.send(payload.into(), true)?;
-            inner.receipts.insert(id, Arc::clone(&slot));
-            id
-        };
-        self.shared.poke();
+        let id = self.shared.send(payload.into(), Some(Arc::clone(&slot)))?;
         Ok(Confirmation { id, slot })
     }
 
@@ -280,95 +223,28 @@ impl AsyncGroup {
     /// [`Event::Stopped`]) has been read. Cancellation-safe: an event is taken only by
     /// the poll that returns it.
     pub async fn next_event(&self) -> Option<Event> {
-        poll_fn(|cx| {
-            let mut inner = self.shared.lock();
-            if let Some(e) = inner.events.pop_front() {
-                return Poll::Ready(Some(e));
-            }
-            if inner.end.is_some() {
-                return Poll::Ready(None);
-            }
-            register(&mut inner.waiters, cx.waker());
-            Poll::Pending
-        })
-        .await
+        wait_for(&self.shared, Core::take_event).await
     }
 
     /// Waits until the latest view satisfies `check`; `None` if the layer ends first.
     pub async fn wait_view(&self, mut check: impl FnMut(&View) -> bool) -> Option<View> {
-        poll_fn(|cx| {
-            let mut inner = self.shared.lock();
-            if let Some(v) = inner.view.as_ref().filter(|v| check(v)) {
-                return Poll::Ready(Some(v.clone()));
-            }
-            if inner.end.is_some() {
-                return Poll::Ready(None);
-            }
-            register(&mut inner.waiters, cx.waker());
-            Poll::Pending
-        })
-        .await
+        wait_for(&self.shared, |core| core.view_if(&mut check)).await
     }
 
-    /// The latest view (kept while reconnecting).
-    pub fn view(&self) -> Option<View> {
-        self.shared.lock().view.clone()
-    }
-
-    /// Whether this process leads the current view; false while disconnected (the
-    /// view kept by [`view`](Self::view) is then the last one before the loss).
-    pub fn is_leader(&self) -> bool {
-        self.shared
-            .lock()
-            .machine
-            .view()
-            .is_some_and(View::is_leader)
-    }
-
-    /// This process as the daemon reports it, once known.
-    pub fn me(&self) -> Option<Member> {
-        self.shared.lock().machine.me()
-    }
-
-    /// The counters.
-    pub fn stats(&self) -> Stats {
-        self.shared.lock().machine.stats()
-    }
+    state_calls!();
 
     /// Leaves once the queued messages are sent, and waits for the daemon to report
     /// the leave. The leave is requested by the first poll; cancelling the wait after
     /// that does not undo it. [`GroupError::Closed`] if the layer stopped instead.
     pub async fn leave(&self) -> Result<(), GroupError> {
-        {
-            let mut inner = self.shared.lock();
-            inner.machine.leave(Instant::now());
-        }
-        self.shared.route();
-        self.shared.poke();
-        poll_fn(|cx| {
-            let mut inner = self.shared.lock();
-            match &inner.end {
-                Some(Event::Left) => Poll::Ready(Ok(())),
-                Some(_) => Poll::Ready(Err(GroupError::Closed)),
-                None => {
-                    register(&mut inner.waiters, cx.waker());
-                    Poll::Pending
-                }
-            }
-        })
-        .await
-    }
-
-    /// Why the layer stopped, once it has.
-    pub fn end(&self) -> Option<Event> {
-        self.shared.lock().end.clone()
+        self.shared.leave();
+        wait_for(&self.shared, |core| core.left()).await
     }
 }
 
 impl Drop for AsyncGroup {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.poke();
+        self.shared.stop();
     }
 }
 
@@ -378,10 +254,6 @@ enum Woke {
     Cpg(Option<crate::Result<CpgEvent>>),
     Poked,
     Timer,
-}
-
-fn pairs(list: &[ListedMember]) -> Vec<(Member, Reason)> {
-    list.iter().map(|a| (a.member(), a.reason())).collect()
 }
 
 async fn connect(name: &GroupName) -> crate::Result<(AsyncHandle, u32)> {
@@ -402,94 +274,62 @@ async fn connect(name: &GroupName) -> crate::Result<(AsyncHandle, u32)> {
     Ok((cpg, nodeid))
 }
 
-/// The driver task.
-async fn drive(shared: Arc<Shared>, name: GroupName) {
-    let mut cpg: Option<AsyncHandle> = None;
-    let mut buf = Vec::new();
-    let mut first = true;
-    shared.lock().machine.start(Instant::now());
+/// Feeds one event of the handle's stream to the machine.
+fn feed(core: &mut Core<Tasks>, event: CpgEvent) {
+    match event {
+        CpgEvent::Deliver {
+            nodeid, pid, data, ..
+        } => core.deliver(Member { nodeid, pid }, &data),
+        CpgEvent::Confchg {
+            members,
+            left,
+            joined,
+            ..
+        } => core.confchg(&members, &left, &joined),
+        CpgEvent::TotemConfchg { ring_id, members } => core.totem(ring_id, &members),
+    }
+}
+
+/// The driver task: the pump's effects, then a wait for the handle's stream, a
+/// client's poke or the machine's next timer.
+async fn drive(shared: Arc<Shared<Tasks>>, name: GroupName) {
+    let mut pump = Pump::start(&shared, PACE);
     loop {
-        let mut sends = 0;
-        loop {
-            let now = Instant::now();
-            let effect = {
-                let mut inner = shared.lock();
-                inner.machine.handle_timeout(now);
-                inner.machine.poll_effect(now, &mut buf)
-            };
-            let Some(effect) = effect else { break };
-            match effect {
-                Effect::Connect => {
-                    drop(cpg.take());
-                    let result = connect(&name).await;
-                    if first {
-                        first = false;
-                        let failed = result.as_ref().err().cloned();
-                        let wakers = {
-                            let mut inner = shared.lock();
-                            inner.started = Some(failed.clone().map_or(Ok(()), Err));
-                            std::mem::take(&mut inner.waiters)
-                        };
-                        wakers.into_iter().for_each(Waker::wake);
-                        if failed.is_some() {
-                            return;
-                        }
-                    }
-                    let result = result.map(|(h, nodeid)| {
-                        cpg = Some(h);
-                        nodeid
-                    });
-                    shared
-                        .lock()
-                        .machine
-                        .handle_connected(Instant::now(), result);
+        let due = match pump.next(&shared) {
+            Pumped::Connect => {
+                if !pump.connected(&shared, connect(&name).await) {
+                    return;
                 }
-                Effect::Send(_) => {
-                    let result = match &cpg {
-                        Some(h) => h.connection().send(&buf),
-                        None => Err(lost(Operation::Send)),
-                    };
-                    shared
-                        .lock()
-                        .machine
-                        .handle_send_result(Instant::now(), result);
-                    sends += 1;
-                    if sends % SENDS_PER_TURN == 0 {
-                        shared.route();
-                        ::tokio::task::yield_now().await;
-                    }
-                }
-                Effect::Leave => {
-                    let result = match cpg.as_mut() {
-                        Some(h) => h.leave(&name).await,
-                        None => Err(lost(Operation::Leave)),
-                    };
-                    shared
-                        .lock()
-                        .machine
-                        .handle_leave_result(Instant::now(), result);
-                }
-                Effect::Close => drop(cpg.take()),
+                continue;
             }
-        }
-        shared.route();
-        if shared.lock().machine.is_ended() || shared.stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let deadline = shared.lock().machine.poll_timeout();
-        let mut sleep = deadline.map(|d| Box::pin(::tokio::time::sleep_until(d.into())));
+            Pumped::Leave => {
+                let result = match pump.conn.as_mut() {
+                    Some(h) => h.leave(&name).await,
+                    None => Err(lost(Operation::Leave)),
+                };
+                pump.left(&shared, result);
+                continue;
+            }
+            Pumped::Busy => {
+                ::tokio::task::yield_now().await;
+                continue;
+            }
+            Pumped::Idle(due) => due,
+            Pumped::Stop => break,
+        };
+        let mut sleep = due.map(|d| Box::pin(::tokio::time::sleep_until(d.into())));
         let woke = poll_fn(|cx| {
-            if let Some(h) = cpg.as_mut() {
+            if let Some(h) = pump.conn.as_mut() {
                 if let Poll::Ready(e) = h.poll_event(cx) {
                     return Poll::Ready(Woke::Cpg(e));
                 }
             }
             {
-                let mut inner = shared.lock();
-                if std::mem::take(&mut inner.poked) {
+                let mut core = shared.lock();
+                if std::mem::take(&mut core.waiting.poked) {
                     return Poll::Ready(Woke::Poked);
                 }
-                inner.driver = Some(cx.waker().clone());
+                core.waiting.driver = Some(cx.waker().clone());
             }
             if let Some(s) = sleep.as_mut() {
                 if s.as_mut().poll(cx).is_ready() {
@@ -499,60 +339,13 @@ async fn drive(shared: Arc<Shared>, name: GroupName) {
             Poll::Pending
         })
         .await;
-        let now = Instant::now();
         match woke {
-            Woke::Cpg(Some(Ok(event))) => {
-                let mut inner = shared.lock();
-                match event {
-                    CpgEvent::Deliver {
-                        nodeid, pid, data, ..
-                    } => inner
-                        .machine
-                        .handle_deliver(now, Member { nodeid, pid }, &data),
-                    CpgEvent::Confchg {
-                        members,
-                        left,
-                        joined,
-                        ..
-                    } => {
-                        let members: Vec<Member> =
-                            members.iter().map(ListedMember::member).collect();
-                        inner
-                            .machine
-                            .handle_confchg(now, &members, &pairs(&left), &pairs(&joined))
-                    }
-                    CpgEvent::TotemConfchg { ring_id, members } => {
-                        inner.machine.handle_totem(now, ring_id, &members)
-                    }
-                }
-            }
-            Woke::Cpg(Some(Err(e))) if e.is_daemon_lost() => {
-                shared.lock().machine.handle_daemon_lost(now, e)
-            }
-            // Not fixed by a new connection (for example a dispatch refused on too
-            // small a stack): stop, with the reason.
-            Woke::Cpg(Some(Err(e))) => shared.lock().machine.handle_failure(now, e),
-            Woke::Cpg(None) => shared
-                .lock()
-                .machine
-                .handle_daemon_lost(now, lost(Operation::Dispatch)),
+            Woke::Cpg(Some(Ok(event))) => feed(&mut shared.lock(), event),
+            Woke::Cpg(Some(Err(e))) => shared.lock().dispatch_failed(e),
+            // The stream ended: the connection is gone.
+            Woke::Cpg(None) => shared.lock().dispatch_failed(lost(Operation::Dispatch)),
             Woke::Poked | Woke::Timer => {}
         }
     }
-    drop(cpg);
-    let wakers = {
-        let mut inner = shared.lock();
-        let mut wakers = inner.route();
-        if inner.end.is_none() {
-            inner.end = Some(Event::Stopped(super::StopReason::Failed(lost(
-                Operation::Finalize,
-            ))));
-            for (_, slot) in inner.receipts.drain() {
-                resolve(&slot, Err(GroupError::Closed));
-            }
-            wakers.extend(std::mem::take(&mut inner.waiters));
-        }
-        wakers
-    };
-    wakers.into_iter().for_each(Waker::wake);
+    pump.finish(&shared);
 }

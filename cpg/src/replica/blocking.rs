@@ -154,23 +154,15 @@ impl<A: Replicated + Send + 'static> Replica<A> {
 
     /// The next event, waiting up to `timeout`.
     pub fn next_event(&self, timeout: Duration) -> Option<Event> {
-        let deadline = Instant::now() + timeout;
-        let mut inner = self.shared.lock();
-        loop {
-            if let Some(e) = inner.events.pop_front() {
-                return Some(e);
-            }
-            let now = Instant::now();
-            if inner.ended || now >= deadline {
-                return None;
-            }
-            inner = self
-                .shared
-                .changed
-                .wait_timeout(inner, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        let shared = &self.shared;
+        crate::wait::wait_for(shared.lock(), &shared.changed, timeout, |inner| match inner
+            .events
+            .pop_front()
+        {
+            Some(e) => Some(Some(e)),
+            None => inner.ended.then_some(None),
+        })
+        .flatten()
     }
 
     /// Waits up to `timeout` until the view's members are in sync
@@ -180,25 +172,15 @@ impl<A: Replicated + Send + 'static> Replica<A> {
         timeout: Duration,
         mut check: impl FnMut(&View) -> bool,
     ) -> Option<View> {
-        let deadline = Instant::now() + timeout;
-        let mut inner = self.shared.lock();
-        loop {
-            if inner.machine.phase() == Phase::Ready {
-                if let Some(v) = inner.machine.view().filter(|v| check(v)) {
-                    return Some(v.clone());
-                }
+        let shared = &self.shared;
+        crate::wait::wait_for(shared.lock(), &shared.changed, timeout, |inner| {
+            let ready = inner.machine.phase() == Phase::Ready;
+            match inner.machine.view().filter(|v| ready && check(v)) {
+                Some(v) => Some(Some(v.clone())),
+                None => inner.ended.then_some(None),
             }
-            let now = Instant::now();
-            if inner.ended || now >= deadline {
-                return None;
-            }
-            inner = self
-                .shared
-                .changed
-                .wait_timeout(inner, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        })
+        .flatten()
     }
 
     /// Where this member is in the protocol.

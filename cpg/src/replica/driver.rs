@@ -8,6 +8,7 @@ use crate::group::{self, GroupError, SendId};
 
 use super::app::Replicated;
 use super::machine::{Effect, Event, Machine};
+use super::wire::op_seq;
 
 /// Why an operation or a call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,10 +189,4 @@ impl<A: Replicated, G: Sink> Inner<A, G> {
             r(Err(ReplicaError::Closed));
         }
     }
-}
-
-/// The sequence number of an encoded operation message.
-fn op_seq(bytes: &[u8]) -> Option<u64> {
-    (bytes.len() >= 12 && bytes[3] == 5)
-        .then(|| u64::from_le_bytes(bytes[4..12].try_into().expect("8 bytes")))
 }

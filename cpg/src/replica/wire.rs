@@ -143,38 +143,140 @@ mod kind {
     pub const DIGEST: u8 = 8;
 }
 
-struct W(Vec<u8>);
+/// A value with a fixed encoding, written: integers little-endian, compound values
+/// field by field in declaration order, lists as a `u32` count and then their entries.
+trait Put {
+    /// Appends the value's bytes.
+    fn put(&self, out: &mut Vec<u8>);
+}
 
-impl W {
-    fn new(kind: u8, extra: usize) -> W {
-        let mut v = Vec::with_capacity(4 + 64 + extra);
-        v.extend_from_slice(&[MAGIC, PROTOCOL_VERSION, LITTLE_ENDIAN, kind]);
-        W(v)
-    }
-    fn u8(&mut self, x: u8) {
-        self.0.push(x);
-    }
-    fn u32(&mut self, x: u32) {
-        self.0.extend_from_slice(&x.to_le_bytes());
-    }
-    fn u64(&mut self, x: u64) {
-        self.0.extend_from_slice(&x.to_le_bytes());
-    }
-    fn member(&mut self, m: Member) {
-        self.u32(m.nodeid);
-        self.u32(m.pid);
-    }
-    fn round(&mut self, r: &RoundId) {
-        self.member(r.coordinator);
-        self.u64(r.view.incarnation);
-        self.u64(r.view.counter);
-        self.u32(r.attempt);
+/// A value read back from the encoding of [`Put`].
+trait Get: Sized {
+    /// The fewest bytes an encoded value takes (bounds a list's count before
+    /// anything is allocated for it).
+    const MIN_LEN: usize;
+    /// Reads a value.
+    fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError>;
+}
+
+impl<T: Put + ?Sized> Put for &T {
+    fn put(&self, out: &mut Vec<u8>) {
+        (**self).put(out);
     }
 }
 
-struct R<'a>(&'a [u8]);
+macro_rules! int_field {
+    ($($t:ty),*) => {$(
+        impl Put for $t {
+            fn put(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+        impl Get for $t {
+            const MIN_LEN: usize = std::mem::size_of::<$t>();
+            fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+                let bytes = r.take(Self::MIN_LEN)?;
+                Ok(<$t>::from_le_bytes(bytes.try_into().expect("sized")))
+            }
+        }
+    )*};
+}
+int_field!(u8, u32, u64);
 
-impl R<'_> {
+macro_rules! tuple_field {
+    ($($t:ident),+) => {
+        impl<$($t: Put),+> Put for ($($t,)+) {
+            #[allow(non_snake_case)]
+            fn put(&self, out: &mut Vec<u8>) {
+                let ($($t,)+) = self;
+                $($t.put(out);)+
+            }
+        }
+        impl<$($t: Get),+> Get for ($($t,)+) {
+            const MIN_LEN: usize = 0 $(+ $t::MIN_LEN)+;
+            fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+                Ok(($($t::get(r)?,)+))
+            }
+        }
+    };
+}
+tuple_field!(A, B);
+tuple_field!(A, B, C);
+tuple_field!(A, B, C, D, E);
+tuple_field!(A, B, C, D, E, F);
+
+impl<T: Put> Put for Vec<T> {
+    fn put(&self, out: &mut Vec<u8>) {
+        u32::try_from(self.len())
+            .expect("fewer than 2^32 entries")
+            .put(out);
+        for x in self {
+            x.put(out);
+        }
+    }
+}
+
+impl<T: Get> Get for Vec<T> {
+    const MIN_LEN: usize = 4;
+    fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let n = u32::get(r)? as usize;
+        if n > r.0.len() / T::MIN_LEN {
+            return Err(DecodeError::Malformed);
+        }
+        (0..n).map(|_| T::get(r)).collect()
+    }
+}
+
+impl Put for Member {
+    fn put(&self, out: &mut Vec<u8>) {
+        (self.nodeid, self.pid).put(out);
+    }
+}
+
+impl Get for Member {
+    const MIN_LEN: usize = 8;
+    fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let (nodeid, pid) = r.get()?;
+        Ok(Member { nodeid, pid })
+    }
+}
+
+impl Put for RoundId {
+    fn put(&self, out: &mut Vec<u8>) {
+        let view = (self.view.incarnation, self.view.counter);
+        (self.coordinator, view, self.attempt).put(out);
+    }
+}
+
+impl Get for RoundId {
+    const MIN_LEN: usize = 28;
+    fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let (coordinator, (incarnation, counter), attempt) = r.get()?;
+        Ok(RoundId {
+            coordinator,
+            view: ViewId {
+                incarnation,
+                counter,
+            },
+            attempt,
+        })
+    }
+}
+
+/// A message of `kind`: the header, then `fields`, then `tail` (a chunk's or an
+/// operation's data, to the end).
+fn frame(kind: u8, fields: impl Put, tail: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + 64 + tail.len());
+    out.extend_from_slice(&[MAGIC, PROTOCOL_VERSION, LITTLE_ENDIAN, kind]);
+    fields.put(&mut out);
+    out.extend_from_slice(tail);
+    out
+}
+
+/// What is left of a message being read.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
         if self.0.len() < n {
             return Err(DecodeError::Malformed);
@@ -183,44 +285,25 @@ impl R<'_> {
         self.0 = b;
         Ok(a)
     }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
+
+    /// Reads the next value.
+    fn get<T: Get>(&mut self) -> Result<T, DecodeError> {
+        T::get(self)
     }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-    fn member(&mut self) -> Result<Member, DecodeError> {
-        Ok(Member {
-            nodeid: self.u32()?,
-            pid: self.u32()?,
-        })
-    }
-    fn round(&mut self) -> Result<RoundId, DecodeError> {
-        Ok(RoundId {
-            coordinator: self.member()?,
-            view: ViewId {
-                incarnation: self.u64()?,
-                counter: self.u64()?,
-            },
-            attempt: self.u32()?,
-        })
-    }
-    fn rest(self) -> Vec<u8> {
-        self.0.to_vec()
-    }
-    fn end(self) -> Result<(), DecodeError> {
+
+    /// Reads the last value: nothing may follow it.
+    fn last<T: Get>(mut self) -> Result<T, DecodeError> {
+        let t = T::get(&mut self)?;
         if self.0.is_empty() {
-            Ok(())
+            Ok(t)
         } else {
             Err(DecodeError::Malformed)
         }
+    }
+
+    /// The rest of the message.
+    fn rest(self) -> Vec<u8> {
+        self.0.to_vec()
     }
 }
 
@@ -228,23 +311,12 @@ impl Msg {
     /// The bytes of this message.
     pub(crate) fn encode(&self) -> Vec<u8> {
         match self {
-            Msg::Start { members, round } => {
-                let mut w = W::new(kind::START, 0);
-                w.u64(*members);
-                w.round(round);
-                w.0
-            }
+            Msg::Start { members, round } => frame(kind::START, (members, round), &[]),
             Msg::Summary {
                 round,
                 version,
                 digest,
-            } => {
-                let mut w = W::new(kind::SUMMARY, 0);
-                w.round(round);
-                w.u64(*version);
-                w.u64(*digest);
-                w.0
-            }
+            } => frame(kind::SUMMARY, (round, version, digest), &[]),
             Msg::StateHeader {
                 round,
                 version,
@@ -252,69 +324,26 @@ impl Msg {
                 len,
                 chunks,
                 applied,
-            } => {
-                let mut w = W::new(kind::STATE_HEADER, applied.len() * 28);
-                w.round(round);
-                w.u64(*version);
-                w.u64(*digest);
-                w.u64(*len);
-                w.u32(*chunks);
-                w.u32(u32::try_from(applied.len()).expect("fewer than 2^32 members"));
-                for (m, ranges) in applied {
-                    w.member(*m);
-                    w.u32(u32::try_from(ranges.len()).expect("fewer than 2^32 ranges"));
-                    for (lo, hi) in ranges {
-                        w.u64(*lo);
-                        w.u64(*hi);
-                    }
-                }
-                w.0
-            }
-            Msg::Chunk { round, index, data } => {
-                let mut w = W::new(kind::CHUNK, data.len());
-                w.round(round);
-                w.u32(*index);
-                w.0.extend_from_slice(data);
-                w.0
-            }
-            Msg::Op { seq, data } => {
-                let mut w = W::new(kind::OP, data.len());
-                w.u64(*seq);
-                w.0.extend_from_slice(data);
-                w.0
-            }
+            } => frame(
+                kind::STATE_HEADER,
+                (round, version, digest, len, chunks, applied),
+                &[],
+            ),
+            Msg::Chunk { round, index, data } => frame(kind::CHUNK, (round, index), data),
+            Msg::Op { seq, data } => frame(kind::OP, seq, data),
             Msg::Trouble {
                 members,
                 attempt,
                 stage,
-            } => {
-                let mut w = W::new(kind::TROUBLE, 0);
-                w.u64(*members);
-                w.u32(*attempt);
-                w.u8(*stage);
-                w.0
-            }
-            Msg::Verify { members, check } => {
-                let mut w = W::new(kind::VERIFY, 0);
-                w.u64(*members);
-                w.u64(*check);
-                w.0
-            }
+            } => frame(kind::TROUBLE, (members, attempt, stage), &[]),
+            Msg::Verify { members, check } => frame(kind::VERIFY, (members, check), &[]),
             Msg::Digest {
                 members,
                 issuer,
                 check,
                 version,
                 digest,
-            } => {
-                let mut w = W::new(kind::DIGEST, 0);
-                w.u64(*members);
-                w.member(*issuer);
-                w.u64(*check);
-                w.u64(*version);
-                w.u64(*digest);
-                w.0
-            }
+            } => frame(kind::DIGEST, (members, issuer, check, version, digest), &[]),
         }
     }
 
@@ -329,19 +358,14 @@ impl Msg {
         if data[1] == 0 || data[2] != LITTLE_ENDIAN {
             return Err(DecodeError::Malformed);
         }
-        let mut r = R(&data[4..]);
+        let mut r = Reader(&data[4..]);
         let msg = match data[3] {
             kind::START => {
-                let members = r.u64()?;
-                let round = r.round()?;
-                r.end()?;
+                let (members, round) = r.last()?;
                 Msg::Start { members, round }
             }
             kind::SUMMARY => {
-                let round = r.round()?;
-                let version = r.u64()?;
-                let digest = r.u64()?;
-                r.end()?;
+                let (round, version, digest) = r.last()?;
                 Msg::Summary {
                     round,
                     version,
@@ -349,29 +373,7 @@ impl Msg {
                 }
             }
             kind::STATE_HEADER => {
-                let round = r.round()?;
-                let version = r.u64()?;
-                let digest = r.u64()?;
-                let len = r.u64()?;
-                let chunks = r.u32()?;
-                let n = r.u32()? as usize;
-                if n > r.0.len() / 12 {
-                    return Err(DecodeError::Malformed);
-                }
-                let mut applied = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let m = r.member()?;
-                    let k = r.u32()? as usize;
-                    if k > r.0.len() / 16 {
-                        return Err(DecodeError::Malformed);
-                    }
-                    let mut ranges = Vec::with_capacity(k);
-                    for _ in 0..k {
-                        ranges.push((r.u64()?, r.u64()?));
-                    }
-                    applied.push((m, ranges));
-                }
-                r.end()?;
+                let (round, version, digest, len, chunks, applied) = r.last()?;
                 Msg::StateHeader {
                     round,
                     version,
@@ -382,26 +384,17 @@ impl Msg {
                 }
             }
             kind::CHUNK => {
-                let round = r.round()?;
-                let index = r.u32()?;
-                Msg::Chunk {
-                    round,
-                    index,
-                    data: r.rest(),
-                }
+                let (round, index) = r.get()?;
+                let data = r.rest();
+                Msg::Chunk { round, index, data }
             }
             kind::OP => {
-                let seq = r.u64()?;
-                Msg::Op {
-                    seq,
-                    data: r.rest(),
-                }
+                let seq = r.get()?;
+                let data = r.rest();
+                Msg::Op { seq, data }
             }
             kind::TROUBLE => {
-                let members = r.u64()?;
-                let attempt = r.u32()?;
-                let stage = r.u8()?;
-                r.end()?;
+                let (members, attempt, stage) = r.last()?;
                 Msg::Trouble {
                     members,
                     attempt,
@@ -409,18 +402,11 @@ impl Msg {
                 }
             }
             kind::VERIFY => {
-                let members = r.u64()?;
-                let check = r.u64()?;
-                r.end()?;
+                let (members, check) = r.last()?;
                 Msg::Verify { members, check }
             }
             kind::DIGEST => {
-                let members = r.u64()?;
-                let issuer = r.member()?;
-                let check = r.u64()?;
-                let version = r.u64()?;
-                let digest = r.u64()?;
-                r.end()?;
+                let (members, issuer, check, version, digest) = r.last()?;
                 Msg::Digest {
                     members,
                     issuer,
@@ -433,6 +419,14 @@ impl Msg {
         };
         Ok(msg)
     }
+}
+
+/// The sequence number of an encoded [`Msg::Op`]; `None` for every other kind.
+pub(crate) fn op_seq(bytes: &[u8]) -> Option<u64> {
+    if bytes.get(3) != Some(&kind::OP) {
+        return None;
+    }
+    Reader(&bytes[4..]).get().ok()
 }
 
 /// FNV-1a over the sorted member list: the same on every member, every platform.
@@ -475,9 +469,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_kind_round_trips() {
-        let msgs = [
+    /// One message of every kind, with every field set to a distinct value.
+    fn every_kind() -> Vec<Msg> {
+        vec![
             Msg::Start {
                 members: 9,
                 round: round(),
@@ -520,10 +514,80 @@ mod tests {
                 version: 3,
                 digest: 4,
             },
-        ];
-        for m in msgs {
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        for m in every_kind() {
             assert_eq!(Msg::decode(&m.encode()), Ok(m));
         }
+    }
+
+    /// The exact bytes of every kind, so that a change of the code cannot change the
+    /// format unnoticed (peers of another build must keep reading each other).
+    #[test]
+    fn every_kind_keeps_its_exact_bytes() {
+        let golden = [
+            "52010101090000000000000001000000020000000300000000000000040000000000000005000000",
+            "520101020100000002000000030000000000000004000000000000000500000007000000000000000\
+             800000000000000",
+            "520101030100000002000000030000000000000004000000000000000500000001000000000000000\
+             200000000000000030000000000000004000000010000000500000006000000020000000100000000\
+             000000030000000000000005000000000000000700000000000000",
+            "520101040100000002000000030000000000000004000000000000000500000003000000010203",
+            "520101052a0000000000000073657420782031",
+            "5201010601000000000000000200000001",
+            "5201010701000000000000000200000000000000",
+            "520101080100000000000000010000000100000002000000000000000300000000000000040000000\
+             0000000",
+        ];
+        for (m, want) in every_kind().iter().zip(golden) {
+            let hex: String = m.encode().iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(hex, want, "{m:?}");
+        }
+    }
+
+    #[test]
+    fn cut_padded_or_overcounted_messages_are_malformed() {
+        for m in every_kind() {
+            let b = m.encode();
+            // Chunks and operations end in their data, of any length.
+            let tail = match &m {
+                Msg::Chunk { data, .. } | Msg::Op { data, .. } => Some(data.len()),
+                _ => None,
+            };
+            for cut in 0..b.len() - tail.unwrap_or(0) {
+                assert!(Msg::decode(&b[..cut]).is_err(), "{m:?} cut to {cut}");
+            }
+            if tail.is_none() {
+                let mut padded = b.clone();
+                padded.push(0);
+                assert_eq!(Msg::decode(&padded), Err(DecodeError::Malformed), "{m:?}");
+            }
+        }
+        // A count of entries that the remaining bytes cannot hold is refused before
+        // anything is allocated for it.
+        let header = every_kind().swap_remove(2);
+        let mut b = header.encode();
+        b[60..64].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Msg::decode(&b), Err(DecodeError::Malformed));
+        let mut b = header.encode();
+        b[72..76].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Msg::decode(&b), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn only_an_operation_has_an_op_seq() {
+        for m in every_kind() {
+            let want = match m {
+                Msg::Op { seq, .. } => Some(seq),
+                _ => None,
+            };
+            assert_eq!(op_seq(&m.encode()), want, "{m:?}");
+        }
+        assert_eq!(op_seq(&[b'R', PROTOCOL_VERSION, 1, kind::OP, 1, 2]), None);
+        assert_eq!(op_seq(&[]), None);
     }
 
     #[test]

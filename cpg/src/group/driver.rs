@@ -1,0 +1,525 @@
+//! What the blocking and the tokio drivers share: the [`Machine`] with the
+//! application's side of it (events, the latest view, the end, the receipts of
+//! confirmed sends), the client calls, and the pump that turns the machine's effects
+//! into libcpg calls. A driver adds only its I/O: how it connects and leaves, how it
+//! waits for events, and how its two sides wake each other ([`Side`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::connection::ConnectionRef;
+use crate::error::{CsError, Error, Operation};
+use crate::types::{ListedMember, Member, Reason, RingId};
+
+use super::machine::Machine;
+use super::types::{Config, Effect, Event, GroupError, Position, SendId, Stats, StopReason};
+use super::view::View;
+
+/// Where the outcome of one confirmed send goes.
+pub(super) trait Resolve: Send {
+    /// Hands over the outcome (once: the receipt is consumed).
+    fn resolve(self, outcome: Result<Position, GroupError>);
+}
+
+/// How a driver's two sides, the client calls and the driver's loop, wake each other.
+pub(super) trait Side: Send + Sync + Sized {
+    /// A confirmed send's receipt.
+    type Receipt: Resolve;
+    /// Kept under the lock beside the machine: who waits (the tokio driver's wakers).
+    type Waiting: Default + Send;
+    /// Whom to wake once the lock is released.
+    type Wake: Default;
+
+    /// The application's side changed (events routed, the first connection's outcome,
+    /// the end): takes whom to wake, with the lock held.
+    fn app_changed(&self, waiting: &mut Self::Waiting) -> Self::Wake;
+
+    /// Wakes what [`app_changed`](Side::app_changed) took, with the lock released.
+    fn wake(wake: Self::Wake);
+
+    /// Tells the driver's loop that a client changed the machine (called without the
+    /// lock).
+    fn poke(shared: &Shared<Self>);
+}
+
+/// The machine and what the application reads of it, behind the driver's lock.
+pub(super) struct Core<S: Side> {
+    pub(super) machine: Machine,
+    /// Confirmed sends waiting for their outcome.
+    receipts: HashMap<SendId, S::Receipt>,
+    /// Events for the application, in order.
+    events: VecDeque<Event>,
+    /// The last event ([`Event::Left`] or [`Event::Stopped`]) once the machine ended.
+    end: Option<Event>,
+    /// The latest view (also kept while reconnecting, unlike the machine's).
+    view: Option<View>,
+    /// The first connection's outcome, until `start` takes it.
+    started: Option<Result<(), Error>>,
+    /// The driver's own bookkeeping of who waits.
+    pub(super) waiting: S::Waiting,
+}
+
+impl<S: Side> Core<S> {
+    /// Moves the machine's events to the application's queue, resolving receipts;
+    /// whether there were any.
+    fn route(&mut self) -> bool {
+        let mut any = false;
+        while let Some(event) = self.machine.poll_event() {
+            any = true;
+            match &event {
+                Event::Confirmed { id, position } => {
+                    if let Some(r) = self.receipts.remove(id) {
+                        r.resolve(Ok(*position));
+                    }
+                }
+                Event::NotSent { id, error } => {
+                    if let Some(r) = self.receipts.remove(id) {
+                        r.resolve(Err(error.clone()));
+                    }
+                }
+                Event::View(v) => self.view = Some(v.clone()),
+                Event::Left | Event::Stopped(_) => self.end = Some(event.clone()),
+                _ => {}
+            }
+            self.events.push_back(event);
+        }
+        if self.machine.is_ended() {
+            // Receipts of messages the machine never heard of cannot exist; any left
+            // are resolved as closed so that no waiter hangs.
+            self.close_receipts();
+        }
+        any
+    }
+
+    fn close_receipts(&mut self) {
+        for (_, r) in self.receipts.drain() {
+            r.resolve(Err(GroupError::Closed));
+        }
+    }
+
+    /// For `next_event`: `Some(Some(event))`, `Some(None)` once the last event has
+    /// been read, `None` while there is nothing yet.
+    pub(super) fn take_event(&mut self) -> Option<Option<Event>> {
+        match self.events.pop_front() {
+            Some(e) => Some(Some(e)),
+            None => self.end.as_ref().map(|_| None),
+        }
+    }
+
+    /// For `wait_view`: `Some(Some(view))` once the latest view passes `check`,
+    /// `Some(None)` once the layer ended, `None` while neither.
+    pub(super) fn view_if(&self, check: impl FnOnce(&View) -> bool) -> Option<Option<View>> {
+        match self.view.as_ref().filter(|v| check(v)) {
+            Some(v) => Some(Some(v.clone())),
+            None => self.end.as_ref().map(|_| None),
+        }
+    }
+
+    /// For `leave`: the outcome once the layer ended (`Ok` if by leaving).
+    pub(super) fn left(&self) -> Option<Result<(), GroupError>> {
+        match &self.end {
+            Some(Event::Left) => Some(Ok(())),
+            Some(_) => Some(Err(GroupError::Closed)),
+            None => None,
+        }
+    }
+
+    /// For `start`: the first connection's outcome, once.
+    pub(super) fn take_started(&mut self) -> Option<Result<(), Error>> {
+        self.started.take()
+    }
+
+    /// A message delivered by the daemon.
+    pub(super) fn deliver(&mut self, from: Member, data: &[u8]) {
+        self.machine.handle_deliver(Instant::now(), from, data);
+    }
+
+    /// A configuration change of the group, as libcpg lists it.
+    pub(super) fn confchg(
+        &mut self,
+        members: &[ListedMember],
+        left: &[ListedMember],
+        joined: &[ListedMember],
+    ) {
+        let members: Vec<Member> = members.iter().map(ListedMember::member).collect();
+        let pairs = |list: &[ListedMember]| -> Vec<(Member, Reason)> {
+            list.iter().map(|a| (a.member(), a.reason())).collect()
+        };
+        self.machine
+            .handle_confchg(Instant::now(), &members, &pairs(left), &pairs(joined));
+    }
+
+    /// A totem (node membership) change.
+    pub(super) fn totem(&mut self, ring: RingId, nodes: &[u32]) {
+        self.machine.handle_totem(Instant::now(), ring, nodes);
+    }
+
+    /// Reading events failed. A lost daemon: reconnect with a new handle. Anything
+    /// else (for example a dispatch refused on too small a stack) would fail the same
+    /// way on a new handle: stop, with the reason.
+    pub(super) fn dispatch_failed(&mut self, error: Error) {
+        if error.is_daemon_lost() {
+            self.machine.handle_daemon_lost(Instant::now(), error);
+        } else {
+            self.machine.handle_failure(Instant::now(), error);
+        }
+    }
+}
+
+/// What the client calls and the driver's loop share.
+pub(super) struct Shared<S: Side> {
+    core: Mutex<Core<S>>,
+    /// Set when the group is dropped: the driver's loop ends.
+    stop: AtomicBool,
+    /// The driver's way of waking.
+    pub(super) side: S,
+}
+
+impl<S: Side> std::fmt::Debug for Shared<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl<S: Side> Shared<S> {
+    /// A machine for this process with `config`, not started yet.
+    pub(super) fn new(config: Config, side: S) -> Self {
+        Shared {
+            core: Mutex::new(Core {
+                machine: Machine::new(config, std::process::id(), nonce_seed()),
+                receipts: HashMap::new(),
+                events: VecDeque::new(),
+                end: None,
+                view: None,
+                started: None,
+                waiting: S::Waiting::default(),
+            }),
+            stop: AtomicBool::new(false),
+            side,
+        }
+    }
+
+    /// The lock (a panic while holding it leaves the state consistent: poison is
+    /// ignored).
+    pub(super) fn lock(&self) -> MutexGuard<'_, Core<S>> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the group was dropped.
+    pub(super) fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// The group was dropped: tells the driver's loop to end.
+    pub(super) fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        S::poke(self);
+    }
+
+    /// Queues `payload`, confirmed when a receipt is given (registered under the same
+    /// lock, so it cannot miss its outcome).
+    pub(super) fn send(
+        &self,
+        payload: Vec<u8>,
+        receipt: Option<S::Receipt>,
+    ) -> Result<SendId, GroupError> {
+        let mut core = self.lock();
+        let id = core.machine.send(payload, receipt.is_some())?;
+        if let Some(r) = receipt {
+            core.receipts.insert(id, r);
+        }
+        drop(core);
+        S::poke(self);
+        Ok(id)
+    }
+
+    /// Asks the machine to leave once the queue is sent.
+    pub(super) fn leave(&self) {
+        let wake = {
+            let mut core = self.lock();
+            core.machine.leave(Instant::now());
+            self.routed(&mut core)
+        };
+        S::wake(wake);
+        S::poke(self);
+    }
+
+    /// The latest view (kept while reconnecting).
+    pub(super) fn view(&self) -> Option<View> {
+        self.lock().view.clone()
+    }
+
+    /// Whether this process leads the machine's current view.
+    pub(super) fn is_leader(&self) -> bool {
+        self.lock().machine.view().is_some_and(View::is_leader)
+    }
+
+    /// This process as the daemon reports it, once known.
+    pub(super) fn me(&self) -> Option<Member> {
+        self.lock().machine.me()
+    }
+
+    /// The machine's counters.
+    pub(super) fn stats(&self) -> Stats {
+        self.lock().machine.stats()
+    }
+
+    /// The last event, once the layer ended.
+    pub(super) fn end(&self) -> Option<Event> {
+        self.lock().end.clone()
+    }
+
+    /// Routes the machine's events and takes whom to wake (with the lock held).
+    fn routed(&self, core: &mut Core<S>) -> S::Wake {
+        if core.route() || core.end.is_some() {
+            self.side.app_changed(&mut core.waiting)
+        } else {
+            S::Wake::default()
+        }
+    }
+
+    /// Routes the machine's events and wakes whoever waits for them.
+    fn route(&self) {
+        let wake = self.routed(&mut self.lock());
+        S::wake(wake);
+    }
+
+    /// The driver's loop ended: routes the last events and, if the group was dropped
+    /// without leaving, ends the queue for anyone still waiting.
+    fn finish(&self) {
+        let wake = {
+            let mut core = self.lock();
+            core.route();
+            if core.end.is_none() {
+                core.end = Some(Event::Stopped(StopReason::Failed(lost(
+                    Operation::Finalize,
+                ))));
+                core.close_receipts();
+            }
+            self.side.app_changed(&mut core.waiting)
+        };
+        S::wake(wake);
+    }
+}
+
+/// The calls that read the layer's state, word for word the same on
+/// [`Group`](super::Group) and [`AsyncGroup`](super::AsyncGroup): expanded in each
+/// one's `impl`, over its field `shared`.
+macro_rules! state_calls {
+    () => {
+        /// The latest view (kept while reconnecting; `None` before the first).
+        pub fn view(&self) -> Option<$crate::group::View> {
+            self.shared.view()
+        }
+
+        /// Whether this process leads the current view; false while disconnected (the
+        /// view kept by [`view`](Self::view) is then the last one before the loss).
+        pub fn is_leader(&self) -> bool {
+            self.shared.is_leader()
+        }
+
+        /// This process as the daemon reports it, once known.
+        pub fn me(&self) -> Option<$crate::Member> {
+            self.shared.me()
+        }
+
+        /// The counters.
+        pub fn stats(&self) -> $crate::group::Stats {
+            self.shared.stats()
+        }
+
+        /// Why the layer stopped, once it has ([`Event::Left`] or [`Event::Stopped`]).
+        pub fn end(&self) -> Option<$crate::group::Event> {
+            self.shared.end()
+        }
+    };
+}
+pub(super) use state_calls;
+
+/// A connection the pump sends on: [`crate::Handle`] or [`crate::AsyncHandle`].
+pub(super) trait Link {
+    /// Its synchronous calls.
+    fn link(&self) -> &ConnectionRef;
+}
+
+impl Link for crate::Handle {
+    fn link(&self) -> &ConnectionRef {
+        self
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Link for crate::AsyncHandle {
+    fn link(&self) -> &ConnectionRef {
+        self.connection()
+    }
+}
+
+/// How many sends the pump makes in a row.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pace {
+    /// Sends before the pump returns [`Pumped::Busy`], so that the driver reads events
+    /// (or yields) in between.
+    pub(super) batch: usize,
+    /// Sends between two routings of the machine's events (confirmations) meanwhile.
+    pub(super) route_every: usize,
+}
+
+/// Where [`Pump::next`] stopped.
+#[derive(Debug)]
+pub(super) enum Pumped {
+    /// Connect and report it with [`Pump::connected`] (the old connection is closed).
+    Connect,
+    /// Leave the group and report it with [`Pump::left`].
+    Leave,
+    /// A batch of sends went out: read events (or yield), then pump again.
+    Busy,
+    /// Nothing to do until an event, a client's poke, or this time.
+    Idle(Option<Instant>),
+    /// The machine ended, or the group was dropped: end the loop, then
+    /// [`Pump::finish`].
+    Stop,
+}
+
+/// The driver's side of the machine: its connection, and the effects it carries out.
+pub(super) struct Pump<C> {
+    /// The connection, while there is one.
+    pub(super) conn: Option<C>,
+    /// The encoded message of the current [`Effect::Send`].
+    buf: Vec<u8>,
+    /// Sends in the current batch.
+    sends: usize,
+    /// No connection has been made yet.
+    first: bool,
+    pace: Pace,
+}
+
+impl<C: Link> Pump<C> {
+    /// Starts the machine (its first effect is [`Effect::Connect`]).
+    pub(super) fn start<S: Side>(shared: &Shared<S>, pace: Pace) -> Self {
+        shared.lock().machine.start(Instant::now());
+        Pump {
+            conn: None,
+            buf: Vec::new(),
+            sends: 0,
+            first: true,
+            pace,
+        }
+    }
+
+    /// Carries out the machine's effects (sends, closes) until one needs the driver,
+    /// the batch is full, or nothing is left; routes the events on the way.
+    pub(super) fn next<S: Side>(&mut self, shared: &Shared<S>) -> Pumped {
+        loop {
+            let now = Instant::now();
+            let effect = {
+                let mut core = shared.lock();
+                core.machine.handle_timeout(now);
+                core.machine.poll_effect(now, &mut self.buf)
+            };
+            match effect {
+                None => return self.settle(shared, false),
+                Some(Effect::Connect) => {
+                    self.conn = None;
+                    return Pumped::Connect;
+                }
+                Some(Effect::Leave) => return Pumped::Leave,
+                Some(Effect::Close) => self.conn = None,
+                Some(Effect::Send(_)) => {
+                    let result = match &self.conn {
+                        Some(c) => c.link().send(&self.buf),
+                        None => Err(lost(Operation::Send)),
+                    };
+                    self.sends += 1;
+                    let wake = {
+                        let mut core = shared.lock();
+                        core.machine.handle_send_result(Instant::now(), result);
+                        (self.sends % self.pace.route_every == 0).then(|| shared.routed(&mut core))
+                    };
+                    if let Some(wake) = wake {
+                        S::wake(wake);
+                    }
+                    if self.sends >= self.pace.batch {
+                        return self.settle(shared, true);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The end of a batch: routes, then says whether to go on.
+    fn settle<S: Side>(&mut self, shared: &Shared<S>, busy: bool) -> Pumped {
+        self.sends = 0;
+        shared.route();
+        let core = shared.lock();
+        if core.machine.is_ended() || shared.stopping() {
+            Pumped::Stop
+        } else if busy {
+            Pumped::Busy
+        } else {
+            Pumped::Idle(core.machine.poll_timeout())
+        }
+    }
+
+    /// Reports a connection attempt (a connection and the local node id). `false` if
+    /// it was the first and it failed: the driver then ends, and `start` returns the
+    /// error.
+    pub(super) fn connected<S: Side>(
+        &mut self,
+        shared: &Shared<S>,
+        result: Result<(C, u32), Error>,
+    ) -> bool {
+        let result = result.map(|(conn, nodeid)| {
+            self.conn = Some(conn);
+            nodeid
+        });
+        if std::mem::take(&mut self.first) {
+            // The first connection decides what `start` returns.
+            let wake = {
+                let mut core = shared.lock();
+                core.started = Some(result.as_ref().map(drop).map_err(Error::clone));
+                shared.side.app_changed(&mut core.waiting)
+            };
+            S::wake(wake);
+            if result.is_err() {
+                return false;
+            }
+        }
+        shared
+            .lock()
+            .machine
+            .handle_connected(Instant::now(), result);
+        true
+    }
+
+    /// Reports the outcome of a leave.
+    pub(super) fn left<S: Side>(&mut self, shared: &Shared<S>, result: Result<(), Error>) {
+        shared
+            .lock()
+            .machine
+            .handle_leave_result(Instant::now(), result);
+    }
+
+    /// Closes the connection, then routes the last events and ends the queue.
+    pub(super) fn finish<S: Side>(self, shared: &Shared<S>) {
+        drop(self.conn);
+        shared.finish();
+    }
+}
+
+/// A random seed for the wire header's nonces (the standard library's hash keys are
+/// random per process and per `RandomState`).
+fn nonce_seed() -> u64 {
+    std::collections::hash_map::RandomState::new().hash_one((std::process::id(), Instant::now()))
+}
+
+/// The error of a call made without a connection: the daemon is lost.
+pub(super) fn lost(op: Operation) -> Error {
+    Error::Cs {
+        op,
+        code: CsError::Library,
+    }
+}
