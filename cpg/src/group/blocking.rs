@@ -15,7 +15,7 @@ use crate::handle::Handle;
 use crate::name::GroupName;
 use crate::retry::{retry, Backoff};
 
-use super::driver::{lost, state_calls, Core, Pace, Pump, Pumped, Resolve, Shared, Side};
+use super::driver::{lost, state_calls, Core, Finish, Pace, Pump, Pumped, Resolve, Shared, Side};
 use super::types::{Config, Event, GroupError, OnDisconnect, OnEviction, Position, SendId};
 use super::view::View;
 
@@ -237,14 +237,10 @@ impl Group {
                 .spawn(move || run(&shared, name, wake_rx))
                 .map_err(|e| GroupError::Connect(os_error(e, Operation::Poll)))?
         };
+        // The driver ends the queue however it ends (see `Finish`), so this returns.
         let started = loop {
             if let Some(r) = wait_for(&shared, Duration::from_millis(100), Core::take_started) {
-                break r.map_err(GroupError::Connect);
-            }
-            if thread.is_finished() {
-                // Ended without a word (it panicked), unless the word came just now.
-                let r = shared.lock().take_started();
-                break r.map_or(Err(GroupError::Closed), |r| r.map_err(GroupError::Connect));
+                break r;
             }
         };
         match started {
@@ -370,6 +366,7 @@ fn wait(handle: Option<&Handle>, wake: &UnixStream, timeout: Duration) -> (bool,
 /// The dispatch thread: the pump's effects, then a wait for the handle's descriptor,
 /// a client's wake-up or the machine's next timer.
 fn run(shared: &Arc<Shared<Wakeup>>, name: GroupName, mut wake_rx: UnixStream) {
+    let _finish = Finish(shared);
     let mut pump = Pump::start(shared, PACE);
     loop {
         let timeout = match pump.next(shared) {
@@ -415,5 +412,4 @@ fn run(shared: &Arc<Shared<Wakeup>>, name: GroupName, mut wake_rx: UnixStream) {
             }
         }
     }
-    pump.finish(shared);
 }

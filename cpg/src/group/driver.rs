@@ -127,9 +127,13 @@ impl<S: Side> Core<S> {
         }
     }
 
-    /// For `start`: the first connection's outcome, once.
-    pub(super) fn take_started(&mut self) -> Option<Result<(), Error>> {
-        self.started.take()
+    /// For `start`: the first connection's outcome, once; [`GroupError::Closed`] if the
+    /// driver ended without one (it panicked, or its runtime shut down).
+    pub(super) fn take_started(&mut self) -> Option<Result<(), GroupError>> {
+        match self.started.take() {
+            Some(r) => Some(r.map_err(GroupError::Connect)),
+            None => self.end.is_some().then_some(Err(GroupError::Closed)),
+        }
     }
 
     /// A message delivered by the daemon.
@@ -227,6 +231,11 @@ impl<S: Side> Shared<S> {
         receipt: Option<S::Receipt>,
     ) -> Result<SendId, GroupError> {
         let mut core = self.lock();
+        // Ended without the machine knowing (see `finish`): nobody would send it, nor
+        // resolve its receipt.
+        if core.end.is_some() {
+            return Err(GroupError::Closed);
+        }
         let id = core.machine.send(payload, receipt.is_some())?;
         if let Some(r) = receipt {
             core.receipts.insert(id, r);
@@ -287,16 +296,17 @@ impl<S: Side> Shared<S> {
         S::wake(wake);
     }
 
-    /// The driver's loop ended: routes the last events and, if the group was dropped
-    /// without leaving, ends the queue for anyone still waiting.
+    /// The driver's loop ended: routes the last events and, if the machine did not end
+    /// (the group was dropped, or the driver panicked or lost its runtime), ends the
+    /// queue with [`Event::Stopped`] for anyone still reading.
     fn finish(&self) {
         let wake = {
             let mut core = self.lock();
             core.route();
             if core.end.is_none() {
-                core.end = Some(Event::Stopped(StopReason::Failed(lost(
-                    Operation::Finalize,
-                ))));
+                let end = Event::Stopped(StopReason::Failed(lost(Operation::Finalize)));
+                core.events.push_back(end.clone());
+                core.end = Some(end);
                 core.close_receipts();
             }
             self.side.app_changed(&mut core.waiting)
@@ -380,7 +390,7 @@ pub(super) enum Pumped {
     /// Nothing to do until an event, a client's poke, or this time.
     Idle(Option<Instant>),
     /// The machine ended, or the group was dropped: end the loop, then
-    /// [`Pump::finish`].
+    /// [`Finish`].
     Stop,
 }
 
@@ -502,11 +512,17 @@ impl<C: Link> Pump<C> {
             .machine
             .handle_leave_result(Instant::now(), result);
     }
+}
 
-    /// Closes the connection, then routes the last events and ends the queue.
-    pub(super) fn finish<S: Side>(self, shared: &Shared<S>) {
-        drop(self.conn);
-        shared.finish();
+/// Ends the group's queue when dropped (declare it before the [`Pump`], so that the
+/// connection closes first): after the driver's loop, and also when the driver
+/// panicked or its task was dropped with its runtime, so that nobody waits forever for
+/// an event, a confirmation or the first connection.
+pub(super) struct Finish<'a, S: Side>(pub(super) &'a Shared<S>);
+
+impl<S: Side> Drop for Finish<'_, S> {
+    fn drop(&mut self) {
+        self.0.finish();
     }
 }
 

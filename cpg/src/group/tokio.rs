@@ -16,7 +16,7 @@ use crate::types::Member;
 use crate::Options;
 
 use super::blocking::GroupBuilder;
-use super::driver::{lost, state_calls, Core, Pace, Pump, Pumped, Resolve, Shared, Side};
+use super::driver::{lost, state_calls, Core, Finish, Pace, Pump, Pumped, Resolve, Shared, Side};
 use super::types::{Event, GroupError, Position, SendId};
 use super::view::View;
 
@@ -197,9 +197,7 @@ impl GroupBuilder {
     pub async fn start_async(self) -> Result<AsyncGroup, GroupError> {
         let shared = Arc::new(Shared::new(self.config, Tasks));
         ::tokio::spawn(drive(Arc::clone(&shared), self.name));
-        wait_for(&shared, Core::take_started)
-            .await
-            .map_err(GroupError::Connect)?;
+        wait_for(&shared, Core::take_started).await?;
         Ok(AsyncGroup { shared })
     }
 }
@@ -293,6 +291,7 @@ fn feed(core: &mut Core<Tasks>, event: CpgEvent) {
 /// The driver task: the pump's effects, then a wait for the handle's stream, a
 /// client's poke or the machine's next timer.
 async fn drive(shared: Arc<Shared<Tasks>>, name: GroupName) {
+    let _finish = Finish(&shared);
     let mut pump = Pump::start(&shared, PACE);
     loop {
         let due = match pump.next(&shared) {
@@ -347,5 +346,4 @@ async fn drive(shared: Arc<Shared<Tasks>>, name: GroupName) {
             Woke::Poked | Woke::Timer => {}
         }
     }
-    pump.finish(&shared);
 }

@@ -234,11 +234,28 @@ impl<A> Drop for AsyncReplica<A> {
 }
 
 /// The driver task: group events into the machine, the machine's sends out.
+/// Ends the replica when the driver task ends, however it ends: also when it is
+/// dropped with its runtime, or panics, so that no ticket or waiter waits forever.
+struct EndOnDrop<'a, A: Replicated>(&'a Shared<A>);
+
+impl<A: Replicated> Drop for EndOnDrop<'_, A> {
+    fn drop(&mut self) {
+        {
+            let mut inner = self.0.lock();
+            if !inner.ended {
+                inner.end();
+            }
+        }
+        self.0.wake_all();
+    }
+}
+
 async fn drive<A: Replicated + Send + 'static>(
     shared: Arc<Shared<A>>,
     name: GroupName,
     config: group::Config,
 ) {
+    let _end = EndOnDrop(&shared);
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             let group = shared.lock().group.take();
