@@ -6,24 +6,15 @@
 //! Each test owns the process-wide state it measures, so the tests of this file run
 //! one at a time ([`serial`]).
 
-mod common;
+mod support;
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::big_stack;
 use cpg::{Error, Handle, MAX_LIVE_BUFFERS};
-
-struct NoCallbacks;
-impl cpg::Callbacks for NoCallbacks {}
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use support::{big_stack, serial, unique_group, NoCallbacks};
 
 /// Set in the child process that runs the handle-table stress.
 const STRESS_CHILD: &str = "CPG_TEST_HANDLE_TABLE_STRESS";
@@ -104,7 +95,7 @@ fn handles_of_many_threads_create_iterate_and_drop_without_errors() {
     let member = big_stack(move || {
         node.enter(|| {
             let h = Handle::new(NoCallbacks).unwrap();
-            h.join(&common::unique_group("stress-members")).unwrap();
+            h.join(&unique_group("stress-members")).unwrap();
             h
         })
     });
@@ -224,7 +215,7 @@ fn an_async_handle_polled_on_a_small_worker_gets_a_typed_error_and_stays_open() 
             .build()
             .unwrap();
         rt.block_on(async move {
-            let group = common::unique_group("async-small-stack");
+            let group = unique_group("async-small-stack");
             let mut h = node.enter(cpg::AsyncHandle::new).unwrap();
             h.join(&group).await.unwrap();
             h.send(b"waiting").await.unwrap();
@@ -242,7 +233,7 @@ fn an_async_handle_polled_on_a_small_worker_gets_a_typed_error_and_stays_open() 
             // Polled here (block_on's own big stack): the events arrive, nothing lost.
             let mut got = Vec::new();
             while got.is_empty() {
-                let event = tokio::time::timeout(common::WAIT, h.next_event())
+                let event = tokio::time::timeout(support::WAIT, h.next_event())
                     .await
                     .expect("an event")
                     .expect("stream open")
