@@ -1,17 +1,22 @@
 //! The one support module of the daemon-backed integration tests: one bound for every
 //! wait ([`WAIT`]), one way to get a stack that `cpg_dispatch` fits on ([`big_stack`]),
-//! one way to name a group ([`unique_group`]), one lock for tests that must run alone
-//! ([`serial`]), and, by concept:
+//! one way to name a group ([`unique_group`]), the daemons the tests of one binary
+//! share, and, by concept:
 //!
 //! - [`log`]: what a member observed, recorded in order, with bounded waits on it;
+//! - [`event`]: the one event type a handle's callbacks record;
+//! - [`peer`]: a handle on a node whose callbacks record events: pumped by the test,
+//!   or dispatched by a thread of its own;
+//! - [`message`]: the self-checking message the multi-node tests send;
+//! - [`cluster`]: multi-node scenarios and the checks on what every member delivered;
 //! - [`child`]: other members of a group as child processes on the same node;
 //! - [`stream`]: the async handle's tests (feature `tokio`);
 //! - [`group`], [`replica`]: members of the group and replica layers on a cluster.
 //!
 //! Corosync identifies a group member by (node id, pid), so one process cannot have
 //! two handles in the same group on the same node (the second join gets
-//! `CS_ERR_EXIST`). Tests that need two members in one process start child processes
-//! ([`child`]).
+//! `CS_ERR_EXIST`). Tests that need two members in one process put them on two nodes
+//! ([`shared_cluster`]) or start child processes ([`child`]).
 //!
 //! Every file under `tests/` is a crate of its own that declares `mod support;` and
 //! uses the part it needs; the rest is dead code in that crate. Hence this one `allow`
@@ -19,17 +24,22 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod cluster;
+pub mod event;
 pub mod group;
 pub mod log;
+pub mod message;
+pub mod peer;
 pub mod replica;
 #[cfg(feature = "tokio")]
 pub mod stream;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use cpg::GroupName;
+use cpg_testkit::Cluster;
 
 /// Bound for every wait on something the daemon does (a membership change, a
 /// delivery, a reconnect): token (1 s), consensus (1.2 s), sync and the scheduling of
@@ -59,12 +69,25 @@ pub fn unique_group(tag: &str) -> GroupName {
     GroupName::new(format!("{tag}-{}-{n}", std::process::id())).expect("group name")
 }
 
+/// A two-node cluster shared by the tests of this test binary (torn down by the
+/// harness's watchdog when the process exits). The single-node daemon they may share
+/// instead is [`cpg_testkit::shared`].
+pub fn shared_cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| Cluster::start(2))
+}
+
 /// Serializes the tests of one test binary that take it: those that measure the whole
 /// process (its mappings, memory, descriptors, umask) or need the machine's 2 cores
 /// for one cluster at a time. A failed test does not poison the rest.
 pub fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// This process's pid, as the daemon lists it.
+pub fn pid() -> u32 {
+    std::process::id()
 }
 
 /// Callbacks that do nothing.
