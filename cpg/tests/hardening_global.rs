@@ -143,7 +143,7 @@ fn umask() -> libc::mode_t {
 }
 
 #[test]
-fn zero_copy_allocation_keeps_the_umask_and_stops_at_the_cap() {
+fn concurrent_zero_copy_allocations_keep_the_umask() {
     let _serial = serial();
     let node = cpg_testkit::shared();
     big_stack(move || {
@@ -166,7 +166,18 @@ fn zero_copy_allocation_keeps_the_umask_and_stops_at_the_cap() {
                 t.join().unwrap();
             }
             assert_eq!(umask(), 0o022, "umask after 6,000 concurrent allocations");
+            // SAFETY: restores the test process's umask.
+            unsafe { libc::umask(original) };
+        });
+    });
+}
 
+#[test]
+fn live_zero_copy_buffers_stop_at_a_cap_all_handles_share() {
+    let _serial = serial();
+    let node = cpg_testkit::shared();
+    big_stack(move || {
+        node.enter(|| {
             // The cap: MAX_LIVE_BUFFERS alive at once, then a typed refusal.
             let h = Handle::new(NoCallbacks).unwrap();
             let mut live = Vec::new();
@@ -195,8 +206,6 @@ fn zero_copy_allocation_keeps_the_umask_and_stops_at_the_cap() {
             drop(live);
             // The daemon is fine: a new connection still works.
             drop(Handle::new(NoCallbacks).expect("daemon still up"));
-            // SAFETY: restores the test process's umask.
-            unsafe { libc::umask(original) };
         });
     });
 }
@@ -248,7 +257,7 @@ fn an_async_handle_polled_on_a_small_worker_gets_a_typed_error_and_stays_open() 
 }
 
 #[test]
-fn handles_stop_at_the_cap_and_forgotten_buffers_come_back_with_their_handle() {
+fn handles_stop_at_the_cap() {
     let _serial = serial();
     let node = cpg_testkit::shared();
     big_stack(move || {
@@ -267,7 +276,16 @@ fn handles_stop_at_the_cap_and_forgotten_buffers_come_back_with_their_handle() {
             open.pop();
             open.push(Handle::new(NoCallbacks).expect("room after a close"));
             drop(open);
+        });
+    });
+}
 
+#[test]
+fn forgotten_buffers_hold_their_slots_until_their_handle_closes() {
+    let _serial = serial();
+    let node = cpg_testkit::shared();
+    big_stack(move || {
+        node.enter(|| {
             // Forgotten zero-copy buffers hold their slots until the handle goes.
             let h = Handle::new(NoCallbacks).unwrap();
             for _ in 0..MAX_LIVE_BUFFERS {
