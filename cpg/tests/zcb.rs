@@ -147,9 +147,9 @@ fn sends_one_byte_64k_and_max_size_byte_exact() {
 /// One buffer sent three times, rewritten in between and once only in part: every
 /// send delivers what the buffer held at that moment.
 #[test]
-fn one_buffer_sent_several_times() {
+fn a_buffer_sent_again_delivers_what_it_holds_at_each_send() {
     child::test_on_shared(receive_until_stdin_closes, |node| {
-        let test = "one_buffer_sent_several_times";
+        let test = "a_buffer_sent_again_delivers_what_it_holds_at_each_send";
         let group = unique_group("zcb-reuse");
         let mut receiver = Receiver::start(node, test, &group);
         let handle = sender(&group);
