@@ -1,7 +1,7 @@
 //! The one support module of the daemon-backed integration tests: one bound for every
 //! wait ([`WAIT`]), one way to get a stack that `cpg_dispatch` fits on ([`big_stack`]),
-//! one way to name a group ([`unique_group`]), the daemons the tests of one binary
-//! share, and, by concept:
+//! one way to name a group ([`unique_group`]), one lock for tests that must run alone
+//! ([`serial`]), the daemons the tests of one binary share, and, by concept:
 //!
 //! - [`log`]: what a member observed, recorded in order, with bounded waits on it;
 //! - [`event`]: the one event type a handle's callbacks record;
