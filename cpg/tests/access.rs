@@ -54,7 +54,7 @@ fn run_as_nobody(node: &Node) -> String {
             "--exact",
             "--nocapture",
             "--test-threads=1",
-            "an_unlisted_user_is_refused_with_a_hint_and_a_listed_one_works",
+            "an_unlisted_user_is_refused_with_a_hint_and_a_listed_one_sends_and_receives",
         ])
         .env(UNPRIVILEGED, "1")
         .stdin(Stdio::null())
@@ -74,7 +74,7 @@ fn run_as_nobody(node: &Node) -> String {
 }
 
 #[test]
-fn an_unlisted_user_is_refused_with_a_hint_and_a_listed_one_works() {
+fn an_unlisted_user_is_refused_with_a_hint_and_a_listed_one_sends_and_receives() {
     if std::env::var_os(UNPRIVILEGED).is_some() {
         as_nobody();
         return;

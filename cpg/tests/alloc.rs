@@ -2,13 +2,16 @@
 //! never copied by the binding. A counting global allocator counts every allocation
 //! made on the dispatching thread while messages are delivered.
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cpg::{GroupName, Handle};
+use cpg::Handle;
+use support::{big_stack, unique_group, WAIT};
 
 struct Counting;
 
@@ -54,47 +57,43 @@ static GLOBAL: Counting = Counting;
 fn delivering_messages_allocates_nothing() {
     const MESSAGES: usize = 2000;
     let node = cpg_testkit::shared();
-    let t = std::thread::Builder::new()
-        .stack_size(8 << 20)
-        .spawn(move || {
-            let delivered = Arc::new(AtomicUsize::new(0));
-            let bytes = Arc::new(AtomicUsize::new(0));
-            let (d, b) = (delivered.clone(), bytes.clone());
-            let handle = node.enter(|| {
-                Handle::builder()
-                    .on_deliver(move |_, msg| {
-                        d.fetch_add(1, Ordering::Relaxed);
-                        b.fetch_add(msg.data.len() + msg.group.len(), Ordering::Relaxed);
-                    })
-                    .on_confchg(|_, change| assert!(!change.members.is_empty()))
-                    .build()
-                    .expect("connect to the shared daemon")
-            });
-            let group = GroupName::new(format!("alloc-{}", std::process::id())).unwrap();
-            handle.join(&group).unwrap();
-            let payload = [0x5au8; 200];
-            let backoff = cpg::retry::Backoff::default();
-            for _ in 0..MESSAGES {
-                cpg::retry::retry(&backoff, || handle.send(&payload)).unwrap();
-            }
+    let (delivered, bytes, allocations) = big_stack(move || {
+        let delivered = Arc::new(AtomicUsize::new(0));
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let (d, b) = (delivered.clone(), bytes.clone());
+        let handle = node.enter(|| {
+            Handle::builder()
+                .on_deliver(move |_, msg| {
+                    d.fetch_add(1, Ordering::Relaxed);
+                    b.fetch_add(msg.data.len() + msg.group.len(), Ordering::Relaxed);
+                })
+                .on_confchg(|_, change| assert!(!change.members.is_empty()))
+                .build()
+                .expect("connect to the shared daemon")
+        });
+        let group = unique_group("alloc");
+        handle.join(&group).unwrap();
+        let payload = [0x5au8; 200];
+        let backoff = cpg::retry::Backoff::default();
+        for _ in 0..MESSAGES {
+            cpg::retry::retry(&backoff, || handle.send(&payload)).unwrap();
+        }
 
-            COUNTING.with(|c| c.set(true));
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while delivered.load(Ordering::Relaxed) < MESSAGES && Instant::now() < deadline {
-                handle
-                    .dispatch_timeout(Duration::from_millis(10))
-                    .expect("dispatch");
-            }
-            COUNTING.with(|c| c.set(false));
-            let allocations = ALLOCATIONS.with(|n| n.get());
-            (
-                delivered.load(Ordering::Relaxed),
-                bytes.load(Ordering::Relaxed),
-                allocations,
-            )
-        })
-        .unwrap();
-    let (delivered, bytes, allocations) = t.join().unwrap();
+        COUNTING.with(|c| c.set(true));
+        let deadline = Instant::now() + WAIT;
+        while delivered.load(Ordering::Relaxed) < MESSAGES && Instant::now() < deadline {
+            handle
+                .dispatch_timeout(Duration::from_millis(10))
+                .expect("dispatch");
+        }
+        COUNTING.with(|c| c.set(false));
+        let allocations = ALLOCATIONS.with(|n| n.get());
+        (
+            delivered.load(Ordering::Relaxed),
+            bytes.load(Ordering::Relaxed),
+            allocations,
+        )
+    });
     assert_eq!(delivered, MESSAGES, "every message delivered");
     assert!(bytes >= MESSAGES * 200);
     println!("{delivered} messages delivered with {allocations} heap allocations");

@@ -2,7 +2,7 @@
 //! (one handle per node, so one process can have two members in a group), plus private
 //! clusters for the tests that kill a daemon.
 
-mod common;
+mod support;
 
 use std::io::IoSlice;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -10,24 +10,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{big_stack, cluster, pump_for, pump_until, unique_group, Ev, Peer, WAIT};
 use cpg::retry::Backoff;
 use cpg::{
     Callbacks, Confchg, ConnectionRef, CsError, DispatchMode, Dispatched, Error, FlowControl,
-    GroupName, Guarantee, Handle, Message, Operation, Reason, MAX_SEND_BUFFERS,
+    GroupName, Guarantee, Handle, Member, Message, Operation, Reason, MAX_SEND_BUFFERS,
 };
-
-fn pid() -> u32 {
-    std::process::id()
-}
+use support::event::Event;
+use support::peer::{pump_for, pump_until, Peer};
+use support::{big_stack, pid, shared_cluster, unique_group, NoCallbacks, BIG_STACK, WAIT};
 
 /// Two peers, on node 1 and node 2, both joined to `group` and seeing each other.
 fn joined_pair(group: &GroupName) -> (Peer, Peer) {
-    let a = Peer::on(cluster(), 0);
-    let b = Peer::on(cluster(), 1);
-    a.handle.join(group).expect("join a");
-    b.handle.join(group).expect("join b");
-    let both = vec![(1, pid()), (2, pid())];
+    let a = Peer::pumped(shared_cluster(), 0);
+    let b = Peer::pumped(shared_cluster(), 1);
+    a.handle().join(group).expect("join a");
+    b.handle().join(group).expect("join b");
+    let both = vec![Member::new(1, pid()), Member::new(2, pid())];
     pump_until(&[&a, &b], WAIT, "both members in both views", || {
         a.last_members(group).as_ref() == Some(&both)
             && b.last_members(group).as_ref() == Some(&both)
@@ -47,13 +45,13 @@ fn messages_of_every_size_arrive_byte_exact_in_the_same_order_on_both() {
         };
         // 3 MiB is above the atomic size (about 1 MiB): libcpg fragments it.
         let sizes = [0usize, 1, 64 << 10, 3 << 20];
-        assert!(3 << 20 > a.handle.max_message_size().unwrap() as usize);
+        assert!(3 << 20 > a.handle().max_message_size().unwrap() as usize);
         let mut sent = Vec::new();
         for (i, &len) in sizes.iter().enumerate() {
             let from_a = pattern(len, i as u8);
             let from_b = pattern(len, 100 + i as u8);
-            a.handle.send(&from_a).expect("send from a");
-            b.handle.send(&from_b).expect("send from b");
+            a.handle().send(&from_a).expect("send from a");
+            b.handle().send(&from_b).expect("send from b");
             sent.push((1, from_a));
             sent.push((2, from_b));
         }
@@ -72,8 +70,8 @@ fn messages_of_every_size_arrive_byte_exact_in_the_same_order_on_both() {
         }
         // Every delivery names the sender's pid.
         for e in a.events() {
-            if let Ev::Msg { pid: p, .. } = e {
-                assert_eq!(p, pid());
+            if let Event::Msg { from, .. } = e {
+                assert_eq!(from.pid, pid());
             }
         }
     });
@@ -83,52 +81,52 @@ fn messages_of_every_size_arrive_byte_exact_in_the_same_order_on_both() {
 fn confchg_reports_join_and_leave_with_pids_and_reasons() {
     big_stack(|| {
         let group = unique_group("reasons");
-        let a = Peer::on(cluster(), 0);
-        a.handle.join(&group).unwrap();
+        let a = Peer::pumped(shared_cluster(), 0);
+        a.handle().join(&group).unwrap();
         pump_until(&[&a], WAIT, "a's own join", || {
             a.confchgs(&group).len() == 1
         });
         assert_eq!(
             a.confchgs(&group)[0],
-            Ev::Conf {
-                group: group.as_bytes().to_vec(),
-                members: vec![(1, pid())],
+            Event::Conf {
+                group,
+                members: vec![Member::new(1, pid())],
                 left: vec![],
-                joined: vec![(1, pid(), Reason::Join)],
+                joined: vec![(Member::new(1, pid()), Reason::Join)],
             }
         );
 
-        let b = Peer::on(cluster(), 1);
-        b.handle.join(&group).unwrap();
+        let b = Peer::pumped(shared_cluster(), 1);
+        b.handle().join(&group).unwrap();
         pump_until(&[&a, &b], WAIT, "b's join seen by a", || {
             a.confchgs(&group).len() == 2
         });
         assert_eq!(
             a.confchgs(&group)[1],
-            Ev::Conf {
-                group: group.as_bytes().to_vec(),
-                members: vec![(1, pid()), (2, pid())],
+            Event::Conf {
+                group,
+                members: vec![Member::new(1, pid()), Member::new(2, pid())],
                 left: vec![],
-                joined: vec![(2, pid(), Reason::Join)],
+                joined: vec![(Member::new(2, pid()), Reason::Join)],
             }
         );
 
-        b.handle.leave(&group).unwrap();
+        b.handle().leave(&group).unwrap();
         pump_until(&[&a, &b], WAIT, "b's leave seen by a", || {
             a.confchgs(&group).len() == 3
         });
         assert_eq!(
             a.confchgs(&group)[2],
-            Ev::Conf {
-                group: group.as_bytes().to_vec(),
-                members: vec![(1, pid())],
-                left: vec![(2, pid(), Reason::Leave)],
+            Event::Conf {
+                group,
+                members: vec![Member::new(1, pid())],
+                left: vec![(Member::new(2, pid()), Reason::Leave)],
                 joined: vec![],
             }
         );
         assert_eq!(
-            a.handle.members(&group).unwrap(),
-            vec![cpg::Member {
+            a.handle().members(&group).unwrap(),
+            vec![Member {
                 nodeid: 1,
                 pid: pid()
             }]
@@ -143,15 +141,15 @@ fn a_handle_dropped_without_leave_is_a_departure() {
         let (a, b) = joined_pair(&group);
         drop(b);
         pump_until(&[&a], WAIT, "b's departure", || {
-            a.last_members(&group) == Some(vec![(1, pid())])
+            a.last_members(&group) == Some(vec![Member::new(1, pid())])
         });
         let last = a.confchgs(&group).pop().unwrap();
         assert_eq!(
             last,
-            Ev::Conf {
-                group: group.as_bytes().to_vec(),
-                members: vec![(1, pid())],
-                left: vec![(2, pid(), Reason::ProcDown)],
+            Event::Conf {
+                group,
+                members: vec![Member::new(1, pid())],
+                left: vec![(Member::new(2, pid()), Reason::ProcDown)],
                 joined: vec![],
             },
             "a finalized handle leaves with reason 'process down'"
@@ -164,25 +162,25 @@ fn closing_reports_success_and_departs_too() {
     big_stack(|| {
         let group = unique_group("close");
         let (a, b) = joined_pair(&group);
-        b.handle.close().expect("close reports success");
+        b.into_handle().close().expect("close reports success");
         pump_until(&[&a], WAIT, "b's departure", || {
-            a.last_members(&group) == Some(vec![(1, pid())])
+            a.last_members(&group) == Some(vec![Member::new(1, pid())])
         });
     });
 }
 
 #[test]
-fn a_group_with_a_128_byte_name_works_end_to_end() {
+fn a_128_byte_group_name_joins_delivers_and_lists_its_member() {
     // The limits themselves are unit tests in `src/name.rs`.
     big_stack(|| {
         let name = GroupName::new(vec![b'n'; GroupName::MAX_LEN]).unwrap();
-        let a = Peer::on(cluster(), 0);
-        a.handle.join(&name).unwrap();
-        a.handle.send(b"long name").unwrap();
+        let a = Peer::pumped(shared_cluster(), 0);
+        a.handle().join(&name).unwrap();
+        a.handle().send(b"long name").unwrap();
         pump_until(&[&a], WAIT, "delivery in the 128-byte group", || {
             a.messages(&name) == vec![(1, b"long name".to_vec())]
         });
-        assert_eq!(a.handle.members(&name).unwrap().len(), 1);
+        assert_eq!(a.handle().members(&name).unwrap().len(), 1);
     });
 }
 
@@ -193,27 +191,27 @@ fn a_name_and_its_c_style_twin_are_different_groups() {
         let plain = GroupName::new(tag.as_bytes()).unwrap();
         let c_style = GroupName::c_style(tag.as_bytes()).unwrap();
 
-        let a = Peer::on(cluster(), 0);
-        let b = Peer::on(cluster(), 1);
-        a.handle.join(&plain).unwrap();
-        b.handle.join(&c_style).unwrap();
+        let a = Peer::pumped(shared_cluster(), 0);
+        let b = Peer::pumped(shared_cluster(), 1);
+        a.handle().join(&plain).unwrap();
+        b.handle().join(&c_style).unwrap();
         pump_until(&[&a, &b], WAIT, "both joins", || {
             a.confchgs(&plain).len() == 1 && b.confchgs(&c_style).len() == 1
         });
         assert_eq!(
-            a.handle.members(&plain).unwrap().len(),
+            a.handle().members(&plain).unwrap().len(),
             1,
             "only a in the plain group"
         );
         assert_eq!(
-            a.handle.members(&c_style).unwrap().len(),
+            a.handle().members(&c_style).unwrap().len(),
             1,
             "only b in the C-style group"
         );
-        assert_eq!(a.handle.members(&c_style).unwrap()[0].nodeid, 2);
+        assert_eq!(a.handle().members(&c_style).unwrap()[0].nodeid, 2);
 
-        a.handle.send(b"to plain").unwrap();
-        b.handle.send(b"to c-style").unwrap();
+        a.handle().send(b"to plain").unwrap();
+        b.handle().send(b"to c-style").unwrap();
         pump_until(&[&a, &b], WAIT, "own messages back", || {
             a.messages(&plain).len() == 1 && b.messages(&c_style).len() == 1
         });
@@ -228,23 +226,23 @@ fn a_name_and_its_c_style_twin_are_different_groups() {
 fn sixty_three_buffers_work_and_sixty_four_are_refused_before_c() {
     big_stack(|| {
         let group = unique_group("iovecs");
-        let a = Peer::on(cluster(), 0);
-        a.handle.join(&group).unwrap();
+        let a = Peer::pumped(shared_cluster(), 0);
+        a.handle().join(&group).unwrap();
         let parts: Vec<Vec<u8>> = (0..64u8).map(|i| vec![i; i as usize + 1]).collect();
         let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
 
-        a.handle
+        a.handle()
             .send_vectored(&slices[..MAX_SEND_BUFFERS])
             .expect("63 buffers are allowed");
         assert_eq!(
-            a.handle.send_vectored(&slices).unwrap_err(),
+            a.handle().send_vectored(&slices).unwrap_err(),
             Error::TooManyBuffers { count: 64, max: 63 }
         );
         assert_eq!(
-            a.handle.send_with(Guarantee::Fifo, &slices).unwrap_err(),
+            a.handle().send_with(Guarantee::Fifo, &slices).unwrap_err(),
             Error::TooManyBuffers { count: 64, max: 63 }
         );
-        a.handle
+        a.handle()
             .send_with(Guarantee::Fifo, &[IoSlice::new(b"fi"), IoSlice::new(b"fo")])
             .unwrap();
 
@@ -273,7 +271,7 @@ fn a_panicking_deliver_callback_stops_delivery_and_resumes_in_dispatch() {
         let group = unique_group("panic-deliver");
         let delivered = Arc::new(AtomicUsize::new(0));
         let seen = delivered.clone();
-        let a = cluster().node(0).enter(|| {
+        let a = shared_cluster().node(0).enter(|| {
             Handle::builder()
                 .on_deliver(move |_, m| {
                     seen.fetch_add(1, Ordering::SeqCst);
@@ -325,7 +323,7 @@ fn a_panicking_deliver_callback_stops_delivery_and_resumes_in_dispatch() {
 fn a_panicking_confchg_callback_resumes_in_blocking_dispatch() {
     big_stack(|| {
         let group = unique_group("panic-confchg");
-        let a = cluster().node(0).enter(|| {
+        let a = shared_cluster().node(0).enter(|| {
             Handle::builder()
                 .on_confchg(|_, _| panic!("confchg callback panicked on purpose"))
                 .build()
@@ -384,7 +382,7 @@ fn callbacks_can_send_join_leave_and_query() {
         let first = unique_group("inside");
         let second = unique_group("inside-second");
         let log = Arc::new(Mutex::new(Vec::new()));
-        let responder = cluster().node(1).enter(|| {
+        let responder = shared_cluster().node(1).enter(|| {
             Handle::new(Responder {
                 first,
                 second,
@@ -393,16 +391,13 @@ fn callbacks_can_send_join_leave_and_query() {
             .unwrap()
         });
         responder.join(&first).unwrap();
-        let responder = Peer {
-            handle: responder,
-            events: Arc::new(Mutex::new(Vec::new())),
-        };
-        let a = Peer::on(cluster(), 0);
-        a.handle.join(&first).unwrap();
+        let responder = Peer::pumped_from("responder", responder);
+        let a = Peer::pumped(shared_cluster(), 0);
+        a.handle().join(&first).unwrap();
         pump_until(&[&a, &responder], WAIT, "both in the group", || {
             a.last_members(&first).map(|m| m.len()) == Some(2)
         });
-        a.handle.send(b"ping").unwrap();
+        a.handle().send(b"ping").unwrap();
         pump_until(&[&a, &responder], WAIT, "pong sent from a callback", || {
             a.messages(&first).contains(&(2, b"pong".to_vec()))
         });
@@ -410,20 +405,20 @@ fn callbacks_can_send_join_leave_and_query() {
             a.messages(&first),
             vec![(1, b"ping".to_vec()), (2, b"pong".to_vec())]
         );
-        a.handle.send(b"bye").unwrap();
+        a.handle().send(b"bye").unwrap();
         pump_until(&[&a, &responder], WAIT, "the responder's leave", || {
-            a.last_members(&first) == Some(vec![(1, pid())])
+            a.last_members(&first) == Some(vec![Member::new(1, pid())])
         });
         assert_eq!(
             a.confchgs(&first).last().unwrap(),
-            &Ev::Conf {
-                group: first.as_bytes().to_vec(),
-                members: vec![(1, pid())],
-                left: vec![(2, pid(), Reason::Leave)],
+            &Event::Conf {
+                group: first,
+                members: vec![Member::new(1, pid())],
+                left: vec![(Member::new(2, pid()), Reason::Leave)],
                 joined: vec![],
             }
         );
-        assert!(a.handle.members(&second).unwrap().is_empty());
+        assert!(a.handle().members(&second).unwrap().is_empty());
         let log = log.lock().unwrap();
         let exist = Err::<(), _>(Error::Cs {
             op: Operation::Join,
@@ -439,7 +434,7 @@ fn callbacks_can_send_join_leave_and_query() {
         );
         assert!(log.contains(&"members 2".to_string()), "{log:?}");
         // Outside callbacks too.
-        assert_eq!(responder.handle.join(&first), Err(Error::JoinAfterLeave));
+        assert_eq!(responder.handle().join(&first), Err(Error::JoinAfterLeave));
     });
 }
 
@@ -453,7 +448,7 @@ fn dispatching_the_same_handle_from_its_own_callback_is_refused() {
         let group = unique_group("reentrant");
         let result = Arc::new(Mutex::new(None));
         let r = result.clone();
-        let handle = cluster().node(0).enter(|| {
+        let handle = shared_cluster().node(0).enter(|| {
             Handle::builder()
                 .on_deliver(move |_, _| {
                     let h = LEAKED.with(|l| l.get()).expect("handle in thread-local");
@@ -491,49 +486,49 @@ fn dispatching_the_same_handle_from_its_own_callback_is_refused() {
 fn dispatch_modes_tell_nothing_pending_from_events() {
     big_stack(|| {
         let group = unique_group("modes");
-        let a = Peer::on(cluster(), 0);
-        a.handle.join(&group).unwrap();
+        let a = Peer::pumped(shared_cluster(), 0);
+        a.handle().join(&group).unwrap();
         pump_until(&[&a], WAIT, "own join", || a.confchgs(&group).len() == 1);
         pump_for(&[&a], Duration::from_millis(100));
 
         assert_eq!(
-            a.handle.dispatch(DispatchMode::OneNonblocking).unwrap(),
+            a.handle().dispatch(DispatchMode::OneNonblocking).unwrap(),
             Dispatched::NothingPending
         );
         assert_eq!(
-            a.handle.dispatch(DispatchMode::All).unwrap(),
+            a.handle().dispatch(DispatchMode::All).unwrap(),
             Dispatched::NothingPending
         );
         assert_eq!(
-            a.handle
+            a.handle()
                 .dispatch_timeout(Duration::from_millis(50))
                 .unwrap(),
             Dispatched::NothingPending
         );
 
-        a.handle.send(b"1").unwrap();
+        a.handle().send(b"1").unwrap();
         assert_eq!(
-            a.handle.dispatch(DispatchMode::One).unwrap(),
+            a.handle().dispatch(DispatchMode::One).unwrap(),
             Dispatched::Callbacks(1)
         );
-        a.handle.send(b"2").unwrap();
-        a.handle.send(b"3").unwrap();
+        a.handle().send(b"2").unwrap();
+        a.handle().send(b"3").unwrap();
         // Wait until both are readable, then drain with ALL.
         let deadline = Instant::now() + WAIT;
         let mut got = 0;
         while got < 2 {
             assert!(Instant::now() < deadline);
             got += a
-                .handle
+                .handle()
                 .dispatch_timeout(Duration::from_millis(20))
                 .unwrap()
                 .callbacks();
         }
-        a.handle.send(b"4").unwrap();
+        a.handle().send(b"4").unwrap();
         let deadline = Instant::now() + WAIT;
         loop {
             assert!(Instant::now() < deadline);
-            match a.handle.dispatch(DispatchMode::OneNonblocking).unwrap() {
+            match a.handle().dispatch(DispatchMode::OneNonblocking).unwrap() {
                 Dispatched::Callbacks(1) => break,
                 Dispatched::NothingPending => std::thread::sleep(Duration::from_millis(2)),
                 other => panic!("unexpected {other:?}"),
@@ -542,16 +537,27 @@ fn dispatch_modes_tell_nothing_pending_from_events() {
         let data: Vec<_> = a.messages(&group).into_iter().map(|(_, d)| d).collect();
         assert_eq!(data, [b"1", b"2", b"3", b"4"]);
         assert_eq!(Dispatched::NothingPending.callbacks(), 0);
+    });
+}
 
-        // Bounded dispatch: never more than asked for per call, nothing lost.
+#[test]
+fn dispatch_at_most_runs_no_more_callbacks_than_asked_and_loses_nothing() {
+    big_stack(|| {
+        let group = unique_group("at-most");
+        let a = Peer::pumped(shared_cluster(), 0);
+        a.handle().join(&group).unwrap();
+        pump_until(&[&a], WAIT, "own join", || a.confchgs(&group).len() == 1);
+        pump_for(&[&a], Duration::from_millis(100));
+
+        // Never more than asked for per call, nothing lost.
         for m in [b"5", b"6", b"7", b"8", b"9"] {
-            a.handle.send(m).unwrap();
+            a.handle().send(m).unwrap();
         }
         let deadline = Instant::now() + WAIT;
         let mut got = 0;
         while got < 5 {
             assert!(Instant::now() < deadline, "bounded dispatch got {got} of 5");
-            match a.handle.dispatch_at_most(2).unwrap() {
+            match a.handle().dispatch_at_most(2).unwrap() {
                 Dispatched::Callbacks(n) => {
                     assert!(n <= 2, "{n} callbacks for a budget of 2");
                     got += n;
@@ -560,11 +566,11 @@ fn dispatch_modes_tell_nothing_pending_from_events() {
             }
         }
         assert_eq!(
-            a.handle.dispatch_at_most(2).unwrap(),
+            a.handle().dispatch_at_most(2).unwrap(),
             Dispatched::NothingPending
         );
         let data: Vec<_> = a.messages(&group).into_iter().map(|(_, d)| d).collect();
-        assert_eq!(data, [b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9"]);
+        assert_eq!(data, [b"5", b"6", b"7", b"8", b"9"]);
     });
 }
 
@@ -572,26 +578,28 @@ fn dispatch_modes_tell_nothing_pending_from_events() {
 fn the_initial_totem_configuration_is_delivered_on_request() {
     big_stack(|| {
         let group = unique_group("totem");
-        let with = Peer::with(cluster(), 0, true);
-        let without = Peer::with(cluster(), 1, false);
-        with.handle.join(&group).unwrap();
-        without.handle.join(&group).unwrap();
+        let with = Peer::pumped_with_initial_totem(shared_cluster(), 0);
+        let without = Peer::pumped(shared_cluster(), 1);
+        with.handle().join(&group).unwrap();
+        without.handle().join(&group).unwrap();
         pump_until(&[&with], WAIT, "the initial totem configuration", || {
-            with.events().iter().any(|e| matches!(e, Ev::Totem { .. }))
+            with.events()
+                .iter()
+                .any(|e| matches!(e, Event::Totem { .. }))
         });
         let totem = with
             .events()
             .into_iter()
-            .find(|e| matches!(e, Ev::Totem { .. }))
+            .find(|e| matches!(e, Event::Totem { .. }))
             .unwrap();
-        let Ev::Totem { ring, mut nodes } = totem else {
+        let Event::Totem { ring, mut nodes } = totem else {
             unreachable!()
         };
         nodes.sort();
         assert_eq!(nodes, vec![1, 2], "both nodes in the ring");
         assert!(ring.seq > 0 && [1, 2].contains(&ring.nodeid), "{ring:?}");
         assert!(!ring.to_string().is_empty());
-        let own_join = (2, pid(), Reason::Join);
+        let own_join = (Member::new(2, pid()), Reason::Join);
         pump_until(
             &[&with, &without],
             WAIT,
@@ -600,7 +608,7 @@ fn the_initial_totem_configuration_is_delivered_on_request() {
                 without
                     .confchgs(&group)
                     .iter()
-                    .any(|e| matches!(e, Ev::Conf { joined, .. } if joined.contains(&own_join)))
+                    .any(|e| matches!(e, Event::Conf { joined, .. } if joined.contains(&own_join)))
             },
         );
         pump_for(&[&with, &without], Duration::from_millis(300));
@@ -611,7 +619,7 @@ fn the_initial_totem_configuration_is_delivered_on_request() {
             p.events()
                 .iter()
                 .filter_map(|e| match e {
-                    Ev::Totem { ring: r, .. } => Some(*r),
+                    Event::Totem { ring: r, .. } => Some(*r),
                     _ => None,
                 })
                 .collect()
@@ -632,25 +640,32 @@ fn the_initial_totem_configuration_is_delivered_on_request() {
 }
 
 #[test]
-fn queries_report_node_sizes_and_flow_control() {
+fn queries_report_the_node_id_atomic_size_and_flow_control() {
     big_stack(|| {
-        let a = Peer::on(cluster(), 1);
-        assert_eq!(a.handle.local_node_id().unwrap(), 2);
-        let max = a.handle.max_message_size().unwrap();
+        let a = Peer::pumped(shared_cluster(), 1);
+        assert_eq!(a.handle().local_node_id().unwrap(), 2);
+        let max = a.handle().max_message_size().unwrap();
         assert!((512 << 10..=4 << 20).contains(&max), "atomic size {max}");
         assert_eq!(
-            a.handle.flow_control_state().unwrap(),
+            a.handle().flow_control_state().unwrap(),
             FlowControl::Disabled
         );
-        assert!(a.handle.as_raw() != 0);
+        assert!(a.handle().as_raw() != 0);
+    });
+}
+
+#[test]
+fn the_descriptor_is_the_daemon_socket_and_close_closes_it() {
+    big_stack(|| {
+        let a = Peer::pumped(shared_cluster(), 1);
         use std::os::fd::{AsFd, AsRawFd};
-        let fd = a.handle.as_raw_fd();
-        assert_eq!(a.handle.as_fd().as_raw_fd(), fd);
+        let fd = a.handle().as_raw_fd();
+        assert_eq!(a.handle().as_fd().as_raw_fd(), fd);
         // The socket itself (its inode), not the number: another test thread may reuse
         // the number as soon as it is closed.
         let socket = open_file(fd).expect("the handle's descriptor is open");
         assert!(socket.starts_with("socket:["), "{socket}");
-        a.handle.close().unwrap();
+        a.into_handle().close().unwrap();
         let still_open: Vec<i32> = open_fds()
             .into_iter()
             .filter(|&other| open_file(other).as_deref() == Some(socket.as_str()))
@@ -677,12 +692,12 @@ fn open_fds() -> Vec<i32> {
 }
 
 #[test]
-fn bad_calls_get_their_own_error_kinds() {
+fn joining_twice_gets_exist_and_leaving_unjoined_gets_not_joined() {
     big_stack(|| {
         let group = unique_group("bad");
-        let a = Peer::on(cluster(), 0);
-        a.handle.join(&group).unwrap();
-        let twice = a.handle.join(&group).unwrap_err();
+        let a = Peer::pumped(shared_cluster(), 0);
+        a.handle().join(&group).unwrap();
+        let twice = a.handle().join(&group).unwrap_err();
         assert_eq!(
             twice,
             Error::Cs {
@@ -699,19 +714,19 @@ fn bad_calls_get_their_own_error_kinds() {
 
         // In one process, a second handle on the same node cannot join the same group:
         // corosync identifies members by (node id, pid).
-        let same_process = Peer::on(cluster(), 0);
+        let same_process = Peer::pumped(shared_cluster(), 0);
         assert_eq!(
-            same_process.handle.join(&group).unwrap_err().code(),
+            same_process.handle().join(&group).unwrap_err().code(),
             Some(CsError::Exist)
         );
 
         let never_joined = unique_group("never");
         // A leave on a handle that never joined is refused before C (corosync would
         // answer NOT_EXIST here, but OK for a joined handle naming another group).
-        let leave = same_process.handle.leave(&group).unwrap_err();
+        let leave = same_process.handle().leave(&group).unwrap_err();
         assert_eq!(leave, Error::NotJoined);
         assert_eq!(leave.operation(), None, "not an error from C");
-        assert!(a.handle.members(&never_joined).unwrap().is_empty());
+        assert!(a.handle().members(&never_joined).unwrap().is_empty());
     });
 }
 
@@ -719,14 +734,14 @@ fn bad_calls_get_their_own_error_kinds() {
 fn send_with_retry_delivers_everything_under_load() {
     big_stack(|| {
         let group = unique_group("retry");
-        let a = Peer::on(cluster(), 0);
-        a.handle.join(&group).unwrap();
+        let a = Peer::pumped(shared_cluster(), 0);
+        a.handle().join(&group).unwrap();
         let backoff = Backoff::default();
         let payload = vec![7u8; 100 << 10];
         for i in 0..200u32 {
             let mut m = payload.clone();
             m[..4].copy_from_slice(&i.to_be_bytes());
-            a.handle
+            a.handle()
                 .send_with_retry(&m, &backoff)
                 .expect("send with retry");
         }
@@ -743,8 +758,8 @@ fn send_with_retry_delivers_everything_under_load() {
 }
 
 #[test]
-fn concurrent_initialization_is_serialized() {
-    let node = cluster().node(0);
+fn eight_threads_connecting_at_once_all_succeed() {
+    let node = shared_cluster().node(0);
     let threads: Vec<_> = (0..8)
         .map(|_| {
             std::thread::spawn(move || {
@@ -760,24 +775,21 @@ fn concurrent_initialization_is_serialized() {
     }
 }
 
-struct NoCallbacks;
-impl Callbacks for NoCallbacks {}
-
 #[test]
-fn a_killed_daemon_is_a_lost_daemon_and_a_new_handle_works_after_restart() {
+fn a_killed_daemon_is_a_lost_daemon_and_a_new_handle_delivers_after_restart() {
     big_stack(|| {
         let private = cpg_testkit::Cluster::start(1);
         let group = GroupName::new("restart").unwrap();
-        let a = Peer::on(&private, 0);
-        a.handle.join(&group).unwrap();
+        let a = Peer::pumped(&private, 0);
+        a.handle().join(&group).unwrap();
         pump_until(&[&a], WAIT, "own join", || a.confchgs(&group).len() == 1);
 
         // A blocking dispatch in another thread must return, not hang.
         let (tx, rx) = std::sync::mpsc::channel();
         let dispatcher = std::thread::Builder::new()
-            .stack_size(8 << 20)
+            .stack_size(BIG_STACK)
             .spawn(move || {
-                let r = a.handle.dispatch(DispatchMode::Blocking);
+                let r = a.handle().dispatch(DispatchMode::Blocking);
                 tx.send(()).unwrap();
                 (a, r)
             })
@@ -793,11 +805,11 @@ fn a_killed_daemon_is_a_lost_daemon_and_a_new_handle_works_after_restart() {
 
         // Every later call fails cleanly with the same error.
         for e in [
-            a.handle.dispatch(DispatchMode::All).unwrap_err(),
-            a.handle.send(b"x").unwrap_err(),
-            a.handle.join(&unique_group("dead")).unwrap_err(),
-            a.handle.members(&group).unwrap_err(),
-            a.handle.local_node_id().unwrap_err(),
+            a.handle().dispatch(DispatchMode::All).unwrap_err(),
+            a.handle().send(b"x").unwrap_err(),
+            a.handle().join(&unique_group("dead")).unwrap_err(),
+            a.handle().members(&group).unwrap_err(),
+            a.handle().local_node_id().unwrap_err(),
         ] {
             assert!(e.is_daemon_lost(), "{e:?}");
         }
@@ -818,49 +830,77 @@ fn a_killed_daemon_is_a_lost_daemon_and_a_new_handle_works_after_restart() {
         drop(a);
 
         private.restart_daemon(0);
-        let b = Peer::on(&private, 0);
-        b.handle.join(&group).unwrap();
-        b.handle.send(b"back").unwrap();
+        let b = Peer::pumped(&private, 0);
+        b.handle().join(&group).unwrap();
+        b.handle().send(b"back").unwrap();
         pump_until(&[&b], WAIT, "delivery after restart", || {
             b.messages(&group) == vec![(1, b"back".to_vec())]
         });
     });
 }
 
+/// Members recorded by a callback.
+type Recorded = Arc<Mutex<Vec<cpg::Member>>>;
+
+/// Callbacks given through the trait: who sent each message, who joined, and how many
+/// totem configurations came.
+struct Record(Recorded, Recorded, Arc<AtomicUsize>);
+
+impl Callbacks for Record {
+    fn totem_confchg(&mut self, _: &ConnectionRef, _: cpg::TotemConfchg<'_>) {
+        self.2.fetch_add(1, Ordering::SeqCst);
+    }
+    fn deliver(&mut self, _: &ConnectionRef, message: Message<'_>) {
+        self.0.lock().unwrap().push(message.sender());
+    }
+    fn confchg(&mut self, _: &ConnectionRef, change: Confchg<'_>) {
+        self.1
+            .lock()
+            .unwrap()
+            .extend(change.joined.iter().map(|a| a.member()));
+    }
+}
+
+/// A handle on node 1 made by `Handle::with_options` (asking for the initial totem
+/// configuration) with [`Record`] callbacks, joined to `group`; and what it records.
+fn joined_with_options(group: &GroupName) -> (Handle, Recorded, Recorded, Arc<AtomicUsize>) {
+    let senders = Arc::new(Mutex::new(Vec::new()));
+    let joined = Arc::new(Mutex::new(Vec::new()));
+    let (s, j) = (senders.clone(), joined.clone());
+    let totems = Arc::new(AtomicUsize::new(0));
+    let mut options = cpg::Options::default();
+    options.initial_totem_conf = true;
+    let handle = shared_cluster()
+        .node(0)
+        .enter(|| Handle::with_options(Record(s, j, totems.clone()), options))
+        .unwrap();
+    handle.join(group).unwrap();
+    (handle, senders, joined, totems)
+}
+
 #[test]
-fn options_given_to_with_options_apply_and_a_vectored_retrying_send_arrives_whole() {
+fn options_given_to_with_options_apply() {
     big_stack(|| {
         let group = unique_group("options");
-        let senders = Arc::new(Mutex::new(Vec::new()));
-        let joined = Arc::new(Mutex::new(Vec::new()));
-        let (s, j) = (senders.clone(), joined.clone());
-        let totems = Arc::new(AtomicUsize::new(0));
-        struct Record(
-            Arc<Mutex<Vec<cpg::Member>>>,
-            Arc<Mutex<Vec<cpg::Member>>>,
-            Arc<AtomicUsize>,
-        );
-        impl Callbacks for Record {
-            fn totem_confchg(&mut self, _: &ConnectionRef, _: cpg::TotemConfchg<'_>) {
-                self.2.fetch_add(1, Ordering::SeqCst);
-            }
-            fn deliver(&mut self, _: &ConnectionRef, message: Message<'_>) {
-                self.0.lock().unwrap().push(message.sender());
-            }
-            fn confchg(&mut self, _: &ConnectionRef, change: Confchg<'_>) {
-                self.1
-                    .lock()
-                    .unwrap()
-                    .extend(change.joined.iter().map(|a| a.member()));
-            }
+        let (handle, _, _, totems) = joined_with_options(&group);
+        // The option given through `with_options` took effect: the ring came with the
+        // join, not only on a change.
+        let deadline = Instant::now() + WAIT;
+        while totems.load(Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "initial_totem_conf via with_options"
+            );
+            handle.dispatch_timeout(Duration::from_millis(20)).unwrap();
         }
-        let mut options = cpg::Options::default();
-        options.initial_totem_conf = true;
-        let handle = cluster()
-            .node(0)
-            .enter(|| Handle::with_options(Record(s, j, totems.clone()), options))
-            .unwrap();
-        handle.join(&group).unwrap();
+    });
+}
+
+#[test]
+fn a_vectored_retrying_send_is_delivered_once_as_sent_by_this_member() {
+    big_stack(|| {
+        let group = unique_group("vectored-retry");
+        let (handle, senders, joined, _) = joined_with_options(&group);
         handle
             .send_vectored_with_retry(
                 &[IoSlice::new(b"a"), IoSlice::new(b"b")],
@@ -878,16 +918,6 @@ fn options_given_to_with_options_apply_and_a_vectored_retrying_send_arrives_whol
         };
         assert_eq!(*senders.lock().unwrap(), vec![me]);
         assert_eq!(*joined.lock().unwrap(), vec![me]);
-        // The option given through `with_options` took effect: the ring came with the
-        // join, not only on a change.
-        let deadline = Instant::now() + WAIT;
-        while totems.load(Ordering::SeqCst) == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "initial_totem_conf via with_options"
-            );
-            handle.dispatch_timeout(Duration::from_millis(20)).unwrap();
-        }
     });
 }
 
@@ -899,7 +929,7 @@ fn a_callback_may_dispatch_another_handle_it_owns() {
         let inner_seen = Arc::new(Mutex::new(Vec::new()));
         let outer_seen = Arc::new(Mutex::new(Vec::new()));
         let seen = inner_seen.clone();
-        let inner = cluster().node(1).enter(|| {
+        let inner = shared_cluster().node(1).enter(|| {
             Handle::builder()
                 .on_deliver(move |_, m| seen.lock().unwrap().push(m.data.to_vec()))
                 .build()
@@ -908,7 +938,7 @@ fn a_callback_may_dispatch_another_handle_it_owns() {
         inner.join(&inner_group).unwrap();
         inner.send(b"inner 1").unwrap();
         let (seen, inner_log) = (outer_seen.clone(), inner_seen.clone());
-        let outer = cluster().node(0).enter(|| {
+        let outer = shared_cluster().node(0).enter(|| {
             Handle::builder()
                 .on_deliver(move |_, m| {
                     // Dispatch the inner handle from inside the outer one's callback,
@@ -948,18 +978,18 @@ fn a_callback_may_dispatch_another_handle_it_owns() {
 fn local_member_is_the_entry_the_daemon_lists_for_this_process() {
     big_stack(|| {
         let group = unique_group("me");
-        let a = Peer::on(cluster(), 1);
-        let me = a.handle.local_member().unwrap();
+        let a = Peer::pumped(shared_cluster(), 1);
+        let me = a.handle().local_member().unwrap();
         assert_eq!(me, cpg::Member::new(2, pid()));
-        a.handle.join(&group).unwrap();
+        a.handle().join(&group).unwrap();
         pump_until(&[&a], WAIT, "own join", || a.confchgs(&group).len() == 1);
-        let own_join = (me.nodeid, me.pid, Reason::Join);
+        let own_join = (me, Reason::Join);
         assert!(
-            matches!(&a.confchgs(&group)[0], Ev::Conf { joined, .. } if joined == &vec![own_join]),
+            matches!(&a.confchgs(&group)[0], Event::Conf { joined, .. } if joined == &vec![own_join]),
             "{:?}",
             a.confchgs(&group)
         );
-        assert_eq!(a.handle.members(&group).unwrap(), vec![me]);
+        assert_eq!(a.handle().members(&group).unwrap(), vec![me]);
     });
 }
 
@@ -975,7 +1005,7 @@ fn send_with_retry_delivers_events_while_it_waits_out_back_pressure() {
         let group = unique_group("pressure");
         let delivered = Arc::new(AtomicUsize::new(0));
         let counter = delivered.clone();
-        let handle = cluster()
+        let handle = shared_cluster()
             .node(0)
             .enter(|| {
                 Handle::builder()

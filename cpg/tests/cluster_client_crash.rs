@@ -5,17 +5,19 @@
 //! on node 2, must see it leave with PROCDOWN. Client "leave" then calls leave: the
 //! members on nodes 1 and 3 must see it leave with LEAVE.
 
-mod cluster_common;
+mod support;
 
 use std::io::BufRead as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cluster_common::*;
 use cpg::retry::retry;
 use cpg::{GroupName, Handle, Member, Reason};
 use cpg_testkit::{client_role, Client, Cluster};
+use support::cluster::{left_in, with_reason};
+use support::peer::{backoff, Peer};
+use support::{big_stack, WAIT};
 
 const GROUP: &str = "cluster-client-crash";
 /// This test's name, for re-running it as a client.
@@ -31,8 +33,8 @@ fn client_crash_shows_procdown_and_leave_shows_leave() {
     let cluster = Cluster::start(3);
     let group = GroupName::new(GROUP).unwrap();
     let observers = [
-        Peer::join(cluster.node(0), "node1", &group),
-        Peer::join(cluster.node(2), "node3", &group),
+        Peer::threaded(cluster.node(0), "node1", &group),
+        Peer::threaded(cluster.node(2), "node3", &group),
     ];
     let node2 = cluster.node(1);
     let mut crash = Client::spawn_test(node2, TEST, "crash").unwrap();
@@ -124,13 +126,7 @@ fn ready(client: &mut Client, nodeid: u32) -> Member {
 /// stdin, exit at EOF. Dispatches on a thread with a large stack.
 fn client(role: &str) {
     let role = role.to_string();
-    std::thread::Builder::new()
-        .name(format!("client-{role}"))
-        .stack_size(STACK)
-        .spawn(move || client_main(&role))
-        .unwrap()
-        .join()
-        .unwrap_or_else(|_| panic!("client failed"));
+    big_stack(move || client_main(&role));
 }
 
 fn client_main(role: &str) {

@@ -4,22 +4,26 @@
 //! PROCDOWN; once the daemon is back, a new handle on node 1 joins, the others see it
 //! join with JOIN, and messages flow both ways again.
 
-mod cluster_common;
+mod support;
 
 use std::time::Instant;
 
-use cluster_common::*;
 use cpg::{GroupName, Reason};
 use cpg_testkit::Cluster;
+use support::cluster::{assert_intact, joined_in, left_in, messages, with_reason};
+use support::event::Event;
+use support::message::message;
+use support::peer::Peer;
+use support::WAIT;
 
 #[test]
 fn restarted_daemon_loses_its_clients_and_a_new_handle_rejoins() {
     let cluster = Cluster::start(3);
     let group = GroupName::new("cluster-daemon-restart").unwrap();
-    let old = Peer::join(cluster.node(0), "node1-old", &group);
+    let old = Peer::threaded(cluster.node(0), "node1-old", &group);
     let others = [
-        Peer::join(cluster.node(1), "node2", &group),
-        Peer::join(cluster.node(2), "node3", &group),
+        Peer::threaded(cluster.node(1), "node2", &group),
+        Peer::threaded(cluster.node(2), "node3", &group),
     ];
     let (m1, m2, m3) = (old.member(), others[0].member(), others[1].member());
     for p in others.iter().chain([&old]) {
@@ -68,7 +72,7 @@ fn restarted_daemon_loses_its_clients_and_a_new_handle_rejoins() {
     for i in 0..3 {
         cluster.wait_members(i, &[1, 2, 3], WAIT).unwrap();
     }
-    let new = Peer::join(cluster.node(0), "node1-new", &group);
+    let new = Peer::threaded(cluster.node(0), "node1-new", &group);
     assert_eq!(new.member(), m1, "same node, same process");
     new.log().wait_members(&[m1, m2, m3], WAIT);
     for (p, &mark) in others.iter().zip(&marks) {

@@ -4,14 +4,16 @@
 //! retry helper (`Handle::send_with_retry`) must still get every message out; and every
 //! member, on every node, must receive every message exactly once, in order, intact.
 
-mod cluster_common;
+mod support;
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use cluster_common::*;
 use cpg::GroupName;
 use cpg_testkit::Cluster;
+use support::cluster::{assert_fifo_complete, assert_intact, join_every_node, messages};
+use support::peer::Stream;
+use support::WAIT;
 
 /// Messages in the flood.
 const COUNT: u64 = 300;

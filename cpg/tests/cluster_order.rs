@@ -4,17 +4,22 @@
 //! in a separate process. Every member must deliver the same sequence, each sender's
 //! messages in send order, none missing, none duplicated, every byte intact.
 
-mod cluster_common;
+mod support;
 
 use std::io::Read as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster_common::*;
 use cpg::retry::retry;
 use cpg::{GroupName, Member};
 use cpg_testkit::{client_role, Client, Cluster};
+use support::cluster::{assert_fifo_complete, assert_intact, assert_same_stream, digest, messages};
+use support::event::{recording_handle, Event, Keep};
+use support::log::Log;
+use support::message::HEADER;
+use support::peer::{backoff, Peer, Stream};
+use support::{big_stack, WAIT};
 
 const GROUP: &str = "cluster-order";
 /// This test's name, for re-running it as a receiver process.
@@ -45,7 +50,7 @@ fn three_senders_agreed_order_fifo_no_loss_no_duplicates() {
     let cluster = Cluster::start(3);
     let group = GroupName::new(GROUP).unwrap();
     let peers: Vec<Peer> = (0..3)
-        .map(|i| Peer::join(cluster.node(i), &format!("node{}", i + 1), &group))
+        .map(|i| Peer::threaded(cluster.node(i), &format!("node{}", i + 1), &group))
         .collect();
     let mut receivers: Vec<Client> = (0..3)
         .map(|i| Client::spawn_test(cluster.node(i), TEST, "receiver").unwrap())
@@ -95,7 +100,7 @@ fn three_senders_agreed_order_fifo_no_loss_no_duplicates() {
         }
         // libcpg names the sender's node; sender i runs on node i.
         for e in p.log().events() {
-            if let Event::Msg { sender, from, .. } = e {
+            if let Event::TestMsg { sender, from, .. } = e {
                 assert_eq!(
                     from.nodeid,
                     sender,
@@ -164,13 +169,7 @@ fn three_senders_agreed_order_fifo_no_loss_no_duplicates() {
 /// `CLIENT ready NODEID PID`, delivers until it has every sender's last message, then
 /// prints `CLIENT done COUNT DIGEST CORRUPT` and exits once its stdin closes.
 fn receiver() {
-    std::thread::Builder::new()
-        .name("receiver".into())
-        .stack_size(STACK)
-        .spawn(receive)
-        .unwrap()
-        .join()
-        .unwrap_or_else(|_| panic!("receiver failed"));
+    big_stack(receive);
 }
 
 fn receive() {
@@ -181,7 +180,7 @@ fn receive() {
         eof2.store(true, Ordering::SeqCst);
     });
     let log = Log::new("receiver");
-    let handle = recording_handle(&log).expect("receiver: connect");
+    let handle = recording_handle(&log, Keep::Checked, false).expect("receiver: connect");
     let group = GroupName::new(GROUP).unwrap();
     retry(&backoff(), || handle.join(&group)).expect("receiver: join");
     let nodeid = handle.local_node_id().unwrap();
@@ -191,7 +190,7 @@ fn receive() {
         (1..=3).all(|s| {
             ev.iter()
                 .rev()
-                .any(|e| e.msg() == Some((s, PER_SENDER - 1)))
+                .any(|e| e.test_msg() == Some((s, PER_SENDER - 1)))
         })
     };
     while !log.with(complete) {

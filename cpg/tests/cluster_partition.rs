@@ -4,13 +4,18 @@
 //! see the others join again with NODEUP, and messages flow to all three nodes again,
 //! in the same order everywhere.
 
-mod cluster_common;
+mod support;
 
 use std::time::Instant;
 
-use cluster_common::*;
 use cpg::{GroupName, Member, Reason};
 use cpg_testkit::Cluster;
+use support::cluster::{
+    assert_intact, assert_same_stream, join_every_node, joined_in, left_in, messages, with_reason,
+};
+use support::message::message;
+use support::peer::Peer;
+use support::WAIT;
 
 /// Message `seq` of the phase `phase` (1: while cut, 2: after the heal) from peer `i`.
 fn tag(phase: u64, i: usize) -> (u32, u64) {

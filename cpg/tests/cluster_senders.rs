@@ -3,14 +3,19 @@
 //! nodes deliver one and the same order. The large-message round floods the daemons so
 //! that senders wait out back-pressure (`CS_ERR_TRY_AGAIN`) while dispatch goes on.
 
-mod cluster_common;
+mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use cluster_common::*;
 use cpg::GroupName;
 use cpg_testkit::Cluster;
+use support::cluster::{
+    assert_fifo_complete, assert_intact, assert_same_stream, join_every_node, messages,
+};
+use support::message::message;
+use support::peer::{backoff, Peer};
+use support::WAIT;
 
 /// Sender threads per node.
 const THREADS: u32 = 4;

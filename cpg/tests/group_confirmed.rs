@@ -5,7 +5,7 @@
 //! each message the same index within the view as the sender's receipt says. Also
 //! measures the latency of one confirmed send at a time, and checks a clean leave.
 
-mod group_common;
+mod support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use cpg::group::{Config, Event};
 use cpg::{GroupName, Member};
 use cpg_testkit::Cluster;
-use group_common::*;
+use support::group::*;
+use support::WAIT;
 
 const PER_MEMBER: u64 = 300;
 
@@ -21,9 +22,9 @@ const PER_MEMBER: u64 = 300;
 fn confirmed_sends_resolve_once_in_delivery_order_at_an_agreed_position() {
     let cluster = Cluster::start(3);
     let group = GroupName::new("group-confirmed").unwrap();
-    let peers: Vec<Peer> = (0..3)
+    let peers: Vec<Participant> = (0..3)
         .map(|i| {
-            Peer::start(
+            Participant::start(
                 cluster.node(i),
                 &format!("node{}", i + 1),
                 &group,
@@ -31,7 +32,7 @@ fn confirmed_sends_resolve_once_in_delivery_order_at_an_agreed_position() {
             )
         })
         .collect();
-    let all: Vec<Member> = peers.iter().map(Peer::member).collect();
+    let all: Vec<Member> = peers.iter().map(Participant::member).collect();
     for p in &peers {
         p.log().wait_view(&all);
     }

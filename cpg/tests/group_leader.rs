@@ -5,14 +5,15 @@
 //! says it leads; the member whose daemon died reconnects by itself, and members that
 //! stayed connected installed the same sequence of views.
 
-mod group_common;
+mod support;
 
 use std::io::BufRead as _;
 
 use cpg::group::{Config, Event, Group, View};
 use cpg::{GroupName, Member};
 use cpg_testkit::{client_role, Client, Cluster};
-use group_common::*;
+use support::group::*;
+use support::WAIT;
 
 const GROUP: &str = "group-leader";
 const TEST: &str = "leader_is_agreed_in_every_view_through_crash_kill_restart_and_partition";
@@ -24,9 +25,9 @@ fn leader_is_agreed_in_every_view_through_crash_kill_restart_and_partition() {
     }
     let cluster = Cluster::start(3);
     let group = GroupName::new(GROUP).unwrap();
-    let peers: Vec<Peer> = (0..3)
+    let peers: Vec<Participant> = (0..3)
         .map(|i| {
-            Peer::start(
+            Participant::start(
                 cluster.node(i),
                 &format!("node{}", i + 1),
                 &group,
@@ -34,8 +35,8 @@ fn leader_is_agreed_in_every_view_through_crash_kill_restart_and_partition() {
             )
         })
         .collect();
-    let all: Vec<Member> = peers.iter().map(Peer::member).collect();
-    let refs: Vec<&Peer> = peers.iter().collect();
+    let all: Vec<Member> = peers.iter().map(Participant::member).collect();
+    let refs: Vec<&Participant> = peers.iter().collect();
     for p in &peers {
         p.log().wait_view(&all);
     }

@@ -5,14 +5,14 @@
 //! every member receives every message exactly once, in the order queued, while the
 //! other members' small messages keep flowing.
 
-mod group_common;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use cpg::group::{Config, GroupError};
 use cpg::{GroupName, Member};
 use cpg_testkit::Cluster;
-use group_common::*;
+use support::group::*;
 
 const COUNT: u64 = 300;
 const LIMIT: usize = 32;
@@ -29,9 +29,9 @@ fn a_flood_drains_in_order_through_back_pressure_without_blocking_send() {
     let group = GroupName::new("group-queue").unwrap();
     let mut config = Config::default();
     config.queue_limit = LIMIT;
-    let peers: Vec<Peer> = (0..3)
+    let peers: Vec<Participant> = (0..3)
         .map(|i| {
-            Peer::start(
+            Participant::start(
                 cluster.node(i),
                 &format!("node{}", i + 1),
                 &group,
@@ -39,7 +39,7 @@ fn a_flood_drains_in_order_through_back_pressure_without_blocking_send() {
             )
         })
         .collect();
-    let all: Vec<Member> = peers.iter().map(Peer::member).collect();
+    let all: Vec<Member> = peers.iter().map(Participant::member).collect();
     for p in &peers {
         p.log().wait_view(&all);
     }

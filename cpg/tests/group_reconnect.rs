@@ -7,22 +7,23 @@
 //! again. A member with policy `Drop` refuses sends
 //! while disconnected.
 
-mod group_common;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use cpg::group::{Config, Event, Group, GroupError, OnDisconnect};
 use cpg::{GroupName, Member};
 use cpg_testkit::Cluster;
-use group_common::*;
+use support::group::*;
+use support::WAIT;
 
 #[test]
 fn a_member_whose_daemon_restarts_reconnects_and_sends_what_it_queued() {
     let cluster = Cluster::start(3);
     let group = GroupName::new("group-reconnect").unwrap();
-    let peers: Vec<Peer> = (0..3)
+    let peers: Vec<Participant> = (0..3)
         .map(|i| {
-            Peer::start(
+            Participant::start(
                 cluster.node(i),
                 &format!("node{}", i + 1),
                 &group,
@@ -30,7 +31,7 @@ fn a_member_whose_daemon_restarts_reconnects_and_sends_what_it_queued() {
             )
         })
         .collect();
-    let all: Vec<Member> = peers.iter().map(Peer::member).collect();
+    let all: Vec<Member> = peers.iter().map(Participant::member).collect();
     for p in &peers {
         p.log().wait_view(&all);
     }
@@ -38,7 +39,7 @@ fn a_member_whose_daemon_restarts_reconnects_and_sends_what_it_queued() {
     let drop_group = GroupName::new("group-reconnect-drop").unwrap();
     let mut config = Config::default();
     config.on_disconnect = OnDisconnect::Drop;
-    let dropper = Peer::start(cluster.node(0), "node1-drop", &drop_group, config);
+    let dropper = Participant::start(cluster.node(0), "node1-drop", &drop_group, config);
 
     // Before: a confirmed message goes around.
     let mut r = peers[0].group().send_confirmed(payload(1, 0, 16)).unwrap();

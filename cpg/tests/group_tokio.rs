@@ -5,7 +5,7 @@
 //! restarted it reconnects and delivers again; `leave` ends its event stream.
 #![cfg(feature = "tokio")]
 
-mod group_common;
+mod support;
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -13,7 +13,8 @@ use std::time::Duration;
 use cpg::group::{AsyncGroup, Config, Event, Group};
 use cpg::{GroupName, Member};
 use cpg_testkit::Cluster;
-use group_common::*;
+use support::group::*;
+use support::{BIG_STACK, WAIT};
 
 /// What the async member tells the test thread.
 #[derive(Debug)]
@@ -147,9 +148,9 @@ async fn async_member(
 fn async_group_agrees_confirms_survives_cancellation_and_reconnects() {
     let cluster = Cluster::start(3);
     let group = GroupName::new("group-tokio").unwrap();
-    let peers: Vec<Peer> = (1..3)
+    let peers: Vec<Participant> = (1..3)
         .map(|i| {
-            Peer::start(
+            Participant::start(
                 cluster.node(i),
                 &format!("node{}", i + 1),
                 &group,
@@ -168,7 +169,7 @@ fn async_group_agrees_confirms_survives_cancellation_and_reconnects() {
         let node1 = cluster.node(0);
         let member = std::thread::Builder::new()
             .name("async-node1".into())
-            .stack_size(8 << 20)
+            .stack_size(BIG_STACK)
             .spawn_scoped(s, move || {
                 // A current-thread runtime on this thread, inside node 1's namespace:
                 // the driver task (also its reconnects) talks to node 1's daemon.

@@ -7,25 +7,23 @@
 //! vanished, a forked child could finalize its parent's connection, a poisoned handle
 //! waited out its whole timeout, and so on.
 
-mod common;
+mod support;
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{big_stack, cluster, pump_until, unique_group, Ev, Peer, WAIT};
-use cpg::{DispatchMode, Dispatched, Error, GroupName, Handle, Operation, Options};
-
-fn pid() -> u32 {
-    std::process::id()
-}
+use cpg::{DispatchMode, Dispatched, Error, GroupName, Handle, Member, Operation, Options};
+use support::event::Event;
+use support::peer::{pump_until, Peer};
+use support::{big_stack, pid, shared_cluster, unique_group, NoCallbacks, WAIT};
 
 /// A handle on node 1 of the shared cluster, joined to `group` and past its own join.
 fn joined(group: &GroupName) -> Peer {
-    let a = Peer::on(cluster(), 0);
-    a.handle.join(group).expect("join");
+    let a = Peer::pumped(shared_cluster(), 0);
+    a.handle().join(group).expect("join");
     pump_until(&[&a], WAIT, "own join", || {
         a.last_members(group)
-            .is_some_and(|m| m.contains(&(1, pid())))
+            .is_some_and(|m| m.contains(&Member::new(1, pid())))
     });
     a
 }
@@ -41,7 +39,7 @@ fn dispatch_on_a_small_stack_is_refused_and_no_other_memory_is_touched() {
     let a = big_stack(move || {
         let a = joined(&group);
         // The message waits in libcpg until someone dispatches.
-        a.handle.send(&pattern()).expect("send");
+        a.handle().send(&pattern()).expect("send");
         (a, group)
     });
 
@@ -68,7 +66,7 @@ fn dispatch_on_a_small_stack_is_refused_and_no_other_memory_is_touched() {
     let ((peer, group), refused) = std::thread::Builder::new()
         .stack_size(128 << 10)
         .spawn(move || {
-            let refused = a.0.handle.dispatch(DispatchMode::All);
+            let refused = a.0.handle().dispatch(DispatchMode::All);
             (a, refused)
         })
         .unwrap()
@@ -120,13 +118,13 @@ fn every_dispatching_call_checks_the_stack() {
     let group = unique_group("small-stack-all");
     let a = big_stack(move || {
         let a = joined(&group);
-        a.handle.send(b"pending").expect("send");
+        a.handle().send(b"pending").expect("send");
         a
     });
     let a = std::thread::Builder::new()
         .stack_size(128 << 10)
         .spawn(move || {
-            let h = &a.handle;
+            let h = a.handle();
             for (what, result) in [
                 ("One", h.dispatch(DispatchMode::One).map(|_| ())),
                 (
@@ -154,17 +152,17 @@ fn every_dispatching_call_checks_the_stack() {
 fn a_send_before_join_or_after_leave_is_refused_not_dropped() {
     big_stack(|| {
         let group = unique_group("unjoined");
-        let a = Peer::on(cluster(), 0);
-        assert_eq!(a.handle.send(b"lost?").unwrap_err(), Error::NotJoined);
-        assert_eq!(a.handle.joined_group(), None);
-        a.handle.join(&group).unwrap();
-        assert_eq!(a.handle.joined_group(), Some(&group));
-        a.handle.send(b"in").unwrap();
+        let a = Peer::pumped(shared_cluster(), 0);
+        assert_eq!(a.handle().send(b"lost?").unwrap_err(), Error::NotJoined);
+        assert_eq!(a.handle().joined_group(), None);
+        a.handle().join(&group).unwrap();
+        assert_eq!(a.handle().joined_group(), Some(&group));
+        a.handle().send(b"in").unwrap();
         pump_until(&[&a], WAIT, "own message", || a.messages(&group).len() == 1);
-        a.handle.leave(&group).unwrap();
-        assert_eq!(a.handle.send(b"after").unwrap_err(), Error::NotJoined);
-        assert_eq!(a.handle.leave(&group).unwrap_err(), Error::NotJoined);
-        assert_eq!(a.handle.joined_group(), None);
+        a.handle().leave(&group).unwrap();
+        assert_eq!(a.handle().send(b"after").unwrap_err(), Error::NotJoined);
+        assert_eq!(a.handle().leave(&group).unwrap_err(), Error::NotJoined);
+        assert_eq!(a.handle().joined_group(), None);
     });
 }
 
@@ -174,7 +172,7 @@ fn a_leave_of_another_group_is_refused_and_leaves_no_ghost() {
         let group = unique_group("ghost");
         let other = unique_group("ghost-other");
         let a = joined(&group);
-        let err = a.handle.leave(&other).unwrap_err();
+        let err = a.handle().leave(&other).unwrap_err();
         assert_eq!(
             err,
             Error::NotJoinedTo {
@@ -183,16 +181,16 @@ fn a_leave_of_another_group_is_refused_and_leaves_no_ghost() {
         );
         assert!(err.to_string().contains("ghost"), "{err}");
         // Still a full member: it sends and receives.
-        a.handle.send(b"still here").unwrap();
+        a.handle().send(b"still here").unwrap();
         pump_until(&[&a], WAIT, "own message", || a.messages(&group).len() == 1);
 
         // Once the handle is gone, so is the member (corosync kept it for good when the
         // wrong leave reached it).
-        let watcher = Peer::on(cluster(), 1);
+        let watcher = Peer::pumped(shared_cluster(), 1);
         drop(a);
         let deadline = Instant::now() + WAIT;
         loop {
-            let members = watcher.handle.members(&group).unwrap();
+            let members = watcher.handle().members(&group).unwrap();
             if !members.iter().any(|m| m.nodeid == 1 && m.pid == pid()) {
                 break;
             }
@@ -206,7 +204,7 @@ fn a_leave_of_another_group_is_refused_and_leaves_no_ghost() {
 fn a_poisoned_handle_says_so_at_once() {
     big_stack(|| {
         let group = unique_group("poison");
-        let node = cluster().node(0);
+        let node = shared_cluster().node(0);
         let handle = node.enter(|| {
             Handle::builder()
                 .on_deliver(|_, _| panic!("planted panic"))
@@ -236,13 +234,13 @@ fn a_poisoned_handle_says_so_at_once() {
 #[test]
 fn dispatch_at_most_zero_is_refused() {
     big_stack(|| {
-        let a = Peer::on(cluster(), 0);
+        let a = Peer::pumped(shared_cluster(), 0);
         assert!(matches!(
-            a.handle.dispatch_at_most(0),
+            a.handle().dispatch_at_most(0),
             Err(Error::InvalidArgument(_))
         ));
         assert_eq!(
-            a.handle.dispatch_at_most(1).unwrap(),
+            a.handle().dispatch_at_most(1).unwrap(),
             Dispatched::NothingPending
         );
     });
@@ -251,7 +249,7 @@ fn dispatch_at_most_zero_is_refused() {
 #[test]
 fn the_daemon_must_run_as_the_expected_user() {
     big_stack(|| {
-        let node = cluster().node(0);
+        let node = shared_cluster().node(0);
         let daemon = node.daemon_pid().expect("daemon pid");
         // Default: root, which corosync is.
         let ok = node.enter(|| Handle::builder().build());
@@ -296,9 +294,6 @@ fn the_daemon_must_run_as_the_expected_user() {
     });
 }
 
-struct NoCallbacks;
-impl cpg::Callbacks for NoCallbacks {}
-
 #[test]
 fn a_handle_inherited_through_fork_refuses_every_call_and_spares_the_parent() {
     big_stack(|| {
@@ -308,7 +303,6 @@ fn a_handle_inherited_through_fork_refuses_every_call_and_spares_the_parent() {
         // SAFETY: valid array of two descriptors.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
         let (read_fd, write_fd) = (fds[0], fds[1]);
-        let handle = a.handle;
         // SAFETY: the child only calls into this crate's refusal paths (atomic loads,
         // no locks held across fork) and async-signal-safe libc functions, then
         // `_exit`s without running destructors of the parent's state.
@@ -316,12 +310,12 @@ fn a_handle_inherited_through_fork_refuses_every_call_and_spares_the_parent() {
         assert!(child >= 0);
         if child == 0 {
             let results = [
-                handle.send(b"from the child") == Err(Error::Forked),
-                handle.dispatch(DispatchMode::All) == Err(Error::Forked),
-                handle.members(&group) == Err(Error::Forked),
-                handle.local_node_id() == Err(Error::Forked),
-                handle.leave(&group) == Err(Error::Forked),
-                handle.close() == Err(Error::Forked),
+                a.handle().send(b"from the child") == Err(Error::Forked),
+                a.handle().dispatch(DispatchMode::All) == Err(Error::Forked),
+                a.handle().members(&group) == Err(Error::Forked),
+                a.handle().local_node_id() == Err(Error::Forked),
+                a.handle().leave(&group) == Err(Error::Forked),
+                a.into_handle().close() == Err(Error::Forked),
             ];
             let report: Vec<u8> = results.iter().map(|ok| u8::from(*ok)).collect();
             // SAFETY: a valid buffer of the given length; then the child ends at once.
@@ -348,11 +342,7 @@ fn a_handle_inherited_through_fork_refuses_every_call_and_spares_the_parent() {
         );
 
         // The parent's session is intact: still a member, and its messages flow.
-        let a = Peer {
-            handle,
-            events: a.events,
-        };
-        a.handle.send(b"parent").unwrap();
+        a.handle().send(b"parent").unwrap();
         pump_until(&[&a], WAIT, "the parent's own message", || {
             a.messages(&group).contains(&(1, b"parent".to_vec()))
         });
@@ -362,15 +352,14 @@ fn a_handle_inherited_through_fork_refuses_every_call_and_spares_the_parent() {
             "the child's send must not go out"
         );
         assert!(a
-            .handle
+            .handle()
             .members(&group)
             .unwrap()
             .iter()
             .any(|m| m.pid == pid()));
-        assert!(!a
-            .events()
-            .iter()
-            .any(|e| matches!(e, Ev::Conf { left, .. } if left.iter().any(|l| l.1 == pid()))));
+        assert!(!a.events().iter().any(
+            |e| matches!(e, Event::Conf { left, .. } if left.iter().any(|l| l.0.pid == pid()))
+        ));
     });
 }
 
@@ -379,8 +368,8 @@ fn a_lost_daemon_is_remembered_and_no_shared_memory_is_left_behind() {
     big_stack(|| {
         let private = cpg_testkit::Cluster::start(1);
         let group = unique_group("lost-zcb");
-        let a = Peer::on(&private, 0);
-        a.handle.join(&group).unwrap();
+        let a = Peer::pumped(&private, 0);
+        a.handle().join(&group).unwrap();
         pump_until(&[&a], WAIT, "own join", || !a.confchgs(&group).is_empty());
         // libcpg maps each zero-copy file into this process: a leaked one stays
         // mapped (and its file stays in /dev/shm, where other processes' come and go).
@@ -394,16 +383,16 @@ fn a_lost_daemon_is_remembered_and_no_shared_memory_is_left_behind() {
         private.kill_daemon(0);
         let before = files();
         for _ in 0..100 {
-            let err = a.handle.alloc_buffer(1_000_000).unwrap_err();
+            let err = a.handle().alloc_buffer(1_000_000).unwrap_err();
             assert!(err.is_daemon_lost(), "{err:?}");
         }
         assert_eq!(files(), before, "zero-copy files left mapped");
         // Every other call fails the same way, without another round trip.
         for err in [
-            a.handle.send(b"x").unwrap_err(),
-            a.handle.members(&group).unwrap_err(),
-            a.handle.dispatch(DispatchMode::All).unwrap_err(),
-            a.handle.iter_all().map(|_| ()).unwrap_err(),
+            a.handle().send(b"x").unwrap_err(),
+            a.handle().members(&group).unwrap_err(),
+            a.handle().dispatch(DispatchMode::All).unwrap_err(),
+            a.handle().iter_all().map(|_| ()).unwrap_err(),
         ] {
             assert!(err.is_daemon_lost(), "{err:?}");
         }
@@ -415,7 +404,7 @@ fn dispatch_on_a_stack_segment_that_is_not_the_threads_own_is_refused() {
     let group = unique_group("segment");
     let a = big_stack(move || {
         let a = joined(&group);
-        a.handle.send(b"pending").unwrap();
+        a.handle().send(b"pending").unwrap();
         a
     });
     // The thread's own stack is small; the segment stacker makes is large, but its
@@ -424,7 +413,7 @@ fn dispatch_on_a_stack_segment_that_is_not_the_threads_own_is_refused() {
     let a = std::thread::Builder::new()
         .stack_size(256 << 10)
         .spawn(move || {
-            let refused = stacker::grow(4 << 20, || a.handle.dispatch(DispatchMode::All));
+            let refused = stacker::grow(4 << 20, || a.handle().dispatch(DispatchMode::All));
             match refused {
                 Err(Error::StackTooSmall { available: 0, .. }) => {}
                 other => panic!("dispatch on a stacker segment: {other:?}"),

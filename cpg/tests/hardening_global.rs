@@ -6,24 +6,15 @@
 //! Each test owns the process-wide state it measures, so the tests of this file run
 //! one at a time ([`serial`]).
 
-mod common;
+mod support;
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::big_stack;
 use cpg::{Error, Handle, MAX_LIVE_BUFFERS};
-
-struct NoCallbacks;
-impl cpg::Callbacks for NoCallbacks {}
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use support::{big_stack, serial, unique_group, NoCallbacks};
 
 /// Set in the child process that runs the handle-table stress.
 const STRESS_CHILD: &str = "CPG_TEST_HANDLE_TABLE_STRESS";
@@ -104,7 +95,7 @@ fn handles_of_many_threads_create_iterate_and_drop_without_errors() {
     let member = big_stack(move || {
         node.enter(|| {
             let h = Handle::new(NoCallbacks).unwrap();
-            h.join(&common::unique_group("stress-members")).unwrap();
+            h.join(&unique_group("stress-members")).unwrap();
             h
         })
     });
@@ -152,7 +143,7 @@ fn umask() -> libc::mode_t {
 }
 
 #[test]
-fn zero_copy_allocation_keeps_the_umask_and_stops_at_the_cap() {
+fn concurrent_zero_copy_allocations_keep_the_umask() {
     let _serial = serial();
     let node = cpg_testkit::shared();
     big_stack(move || {
@@ -175,7 +166,18 @@ fn zero_copy_allocation_keeps_the_umask_and_stops_at_the_cap() {
                 t.join().unwrap();
             }
             assert_eq!(umask(), 0o022, "umask after 6,000 concurrent allocations");
+            // SAFETY: restores the test process's umask.
+            unsafe { libc::umask(original) };
+        });
+    });
+}
 
+#[test]
+fn live_zero_copy_buffers_stop_at_a_cap_all_handles_share() {
+    let _serial = serial();
+    let node = cpg_testkit::shared();
+    big_stack(move || {
+        node.enter(|| {
             // The cap: MAX_LIVE_BUFFERS alive at once, then a typed refusal.
             let h = Handle::new(NoCallbacks).unwrap();
             let mut live = Vec::new();
@@ -204,8 +206,6 @@ fn zero_copy_allocation_keeps_the_umask_and_stops_at_the_cap() {
             drop(live);
             // The daemon is fine: a new connection still works.
             drop(Handle::new(NoCallbacks).expect("daemon still up"));
-            // SAFETY: restores the test process's umask.
-            unsafe { libc::umask(original) };
         });
     });
 }
@@ -224,7 +224,7 @@ fn an_async_handle_polled_on_a_small_worker_gets_a_typed_error_and_stays_open() 
             .build()
             .unwrap();
         rt.block_on(async move {
-            let group = common::unique_group("async-small-stack");
+            let group = unique_group("async-small-stack");
             let mut h = node.enter(cpg::AsyncHandle::new).unwrap();
             h.join(&group).await.unwrap();
             h.send(b"waiting").await.unwrap();
@@ -242,7 +242,7 @@ fn an_async_handle_polled_on_a_small_worker_gets_a_typed_error_and_stays_open() 
             // Polled here (block_on's own big stack): the events arrive, nothing lost.
             let mut got = Vec::new();
             while got.is_empty() {
-                let event = tokio::time::timeout(common::WAIT, h.next_event())
+                let event = tokio::time::timeout(support::WAIT, h.next_event())
                     .await
                     .expect("an event")
                     .expect("stream open")
@@ -257,7 +257,7 @@ fn an_async_handle_polled_on_a_small_worker_gets_a_typed_error_and_stays_open() 
 }
 
 #[test]
-fn handles_stop_at_the_cap_and_forgotten_buffers_come_back_with_their_handle() {
+fn handles_stop_at_the_cap() {
     let _serial = serial();
     let node = cpg_testkit::shared();
     big_stack(move || {
@@ -276,7 +276,16 @@ fn handles_stop_at_the_cap_and_forgotten_buffers_come_back_with_their_handle() {
             open.pop();
             open.push(Handle::new(NoCallbacks).expect("room after a close"));
             drop(open);
+        });
+    });
+}
 
+#[test]
+fn forgotten_buffers_hold_their_slots_until_their_handle_closes() {
+    let _serial = serial();
+    let node = cpg_testkit::shared();
+    big_stack(move || {
+        node.enter(|| {
             // Forgotten zero-copy buffers hold their slots until the handle goes.
             let h = Handle::new(NoCallbacks).unwrap();
             for _ in 0..MAX_LIVE_BUFFERS {

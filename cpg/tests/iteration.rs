@@ -2,22 +2,22 @@
 //!
 //! Corosync lets a connection join one group at a time and a process join a group
 //! only once (it keys members by pid). To get groups with several members, other
-//! members are child processes (see the `child` module) whose role names the groups to
+//! members are child processes (see `support::child`) whose role names the groups to
 //! join (hex-encoded, separated by commas; one connection each). A child reports its
 //! pid once joined and leaves when its stdin closes.
 //!
 //! The shared daemon serves every test of this binary, so each test uses group names
-//! of its own and looks only at those. The tests take `child::serial()`, because the
+//! of its own and looks only at those. The tests take `support::serial()`, because the
 //! memory test measures the whole process and the daemon.
 
-mod child;
+mod support;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use child::ChildProcess;
 use cpg::{DispatchMode, GroupMember, GroupName, Handle, Member};
+use support::child::{self, ChildProcess};
 
 /// The child's role: join the groups of `spec` and stay until stdin closes.
 fn join_until_stdin_closes(spec: &str) {

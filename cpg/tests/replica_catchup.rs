@@ -4,18 +4,19 @@
 //! every replica holds the same history, each operation once, in agreed order, and
 //! every confirmed operation is in it.
 
-mod replica_common;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use cpg::replica::Event;
 use cpg::GroupName;
 use cpg_testkit::Cluster;
-use replica_common::*;
+use support::replica::*;
+use support::{serial, WAIT};
 
 #[test]
 fn a_late_joiner_catches_up_under_write_load() {
-    let _heavy = heavy();
+    let _serial = serial();
     let cluster = Cluster::start(3);
     let group = GroupName::new("replica-catchup").unwrap();
     let a = Rep::start(cluster.node(0), "node1", &group);
@@ -27,7 +28,7 @@ fn a_late_joiner_catches_up_under_write_load() {
     a.replica
         .submit(format!("pad {size}"))
         .unwrap()
-        .wait(WAIT)
+        .wait(WAIT * 2)
         .unwrap();
     let wa = Writer::start(&a, "a", Duration::from_millis(2));
     let wb = Writer::start(&b, "b", Duration::from_millis(2));
@@ -66,7 +67,7 @@ fn a_late_joiner_catches_up_under_write_load() {
 
 #[test]
 fn the_source_dying_during_a_large_transfer_does_not_strand_the_joiner() {
-    let _heavy = heavy();
+    let _serial = serial();
     let cluster = Cluster::start(3);
     let group = GroupName::new("replica-kill-source").unwrap();
     let a = Rep::start(cluster.node(0), "node1", &group);
@@ -77,12 +78,12 @@ fn the_source_dying_during_a_large_transfer_does_not_strand_the_joiner() {
     a.replica
         .submit(format!("pad {size}"))
         .unwrap()
-        .wait(WAIT)
+        .wait(WAIT * 2)
         .unwrap();
     b.wait_ready(2);
     // Node 1's replica, the lowest member with the highest version, is the source.
     let c = Rep::start(cluster.node(2), "node3", &group);
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + WAIT * 2;
     while c.replica.view().is_none_or(|v| v.len() < 3) {
         assert!(Instant::now() < deadline, "node3 never saw all three");
         std::thread::sleep(Duration::from_millis(5));

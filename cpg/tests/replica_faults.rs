@@ -5,17 +5,18 @@
 //! every replica holds the same history, each operation once, in agreed order, and
 //! every confirmed operation not reported discarded is in it.
 
-mod replica_common;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use cpg::GroupName;
 use cpg_testkit::Cluster;
-use replica_common::*;
+use support::replica::*;
+use support::serial;
 
 #[test]
 fn a_healed_partition_converges_and_the_minority_learns_what_it_lost() {
-    let _heavy = heavy();
+    let _serial = serial();
     let cluster = Cluster::start(3);
     let group = GroupName::new("replica-partition").unwrap();
     let reps: Vec<Rep> = (0..3)
@@ -68,7 +69,7 @@ fn a_healed_partition_converges_and_the_minority_learns_what_it_lost() {
 
 #[test]
 fn a_daemon_restarted_at_once_rejoins_the_same_history() {
-    let _heavy = heavy();
+    let _serial = serial();
     let cluster = Cluster::start(3);
     let group = GroupName::new("replica-restart").unwrap();
     let reps: Vec<Rep> = (0..3)

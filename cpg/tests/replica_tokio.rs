@@ -4,7 +4,7 @@
 //! the others keep writing) it converges on the same history.
 #![cfg(feature = "tokio")]
 
-mod replica_common;
+mod support;
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -12,7 +12,8 @@ use std::time::Duration;
 use cpg::replica::{AsyncReplica, Replica, Summary};
 use cpg::{GroupName, Member};
 use cpg_testkit::Cluster;
-use replica_common::*;
+use support::replica::*;
+use support::{serial, WAIT};
 
 type History = Vec<(Member, u64)>;
 
@@ -26,14 +27,14 @@ async fn async_member(
         .start_async()
         .await
         .expect("start_async");
-    let v = tokio::time::timeout(WAIT, r.wait_ready(|v| v.len() == 3))
+    let v = tokio::time::timeout(WAIT * 2, r.wait_ready(|v| v.len() == 3))
         .await
         .expect("ready in a view of 3")
         .unwrap();
     let mut confirmed = Vec::new();
     for n in 0..200 {
         let t = r.submit(format!("async:{n}")).unwrap();
-        tokio::time::timeout(WAIT, t.wait())
+        tokio::time::timeout(WAIT * 2, t.wait())
             .await
             .expect("applied within WAIT")
             .expect("applied");
@@ -46,7 +47,7 @@ async fn async_member(
             e = r.next_event() => { if e.is_none() { break } }
             answer = report.recv() => {
                 let Some(answer) = answer else { break };
-                tokio::time::timeout(WAIT, r.wait_ready(|v| v.len() == 3)).await.expect("ready");
+                tokio::time::timeout(WAIT * 2, r.wait_ready(|v| v.len() == 3)).await.expect("ready");
                 let history = r.read(|s| s.ops.iter().map(|(m, q, _)| (*m, *q)).collect());
                 answer.send((r.summary(), history)).unwrap();
             }
@@ -56,12 +57,16 @@ async fn async_member(
 
 #[test]
 fn an_async_replica_converges_with_blocking_ones_through_a_daemon_restart() {
-    let _heavy = heavy();
+    let _serial = serial();
     let cluster = Cluster::start(3);
     let group = GroupName::new("replica-tokio").unwrap();
     let b = Rep::start(cluster.node(1), "node2", &group);
     let c = Rep::start(cluster.node(2), "node3", &group);
-    b.replica.submit("pad 1000000").unwrap().wait(WAIT).unwrap();
+    b.replica
+        .submit("pad 1000000")
+        .unwrap()
+        .wait(WAIT * 2)
+        .unwrap();
     let (steps_tx, steps) = mpsc::channel();
     let (report_tx, report_rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::scope(|s| {
@@ -75,7 +80,7 @@ fn an_async_replica_converges_with_blocking_ones_through_a_daemon_restart() {
                     .block_on(async_member(group, steps_tx, report_rx))
             })
         });
-        let (mine, me) = steps.recv_timeout(WAIT * 2).expect("async writes done");
+        let (mine, me) = steps.recv_timeout(WAIT * 4).expect("async writes done");
         let wb = Writer::start(&b, "b", Duration::from_millis(5));
         cluster.kill_daemon(0);
         cluster.restart_daemon(0);
@@ -87,12 +92,12 @@ fn an_async_replica_converges_with_blocking_ones_through_a_daemon_restart() {
             &[&b, &c],
             &[confirmed(&outcomes_b), vec![]],
         );
-        let deadline = std::time::Instant::now() + WAIT;
+        let deadline = std::time::Instant::now() + WAIT * 2;
         let (async_summary, history) = loop {
             let (tx, rx) = mpsc::channel();
             report_tx.send(tx).unwrap();
             let got = rx
-                .recv_timeout(WAIT)
+                .recv_timeout(WAIT * 2)
                 .expect("a report from the async replica");
             let now = b.replica.summary();
             if got.0 == now || std::time::Instant::now() > deadline {

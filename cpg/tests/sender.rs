@@ -2,31 +2,32 @@
 //! while the handle is dropped, a callback panicking while they send, a lost daemon.
 //! None of these may reach a finalized handle, hang, or lose the typed error.
 
-mod common;
+mod support;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{big_stack, cluster, pump_until, unique_group, Peer, WAIT};
 use cpg::retry::Backoff;
 use cpg::{DispatchMode, Error, Handle};
+use support::peer::{pump_until, Peer};
+use support::{big_stack, shared_cluster, unique_group, WAIT};
 
 #[test]
 fn a_sender_after_close_gets_closed_and_never_reaches_libcpg() {
     big_stack(|| {
         let group = unique_group("sender-closed");
-        let a = Peer::on(cluster(), 0);
-        a.handle.join(&group).unwrap();
-        let sender = a.handle.sender();
+        let a = Peer::pumped(shared_cluster(), 0);
+        a.handle().join(&group).unwrap();
+        let sender = a.handle().sender();
         let clone = sender.clone();
         sender.send(b"before").unwrap();
         pump_until(&[&a], WAIT, "the sender's message", || {
             a.messages(&group) == vec![(1, b"before".to_vec())]
         });
         assert!(!sender.is_closed());
-        a.handle.close().unwrap();
+        a.into_handle().close().unwrap();
         assert!(sender.is_closed() && clone.is_closed());
         assert_eq!(sender.send(b"after").unwrap_err(), Error::Closed);
         assert_eq!(
@@ -41,8 +42,8 @@ fn a_sender_after_close_gets_closed_and_never_reaches_libcpg() {
 #[test]
 fn a_sender_of_a_handle_that_has_not_joined_is_refused() {
     big_stack(|| {
-        let a = Peer::on(cluster(), 0);
-        let sender = a.handle.sender();
+        let a = Peer::pumped(shared_cluster(), 0);
+        let sender = a.handle().sender();
         assert_eq!(sender.send(b"x").unwrap_err(), Error::NotJoined);
     });
 }
@@ -55,9 +56,9 @@ fn dropping_the_handle_under_a_flood_ends_every_sender_promptly() {
     big_stack(|| {
         for round in 0..4u64 {
             let group = unique_group("sender-drop");
-            let a = Peer::on(cluster(), 0);
-            a.handle.join(&group).unwrap();
-            let sender = a.handle.sender();
+            let a = Peer::pumped(shared_cluster(), 0);
+            a.handle().join(&group).unwrap();
+            let sender = a.handle().sender();
             let sent = Arc::new(AtomicU64::new(0));
             let threads: Vec<_> = (0..4)
                 .map(|_| {
@@ -81,7 +82,9 @@ fn dropping_the_handle_under_a_flood_ends_every_sender_promptly() {
             // with nobody dispatching.
             let until = Instant::now() + Duration::from_millis(100 + 150 * round);
             while round < 3 && Instant::now() < until {
-                a.handle.dispatch_timeout(Duration::from_millis(5)).unwrap();
+                a.handle()
+                    .dispatch_timeout(Duration::from_millis(5))
+                    .unwrap();
             }
             if round == 3 {
                 std::thread::sleep(Duration::from_millis(300));
@@ -110,7 +113,7 @@ fn dropping_the_handle_under_a_flood_ends_every_sender_promptly() {
 fn a_panicking_callback_poisons_the_senders_too_and_the_handle_leaves() {
     big_stack(|| {
         let group = unique_group("sender-panic");
-        let node = cluster().node(0);
+        let node = shared_cluster().node(0);
         let delivered = Arc::new(AtomicU64::new(0));
         let count = delivered.clone();
         let handle = node.enter(|| {
@@ -156,10 +159,10 @@ fn a_panicking_callback_poisons_the_senders_too_and_the_handle_leaves() {
         assert_eq!(sender.send(b"refused").unwrap_err(), Error::Poisoned);
         assert_eq!(handle.send(b"refused").unwrap_err(), Error::Poisoned);
         // The member is gone from the group.
-        let watcher = Peer::on(cluster(), 1);
+        let watcher = Peer::pumped(shared_cluster(), 1);
         let deadline = Instant::now() + WAIT;
         while watcher
-            .handle
+            .handle()
             .members(&group)
             .unwrap()
             .iter()
@@ -181,9 +184,9 @@ fn a_sender_sees_a_lost_daemon() {
     big_stack(|| {
         let private = cpg_testkit::Cluster::start(1);
         let group = unique_group("sender-lost");
-        let a = Peer::on(&private, 0);
-        a.handle.join(&group).unwrap();
-        let sender = a.handle.sender();
+        let a = Peer::pumped(&private, 0);
+        a.handle().join(&group).unwrap();
+        let sender = a.handle().sender();
         sender.send(b"x").unwrap();
         private.kill_daemon(0);
         let deadline = Instant::now() + WAIT;
@@ -198,6 +201,6 @@ fn a_sender_sees_a_lost_daemon() {
         };
         assert!(err.is_daemon_lost(), "{err:?}");
         // The handle learned it too.
-        assert!(a.handle.send(b"z").unwrap_err().is_daemon_lost());
+        assert!(a.handle().send(b"z").unwrap_err().is_daemon_lost());
     });
 }

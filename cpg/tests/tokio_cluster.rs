@@ -2,13 +2,14 @@
 //! nodes through the stream, membership events from other nodes (join, leave, node
 //! down), and a stream that ends with the lost-daemon error when its daemon is killed.
 
-mod tokio_common;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use cpg::{AsyncHandle, Event, Member, Reason};
 use cpg_testkit::Cluster;
-use tokio_common::*;
+use support::stream::*;
+use support::{big_stack, unique_group, WAIT};
 
 /// What a member delivered: (sender, bytes) in delivery order.
 type Delivered = Vec<(Member, Vec<u8>)>;
@@ -44,10 +45,10 @@ fn connect_all(rt: &tokio::runtime::Runtime, cluster: &Cluster) -> Vec<AsyncHand
 ///    node 2's stream ends with the lost-daemon error.
 #[test]
 fn three_nodes_order_flood_leave_and_node_down_through_streams() {
-    on_big_stack(|| {
+    big_stack(|| {
         let cluster = Cluster::start(3);
         let rt = runtime();
-        let group = group("cluster");
+        let group = unique_group("cluster");
         let mut handles = connect_all(&rt, &cluster);
         let nodeids: Vec<u32> = cluster.nodes().iter().map(|n| n.nodeid()).collect();
         let members: Vec<Member> = nodeids
@@ -238,10 +239,10 @@ fn three_nodes_order_flood_leave_and_node_down_through_streams() {
 /// retrying; no time is spent spinning meanwhile; dropping the dead handle returns.
 #[test]
 fn a_killed_daemon_ends_the_stream_with_the_lost_daemon_error() {
-    on_big_stack(|| {
+    big_stack(|| {
         let cluster = Cluster::start(1);
         let rt = runtime();
-        let group = group("lost");
+        let group = unique_group("lost");
         let mut h = connect_all(&rt, &cluster).pop().unwrap();
         block_on(&rt, WAIT, async {
             h.join(&group).await.expect("join");

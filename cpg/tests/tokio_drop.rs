@@ -2,11 +2,12 @@
 //! libqb shared-memory file, no reactor registration. Alone in its own test binary,
 //! because it counts the process's descriptors and /dev/shm entries.
 
-mod tokio_common;
+mod support;
 
 use std::time::Duration;
 
-use tokio_common::*;
+use support::stream::*;
+use support::unique_group;
 
 /// Open descriptors of this process.
 fn fd_count() -> usize {
@@ -54,7 +55,7 @@ fn dropping_a_handle_with_pending_events_leaks_nothing() {
         settled("left by the warm-up");
 
         for round in 0..20 {
-            let group = group(&format!("drop-{round}"));
+            let group = unique_group(&format!("drop-{round}"));
             let mut h = connect(node);
             h.join(&group).await.expect("join");
             for seq in 0..200 {
@@ -71,7 +72,7 @@ fn dropping_a_handle_with_pending_events_leaks_nothing() {
         assert_eq!(fd_count(), fds_before, "descriptors leaked");
         settled("leaked");
 
-        let group = group("drop-after");
+        let group = unique_group("drop-after");
         let mut h = connect(node);
         h.join(&group).await.expect("join after drops");
         h.send(b"after").await.expect("send after drops");

@@ -2,12 +2,13 @@
 //! waits on the reactor, it does not poll. Alone in its own test binary, because the
 //! wake-ups and the CPU time count every thread and other tests would run in parallel.
 
-mod tokio_common;
+mod support;
 
 use std::time::{Duration, Instant};
 
+use support::stream::*;
+use support::{unique_group, WAIT};
 use tokio::sync::mpsc;
-use tokio_common::*;
 
 /// A joined listener waits for events for 5 s with nothing arriving. Its threads must
 /// wake up fewer than [`MAX_IDLE_WAKEUPS`] times in all (context switches of every
@@ -21,7 +22,7 @@ fn an_idle_listener_uses_almost_no_cpu() {
     const IDLE: Duration = Duration::from_secs(5);
     run(Duration::from_secs(60), || async {
         let node = cpg_testkit::shared();
-        let group = group("idle");
+        let group = unique_group("idle");
         let mut h = connect(node);
         h.join(&group).await.expect("join");
         wait_members(&mut h, &group, 1).await;

@@ -1,13 +1,14 @@
 //! `AsyncSender`: many tasks send through clones while one task reads the stream; a
 //! cancelled send has sent nothing; sends wake when the handle is dropped.
 
-mod tokio_common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cpg::{Error, Event};
-use tokio_common::*;
+use support::stream::*;
+use support::{unique_group, WAIT};
 
 /// Task number and sequence number, then `len - 8` filler bytes.
 fn message(task: u32, seq: u32, len: usize) -> Vec<u8> {
@@ -32,7 +33,7 @@ fn decode(m: &[u8]) -> (u32, u32) {
 fn many_tasks_send_through_clones_while_one_reads() {
     run(WAIT * 4, || async {
         let node = cpg_testkit::shared();
-        let group = group("sender-tasks");
+        let group = unique_group("sender-tasks");
         let mut h = connect(node);
         h.join(&group).await.unwrap();
         wait_members(&mut h, &group, 1).await;
@@ -101,7 +102,7 @@ fn a_cancelled_send_sent_nothing_and_a_completed_one_exactly_once() {
             .expect("cluster"),
     );
     run(Duration::from_secs(120), move || async move {
-        let group = group("sender-cancel");
+        let group = unique_group("sender-cancel");
         let mut h = connect(cluster.node(0));
         h.join(&group).await.unwrap();
         wait_members(&mut h, &group, 1).await;
@@ -159,7 +160,7 @@ fn a_cancelled_send_sent_nothing_and_a_completed_one_exactly_once() {
 fn dropping_the_handle_wakes_waiting_sends_with_closed() {
     run(WAIT * 2, || async {
         let node = cpg_testkit::shared();
-        let group = group("sender-drop");
+        let group = unique_group("sender-drop");
         let mut h = connect(node);
         h.join(&group).await.unwrap();
         wait_members(&mut h, &group, 1).await;

@@ -8,9 +8,10 @@
 //! `CPG_TOKIO_STACK=bytes` runs the multi-thread test with that worker stack size
 //! instead, to find the smallest that works (measured: see the crate docs).
 
-mod tokio_common;
+mod support;
 
-use tokio_common::*;
+use support::stream::*;
+use support::{big_stack, unique_group, WAIT};
 
 /// Sizes around the atomic limit and well above it (fragmented).
 fn sizes(max: usize) -> Vec<usize> {
@@ -23,7 +24,7 @@ fn pattern(len: usize, salt: u8) -> Vec<u8> {
 
 async fn round_trip_large_messages() {
     let node = cpg_testkit::shared();
-    let group = group(&format!("stack-{:?}", std::thread::current().id()));
+    let group = unique_group("stack");
     let mut h = connect(node);
     h.join(&group).await.expect("join");
     wait_members(&mut h, &group, 1).await;
@@ -46,7 +47,7 @@ async fn round_trip_large_messages() {
 /// a spawned task, i.e. on a worker.
 #[test]
 fn default_worker_stacks_receive_3_mib_messages() {
-    on_big_stack(|| {
+    big_stack(|| {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder.worker_threads(2).enable_all();
         if let Ok(size) = std::env::var("CPG_TOKIO_STACK") {

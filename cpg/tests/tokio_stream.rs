@@ -3,7 +3,7 @@
 //! sends, membership events (all on the multi-thread runtime), and fairness to other
 //! tasks on a current-thread runtime.
 
-mod tokio_common;
+mod support;
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cpg::{AsyncHandle, Event, Member, Reason};
-use tokio_common::*;
+use support::stream::*;
+use support::{big_stack, unique_group, WAIT};
 
 /// Compile-time: a task that owns an `AsyncHandle` (and awaits its futures) can be
 /// spawned on the multi-thread runtime.
@@ -39,7 +40,7 @@ fn thousands_of_messages_arrive_in_order_through_the_stream() {
         let node = cpg_testkit::shared();
         let mut tasks = Vec::new();
         for name in ["order-a", "order-b"] {
-            let group = group(name);
+            let group = unique_group(name);
             let mut h = connect(node);
             tasks.push(tokio::spawn(async move {
                 h.join(&group).await.expect("join");
@@ -81,7 +82,7 @@ fn a_flood_waits_out_backpressure_without_loss() {
     const SIZE: usize = 64 << 10;
     run(Duration::from_secs(240), || async {
         let node = cpg_testkit::shared();
-        let group = group("flood");
+        let group = unique_group("flood");
         let mut h = connect(node);
         h.join(&group).await.expect("join");
         wait_members(&mut h, &group, 1).await;
@@ -122,7 +123,7 @@ fn a_flood_waits_out_backpressure_without_loss() {
 fn vectored_send_arrives_as_one_message() {
     run(Duration::from_secs(60), || async {
         let node = cpg_testkit::shared();
-        let group = group("vectored");
+        let group = unique_group("vectored");
         let mut h = connect(node);
         h.join(&group).await.expect("join");
         wait_members(&mut h, &group, 1).await;
@@ -155,7 +156,7 @@ fn vectored_send_arrives_as_one_message() {
 fn own_join_and_leave_come_as_confchg_events() {
     run(Duration::from_secs(60), || async {
         let node = cpg_testkit::shared();
-        let group = group("confchg");
+        let group = unique_group("confchg");
         let mut h = connect(node);
         let me = Member {
             nodeid: h.local_node_id().expect("local node id"),
@@ -205,7 +206,7 @@ fn the_handle_is_a_stream() {
 
     run(Duration::from_secs(60), || async {
         let node = cpg_testkit::shared();
-        let group = group("stream");
+        let group = unique_group("stream");
         let mut h = connect(node);
         h.join(&group).await.expect("join");
         h.send(b"via Stream").await.expect("send");
@@ -233,7 +234,7 @@ fn a_dropped_send_future_sent_nothing() {
     const SIZE: usize = 64 << 10;
     run(Duration::from_secs(240), || async {
         let node = cpg_testkit::shared();
-        let group = group("cancel");
+        let group = unique_group("cancel");
         let mut h = connect(node);
         h.join(&group).await.expect("join");
         wait_members(&mut h, &group, 1).await;
@@ -307,14 +308,14 @@ fn a_dropped_send_future_sent_nothing() {
 #[test]
 fn a_busy_stream_lets_other_tasks_run() {
     const COUNT: u64 = 5_000;
-    on_big_stack(|| {
+    big_stack(|| {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         rt.block_on(async {
             let node = cpg_testkit::shared();
-            let group = group("fair");
+            let group = unique_group("fair");
             let mut h = connect(node);
             h.join(&group).await.expect("join");
             wait_members(&mut h, &group, 1).await;
@@ -404,7 +405,7 @@ fn the_async_builder_applies_its_options_and_back_off() {
         assert_eq!(h.backoff(), backoff);
         let me = h.local_member().expect("local member");
         assert_eq!(me, Member::new(1, std::process::id()));
-        let group = group("builder");
+        let group = unique_group("builder");
         h.join(&group).await.expect("join");
         let (mut totem, mut joined) = (false, false);
         while !(totem && joined) {
@@ -433,7 +434,7 @@ fn an_async_send_reads_events_while_it_waits_out_back_pressure() {
     use futures_core::Stream as _;
     run(WAIT, || async {
         let node = cpg_testkit::shared();
-        let group = group("async-pressure");
+        let group = unique_group("async-pressure");
         let mut h = connect(node);
         h.join(&group).await.expect("join");
         wait_members(&mut h, &group, 1).await;

@@ -1,20 +1,21 @@
 //! Zero-copy send buffers against the shared private daemon (`cpg_testkit::shared()`).
 //!
-//! The receiving member is a child process (see the `child` module: corosync refuses a
+//! The receiving member is a child process (see `support::child`: corosync refuses a
 //! second join of the same group by the same pid) whose role is the group (as UTF-8)
 //! to join. It reports every delivered message on stdout (`MSG <hex>`), and leaves
 //! when its stdin closes.
 //!
-//! The tests of this file take `child::serial()`: the leak test counts mappings of the
+//! The tests of this file take `support::serial()`: the leak test counts mappings of the
 //! whole process, which other tests of the same binary would change.
 
-mod child;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use child::ChildProcess;
 use cpg::retry::Backoff;
 use cpg::{DispatchMode, Error, GroupName, Handle};
+use support::child::{self, ChildProcess};
+use support::unique_group;
 
 /// The child's role: be the receiving member of `group`.
 fn receive_until_stdin_closes(group: &str) {
@@ -42,11 +43,11 @@ struct Receiver(ChildProcess);
 impl Receiver {
     /// Starts the child for `test` (the name of the calling test function), which joins
     /// `group`, and waits until it has joined.
-    fn start(node: &cpg_testkit::Node, test: &str, group: &str) -> Receiver {
+    fn start(node: &cpg_testkit::Node, test: &str, group: &GroupName) -> Receiver {
         Receiver(ChildProcess::start(
             node,
             test,
-            group,
+            &group.to_string(),
             "the receiver process",
         ))
     }
@@ -94,16 +95,10 @@ fn pattern(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-fn unique_group(test: &str) -> String {
-    format!("zcb-{test}-{}", std::process::id())
-}
-
 /// Connects a sending handle and joins `group` (after the receiver did).
-fn sender(group: &str) -> Handle {
+fn sender(group: &GroupName) -> Handle {
     let handle = Handle::builder().build().expect("connect the sender");
-    handle
-        .join(&GroupName::new(group).unwrap())
-        .expect("sender join");
+    handle.join(group).expect("sender join");
     handle
 }
 
@@ -125,7 +120,7 @@ fn send_all_retrying(handle: &Handle, buffer: &cpg::ZeroCopyBuffer<'_>) {
 fn sends_one_byte_64k_and_max_size_byte_exact() {
     child::test_on_shared(receive_until_stdin_closes, |node| {
         let test = "sends_one_byte_64k_and_max_size_byte_exact";
-        let group = unique_group("sizes");
+        let group = unique_group("zcb-sizes");
         let mut receiver = Receiver::start(node, test, &group);
         let handle = sender(&group);
         let max = handle.max_message_size().expect("max size") as usize;
@@ -152,10 +147,10 @@ fn sends_one_byte_64k_and_max_size_byte_exact() {
 /// One buffer sent three times, rewritten in between and once only in part: every
 /// send delivers what the buffer held at that moment.
 #[test]
-fn one_buffer_sent_several_times() {
+fn a_buffer_sent_again_delivers_what_it_holds_at_each_send() {
     child::test_on_shared(receive_until_stdin_closes, |node| {
-        let test = "one_buffer_sent_several_times";
-        let group = unique_group("reuse");
+        let test = "a_buffer_sent_again_delivers_what_it_holds_at_each_send";
+        let group = unique_group("zcb-reuse");
         let mut receiver = Receiver::start(node, test, &group);
         let handle = sender(&group);
 
@@ -189,7 +184,7 @@ fn one_buffer_sent_several_times() {
 fn too_big_and_unjoined_sends_fail_with_the_right_error() {
     child::test_on_shared(receive_until_stdin_closes, |node| {
         let test = "too_big_and_unjoined_sends_fail_with_the_right_error";
-        let group = unique_group("limits");
+        let group = unique_group("zcb-limits");
         let mut receiver = Receiver::start(node, test, &group);
         let handle = sender(&group);
         let max = handle.max_message_size().expect("max size") as usize;
@@ -281,7 +276,7 @@ fn zerocopy_files() -> usize {
 fn alloc_free_and_send_cycles_leave_nothing_behind() {
     child::test_on_shared(receive_until_stdin_closes, |node| {
         let test = "alloc_free_and_send_cycles_leave_nothing_behind";
-        let group = unique_group("cycles");
+        let group = unique_group("zcb-cycles");
         let mut receiver = Receiver::start(node, test, &group);
         let handle = sender(&group);
 

@@ -1,21 +1,18 @@
-//! Shared by the `group_*` tests: group members ([`cpg::group::Group`]) started on the
-//! nodes of a real [`cpg_testkit::Cluster`], each with a thread that records every
+//! Members of the group layer ([`cpg::group::Group`]) started on the nodes of a real
+//! [`cpg_testkit::Cluster`], each a [`Participant`] with a thread that records every
 //! event it produces, in order, into a [`Log`] the test waits on with bounded waits.
 
-#![allow(dead_code)] // Each test binary uses a different part of this module.
-
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cpg::group::{Config, Event, Group, View};
 use cpg::{GroupName, Member};
 use cpg_testkit::Node;
 
-/// Bound for every wait on a view, a delivery or a reconnect: token (1 s), consensus,
-/// sync and a loaded 2-core machine fit well inside.
-pub const WAIT: Duration = Duration::from_secs(30);
+use super::log::{Log, Observed};
+use super::WAIT;
 
 /// A test payload: who sent it (a number the test chose) and its sequence number,
 /// little-endian, then `pad` bytes.
@@ -39,88 +36,13 @@ pub fn decode(data: &[u8]) -> (u32, u64) {
     (sender, seq)
 }
 
-/// The events one member produced, shared between its recorder thread and the test.
-#[derive(Clone)]
-pub struct Log {
-    name: Arc<str>,
-    inner: Arc<(Mutex<Vec<Event>>, Condvar)>,
+impl Observed for Event {
+    fn is_message(&self) -> bool {
+        matches!(self, Event::Message(_) | Event::Confirmed { .. })
+    }
 }
 
-impl Log {
-    fn new(name: &str) -> Log {
-        Log {
-            name: name.into(),
-            inner: Arc::new((Mutex::new(Vec::new()), Condvar::new())),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Vec<Event>> {
-        self.inner.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn push(&self, e: Event) {
-        self.lock().push(e);
-        self.inner.1.notify_all();
-    }
-
-    /// A copy of all events so far.
-    pub fn events(&self) -> Vec<Event> {
-        self.lock().clone()
-    }
-
-    /// Number of events so far (a mark for [`Log::since`]).
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Events from `mark` on.
-    pub fn since(&self, mark: usize) -> Vec<Event> {
-        self.lock()[mark..].to_vec()
-    }
-
-    /// Waits until `check` returns `Some` for the events so far.
-    ///
-    /// # Panics
-    ///
-    /// After `timeout`, naming `what` and the last events that are not messages.
-    pub fn wait_for<T>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        mut check: impl FnMut(&[Event]) -> Option<T>,
-    ) -> T {
-        let deadline = Instant::now() + timeout;
-        let mut events = self.lock();
-        loop {
-            if let Some(found) = check(&events) {
-                return found;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let tail: Vec<String> = events
-                    .iter()
-                    .filter(|e| !matches!(e, Event::Message(_) | Event::Confirmed { .. }))
-                    .rev()
-                    .take(10)
-                    .map(|e| format!("  {e:?}"))
-                    .collect();
-                panic!(
-                    "{}: timed out after {timeout:?} waiting for {what}; {} events; last \
-                     non-message events (newest first):\n{}",
-                    self.name,
-                    events.len(),
-                    tail.join("\n")
-                );
-            }
-            events = self
-                .inner
-                .1
-                .wait_timeout(events, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-
+impl Log<Event> {
     /// Waits until the latest view lists exactly `members` (any order); returns it.
     pub fn wait_view(&self, members: &[Member]) -> View {
         let mut want = members.to_vec();
@@ -168,16 +90,16 @@ pub fn messages(events: &[Event]) -> Vec<(u32, u64)> {
         .collect()
 }
 
-/// One group member on a node, its events recorded by a thread of its own.
-pub struct Peer {
+/// One member of the group layer on a node, its events recorded by a thread of its own.
+pub struct Participant {
     name: String,
     group: Option<Arc<Group>>,
-    log: Log,
+    log: Log<Event>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Peer {
+impl Participant {
     /// Starts a [`Group`] member of `group` on `node` (its dispatch thread lives in
     /// the node's network namespace, so it reconnects to the same daemon) and waits
     /// for its first view.
@@ -185,7 +107,7 @@ impl Peer {
     /// # Panics
     ///
     /// If it cannot connect and join.
-    pub fn start(node: &Node, name: &str, group: &GroupName, config: Config) -> Peer {
+    pub fn start(node: &Node, name: &str, group: &GroupName, config: Config) -> Participant {
         let g = node
             .enter(|| Group::builder(*group).config(config).start())
             .unwrap_or_else(|e| panic!("{name}: cannot join on node {}: {e}", node.nodeid()));
@@ -207,7 +129,7 @@ impl Peer {
                 })
                 .expect("spawn a recorder thread")
         };
-        let peer = Peer {
+        let peer = Participant {
             name: name.to_string(),
             group: Some(group),
             log,
@@ -235,7 +157,7 @@ impl Peer {
     }
 
     /// What it observed.
-    pub fn log(&self) -> &Log {
+    pub fn log(&self) -> &Log<Event> {
         &self.log
     }
 
@@ -247,7 +169,7 @@ impl Peer {
     }
 }
 
-impl Drop for Peer {
+impl Drop for Participant {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
@@ -260,7 +182,7 @@ impl Drop for Peer {
 /// Asserts that `peers` (all in one partition) agree on the latest view: the same
 /// members, the same leader, and exactly that one of them says it leads. Returns the
 /// leader.
-pub fn assert_agree(what: &str, peers: &[&Peer]) -> Member {
+pub fn assert_agree(what: &str, peers: &[&Participant]) -> Member {
     let views: Vec<View> = peers
         .iter()
         .map(|p| latest_view(&p.log().events()).unwrap_or_else(|| panic!("{}: no view", p.name())))

@@ -1,15 +1,16 @@
-//! Shared by the `replica_*` tests: a test state that records every applied operation
-//! ([`OpLog`]), replicas ([`cpg::replica::Replica`]) started on the nodes of a real
-//! [`cpg_testkit::Cluster`] with a thread that records their events, writers that
-//! submit operations and record each outcome, and the end-of-scenario check: every
-//! replica holds the same history, each operation in it once, and every operation
-//! confirmed and not reported discarded is in it.
-
-#![allow(dead_code)] // Each test binary uses a different part of this module.
+//! Members of the replica layer on a cluster: a test state that records every applied
+//! operation ([`OpLog`]), replicas ([`cpg::replica::Replica`]) started on the nodes of
+//! a real [`cpg_testkit::Cluster`] with a thread that records their events, writers
+//! that submit operations and record each outcome, and the end-of-scenario check:
+//! every replica holds the same history, each operation in it once, and every
+//! operation confirmed and not reported discarded is in it.
+//!
+//! A round of the replica layer (a state transfer, a verification) spans several
+//! membership changes: every wait here is `WAIT * 2`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -19,14 +20,7 @@ use cpg::replica::{
 use cpg::{GroupName, Member};
 use cpg_testkit::Node;
 
-/// Bound for every wait: token (1 s), consensus, rounds and a loaded 2-core machine.
-pub const WAIT: Duration = Duration::from_secs(60);
-
-/// One cluster at a time per test binary (2 cores).
-pub fn heavy() -> MutexGuard<'static, ()> {
-    static HEAVY: Mutex<()> = Mutex::new(());
-    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
-}
+use super::WAIT;
 
 /// The test state: every applied operation (origin, seq, bytes) in order, and a
 /// padding blob to make the state large (set by an operation `pad <bytes>`).
@@ -159,14 +153,15 @@ impl Rep {
     /// Waits until an event satisfies `find` (events are recorded a moment after the
     /// replica produces them); returns what `find` returned for the latest such.
     pub fn wait_event<T>(&self, what: &str, mut find: impl FnMut(&Event) -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT;
+        let limit = WAIT * 2;
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(t) = self.events().iter().rev().find_map(|(_, e)| find(e)) {
                 return t;
             }
             assert!(
                 Instant::now() < deadline,
-                "{}: no {what} within {WAIT:?}",
+                "{}: no {what} within {limit:?}",
                 self.name
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -183,11 +178,12 @@ impl Rep {
 
     /// Waits until in sync in a view of `n` members; returns when.
     pub fn wait_ready(&self, n: usize) -> Instant {
+        let limit = WAIT * 2;
         self.replica
-            .wait_ready(WAIT, |v| v.len() == n)
+            .wait_ready(limit, |v| v.len() == n)
             .unwrap_or_else(|| {
                 panic!(
-                    "{}: not ready in a view of {n} within {WAIT:?}; phase {:?}, view {:?}, \
+                    "{}: not ready in a view of {n} within {limit:?}; phase {:?}, view {:?}, \
                      last events {:?}",
                     self.name,
                     self.replica.phase(),
@@ -242,7 +238,7 @@ impl Writer {
             while !s.load(Ordering::SeqCst) {
                 n += 1;
                 match r.submit(format!("w{tag}:{n}")) {
-                    Ok(t) => out.push((t.seq(), t.wait(WAIT))),
+                    Ok(t) => out.push((t.seq(), t.wait(WAIT * 2))),
                     Err(e) => panic!("writer {tag}: submit: {e}"),
                 }
                 std::thread::sleep(pause);
@@ -274,7 +270,7 @@ pub fn assert_converged(what: &str, reps: &[&Rep], confirmed: &[Vec<u64>]) -> Su
 /// [`assert_converged`] for replicas in a view of `n` members (some of them not in
 /// `reps`).
 pub fn assert_converged_in(what: &str, n: usize, reps: &[&Rep], confirmed: &[Vec<u64>]) -> Summary {
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + WAIT * 2;
     loop {
         for r in reps {
             r.wait_ready(n);

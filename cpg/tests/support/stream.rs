@@ -1,6 +1,6 @@
-//! Helpers shared by the tokio tests: runtimes with big stacks, connecting inside a
-//! node's namespace, and waiting for events with bounded timeouts.
-#![allow(dead_code)] // each test binary uses a different subset
+//! The async handle's tests (feature `tokio`): runtimes whose dispatching threads have
+//! big stacks, connecting an [`AsyncHandle`] inside a node's namespace, and bounded
+//! reads of its event stream.
 
 use std::future::Future;
 use std::time::Duration;
@@ -8,22 +8,7 @@ use std::time::Duration;
 use cpg::{AsyncHandle, Event, GroupName, Member};
 use cpg_testkit::Node;
 
-/// Upper bound for any single wait in these tests.
-pub const WAIT: Duration = Duration::from_secs(30);
-
-/// Runs `f` on a fresh thread with an 8 MiB stack (libtest's threads have 2 MiB, and
-/// `block_on` polls its future on the calling thread), propagating its panic.
-pub fn on_big_stack<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
-    let thread = std::thread::Builder::new()
-        .name("tokio-test-main".into())
-        .stack_size(8 << 20)
-        .spawn(f)
-        .expect("spawn test thread");
-    match thread.join() {
-        Ok(r) => r,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-}
+use super::{big_stack, WAIT};
 
 /// A multi-thread runtime as the crate documents it: IO and timer enabled, 4 MiB
 /// worker stacks.
@@ -43,7 +28,7 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    on_big_stack(move || {
+    big_stack(move || {
         let rt = runtime();
         rt.block_on(async move {
             match tokio::time::timeout(limit, tokio::spawn(f())).await {
@@ -63,11 +48,6 @@ pub fn connect(node: &Node) -> AsyncHandle {
         .unwrap_or_else(|e| panic!("AsyncHandle::new failed: {e}\n{}", node.log_tail(20)))
 }
 
-/// A group name unique to this test and process.
-pub fn group(test: &str) -> GroupName {
-    GroupName::new(format!("tokio-{test}-{}", std::process::id())).expect("group name")
-}
-
 /// The next event, failing the test on timeout, error or end of stream.
 pub async fn next(h: &mut AsyncHandle) -> Event {
     match tokio::time::timeout(WAIT, h.next_event()).await {
@@ -78,7 +58,6 @@ pub async fn next(h: &mut AsyncHandle) -> Event {
     }
 }
 
-/// Reads events until `group` has exactly `n` members; returns them.
 /// The events that are ready now (queued, or pending in libcpg), without waiting for
 /// more; at most 10,000.
 pub async fn ready_now(h: &mut AsyncHandle) -> Vec<cpg::Result<Event>> {
@@ -95,6 +74,7 @@ pub async fn ready_now(h: &mut AsyncHandle) -> Vec<cpg::Result<Event>> {
     .await
 }
 
+/// Reads events until `group` has exactly `n` members; returns them.
 pub async fn wait_members(h: &mut AsyncHandle, group: &GroupName, n: usize) -> Vec<Member> {
     loop {
         if let Event::Confchg {

@@ -17,51 +17,23 @@
 //! The tests of these files take [`serial`]: they measure the whole process (its
 //! mappings, its memory, its descriptors), which other tests of the same binary would
 //! change.
-#![allow(dead_code)] // Each test binary uses a different part of this module.
 
 use std::fmt::Display;
 use std::io::{Read as _, Write as _};
 use std::sync::mpsc::{self, TryRecvError};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cpg_testkit::{client_role, Client, HarnessError, Node};
+
+use super::{big_stack, serial, WAIT};
 
 /// Prefix of the child's report lines.
 pub const TAG: &str = "@@cpg-test-child@@";
 /// Longest a child may live, whatever happens to the parent.
 pub const CHILD_LIFETIME: Duration = Duration::from_secs(180);
-/// How long the parent waits for a child to report `READY`.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the parent gives a child to exit after closing its stdin, before it is
 /// killed.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Stack size for threads that call `cpg_dispatch`.
-const BIG_STACK: usize = 8 << 20;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Serializes the tests of one test binary (a failed test does not poison the rest).
-pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs `body` on a thread with a stack big enough for `cpg_dispatch`, and propagates
-/// its panic.
-pub fn big_stack<R: Send + 'static>(body: impl FnOnce() -> R + Send + 'static) -> R {
-    std::thread::Builder::new()
-        .stack_size(BIG_STACK)
-        .spawn(body)
-        .expect("spawn a big-stack thread")
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-}
-
-/// Runs `body` on a big stack (see [`big_stack`]) inside the shared daemon's namespace.
-pub fn on_big_stack(body: impl FnOnce(&'static Node) + Send + 'static) {
-    let node = cpg_testkit::shared();
-    big_stack(move || node.enter(|| body(node)));
-}
 
 /// In a child process: play `role` with `body` (on a big stack) and return `true`.
 /// In the parent: return `false`.
@@ -84,7 +56,8 @@ pub fn test(role: impl FnOnce(&str) + Send + 'static, body: impl FnOnce() + Send
     big_stack(body);
 }
 
-/// [`test`], with `body` run inside the shared daemon's namespace.
+/// [`test`], with `body` run inside the shared daemon's namespace
+/// ([`cpg_testkit::shared`]).
 pub fn test_on_shared(
     role: impl FnOnce(&str) + Send + 'static,
     body: impl FnOnce(&'static Node) + Send + 'static,
@@ -93,7 +66,8 @@ pub fn test_on_shared(
         return;
     }
     let _serial = serial();
-    on_big_stack(body);
+    let node = cpg_testkit::shared();
+    big_stack(move || node.enter(|| body(node)));
 }
 
 /// In a child: writes the report line `TAG kind payload` to stdout, flushed.
@@ -138,10 +112,10 @@ impl ChildProcess {
         let mut client = Client::spawn_test(node, test, role)
             .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
         let ready = format!("{TAG} READY ");
-        let pid = match client.expect_line(&ready, READY_TIMEOUT) {
+        let pid = match client.expect_line(&ready, WAIT) {
             Ok(line) => line[ready.len()..].parse::<u32>().expect("pid"),
             Err(e) => panic!(
-                "{what} did not join within {READY_TIMEOUT:?}: {e}\n{}",
+                "{what} did not join within {WAIT:?}: {e}\n{}",
                 node.log_tail(20)
             ),
         };
