@@ -277,6 +277,7 @@ impl Progress {
 
     /// Registers `waker` for the next signal unless progress after `seen` already
     /// happened; returns whether it did. Pair with [`Progress::unregister`].
+    #[cfg(feature = "tokio")]
     pub(crate) fn register(&self, seen: u64, waker: &Waker) -> bool {
         let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
         if self.epoch() != seen {
@@ -289,11 +290,13 @@ impl Progress {
     }
 
     /// Counts an async sender as waiting (until [`Progress::unregister`]).
+    #[cfg(feature = "tokio")]
     pub(crate) fn start_waiting(&self) {
         self.waiters.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Ends an async sender's wait.
+    #[cfg(feature = "tokio")]
     pub(crate) fn unregister(&self, waker: Option<&Waker>) {
         if let Some(waker) = waker {
             let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
