@@ -10,7 +10,7 @@ mod support;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use cpg::group::{AsyncGroup, Config, Event, Group};
+use cpg::group::{AsyncGroup, Config, Confirmation, Event, Group};
 use cpg::{GroupName, Member};
 use cpg_testkit::Cluster;
 use support::group::*;
@@ -244,56 +244,37 @@ fn async_group_agrees_confirms_survives_cancellation_and_reconnects() {
 /// already asked for resolves with an error, and later sends are refused.
 #[test]
 fn a_group_whose_runtime_shut_down_ends_its_stream() {
-    let node = cpg_testkit::shared();
-    std::thread::Builder::new()
-        .name("runtime-gone".into())
-        .stack_size(8 << 20)
-        .spawn(move || {
-            let driver_rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let (g, confirmed) = node.enter(|| {
-                driver_rt.block_on(async {
-                    let g = Group::builder(GroupName::new("tokio-runtime-gone").unwrap())
-                        .start_async()
-                        .await
-                        .expect("start_async");
-                    tokio::time::timeout(WAIT, g.wait_view(|v| v.len() == 1))
-                        .await
-                        .expect("a view of 1")
-                        .unwrap();
-                    // Asked for with the driver unable to run again before the end.
-                    let confirmed = g.send_confirmed(b"never".to_vec()).unwrap();
-                    (g, confirmed)
-                })
-            });
-            drop(driver_rt);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let mut stopped = false;
-                loop {
-                    let event = tokio::time::timeout(WAIT, g.next_event())
-                        .await
-                        .expect("the stream to go on or end within WAIT, not hang");
-                    match event {
-                        Some(Event::Stopped(_)) => stopped = true,
-                        Some(_) => {}
-                        None => break,
-                    }
-                }
-                assert!(stopped, "the last event is Stopped");
-                let result = tokio::time::timeout(WAIT, confirmed)
-                    .await
-                    .expect("the confirmation to resolve within WAIT");
-                assert!(result.is_err(), "confirmed without a driver: {result:?}");
-                assert!(g.send(b"late".to_vec()).is_err(), "a send after the end");
-            });
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+    let start = || async {
+        let g = Group::builder(GroupName::new("tokio-runtime-gone").unwrap())
+            .start_async()
+            .await
+            .expect("start_async");
+        tokio::time::timeout(WAIT, g.wait_view(|v| v.len() == 1))
+            .await
+            .expect("a view of 1")
+            .unwrap();
+        // Asked for with the driver unable to run again before the end.
+        let confirmed = g.send_confirmed(b"never".to_vec()).unwrap();
+        (g, confirmed)
+    };
+    let then = |(g, confirmed): (AsyncGroup, Confirmation)| async move {
+        let mut stopped = false;
+        loop {
+            let event = tokio::time::timeout(WAIT, g.next_event())
+                .await
+                .expect("the stream to go on or end within WAIT, not hang");
+            match event {
+                Some(Event::Stopped(_)) => stopped = true,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        assert!(stopped, "the last event is Stopped");
+        let result = tokio::time::timeout(WAIT, confirmed)
+            .await
+            .expect("the confirmation to resolve within WAIT");
+        assert!(result.is_err(), "confirmed without a driver: {result:?}");
+        assert!(g.send(b"late".to_vec()).is_err(), "a send after the end");
+    };
+    support::stream::after_runtime_shutdown(cpg_testkit::shared(), start, then);
 }

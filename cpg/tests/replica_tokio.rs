@@ -133,54 +133,32 @@ fn an_async_replica_converges_with_blocking_ones_through_a_daemon_restart() {
 /// forever, and later submissions are refused.
 #[test]
 fn a_replica_whose_runtime_shut_down_ends() {
-    let node = cpg_testkit::shared();
-    std::thread::Builder::new()
-        .name("runtime-gone".into())
-        .stack_size(8 << 20)
-        .spawn(move || {
-            let driver_rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let (r, ticket) = node.enter(|| {
-                driver_rt.block_on(async {
-                    let group = GroupName::new("replica-runtime-gone").unwrap();
-                    let r: AsyncReplica<OpLog> = Replica::builder(group, OpLog::default())
-                        .config(config())
-                        .start_async()
-                        .await
-                        .expect("start_async");
-                    tokio::time::timeout(WAIT, r.wait_ready(|v| v.len() == 1))
-                        .await
-                        .expect("ready in a view of 1")
-                        .unwrap();
-                    // Handed out with the drivers unable to run again before the end.
-                    let ticket = r.submit("never").unwrap();
-                    (r, ticket)
-                })
-            });
-            drop(driver_rt);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                loop {
-                    let event = tokio::time::timeout(WAIT, r.next_event())
-                        .await
-                        .expect("the events to go on or end within WAIT, not hang");
-                    if event.is_none() {
-                        break;
-                    }
-                }
-                let result = tokio::time::timeout(WAIT, ticket.wait())
-                    .await
-                    .expect("the ticket to resolve within WAIT");
-                assert!(result.is_err(), "applied without a driver: {result:?}");
-                assert!(r.submit("late").is_err(), "a submission after the end");
-            });
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+    let start = || async {
+        let group = GroupName::new("replica-runtime-gone").unwrap();
+        let r: AsyncReplica<OpLog> = Replica::builder(group, OpLog::default())
+            .config(config())
+            .start_async()
+            .await
+            .expect("start_async");
+        tokio::time::timeout(WAIT, r.wait_ready(|v| v.len() == 1))
+            .await
+            .expect("ready in a view of 1")
+            .unwrap();
+        // Handed out with the drivers unable to run again before the end.
+        let ticket = r.submit("never").unwrap();
+        (r, ticket)
+    };
+    let then = |(r, ticket): (AsyncReplica<OpLog>, cpg::replica::AsyncTicket)| async move {
+        while tokio::time::timeout(WAIT, r.next_event())
+            .await
+            .expect("the events to go on or end within WAIT, not hang")
+            .is_some()
+        {}
+        let result = tokio::time::timeout(WAIT, ticket.wait())
+            .await
+            .expect("the ticket to resolve within WAIT");
+        assert!(result.is_err(), "applied without a driver: {result:?}");
+        assert!(r.submit("late").is_err(), "a submission after the end");
+    };
+    support::stream::after_runtime_shutdown(cpg_testkit::shared(), start, then);
 }

@@ -134,3 +134,29 @@ pub fn process_cpu() -> Duration {
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
+
+/// Runs `start` on a current-thread runtime inside `node`'s namespace (on a thread
+/// with a big stack), shuts that runtime down (dropping every task it spawned), then
+/// runs `then` with what `start` returned on a second runtime: for what must end,
+/// not hang, once the tasks behind it are gone.
+pub fn after_runtime_shutdown<T, S, SF, A, AF>(node: &'static Node, start: S, then: A)
+where
+    T: Send + 'static,
+    S: FnOnce() -> SF + Send + 'static,
+    SF: Future<Output = T>,
+    A: FnOnce(T) -> AF + Send + 'static,
+    AF: Future<Output = ()>,
+{
+    let current = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("build tokio runtime")
+    };
+    big_stack(move || {
+        let first = current();
+        let value = node.enter(|| first.block_on(start()));
+        drop(first);
+        current().block_on(then(value));
+    });
+}
