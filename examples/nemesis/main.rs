@@ -238,6 +238,36 @@ fn self_test() -> i32 {
             }
         }
     }
+    // Messages of a failed node lost in corosync's recovery: an anomaly of the daemon
+    // when every client of a node lacks them, a violation when one client does.
+    let mut daemon = checker::synthetic::recovery_loss(false);
+    daemon.extend(group_check::synthetic::recovery_loss());
+    let r = checker::check(&daemon);
+    let one = checker::check(&checker::synthetic::recovery_loss(true));
+    if r.violations.is_empty()
+        && !r.anomalies.is_empty()
+        && r.anomalies
+            .iter()
+            .all(|a| a.check == checker::Check::LostInRecovery)
+        && one
+            .violations
+            .iter()
+            .any(|v| v.check == checker::Check::VirtualSynchrony)
+    {
+        println!(
+            "self-test: messages lost in recovery: {} anomalies of the daemon; at one client \
+             of a node: detected: {}",
+            r.anomalies.len(),
+            one.violations[0]
+        );
+    } else {
+        failed += 1;
+        println!(
+            "self-test: messages lost in recovery: MISCLASSIFIED (violations {:?}, anomalies \
+             {:?}; at one client: {:?})",
+            r.violations, r.anomalies, one.violations
+        );
+    }
     println!(
         "self-test: {}",
         if failed == 0 {
