@@ -849,7 +849,7 @@ fn lost_in_recovery(
     let left = senders
         .iter()
         .all(|n| *n != delivered_on && *n != missing_on && !v2.iter().any(|m| m.0 == *n));
-    left.then(|| RecoveryLoss {
+    left.then_some(RecoveryLoss {
         ring: None,
         missing_on,
         delivered_on,

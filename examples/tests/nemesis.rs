@@ -95,14 +95,7 @@ fn nemesis_short_run_finds_no_violation() {
     let keep_arg = keep.to_str().expect("temp dir is UTF-8");
     let (code, out, err) = run(
         &[
-            "--seed",
-            "20261130",
-            "--faults",
-            "30",
-            "--rate",
-            "10",
-            "--keep",
-            keep_arg,
+            "--seed", "20261130", "--faults", "30", "--rate", "10", "--keep", keep_arg,
         ],
         Duration::from_secs(900),
     );
