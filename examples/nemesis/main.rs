@@ -31,9 +31,11 @@
 //! kept histories again; `--self-test` runs the checker on histories with planted
 //! defects.
 //!
-//! Virtual-synchrony differences that corosync's own unannounced membership changes
-//! explain (rings the clients were never told about; see `checker.rs` and the README)
-//! are printed as `ANOMALY` with their evidence and not counted, unless `--strict`.
+//! Virtual-synchrony differences that the daemons cause (rings the clients were never
+//! told about; a failed node's messages that corosync's ring recovery lost for one
+//! survivor; see `checker.rs` and the README) are printed as `ANOMALY` with their
+//! evidence and not counted, unless `--strict`. `--daemon-debug` keeps totem trace
+//! logs, `--schedule` replays a fixed fault sequence.
 //!
 //! Needs root (network namespaces).
 
@@ -133,8 +135,8 @@ struct Cli {
     /// membership and recovery steps), for the logs `--keep` copies.
     #[arg(long)]
     daemon_debug: bool,
-    /// Count virtual-synchrony differences that unannounced membership changes of
-    /// corosync explain (reported as ANOMALY) as violations too.
+    /// Count the differences that the daemons cause (unannounced membership changes,
+    /// messages lost in a ring recovery; reported as ANOMALY) as violations too.
     #[arg(long)]
     strict: bool,
 }
