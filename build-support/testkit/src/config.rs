@@ -102,3 +102,37 @@ impl Config {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    fn config(debug: bool) -> String {
+        Config {
+            cluster_name: "t".into(),
+            token_ms: 1000,
+            addrs: vec![std::net::Ipv4Addr::LOCALHOST],
+            allowed_uids: Vec::new(),
+            debug,
+        }
+        .render()
+    }
+
+    #[test]
+    fn debug_logging_is_opt_in_and_leaves_knet_quiet() {
+        let plain = config(false);
+        assert!(
+            plain.contains("timestamp: on") && !plain.contains("debug:"),
+            "{plain}"
+        );
+        let debug = config(true);
+        for want in [
+            "timestamp: hires",
+            "debug: on",
+            "subsys: KNET\n        debug: off",
+            "subsys: TOTEM\n        debug: trace",
+        ] {
+            assert!(debug.contains(want), "{want:?} missing:\n{debug}");
+        }
+    }
+}
