@@ -41,6 +41,16 @@
 //!   blocking client's callbacks saw equal what `dispatch` reported; `close` freed
 //!   the callbacks; and the clients that finished delivered the same set of messages
 //!   in their final view (no event lost between the daemon and the application).
+//!
+//! Two kinds of virtual-synchrony difference are the daemons', not the binding's, and
+//! are reported as *anomalies* with their evidence (counted only under `--strict`):
+//! differences across totem rings that were never announced to the clients
+//! ([`Check::UnannouncedMembership`]), and messages of a node that failed which the
+//! clients of one surviving node delivered and those of another never did, although
+//! both moved on together ([`Check::LostInRecovery`]: corosync's ring recovery lost
+//! them; see the README, "Guarantees under faults"). Both are recognised only when
+//! the difference is the same at every client of a node (a daemon serves all its
+//! clients alike; a binding that lost a message would lose it at one client).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -82,6 +92,12 @@ pub enum Check {
     LeaderAgreement,
     /// Replica layer: the replicas that finished did not end with one state.
     Convergence,
+    /// A virtual-synchrony difference in which the clients of one node delivered
+    /// messages of a node that failed in the transition and the clients of another
+    /// node, moving on with them, never did: corosync's ring recovery could not give
+    /// the second node messages the first had already delivered (a daemon behaviour,
+    /// documented in the README, "Guarantees under faults").
+    LostInRecovery,
 }
 
 impl fmt::Display for Check {
@@ -101,6 +117,7 @@ impl fmt::Display for Check {
             Check::AgreedPosition => "agreed-position",
             Check::LeaderAgreement => "leader-agreement",
             Check::Convergence => "convergence",
+            Check::LostInRecovery => "lost-in-recovery",
         })
     }
 }
@@ -142,6 +159,25 @@ pub struct Report {
     /// explain (see [`Check::UnannouncedMembership`]): reported with their evidence,
     /// and counted as violations only under `--strict`.
     pub anomalies: Vec<Violation>,
+    /// The [`Check::LostInRecovery`] anomalies of the plain clients, for the group
+    /// checks to recognise the same loss in their group.
+    pub recovery_losses: Vec<RecoveryLoss>,
+}
+
+/// Messages of failed nodes that one surviving node's clients delivered in a view and
+/// another surviving node's never did, though both moved on to the same next view (see
+/// [`Check::LostInRecovery`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryLoss {
+    /// The totem ring of the view the messages belong to (the ring the clients saw
+    /// last before the next view).
+    pub ring: Option<(u32, u64)>,
+    /// The node whose clients never delivered them.
+    pub missing_on: u32,
+    /// The node whose clients delivered them.
+    pub delivered_on: u32,
+    /// The nodes of their senders (none of them in the next view).
+    pub senders: Vec<u32>,
 }
 
 type Ring = Option<(u32, u64)>;
@@ -498,6 +534,7 @@ fn check_plain(histories: &[History]) -> Report {
         &mut v,
         &mut report.notes,
         &mut report.anomalies,
+        &mut report.recovery_losses,
     );
     view_agreement(&clients, &mut v, &mut report.notes);
     self_delivery(&clients, &mut v);
@@ -657,8 +694,10 @@ fn virtual_synchrony(
     v: &mut impl FnMut(Check, String),
     notes: &mut Vec<String>,
     anomalies: &mut Vec<Violation>,
+    losses: &mut Vec<RecoveryLoss>,
 ) -> usize {
     let mut compared = 0;
+    let node_of_inc: HashMap<u32, u32> = clients.iter().map(|c| (c.inc, c.me.0)).collect();
     type Key<'k> = (&'k [Member], &'k [Member], Ring);
     let mut groups: HashMap<Key<'_>, Vec<(usize, usize)>> = HashMap::new();
     for (ci, c) in clients.iter().enumerate() {
@@ -696,8 +735,23 @@ fn virtual_synchrony(
                 let only_a = difference(&first, &other);
                 let only_b = difference(&other, &first);
                 let (va2, vb2) = (&clients[c0].views[i0 + 1], &clients[c1].views[i1 + 1]);
+                // Every client of a node that made this transition delivered all of
+                // them or none: the same at every client of the node.
+                let uniform = |only: &[u32], node: u32, present: bool| {
+                    members
+                        .iter()
+                        .filter(|&&(cx, _)| node_of(cx) == node)
+                        .all(|&(cx, ix)| {
+                            let got = &clients[cx].views[ix].msgs;
+                            only.iter().all(|m| got.contains(m) == present)
+                        })
+                };
                 let node_level = only_a.iter().all(|m| !delivered_on(node_of(c1), *m))
-                    && only_b.iter().all(|m| !delivered_on(node_of(c0), *m));
+                    && only_b.iter().all(|m| !delivered_on(node_of(c0), *m))
+                    && uniform(&only_a, node_of(c0), true)
+                    && uniform(&only_a, node_of(c1), false)
+                    && uniform(&only_b, node_of(c1), true)
+                    && uniform(&only_b, node_of(c0), false);
                 let unannounced = unannounced_rings(&clients[c0], va2, &only_a)
                     .zip(unannounced_rings(&clients[c1], vb2, &only_b))
                     .filter(|_| node_level);
@@ -715,8 +769,20 @@ fn virtual_synchrony(
                     examples(names, &only_a),
                     examples(names, &only_b)
                 );
-                match unannounced {
-                    Some((a, b)) => anomalies.push(Violation {
+                let lost = if unannounced.is_none() && node_level {
+                    lost_in_recovery(
+                        (node_of(c0), &only_a),
+                        (node_of(c1), &only_b),
+                        v2,
+                        names,
+                        &node_of_inc,
+                    )
+                    .map(|loss| RecoveryLoss { ring, ..loss })
+                } else {
+                    None
+                };
+                match (unannounced, lost) {
+                    (Some((a, b)), _) => anomalies.push(Violation {
                         check: Check::UnannouncedMembership,
                         evidence: format!(
                             "{evidence}; no client on the other's node ever delivered the \
@@ -725,12 +791,70 @@ fn virtual_synchrony(
                              never announced to them ({a}; {b})"
                         ),
                     }),
-                    None => v(Check::VirtualSynchrony, evidence),
+                    (None, Some(loss)) => {
+                        anomalies.push(Violation {
+                            check: Check::LostInRecovery,
+                            evidence: format!(
+                                "{evidence}; they were sent from node(s) {:?}, which left in \
+                                 this transition, and no client on node {} ever delivered \
+                                 them: corosync's recovery of ring {} could not give node {} \
+                                 messages node {} had delivered (README, \"Guarantees under \
+                                 faults\")",
+                                loss.senders,
+                                loss.missing_on,
+                                show_ring(loss.ring),
+                                loss.missing_on,
+                                loss.delivered_on
+                            ),
+                        });
+                        if !losses.contains(&loss) {
+                            losses.push(loss);
+                        }
+                    }
+                    (None, None) => v(Check::VirtualSynchrony, evidence),
                 }
             }
         }
     }
     compared
+}
+
+/// Whether a virtual-synchrony difference between a client on node `a.0` (which
+/// alone delivered the messages `a.1`) and one on node `b.0` (alone delivered `b.1`),
+/// both moving on to the view of members `v2`, has the signature of messages lost in
+/// corosync's ring recovery: the two are on different nodes, only one side has extra
+/// messages, and all of them were sent from nodes with no member in `v2` (they left in
+/// this transition). The caller has checked that no client on the other node ever
+/// delivered them.
+fn lost_in_recovery(
+    a: (u32, &[u32]),
+    b: (u32, &[u32]),
+    v2: &[Member],
+    names: &[(u32, u64)],
+    node_of_inc: &HashMap<u32, u32>,
+) -> Option<RecoveryLoss> {
+    if a.0 == b.0 {
+        return None;
+    }
+    let ((delivered_on, only), (missing_on, none)) = if b.1.is_empty() { (a, b) } else { (b, a) };
+    if only.is_empty() || !none.is_empty() {
+        return None;
+    }
+    let mut senders: Vec<u32> = only
+        .iter()
+        .map(|&m| node_of_inc.get(&names[m as usize].0).copied())
+        .collect::<Option<Vec<u32>>>()?;
+    senders.sort_unstable();
+    senders.dedup();
+    let left = senders
+        .iter()
+        .all(|n| *n != delivered_on && *n != missing_on && !v2.iter().any(|m| m.0 == *n));
+    left.then_some(RecoveryLoss {
+        ring: None,
+        missing_on,
+        delivered_on,
+        senders,
+    })
 }
 
 fn view_agreement(
@@ -1086,6 +1210,39 @@ pub mod synthetic {
         s.histories()
     }
 
+    /// Messages lost in corosync's recovery: node 2's client sends two messages that
+    /// node 3's clients deliver and node 1's client never does, then node 2 fails
+    /// (ring 1.8 to ring 1.c) and nodes 1 and 3 move on together. With `one_client`,
+    /// only one of node 3's two clients delivers them (a client-level loss).
+    pub fn recovery_loss(one_client: bool) -> Vec<History> {
+        let mut s = Sim::default();
+        let a = s.start((1, 101), 1);
+        let b = s.start((2, 202), 2);
+        let c = s.start((3, 303), 3);
+        let d = s.start((3, 304), 5);
+        let all = [a, b, c, d];
+        s.totem(&all, (1, 4), &[1, 2, 3]);
+        s.view(&all, &all);
+        s.totem(&all, (1, 8), &[1, 2, 3]);
+        for x in all {
+            s.send(x, &all, false);
+        }
+        let node3: &[usize] = if one_client { &[b, c] } else { &[b, c, d] };
+        s.send(b, node3, false);
+        s.send(b, node3, false);
+        s.send(c, &[a, c, d], false);
+        s.send(a, &[a, c, d], false);
+        s.view(&[a, c, d], &[a, c, d]);
+        s.totem(&[a, c, d], (1, 12), &[1, 3]);
+        for x in [a, c, d] {
+            s.send(x, &[a, c, d], true);
+        }
+        for x in [a, c, d] {
+            s.close(x);
+        }
+        s.histories()
+    }
+
     /// A planted defect: its name, the check that must catch it, and the histories.
     pub type Planted = (&'static str, super::Check, Vec<History>);
 
@@ -1380,6 +1537,73 @@ mod tests {
             s.send(x, &[a1, a2, b], true);
         }
         for x in [a1, a2, b] {
+            s.close(x);
+        }
+        let r = check(&s.histories());
+        assert!(r.anomalies.is_empty(), "{:#?}", r.anomalies);
+        assert!(
+            r.violations
+                .iter()
+                .any(|v| v.check == Check::VirtualSynchrony),
+            "{:#?}",
+            r.violations
+        );
+    }
+
+    #[test]
+    fn messages_of_a_failed_node_one_surviving_node_lacks_are_a_recovery_loss() {
+        let r = check(&super::synthetic::recovery_loss(false));
+        assert!(r.violations.is_empty(), "{:#?}", r.violations);
+        assert!(!r.anomalies.is_empty(), "{r:?}");
+        assert!(
+            r.anomalies.iter().all(|a| a.check == Check::LostInRecovery),
+            "{:#?}",
+            r.anomalies
+        );
+        assert_eq!(
+            r.recovery_losses,
+            [super::RecoveryLoss {
+                ring: Some((1, 8)),
+                missing_on: 1,
+                delivered_on: 3,
+                senders: vec![2],
+            }]
+        );
+    }
+
+    #[test]
+    fn the_same_loss_at_one_client_of_a_node_is_a_violation() {
+        let r = check(&super::synthetic::recovery_loss(true));
+        assert!(
+            r.violations
+                .iter()
+                .any(|v| v.check == Check::VirtualSynchrony),
+            "{:#?}",
+            r.violations
+        );
+        assert!(r.recovery_losses.is_empty(), "{:?}", r.recovery_losses);
+    }
+
+    #[test]
+    fn a_loss_of_messages_whose_sender_stays_is_a_violation() {
+        // Node 2's client sends a message that node 3 delivers and node 1 does not;
+        // node 4 fails, node 2 stays: no failed sender explains the difference.
+        let mut s = Sim::default();
+        let a = s.start((1, 1), 1);
+        let b = s.start((2, 2), 3);
+        let c = s.start((3, 3), 5);
+        let d = s.start((4, 4), 7);
+        let all = [a, b, c, d];
+        s.totem(&all, (1, 8), &[1, 2, 3, 4]);
+        s.view(&all, &all);
+        s.send(b, &[b, c], false);
+        s.send(c, &[a, b, c], false);
+        s.view(&[a, b, c], &[a, b, c]);
+        s.totem(&[a, b, c], (1, 12), &[1, 2, 3]);
+        for x in [a, b, c] {
+            s.send(x, &[a, b, c], true);
+        }
+        for x in [a, b, c] {
             s.close(x);
         }
         let r = check(&s.histories());

@@ -201,10 +201,116 @@ pub fn next(
     }
 }
 
+/// One step of a scripted schedule (`--schedule`): a fault, and whether it follows
+/// the previous one without the cluster settling in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The fault.
+    pub fault: Fault,
+    /// `Some(gap)`: inject it `gap` after the previous step was undone, without waiting
+    /// for the cluster to settle or the usual quiet time; `None`: settle first.
+    pub gap: Option<Duration>,
+}
+
+/// The `--schedule` syntax, for messages.
+pub const SCHEDULE_SYNTAX: &str = "comma-separated steps, each one of kill-daemon:NODE:MS, \
+     pause-daemon:NODE:MS, partition:NODE:MS, one-way:ON:FROM:MS, lossy:NODE:PERCENT:MS, \
+     kill-client:SLOT, pause-client:SLOT:MS (nodes numbered from 1, slots from 0), \
+     optionally followed by @GAP_MS: inject GAP_MS after the previous step was undone, \
+     without waiting for the cluster to settle";
+
+/// Parses a `--schedule` (see [`SCHEDULE_SYNTAX`]) for a cluster of `nodes` nodes and
+/// `slots` client slots.
+pub fn parse_schedule(spec: &str, nodes: usize, slots: usize) -> Result<Vec<Step>, String> {
+    let mut steps = Vec::new();
+    for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let bad = |why: &str| format!("--schedule step {item:?}: {why}");
+        let (body, gap) = match item.split_once('@') {
+            Some((b, g)) => (
+                b,
+                Some(Duration::from_millis(
+                    g.trim()
+                        .parse()
+                        .map_err(|_| bad("gap is not milliseconds"))?,
+                )),
+            ),
+            None => (item, None),
+        };
+        let mut parts = body.split(':').map(str::trim);
+        let kind = parts.next().unwrap_or_default();
+        let nums: Vec<u64> = parts
+            .map(|p| {
+                p.parse()
+                    .map_err(|_| bad("expected numbers after the kind"))
+            })
+            .collect::<Result<_, _>>()?;
+        let want = match kind {
+            "kill-client" => 1,
+            "one-way" | "lossy" => 3,
+            _ => 2,
+        };
+        if nums.len() != want {
+            return Err(bad(&format!("{kind} takes {want} number(s)")));
+        }
+        let node = |n: u64| {
+            (1..=nodes as u64)
+                .contains(&n)
+                .then(|| n as usize - 1)
+                .ok_or_else(|| bad(&format!("no node {n} (nodes are 1..={nodes})")))
+        };
+        let slot = |n: u64| {
+            (n < slots as u64)
+                .then_some(n as usize)
+                .ok_or_else(|| bad(&format!("no slot {n} (slots are 0..{slots})")))
+        };
+        let ms = |n: u64| Duration::from_millis(n);
+        let fault = match kind {
+            "kill-daemon" => Fault::KillDaemon {
+                node: node(nums[0])?,
+                down: ms(nums[1]),
+            },
+            "pause-daemon" => Fault::PauseDaemon {
+                node: node(nums[0])?,
+                pause: ms(nums[1]),
+            },
+            "partition" => Fault::Partition {
+                node: node(nums[0])?,
+                hold: ms(nums[1]),
+            },
+            "one-way" if nums[0] != nums[1] => Fault::OneWay {
+                on: node(nums[0])?,
+                from: node(nums[1])?,
+                hold: ms(nums[2]),
+            },
+            "one-way" => return Err(bad("a node cannot drop its own packets")),
+            "lossy" if nums[1] <= 100 => Fault::Lossy {
+                node: node(nums[0])?,
+                percent: nums[1] as u32,
+                hold: ms(nums[2]),
+            },
+            "lossy" => return Err(bad("loss is a percentage")),
+            "kill-client" => Fault::KillClient {
+                slot: slot(nums[0])?,
+            },
+            "pause-client" => Fault::PauseClient {
+                slot: slot(nums[0])?,
+                pause: ms(nums[1]),
+            },
+            _ => return Err(bad(&format!("unknown kind; expected {SCHEDULE_SYNTAX}"))),
+        };
+        steps.push(Step { fault, gap });
+    }
+    if steps.is_empty() {
+        return Err(format!("--schedule {spec:?}: no step"));
+    }
+    Ok(steps)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{next, parse_kinds, Fault};
+    use super::{next, parse_kinds, parse_schedule, Fault, Step};
     use crate::rng::Rng;
+    use std::time::Duration;
 
     #[test]
     fn the_schedule_is_reproducible_and_covers_every_kind() {
@@ -245,5 +351,45 @@ mod tests {
         }
         assert_eq!(parse_kinds("lossy,nonsense"), None);
         assert_eq!(parse_kinds(""), None);
+    }
+
+    #[test]
+    fn a_schedule_parses_into_steps_with_gaps() {
+        let steps = parse_schedule("pause-daemon:1:540, kill-daemon:2:633@700", 3, 15).unwrap();
+        assert_eq!(
+            steps,
+            [
+                Step {
+                    fault: Fault::PauseDaemon {
+                        node: 0,
+                        pause: Duration::from_millis(540)
+                    },
+                    gap: None
+                },
+                Step {
+                    fault: Fault::KillDaemon {
+                        node: 1,
+                        down: Duration::from_millis(633)
+                    },
+                    gap: Some(Duration::from_millis(700))
+                }
+            ]
+        );
+        let all = "one-way:1:3:2000,lossy:2:20:3000,partition:3:1500,kill-client:14,\
+                   pause-client:0:300";
+        assert_eq!(parse_schedule(all, 3, 15).unwrap().len(), 5);
+        for bad in [
+            "",
+            "pause-daemon:4:500",
+            "pause-daemon:0:500",
+            "pause-daemon:1",
+            "one-way:2:2:100",
+            "lossy:1:101:100",
+            "kill-client:15",
+            "reboot:1:100",
+            "pause-daemon:1:500@soon",
+        ] {
+            assert!(parse_schedule(bad, 3, 15).is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -17,7 +17,10 @@
 //!   among members that move together; a side can also deliver its own messages in a
 //!   ring the others never see), so the indices after the first missing message
 //!   differ. A view a client installed twice with the same key is ambiguous and
-//!   skipped.
+//!   skipped. A difference that is only messages of a node that failed in the
+//!   transition, missing at a client on a node where the plain clients showed the
+//!   same loss in the same ring ([`Check::LostInRecovery`], corosync's recovery), is
+//!   reported as that anomaly instead.
 //! - **leader agreement**: every client that installed a member list named the same
 //!   leader for it, a member of it.
 //!
@@ -29,9 +32,9 @@
 //!   the others wait; the coordinator has seen them all in one view before it stopped
 //!   them, and nothing is submitted after the stop.)
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::checker::{Check, Report, Violation};
+use crate::checker::{Check, RecoveryLoss, Report, Violation};
 use crate::history::{History, Member, Record};
 
 /// (members, ring) of a view, and of the next view (`None`: the history ends in it):
@@ -48,8 +51,9 @@ type ViewId = (u64, u64);
 /// A message: (incarnation, sequence number).
 type Msg = (u32, u64);
 
-/// The message at one index: (incarnation, sequence, hash), and who delivered it there.
-type At = ((u32, u64), String);
+/// What one client delivered in one view (with its next view): its name, its node,
+/// and the message at each index.
+type Positions = (String, u32, BTreeMap<u64, Msg>);
 
 /// Checks the group clients' histories; adds to `report`.
 pub fn check(histories: &[History], report: &mut Report) {
@@ -71,7 +75,9 @@ pub fn check(histories: &[History], report: &mut Report) {
     }
     let mut messages: HashSet<(u32, u64)> = HashSet::new();
     let mut leaders: HashMap<Vec<Member>, (Option<Member>, String)> = HashMap::new();
-    let mut positions: HashMap<Key, HashMap<u64, At>> = HashMap::new();
+    let mut positions: HashMap<Key, Vec<Positions>> = HashMap::new();
+    // Which messages the group clients of each node delivered, in any view.
+    let mut by_node: HashMap<u32, HashSet<Msg>> = HashMap::new();
     let (mut confirmations, mut compared, mut reconnects) = (0usize, 0usize, 0usize);
     for h in histories {
         let Some(Record::Start { inc, node, pid, .. }) = h.records.first() else {
@@ -79,6 +85,18 @@ pub fn check(histories: &[History], report: &mut Report) {
         };
         let name = format!("{} (group inc {inc}, node {node} pid {pid})", h.name);
         report.clients += 1;
+        // A node id of 0 in a start record: not known yet then; its views name it.
+        let my_node = if *node != 0 {
+            *node
+        } else {
+            h.records
+                .iter()
+                .find_map(|r| match r {
+                    Record::GView { members: m, .. } => m.iter().find(|x| x.1 == *pid).map(|x| x.0),
+                    _ => None,
+                })
+                .unwrap_or(0)
+        };
         let mut views: HashMap<(u64, u64), Vec<Member>> = HashMap::new();
         let mut rings: HashMap<(u64, u64), (u32, u64)> = HashMap::new();
         let mut own: HashMap<((u64, u64), u64), (u32, u64)> = HashMap::new();
@@ -254,28 +272,31 @@ pub fn check(histories: &[History], report: &mut Report) {
                 key_at.insert(*id, key);
             }
         }
+        let mine = by_node.entry(my_node).or_default();
+        let mut in_views: HashMap<Key, BTreeMap<u64, Msg>> = HashMap::new();
         for (view, index, msg) in delivered {
+            mine.insert(msg);
             let Some(key) = key_at.get(&view).cloned() else {
                 continue;
             };
             if keys.get(&key) != Some(&1) {
                 continue;
             }
-            let (m, ring) = (key.0.clone(), key.1);
-            let at = positions.entry(key.clone()).or_default();
-            match at.get(&index) {
-                Some((other, who)) if *other != msg => v(
-                    Check::AgreedPosition,
-                    format!(
-                        "in view {m:?} ring {ring:?} (both moved on to {:?}) at index {index}: \
-                         {name} delivered inc {} seq {}, {who} delivered inc {} seq {}",
-                        key.2, msg.0, msg.1, other.0, other.1
-                    ),
-                ),
-                Some(_) => compared += 1,
-                None => {
-                    at.insert(index, (msg, name.clone()));
-                }
+            in_views.entry(key).or_default().insert(index, msg);
+        }
+        for (key, at) in in_views {
+            positions
+                .entry(key)
+                .or_default()
+                .push((name.clone(), my_node, at));
+        }
+    }
+    let mut keys: Vec<_> = positions.into_iter().collect();
+    keys.sort_by(|a, b| a.1[0].0.cmp(&b.1[0].0));
+    for (key, clients) in keys {
+        for (j, b) in clients.iter().enumerate() {
+            for a in &clients[..j] {
+                compared += agreed_positions(&key, a, b, &by_node, &members, report);
             }
         }
     }
@@ -286,6 +307,132 @@ pub fn check(histories: &[History], report: &mut Report) {
         histories.len(),
         leaders.len()
     ));
+}
+
+/// Compares what clients `a` and `b` delivered at each index of the view `key`;
+/// reports each index where they differ, or, if the difference is a loss in corosync's
+/// recovery that the plain clients showed too, one anomaly. Returns the number of
+/// indices where they agree.
+fn agreed_positions(
+    key: &Key,
+    a: &Positions,
+    b: &Positions,
+    by_node: &HashMap<u32, HashSet<Msg>>,
+    members: &HashMap<u32, Member>,
+    report: &mut Report,
+) -> usize {
+    let (m, ring) = (&key.0, key.1);
+    let mut agreed = 0;
+    let mut differ = Vec::new();
+    for (index, msg) in &a.2 {
+        match b.2.get(index) {
+            Some(other) if other == msg => agreed += 1,
+            Some(other) => differ.push((*index, *msg, *other)),
+            None => {}
+        }
+    }
+    if differ.is_empty() {
+        return agreed;
+    }
+    if let Some(loss) = lost_in_recovery(key, a, b, by_node, members, &report.recovery_losses) {
+        report.anomalies.push(Violation {
+            check: Check::LostInRecovery,
+            evidence: format!(
+                "in view {m:?} ring {ring:?} (both moved on to {:?}), {} and {} deliver \
+                 different messages from index {} on: {} on node {} never delivered {} \
+                 message(s) of node(s) {:?} (which left), the rest is the same in the same \
+                 order; the plain clients of these nodes lost messages of the same node(s) \
+                 in this ring ({} anomaly)",
+                key.2,
+                a.0,
+                b.0,
+                differ[0].0,
+                if loss.0 { &b.0 } else { &a.0 },
+                loss.1.missing_on,
+                loss.2,
+                loss.1.senders,
+                Check::LostInRecovery
+            ),
+        });
+        return agreed;
+    }
+    for (index, msg, other) in differ {
+        report.violations.push(Violation {
+            check: Check::AgreedPosition,
+            evidence: format!(
+                "in view {m:?} ring {ring:?} (both moved on to {:?}) at index {index}: {} \
+                 delivered inc {} seq {}, {} delivered inc {} seq {}",
+                key.2, b.0, other.0, other.1, a.0, msg.0, msg.1
+            ),
+        });
+    }
+    agreed
+}
+
+/// Whether `a` and `b` differ in view `key` only by messages one of them never
+/// delivered (in the same order otherwise), all sent from nodes that are not in the
+/// next view, never delivered by any group client of the node that lacks them, and
+/// the plain clients showed a [`RecoveryLoss`] of the same nodes in the same ring.
+/// Returns (whether `b` is the one that lacks them, that loss, how many).
+fn lost_in_recovery<'r>(
+    key: &Key,
+    a: &Positions,
+    b: &Positions,
+    by_node: &HashMap<u32, HashSet<Msg>>,
+    members: &HashMap<u32, Member>,
+    losses: &'r [RecoveryLoss],
+) -> Option<(bool, &'r RecoveryLoss, usize)> {
+    if a.1 == b.1 || a.1 == 0 || b.1 == 0 {
+        return None;
+    }
+    let (la, lb): (Vec<Msg>, Vec<Msg>) = (
+        a.2.values().copied().collect(),
+        b.2.values().copied().collect(),
+    );
+    let (sa, sb): (HashSet<Msg>, HashSet<Msg>) =
+        (la.iter().copied().collect(), lb.iter().copied().collect());
+    let only_a: Vec<Msg> = la.iter().copied().filter(|x| !sb.contains(x)).collect();
+    let only_b: Vec<Msg> = lb.iter().copied().filter(|x| !sa.contains(x)).collect();
+    // (b lacks them?, the list with them, the list without, the messages)
+    let (b_lacks, with, without, only) = match (only_a.is_empty(), only_b.is_empty()) {
+        (false, true) => (true, &la, &lb, only_a),
+        (true, false) => (false, &lb, &la, only_b),
+        _ => return None,
+    };
+    let (having, lacking) = if b_lacks { (a.1, b.1) } else { (b.1, a.1) };
+    let lost: HashSet<Msg> = only.iter().copied().collect();
+    let rest: Vec<Msg> = with.iter().copied().filter(|x| !lost.contains(x)).collect();
+    if rest.iter().zip(without.iter()).any(|(x, y)| x != y) {
+        return None;
+    }
+    if by_node
+        .get(&lacking)
+        .is_some_and(|d| only.iter().any(|x| d.contains(x)))
+    {
+        return None;
+    }
+    let mut senders: Vec<u32> = only
+        .iter()
+        .map(|x| members.get(&x.0).map(|m| m.0))
+        .collect::<Option<Vec<u32>>>()?;
+    senders.sort_unstable();
+    senders.dedup();
+    if senders.iter().any(|n| {
+        key.2
+            .as_ref()
+            .is_some_and(|next| next.0.iter().any(|m| m.0 == *n))
+    }) {
+        return None;
+    }
+    losses
+        .iter()
+        .find(|l| {
+            l.ring == Some(key.1)
+                && l.missing_on == lacking
+                && l.delivered_on == having
+                && senders.iter().all(|n| l.senders.contains(n))
+        })
+        .map(|l| (b_lacks, l, only.len()))
 }
 
 /// Checks the replica clients' histories; adds to `report`.
@@ -553,6 +700,45 @@ pub mod synthetic {
             .collect()
     }
 
+    /// The group clients' side of `checker::synthetic::recovery_loss`: in ring 1.8 the
+    /// client on node 2 sends two messages that the client on node 3 delivers and the
+    /// one on node 1 never does; node 2 fails and the others move on to ring 1.c.
+    pub fn recovery_loss() -> Vec<History> {
+        let mut s = Sim {
+            clients: Vec::new(),
+            t: 1000,
+            index: vec![0; 3],
+        };
+        for (i, m) in [(1, 501), (2, 502), (3, 503)].into_iter().enumerate() {
+            let start = Record::Start {
+                inc: 11 + i as u32,
+                node: m.0,
+                pid: m.1,
+                api: Api::Group,
+                t: 1000,
+            };
+            s.clients.push((m, 11 + i as u32, vec![start], 1, (1, 0)));
+        }
+        let all = [0, 1, 2];
+        s.view(&all, &all, (1, 8));
+        for x in all {
+            s.send(x, &all);
+        }
+        s.send(1, &[1, 2]);
+        s.send(1, &[1, 2]);
+        s.send(2, &[0, 2]);
+        s.send(0, &[0, 2]);
+        s.view(&[0, 2], &[0, 2], (1, 12));
+        s.send(0, &[0, 2]);
+        s.clients
+            .into_iter()
+            .map(|(m, inc, records, _, _)| History {
+                name: format!("client-{inc}-{}-{}", m.0, m.1),
+                records,
+            })
+            .collect()
+    }
+
     /// Planted defects of the group layer: (name, the check that must catch it, the
     /// histories).
     pub fn defects() -> Vec<(&'static str, Check, Vec<History>)> {
@@ -667,6 +853,32 @@ mod tests {
                 r.violations
             );
         }
+    }
+
+    #[test]
+    fn a_group_difference_the_plain_clients_show_as_a_recovery_loss_is_that_anomaly() {
+        let mut h = crate::checker::synthetic::recovery_loss(false);
+        h.extend(super::synthetic::recovery_loss());
+        let r = check(&h);
+        assert!(r.violations.is_empty(), "{:#?}", r.violations);
+        assert!(
+            r.anomalies.iter().any(|a| a.check == Check::LostInRecovery
+                && a.evidence.contains("group inc 11")
+                && a.evidence
+                    .contains("never delivered 2 message(s) of node(s) [2]")),
+            "{:#?}",
+            r.anomalies
+        );
+        // Without the plain clients' evidence, the same difference is a violation.
+        let r = check(&super::synthetic::recovery_loss());
+        assert!(
+            r.violations
+                .iter()
+                .any(|v| v.check == Check::AgreedPosition),
+            "{:#?}",
+            r.violations
+        );
+        assert!(r.anomalies.is_empty(), "{:#?}", r.anomalies);
     }
 
     #[test]

@@ -31,9 +31,11 @@
 //! kept histories again; `--self-test` runs the checker on histories with planted
 //! defects.
 //!
-//! Virtual-synchrony differences that corosync's own unannounced membership changes
-//! explain (rings the clients were never told about; see `checker.rs` and the README)
-//! are printed as `ANOMALY` with their evidence and not counted, unless `--strict`.
+//! Virtual-synchrony differences that the daemons cause (rings the clients were never
+//! told about; a failed node's messages that corosync's ring recovery lost for one
+//! survivor; see `checker.rs` and the README) are printed as `ANOMALY` with their
+//! evidence and not counted, unless `--strict`. `--daemon-debug` keeps totem trace
+//! logs, `--schedule` replays a fixed fault sequence.
 //!
 //! Needs root (network namespaces).
 
@@ -121,10 +123,20 @@ struct Cli {
     self_test: bool,
     /// Draw only these fault kinds (comma-separated): kill-daemon, pause-daemon,
     /// partition, one-way, lossy, kill-client, pause-client. Default: all.
-    #[arg(long, value_name = "KINDS")]
+    #[arg(long, value_name = "KINDS", conflicts_with = "schedule")]
     only: Option<String>,
-    /// Count virtual-synchrony differences that unannounced membership changes of
-    /// corosync explain (reported as ANOMALY) as violations too.
+    /// Inject these faults, in this order, over and over (instead of drawing them from
+    /// the seed): comma-separated steps such as `pause-daemon:1:540` or
+    /// `kill-daemon:2:633@700` (`@GAP` ms: right after the previous step, without
+    /// waiting for the cluster to settle). See `faults::SCHEDULE_SYNTAX`.
+    #[arg(long, value_name = "STEPS")]
+    schedule: Option<String>,
+    /// Have the daemons log at debug level with millisecond timestamps (totem's
+    /// membership and recovery steps), for the logs `--keep` copies.
+    #[arg(long)]
+    daemon_debug: bool,
+    /// Count the differences that the daemons cause (unannounced membership changes,
+    /// messages lost in a ring recovery; reported as ANOMALY) as violations too.
     #[arg(long)]
     strict: bool,
 }
@@ -227,6 +239,36 @@ fn self_test() -> i32 {
                 );
             }
         }
+    }
+    // Messages of a failed node lost in corosync's recovery: an anomaly of the daemon
+    // when every client of a node lacks them, a violation when one client does.
+    let mut daemon = checker::synthetic::recovery_loss(false);
+    daemon.extend(group_check::synthetic::recovery_loss());
+    let r = checker::check(&daemon);
+    let one = checker::check(&checker::synthetic::recovery_loss(true));
+    if r.violations.is_empty()
+        && !r.anomalies.is_empty()
+        && r.anomalies
+            .iter()
+            .all(|a| a.check == checker::Check::LostInRecovery)
+        && one
+            .violations
+            .iter()
+            .any(|v| v.check == checker::Check::VirtualSynchrony)
+    {
+        println!(
+            "self-test: messages lost in recovery: {} anomalies of the daemon; at one client \
+             of a node: detected: {}",
+            r.anomalies.len(),
+            one.violations[0]
+        );
+    } else {
+        failed += 1;
+        println!(
+            "self-test: messages lost in recovery: MISCLASSIFIED (violations {:?}, anomalies \
+             {:?}; at one client: {:?})",
+            r.violations, r.anomalies, one.violations
+        );
     }
     println!(
         "self-test: {}",
@@ -396,7 +438,7 @@ fn coordinate(cli: &Cli) -> i32 {
         "nemesis: seed {seed}, {} nodes, {} clients per node, at least {} faults and {} s, \
          {} group-layer and {} replica clients per node, {} msgs/s per client, token {} ms \
          (reproduce: nemesis --seed {seed} --nodes {} --clients {} --group-clients {} \
-         --replica-clients {} --faults {} --duration {} --rate {} --max-size {} --token-ms {}{})",
+         --replica-clients {} --faults {} --duration {} --rate {} --max-size {} --token-ms {}{}{})",
         cli.nodes,
         cli.clients,
         cli.faults,
@@ -416,11 +458,15 @@ fn coordinate(cli: &Cli) -> i32 {
         cli.token_ms,
         cli.only
             .as_ref()
-            .map_or_else(String::new, |o| format!(" --only {o}"))
+            .map_or_else(String::new, |o| format!(" --only {o}")),
+        cli.schedule
+            .as_ref()
+            .map_or_else(String::new, |s| format!(" --schedule '{s}'"))
     ));
     let cluster = match Cluster::builder()
         .nodes(cli.nodes)
         .token_ms(cli.token_ms)
+        .daemon_debug(cli.daemon_debug)
         .start()
     {
         Ok(c) => c,
@@ -546,6 +592,12 @@ fn drive(
     stop: &AtomicBool,
 ) -> Result<(u32, Vec<String>), (u32, String)> {
     let mut failures = Vec::new();
+    let schedule = match &cli.schedule {
+        Some(spec) => {
+            Some(faults::parse_schedule(spec, cli.nodes, pool.slots.len()).map_err(|e| (0, e))?)
+        }
+        None => None,
+    };
     for s in 0..pool.slots.len() {
         pool.spawn(cluster, s).map_err(|e| (0, e))?;
     }
@@ -564,22 +616,37 @@ fn drive(
         + Duration::from_secs(120);
     let began = Instant::now();
     let mut events = 0u32;
-    while (events < cli.faults || began.elapsed() < duration) && began.elapsed() < hard {
+    let more = |events: u32| events < cli.faults || began.elapsed() < duration;
+    while more(events) && began.elapsed() < hard {
         if stop.load(Ordering::Relaxed) {
             return Err((events, "interrupted".into()));
         }
-        let fault = faults::next(
-            &mut rng,
-            cli.nodes,
-            pool.slots.len(),
-            u64::from(cli.token_ms),
-            allowed,
-        );
+        let fault = match &schedule {
+            Some(steps) => steps[events as usize % steps.len()].fault.clone(),
+            None => faults::next(
+                &mut rng,
+                cli.nodes,
+                pool.slots.len(),
+                u64::from(cli.token_ms),
+                allowed,
+            ),
+        };
         events += 1;
         log.say(&format!("fault {events}: {fault}"));
         inject(&fault, cluster, pool, log, stop).map_err(|e| (events, e))?;
         if stop.load(Ordering::Relaxed) {
             return Err((events, "interrupted".into()));
+        }
+        // A scripted step that follows this one at once: no settling in between.
+        let chained = schedule
+            .as_ref()
+            .and_then(|steps| steps[events as usize % steps.len()].gap)
+            .filter(|_| more(events));
+        if let Some(gap) = chained {
+            if !sleep(gap, stop) {
+                return Err((events, "interrupted".into()));
+            }
+            continue;
         }
         settle(cluster, pool, &all, log, stop, &mut failures).map_err(|e| (events, e))?;
         // Normal traffic between faults.

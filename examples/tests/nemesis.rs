@@ -76,12 +76,18 @@ fn nemesis_self_test_detects_every_planted_defect() {
         );
     }
     assert!(out.contains("self-test: clean history"), "{out}");
+    assert!(
+        out.contains("self-test: messages lost in recovery: ")
+            && out.contains("anomalies of the daemon; at one client of a node: detected: "),
+        "the recovery-loss anomaly is not classified as expected:\n{out}"
+    );
 }
 
-/// A short run: at least 30 faults of every kind on a 3-node cluster with 9 clients
-/// (blocking and async; the group and replica clients are left to longer runs), then
-/// heal, drain and check. No violation, and the final line
-/// counts what was checked.
+/// A short run: at least 30 faults of every kind on a 3-node cluster with 9 plain
+/// clients (blocking and async), 3 group-layer and 3 replica clients, then heal, drain
+/// and check. No violation, and the final line counts what was checked. Anomalies of
+/// the daemon (messages corosync lost in a ring recovery, rings it never announced:
+/// README, "Guarantees under faults") are printed and allowed.
 #[test]
 fn nemesis_short_run_finds_no_violation() {
     // The histories are kept for a failure's evidence, and removed on success.
@@ -89,25 +95,17 @@ fn nemesis_short_run_finds_no_violation() {
     let keep_arg = keep.to_str().expect("temp dir is UTF-8");
     let (code, out, err) = run(
         &[
-            "--seed",
-            "20261130",
-            "--faults",
-            "30",
-            "--rate",
-            "10",
-            "--keep",
-            keep_arg,
-            // The plain clients only: this seed's schedule with them has passed every
-            // run so far. With the group and replica clients (the default) one run of
-            // five showed an unexplained difference between nodes (README, "Guarantees
-            // under faults"), which must be understood before CI depends on it.
-            "--group-clients",
-            "0",
-            "--replica-clients",
-            "0",
+            "--seed", "20261130", "--faults", "30", "--rate", "10", "--keep", keep_arg,
         ],
         Duration::from_secs(900),
     );
+    // What was checked, for the log (`--nocapture`).
+    for line in out
+        .lines()
+        .filter(|l| l.starts_with("nemesis: ") || l.starts_with("note: "))
+    {
+        println!("{line}");
+    }
     let last = out.lines().last().unwrap_or_default().to_string();
     let report = format!(
         "--- stdout ---\n{out}\n--- stderr ---\n{err}\n(histories and fault log kept in {}; \

@@ -47,6 +47,7 @@ pub struct ClusterBuilder {
     token_ms: u32,
     form_timeout: Duration,
     allowed_uids: Vec<u32>,
+    daemon_debug: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -56,6 +57,7 @@ impl Default for ClusterBuilder {
             token_ms: DEFAULT_TOKEN_MS,
             form_timeout: DEFAULT_FORM_TIMEOUT,
             allowed_uids: Vec::new(),
+            daemon_debug: false,
         }
     }
 }
@@ -79,6 +81,14 @@ impl ClusterBuilder {
     /// `uidgid { uid: ... }`); by default only root may.
     pub fn allow_uid(mut self, uid: u32) -> Self {
         self.allowed_uids.push(uid);
+        self
+    }
+
+    /// Whether the daemons log at debug level, with millisecond timestamps (totem's
+    /// membership, recovery and retransmit steps; not knet's); default off. The logs
+    /// are the nodes' `corosync.log`.
+    pub fn daemon_debug(mut self, on: bool) -> Self {
+        self.daemon_debug = on;
         self
     }
 
@@ -120,6 +130,7 @@ impl ClusterBuilder {
             token_ms: self.token_ms,
             addrs: (1..=count).map(net::node_addr).collect(),
             allowed_uids: self.allowed_uids,
+            debug: self.daemon_debug,
         };
         for (id, ns) in (1..=count).zip(node_ns) {
             net::connect_node(&cluster.bridge_ns, &ns, id)?;

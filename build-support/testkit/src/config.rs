@@ -13,7 +13,12 @@
 //! * No quorum provider: CPG does not need quorum, and a partitioned minority must
 //!   keep working so tests can observe it.
 //! * Log to stderr only (the harness sends it to `corosync.log` in the node's
-//!   directory), with timestamps.
+//!   directory), with timestamps. A cluster built with
+//!   [`crate::ClusterBuilder::daemon_debug`] logs at debug level with millisecond
+//!   timestamps: totem at trace level (every message it receives, delivers and
+//!   releases, with its sequence number; membership and recovery steps), CPG's and
+//!   sync's debug lines; not the knet transport's debug lines, which would drown the
+//!   rest.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -33,6 +38,8 @@ pub(crate) struct Config {
     pub(crate) addrs: Vec<Ipv4Addr>,
     /// Users other than root that may connect (`uidgid { uid: N }`).
     pub(crate) allowed_uids: Vec<u32>,
+    /// Debug-level logging with millisecond timestamps.
+    pub(crate) debug: bool,
 }
 
 impl Config {
@@ -73,10 +80,59 @@ impl Config {
             "logging {\n\
              \x20   to_stderr: yes\n\
              \x20   to_logfile: no\n\
-             \x20   to_syslog: no\n\
-             \x20   timestamp: on\n\
-             }\n",
+             \x20   to_syslog: no\n",
         );
+        if self.debug {
+            s.push_str(
+                "    timestamp: hires\n\
+                 \x20   debug: on\n\
+                 \x20   logger_subsys {\n\
+                 \x20       subsys: KNET\n\
+                 \x20       debug: off\n\
+                 \x20   }\n\
+                 \x20   logger_subsys {\n\
+                 \x20       subsys: TOTEM\n\
+                 \x20       debug: trace\n\
+                 \x20   }\n\
+                 }\n",
+            );
+        } else {
+            s.push_str("    timestamp: on\n}\n");
+        }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    fn config(debug: bool) -> String {
+        Config {
+            cluster_name: "t".into(),
+            token_ms: 1000,
+            addrs: vec![std::net::Ipv4Addr::LOCALHOST],
+            allowed_uids: Vec::new(),
+            debug,
+        }
+        .render()
+    }
+
+    #[test]
+    fn debug_logging_is_opt_in_and_leaves_knet_quiet() {
+        let plain = config(false);
+        assert!(
+            plain.contains("timestamp: on") && !plain.contains("debug:"),
+            "{plain}"
+        );
+        let debug = config(true);
+        for want in [
+            "timestamp: hires",
+            "debug: on",
+            "subsys: KNET\n        debug: off",
+            "subsys: TOTEM\n        debug: trace",
+        ] {
+            assert!(debug.contains(want), "{want:?} missing:\n{debug}");
+        }
     }
 }

@@ -166,6 +166,7 @@ fn start_shared() -> Result<Shared, HarnessError> {
         token_ms: config::SHARED_TOKEN_MS,
         addrs: vec![std::net::Ipv4Addr::LOCALHOST],
         allowed_uids: Vec::new(),
+        debug: false,
     };
     let node = Node::create(&instance, 1, ns, std::net::Ipv4Addr::LOCALHOST, &conf)?;
     node.start_daemon()?;
