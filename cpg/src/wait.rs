@@ -14,7 +14,7 @@ pub(crate) fn wait_for<S, T>(
     timeout: Duration,
     mut ready: impl FnMut(&mut S) -> Option<T>,
 ) -> Option<T> {
-    let deadline = Instant::now() + timeout;
+    let deadline = later(Instant::now(), timeout);
     loop {
         if let Some(t) = ready(&mut state) {
             return Some(t);
@@ -27,5 +27,37 @@ pub(crate) fn wait_for<S, T>(
             .wait_timeout(state, deadline - now)
             .unwrap_or_else(|p| p.into_inner())
             .0;
+    }
+}
+
+/// `now + after`, or a point decades away when that sum does not fit in an
+/// [`Instant`]: `Duration::MAX` (or any huge duration) means "without bound" in
+/// timeouts and configuration, never an arithmetic overflow panic.
+pub(crate) fn later(now: Instant, after: Duration) -> Instant {
+    /// About 30 years: further than any wait of interest, and it fits.
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    now.checked_add(after)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_durations_saturate_instead_of_overflowing() {
+        let now = Instant::now();
+        assert!(later(now, Duration::MAX) > now + Duration::from_secs(86_400 * 365));
+        assert_eq!(
+            later(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+        let m = std::sync::Mutex::new(0u8);
+        let c = Condvar::new();
+        assert_eq!(
+            wait_for(m.lock().unwrap(), &c, Duration::MAX, |_| Some(7)),
+            Some(7)
+        );
     }
 }

@@ -293,7 +293,7 @@ impl Group {
     /// last event, is queued too). [`GroupError::Timeout`] if it has not come yet;
     /// [`GroupError::Closed`] if the layer had stopped instead.
     pub fn leave(&self, timeout: Duration) -> Result<(), GroupError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::wait::later(Instant::now(), timeout);
         self.shared.leave();
         let left = deadline.saturating_duration_since(Instant::now());
         wait_for(&self.shared, left, |core| core.left()).unwrap_or(Err(GroupError::Timeout))

@@ -1101,3 +1101,32 @@ fn id_byte(n: usize) -> u8 {
     assert!(n < 256);
     n as u8
 }
+
+#[test]
+fn huge_back_off_delays_saturate_instead_of_overflowing() {
+    let me = m(1, 10);
+    let config = Config {
+        send_retry_initial: Duration::MAX / 2 + Duration::from_secs(1),
+        send_retry_max: Duration::MAX,
+        reconnect: crate::retry::Backoff {
+            initial: Duration::MAX / 2 + Duration::from_secs(1),
+            max_delay: Duration::MAX,
+            timeout: Duration::MAX,
+            max_attempts: u32::MAX,
+        },
+        ..Config::default()
+    };
+    let mut t = T::joined_with(config, me, &[me]);
+    t.m.send(b"a".to_vec(), false).unwrap();
+    for _ in 0..3 {
+        t.effects();
+        t.m.handle_send_result(t.now, Err(try_again()));
+        assert!(t.m.poll_timeout().unwrap() > t.now + Duration::from_secs(86_400));
+        // Time cannot pass that far; the test moves the retry along by hand.
+        t.m.handle_timeout(t.m.poll_timeout().unwrap());
+    }
+    for _ in 0..3 {
+        t.m.handle_daemon_lost(t.now, lost(Operation::Dispatch));
+        assert!(t.m.poll_timeout().unwrap() > t.now + Duration::from_secs(86_400));
+    }
+}
