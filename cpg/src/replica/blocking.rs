@@ -236,8 +236,21 @@ impl<A> Drop for Replica<A> {
     }
 }
 
+/// Ends the replica when the driver thread ends, however it ends: also when the
+/// application's [`Replicated`] code panics on it, so that no ticket or waiter waits
+/// forever for a thread that is gone.
+struct EndOnDrop<'a, A: Replicated>(&'a Shared<A>);
+
+impl<A: Replicated> Drop for EndOnDrop<'_, A> {
+    fn drop(&mut self) {
+        self.0.lock().end_after_driver();
+        self.0.changed.notify_all();
+    }
+}
+
 /// The driver thread: group events into the machine, the machine's sends out.
 fn run<A: Replicated>(shared: &Arc<Shared<A>>, name: GroupName, config: group::Config) {
+    let _end = EndOnDrop(shared);
     while !shared.stop.load(Ordering::SeqCst) {
         let (group, wait) = {
             let inner = shared.lock();

@@ -240,12 +240,7 @@ struct EndOnDrop<'a, A: Replicated>(&'a Shared<A>);
 
 impl<A: Replicated> Drop for EndOnDrop<'_, A> {
     fn drop(&mut self) {
-        {
-            let mut inner = self.0.lock();
-            if !inner.ended {
-                inner.end();
-            }
-        }
+        self.0.lock().end_after_driver();
         self.0.wake_all();
     }
 }
