@@ -2,14 +2,15 @@
 //! client calls of the blocking drivers ([`crate::group::Group`],
 //! [`crate::replica::Replica`]).
 
-use std::sync::{Condvar, MutexGuard};
+use std::sync::Condvar;
 use std::time::{Duration, Instant};
 
 /// Calls `ready` with the locked state, first at once and then each time `changed` is
 /// notified, until it returns something (returned) or `timeout` has passed (`None`).
-/// Poison is ignored: the drivers leave their state consistent.
+/// Poison is ignored: the drivers leave their state consistent. (A [`crate::lock::Lock`]
+/// guard, so that `ready` cannot re-enter it on this thread.)
 pub(crate) fn wait_for<S, T>(
-    mut state: MutexGuard<'_, S>,
+    mut state: crate::lock::Guard<'_, S>,
     changed: &Condvar,
     timeout: Duration,
     mut ready: impl FnMut(&mut S) -> Option<T>,
@@ -23,10 +24,7 @@ pub(crate) fn wait_for<S, T>(
         if now >= deadline {
             return None;
         }
-        state = changed
-            .wait_timeout(state, deadline - now)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
+        state = state.wait_timeout(changed, deadline - now);
     }
 }
 
@@ -53,11 +51,8 @@ mod tests {
             later(now, Duration::from_secs(1)),
             now + Duration::from_secs(1)
         );
-        let m = std::sync::Mutex::new(0u8);
+        let m = crate::lock::Lock::new(0u8);
         let c = Condvar::new();
-        assert_eq!(
-            wait_for(m.lock().unwrap(), &c, Duration::MAX, |_| Some(7)),
-            Some(7)
-        );
+        assert_eq!(wait_for(m.lock(), &c, Duration::MAX, |_| Some(7)), Some(7));
     }
 }

@@ -278,6 +278,9 @@ impl Group {
     }
 
     /// Waits up to `timeout` until the latest view satisfies `check`; returns it.
+    ///
+    /// `check` runs under the group's lock: calling a method of this group from it
+    /// panics (instead of deadlocking).
     pub fn wait_view(
         &self,
         timeout: Duration,

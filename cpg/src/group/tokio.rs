@@ -225,6 +225,9 @@ impl AsyncGroup {
     }
 
     /// Waits until the latest view satisfies `check`; `None` if the layer ends first.
+    ///
+    /// `check` runs under the group's lock: calling a method of this group from it
+    /// panics (instead of deadlocking).
     pub async fn wait_view(&self, mut check: impl FnMut(&View) -> bool) -> Option<View> {
         wait_for(&self.shared, |core| core.view_if(&mut check)).await
     }

@@ -9,6 +9,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::group::{self, AsyncGroup, GroupError, View};
+use crate::lock::{Guard, Lock};
 use crate::name::GroupName;
 
 use super::app::{Replicated, Summary};
@@ -69,14 +70,15 @@ impl AsyncTicket {
 }
 
 struct Shared<A> {
-    inner: Mutex<Inner<A, AsyncGroup>>,
+    inner: Lock<Inner<A, AsyncGroup>>,
     waiters: Mutex<Vec<Waker>>,
     stop: AtomicBool,
 }
 
 impl<A> Shared<A> {
-    fn lock(&self) -> MutexGuard<'_, Inner<A, AsyncGroup>> {
-        lock(&self.inner)
+    /// Panics when this thread holds it already (see [`Lock`]).
+    fn lock(&self) -> Guard<'_, Inner<A, AsyncGroup>> {
+        self.inner.lock()
     }
 
     fn wake_all(&self) {
@@ -106,7 +108,7 @@ impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
             .await
             .map_err(ReplicaError::Join)?;
         let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner::new(Machine::new(self.app, self.config), group)),
+            inner: Lock::new(Inner::new(Machine::new(self.app, self.config), group)),
             waiters: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
@@ -169,7 +171,8 @@ impl<A: Replicated + Send + 'static> AsyncReplica<A> {
     }
 
     /// Waits until the view's members are in sync and `check` holds for the view;
-    /// `None` if the replica stops first.
+    /// `None` if the replica stops first. `check` runs under the replica's lock, as
+    /// `read`'s closure does.
     pub async fn wait_ready(&self, mut check: impl FnMut(&View) -> bool) -> Option<View> {
         poll_fn(|cx| {
             self.shared.register(cx.waker());
