@@ -27,7 +27,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 struct Slot {
     outcome: Option<Result<u64, ReplicaError>>,
-    waker: Option<Waker>,
+    /// Every task waiting: `wait` takes `&self`, so several tasks may await one
+    /// ticket (through an `Arc`), and each must wake.
+    wakers: Vec<Waker>,
 }
 
 /// Resolves once with the state's version after the submitted operation was applied
@@ -53,14 +55,17 @@ impl AsyncTicket {
     }
 
     /// Waits for the outcome (cancellation-safe; wrap in `tokio::time::timeout` to
-    /// bound it).
+    /// bound it). Several tasks may wait on one ticket (shared through an `Arc`): each
+    /// wakes with the outcome.
     pub async fn wait(&self) -> Result<u64, ReplicaError> {
         poll_fn(|cx| {
             let mut s = lock(&self.slot);
             match s.outcome.clone() {
                 Some(r) => Poll::Ready(r),
                 None => {
-                    s.waker = Some(cx.waker().clone());
+                    if !s.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                        s.wakers.push(cx.waker().clone());
+                    }
                     Poll::Pending
                 }
             }
@@ -136,14 +141,12 @@ impl<A: Replicated + Send + 'static> AsyncReplica<A> {
         let slot = Arc::new(Mutex::new(Slot::default()));
         let s = Arc::clone(&slot);
         let resolve = Box::new(move |r| {
-            let waker = {
+            let wakers = {
                 let mut s = lock(&s);
                 s.outcome = Some(r);
-                s.waker.take()
+                std::mem::take(&mut s.wakers)
             };
-            if let Some(w) = waker {
-                w.wake();
-            }
+            wakers.into_iter().for_each(Waker::wake);
         });
         let seq = self.shared.lock().submit(op.into(), resolve)?;
         Ok(AsyncTicket { seq, slot })
