@@ -691,7 +691,9 @@ impl<A: Replicated> Machine<A> {
     }
 
     fn apply(&mut self, origin: Member, seq: u64, data: &[u8]) {
-        self.version += 1;
+        // Saturates: a version restored from a peer (or loaded from disk) may be the
+        // largest; it stays the highest rather than panicking or wrapping to lowest.
+        self.version = self.version.saturating_add(1);
         let info = OpInfo {
             origin,
             seq,
