@@ -189,7 +189,8 @@ pub struct AsyncGroup {
 impl GroupBuilder {
     /// Connects, joins and spawns the driver task on the current tokio runtime.
     /// Returns once the join succeeded; [`GroupError::Connect`] if the first
-    /// connection or join fails.
+    /// connection or join fails. Cancelling it (dropping the future) stops the driver
+    /// task, which leaves the group if it had joined.
     ///
     /// # Panics
     ///
@@ -197,7 +198,12 @@ impl GroupBuilder {
     pub async fn start_async(self) -> Result<AsyncGroup, GroupError> {
         let shared = Arc::new(Shared::new(self.config, Tasks));
         ::tokio::spawn(drive(Arc::clone(&shared), self.name));
+        // Until the `AsyncGroup` exists (whose drop stops the driver), a drop of this
+        // future (a cancelled start) stops the driver: else it would stay joined to
+        // the group for good, and this process could not join it again.
+        let unstarted = StopOnDrop(&shared);
         wait_for(&shared, Core::take_started).await?;
+        std::mem::forget(unstarted);
         Ok(AsyncGroup { shared })
     }
 }
@@ -240,6 +246,15 @@ impl AsyncGroup {
     pub async fn leave(&self) -> Result<(), GroupError> {
         self.shared.leave();
         wait_for(&self.shared, |core| core.left()).await
+    }
+}
+
+/// Stops the driver when dropped (see [`GroupBuilder::start_async`]).
+struct StopOnDrop<'a>(&'a Shared<Tasks>);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 

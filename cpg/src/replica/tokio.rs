@@ -102,6 +102,7 @@ impl<A> Shared<A> {
 
 impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
     /// Joins the group and spawns the driver task on the current tokio runtime.
+    /// Cancelled (dropped) before it returns, it leaves nothing joined behind.
     ///
     /// # Panics
     ///
