@@ -775,6 +775,7 @@ fn well_formed_messages_with_any_field_values_never_panic() {
         mach.handle_view(now, &v);
         let hash = members_hash(&all);
         let mut own: Vec<Vec<u8>> = Vec::new();
+        let mut views = 1;
         for step in 0..400 {
             let pick = |r: u64, n: u64| r % n;
             let small = |r: u64| match r % 4 {
@@ -852,6 +853,31 @@ fn well_formed_messages_with_any_field_values_never_panic() {
             };
             let bytes = msg.encode();
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if rnd() % 24 == 0 {
+                    // A membership change: any subset, with or without this member.
+                    views += 1;
+                    let mask = rnd();
+                    let members: Vec<Member> = (0..3)
+                        .filter(|i| mask & (1 << i) != 0)
+                        .map(|i| all[i])
+                        .collect();
+                    let mine = members.contains(&me).then_some(me);
+                    let v = View::new(
+                        ViewId {
+                            incarnation: 1,
+                            counter: views,
+                        },
+                        members,
+                        mine,
+                        vec![],
+                        vec![],
+                        None,
+                    );
+                    mach.handle_view(now, &v);
+                }
+                if rnd() % 64 == 0 {
+                    mach.handle_disconnected();
+                }
                 mach.handle_message(now, from, &bytes);
                 if rnd() % 16 == 0 {
                     now += Duration::from_secs(11);
