@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cpg::replica::{OpInfo, Replica, ReplicaError, Replicated, RestoreError};
 use support::{unique_group, WAIT};
@@ -56,5 +56,38 @@ fn a_panicking_apply_ends_the_replica_instead_of_hanging_its_tickets() {
         Err(ReplicaError::Closed)
     );
     drop(replica);
-    let _ = Duration::ZERO;
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn a_panicking_apply_ends_the_async_replica_too() {
+    let group = unique_group("review2-replica-panic-async");
+    support::big_stack(move || {
+        cpg_testkit::shared().enter(|| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_stack_size(8 << 20)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let r = Replica::builder(group, Boom::default())
+                    .start_async()
+                    .await
+                    .unwrap();
+                tokio::time::timeout(WAIT, r.wait_ready(|_| true))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let boom = r.submit("boom").unwrap();
+                let out = tokio::time::timeout(WAIT, boom.wait()).await;
+                assert_eq!(out, Ok(Err(ReplicaError::Closed)));
+                assert!(tokio::time::timeout(WAIT, async {
+                    while r.next_event().await.is_some() {}
+                })
+                .await
+                .is_ok());
+            })
+        })
+    });
 }
