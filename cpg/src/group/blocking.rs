@@ -15,7 +15,9 @@ use crate::handle::Handle;
 use crate::name::GroupName;
 use crate::retry::{retry, Backoff};
 
-use super::driver::{lost, state_calls, Core, Finish, Pace, Pump, Pumped, Resolve, Shared, Side};
+use super::driver::{
+    check_config, lost, state_calls, Core, Finish, Pace, Pump, Pumped, Resolve, Shared, Side,
+};
 use super::types::{Config, Event, GroupError, OnDisconnect, OnEviction, Position, SendId};
 use super::view::View;
 
@@ -216,6 +218,7 @@ impl Group {
     }
 
     fn start(builder: GroupBuilder) -> Result<Group, GroupError> {
+        check_config(&builder.config)?;
         let (wake_tx, wake_rx) =
             UnixStream::pair().map_err(|e| GroupError::Connect(os_error(e, Operation::Poll)))?;
         for s in [&wake_tx, &wake_rx] {

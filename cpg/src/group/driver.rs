@@ -532,6 +532,16 @@ fn nonce_seed() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one((std::process::id(), Instant::now()))
 }
 
+/// Refuses settings the drivers cannot work with, before anything is started.
+pub(super) fn check_config(config: &Config) -> Result<(), GroupError> {
+    if config.queue_limit == 0 {
+        return Err(GroupError::Connect(Error::InvalidArgument(
+            "the group layer's queue_limit must be at least 1",
+        )));
+    }
+    Ok(())
+}
+
 /// The error of a call made without a connection: the daemon is lost.
 pub(super) fn lost(op: Operation) -> Error {
     Error::Cs {

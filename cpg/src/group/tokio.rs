@@ -17,7 +17,9 @@ use crate::types::Member;
 use crate::Options;
 
 use super::blocking::GroupBuilder;
-use super::driver::{lost, state_calls, Core, Finish, Pace, Pump, Pumped, Resolve, Shared, Side};
+use super::driver::{
+    check_config, lost, state_calls, Core, Finish, Pace, Pump, Pumped, Resolve, Shared, Side,
+};
 use super::types::{Event, GroupError, Position, SendId};
 use super::view::View;
 
@@ -223,6 +225,7 @@ impl GroupBuilder {
     ///
     /// Outside a tokio runtime.
     pub async fn start_async(self) -> Result<AsyncGroup, GroupError> {
+        check_config(&self.config)?;
         let shared = Arc::new(Shared::new(self.config, Tasks));
         ::tokio::spawn(drive(Arc::clone(&shared), self.name));
         // Until the `AsyncGroup` exists (whose drop stops the driver), a drop of this
