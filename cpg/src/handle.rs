@@ -130,9 +130,10 @@ impl Handle {
         // SAFETY: `state` came from Box::into_raw just above (repr(C): header first).
         let header = unsafe { NonNull::new_unchecked(state.cast::<Header>()) };
         if let Err(e) = Error::check(Operation::Initialize, rc) {
-            // SAFETY: initialization failed, so libcpg holds no reference to the state.
-            unsafe { State::<C>::free(header.as_ptr()) };
             crate::process::release_handle();
+            // SAFETY: initialization failed, so libcpg holds no reference to the state.
+            // (Last: the callbacks' destructors are the application's and may panic.)
+            unsafe { State::<C>::free(header.as_ptr()) };
             return Err(e);
         }
         let mut fd: std::ffi::c_int = -1;
@@ -451,17 +452,22 @@ impl Handle {
         } else {
             finalize(raw)
         };
+        crate::process::release_handle();
+        crate::process::release_forgotten_buffers(self.link());
+        // SAFETY: the pointer came from `Arc::into_raw` in `with_options` and is
+        // released once, here; senders hold counts of their own. Nothing below reads
+        // the link through `self` (the callback state keeps only a raw pointer to it,
+        // which freeing does not read).
+        drop(unsafe { Arc::from_raw(self.link.as_ptr().cast_const()) });
+        // Last: the callbacks are the application's values, whose destructors may
+        // panic; everything the handle holds of the process (its slot among
+        // `MAX_HANDLES`, its buffer count, the link) is given back before.
         // SAFETY: after cpg_finalize (or in a child of fork, where this process never
         // dispatches the handle again) no trampoline can run for this handle, so the
         // state made in `with_options` can be freed, once. If the finalize thread
         // could not be started, the handle is leaked in libcpg but never dispatched
         // again either (this is its drop or close).
         unsafe { (self.free_state)(self.state.as_ptr()) };
-        crate::process::release_handle();
-        crate::process::release_forgotten_buffers(self.link());
-        // SAFETY: the pointer came from `Arc::into_raw` in `with_options` and is
-        // released once, here; senders hold counts of their own.
-        drop(unsafe { Arc::from_raw(self.link.as_ptr().cast_const()) });
         result
     }
 }

@@ -72,6 +72,7 @@ pub mod group;
 mod handle;
 mod iter;
 mod link;
+mod lock;
 mod name;
 mod options;
 mod process;

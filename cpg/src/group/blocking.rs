@@ -15,7 +15,9 @@ use crate::handle::Handle;
 use crate::name::GroupName;
 use crate::retry::{retry, Backoff};
 
-use super::driver::{lost, state_calls, Core, Finish, Pace, Pump, Pumped, Resolve, Shared, Side};
+use super::driver::{
+    check_config, lost, state_calls, Core, Finish, Pace, Pump, Pumped, Resolve, Shared, Side,
+};
 use super::types::{Config, Event, GroupError, OnDisconnect, OnEviction, Position, SendId};
 use super::view::View;
 
@@ -216,6 +218,7 @@ impl Group {
     }
 
     fn start(builder: GroupBuilder) -> Result<Group, GroupError> {
+        check_config(&builder.config)?;
         let (wake_tx, wake_rx) =
             UnixStream::pair().map_err(|e| GroupError::Connect(os_error(e, Operation::Poll)))?;
         for s in [&wake_tx, &wake_rx] {
@@ -278,6 +281,9 @@ impl Group {
     }
 
     /// Waits up to `timeout` until the latest view satisfies `check`; returns it.
+    ///
+    /// `check` runs under the group's lock: calling a method of this group from it
+    /// panics (instead of deadlocking).
     pub fn wait_view(
         &self,
         timeout: Duration,
@@ -293,7 +299,7 @@ impl Group {
     /// last event, is queued too). [`GroupError::Timeout`] if it has not come yet;
     /// [`GroupError::Closed`] if the layer had stopped instead.
     pub fn leave(&self, timeout: Duration) -> Result<(), GroupError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::wait::later(Instant::now(), timeout);
         self.shared.leave();
         let left = deadline.saturating_duration_since(Instant::now());
         wait_for(&self.shared, left, |core| core.left()).unwrap_or(Err(GroupError::Timeout))

@@ -7,11 +7,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::connection::ConnectionRef;
 use crate::error::{CsError, Error, Operation};
+use crate::lock::{Guard, Lock};
 use crate::types::{ListedMember, Member, Reason, RingId};
 
 use super::machine::Machine;
@@ -175,7 +175,7 @@ impl<S: Side> Core<S> {
 
 /// What the client calls and the driver's loop share.
 pub(super) struct Shared<S: Side> {
-    core: Mutex<Core<S>>,
+    core: Lock<Core<S>>,
     /// Set when the group is dropped: the driver's loop ends.
     stop: AtomicBool,
     /// The driver's way of waking.
@@ -192,7 +192,7 @@ impl<S: Side> Shared<S> {
     /// A machine for this process with `config`, not started yet.
     pub(super) fn new(config: Config, side: S) -> Self {
         Shared {
-            core: Mutex::new(Core {
+            core: Lock::new(Core {
                 machine: Machine::new(config, std::process::id(), nonce_seed()),
                 receipts: HashMap::new(),
                 events: VecDeque::new(),
@@ -207,9 +207,9 @@ impl<S: Side> Shared<S> {
     }
 
     /// The lock (a panic while holding it leaves the state consistent: poison is
-    /// ignored).
-    pub(super) fn lock(&self) -> MutexGuard<'_, Core<S>> {
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    /// ignored). Panics when this thread holds it already (see [`Lock`]).
+    pub(super) fn lock(&self) -> Guard<'_, Core<S>> {
+        self.core.lock()
     }
 
     /// Whether the group was dropped.
@@ -530,6 +530,16 @@ impl<S: Side> Drop for Finish<'_, S> {
 /// random per process and per `RandomState`).
 fn nonce_seed() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one((std::process::id(), Instant::now()))
+}
+
+/// Refuses settings the drivers cannot work with, before anything is started.
+pub(super) fn check_config(config: &Config) -> Result<(), GroupError> {
+    if config.queue_limit == 0 {
+        return Err(GroupError::Connect(Error::InvalidArgument(
+            "the group layer's queue_limit must be at least 1",
+        )));
+    }
+    Ok(())
 }
 
 /// The error of a call made without a connection: the daemon is lost.

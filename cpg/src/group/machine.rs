@@ -330,8 +330,11 @@ impl Machine {
             Err(e) if e.is_retryable() => {
                 self.stats.pushbacks += 1;
                 self.queue.push_front(out);
-                self.send_not_before = Some(now + self.send_delay);
-                self.send_delay = (self.send_delay * 2).min(self.config.send_retry_max);
+                self.send_not_before = Some(crate::wait::later(now, self.send_delay));
+                self.send_delay = self
+                    .send_delay
+                    .saturating_mul(2)
+                    .min(self.config.send_retry_max);
             }
             Err(e) if e.is_daemon_lost() => {
                 self.queue.push_front(out);
@@ -614,13 +617,15 @@ impl Machine {
         self.attempts += 1;
         let delay = self.reconnect_delay;
         if self.attempts >= budget.max_attempts
-            || now.saturating_duration_since(lost_at) + delay >= budget.timeout
+            || now.saturating_duration_since(lost_at).saturating_add(delay) >= budget.timeout
         {
             self.stop(StopReason::GaveUp(error), GroupError::Closed);
             return;
         }
-        self.reconnect_delay = (delay * 2).min(budget.max_delay);
-        self.state = State::Waiting { at: now + delay };
+        self.reconnect_delay = delay.saturating_mul(2).min(budget.max_delay);
+        self.state = State::Waiting {
+            at: crate::wait::later(now, delay),
+        };
         let _ = error;
     }
 

@@ -4,6 +4,7 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -16,7 +17,9 @@ use crate::types::Member;
 use crate::Options;
 
 use super::blocking::GroupBuilder;
-use super::driver::{lost, state_calls, Core, Finish, Pace, Pump, Pumped, Resolve, Shared, Side};
+use super::driver::{
+    check_config, lost, state_calls, Core, Finish, Pace, Pump, Pumped, Resolve, Shared, Side,
+};
 use super::types::{Event, GroupError, Position, SendId};
 use super::view::View;
 
@@ -40,10 +43,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Adds `waker` to `list` unless a waker there would wake the same task.
-fn register(list: &mut Vec<Waker>, waker: &Waker) {
-    if !list.iter().any(|w| w.will_wake(waker)) {
-        list.push(waker.clone());
+/// Registers the waker of the wait `id` in `list` (replacing its earlier one).
+fn register(list: &mut Vec<(u64, Waker)>, id: u64, waker: &Waker) {
+    match list.iter_mut().find(|(i, _)| *i == id) {
+        Some((_, w)) if w.will_wake(waker) => {}
+        Some((_, w)) => *w = waker.clone(),
+        None => list.push((id, waker.clone())),
     }
 }
 
@@ -66,8 +71,10 @@ impl Resolve for SlotRef {
 /// How the tokio driver's sides wake each other: wakers kept under the lock.
 #[derive(Debug, Default)]
 struct Wakers {
-    /// Tasks waiting in `start_async`, `next_event`, `wait_view` or `leave`.
-    app: Vec<Waker>,
+    /// Tasks waiting in `start_async`, `next_event`, `wait_view` or `leave`, by wait
+    /// (one task may wait in several at once, and each removes only its own entry
+    /// when it ends or is cancelled).
+    app: Vec<(u64, Waker)>,
     /// The driver task, while it waits.
     driver: Option<Waker>,
     /// A client changed the machine since the driver last looked.
@@ -83,7 +90,7 @@ impl Side for Tasks {
     type Wake = Vec<Waker>;
 
     fn app_changed(&self, waiting: &mut Wakers) -> Vec<Waker> {
-        std::mem::take(&mut waiting.app)
+        waiting.app.drain(..).map(|(_, w)| w).collect()
     }
 
     fn wake(wake: Vec<Waker>) {
@@ -109,12 +116,34 @@ async fn wait_for<T>(
     shared: &Shared<Tasks>,
     mut ready: impl FnMut(&mut Core<Tasks>) -> Option<T>,
 ) -> T {
+    /// Takes this wait's waker out of the list when the wait ends or is cancelled:
+    /// on a quiet group nothing else would, and the waker keeps its task alive.
+    struct Registered<'a> {
+        shared: &'a Shared<Tasks>,
+        id: u64,
+        registered: bool,
+    }
+    impl Drop for Registered<'_> {
+        fn drop(&mut self) {
+            if self.registered {
+                let id = self.id;
+                self.shared.lock().waiting.app.retain(|(i, _)| *i != id);
+            }
+        }
+    }
+    static NEXT_WAIT: AtomicU64 = AtomicU64::new(0);
+    let mut wait = Registered {
+        shared,
+        id: NEXT_WAIT.fetch_add(1, Ordering::Relaxed),
+        registered: false,
+    };
     poll_fn(|cx| {
         let mut core = shared.lock();
         match ready(&mut core) {
             Some(t) => Poll::Ready(t),
             None => {
-                register(&mut core.waiting.app, cx.waker());
+                register(&mut core.waiting.app, wait.id, cx.waker());
+                wait.registered = true;
                 Poll::Pending
             }
         }
@@ -189,15 +218,22 @@ pub struct AsyncGroup {
 impl GroupBuilder {
     /// Connects, joins and spawns the driver task on the current tokio runtime.
     /// Returns once the join succeeded; [`GroupError::Connect`] if the first
-    /// connection or join fails.
+    /// connection or join fails. Cancelling it (dropping the future) stops the driver
+    /// task, which leaves the group if it had joined.
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime.
     pub async fn start_async(self) -> Result<AsyncGroup, GroupError> {
+        check_config(&self.config)?;
         let shared = Arc::new(Shared::new(self.config, Tasks));
         ::tokio::spawn(drive(Arc::clone(&shared), self.name));
+        // Until the `AsyncGroup` exists (whose drop stops the driver), a drop of this
+        // future (a cancelled start) stops the driver: else it would stay joined to
+        // the group for good, and this process could not join it again.
+        let unstarted = StopOnDrop(&shared);
         wait_for(&shared, Core::take_started).await?;
+        std::mem::forget(unstarted);
         Ok(AsyncGroup { shared })
     }
 }
@@ -225,6 +261,9 @@ impl AsyncGroup {
     }
 
     /// Waits until the latest view satisfies `check`; `None` if the layer ends first.
+    ///
+    /// `check` runs under the group's lock: calling a method of this group from it
+    /// panics (instead of deadlocking).
     pub async fn wait_view(&self, mut check: impl FnMut(&View) -> bool) -> Option<View> {
         wait_for(&self.shared, |core| core.view_if(&mut check)).await
     }
@@ -237,6 +276,15 @@ impl AsyncGroup {
     pub async fn leave(&self) -> Result<(), GroupError> {
         self.shared.leave();
         wait_for(&self.shared, |core| core.left()).await
+    }
+}
+
+/// Stops the driver when dropped (see [`GroupBuilder::start_async`]).
+struct StopOnDrop<'a>(&'a Shared<Tasks>);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 

@@ -220,7 +220,9 @@ pub struct Stats {
 #[non_exhaustive]
 pub struct Config {
     /// Most messages in the send queue; [`Machine::send`](super::Machine::send) refuses more with
-    /// [`GroupError::QueueFull`]. Default 1,024.
+    /// [`GroupError::QueueFull`]. Default 1,024. At least 1: the drivers refuse to
+    /// start with 0 (a layer that can send nothing, and a replica over it that would
+    /// never sync).
     pub queue_limit: usize,
     /// Policy on eviction. Default [`OnEviction::Rejoin`].
     pub on_eviction: OnEviction,

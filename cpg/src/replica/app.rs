@@ -81,6 +81,10 @@ pub type RestoreError = Box<dyn std::error::Error + Send + Sync>;
 /// implementation must be deterministic: `apply` the same operations to equal states
 /// and get equal states, `restore(snapshot())` gives an equal state, and `digest`
 /// depends on the state only (not on, say, a `HashMap`'s iteration order).
+///
+/// The methods run on the replica's driver under its lock: one that calls a method of
+/// its own replica (say, `submit` from `apply`) panics, and a panic in any of them
+/// ends the replica (its tickets fail with `Closed`).
 pub trait Replicated {
     /// Applies one operation. Called in the agreed order; never for an operation the
     /// state already contains. Must not fail: an operation that makes no sense for the

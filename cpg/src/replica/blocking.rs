@@ -3,11 +3,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::group::{self, Group, GroupError, View};
+use crate::lock::{Guard, Lock};
 use crate::name::GroupName;
 
 use super::app::{Replicated, Summary};
@@ -42,14 +43,15 @@ impl Ticket {
 }
 
 struct Shared<A> {
-    inner: Mutex<Inner<A, Group>>,
+    inner: Lock<Inner<A, Group>>,
     changed: Condvar,
     stop: AtomicBool,
 }
 
 impl<A> Shared<A> {
-    fn lock(&self) -> MutexGuard<'_, Inner<A, Group>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// Panics when this thread holds it already (see [`Lock`]).
+    fn lock(&self) -> Guard<'_, Inner<A, Group>> {
+        self.inner.lock()
     }
 }
 
@@ -83,7 +85,7 @@ impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
             .start()
             .map_err(ReplicaError::Join)?;
         let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner::new(Machine::new(self.app, self.config), group)),
+            inner: Lock::new(Inner::new(Machine::new(self.app, self.config), group)),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
         });
@@ -148,6 +150,9 @@ impl<A: Replicated + Send + 'static> Replica<A> {
     /// Reads the state. Between rounds every member of the view holds the same state
     /// at the same point of the agreed order; during a round ([`Phase::Syncing`]) this
     /// is the state from before it.
+    ///
+    /// `f` runs under the replica's lock: calling a method of this replica from it
+    /// panics (instead of deadlocking).
     pub fn read<R>(&self, f: impl FnOnce(&A) -> R) -> R {
         f(self.shared.lock().machine.app())
     }
@@ -166,7 +171,8 @@ impl<A: Replicated + Send + 'static> Replica<A> {
     }
 
     /// Waits up to `timeout` until the view's members are in sync
-    /// ([`Phase::Ready`]) and `check` holds for the view; returns the view.
+    /// ([`Phase::Ready`]) and `check` holds for the view; returns the view. `check`
+    /// runs under the replica's lock, as `read`'s closure does.
     pub fn wait_ready(
         &self,
         timeout: Duration,
@@ -236,8 +242,21 @@ impl<A> Drop for Replica<A> {
     }
 }
 
+/// Ends the replica when the driver thread ends, however it ends: also when the
+/// application's [`Replicated`] code panics on it, so that no ticket or waiter waits
+/// forever for a thread that is gone.
+struct EndOnDrop<'a, A: Replicated>(&'a Shared<A>);
+
+impl<A: Replicated> Drop for EndOnDrop<'_, A> {
+    fn drop(&mut self) {
+        self.0.lock().end_after_driver();
+        self.0.changed.notify_all();
+    }
+}
+
 /// The driver thread: group events into the machine, the machine's sends out.
 fn run<A: Replicated>(shared: &Arc<Shared<A>>, name: GroupName, config: group::Config) {
+    let _end = EndOnDrop(shared);
     while !shared.stop.load(Ordering::SeqCst) {
         let (group, wait) = {
             let inner = shared.lock();

@@ -180,6 +180,24 @@ impl<A: Replicated, G: Sink> Inner<A, G> {
         self.flush();
     }
 
+    /// The driver ended, however it ended (returned, panicked in the application's
+    /// [`Replicated`] code, or was dropped with its runtime): ends the replica unless it
+    /// has ended already, so that no ticket or waiter waits for a driver that is gone.
+    /// Runs in `Drop`, maybe while unwinding: the application's code is not trusted
+    /// here (a second panic would abort), so if ending panics, the tickets still fail.
+    pub(super) fn end_after_driver(&mut self) {
+        if self.ended {
+            return;
+        }
+        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.end()));
+        if ended.is_err() {
+            self.ended = true;
+            for (_, r) in self.tickets.drain() {
+                r(Err(ReplicaError::Closed));
+            }
+        }
+    }
+
     /// The group is gone for good: no more events, every ticket fails.
     pub(super) fn end(&mut self) {
         self.machine.handle_disconnected();

@@ -210,10 +210,13 @@ impl<A: Replicated> Machine<A> {
                 stage: self.stage(),
             };
             self.send_round(msg);
-            self.deadline = Some(now + self.config.round_timeout);
+            self.deadline = Some(crate::wait::later(now, self.config.round_timeout));
         }
         if self.verify_at.is_some_and(|d| d <= now) {
-            self.verify_at = self.config.verify_interval.map(|i| now + i);
+            self.verify_at = self
+                .config
+                .verify_interval
+                .map(|i| crate::wait::later(now, i));
             if self.view.as_ref().is_some_and(View::is_leader) {
                 self.verify();
             }
@@ -236,7 +239,10 @@ impl<A: Replicated> Machine<A> {
         };
         self.hash = members_hash(view.members());
         self.attempt = 0;
-        self.verify_at = self.config.verify_interval.map(|i| now + i);
+        self.verify_at = self
+            .config
+            .verify_interval
+            .map(|i| crate::wait::later(now, i));
         self.begin_attempt(now, me);
     }
 
@@ -289,7 +295,7 @@ impl<A: Replicated> Machine<A> {
                 self.summaries
                     .entry(from)
                     .or_insert(Summary { version, digest });
-                self.deadline = Some(now + self.config.round_timeout);
+                self.deadline = Some(crate::wait::later(now, self.config.round_timeout));
                 self.check_collected(now);
             }
             Msg::StateHeader {
@@ -310,7 +316,7 @@ impl<A: Replicated> Machine<A> {
                     } if ok && *source == from => {
                         *header = Some((Summary { version, digest }, len, chunks, applied));
                         data.reserve(usize::try_from(len).unwrap_or(0).min(1 << 30));
-                        self.deadline = Some(now + self.config.round_timeout);
+                        self.deadline = Some(crate::wait::later(now, self.config.round_timeout));
                     }
                     _ => self.stats.stale += 1,
                 }
@@ -333,7 +339,7 @@ impl<A: Replicated> Machine<A> {
                         return;
                     }
                 };
-                self.deadline = Some(now + self.config.round_timeout);
+                self.deadline = Some(crate::wait::later(now, self.config.round_timeout));
                 if done {
                     self.finish_transfer();
                 }
@@ -442,7 +448,7 @@ impl<A: Replicated> Machine<A> {
         self.summaries.clear();
         self.checks.clear();
         self.round = Round::Collect;
-        self.deadline = Some(now + self.config.round_timeout);
+        self.deadline = Some(crate::wait::later(now, self.config.round_timeout));
         let s = self.summary();
         self.send_round(Msg::Summary {
             round,
@@ -493,7 +499,7 @@ impl<A: Replicated> Machine<A> {
         self.round_id = None;
         self.summaries.clear();
         self.checks.clear();
-        self.deadline = Some(now + self.config.round_timeout);
+        self.deadline = Some(crate::wait::later(now, self.config.round_timeout));
         if self.coordinator(self.attempt) == Some(me) {
             let view = self.view.as_ref().expect("in a view").id();
             let msg = Msg::Start {
@@ -569,7 +575,7 @@ impl<A: Replicated> Machine<A> {
             data: Vec::new(),
             next: 0,
         };
-        self.deadline = Some(now + self.config.round_timeout);
+        self.deadline = Some(crate::wait::later(now, self.config.round_timeout));
         if view.me() == Some(chosen.member) {
             self.send_state(round);
         }
@@ -685,7 +691,9 @@ impl<A: Replicated> Machine<A> {
     }
 
     fn apply(&mut self, origin: Member, seq: u64, data: &[u8]) {
-        self.version += 1;
+        // Saturates: a version restored from a peer (or loaded from disk) may be the
+        // largest; it stays the highest rather than panicking or wrapping to lowest.
+        self.version = self.version.saturating_add(1);
         let info = OpInfo {
             origin,
             seq,

@@ -743,3 +743,175 @@ fn a_state_loaded_with_its_version_wins_over_a_shorter_history() {
 }
 
 mod soak;
+
+/// A member (buggy, or not using this crate) that sends well-formed replica
+/// messages with arbitrary field values must not make the machine panic.
+#[test]
+fn well_formed_messages_with_any_field_values_never_panic() {
+    use super::wire::{members_hash, RoundId};
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for run in 0..300 {
+        let me = m(0);
+        let all = [m(0), m(1), m(2)];
+        let mut mach = Machine::new(Log::default(), config());
+        let v = View::new(
+            ViewId {
+                incarnation: 1,
+                counter: 1,
+            },
+            all,
+            Some(me),
+            vec![],
+            vec![],
+            None,
+        );
+        let mut now = Instant::now();
+        mach.handle_view(now, &v);
+        let hash = members_hash(&all);
+        let mut own: Vec<Vec<u8>> = Vec::new();
+        let mut views = 1;
+        for step in 0..400 {
+            let pick = |r: u64, n: u64| r % n;
+            let small = |r: u64| match r % 4 {
+                0 => 0,
+                1 => 1,
+                2 => u64::MAX,
+                _ => r % 5,
+            };
+            let from = all[pick(rnd(), 3) as usize];
+            let round = RoundId {
+                coordinator: all[pick(rnd(), 3) as usize],
+                view: ViewId {
+                    incarnation: 1,
+                    counter: if rnd() % 8 == 0 { rnd() } else { 1 },
+                },
+                attempt: (rnd() % 3) as u32,
+            };
+            let members = if rnd() % 8 == 0 { rnd() } else { hash };
+            let msg = match rnd() % 9 {
+                0 => Msg::Start { members, round },
+                1 => Msg::Summary {
+                    round,
+                    version: small(rnd()),
+                    digest: small(rnd()),
+                },
+                2 => Msg::StateHeader {
+                    round,
+                    version: small(rnd()),
+                    digest: small(rnd()),
+                    len: small(rnd()),
+                    chunks: (rnd() % 4) as u32,
+                    applied: (0..rnd() % 3)
+                        .map(|_| {
+                            let a = small(rnd());
+                            let b = small(rnd());
+                            (all[pick(rnd(), 3) as usize], vec![(a, b)])
+                        })
+                        .collect(),
+                },
+                3 => Msg::Chunk {
+                    round,
+                    index: (rnd() % 4) as u32,
+                    data: vec![0; (rnd() % 40) as usize],
+                },
+                4 => Msg::Op {
+                    seq: small(rnd()),
+                    data: vec![1],
+                },
+                5 => Msg::Trouble {
+                    members,
+                    attempt: (rnd() % 3) as u32,
+                    stage: (rnd() % 4) as u8,
+                },
+                6 => Msg::Verify {
+                    members,
+                    check: small(rnd()),
+                },
+                7 => Msg::Digest {
+                    members,
+                    issuer: all[pick(rnd(), 3) as usize],
+                    check: small(rnd()),
+                    version: small(rnd()),
+                    digest: small(rnd()),
+                },
+                _ => {
+                    // Our own messages come back too.
+                    if let Some(b) = own.pop() {
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            mach.handle_message(now, me, &b)
+                        }));
+                        assert!(r.is_ok(), "run {run} step {step}: own message");
+                    }
+                    continue;
+                }
+            };
+            let bytes = msg.encode();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if rnd() % 24 == 0 {
+                    // A membership change: any subset, with or without this member.
+                    views += 1;
+                    let mask = rnd();
+                    let members: Vec<Member> = (0..3)
+                        .filter(|i| mask & (1 << i) != 0)
+                        .map(|i| all[i])
+                        .collect();
+                    let mine = members.contains(&me).then_some(me);
+                    let v = View::new(
+                        ViewId {
+                            incarnation: 1,
+                            counter: views,
+                        },
+                        members,
+                        mine,
+                        vec![],
+                        vec![],
+                        None,
+                    );
+                    mach.handle_view(now, &v);
+                }
+                if rnd() % 64 == 0 {
+                    mach.handle_disconnected();
+                }
+                mach.handle_message(now, from, &bytes);
+                if rnd() % 16 == 0 {
+                    now += Duration::from_secs(11);
+                    mach.handle_timeout(now);
+                }
+                if rnd() % 32 == 0 {
+                    let _ = mach.submit(vec![7]);
+                }
+                while let Some(e) = mach.poll_effect() {
+                    if let Effect::Send(b) = e {
+                        own.push(b);
+                    }
+                }
+                while mach.poll_event().is_some() {}
+            }));
+            assert!(r.is_ok(), "run {run} step {step}: {msg:?} from {from:?}");
+        }
+    }
+}
+
+#[test]
+fn a_state_at_the_largest_version_still_applies() {
+    let mut sim = Sim::new(
+        1,
+        Config {
+            initial_version: u64::MAX - 1,
+            ..config()
+        },
+    );
+    sim.view(0, &[0]);
+    sim.settle();
+    for _ in 0..3 {
+        sim.nodes[0].machine.submit(b"op".to_vec());
+    }
+    sim.settle();
+    assert_eq!(sim.nodes[0].machine.phase(), Phase::Ready);
+}

@@ -9,6 +9,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::group::{self, AsyncGroup, GroupError, View};
+use crate::lock::{Guard, Lock};
 use crate::name::GroupName;
 
 use super::app::{Replicated, Summary};
@@ -26,7 +27,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 struct Slot {
     outcome: Option<Result<u64, ReplicaError>>,
-    waker: Option<Waker>,
+    /// Every task waiting: `wait` takes `&self`, so several tasks may await one
+    /// ticket (through an `Arc`), and each must wake.
+    wakers: Vec<Waker>,
 }
 
 /// Resolves once with the state's version after the submitted operation was applied
@@ -52,14 +55,17 @@ impl AsyncTicket {
     }
 
     /// Waits for the outcome (cancellation-safe; wrap in `tokio::time::timeout` to
-    /// bound it).
+    /// bound it). Several tasks may wait on one ticket (shared through an `Arc`): each
+    /// wakes with the outcome.
     pub async fn wait(&self) -> Result<u64, ReplicaError> {
         poll_fn(|cx| {
             let mut s = lock(&self.slot);
             match s.outcome.clone() {
                 Some(r) => Poll::Ready(r),
                 None => {
-                    s.waker = Some(cx.waker().clone());
+                    if !s.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                        s.wakers.push(cx.waker().clone());
+                    }
                     Poll::Pending
                 }
             }
@@ -69,14 +75,15 @@ impl AsyncTicket {
 }
 
 struct Shared<A> {
-    inner: Mutex<Inner<A, AsyncGroup>>,
+    inner: Lock<Inner<A, AsyncGroup>>,
     waiters: Mutex<Vec<Waker>>,
     stop: AtomicBool,
 }
 
 impl<A> Shared<A> {
-    fn lock(&self) -> MutexGuard<'_, Inner<A, AsyncGroup>> {
-        lock(&self.inner)
+    /// Panics when this thread holds it already (see [`Lock`]).
+    fn lock(&self) -> Guard<'_, Inner<A, AsyncGroup>> {
+        self.inner.lock()
     }
 
     fn wake_all(&self) {
@@ -95,6 +102,7 @@ impl<A> Shared<A> {
 
 impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
     /// Joins the group and spawns the driver task on the current tokio runtime.
+    /// Cancelled (dropped) before it returns, it leaves nothing joined behind.
     ///
     /// # Panics
     ///
@@ -106,7 +114,7 @@ impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
             .await
             .map_err(ReplicaError::Join)?;
         let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner::new(Machine::new(self.app, self.config), group)),
+            inner: Lock::new(Inner::new(Machine::new(self.app, self.config), group)),
             waiters: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
@@ -134,14 +142,12 @@ impl<A: Replicated + Send + 'static> AsyncReplica<A> {
         let slot = Arc::new(Mutex::new(Slot::default()));
         let s = Arc::clone(&slot);
         let resolve = Box::new(move |r| {
-            let waker = {
+            let wakers = {
                 let mut s = lock(&s);
                 s.outcome = Some(r);
-                s.waker.take()
+                std::mem::take(&mut s.wakers)
             };
-            if let Some(w) = waker {
-                w.wake();
-            }
+            wakers.into_iter().for_each(Waker::wake);
         });
         let seq = self.shared.lock().submit(op.into(), resolve)?;
         Ok(AsyncTicket { seq, slot })
@@ -169,7 +175,8 @@ impl<A: Replicated + Send + 'static> AsyncReplica<A> {
     }
 
     /// Waits until the view's members are in sync and `check` holds for the view;
-    /// `None` if the replica stops first.
+    /// `None` if the replica stops first. `check` runs under the replica's lock, as
+    /// `read`'s closure does.
     pub async fn wait_ready(&self, mut check: impl FnMut(&View) -> bool) -> Option<View> {
         poll_fn(|cx| {
             self.shared.register(cx.waker());
@@ -240,12 +247,7 @@ struct EndOnDrop<'a, A: Replicated>(&'a Shared<A>);
 
 impl<A: Replicated> Drop for EndOnDrop<'_, A> {
     fn drop(&mut self) {
-        {
-            let mut inner = self.0.lock();
-            if !inner.ended {
-                inner.end();
-            }
-        }
+        self.0.lock().end_after_driver();
         self.0.wake_all();
     }
 }

@@ -47,7 +47,7 @@ pub(crate) type Ranges = Vec<(u64, u64)>;
 /// out-of-order one is still inserted correctly.
 pub(crate) fn add_seq(ranges: &mut Ranges, seq: u64) {
     match ranges.last_mut() {
-        Some((_, hi)) if *hi + 1 == seq => *hi = seq,
+        Some((_, hi)) if hi.checked_add(1) == Some(seq) => *hi = seq,
         Some((_, hi)) if *hi < seq => ranges.push((seq, seq)),
         None => ranges.push((seq, seq)),
         Some(_) => {
@@ -57,11 +57,11 @@ pub(crate) fn add_seq(ranges: &mut Ranges, seq: u64) {
             let at = ranges.partition_point(|&(lo, _)| lo < seq);
             ranges.insert(at, (seq, seq));
             // Merge with the neighbours where they touch.
-            if at + 1 < ranges.len() && ranges[at + 1].0 == seq + 1 {
+            if at + 1 < ranges.len() && Some(ranges[at + 1].0) == seq.checked_add(1) {
                 ranges[at].1 = ranges[at + 1].1;
                 ranges.remove(at + 1);
             }
-            if at > 0 && ranges[at - 1].1 + 1 == seq {
+            if at > 0 && ranges[at - 1].1.checked_add(1) == Some(seq) {
                 ranges[at - 1].1 = ranges[at].1;
                 ranges.remove(at);
             }

@@ -1,0 +1,123 @@
+//! Waits on an `AsyncGroup` or `AsyncReplica` that are cancelled (a timeout around
+//! `next_event`, `wait_view`, `wait_ready`) must not leave their task's waker behind:
+//! on a quiet group nothing would ever take it, and a service that waits with a
+//! timeout per request would keep every request's task alive.
+#![cfg(feature = "tokio")]
+
+mod support;
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Wake, Waker};
+
+use cpg::group::Group;
+use cpg::replica::{OpInfo, Replica, Replicated, RestoreError};
+use support::{big_stack, unique_group, WAIT};
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// A waker that counts how many of its kind are alive.
+struct Counted;
+
+impl Wake for Counted {
+    fn wake(self: Arc<Self>) {}
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn counted_waker() -> Waker {
+    LIVE.fetch_add(1, Ordering::SeqCst);
+    Waker::from(Arc::new(Counted))
+}
+
+/// Polls `fut` once with a fresh waker of its own (a task of its own), then drops it.
+fn poll_once_and_cancel<F: Future>(fut: F) -> bool {
+    let waker = counted_waker();
+    let mut cx = Context::from_waker(&waker);
+    let fut = pin!(fut);
+    fut.poll(&mut cx).is_pending()
+}
+
+#[derive(Default)]
+struct Nothing;
+
+impl Replicated for Nothing {
+    fn apply(&mut self, _op: &[u8], _info: &OpInfo) {}
+    fn snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn restore(&mut self, _s: &[u8]) -> Result<(), RestoreError> {
+        Ok(())
+    }
+    fn digest(&self) -> u64 {
+        0
+    }
+}
+
+#[test]
+fn cancelled_waits_leave_no_wakers_behind() {
+    let group = unique_group("review2-wakers-g");
+    let replica = unique_group("review2-wakers-r");
+    big_stack(move || {
+        cpg_testkit::shared().enter(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let g = Group::builder(group).start_async().await.unwrap();
+                tokio::time::timeout(WAIT, g.wait_view(|_| true))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                // Read what is queued, so that the next waits wait.
+                while tokio::time::timeout(std::time::Duration::from_millis(200), g.next_event())
+                    .await
+                    .is_ok()
+                {}
+                let r = Replica::builder(replica, Nothing)
+                    .start_async()
+                    .await
+                    .unwrap();
+                tokio::time::timeout(WAIT, r.wait_ready(|_| true))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                while tokio::time::timeout(std::time::Duration::from_millis(200), r.next_event())
+                    .await
+                    .is_ok()
+                {}
+                for _ in 0..1000 {
+                    assert!(poll_once_and_cancel(g.next_event()));
+                    assert!(poll_once_and_cancel(g.wait_view(|_| false)));
+                    assert!(poll_once_and_cancel(r.next_event()));
+                    assert!(poll_once_and_cancel(r.wait_ready(|_| false)));
+                }
+                // The replica's driver wakes (and forgets) its waiters every tick.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let live = LIVE.load(Ordering::SeqCst);
+                assert!(live < 10, "{live} wakers of cancelled waits are still held");
+                // Two waits of one task: each keeps its own registration.
+                let (a, b) = tokio::time::timeout(WAIT, async {
+                    tokio::join!(g.next_event(), async {
+                        tokio::task::yield_now().await;
+                        g.send(b"one".to_vec()).unwrap();
+                        g.send(b"two".to_vec()).unwrap();
+                        g.next_event().await
+                    })
+                })
+                .await
+                .expect("both waits of one task complete");
+                assert!(a.is_some() && b.is_some());
+                drop(r);
+                drop(g);
+            })
+        })
+    });
+}
