@@ -162,6 +162,20 @@ pub struct Report {
     /// The [`Check::LostInRecovery`] anomalies of the plain clients, for the group
     /// checks to recognise the same loss in their group.
     pub recovery_losses: Vec<RecoveryLoss>,
+    /// The [`Check::UnannouncedMembership`] anomalies of the plain clients, for the
+    /// group checks to recognise the same split in their group.
+    pub unannounced_splits: Vec<UnannouncedSplit>,
+}
+
+/// Two nodes whose plain clients moved on together from a view in which, after rings
+/// nobody was told about, each delivered messages the other never did (see
+/// [`Check::UnannouncedMembership`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnannouncedSplit {
+    /// The last totem ring the clients were told about before the next view.
+    pub ring: Option<(u32, u64)>,
+    /// The two nodes, lower node id first.
+    pub nodes: (u32, u32),
 }
 
 /// Messages of failed nodes that one surviving node's clients delivered in a view and
@@ -535,6 +549,7 @@ fn check_plain(histories: &[History]) -> Report {
         &mut report.notes,
         &mut report.anomalies,
         &mut report.recovery_losses,
+        &mut report.unannounced_splits,
     );
     view_agreement(&clients, &mut v, &mut report.notes);
     self_delivery(&clients, &mut v);
@@ -695,6 +710,7 @@ fn virtual_synchrony(
     notes: &mut Vec<String>,
     anomalies: &mut Vec<Violation>,
     losses: &mut Vec<RecoveryLoss>,
+    splits: &mut Vec<UnannouncedSplit>,
 ) -> usize {
     let mut compared = 0;
     let node_of_inc: HashMap<u32, u32> = clients.iter().map(|c| (c.inc, c.me.0)).collect();
@@ -782,15 +798,25 @@ fn virtual_synchrony(
                     None
                 };
                 match (unannounced, lost) {
-                    (Some((a, b)), _) => anomalies.push(Violation {
-                        check: Check::UnannouncedMembership,
-                        evidence: format!(
-                            "{evidence}; no client on the other's node ever delivered the \
-                             differing messages, they were delivered after the last totem \
-                             change the clients got, and the next one skips ring numbers \
-                             never announced to them ({a}; {b})"
-                        ),
-                    }),
+                    (Some((a, b)), _) => {
+                        anomalies.push(Violation {
+                            check: Check::UnannouncedMembership,
+                            evidence: format!(
+                                "{evidence}; no client on the other's node ever delivered \
+                                 the differing messages, they were delivered after the last \
+                                 totem change the clients got, and the next one skips ring \
+                                 numbers never announced to them ({a}; {b})"
+                            ),
+                        });
+                        let (x, y) = (node_of(c0), node_of(c1));
+                        let split = UnannouncedSplit {
+                            ring,
+                            nodes: (x.min(y), x.max(y)),
+                        };
+                        if !splits.contains(&split) {
+                            splits.push(split);
+                        }
+                    }
                     (None, Some(loss)) => {
                         anomalies.push(Violation {
                             check: Check::LostInRecovery,
@@ -1210,6 +1236,29 @@ pub mod synthetic {
         s.histories()
     }
 
+    /// a and b stay in each other's views but each delivers a message the other never
+    /// gets, after the last ring they were told about; the next ring they get is
+    /// `next_ring` (sequence). Nodes 1 (a), 2 (b), 3 (c); the split is in ring 1.8.
+    pub fn hidden_split(next_ring: u64) -> Vec<History> {
+        let mut s = Sim::default();
+        let a = s.start((1, 1), 1);
+        let b = s.start((2, 2), 3);
+        let c = s.start((3, 3), 5);
+        s.totem(&[a, b, c], (1, 4), &[1, 2, 3]);
+        s.view(&[a, b, c], &[a, b, c]);
+        s.send(c, &[a, b, c], false);
+        s.totem(&[a, b, c], (1, 8), &[1, 2, 3]);
+        s.send(a, &[a], false);
+        s.send(b, &[b], false);
+        s.view(&[a, b], &[a, b]);
+        s.totem(&[a, b], (1, next_ring), &[1, 2]);
+        s.send(a, &[a, b], true);
+        s.send(b, &[a, b], true);
+        s.close(a);
+        s.close(b);
+        s.histories()
+    }
+
     /// Messages lost in corosync's recovery: node 2's client sends two messages that
     /// node 3's clients deliver and node 1's client never does, then node 2 fails
     /// (ring 1.8 to ring 1.c) and nodes 1 and 3 move on together. With `one_client`,
@@ -1474,27 +1523,8 @@ mod tests {
         );
     }
 
-    /// a and b stay in each other's views but each delivers a message the other never
-    /// gets, after the last ring they were told about; the next ring they get is
-    /// `next_ring` (sequence).
     fn hidden_split(next_ring: u64) -> super::Report {
-        let mut s = Sim::default();
-        let a = s.start((1, 1), 1);
-        let b = s.start((2, 2), 3);
-        let c = s.start((3, 3), 5);
-        s.totem(&[a, b, c], (1, 4), &[1, 2, 3]);
-        s.view(&[a, b, c], &[a, b, c]);
-        s.send(c, &[a, b, c], false);
-        s.totem(&[a, b, c], (1, 8), &[1, 2, 3]);
-        s.send(a, &[a], false);
-        s.send(b, &[b], false);
-        s.view(&[a, b], &[a, b]);
-        s.totem(&[a, b], (1, next_ring), &[1, 2]);
-        s.send(a, &[a, b], true);
-        s.send(b, &[a, b], true);
-        s.close(a);
-        s.close(b);
-        check(&s.histories())
+        check(&super::synthetic::hidden_split(next_ring))
     }
 
     #[test]

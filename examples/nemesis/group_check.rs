@@ -34,7 +34,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::checker::{Check, RecoveryLoss, Report, Violation};
+use crate::checker::{Check, RecoveryLoss, Report, UnannouncedSplit, Violation};
 use crate::history::{History, Member, Record};
 
 /// (members, ring) of a view, and of the next view (`None`: the history ends in it):
@@ -356,6 +356,25 @@ fn agreed_positions(
         });
         return agreed;
     }
+    if unannounced_split(key, a, b, differ[0].0, by_node, &report.unannounced_splits) {
+        report.anomalies.push(Violation {
+            check: Check::UnannouncedMembership,
+            evidence: format!(
+                "in view {m:?} ring {ring:?} (both moved on to {:?}), {} and {} deliver \
+                 different messages from index {} on: what one delivered from there and \
+                 the other did not, no group client on the other's node ever delivered, \
+                 and what both delivered is in the same order; the plain clients of these \
+                 nodes split the same way in this ring, across rings nobody was told \
+                 about ({} anomaly)",
+                key.2,
+                a.0,
+                b.0,
+                differ[0].0,
+                Check::UnannouncedMembership
+            ),
+        });
+        return agreed;
+    }
     for (index, msg, other) in differ {
         report.violations.push(Violation {
             check: Check::AgreedPosition,
@@ -433,6 +452,47 @@ fn lost_in_recovery<'r>(
                 && senders.iter().all(|n| l.senders.contains(n))
         })
         .map(|l| (b_lacks, l, only.len()))
+}
+
+/// Whether the difference between `a` and `b` in the view `key`, from index `from`
+/// on, has the signature of corosync's unannounced rings: the plain clients of the
+/// two nodes split the same way in this ring ([`Check::UnannouncedMembership`]); from
+/// `from` on (before it they agree), what one side delivered and the other did not,
+/// no group client on the other's node ever delivered; and what both delivered, they
+/// delivered in the same relative order.
+fn unannounced_split(
+    key: &Key,
+    a: &Positions,
+    b: &Positions,
+    from: u64,
+    by_node: &HashMap<u32, HashSet<Msg>>,
+    splits: &[UnannouncedSplit],
+) -> bool {
+    if a.1 == b.1 || a.1 == 0 || b.1 == 0 {
+        return false;
+    }
+    let nodes = (a.1.min(b.1), a.1.max(b.1));
+    if !splits
+        .iter()
+        .any(|s| s.ring == Some(key.1) && s.nodes == nodes)
+    {
+        return false;
+    }
+    let tail = |p: &Positions| -> Vec<Msg> { p.2.range(from..).map(|(_, m)| *m).collect() };
+    let (ta, tb) = (tail(a), tail(b));
+    let (sa, sb): (HashSet<Msg>, HashSet<Msg>) =
+        (ta.iter().copied().collect(), tb.iter().copied().collect());
+    // What `mine` delivered and `theirs` did not: never delivered on `node`.
+    let never_on = |mine: &[Msg], theirs: &HashSet<Msg>, node: u32| {
+        let seen = by_node.get(&node);
+        mine.iter()
+            .filter(|m| !theirs.contains(m))
+            .all(|m| !seen.is_some_and(|d| d.contains(m)))
+    };
+    let node_level = never_on(&ta, &sb, b.1) && never_on(&tb, &sa, a.1);
+    let common_a = ta.iter().filter(|m| sb.contains(m));
+    let common_b = tb.iter().filter(|m| sa.contains(m));
+    node_level && common_a.eq(common_b)
 }
 
 /// Checks the replica clients' histories; adds to `report`.
@@ -739,6 +799,68 @@ pub mod synthetic {
             .collect()
     }
 
+    /// The group clients' side of `checker::synthetic::hidden_split`: in ring 1.8 the
+    /// clients on nodes 1 and 2 each deliver a message of their own that the other
+    /// never gets, then two messages both deliver; the client on node 3 is gone and
+    /// the two move on together. With `swap`, node 2's client delivers those two in
+    /// the other order: not what a split does.
+    pub fn hidden_split(swap: bool) -> Vec<History> {
+        let mut s = Sim {
+            clients: Vec::new(),
+            t: 1000,
+            index: vec![0; 3],
+        };
+        for (i, m) in [(1, 501), (2, 502), (3, 503)].into_iter().enumerate() {
+            let start = Record::Start {
+                inc: 11 + i as u32,
+                node: m.0,
+                pid: m.1,
+                api: Api::Group,
+                t: 1000,
+            };
+            s.clients.push((m, 11 + i as u32, vec![start], 1, (1, 0)));
+        }
+        let all = [0, 1, 2];
+        s.view(&all, &all, (1, 8));
+        for x in all {
+            s.send(x, &all);
+        }
+        s.send(0, &[0]);
+        s.send(0, &[0]);
+        s.send(1, &[1]);
+        s.send(0, &[0, 1]);
+        s.send(1, &[0, 1]);
+        if swap {
+            let at: Vec<usize> = s.clients[1]
+                .2
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| matches!(r, Record::GDeliver { .. }))
+                .map(|(k, _)| k)
+                .collect();
+            let (x, y) = (at[at.len() - 2], at[at.len() - 1]);
+            let index_of = |r: &Record| match r {
+                Record::GDeliver { index, .. } => *index,
+                _ => unreachable!(),
+            };
+            let (ix, iy) = (index_of(&s.clients[1].2[x]), index_of(&s.clients[1].2[y]));
+            for (k, to) in [(x, iy), (y, ix)] {
+                if let Record::GDeliver { index, .. } = &mut s.clients[1].2[k] {
+                    *index = to;
+                }
+            }
+        }
+        s.view(&[0, 1], &[0, 1], (1, 24));
+        s.send(0, &[0, 1]);
+        s.clients
+            .into_iter()
+            .map(|(m, inc, records, _, _)| History {
+                name: format!("client-{inc}-{}-{}", m.0, m.1),
+                records,
+            })
+            .collect()
+    }
+
     /// Planted defects of the group layer: (name, the check that must catch it, the
     /// histories).
     pub fn defects() -> Vec<(&'static str, Check, Vec<History>)> {
@@ -879,6 +1001,43 @@ mod tests {
             r.violations
         );
         assert!(r.anomalies.is_empty(), "{:#?}", r.anomalies);
+    }
+
+    #[test]
+    fn a_group_split_the_plain_clients_show_across_unannounced_rings_is_that_anomaly() {
+        let mut h = crate::checker::synthetic::hidden_split(24);
+        h.extend(super::synthetic::hidden_split(false));
+        let r = check(&h);
+        assert!(r.violations.is_empty(), "{:#?}", r.violations);
+        let group: Vec<_> = r
+            .anomalies
+            .iter()
+            .filter(|a| a.check == Check::UnannouncedMembership && a.evidence.contains("index 3"))
+            .collect();
+        assert_eq!(group.len(), 1, "{:#?}", r.anomalies);
+        // Without the plain clients' evidence (announced rings: no split of theirs), the
+        // same group difference is a violation.
+        let mut h = crate::checker::synthetic::hidden_split(12);
+        h.extend(super::synthetic::hidden_split(false));
+        let r = check(&h);
+        assert!(
+            r.violations
+                .iter()
+                .any(|v| v.check == Check::AgreedPosition),
+            "{:#?}",
+            r.violations
+        );
+        // Two messages both delivered, in other orders: not that split, a violation.
+        let mut h = crate::checker::synthetic::hidden_split(24);
+        h.extend(super::synthetic::hidden_split(true));
+        let r = check(&h);
+        assert!(
+            r.violations
+                .iter()
+                .any(|v| v.check == Check::AgreedPosition),
+            "{:#?}",
+            r.violations
+        );
     }
 
     #[test]

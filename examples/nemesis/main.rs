@@ -270,6 +270,41 @@ fn self_test() -> i32 {
             r.violations, r.anomalies, one.violations
         );
     }
+    // A split across rings nobody was told about: an anomaly of the daemon for the
+    // plain and the group clients alike; the same group difference with two common
+    // messages in other orders is a violation.
+    let mut split = checker::synthetic::hidden_split(24);
+    split.extend(group_check::synthetic::hidden_split(false));
+    let r = checker::check(&split);
+    let mut swapped = checker::synthetic::hidden_split(24);
+    swapped.extend(group_check::synthetic::hidden_split(true));
+    let s = checker::check(&swapped);
+    if r.violations.is_empty()
+        && r.anomalies.len() == 2
+        && r.anomalies
+            .iter()
+            .all(|a| a.check == checker::Check::UnannouncedMembership)
+        && s.violations
+            .iter()
+            .any(|v| v.check == checker::Check::AgreedPosition)
+    {
+        println!(
+            "self-test: a split across unannounced rings: {} anomalies of the daemon; with \
+             two messages in other orders: detected: {}",
+            r.anomalies.len(),
+            s.violations
+                .iter()
+                .find(|v| v.check == checker::Check::AgreedPosition)
+                .expect("checked above")
+        );
+    } else {
+        failed += 1;
+        println!(
+            "self-test: a split across unannounced rings: MISCLASSIFIED (violations {:?}, \
+             anomalies {:?}; swapped: {:?})",
+            r.violations, r.anomalies, s.violations
+        );
+    }
     println!(
         "self-test: {}",
         if failed == 0 {
