@@ -627,6 +627,37 @@ pub mod synthetic {
     }
 
     impl Sim {
+        /// Group clients inc 11, 12 and 13 on nodes 1, 2 and 3 (pids 501-503).
+        fn three() -> Sim {
+            let mut s = Sim {
+                clients: Vec::new(),
+                t: 1000,
+                index: vec![0; 3],
+            };
+            for (i, m) in [(1, 501), (2, 502), (3, 503)].into_iter().enumerate() {
+                let inc = 11 + i as u32;
+                let start = Record::Start {
+                    inc,
+                    node: m.0,
+                    pid: m.1,
+                    api: Api::Group,
+                    t: 1000,
+                };
+                s.clients.push((m, inc, vec![start], 1, (1, 0)));
+            }
+            s
+        }
+
+        fn histories(self) -> Vec<History> {
+            self.clients
+                .into_iter()
+                .map(|(m, inc, records, _, _)| History {
+                    name: format!("client-{inc}-{}-{}", m.0, m.1),
+                    records,
+                })
+                .collect()
+        }
+
         fn tick(&mut self) -> u64 {
             self.t += 1;
             self.t
@@ -702,22 +733,7 @@ pub mod synthetic {
     /// A clean run: three clients in one view; one loses its daemon, the others go
     /// on; it reconnects; everyone finishes.
     pub fn clean() -> Vec<History> {
-        let mut s = Sim {
-            clients: Vec::new(),
-            t: 1000,
-            index: vec![0; 3],
-        };
-        for (i, m) in [(1, 501), (2, 502), (3, 503)].into_iter().enumerate() {
-            let inc = 11 + i as u32;
-            let start = Record::Start {
-                inc,
-                node: m.0,
-                pid: m.1,
-                api: Api::Group,
-                t: 1000,
-            };
-            s.clients.push((m, inc, vec![start], 1, (1, 0)));
-        }
+        let mut s = Sim::three();
         let all = [0, 1, 2];
         s.view(&all, &all, (1, 4));
         for _ in 0..3 {
@@ -751,34 +767,14 @@ pub mod synthetic {
                 t,
             });
         }
-        s.clients
-            .into_iter()
-            .map(|(m, inc, records, _, _)| History {
-                name: format!("client-{inc}-{}-{}", m.0, m.1),
-                records,
-            })
-            .collect()
+        s.histories()
     }
 
     /// The group clients' side of `checker::synthetic::recovery_loss`: in ring 1.8 the
     /// client on node 2 sends two messages that the client on node 3 delivers and the
     /// one on node 1 never does; node 2 fails and the others move on to ring 1.c.
     pub fn recovery_loss() -> Vec<History> {
-        let mut s = Sim {
-            clients: Vec::new(),
-            t: 1000,
-            index: vec![0; 3],
-        };
-        for (i, m) in [(1, 501), (2, 502), (3, 503)].into_iter().enumerate() {
-            let start = Record::Start {
-                inc: 11 + i as u32,
-                node: m.0,
-                pid: m.1,
-                api: Api::Group,
-                t: 1000,
-            };
-            s.clients.push((m, 11 + i as u32, vec![start], 1, (1, 0)));
-        }
+        let mut s = Sim::three();
         let all = [0, 1, 2];
         s.view(&all, &all, (1, 8));
         for x in all {
@@ -790,13 +786,7 @@ pub mod synthetic {
         s.send(0, &[0, 2]);
         s.view(&[0, 2], &[0, 2], (1, 12));
         s.send(0, &[0, 2]);
-        s.clients
-            .into_iter()
-            .map(|(m, inc, records, _, _)| History {
-                name: format!("client-{inc}-{}-{}", m.0, m.1),
-                records,
-            })
-            .collect()
+        s.histories()
     }
 
     /// The group clients' side of `checker::synthetic::hidden_split`: in ring 1.8 the
@@ -805,21 +795,7 @@ pub mod synthetic {
     /// the two move on together. With `swap`, node 2's client delivers those two in
     /// the other order: not what a split does.
     pub fn hidden_split(swap: bool) -> Vec<History> {
-        let mut s = Sim {
-            clients: Vec::new(),
-            t: 1000,
-            index: vec![0; 3],
-        };
-        for (i, m) in [(1, 501), (2, 502), (3, 503)].into_iter().enumerate() {
-            let start = Record::Start {
-                inc: 11 + i as u32,
-                node: m.0,
-                pid: m.1,
-                api: Api::Group,
-                t: 1000,
-            };
-            s.clients.push((m, 11 + i as u32, vec![start], 1, (1, 0)));
-        }
+        let mut s = Sim::three();
         let all = [0, 1, 2];
         s.view(&all, &all, (1, 8));
         for x in all {
@@ -852,13 +828,7 @@ pub mod synthetic {
         }
         s.view(&[0, 1], &[0, 1], (1, 24));
         s.send(0, &[0, 1]);
-        s.clients
-            .into_iter()
-            .map(|(m, inc, records, _, _)| History {
-                name: format!("client-{inc}-{}-{}", m.0, m.1),
-                records,
-            })
-            .collect()
+        s.histories()
     }
 
     /// Planted defects of the group layer: (name, the check that must catch it, the
