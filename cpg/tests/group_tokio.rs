@@ -244,6 +244,8 @@ fn async_group_agrees_confirms_survives_cancellation_and_reconnects() {
 /// already asked for resolves with an error, and later sends are refused.
 #[test]
 fn a_group_whose_runtime_shut_down_ends_its_stream() {
+    // Not beside this binary's cluster test: one daemon set at a time on 2 cores.
+    let _serial = support::serial();
     let start = || async {
         let g = Group::builder(GroupName::new("tokio-runtime-gone").unwrap())
             .start_async()

@@ -133,6 +133,8 @@ fn an_async_replica_converges_with_blocking_ones_through_a_daemon_restart() {
 /// forever, and later submissions are refused.
 #[test]
 fn a_replica_whose_runtime_shut_down_ends() {
+    // Not beside this binary's cluster test: one daemon set at a time on 2 cores.
+    let _serial = support::serial();
     let start = || async {
         let group = GroupName::new("replica-runtime-gone").unwrap();
         let r: AsyncReplica<OpLog> = Replica::builder(group, OpLog::default())
