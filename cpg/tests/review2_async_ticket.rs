@@ -7,28 +7,10 @@ mod support;
 
 use std::sync::Arc;
 
-use cpg::replica::{OpInfo, Replica, Replicated, RestoreError};
+use cpg::replica::Replica;
+use support::replica::Count;
 use support::{big_stack, unique_group, WAIT};
 use tokio::time::timeout;
-
-#[derive(Default)]
-struct Count(u64);
-
-impl Replicated for Count {
-    fn apply(&mut self, _op: &[u8], _info: &OpInfo) {
-        self.0 += 1;
-    }
-    fn snapshot(&self) -> Vec<u8> {
-        self.0.to_le_bytes().to_vec()
-    }
-    fn restore(&mut self, s: &[u8]) -> Result<(), RestoreError> {
-        self.0 = u64::from_le_bytes(s.try_into()?);
-        Ok(())
-    }
-    fn digest(&self) -> u64 {
-        self.0
-    }
-}
 
 #[test]
 fn two_tasks_waiting_on_one_ticket_both_wake() {

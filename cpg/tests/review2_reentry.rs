@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use cpg::group::Group;
 use cpg::replica::{OpInfo, Replica, ReplicaError, Replicated, RestoreError};
+use support::replica::Count;
 use support::{unique_group, WAIT};
 
 /// Runs `f` on a thread of its own and says whether it ended within `WAIT`, and with a
@@ -44,25 +45,6 @@ fn a_group_method_inside_wait_view_panics_instead_of_deadlocking() {
     // The group still works afterwards.
     assert!(group.is_leader());
     group.leave(WAIT).unwrap();
-}
-
-#[derive(Default)]
-struct Count(u64);
-
-impl Replicated for Count {
-    fn apply(&mut self, _op: &[u8], _info: &OpInfo) {
-        self.0 += 1;
-    }
-    fn snapshot(&self) -> Vec<u8> {
-        self.0.to_le_bytes().to_vec()
-    }
-    fn restore(&mut self, s: &[u8]) -> Result<(), RestoreError> {
-        self.0 = u64::from_le_bytes(s.try_into()?);
-        Ok(())
-    }
-    fn digest(&self) -> u64 {
-        self.0
-    }
 }
 
 #[test]

@@ -6,8 +6,9 @@ mod support;
 use std::time::Duration;
 
 use cpg::group::{Config, Event, Group};
-use cpg::replica::{self, OpInfo, Replica, Replicated, RestoreError};
+use cpg::replica::{self, Replica};
 use cpg::retry::Backoff;
+use support::replica::Count;
 use support::{unique_group, WAIT};
 
 #[test]
@@ -48,25 +49,6 @@ fn group_config_with_huge_retry_delays_does_not_panic_its_thread() {
     let id = group.send_confirmed(b"x".to_vec()).unwrap();
     id.wait().unwrap();
     group.leave(WAIT).unwrap();
-}
-
-#[derive(Default)]
-struct Count(u64);
-
-impl Replicated for Count {
-    fn apply(&mut self, _op: &[u8], _info: &OpInfo) {
-        self.0 += 1;
-    }
-    fn snapshot(&self) -> Vec<u8> {
-        self.0.to_le_bytes().to_vec()
-    }
-    fn restore(&mut self, s: &[u8]) -> Result<(), RestoreError> {
-        self.0 = u64::from_le_bytes(s.try_into()?);
-        Ok(())
-    }
-    fn digest(&self) -> u64 {
-        self.0
-    }
 }
 
 #[test]

@@ -337,3 +337,23 @@ pub fn confirmed(outcomes: &[(u64, Result<u64, ReplicaError>)]) -> Vec<u64> {
         .map(|(s, _)| *s)
         .collect()
 }
+
+/// A replicated counter of applied operations: the smallest [`Replicated`] state.
+#[derive(Default)]
+pub struct Count(pub u64);
+
+impl Replicated for Count {
+    fn apply(&mut self, _op: &[u8], _info: &OpInfo) {
+        self.0 += 1;
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        self.0.to_le_bytes().to_vec()
+    }
+    fn restore(&mut self, s: &[u8]) -> Result<(), RestoreError> {
+        self.0 = u64::from_le_bytes(s.try_into()?);
+        Ok(())
+    }
+    fn digest(&self) -> u64 {
+        self.0
+    }
+}
