@@ -252,6 +252,34 @@ impl Node {
         Ok(parse_joined(&out))
     }
 
+    /// Whether this daemon's knet link 0 to node `peer` is up (`stats.knet.nodeN.link0
+    /// .connected` in the stats map); `false` if the daemon has no such entry.
+    pub(crate) fn link_connected(&self, peer: u32) -> Result<bool, String> {
+        let key = format!("stats.knet.node{peer}.link0.connected");
+        match self.query(&["-m", "stats", &key]) {
+            Ok(out) => Ok(parse_u8_value(&out) == Some(1)),
+            // No entry for that node: knet has never heard of it, so no link either.
+            Err(e) if e.contains("does not exist") || e.contains("CS_ERR_NOT_EXIST") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the daemon is stopped by a signal (`SIGSTOP`): it would not answer
+    /// queries until continued.
+    pub(crate) fn daemon_paused(&self) -> bool {
+        let Some(pid) = self.daemon_pid() else {
+            return false;
+        };
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                // `pid (comm) S ...`: the state follows the last `)`.
+                let rest = &stat[stat.rfind(')')? + 1..];
+                rest.split_whitespace().next().map(|s| s == "T" || s == "t")
+            })
+            .unwrap_or(false)
+    }
+
     /// SIGKILL, reap.
     pub(crate) fn kill_daemon(&self) {
         let mut daemon = self.lock();
@@ -329,6 +357,14 @@ impl Node {
     }
 }
 
+/// The value of a one-key `corosync-cmapctl` answer such as
+/// `stats.knet.node2.link0.connected (u8) = 1`.
+fn parse_u8_value(out: &str) -> Option<u8> {
+    out.lines()
+        .find_map(|l| l.rsplit_once(" = "))
+        .and_then(|(_, v)| v.trim().parse().ok())
+}
+
 /// Parses `corosync-cmapctl runtime.members` output: the ids whose
 /// `runtime.members.ID.status` is `joined`.
 fn parse_joined(out: &str) -> Vec<u32> {
@@ -371,7 +407,20 @@ impl Drop for RestoreNetns {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_joined;
+    use super::{parse_joined, parse_u8_value};
+
+    #[test]
+    fn one_key_values_are_parsed() {
+        assert_eq!(
+            parse_u8_value("stats.knet.node2.link0.connected (u8) = 1\n"),
+            Some(1)
+        );
+        assert_eq!(
+            parse_u8_value("stats.knet.node2.link0.connected (u8) = 0"),
+            Some(0)
+        );
+        assert_eq!(parse_u8_value(""), None);
+    }
 
     #[test]
     fn joined_members_are_parsed_and_left_ones_ignored() {
