@@ -326,15 +326,28 @@ fn send_sweep_two_threads(
             .name("bench-sender".into())
             .spawn_scoped(scope, || {
                 let halt = || stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed);
-                let result =
-                    common::send_sweep(&plan, receiver, &halt, |msg| match sender.send(msg) {
+                let mut sent_data: u64 = 0;
+                let result = common::send_sweep(&plan, receiver, &halt, |msg| {
+                    if args.max_in_flight > 0 {
+                        while sent_data.saturating_sub(receiver.own_data.load(Ordering::Relaxed))
+                            >= args.max_in_flight
+                            && !halt()
+                        {
+                            std::thread::yield_now();
+                        }
+                        if common::Header::parse(msg).is_some_and(|h| h.kind == Kind::Data) {
+                            sent_data += 1;
+                        }
+                    }
+                    match sender.send(msg) {
                         Ok(()) => Ok(0),
                         Err(e) if e.is_retryable() => sender
                             .send_with_retry(msg, &backoff)
                             .map(|()| 1)
                             .map_err(|e| e.to_string()),
                         Err(e) => Err(e.to_string()),
-                    });
+                    }
+                });
                 done.store(true, Ordering::Release);
                 result
             })
