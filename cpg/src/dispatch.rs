@@ -160,7 +160,12 @@ unsafe fn with_callbacks<C: Callbacks>(
         return;
     };
     header.callbacks_run.set(header.callbacks_run.get() + 1);
-    // The link outlives the dispatch (the handle holds it until after finalize).
+    // SAFETY: the link outlives the dispatch (the handle holds it until after
+    // finalize), and is only read through shared references.
+    let shared_link = unsafe { link.as_ref() };
+    // Senders waiting out back-pressure wake at each event, not when this dispatch
+    // call returns: `CS_DISPATCH_ALL` runs for as long as events keep arriving.
+    shared_link.dispatched_events();
     let cpg = ConnectionRef::borrowed(link);
     // SAFETY: trampolines run only inside `dispatch`, which refuses to nest on the same
     // handle, and the handle is !Sync; so this is the only live reference to the

@@ -265,10 +265,8 @@ impl Handle {
             self.leave_poisoned();
             resume_unwind(payload);
         }
+        // Waiting senders were woken by each callback (see `dispatch`).
         let ran = header.callbacks_run.get();
-        if ran > 0 {
-            link.dispatched_events();
-        }
         match rc {
             sys::CS_OK if ran == 0 && mode == DispatchMode::All => Ok(Dispatched::NothingPending),
             sys::CS_OK => Ok(Dispatched::Callbacks(ran)),

@@ -47,7 +47,7 @@ pub(crate) struct Link {
     /// Serializes requests once the link is shared; `false` once the handle is closed
     /// (set under the lock before `cpg_finalize`, so no request can follow).
     requests: Mutex<bool>,
-    /// Signalled when a dispatch delivered events, for senders waiting out
+    /// Signalled at each event a dispatch delivers, for senders waiting out
     /// back-pressure.
     progress: Progress,
     /// Zero-copy buffers of this handle holding one of the process's slots.

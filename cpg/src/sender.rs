@@ -55,9 +55,10 @@ use crate::types::Guarantee;
 ///
 /// [`send`](Self::send) fails at once with a retryable error when the daemon pushes
 /// back. [`send_with_retry`](Self::send_with_retry) waits instead, without spinning:
-/// it sleeps until the dispatching thread has delivered events (the daemon's queue is
-/// then moving, so the next attempt is likely to pass) or the back-off's current delay
-/// has passed, whichever comes first. Someone must dispatch: a sender never reads
+/// it sleeps until the dispatching thread delivers an event (woken from inside the
+/// dispatch, not when the dispatch call returns: the daemon's queue is then moving, so
+/// the next attempt is likely to pass) or the back-off's current delay has passed,
+/// whichever comes first. Someone must dispatch: a sender never reads
 /// events itself.
 ///
 /// # After the handle is gone

@@ -12,10 +12,10 @@
 //!
 //! * `two-thread` (default): what `bench` does by default, on raw calls. The main
 //!   thread waits on the descriptor (`poll`, 20 ms) and dispatches with
-//!   `CS_DISPATCH_ALL`, then wakes a sender waiting out back-pressure when the call
-//!   delivered events; a second thread sends with `cpg_mcast_joined`, and on
+//!   `CS_DISPATCH_ALL`, and the deliver callback wakes a sender waiting out
+//!   back-pressure; a second thread sends with `cpg_mcast_joined`, and on
 //!   `CS_ERR_TRY_AGAIN` tries once more, then sleeps on a condition variable until the
-//!   dispatcher has delivered events or the delay (100 µs doubling to 50 ms) has
+//!   dispatcher has delivered a message or the delay (100 µs doubling to 50 ms) has
 //!   passed.
 //! * `busy-retry`: corosync's own benchmark pattern (`cpgbench`), the baseline to beat.
 //!   One thread sits in `cpg_dispatch(CS_DISPATCH_BLOCKING)`; another calls
@@ -90,8 +90,6 @@ fn main() -> ExitCode {
 /// What the callbacks reach through libcpg's context pointer.
 struct Context {
     receiver: Receiver,
-    /// Messages delivered so far (the dispatcher compares before and after a call).
-    delivered: AtomicU64,
     /// Two-thread mode: senders waiting out back-pressure wait on this.
     progress: Progress,
     /// Busy-retry mode: leave and finalize inside the callback once our own end-of-run
@@ -103,7 +101,7 @@ struct Context {
     finalized: AtomicBool,
 }
 
-/// "The dispatcher delivered events", for a sender waiting out back-pressure: an
+/// "The dispatcher delivered a message", for a sender waiting out back-pressure: an
 /// epoch under a mutex, a condition variable, and a count of waiters so that the
 /// dispatcher signals only when someone waits.
 #[derive(Default)]
@@ -170,8 +168,9 @@ unsafe extern "C" fn deliver(
         unsafe { std::slice::from_raw_parts(msg.cast::<u8>(), msg_len) }
     };
     context.receiver.deliver(nodeid, pid, data);
-    let delivered = &context.delivered;
-    delivered.store(delivered.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    // A sender waiting out back-pressure wakes at each delivery (one load when none
+    // waits), as `cpg`'s does.
+    context.progress.signal();
     if context.finish_in_callback && is_own_end_of_run(&context.receiver, nodeid, pid, data) {
         // SAFETY: `handle` is live and this is its dispatching thread; the sending
         // thread is done sending (it sent this marker and now only waits for it).
@@ -253,7 +252,6 @@ fn run(args: &Args) -> Result<bool, String> {
 
     let context = Box::new(Context {
         receiver: Receiver::new(args.verify),
-        delivered: AtomicU64::new(0),
         progress: Progress::default(),
         finish_in_callback: args.mode == Mode::BusyRetry,
         group,
@@ -399,13 +397,9 @@ fn two_threads(
         } else {
             let mut dispatched = Ok(());
             while !done.load(Ordering::Acquire) {
-                let before = context.delivered.load(Ordering::Relaxed);
                 if let Err(e) = wait_and_dispatch(raw, fd, 20) {
                     dispatched = Err(e);
                     break;
-                }
-                if context.delivered.load(Ordering::Relaxed) != before {
-                    context.progress.signal();
                 }
             }
             dispatched
@@ -435,7 +429,7 @@ fn send_busy_retry(raw: sys::cpg_handle_t, msg: &[u8]) -> Result<u64, String> {
 }
 
 /// The sleeping retry of the two-thread design, as `cpg::Sender::send_with_retry`
-/// does it: one more attempt at once, then sleep until the dispatcher delivered events
+/// does it: one more attempt at once, then sleep until the dispatcher delivered one
 /// or the delay (100 µs doubling to 50 ms) passed. 1 if it was pushed back.
 #[inline]
 fn send_sleeping(raw: sys::cpg_handle_t, progress: &Progress, msg: &[u8]) -> Result<u64, String> {
