@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cpg::{DispatchMode, Dispatched, Error, GroupName, Handle, Member, Operation, Options};
@@ -33,6 +32,85 @@ fn pattern() -> Vec<u8> {
     (0..64 << 10).map(|i| (i % 251) as u8 ^ 0x5a).collect()
 }
 
+/// Size of the thread stack in [`on_small_stack_above_a_neighbour`].
+const SMALL_STACK: usize = 128 << 10;
+/// Size of the watched region below it: more than `cpg_dispatch`'s frame (1 MiB).
+const NEIGHBOUR: usize = 2 << 20;
+/// What the watched region holds.
+const NEIGHBOUR_BYTE: u8 = 0xa5;
+
+/// Runs `f` on a thread whose [`SMALL_STACK`] stack sits one guard page above a
+/// [`NEIGHBOUR`]-byte region filled with [`NEIGHBOUR_BYTE`], the way glibc places the
+/// stack of the next thread; returns what `f` returned and how many bytes of the
+/// region changed. (A thread spawned by `std` lands wherever glibc's stack cache
+/// puts it, maybe above the other stacks; this layout is fixed.)
+fn on_small_stack_above_a_neighbour<T: Send, F: FnOnce() -> T + Send>(f: F) -> (T, usize) {
+    struct Job<F, T> {
+        f: Option<F>,
+        out: Option<std::thread::Result<T>>,
+    }
+    extern "C" fn run<F: FnOnce() -> T, T>(job: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: `job` is the `Job<F, T>` below, which outlives the thread (joined
+        // before it is read or dropped) and is touched by nobody else meanwhile.
+        let job = unsafe { &mut *job.cast::<Job<F, T>>() };
+        let f = job.f.take().expect("the job runs once");
+        job.out = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        std::ptr::null_mut()
+    }
+    let page = 4096;
+    let total = NEIGHBOUR + page + SMALL_STACK;
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing;
+    // checked below and unmapped at the end.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            total,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(base, libc::MAP_FAILED, "mmap");
+    let base = base.cast::<u8>();
+    // SAFETY: the first NEIGHBOUR bytes of the mapping are ours and writable.
+    unsafe { std::ptr::write_bytes(base, NEIGHBOUR_BYTE, NEIGHBOUR) };
+    // SAFETY: the guard page lies inside the mapping.
+    let rc = unsafe { libc::mprotect(base.add(NEIGHBOUR).cast(), page, libc::PROT_NONE) };
+    assert_eq!(rc, 0, "mprotect");
+    let mut job = Job::<F, T> {
+        f: Some(f),
+        out: None,
+    };
+    // SAFETY: zeroed storage that pthread_attr_init initializes; the stack is the top
+    // SMALL_STACK bytes of the mapping, which stays mapped until the thread is joined;
+    // `run::<F, T>` matches the job's type; the thread is joined before `job` is read.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        assert_eq!(libc::pthread_attr_init(&mut attr), 0);
+        let stack = base.add(NEIGHBOUR + page).cast();
+        assert_eq!(
+            libc::pthread_attr_setstack(&mut attr, stack, SMALL_STACK),
+            0
+        );
+        let mut thread: libc::pthread_t = std::mem::zeroed();
+        let job_ptr: *mut Job<F, T> = &mut job;
+        let rc = libc::pthread_create(&mut thread, &attr, run::<F, T>, job_ptr.cast());
+        assert_eq!(rc, 0, "pthread_create");
+        libc::pthread_attr_destroy(&mut attr);
+        assert_eq!(libc::pthread_join(thread, std::ptr::null_mut()), 0);
+    }
+    // SAFETY: the region is still mapped and readable; the thread is gone.
+    let region = unsafe { std::slice::from_raw_parts(base, NEIGHBOUR) };
+    let changed = region.iter().filter(|b| **b != NEIGHBOUR_BYTE).count();
+    // SAFETY: the mapping made above, no longer used by anyone.
+    unsafe { libc::munmap(base.cast(), total) };
+    match job.out.take().expect("the thread ran the job") {
+        Ok(t) => (t, changed),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 #[test]
 fn dispatch_on_a_small_stack_is_refused_and_no_other_memory_is_touched() {
     let group = unique_group("small-stack");
@@ -43,37 +121,17 @@ fn dispatch_on_a_small_stack_is_refused_and_no_other_memory_is_touched() {
         (a, group)
     });
 
-    // A neighbour whose stack holds a known pattern throughout.
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let (check_tx, check_rx) = mpsc::channel::<()>();
-    let neighbour = std::thread::Builder::new()
-        .stack_size(512 << 10)
-        .spawn(move || {
-            let mut block = [0xa5u8; 384 << 10];
-            std::hint::black_box(&mut block);
-            ready_tx.send(()).unwrap();
-            check_rx.recv().unwrap();
-            std::hint::black_box(&block)
-                .iter()
-                .filter(|b| **b != 0xa5)
-                .count()
-        })
-        .unwrap();
-    ready_rx.recv().unwrap();
-
-    // 128 KiB of stack: glibc may hand out a cached stack of up to 4x that, still far
-    // below what cpg_dispatch's 1 MiB frame needs.
-    let ((peer, group), refused) = std::thread::Builder::new()
-        .stack_size(128 << 10)
-        .spawn(move || {
-            let refused = a.0.handle().dispatch(DispatchMode::All);
-            (a, refused)
-        })
-        .unwrap()
-        .join()
-        .unwrap();
-    check_tx.send(()).unwrap();
-    let overwritten = neighbour.join().unwrap();
+    // 128 KiB of stack, right above what stands for a neighbouring thread's stack
+    // (one guard page between them, as glibc lays out thread stacks): a frame of 1 MiB
+    // without stack probes would land in it.
+    let (((peer, group), refused), overwritten) = on_small_stack_above_a_neighbour(move || {
+        let refused = a.0.handle().dispatch(DispatchMode::All);
+        (a, refused)
+    });
+    assert_eq!(
+        overwritten, 0,
+        "bytes of the neighbouring stack overwritten"
+    );
     match refused {
         Err(Error::StackTooSmall {
             op: Operation::Dispatch,
@@ -81,11 +139,10 @@ fn dispatch_on_a_small_stack_is_refused_and_no_other_memory_is_touched() {
             available,
         }) => {
             assert_eq!(needed, cpg::DISPATCH_STACK);
-            assert!(available < 512 << 10, "{available}");
+            assert!(available < SMALL_STACK, "{available}");
         }
         other => panic!("dispatch on a 128 KiB stack: {other:?}"),
     }
-    assert_eq!(overwritten, 0, "bytes of the neighbour's stack overwritten");
     let text = Error::StackTooSmall {
         op: Operation::Dispatch,
         needed: cpg::DISPATCH_STACK,
@@ -140,6 +197,24 @@ fn every_dispatching_call_checks_the_stack() {
                     "{what}: {result:?}"
                 );
             }
+            // A retrying send pauses by dispatching: under back-pressure (nobody reads
+            // this handle's events) it refuses too, instead of dispatching.
+            let msg = vec![0u8; 64 << 10];
+            let deadline = Instant::now() + WAIT;
+            let pushed_back = loop {
+                match h.send(&msg) {
+                    Ok(()) if Instant::now() < deadline => continue,
+                    Ok(()) => break false,
+                    Err(e) if e.is_retryable() => break true,
+                    Err(e) => panic!("flooding: {e}"),
+                }
+            };
+            assert!(pushed_back, "no back-pressure within {WAIT:?}");
+            let result = h.send_with_retry(&msg, &cpg::retry::Backoff::default());
+            assert!(
+                matches!(result, Err(Error::StackTooSmall { .. })),
+                "send_with_retry: {result:?}"
+            );
             a
         })
         .unwrap()
