@@ -1,6 +1,8 @@
 //! The demo: a private 3-node corosync cluster on this machine, the `chat` example on
-//! every node, a message delivered everywhere, a member leaving, a node failing, all
-//! narrated in plain English; then everything is removed.
+//! every node, a message delivered everywhere, a member leaving, a node failing; then
+//! the `kv` example (replicated state): a write read on another node, a late copy
+//! catching up, a partitioned copy refusing writes and catching up after the heal.
+//! All narrated in plain English; then everything is removed.
 //!
 //! ```text
 //! build-support/demo                 # installs what is needed, builds, runs this
@@ -9,7 +11,7 @@
 //!
 //! The cluster comes from `cpg-testkit`: each node's corosync runs in its own network
 //! namespace, so nothing touches the machine's network or a corosync it already runs.
-//! Bounded: every wait has a timeout; the whole demo takes well under two minutes.
+//! Bounded: every wait has a timeout; the whole demo takes about two minutes.
 //! Ctrl-C stops it and still removes every namespace and daemon.
 
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -35,6 +37,8 @@ struct Args {
 const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The group every chat joins.
 const GROUP: &str = "demo-chat";
+/// The group of the `kv` copies.
+const KV_GROUP: &str = "demo-kv";
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -70,22 +74,29 @@ fn say(text: &str) {
     println!("{line}");
 }
 
-/// A `chat` process on one node: its stdin, and the lines it has printed so far
-/// (which a thread also echoes, labelled, to our stdout).
-struct Chat {
+/// An example program on one node (`chat`, `kv`): its stdin, and the lines it has
+/// printed so far (which a thread also echoes, labelled, to our stdout).
+struct Program {
     label: String,
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
-impl Chat {
-    fn start(cluster: &Cluster, index: usize, exe: &Path) -> Result<Chat, String> {
+impl Program {
+    /// Starts `exe ARGS` on node `index`; `name` labels its lines.
+    fn start(
+        cluster: &Cluster,
+        index: usize,
+        exe: &Path,
+        name: &str,
+        args: &[&str],
+    ) -> Result<Program, String> {
         let node = cluster.node(index);
-        let label = format!("node {} chat", node.nodeid());
+        let label = format!("node {} {name}", node.nodeid());
         let mut child = node
             .command(exe)
-            .arg(GROUP)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -110,7 +121,7 @@ impl Chat {
             });
         }
         let stdin = child.stdin.take();
-        Ok(Chat {
+        Ok(Program {
             label,
             child,
             stdin,
@@ -130,6 +141,59 @@ impl Chat {
     /// Closes stdin: the chat sends what it has, waits for it to come back, leaves.
     fn end_input(&mut self) {
         self.stdin = None;
+    }
+
+    /// How many lines it has printed so far.
+    fn line_count(&self) -> usize {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Types `command` and waits (bounded) for the first line after it that starts
+    /// with one of `answers`; returns that line.
+    fn ask(
+        &mut self,
+        stop: &AtomicBool,
+        command: &str,
+        answers: &[&str],
+    ) -> Result<String, String> {
+        let mark = self.line_count();
+        self.type_line(command)?;
+        let mut answer = None;
+        wait_for(
+            stop,
+            &format!("{}'s answer to {command:?}", self.label),
+            || {
+                let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+                answer = lines
+                    .iter()
+                    .skip(mark)
+                    .find(|l| answers.iter().any(|a| l.starts_with(a)))
+                    .cloned();
+                answer.is_some()
+            },
+        )?;
+        Ok(answer.unwrap_or_default())
+    }
+
+    /// Asks `command` until the answer satisfies `want` (bounded); returns it.
+    fn ask_until(
+        &mut self,
+        stop: &AtomicBool,
+        command: &str,
+        answers: &[&str],
+        want: &dyn Fn(&str) -> bool,
+    ) -> Result<String, String> {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let got = self.ask(stop, command, answers)?;
+            if want(&got) {
+                return Ok(got);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{}: {command:?} still answers {got:?}", self.label));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     fn has_line(&self, pred: &dyn Fn(&str) -> bool) -> bool {
@@ -173,7 +237,7 @@ impl Chat {
     }
 }
 
-impl Drop for Chat {
+impl Drop for Program {
     fn drop(&mut self) {
         self.stdin = None;
         if let Ok(None) = self.child.try_wait() {
@@ -187,6 +251,97 @@ impl Drop for Chat {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The second scene: `kv`, replicated state on top of CPG (`cpg::replica`).
+fn kv_scene(
+    args: &Args,
+    stop: &AtomicBool,
+    cluster: &Cluster,
+    kv_exe: &Path,
+) -> Result<(), String> {
+    say("Node 3's corosync is started again. Next, the `kv` example: a key-value store replicated on \
+         CPG. Each copy applies the same writes in the same order, and accepts writes only while it \
+         sees a majority of the 3 nodes. Its lines: 'OK v<version>' for a write applied here, \
+         'VALUE' for a read, 'SYNCED' when a copy has caught up.");
+    cluster.restart_daemon(2);
+    for i in 0..3 {
+        cluster.wait_members(i, &[1, 2, 3], STEP_TIMEOUT)?;
+    }
+    let kv_args = [KV_GROUP, "--majority-of", "3"];
+    let mut kv = Vec::new();
+    for i in 0..2 {
+        kv.push(Program::start(cluster, i, kv_exe, "kv", &kv_args)?);
+    }
+    let synced = |k: &mut Program, n: usize| {
+        let want = format!("members={n} phase=Ready");
+        k.ask_until(stop, "digest", &["DIGEST"], &|d| d.ends_with(&want))
+    };
+    for k in &mut kv {
+        synced(k, 2)?;
+    }
+    pause(args, stop)?;
+
+    say("Node 1 writes color=blue; node 2 reads it.");
+    let ok = kv[0].ask(stop, "set color blue", &["OK", "ERR"])?;
+    if !ok.starts_with("OK") {
+        return Err(format!("node 1's write answered {ok}"));
+    }
+    kv[1].ask_until(stop, "get color", &["VALUE", "NONE"], &|v| {
+        v == "VALUE color blue"
+    })?;
+    println!("   -> node 2 reads color=blue");
+    pause(args, stop)?;
+
+    say(
+        "A copy starts late on node 3: it receives the current state from the others (a state \
+         transfer) and then the writes that follow, in the same order.",
+    );
+    kv.push(Program::start(cluster, 2, kv_exe, "kv", &kv_args)?);
+    synced(&mut kv[2], 3)?;
+    kv[2].ask_until(stop, "get color", &["VALUE", "NONE"], &|v| {
+        v == "VALUE color blue"
+    })?;
+    println!("   -> node 3 caught up: color=blue");
+    pause(args, stop)?;
+
+    say(
+        "Node 3 is cut off from the network. Alone it is a minority, so its copy refuses \
+         writes, while nodes 1 and 2 (a majority) go on and write color=green.",
+    );
+    cluster.partition(2);
+    synced(&mut kv[2], 1)?;
+    synced(&mut kv[0], 2)?;
+    let refused = kv[2].ask(stop, "set color red", &["OK", "ERR"])?;
+    if refused != "ERR minority" {
+        return Err(format!("node 3's write in a minority answered {refused}"));
+    }
+    let ok = kv[0].ask(stop, "set color green", &["OK", "ERR"])?;
+    if !ok.starts_with("OK") {
+        return Err(format!("node 1's write answered {ok}"));
+    }
+    println!("   -> node 3: {refused}; node 1: {ok}");
+    pause(args, stop)?;
+
+    say(
+        "The network heals: node 3's copy takes the majority's history and reads color=green; \
+         all three copies report the same version and digest.",
+    );
+    cluster.heal(2);
+    kv[2].ask_until(stop, "get color", &["VALUE", "NONE"], &|v| {
+        v == "VALUE color green"
+    })?;
+    let mut digests = Vec::new();
+    for k in &mut kv {
+        let d = synced(k, 3)?;
+        digests.push(d.split(' ').take(3).collect::<Vec<_>>().join(" "));
+    }
+    if digests.iter().any(|d| *d != digests[0]) {
+        return Err(format!("the copies differ: {digests:?}"));
+    }
+    println!("   -> the same state on all three nodes: {}", digests[0]);
+    drop(kv);
+    pause(args, stop)
 }
 
 /// Waits until `cond` holds, at most [`STEP_TIMEOUT`]; `what` names it in the error.
@@ -236,6 +391,7 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
 fn run(args: &Args, stop: &AtomicBool) -> Result<(), String> {
     let began = Instant::now();
     let chat_exe = sibling("chat")?;
+    let kv_exe = sibling("kv")?;
     let members_exe = sibling("members").ok();
 
     println!("Corosync keeps a group of machines (nodes) in agreement about who is up.");
@@ -260,7 +416,7 @@ fn run(args: &Args, stop: &AtomicBool) -> Result<(), String> {
     ));
     let mut chats = Vec::new();
     for i in 0..3 {
-        chats.push(Chat::start(&cluster, i, &chat_exe)?);
+        chats.push(Program::start(&cluster, i, &chat_exe, "chat", &[GROUP])?);
         // One at a time, so the joins are easy to follow.
         let me = chats[i].pid();
         wait_for(stop, "the chat to join", || {
@@ -314,7 +470,7 @@ fn run(args: &Args, stop: &AtomicBool) -> Result<(), String> {
                 == 2
         })
     })?;
-    let orders: Vec<Vec<String>> = chats.iter().map(Chat::messages).collect();
+    let orders: Vec<Vec<String>> = chats.iter().map(Program::messages).collect();
     if orders.iter().all(|o| *o == orders[0]) {
         println!(
             "   -> same order on all three nodes: {}",
@@ -356,11 +512,15 @@ fn run(args: &Args, stop: &AtomicBool) -> Result<(), String> {
     println!("   -> node 3's chat exited ({status})");
     pause(args, stop)?;
 
-    say("Node 1's chat reaches the end of its input, leaves and exits; then the cluster is taken down.");
+    say("Node 1's chat reaches the end of its input, leaves and exits.");
     chats[0].end_input();
     let status = chats[0].wait_exit(stop)?;
     println!("   -> node 1's chat exited ({status})");
     drop(chats);
+    pause(args, stop)?;
+
+    kv_scene(args, stop, &cluster, &kv_exe)?;
+
     drop(cluster);
     say(&format!(
         "Done in {:.0} s: the daemons are stopped and the network namespaces removed.",
