@@ -92,6 +92,10 @@ pub enum Check {
     LeaderAgreement,
     /// Replica layer: the replicas that finished did not end with one state.
     Convergence,
+    /// Replica layer: an operation was applied twice or out of its origin's order, or
+    /// an operation confirmed to its origin (and not reported discarded) is missing
+    /// from the final history.
+    AppliedOnce,
     /// A virtual-synchrony difference in which the clients of one node delivered
     /// messages of a node that failed in the transition and the clients of another
     /// node, moving on with them, never did: corosync's ring recovery could not give
@@ -117,6 +121,7 @@ impl fmt::Display for Check {
             Check::AgreedPosition => "agreed-position",
             Check::LeaderAgreement => "leader-agreement",
             Check::Convergence => "convergence",
+            Check::AppliedOnce => "applied-once",
             Check::LostInRecovery => "lost-in-recovery",
         })
     }

@@ -513,9 +513,32 @@ pub fn check_replicas(histories: &[History], report: &mut Report) {
                     members,
                     ready,
                     submitted: n,
+                    disorder,
+                    own_last,
+                    confirmed,
                     ..
                 } => {
                     submitted += n;
+                    let who = format!("{} (replica inc {inc}, node {node} pid {pid})", h.name);
+                    if *disorder > 0 {
+                        report.violations.push(Violation {
+                            check: Check::AppliedOnce,
+                            evidence: format!(
+                                "{who}: its final state's history applied {disorder} \
+                                 operation(s) twice or out of their origin's order"
+                            ),
+                        });
+                    }
+                    if confirmed > own_last {
+                        report.violations.push(Violation {
+                            check: Check::AppliedOnce,
+                            evidence: format!(
+                                "{who}: its operation {confirmed} was confirmed and never \
+                                 reported discarded, but the final history holds its \
+                                 operations only up to {own_last}"
+                            ),
+                        });
+                    }
                     finals.push((
                         format!("{} (replica inc {inc}, node {node} pid {pid})", h.name),
                         (*node, *pid),
@@ -561,9 +584,22 @@ pub fn check_replicas(histories: &[History], report: &mut Report) {
     ));
 }
 
-/// Synthetic replica-client histories (three finished replicas in one state), and a
-/// diverged one; for the unit tests and `--self-test`.
-pub fn synthetic_replicas(diverged: bool) -> Vec<History> {
+/// What [`synthetic_replicas`] plants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaPlant {
+    /// Three finished replicas in one state.
+    Nothing,
+    /// One of them in another state.
+    Diverged,
+    /// The common state applied an operation twice.
+    Duplicate,
+    /// One replica's confirmed operation is missing from the common state.
+    LostConfirmed,
+}
+
+/// Synthetic replica-client histories, with `plant`; for the unit tests and
+/// `--self-test`.
+pub fn synthetic_replicas(plant: ReplicaPlant) -> Vec<History> {
     let members: Vec<Member> = vec![(1, 601), (2, 602), (3, 603)];
     members
         .iter()
@@ -588,10 +624,21 @@ pub fn synthetic_replicas(diverged: bool) -> Vec<History> {
                     },
                     Record::RFinal {
                         version: 120,
-                        digest: if diverged && i == 2 { 0xbad } else { 0x600d },
+                        digest: if plant == ReplicaPlant::Diverged && i == 2 {
+                            0xbad
+                        } else {
+                            0x600d
+                        },
                         members: members.clone(),
                         ready: true,
                         submitted: 40,
+                        disorder: u64::from(plant == ReplicaPlant::Duplicate),
+                        own_last: 40,
+                        confirmed: if plant == ReplicaPlant::LostConfirmed && i == 1 {
+                            41
+                        } else {
+                            40
+                        },
                         t: 2002,
                     },
                     Record::Drained {
@@ -908,7 +955,17 @@ pub mod synthetic {
         all.push((
             "a diverged replica digest",
             Check::Convergence,
-            super::synthetic_replicas(true),
+            super::synthetic_replicas(super::ReplicaPlant::Diverged),
+        ));
+        all.push((
+            "a replicated operation applied twice",
+            Check::AppliedOnce,
+            super::synthetic_replicas(super::ReplicaPlant::Duplicate),
+        ));
+        all.push((
+            "a confirmed operation missing from the final state",
+            Check::AppliedOnce,
+            super::synthetic_replicas(super::ReplicaPlant::LostConfirmed),
         ));
 
         all
@@ -924,7 +981,7 @@ mod tests {
     fn clean_group_histories_pass() {
         let mut h = crate::checker::synthetic::clean();
         h.extend(clean());
-        h.extend(super::synthetic_replicas(false));
+        h.extend(super::synthetic_replicas(super::ReplicaPlant::Nothing));
         let r = check(&h);
         assert!(r.violations.is_empty(), "{:#?}", r.violations);
         assert_eq!(r.clients, 10);
@@ -1012,7 +1069,7 @@ mod tests {
 
     #[test]
     fn a_diverged_replica_names_both_states() {
-        let r = check(&super::synthetic_replicas(true));
+        let r = check(&super::synthetic_replicas(super::ReplicaPlant::Diverged));
         let d: Vec<_> = r
             .violations
             .iter()

@@ -256,6 +256,15 @@ pub enum Record {
         ready: bool,
         /// Operations it submitted.
         submitted: u64,
+        /// Operations the final state's history applied twice or out of their
+        /// origin's order (0 unless the layer broke exactly-once).
+        disorder: u64,
+        /// The highest sequence number of its own operations in the final state's
+        /// history (0: none).
+        own_last: u64,
+        /// The highest sequence number of its own operations that were confirmed and
+        /// not reported discarded afterwards (0: none).
+        confirmed: u64,
         /// Time.
         t: u64,
     },
@@ -372,9 +381,14 @@ impl Record {
                 members: m,
                 ready,
                 submitted,
+                disorder,
+                own_last,
+                confirmed,
                 t,
             } => json!({"k": "rfinal", "version": version, "digest": format!("{digest:016x}"),
-                        "members": members(m), "ready": ready, "submitted": submitted, "t": t}),
+                        "members": members(m), "ready": ready, "submitted": submitted,
+                        "disorder": disorder, "own_last": own_last, "confirmed": confirmed,
+                        "t": t}),
         }
     }
 
@@ -552,6 +566,10 @@ impl Record {
                     .ok_or_else(bad)?,
                 ready: b("ready")?,
                 submitted: u("submitted")?,
+                // Histories kept before these fields existed have none: 0 checks nothing.
+                disorder: u("disorder").unwrap_or(0),
+                own_last: u("own_last").unwrap_or(0),
+                confirmed: u("confirmed").unwrap_or(0),
                 t,
             },
             _ => return Err(bad()),
@@ -821,6 +839,9 @@ mod tests {
                 members: vec![(1, 10), (2, 99)],
                 ready: true,
                 submitted: 13,
+                disorder: 1,
+                own_last: 12,
+                confirmed: 11,
                 t: 22,
             },
         ];

@@ -203,7 +203,9 @@ fn self_test() -> i32 {
     let mut failed = 0;
     let mut histories = checker::synthetic::clean();
     histories.extend(group_check::synthetic::clean());
-    histories.extend(group_check::synthetic_replicas(false));
+    histories.extend(group_check::synthetic_replicas(
+        group_check::ReplicaPlant::Nothing,
+    ));
     let clean = checker::check(&histories);
     if clean.violations.is_empty() {
         println!(

@@ -11,7 +11,7 @@
 //! reconnects and the state is synced again. Same control protocol and exit codes as
 //! the plain clients (`client.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -34,10 +34,24 @@ const QUIET: Duration = Duration::from_secs(2);
 /// Counters in the map.
 const KEYS: u64 = 8;
 
-/// The replicated state: counters by key, in a sorted map (deterministic digest).
+/// The replicated state: counters by key, in a sorted map (deterministic digest), and
+/// what lets the checker see exactly-once and agreed order: the highest sequence
+/// number applied per origin, how many operations came at or below it (a duplicate or
+/// a reordering), and a hash chained over every applied (origin, sequence) in order, so
+/// that equal digests mean the same history.
 #[derive(Debug, Default)]
 pub struct Counters {
     map: BTreeMap<u8, i64>,
+    last: BTreeMap<Member, u64>,
+    disorder: u64,
+    trace: u64,
+}
+
+impl Counters {
+    /// The highest sequence number applied from `origin` (0: none).
+    fn last_of(&self, origin: Member) -> u64 {
+        self.last.get(&origin).copied().unwrap_or(0)
+    }
 }
 
 /// Encodes an operation: key, then the delta (little-endian).
@@ -48,7 +62,14 @@ fn op(key: u8, delta: i64) -> Vec<u8> {
 }
 
 impl Replicated for Counters {
-    fn apply(&mut self, op: &[u8], _info: &OpInfo) {
+    fn apply(&mut self, op: &[u8], info: &OpInfo) {
+        let origin = (info.origin.nodeid, info.origin.pid);
+        if info.seq <= self.last_of(origin) {
+            self.disorder += 1;
+        } else {
+            self.last.insert(origin, info.seq);
+        }
+        self.trace = fnv(self.trace, &origin_seq(origin, info.seq));
         if let (Some(&key), Some(delta)) = (op.first(), op.get(1..9)) {
             let delta = i64::from_le_bytes(delta.try_into().unwrap_or([0; 8]));
             let c = self.map.entry(key).or_default();
@@ -56,8 +77,16 @@ impl Replicated for Counters {
         }
     }
 
+    /// disorder, trace, the number of origins, each origin's (node, pid, last), then
+    /// the counters (key, value); little-endian.
     fn snapshot(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(self.map.len() * 9);
+        let mut b = Vec::with_capacity(20 + self.last.len() * 16 + self.map.len() * 9);
+        b.extend_from_slice(&self.disorder.to_le_bytes());
+        b.extend_from_slice(&self.trace.to_le_bytes());
+        b.extend_from_slice(&(self.last.len() as u32).to_le_bytes());
+        for (&origin, &seq) in &self.last {
+            b.extend_from_slice(&origin_seq(origin, seq));
+        }
         for (k, v) in &self.map {
             b.extend_from_slice(&op(*k, *v));
         }
@@ -65,26 +94,65 @@ impl Replicated for Counters {
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
-        if snapshot.len() % 9 != 0 {
-            return Err("snapshot length is not a multiple of 9".into());
+        let u64_at = |at: usize| -> Result<u64, RestoreError> {
+            let bytes = snapshot.get(at..at + 8).ok_or("snapshot too short")?;
+            Ok(u64::from_le_bytes(bytes.try_into()?))
+        };
+        let disorder = u64_at(0)?;
+        let trace = u64_at(8)?;
+        let origins = snapshot.get(16..20).ok_or("snapshot too short")?;
+        let origins = u32::from_le_bytes(origins.try_into()?) as usize;
+        let counters_at = origins
+            .checked_mul(16)
+            .and_then(|n| n.checked_add(20))
+            .filter(|&at| at <= snapshot.len())
+            .ok_or("snapshot too short for its origins")?;
+        let mut last = BTreeMap::new();
+        for entry in snapshot[20..counters_at].chunks_exact(16) {
+            let node = u32::from_le_bytes(entry[0..4].try_into()?);
+            let pid = u32::from_le_bytes(entry[4..8].try_into()?);
+            last.insert((node, pid), u64::from_le_bytes(entry[8..16].try_into()?));
+        }
+        let counters = &snapshot[counters_at..];
+        if counters.len() % 9 != 0 {
+            return Err("counters' length is not a multiple of 9".into());
         }
         let mut map = BTreeMap::new();
-        for chunk in snapshot.chunks_exact(9) {
+        for chunk in counters.chunks_exact(9) {
             let v = i64::from_le_bytes(chunk[1..9].try_into()?);
             map.insert(chunk[0], v);
         }
-        self.map = map;
+        *self = Counters {
+            map,
+            last,
+            disorder,
+            trace,
+        };
         Ok(())
     }
 
     fn digest(&self) -> u64 {
         let mut h = fnv_start();
+        h = fnv(h, &self.disorder.to_le_bytes());
+        h = fnv(h, &self.trace.to_le_bytes());
+        for (&origin, &seq) in &self.last {
+            h = fnv(h, &origin_seq(origin, seq));
+        }
         for (k, v) in &self.map {
             h = fnv(h, &[*k]);
             h = fnv(h, &v.to_le_bytes());
         }
         h
     }
+}
+
+/// An origin and a sequence number as 16 bytes (node, pid, seq; little-endian).
+fn origin_seq((node, pid): Member, seq: u64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[0..4].copy_from_slice(&node.to_le_bytes());
+    b[4..8].copy_from_slice(&pid.to_le_bytes());
+    b[8..16].copy_from_slice(&seq.to_le_bytes());
+    b
 }
 
 fn members_of(v: &cpg::group::View) -> Vec<Member> {
@@ -130,6 +198,9 @@ pub fn run(config: &ClientConfig) -> i32 {
     let mut next = Instant::now();
     let mut events = 0u64;
     let mut submitted = 0u64;
+    // Own operations confirmed, and own operations a state transfer reported discarded.
+    let mut confirmed = BTreeSet::new();
+    let mut discarded = BTreeSet::new();
     loop {
         match ctl.try_recv() {
             Ok(Command::Stop) => break,
@@ -146,11 +217,13 @@ pub fn run(config: &ClientConfig) -> i32 {
             }
             next = (next + interval).max(now);
         }
-        tickets.retain(|t| {
-            matches!(
-                t.wait(Duration::ZERO),
-                Err(cpg::replica::ReplicaError::Timeout)
-            )
+        tickets.retain(|t| match t.wait(Duration::ZERO) {
+            Err(cpg::replica::ReplicaError::Timeout) => true,
+            Ok(_) => {
+                confirmed.insert(t.seq());
+                false
+            }
+            Err(_) => false,
         });
         let wait = next
             .saturating_duration_since(Instant::now())
@@ -162,6 +235,9 @@ pub fn run(config: &ClientConfig) -> i32 {
             };
             timeout = Duration::ZERO;
             events += 1;
+            if let Event::Restored { discarded: d, .. } = &e {
+                discarded.extend(d.iter().map(|d| d.seq));
+            }
             if let Event::View(v) = &e {
                 let m = members_of(v);
                 let shown: Vec<String> = m.iter().map(|(n, p)| format!("{n}:{p}")).collect();
@@ -178,18 +254,37 @@ pub fn run(config: &ClientConfig) -> i32 {
     // Stopping: the outcomes of the own operations, then a quiet, ready state.
     let end = Instant::now() + TICKET_TIMEOUT;
     for t in &tickets {
-        let _ = t.wait(end.saturating_duration_since(Instant::now()));
+        if t.wait(end.saturating_duration_since(Instant::now()))
+            .is_ok()
+        {
+            confirmed.insert(t.seq());
+        }
     }
     let ready = replica.wait_ready(READY_TIMEOUT, |_| true).is_some();
     std::thread::sleep(QUIET);
     let ready = ready && replica.wait_ready(READY_TIMEOUT, |_| true).is_some();
+    // Discards reported while stopping count too.
+    while let Some(e) = replica.next_event(Duration::ZERO) {
+        events += 1;
+        if let Event::Restored { discarded: d, .. } = &e {
+            discarded.extend(d.iter().map(|d| d.seq));
+        }
+    }
     let summary = replica.summary();
+    let me = replica
+        .view()
+        .and_then(|v| v.me())
+        .map(|m| (m.nodeid, m.pid));
+    let (disorder, own_last) = replica.read(|s| (s.disorder, me.map_or(0, |m| s.last_of(m))));
     rec.record(&Record::RFinal {
         version: summary.version,
         digest: summary.digest,
         members: replica.view().map_or_else(Vec::new, |v| members_of(&v)),
         ready,
         submitted,
+        disorder,
+        own_last,
+        confirmed: confirmed.difference(&discarded).max().copied().unwrap_or(0),
         t: now_ms(),
     });
     let left = replica.leave(Duration::from_secs(5));
@@ -204,4 +299,52 @@ pub fn run(config: &ClientConfig) -> i32 {
         t: now_ms(),
     });
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(nodeid: u32, pid: u32, seq: u64) -> OpInfo {
+        OpInfo {
+            origin: cpg::Member::new(nodeid, pid),
+            seq,
+            version: 0,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_same_state_and_digest() {
+        let mut a = Counters::default();
+        a.apply(&op(1, 5), &info(1, 10, 1));
+        a.apply(&op(2, -3), &info(2, 20, 1));
+        a.apply(&op(1, 7), &info(1, 10, 2));
+        let mut b = Counters::default();
+        b.restore(&a.snapshot()).unwrap();
+        assert_eq!(b.digest(), a.digest());
+        assert_eq!(
+            (b.last_of((1, 10)), b.last_of((2, 20)), b.disorder),
+            (2, 1, 0)
+        );
+        assert!(b.restore(&a.snapshot()[..30]).is_err());
+    }
+
+    #[test]
+    fn a_duplicate_or_a_reordering_is_counted_and_changes_the_digest() {
+        let mut once = Counters::default();
+        once.apply(&op(1, 5), &info(1, 10, 1));
+        let mut twice = Counters::default();
+        twice.apply(&op(1, 5), &info(1, 10, 1));
+        twice.apply(&op(1, 0), &info(1, 10, 1));
+        assert_eq!((once.disorder, twice.disorder), (0, 1));
+        assert_ne!(once.digest(), twice.digest());
+        // The same operations in another order: same counters, another digest.
+        let (mut ab, mut ba) = (Counters::default(), Counters::default());
+        ab.apply(&op(1, 1), &info(1, 10, 1));
+        ab.apply(&op(2, 1), &info(2, 20, 1));
+        ba.apply(&op(2, 1), &info(2, 20, 1));
+        ba.apply(&op(1, 1), &info(1, 10, 1));
+        assert_eq!(ab.map, ba.map);
+        assert_ne!(ab.digest(), ba.digest());
+    }
 }
