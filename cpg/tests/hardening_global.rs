@@ -256,6 +256,52 @@ fn an_async_handle_polled_on_a_small_worker_gets_a_typed_error_and_stays_open() 
     });
 }
 
+/// An `AsyncHandle::send` that meets back-pressure on a small worker would pause by
+/// dispatching: it gets the typed error instead, and the handle goes on elsewhere.
+#[cfg(feature = "tokio")]
+#[test]
+fn an_async_send_pausing_on_a_small_worker_gets_a_typed_error() {
+    let _serial = serial();
+    let node = cpg_testkit::shared();
+    big_stack(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_stack_size(256 << 10)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let group = unique_group("async-small-stack-send");
+            let mut h = node.enter(cpg::AsyncHandle::new).unwrap();
+            h.join(&group).await.unwrap();
+            // Nobody reads this handle's events meanwhile: the daemon pushes back.
+            let (mut h, outcome, sent) = tokio::spawn(async move {
+                let msg = vec![0u8; 64 << 10];
+                let mut sent = 0u32;
+                let outcome = loop {
+                    match tokio::time::timeout(support::WAIT, h.send(&msg)).await {
+                        Ok(Ok(())) if sent < 100_000 => sent += 1,
+                        other => break other,
+                    }
+                };
+                (h, outcome, sent)
+            })
+            .await
+            .unwrap();
+            assert!(
+                matches!(outcome, Ok(Err(Error::StackTooSmall { .. }))),
+                "after {sent} sends: {outcome:?}"
+            );
+            // On block_on's own big stack the handle goes on: its events are read.
+            let event = tokio::time::timeout(support::WAIT, h.next_event())
+                .await
+                .expect("an event")
+                .expect("stream open");
+            assert!(event.is_ok(), "{event:?}");
+        });
+    });
+}
+
 #[test]
 fn handles_stop_at_the_cap() {
     let _serial = serial();
