@@ -2,7 +2,8 @@
 //! on nodes 2 and 3: it agrees with them on the view and the leader; confirmed sends
 //! resolve; waits cancelled halfway (a dropped confirmation, timed-out `next_event`s)
 //! neither lose nor split nor duplicate anything; after its daemon is killed and
-//! restarted it reconnects and delivers again; `leave` ends its event stream.
+//! restarted it reconnects and delivers again; `leave` ends its event stream, also when
+//! its wait is cancelled after the first poll.
 #![cfg(feature = "tokio")]
 
 mod support;
@@ -279,4 +280,47 @@ fn a_group_whose_runtime_shut_down_ends_its_stream() {
         assert!(g.send(b"late".to_vec()).is_err(), "a send after the end");
     };
     support::stream::after_runtime_shutdown(cpg_testkit::shared(), start, then);
+}
+
+/// A `leave` whose wait is cancelled after its first poll still leaves: the request
+/// was made by that poll, so the stream goes on to `Left` and ends.
+#[test]
+fn a_cancelled_leave_still_leaves() {
+    // Not beside this binary's cluster test: one daemon set at a time on 2 cores.
+    let _serial = support::serial();
+    let node = cpg_testkit::shared();
+    std::thread::Builder::new()
+        .stack_size(BIG_STACK)
+        .spawn(move || {
+            node.enter(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let g = Group::builder(GroupName::new("tokio-cancelled-leave").unwrap())
+                        .start_async()
+                        .await
+                        .expect("start_async");
+                    tokio::time::timeout(WAIT, g.wait_view(|v| v.len() == 1))
+                        .await
+                        .expect("a view of 1")
+                        .unwrap();
+                    // Polled once (the daemon cannot have answered yet), then dropped.
+                    let cancelled = tokio::time::timeout(Duration::ZERO, g.leave()).await;
+                    assert!(cancelled.is_err(), "left within one poll: {cancelled:?}");
+                    let mut last = None;
+                    while let Some(e) = tokio::time::timeout(WAIT, g.next_event())
+                        .await
+                        .expect("the stream to go on or end within WAIT")
+                    {
+                        last = Some(e);
+                    }
+                    assert_eq!(last, Some(Event::Left), "the last event");
+                });
+            })
+        })
+        .unwrap()
+        .join()
+        .unwrap();
 }
