@@ -3,7 +3,8 @@
 //! it refuses at the queue's bound with `QueueFull`; the dispatch thread meets
 //! back-pressure (`CS_ERR_TRY_AGAIN`) and waits it out without stopping delivery; and
 //! every member receives every message exactly once, in the order queued, while the
-//! other members' small messages keep flowing.
+//! other members' small messages keep flowing; the confirmed sends among them resolve
+//! at positions in the order they were queued.
 
 mod support;
 
@@ -13,6 +14,7 @@ use cpg::group::{Config, GroupError};
 use cpg::{GroupName, Member};
 use cpg_testkit::Cluster;
 use support::group::*;
+use support::WAIT;
 
 const COUNT: u64 = 300;
 const LIMIT: usize = 32;
@@ -47,6 +49,7 @@ fn a_flood_drains_in_order_through_back_pressure_without_blocking_send() {
     let began = Instant::now();
     let mut full = 0u64;
     let mut send_times = Vec::new();
+    let mut receipts = Vec::new();
     // Payloads are made in batches ahead, so that queueing is as fast as it can be.
     for batch in (0..COUNT).collect::<Vec<_>>().chunks(2 * LIMIT) {
         let ready: Vec<(u64, Vec<u8>)> =
@@ -55,10 +58,18 @@ fn a_flood_drains_in_order_through_back_pressure_without_blocking_send() {
             loop {
                 let copy = data.clone();
                 let t = Instant::now();
-                let r = peers[0].group().send(copy);
+                // Every 7th is a confirmed send: its confirmation must come in order too.
+                let r = if seq % 7 == 0 {
+                    peers[0]
+                        .group()
+                        .send_confirmed(copy)
+                        .map(|receipt| receipts.push((seq, receipt)))
+                } else {
+                    peers[0].group().send(copy).map(drop)
+                };
                 send_times.push(t.elapsed());
                 match r {
-                    Ok(_) => break,
+                    Ok(()) => break,
                     Err(GroupError::QueueFull { limit }) => {
                         assert_eq!(limit, LIMIT);
                         full += 1;
@@ -108,6 +119,25 @@ fn a_flood_drains_in_order_through_back_pressure_without_blocking_send() {
     }
     assert_eq!(streams[0], streams[1]);
     assert_eq!(streams[0], streams[2]);
+    // The confirmed ones resolved, once each, at positions in the order they were sent.
+    let confirmed = receipts.len();
+    let positions: Vec<(u64, cpg::group::Position)> = receipts
+        .into_iter()
+        .map(|(seq, mut receipt)| {
+            let p = receipt
+                .wait_timeout(WAIT)
+                .unwrap_or_else(|e| panic!("confirmation of {seq}: {e}"));
+            (seq, p)
+        })
+        .collect();
+    for w in positions.windows(2) {
+        assert!(
+            (w[0].1.view, w[0].1.index) < (w[1].1.view, w[1].1.index),
+            "confirmed out of order: {w:?}"
+        );
+    }
+    let after = peers[0].group().stats();
+    assert_eq!(after.confirmed, confirmed as u64, "{after:?}");
     eprintln!(
         "queue: {COUNT} messages of 256 KiB-1 MB in {elapsed:.2?}; send refused {full}x at \
          the bound of {LIMIT}; send took {median:?} (median), {slowest:?} (max); the driver met \
