@@ -210,12 +210,16 @@ fn live_zero_copy_buffers_stop_at_a_cap_all_handles_share() {
     });
 }
 
+/// Runs `test` with an `AsyncHandle` on the shared node, joined to a new group
+/// (`tag`), in `block_on` on a big stack, beside a runtime whose one worker has a
+/// 256 KiB stack (`tokio::spawn` runs there).
 #[cfg(feature = "tokio")]
-#[test]
-fn an_async_handle_polled_on_a_small_worker_gets_a_typed_error_and_stays_open() {
+fn on_small_workers<Fut: std::future::Future<Output = ()>>(
+    tag: &'static str,
+    test: impl FnOnce(cpg::AsyncHandle) -> Fut + Send + 'static,
+) {
     let _serial = serial();
     let node = cpg_testkit::shared();
-    // The test body runs on a big stack; the runtime's workers have 256 KiB.
     big_stack(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -224,35 +228,43 @@ fn an_async_handle_polled_on_a_small_worker_gets_a_typed_error_and_stays_open() 
             .build()
             .unwrap();
         rt.block_on(async move {
-            let group = unique_group("async-small-stack");
+            let group = unique_group(tag);
             let mut h = node.enter(cpg::AsyncHandle::new).unwrap();
             h.join(&group).await.unwrap();
-            h.send(b"waiting").await.unwrap();
-            // Polled on a worker: refused, and the stream stays open.
-            let (mut h, refused) = tokio::spawn(async move {
-                let r = h.next_event().await;
-                (h, r)
-            })
-            .await
-            .unwrap();
-            assert!(
-                matches!(refused, Some(Err(Error::StackTooSmall { .. }))),
-                "{refused:?}"
-            );
-            // Polled here (block_on's own big stack): the events arrive, nothing lost.
-            let mut got = Vec::new();
-            while got.is_empty() {
-                let event = tokio::time::timeout(support::WAIT, h.next_event())
-                    .await
-                    .expect("an event")
-                    .expect("stream open")
-                    .expect("no error");
-                if let cpg::Event::Deliver { data, .. } = event {
-                    got.push(data);
-                }
-            }
-            assert_eq!(got, vec![b"waiting".to_vec()]);
+            test(h).await;
         });
+    });
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn an_async_handle_polled_on_a_small_worker_gets_a_typed_error_and_stays_open() {
+    on_small_workers("async-small-stack", |mut h| async move {
+        h.send(b"waiting").await.unwrap();
+        // Polled on a worker: refused, and the stream stays open.
+        let (mut h, refused) = tokio::spawn(async move {
+            let r = h.next_event().await;
+            (h, r)
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(refused, Some(Err(Error::StackTooSmall { .. }))),
+            "{refused:?}"
+        );
+        // Polled here (block_on's own big stack): the events arrive, nothing lost.
+        let mut got = Vec::new();
+        while got.is_empty() {
+            let event = tokio::time::timeout(support::WAIT, h.next_event())
+                .await
+                .expect("an event")
+                .expect("stream open")
+                .expect("no error");
+            if let cpg::Event::Deliver { data, .. } = event {
+                got.push(data);
+            }
+        }
+        assert_eq!(got, vec![b"waiting".to_vec()]);
     });
 }
 
@@ -261,44 +273,31 @@ fn an_async_handle_polled_on_a_small_worker_gets_a_typed_error_and_stays_open() 
 #[cfg(feature = "tokio")]
 #[test]
 fn an_async_send_pausing_on_a_small_worker_gets_a_typed_error() {
-    let _serial = serial();
-    let node = cpg_testkit::shared();
-    big_stack(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_stack_size(256 << 10)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let group = unique_group("async-small-stack-send");
-            let mut h = node.enter(cpg::AsyncHandle::new).unwrap();
-            h.join(&group).await.unwrap();
-            // Nobody reads this handle's events meanwhile: the daemon pushes back.
-            let (mut h, outcome, sent) = tokio::spawn(async move {
-                let msg = vec![0u8; 64 << 10];
-                let mut sent = 0u32;
-                let outcome = loop {
-                    match tokio::time::timeout(support::WAIT, h.send(&msg)).await {
-                        Ok(Ok(())) if sent < 100_000 => sent += 1,
-                        other => break other,
-                    }
-                };
-                (h, outcome, sent)
-            })
+    on_small_workers("async-small-stack-send", |mut h| async move {
+        // Nobody reads this handle's events meanwhile: the daemon pushes back.
+        let (mut h, outcome, sent) = tokio::spawn(async move {
+            let msg = vec![0u8; 64 << 10];
+            let mut sent = 0u32;
+            let outcome = loop {
+                match tokio::time::timeout(support::WAIT, h.send(&msg)).await {
+                    Ok(Ok(())) if sent < 100_000 => sent += 1,
+                    other => break other,
+                }
+            };
+            (h, outcome, sent)
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(outcome, Ok(Err(Error::StackTooSmall { .. }))),
+            "after {sent} sends: {outcome:?}"
+        );
+        // On block_on's own big stack the handle goes on: its events are read.
+        let event = tokio::time::timeout(support::WAIT, h.next_event())
             .await
-            .unwrap();
-            assert!(
-                matches!(outcome, Ok(Err(Error::StackTooSmall { .. }))),
-                "after {sent} sends: {outcome:?}"
-            );
-            // On block_on's own big stack the handle goes on: its events are read.
-            let event = tokio::time::timeout(support::WAIT, h.next_event())
-                .await
-                .expect("an event")
-                .expect("stream open");
-            assert!(event.is_ok(), "{event:?}");
-        });
+            .expect("an event")
+            .expect("stream open");
+        assert!(event.is_ok(), "{event:?}");
     });
 }
 
