@@ -326,19 +326,9 @@ fn send_sweep_two_threads(
             .name("bench-sender".into())
             .spawn_scoped(scope, || {
                 let halt = || stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed);
-                let mut sent_data: u64 = 0;
+                let mut pacer = common::Pacer::new(args.max_in_flight);
                 let result = common::send_sweep(&plan, receiver, &halt, |msg| {
-                    if args.max_in_flight > 0 {
-                        while sent_data.saturating_sub(receiver.own_data.load(Ordering::Relaxed))
-                            >= args.max_in_flight
-                            && !halt()
-                        {
-                            std::thread::yield_now();
-                        }
-                        if common::Header::parse(msg).is_some_and(|h| h.kind == Kind::Data) {
-                            sent_data += 1;
-                        }
-                    }
+                    pacer.before_send(receiver, msg, &halt);
                     match sender.send(msg) {
                         Ok(()) => Ok(0),
                         Err(e) if e.is_retryable() => sender

@@ -289,9 +289,10 @@ fn run(args: &Args) -> Result<bool, String> {
                         }
                         let group = format!("bench-cmp-{round}-{size}-{name}-{pass}");
                         // A failed run is run once more, and reported: on one node,
-                        // raw-busy's end marker at 1 MB twice never came back within
-                        // 60 s late in a full sweep (corosync 3.1.7; never in 16 runs
-                        // of that size alone), which threw the whole measurement away.
+                        // raw-busy's end marker at 1 MB did not come back within 60 s
+                        // 4 times in 3 full sweeps, late in each (corosync 3.1.7; never
+                        // in 16 runs of that size alone), which threw the whole
+                        // measurement away.
                         let sample =
                             match run_one(&cluster, implementation, args, &group, size, &stop) {
                                 Ok(sample) => sample,

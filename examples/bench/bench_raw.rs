@@ -356,20 +356,9 @@ fn two_threads(
                         send_busy_retry(raw, msg)
                     })
                 } else {
-                    let mut sent_data: u64 = 0;
+                    let mut pacer = common::Pacer::new(args.max_in_flight);
                     common::send_sweep(&plan, &context.receiver, &halt, |msg| {
-                        if args.max_in_flight > 0 {
-                            let own = &context.receiver.own_data;
-                            while sent_data.saturating_sub(own.load(Ordering::Relaxed))
-                                >= args.max_in_flight
-                                && !halt()
-                            {
-                                std::thread::yield_now();
-                            }
-                            if common::Header::parse(msg).is_some_and(|h| h.kind == Kind::Data) {
-                                sent_data += 1;
-                            }
-                        }
+                        pacer.before_send(&context.receiver, msg, &halt);
                         send_sleeping(raw, &context.progress, msg)
                     })
                 };

@@ -717,6 +717,39 @@ pub fn print_row(json: bool, row: &Row) {
     }
 }
 
+/// `--max-in-flight`, for a sending thread: before each send, yield while `max` of its
+/// data messages are sent but not yet delivered back (0: no bound).
+pub struct Pacer {
+    max: u64,
+    sent_data: u64,
+}
+
+impl Pacer {
+    /// A pacer allowing `max` data messages in flight (0: no bound).
+    pub fn new(max: u64) -> Pacer {
+        Pacer { max, sent_data: 0 }
+    }
+
+    /// Call before sending `msg`: waits (yielding) while the bound is reached, unless
+    /// `halt` says to stop.
+    pub fn before_send(&mut self, receiver: &Receiver, msg: &[u8], halt: &dyn Fn() -> bool) {
+        if self.max == 0 {
+            return;
+        }
+        while self
+            .sent_data
+            .saturating_sub(receiver.own_data.load(Ordering::Relaxed))
+            >= self.max
+            && !halt()
+        {
+            std::thread::yield_now();
+        }
+        if Header::parse(msg).is_some_and(|h| h.kind == Kind::Data) {
+            self.sent_data += 1;
+        }
+    }
+}
+
 /// Waits until one more of our own end markers than `before` has been delivered (by
 /// whichever thread dispatches), checking `halt` meanwhile.
 pub fn wait_for_own_marker(
