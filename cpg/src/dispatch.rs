@@ -163,15 +163,19 @@ unsafe fn with_callbacks<C: Callbacks>(
     // SAFETY: the link outlives the dispatch (the handle holds it until after
     // finalize), and is only read through shared references.
     let shared_link = unsafe { link.as_ref() };
-    // Senders waiting out back-pressure wake at each event, not when this dispatch
-    // call returns: `CS_DISPATCH_ALL` runs for as long as events keep arriving.
-    shared_link.dispatched_events();
     let cpg = ConnectionRef::borrowed(link);
     // SAFETY: trampolines run only inside `dispatch`, which refuses to nest on the same
     // handle, and the handle is !Sync; so this is the only live reference to the
     // callbacks.
     let callbacks = unsafe { &mut *state.callbacks.get() };
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(callbacks, &cpg))) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| {
+        // Senders waiting out back-pressure wake at each event, not when this dispatch
+        // call returns: `CS_DISPATCH_ALL` runs for as long as events keep arriving.
+        // Their wakers are the async runtime's code: one that panics is caught here,
+        // like a callback, and must not unwind into C.
+        shared_link.dispatched_events();
+        f(callbacks, &cpg)
+    })) {
         header.poisoned.set(true);
         header.panic.set(Some(payload));
     }

@@ -420,11 +420,14 @@ impl Handle {
         let link = self.link();
         let raw = link.raw;
         let forked = link.forked();
+        // The panic of an async sender's waker woken by the close, re-raised once the
+        // handle is released.
+        let mut waker_panic = None;
         if !forked {
             // No request of a sender is in flight after this, and none can start. (In a
             // child of fork the lock is not touched: a thread of the parent may have
             // held it; senders there fail with `Forked` before they reach it.)
-            link.close();
+            waker_panic = link.close();
         }
         let result = if forked {
             // In a child of fork the connection is the parent's: finalizing it would
@@ -450,7 +453,21 @@ impl Handle {
         } else {
             finalize(raw)
         };
-        crate::process::release_handle();
+        // The handle's slot among `MAX_HANDLES` is given back only if `cpg_finalize`
+        // ran: otherwise its entry stays in libcpg's table (a child of fork keeps the
+        // parent's; a finalize thread that could not start leaves it), and counting
+        // it keeps that table within the size it never grows past.
+        let finalize_ran = !matches!(
+            result,
+            Err(Error::Forked)
+                | Err(Error::Os {
+                    op: Operation::Finalize,
+                    ..
+                })
+        );
+        if finalize_ran {
+            crate::process::release_handle();
+        }
         crate::process::release_forgotten_buffers(self.link());
         // SAFETY: the pointer came from `Arc::into_raw` in `with_options` and is
         // released once, here; senders hold counts of their own. Nothing below reads
@@ -466,6 +483,9 @@ impl Handle {
         // could not be started, the handle is leaked in libcpg but never dispatched
         // again either (this is its drop or close).
         unsafe { (self.free_state)(self.state.as_ptr()) };
+        if let Some(panic) = waker_panic.filter(|_| !std::thread::panicking()) {
+            std::panic::resume_unwind(panic);
+        }
         result
     }
 }
@@ -494,6 +514,12 @@ impl Drop for Handle {
     }
 }
 
+/// The descriptor is for polling only (register it with `poll`, epoll or a reactor,
+/// then [`dispatch`](Handle::dispatch)). It is libqb's socket to the daemon: reading
+/// from it (or a duplicate) takes the wake-up bytes that libcpg counts events by, so
+/// events stay unread; writing to it or shutting it down breaks the connection. Safe
+/// code can do both through `as_fd`, as with any socket it is lent; neither is
+/// undefined behaviour, both are bugs.
 impl AsFd for Handle {
     /// The descriptor libcpg owns (closed by finalize): readable when events wait.
     fn as_fd(&self) -> BorrowedFd<'_> {

@@ -47,15 +47,33 @@ pub(crate) struct Link {
     /// Serializes requests once the link is shared; `false` once the handle is closed
     /// (set under the lock before `cpg_finalize`, so no request can follow).
     requests: Mutex<bool>,
+    /// The handle was closed: `requests` holds `false`. Set under that lock, read
+    /// without it (a waiting async sender must not block its worker on the lock, which
+    /// a fragmented send holds for as long as libcpg retries its fragments).
+    closed: AtomicBool,
     /// Signalled at each event a dispatch delivers, for senders waiting out
     /// back-pressure.
     progress: Progress,
+    /// Signalled when a request ends while async senders wait for the request lock.
+    unlocked: Progress,
     /// Zero-copy buffers of this handle holding one of the process's slots.
     buffers: AtomicUsize,
 }
 
 /// A request may go to libcpg while this lives (see [`Link::request`]).
-pub(crate) struct RequestGuard<'a>(#[allow(dead_code)] Option<MutexGuard<'a, bool>>);
+pub(crate) struct RequestGuard<'a> {
+    lock: Option<MutexGuard<'a, bool>>,
+    link: &'a Link,
+}
+
+impl Drop for RequestGuard<'_> {
+    fn drop(&mut self) {
+        if self.lock.take().is_some() {
+            // After the unlock: async senders waiting for the lock try again.
+            self.link.unlocked.signal_waiters();
+        }
+    }
+}
 
 impl Link {
     pub(crate) fn new(raw: sys::cpg_handle_t, fd: std::os::fd::RawFd, generation: u32) -> Link {
@@ -69,7 +87,9 @@ impl Link {
             poisoned: AtomicBool::new(false),
             shared: AtomicBool::new(false),
             requests: Mutex::new(true),
+            closed: AtomicBool::new(false),
             progress: Progress::default(),
+            unlocked: Progress::default(),
             buffers: AtomicUsize::new(0),
         }
     }
@@ -102,10 +122,11 @@ impl Link {
     }
 
     /// Marks the handle poisoned (a callback panicked): every later request fails with
-    /// [`Error::Poisoned`], and waiting senders wake.
+    /// [`Error::Poisoned`], and waiting senders wake. (A waker that panics here is
+    /// ignored: the dispatch is already re-raising the callback's panic.)
     pub(crate) fn poison(&self) {
         self.poisoned.store(true, Ordering::Relaxed);
-        self.progress.signal();
+        let _ = self.progress.signal();
     }
 
     /// [`usable`](Self::usable), then the right to send a request to libcpg: the
@@ -115,7 +136,10 @@ impl Link {
     pub(crate) fn request(&self, op: Operation) -> Result<RequestGuard<'_>> {
         self.usable(op)?;
         if !self.shared.load(Ordering::Relaxed) {
-            return Ok(RequestGuard(None));
+            return Ok(RequestGuard {
+                lock: None,
+                link: self,
+            });
         }
         self.lock_request()
     }
@@ -125,10 +149,28 @@ impl Link {
         // A panic while holding it comes from Rust code between C calls, which leaves
         // nothing half-done in C.
         let open = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        self.guard(open)
+    }
+
+    /// The request lock if it is free now; `Ok(None)` while another request holds it
+    /// (then wait on [`unlocked`](Self::unlocked), reading its epoch before this call).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn try_lock_request(&self) -> Result<Option<RequestGuard<'_>>> {
+        match self.requests.try_lock() {
+            Ok(open) => self.guard(open).map(Some),
+            Err(std::sync::TryLockError::Poisoned(e)) => self.guard(e.into_inner()).map(Some),
+            Err(std::sync::TryLockError::WouldBlock) => Ok(None),
+        }
+    }
+
+    fn guard<'a>(&'a self, open: MutexGuard<'a, bool>) -> Result<RequestGuard<'a>> {
         if !*open {
             return Err(Error::Closed);
         }
-        Ok(RequestGuard(Some(open)))
+        Ok(RequestGuard {
+            lock: Some(open),
+            link: self,
+        })
     }
 
     /// The request lock if the link is shared, whatever its state: for calls that
@@ -136,11 +178,21 @@ impl Link {
     /// a lost or closing connection but never beside another request.
     pub(crate) fn exclusive(&self) -> RequestGuard<'_> {
         if !self.shared.load(Ordering::Relaxed) {
-            return RequestGuard(None);
+            return RequestGuard {
+                lock: None,
+                link: self,
+            };
         }
-        RequestGuard(Some(
-            self.requests.lock().unwrap_or_else(|e| e.into_inner()),
-        ))
+        RequestGuard {
+            lock: Some(self.requests.lock().unwrap_or_else(|e| e.into_inner())),
+            link: self,
+        }
+    }
+
+    /// Whether a `Sender` was made (then requests take the lock).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared.load(Ordering::Relaxed)
     }
 
     /// Marks the link shared (a `Sender` is being made). Called on the owning thread.
@@ -150,16 +202,26 @@ impl Link {
 
     /// Closes the link: waits for a request in flight, refuses all later ones, wakes
     /// waiting senders. After this, `cpg_finalize` may run.
-    pub(crate) fn close(&self) {
-        *self.requests.lock().unwrap_or_else(|e| e.into_inner()) = false;
-        self.progress.signal();
+    ///
+    /// Returns the panic of a waker that panicked when woken (every waker is woken
+    /// regardless): the caller re-raises it once it has released the handle.
+    #[must_use]
+    pub(crate) fn close(&self) -> Option<Panic> {
+        {
+            let mut open = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+            *open = false;
+            self.closed.store(true, Ordering::Release);
+        }
+        let progress = self.progress.signal();
+        let unlocked = self.unlocked.signal();
+        progress.or(unlocked)
     }
 
     /// Whether the handle was closed (or dropped); always true in a child of fork,
     /// where the lock must not be touched (another thread of the parent may have held
     /// it when the process was copied).
     pub(crate) fn is_closed(&self) -> bool {
-        self.forked() || !*self.requests.lock().unwrap_or_else(|e| e.into_inner())
+        self.forked() || self.closed.load(Ordering::Acquire)
     }
 
     /// Converts a libcpg result, remembering a lost daemon.
@@ -214,12 +276,11 @@ impl Link {
     }
 
     /// Tells waiting senders that a dispatch delivered events. One load when nobody
-    /// waits.
+    /// waits. A waker that panics has its panic re-raised here, after every other
+    /// waiter was woken: the dispatch catches it like a callback's.
     #[inline]
     pub(crate) fn dispatched_events(&self) {
-        if self.progress.waiters.load(Ordering::Relaxed) > 0 {
-            self.progress.signal();
-        }
+        self.progress.signal_waiters();
     }
 
     /// The count of this handle's live zero-copy buffers (see `process::BufferSlot`).
@@ -231,31 +292,68 @@ impl Link {
     pub(crate) fn progress(&self) -> &Progress {
         &self.progress
     }
+
+    /// The signal of a request ending, for async senders waiting for the request lock.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn unlocked(&self) -> &Progress {
+        &self.unlocked
+    }
 }
 
-/// Events delivered on the dispatching thread, as a counter that blocking senders wait
-/// on (condition variable) and async senders poll (wakers).
+/// The payload of a caught panic.
+pub(crate) type Panic = Box<dyn std::any::Any + Send + 'static>;
+
+/// A signal that threads wait on (condition variable) and tasks poll (wakers): events
+/// delivered on the dispatching thread, or a request ending.
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
     /// Senders currently waiting (blocking or async).
     waiters: AtomicUsize,
-    /// How many times progress was signalled.
+    /// How many times the signal was raised.
     epoch: AtomicU64,
-    wakers: Mutex<Vec<Waker>>,
+    /// Ids for async waiters (see [`Progress::start_waiting`]).
+    next_id: AtomicU64,
+    /// The waker of each async waiter that registered one, by its id: one entry per
+    /// waiter whatever waker its task polls it with.
+    wakers: Mutex<Vec<(u64, Waker)>>,
     changed: Condvar,
 }
 
 impl Progress {
-    fn signal(&self) {
+    /// Raises the signal if anyone waits (one load otherwise), re-raising the panic of
+    /// a waker that panicked after every waiter was woken (unless this thread is
+    /// already unwinding, as when a request guard is dropped by a panic: then it is
+    /// dropped, since a second panic would abort).
+    #[inline]
+    fn signal_waiters(&self) {
+        if self.waiters.load(Ordering::Relaxed) > 0 {
+            if let Some(panic) = self.signal() {
+                if !std::thread::panicking() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        }
+    }
+
+    /// Raises the signal: wakes every waiter. Wakers run outside the lock, each under
+    /// `catch_unwind` (they are the runtime's code, called here from inside
+    /// `cpg_dispatch` or from a drop); the first panic is returned.
+    fn signal(&self) -> Option<Panic> {
         let wakers = {
             let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
             self.epoch.fetch_add(1, Ordering::Release);
             self.changed.notify_all();
             std::mem::take(&mut *wakers)
         };
-        for waker in wakers {
-            waker.wake();
+        let mut panic = None;
+        for (_, waker) in wakers {
+            if let Err(payload) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()))
+            {
+                panic.get_or_insert(payload);
+            }
         }
+        panic
     }
 
     /// The current epoch: compare with a later one to see whether progress happened.
@@ -275,34 +373,42 @@ impl Progress {
         self.waiters.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Registers `waker` for the next signal unless progress after `seen` already
-    /// happened; returns whether it did. Pair with [`Progress::unregister`].
+    /// Counts an async waiter as waiting (until [`Progress::unregister`]); its id.
     #[cfg(feature = "tokio")]
-    pub(crate) fn register(&self, seen: u64, waker: &Waker) -> bool {
+    pub(crate) fn start_waiting(&self) -> u64 {
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers `waker` as waiter `id`'s (replacing the one it registered before)
+    /// unless progress after `seen` already happened; returns whether it did.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn register(&self, seen: u64, id: u64, waker: &Waker) -> bool {
         let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
         if self.epoch() != seen {
             return true;
         }
-        if !wakers.iter().any(|w| w.will_wake(waker)) {
-            wakers.push(waker.clone());
+        match wakers.iter_mut().find(|(i, _)| *i == id) {
+            Some((_, registered)) => registered.clone_from(waker),
+            None => wakers.push((id, waker.clone())),
         }
         false
     }
 
-    /// Counts an async sender as waiting (until [`Progress::unregister`]).
+    /// Ends waiter `id`'s wait, removing its waker if it `registered` one.
     #[cfg(feature = "tokio")]
-    pub(crate) fn start_waiting(&self) {
-        self.waiters.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Ends an async sender's wait.
-    #[cfg(feature = "tokio")]
-    pub(crate) fn unregister(&self, waker: Option<&Waker>) {
-        if let Some(waker) = waker {
+    pub(crate) fn unregister(&self, id: u64, registered: bool) {
+        if registered {
             let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-            wakers.retain(|w| !w.will_wake(waker));
+            wakers.retain(|(i, _)| *i != id);
         }
         self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// How many wakers are registered (tests).
+    #[cfg(all(test, feature = "tokio"))]
+    pub(crate) fn registered(&self) -> usize {
+        self.wakers.lock().unwrap().len()
     }
 }
 
@@ -331,7 +437,7 @@ mod tests {
             })
         };
         std::thread::sleep(Duration::from_millis(50));
-        link.close();
+        assert!(link.close().is_none());
         assert!(waiter.join().unwrap() < Duration::from_secs(10));
         assert!(matches!(link.request(Operation::Send), Err(Error::Closed)));
         assert!(link.is_closed());

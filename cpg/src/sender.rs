@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::connection::{mcast, ConnectionRef};
 use crate::error::{Error, Operation, Result};
-use crate::link::Link;
+use crate::link::{Link, RequestGuard};
 use crate::retry::Backoff;
 use crate::types::Guarantee;
 
@@ -112,7 +112,18 @@ impl Sender {
         if self.link.forked() {
             return Err(Error::Forked);
         }
-        let _request = self.link.lock_request()?;
+        let request = self.link.lock_request()?;
+        self.send_holding(&request, guarantee, buffers)
+    }
+
+    /// The send, for a caller holding the request lock.
+    #[inline]
+    pub(crate) fn send_holding(
+        &self,
+        _request: &RequestGuard<'_>,
+        guarantee: Guarantee,
+        buffers: &[IoSlice<'_>],
+    ) -> Result<()> {
         self.link.usable(Operation::Send)?;
         mcast(&self.link, guarantee, buffers)
     }
@@ -135,7 +146,10 @@ impl Sender {
             || self.send_vectored(buffers),
             |delay| {
                 // Progress that happens after this failed attempt: deliveries made
-                // since mean the daemon's queue is draining.
+                // since mean the daemon's queue is draining. (Called from a callback of
+                // its own handle, nothing can signal until the callback returns: the
+                // wait is then a sleep of `delay`, as the daemon's queue drains
+                // without this thread.)
                 progress.wait(progress.epoch(), delay);
                 if self.link.is_closed() {
                     return Err(Error::Closed);

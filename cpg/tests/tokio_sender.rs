@@ -191,3 +191,215 @@ fn dropping_the_handle_wakes_waiting_sends_with_closed() {
         assert_eq!(sender.send(b"x").await.unwrap_err(), Error::Closed);
     });
 }
+
+/// A 2-node cluster whose second daemon can be stopped: back-pressure on demand (the
+/// ring cannot order anything until the token times out, so the local daemon's queue
+/// fills and it answers sends with CS_ERR_TRY_AGAIN).
+fn stoppable_pair() -> std::sync::Arc<cpg_testkit::Cluster> {
+    std::sync::Arc::new(
+        cpg_testkit::Cluster::builder()
+            .nodes(2)
+            .token_ms(3000)
+            .start()
+            .expect("cluster"),
+    )
+}
+
+/// Node 1's handle in a fresh group (`tag`), a sender of it, and node 2's daemon
+/// stopped until the `Paused` is dropped.
+async fn joined_with_node_2_stopped(
+    cluster: &cpg_testkit::Cluster,
+    tag: &str,
+) -> (cpg::AsyncHandle, cpg::AsyncSender, cpg::GroupName, Paused) {
+    let group = unique_group(tag);
+    let mut h = connect(cluster.node(0));
+    h.join(&group).await.unwrap();
+    wait_members(&mut h, &group, 1).await;
+    let sender = h.sender();
+    let paused = Paused::pause(cluster.node(1).daemon_pid().expect("node 2's daemon"));
+    (h, sender, group, paused)
+}
+
+/// A waker whose `wake` panics, as a broken executor's might.
+struct Bomb;
+
+impl std::task::Wake for Bomb {
+    fn wake(self: std::sync::Arc<Self>) {
+        panic!("the waker panicked");
+    }
+}
+
+/// Sends 64 KiB messages, polling each send once with `waker`, until one meets
+/// back-pressure and waits for progress with that waker registered; returns that send.
+/// The sender's pauses are a minute long: tokio's timer never wakes the waker during
+/// the test (a panicking waker woken by tokio's own timer would take the runtime down,
+/// which is tokio's affair, not this crate's).
+async fn park_a_send_with(
+    sender: &cpg::AsyncSender,
+    waker: &std::task::Waker,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = cpg::Result<()>> + Send>> {
+    let mut patient = sender.clone();
+    patient.set_backoff(cpg::retry::Backoff {
+        initial: Duration::from_secs(60),
+        max_delay: Duration::from_secs(60),
+        timeout: Duration::from_secs(3600),
+        max_attempts: u32::MAX,
+    });
+    let m = std::sync::Arc::new(message(1, 0, 64 << 10));
+    for _ in 0..20_000 {
+        let (patient, m) = (patient.clone(), m.clone());
+        // Outside tokio's cooperative budget, so that nothing but the wait itself
+        // uses the waker.
+        let mut send: std::pin::Pin<Box<dyn std::future::Future<Output = cpg::Result<()>> + Send>> =
+            Box::pin(tokio::task::unconstrained(
+                async move { patient.send(&m).await },
+            ));
+        match send
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+        {
+            std::task::Poll::Pending => return send,
+            std::task::Poll::Ready(Ok(())) => {}
+            std::task::Poll::Ready(Err(e)) => panic!("a send failed: {e}"),
+        }
+    }
+    panic!("20,000 sends of 64 KiB went through without waiting");
+}
+
+#[test]
+fn a_panicking_waker_woken_by_the_dispatch_is_a_panic_of_the_dispatch_not_an_abort() {
+    let cluster = stoppable_pair();
+    run(Duration::from_secs(120), move || async move {
+        let (mut h, sender, _group, paused) =
+            joined_with_node_2_stopped(&cluster, "sender-bomb").await;
+        let bomb = std::task::Waker::from(std::sync::Arc::new(Bomb));
+        let parked = park_a_send_with(&sender, &bomb).await;
+        drop(paused);
+        // Reading the stream dispatches; the first delivered event wakes the parked
+        // send's waker, inside `cpg_dispatch`. Its panic must come out of the read
+        // like a callback's (unwinding into C would abort the whole test binary).
+        let reader = tokio::spawn(async move {
+            loop {
+                match tokio::time::timeout(WAIT, h.next_event()).await {
+                    Ok(Some(_)) => {}
+                    other => return format!("the stream ended without a panic: {other:?}"),
+                }
+            }
+        });
+        let joined = reader.await;
+        let panic = match joined {
+            Err(e) if e.is_panic() => e.into_panic(),
+            other => panic!("expected the reader to panic: {other:?}"),
+        };
+        assert_eq!(
+            panic.downcast_ref::<&str>().copied(),
+            Some("the waker panicked")
+        );
+        // The handle is gone (dropped while the reader unwound): sends say so.
+        drop(parked);
+        assert!(sender.is_closed());
+        assert_eq!(sender.send(b"x").await.unwrap_err(), Error::Closed);
+    });
+}
+
+#[test]
+fn a_panicking_waker_woken_by_the_close_is_raised_after_the_handle_is_released() {
+    let cluster = stoppable_pair();
+    run(Duration::from_secs(120), move || async move {
+        let (h, sender, group, paused) =
+            joined_with_node_2_stopped(&cluster, "sender-bomb-close").await;
+        let bomb = std::task::Waker::from(std::sync::Arc::new(Bomb));
+        let parked = park_a_send_with(&sender, &bomb).await;
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(h)));
+        drop(paused);
+        assert!(dropped.is_err(), "the waker's panic was swallowed");
+        assert!(sender.is_closed());
+        drop(parked);
+        // The handle was finalized before the panic was raised: the daemon removed it
+        // from the group, so a new member finds itself alone there.
+        let mut again = connect(cluster.node(0));
+        again.join(&group).await.unwrap();
+        let members = wait_members(&mut again, &group, 1).await;
+        assert_eq!(members.len(), 1);
+    });
+}
+
+#[test]
+fn an_async_send_waiting_for_a_long_request_leaves_its_thread_to_other_tasks() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let cluster = stoppable_pair();
+    support::big_stack(move || {
+        // One thread for every task: a send that blocked it on the request lock would
+        // stop the ticker too.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (mut h, sender, _group, paused) =
+                joined_with_node_2_stopped(&cluster, "sender-lock").await;
+            // A fragmented send on another thread: libcpg retries its fragments under
+            // back-pressure, holding the connection's request lock, until the ring
+            // re-forms without the stopped node (token 3 s).
+            let in_long_send = Arc::new(AtomicBool::new(true));
+            let long = {
+                let (sender, in_long_send) = (sender.clone(), in_long_send.clone());
+                std::thread::Builder::new()
+                    .stack_size(4 << 20)
+                    .spawn(move || {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .unwrap();
+                        let started = std::time::Instant::now();
+                        let result = rt.block_on(sender.send(&vec![7u8; 16 << 20]));
+                        in_long_send.store(false, Ordering::SeqCst);
+                        (result, started.elapsed())
+                    })
+                    .unwrap()
+            };
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(
+                in_long_send.load(Ordering::SeqCst),
+                "the fragmented send ended within 300 ms: nothing held the lock"
+            );
+            // Small sends now wait for the lock; a ticker on the same thread must keep
+            // running meanwhile.
+            let ticker = {
+                let in_long_send = in_long_send.clone();
+                tokio::spawn(async move {
+                    let (mut last, mut longest) = (std::time::Instant::now(), Duration::ZERO);
+                    while in_long_send.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        longest = longest.max(last.elapsed());
+                        last = std::time::Instant::now();
+                    }
+                    longest
+                })
+            };
+            // Through a clone of the sender, and through the handle itself.
+            let (small, other) = (message(2, 0, 8), message(3, 0, 8));
+            let (by_sender, by_handle) = tokio::join!(
+                tokio::time::timeout(WAIT, sender.send(&small)),
+                tokio::time::timeout(WAIT, h.send(&other)),
+            );
+            by_sender.expect("the sender's send never ended").unwrap();
+            by_handle.expect("the handle's send never ended").unwrap();
+            let longest = ticker.await.unwrap();
+            drop(paused);
+            let (result, took) = long.join().unwrap();
+            result.unwrap();
+            assert!(
+                took > Duration::from_secs(1),
+                "the fragmented send took only {took:?}: the lock was not held long"
+            );
+            assert!(
+                longest < Duration::from_millis(500),
+                "the thread stalled for {longest:?} while sends waited for the lock \
+                 (the fragmented send took {took:?})"
+            );
+            eprintln!("fragmented send {took:?}; longest stall of the ticker {longest:?}");
+        });
+    });
+}

@@ -198,7 +198,11 @@ fn reactor_error(op: Operation, e: std::io::Error) -> Error {
 /// returns in microseconds. Two cases can hold a runtime thread longer: a send above
 /// `max_message_size` (libcpg sends the fragments one after the other and, under
 /// back-pressure, sleeps inside itself between them), and `join`/`leave`/`members`
-/// while the local daemon is busy forming a new membership.
+/// while the local daemon is busy forming a new membership. Once the handle has
+/// [senders](Self::sender), a send, join or leave whose attempt finds another request
+/// holding the connection's lock first waits for it as a task (an [`AsyncSender`]'s
+/// send always does), so such a long request of a blocking sender on another thread
+/// does not hold this runtime thread too.
 ///
 /// # Threads
 ///
@@ -440,6 +444,15 @@ impl AsyncHandle {
         ::tokio::task::coop::consume_budget().await;
         let mut retrying = self.backoff.start();
         loop {
+            let link = self.fd.get_ref().link();
+            if link.is_shared() && !link.forked() {
+                // Senders of this handle exist: while one of their requests holds the
+                // connection's lock (a fragmented send holds it for as long as libcpg
+                // retries its fragments), wait for it as a task rather than block the
+                // worker in `op`. (Another thread may take it again in between; the
+                // attempt then waits for that one request.)
+                sender::with_request_lock(link, |_| Ok(())).await?;
+            }
             match op(self.fd.get_ref()) {
                 Ok(v) => return Ok(v),
                 Err(e) => {

@@ -4,8 +4,10 @@
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
 use std::task::Poll;
+use std::time::Duration;
 
 use crate::error::Result;
+use crate::link::{Link, Progress, RequestGuard};
 use crate::retry::Backoff;
 use crate::types::Guarantee;
 
@@ -29,7 +31,10 @@ impl AsyncHandle {
 /// It is a [`Sender`](crate::Sender) with async waits: under back-pressure a send
 /// sleeps until the task reading the stream has dispatched events (the daemon's queue
 /// is moving) or the back-off's delay has passed, whichever comes first; it never reads
-/// events itself, so the stream must be read. A send future dropped before it
+/// events itself, so the stream must be read. While another request of the connection
+/// holds its request lock (a blocking [`Sender`](crate::Sender)'s fragmented send
+/// holds it for as long as libcpg retries the fragments), a send waits for it as a
+/// task and never blocks its worker thread. A send future dropped before it
 /// completed has sent nothing (each attempt is one synchronous call that hands the
 /// whole message to the daemon or fails). After the handle is closed or dropped,
 /// sends fail with [`Error::Closed`](crate::Error::Closed), and waiting sends wake at once.
@@ -76,14 +81,30 @@ impl AsyncSender {
         ::tokio::task::coop::consume_budget().await;
         let mut retrying = self.backoff.start();
         loop {
-            match self.sender.send_with(guarantee, buffers) {
+            match self.attempt(guarantee, buffers).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     let delay = retrying.after(e)?;
-                    wait_for_progress(link, link.progress().epoch(), delay).await;
+                    let waiting = Waiting::start(link.progress());
+                    waiting.wait(link, link.progress().epoch(), delay).await;
                 }
             }
         }
+    }
+
+    /// One attempt, taking the request lock without blocking the worker: while another
+    /// request holds it (a fragmented send holds it for as long as libcpg retries its
+    /// fragments), the task waits until that request ends.
+    async fn attempt(&self, guarantee: Guarantee, buffers: &[IoSlice<'_>]) -> Result<()> {
+        let link = self.sender.link();
+        if link.forked() {
+            // The lock must not be touched in a child of fork.
+            return self.sender.send_with(guarantee, buffers);
+        }
+        with_request_lock(link, |request| {
+            self.sender.send_holding(request, guarantee, buffers)
+        })
+        .await
     }
 
     /// Sends at once or fails with a retryable error under back-pressure (see
@@ -108,47 +129,222 @@ impl AsyncSender {
     }
 }
 
-/// Waits until the link's dispatcher signals progress after `seen`, the handle is
-/// closed, or `delay` passes.
-async fn wait_for_progress(link: &crate::link::Link, seen: u64, delay: std::time::Duration) {
-    /// Unregisters the waiter when the wait ends or its future is dropped.
-    struct Waiting<'a> {
-        progress: &'a crate::link::Progress,
-        waker: Option<std::task::Waker>,
+/// The longest an async send waits for the request lock before it tries again.
+const LOCK_WAIT: Duration = Duration::from_millis(1);
+
+/// Runs `f` holding the link's request lock, waiting for the lock as a task (never
+/// blocking the worker) while another request holds it. `Closed` once the handle is
+/// closed.
+pub(super) async fn with_request_lock<T>(
+    link: &Link,
+    f: impl FnOnce(&RequestGuard<'_>) -> Result<T>,
+) -> Result<T> {
+    loop {
+        if let Some(request) = link.try_lock_request()? {
+            return f(&request);
+        }
+        // Counted as waiting before the second attempt, so that a request ending
+        // after it failed raises the signal.
+        let waiting = Waiting::start(link.unlocked());
+        let seen = link.unlocked().epoch();
+        if let Some(request) = link.try_lock_request()? {
+            drop(waiting);
+            return f(&request);
+        }
+        // Bounded: the signal's "anyone waiting?" check is not ordered with the unlock
+        // on every architecture, so a wake-up may come late, but it always comes.
+        waiting.wait(link, seen, LOCK_WAIT).await;
     }
-    impl Drop for Waiting<'_> {
-        fn drop(&mut self) {
-            self.progress.unregister(self.waker.as_ref());
+}
+
+/// One async wait on a signal of the link: counted among its waiters from
+/// [`start`](Self::start) until dropped, with at most one waker registered.
+struct Waiting<'a> {
+    signal: &'a Progress,
+    id: u64,
+    registered: bool,
+}
+
+impl<'a> Waiting<'a> {
+    fn start(signal: &'a Progress) -> Waiting<'a> {
+        Waiting {
+            id: signal.start_waiting(),
+            signal,
+            registered: false,
         }
     }
-    let progress = link.progress();
-    progress.start_waiting();
-    let mut waiting = Waiting {
-        progress,
-        waker: None,
-    };
-    let sleep = ::tokio::time::sleep(delay);
-    let mut sleep = std::pin::pin!(sleep);
-    // The wait returns `Pending` at least once, so that a send retrying while events
-    // keep flowing still lets the runtime run other tasks (and can be cancelled).
-    let mut yielded = false;
-    poll_fn(|cx| {
-        if link.is_closed() {
-            return Poll::Ready(());
-        }
-        if progress.register(seen, cx.waker()) {
-            if yielded {
+
+    /// Waits until the signal is raised after `seen`, the handle is closed, or `delay`
+    /// passes.
+    async fn wait(mut self, link: &Link, seen: u64, delay: Duration) {
+        let sleep = ::tokio::time::sleep(delay);
+        let mut sleep = std::pin::pin!(sleep);
+        // The wait returns `Pending` at least once, so that a send retrying while
+        // events keep flowing still lets the runtime run other tasks (and can be
+        // cancelled).
+        let mut yielded = false;
+        poll_fn(|cx| {
+            if link.is_closed() {
                 return Poll::Ready(());
             }
+            if self.signal.register(seen, self.id, cx.waker()) {
+                if yielded {
+                    return Poll::Ready(());
+                }
+                yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             yielded = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+            self.registered = true;
+            sleep.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.signal.unregister(self.id, self.registered);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        yielded = true;
-        // A waker registered by an earlier poll stays until the next signal, which
-        // wakes it spuriously at worst.
-        waiting.waker = Some(cx.waker().clone());
-        sleep.as_mut().poll(cx)
-    })
-    .await
+    }
+
+    /// Runs `test` with an unconnected link, inside a runtime (for the waits' timers).
+    fn with_link(test: impl FnOnce(&Link)) {
+        let rt = ::tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        test(&Link::new(0, -1, crate::process::generation()));
+    }
+
+    #[test]
+    fn a_wait_polled_with_ever_new_wakers_keeps_one_registration() {
+        with_link(|link| {
+            let progress = link.progress();
+            let waiting = Waiting::start(progress);
+            let mut wait = Box::pin(waiting.wait(link, progress.epoch(), Duration::from_secs(60)));
+            let counts: Vec<_> = (0..100)
+                .map(|_| Arc::new(Count(Default::default())))
+                .collect();
+            for count in &counts {
+                let waker = Waker::from(count.clone());
+                assert!(wait
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_pending());
+                assert_eq!(progress.registered(), 1);
+            }
+            link.dispatched_events();
+            // Only the last waker is woken; the registration is gone with the signal.
+            let woken: usize = counts
+                .iter()
+                .map(|c| c.0.load(std::sync::atomic::Ordering::Relaxed))
+                .sum();
+            assert_eq!(woken, 1);
+            assert_eq!(counts[99].0.load(std::sync::atomic::Ordering::Relaxed), 1);
+            let waker = Waker::from(counts[0].clone());
+            assert!(wait
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_ready());
+            drop(wait);
+            assert_eq!(progress.registered(), 0);
+            // A wait dropped while registered takes its registration with it.
+            let waiting = Waiting::start(progress);
+            let mut wait = Box::pin(waiting.wait(link, progress.epoch(), Duration::from_secs(60)));
+            let waker = Waker::from(counts[0].clone());
+            assert!(wait
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending());
+            assert_eq!(progress.registered(), 1);
+            drop(wait);
+            assert_eq!(progress.registered(), 0);
+        });
+    }
+
+    #[test]
+    fn two_waits_of_one_task_are_both_woken() {
+        with_link(|link| {
+            let progress = link.progress();
+            let seen = progress.epoch();
+            let mut a =
+                Box::pin(Waiting::start(progress).wait(link, seen, Duration::from_secs(60)));
+            let mut b =
+                Box::pin(Waiting::start(progress).wait(link, seen, Duration::from_secs(60)));
+            let count = Arc::new(Count(Default::default()));
+            let waker = Waker::from(count.clone());
+            let mut cx = Context::from_waker(&waker);
+            assert!(a.as_mut().poll(&mut cx).is_pending());
+            assert!(b.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(progress.registered(), 2);
+            // Dropping one wait keeps the other's registration.
+            drop(a);
+            assert_eq!(progress.registered(), 1);
+            link.dispatched_events();
+            assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+            assert!(b.as_mut().poll(&mut cx).is_ready());
+        });
+    }
+
+    #[test]
+    fn a_panicking_waker_does_not_keep_others_asleep() {
+        struct Bomb;
+        impl Wake for Bomb {
+            fn wake(self: Arc<Self>) {
+                panic!("bomb");
+            }
+        }
+        with_link(|link| {
+            let progress = link.progress();
+            let seen = progress.epoch();
+            let mut a =
+                std::pin::pin!(Waiting::start(progress).wait(link, seen, Duration::from_secs(60)));
+            let mut b =
+                std::pin::pin!(Waiting::start(progress).wait(link, seen, Duration::from_secs(60)));
+            let bomb = Waker::from(Arc::new(Bomb));
+            let count = Arc::new(Count(Default::default()));
+            let waker = Waker::from(count.clone());
+            assert!(a
+                .as_mut()
+                .poll(&mut Context::from_waker(&bomb))
+                .is_pending());
+            assert!(b
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending());
+            // The dispatch path re-raises the panic after waking everyone.
+            let raised =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| link.dispatched_events()));
+            assert!(raised.is_err());
+            assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+            assert!(b.as_mut().poll(&mut Context::from_waker(&waker)).is_ready());
+            assert!(a.as_mut().poll(&mut Context::from_waker(&bomb)).is_ready());
+            // Closing returns the panic instead of unwinding out of the handle's drop.
+            let seen = progress.epoch();
+            let mut c =
+                std::pin::pin!(Waiting::start(progress).wait(link, seen, Duration::from_secs(60)));
+            assert!(c
+                .as_mut()
+                .poll(&mut Context::from_waker(&bomb))
+                .is_pending());
+            assert!(link.close().is_some());
+            assert!(c.as_mut().poll(&mut Context::from_waker(&bomb)).is_ready());
+        });
+    }
 }
