@@ -75,7 +75,9 @@ impl<'a, T> Guard<'a, T> {
     pub(crate) fn wait_timeout(mut self, changed: &Condvar, timeout: Duration) -> Self {
         let owner = self.owner;
         let guard = self.guard.take().expect("a guard holds its lock");
-        // Clears the owner (`Drop`) before the wait releases the mutex.
+        // No owner while the wait releases the mutex (the emptied guard's `Drop`
+        // leaves the owner alone).
+        owner.store(0, Ordering::Relaxed);
         drop(self);
         let guard = changed
             .wait_timeout(guard, timeout)
