@@ -312,6 +312,7 @@ pub(crate) struct Progress {
     /// How many times the signal was raised.
     epoch: AtomicU64,
     /// Ids for async waiters (see [`Progress::start_waiting`]).
+    #[cfg(feature = "tokio")]
     next_id: AtomicU64,
     /// The waker of each async waiter that registered one, by its id: one entry per
     /// waiter whatever waker its task polls it with.
