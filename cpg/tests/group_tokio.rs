@@ -241,6 +241,19 @@ fn async_group_agrees_confirms_survives_cancellation_and_reconnects() {
     });
 }
 
+/// An `AsyncGroup` in group `name`, started and in its first view (of itself alone).
+async fn started_alone(name: &str) -> cpg::group::AsyncGroup {
+    let g = Group::builder(GroupName::new(name).unwrap())
+        .start_async()
+        .await
+        .expect("start_async");
+    tokio::time::timeout(WAIT, g.wait_view(|v| v.len() == 1))
+        .await
+        .expect("a view of 1")
+        .unwrap();
+    g
+}
+
 /// The runtime that runs the driver task shuts down while the group lives on: the
 /// group's stream ends with `Stopped` instead of waiting forever, a confirmation
 /// already asked for resolves with an error, and later sends are refused.
@@ -249,14 +262,7 @@ fn a_group_whose_runtime_shut_down_ends_its_stream() {
     // Not beside this binary's cluster test: one daemon set at a time on 2 cores.
     let _serial = support::serial();
     let start = || async {
-        let g = Group::builder(GroupName::new("tokio-runtime-gone").unwrap())
-            .start_async()
-            .await
-            .expect("start_async");
-        tokio::time::timeout(WAIT, g.wait_view(|v| v.len() == 1))
-            .await
-            .expect("a view of 1")
-            .unwrap();
+        let g = started_alone("tokio-runtime-gone").await;
         // Asked for with the driver unable to run again before the end.
         let confirmed = g.send_confirmed(b"never".to_vec()).unwrap();
         (g, confirmed)
@@ -299,14 +305,7 @@ fn a_cancelled_leave_still_leaves() {
                     .build()
                     .unwrap();
                 rt.block_on(async {
-                    let g = Group::builder(GroupName::new("tokio-cancelled-leave").unwrap())
-                        .start_async()
-                        .await
-                        .expect("start_async");
-                    tokio::time::timeout(WAIT, g.wait_view(|v| v.len() == 1))
-                        .await
-                        .expect("a view of 1")
-                        .unwrap();
+                    let g = started_alone("tokio-cancelled-leave").await;
                     // Polled once, then dropped. (The driver task runs on this same
                     // thread, so it cannot have left before that first poll returns.)
                     let mut leave = Box::pin(g.leave());
