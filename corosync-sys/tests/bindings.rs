@@ -5,6 +5,9 @@ use core::ffi::{c_char, c_int, c_uint, c_void};
 
 use corosync_sys::*;
 
+mod support;
+use support::resolve;
+
 /// The 20 `cpg_*` functions and `cs_strerror`, as typed function pointers: this fails
 /// to compile if a binding is missing or its signature changed.
 #[test]
@@ -131,27 +134,6 @@ fn every_function_is_bound_with_its_c_signature() {
     }
 }
 
-/// The symbol name and the file of the shared object that holds `addr` (`dladdr`).
-fn resolve(addr: usize) -> (String, String) {
-    // SAFETY: Dl_info is plain data; all-zero is a valid value (null pointers).
-    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
-    // SAFETY: dladdr only reads the loader's tables for the address and fills `info`.
-    let found = unsafe { libc::dladdr(addr as *const c_void, &mut info) };
-    assert_ne!(found, 0, "no shared object holds address {addr:#x}");
-    let text = |p: *const c_char| {
-        if p.is_null() {
-            String::from("(none)")
-        } else {
-            // SAFETY: dladdr's strings are NUL-terminated and live as long as the
-            // object stays loaded (the whole test).
-            unsafe { core::ffi::CStr::from_ptr(p) }
-                .to_string_lossy()
-                .into_owned()
-        }
-    };
-    (text(info.dli_sname), text(info.dli_fname))
-}
-
 #[test]
 fn size_and_model_constants() {
     assert_eq!(CPG_MAX_NAME_LENGTH, 128);
@@ -240,7 +222,7 @@ fn cs_strerror_describes_try_again() {
 /// The snapshot used on docs.rs has the same functions, and only libcpg's API.
 #[test]
 fn snapshot_has_every_function_and_no_socket_api() {
-    let snapshot = include_str!("../src/bindings_snapshot.rs");
+    let snapshot = include_str!("../src/snapshot/cpg.rs");
     for name in [
         "cpg_initialize",
         "cpg_model_initialize",

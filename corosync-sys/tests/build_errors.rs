@@ -39,7 +39,34 @@ fn run(mut cmd: Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
-/// One test (not two) so bindgen is compiled once for both steps.
+/// The libraries a build of corosync-sys links, read from its build script's output in
+/// `target_dir` (the newest build of the package there).
+fn linked_libraries(target_dir: &Path) -> Vec<String> {
+    let build = target_dir.join("debug/build");
+    let newest = std::fs::read_dir(&build)
+        .unwrap_or_else(|e| panic!("{}: {e}", build.display()))
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("output"))
+        .filter(|p| {
+            p.is_file()
+                && p.parent()
+                    .and_then(|d| d.file_name())
+                    .is_some_and(|n| n.to_string_lossy().starts_with("corosync-sys-"))
+        })
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .expect("a build script output of corosync-sys");
+    let mut libs: Vec<String> = std::fs::read_to_string(newest)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("cargo:rustc-link-lib="))
+        .map(str::to_owned)
+        .collect();
+    libs.sort();
+    libs.dedup();
+    libs
+}
+
+/// One test (not several) so bindgen is compiled once for every step.
 #[test]
 fn missing_corosync_is_explained_and_docs_still_build() {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
@@ -63,8 +90,32 @@ fn missing_corosync_is_explained_and_docs_still_build() {
         );
     }
 
-    // 2. docs.rs has no corosync either, and must still get documentation.
-    let mut doc = cargo_without_corosync(&target_dir, &["doc", "-p", "corosync-sys", "--no-deps"]);
+    // 2. With every service asked for, the message names each service's package.
+    let out = run(cargo_without_corosync(
+        &target_dir,
+        &["build", "-p", "corosync-sys", "--all-features"],
+    ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "built without corosync:\n{stderr}");
+    for needle in [
+        "libquorum-dev",
+        "libvotequorum-dev",
+        "libcmap-dev",
+        "libcfg-dev",
+        "corosynclib-devel",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "the build error does not mention {needle}:\n{stderr}"
+        );
+    }
+
+    // 3. docs.rs has no corosync either, and must still get documentation, of every
+    // service (from the bundled snapshots).
+    let mut doc = cargo_without_corosync(
+        &target_dir,
+        &["doc", "-p", "corosync-sys", "--no-deps", "--all-features"],
+    );
     doc.env("DOCS_RS", "1");
     let out = run(doc);
     assert!(
@@ -75,5 +126,65 @@ fn missing_corosync_is_explained_and_docs_still_build() {
     assert!(
         target_dir.join("doc/corosync_sys/index.html").is_file(),
         "cargo doc wrote no corosync_sys/index.html"
+    );
+    for item in [
+        "fn.cpg_join.html",
+        "fn.quorum_getquorate.html",
+        "fn.votequorum_getinfo.html",
+        "fn.cmap_get_string.html",
+        "fn.corosync_cfg_local_get.html",
+    ] {
+        assert!(
+            target_dir.join("doc/corosync_sys").join(item).is_file(),
+            "the docs.rs build documents no {item}"
+        );
+    }
+
+    // 4. With corosync installed, a build links only the libraries its features ask
+    // for: CPG alone is libcpg and libcorosync_common (and libqb, which they need).
+    let mut plain = Command::new(env!("CARGO"));
+    plain
+        .args(["build", "-p", "corosync-sys", "--target-dir"])
+        .arg(&target_dir)
+        .arg("--manifest-path")
+        .arg(workspace_root().join("Cargo.toml"))
+        .env_remove("DOCS_RS")
+        .env_remove("CARGO_TARGET_DIR");
+    let out = run(plain);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        linked_libraries(&target_dir),
+        ["corosync_common", "cpg", "qb"],
+        "a build without features links more than CPG needs"
+    );
+    let mut quorum = Command::new(env!("CARGO"));
+    quorum
+        .args([
+            "build",
+            "-p",
+            "corosync-sys",
+            "--features",
+            "quorum",
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        .arg("--manifest-path")
+        .arg(workspace_root().join("Cargo.toml"))
+        .env_remove("DOCS_RS")
+        .env_remove("CARGO_TARGET_DIR");
+    let out = run(quorum);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        linked_libraries(&target_dir),
+        ["corosync_common", "cpg", "qb", "quorum"],
+        "the quorum feature links libquorum, and nothing else of the other services"
     );
 }
