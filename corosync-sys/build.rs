@@ -313,10 +313,13 @@ fn generate(probe: &Probe, service: &Service) -> Result<String, String> {
 }
 
 /// Emits the cfgs for the header differences the crates use and the library version.
+/// Each cfg is also metadata (`DEP_CPG_<CFG>=1`, e.g. `DEP_CPG_COROSYNC_HAS_QUORUM_MODEL_V1`)
+/// so that a dependent build script can emit the same cfg for its own crate.
 fn emit_header_cfgs(bindings: &str, version: Option<&str>) {
     for (cfg, needle) in HEADER_CFGS {
         if bindings.contains(needle) {
             println!("cargo::rustc-cfg={cfg}");
+            println!("cargo::metadata={cfg}=1");
         }
     }
     println!(

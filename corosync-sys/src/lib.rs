@@ -42,7 +42,10 @@
 //! `quorum_model_initialize` with `QUORUM_MODEL_V1` (ring id and node list
 //! notifications), votequorum's node list callback and `corosync_cfg_node_status_get`
 //! exist from corosync 3.x on. Dependent build scripts can read `DEP_CPG_INCLUDE` (the
-//! include directories) and `DEP_CPG_VERSION` (the pkg-config version).
+//! include directories), `DEP_CPG_VERSION` (the pkg-config version), and
+//! `DEP_CPG_COROSYNC_HAS_REASON_UNDEFINED`, `DEP_CPG_COROSYNC_HAS_QUORUM_MODEL_V1`,
+//! `DEP_CPG_COROSYNC_HAS_VOTEQUORUM_NODELIST`, `DEP_CPG_COROSYNC_HAS_CFG_NODE_STATUS`
+//! (set to `1` where the headers have the item) to emit cfgs of their own.
 //!
 //! [bindgen]: https://docs.rs/bindgen
 #![no_std]
