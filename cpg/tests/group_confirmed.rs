@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use cpg::group::{Config, Event};
-use cpg::{GroupName, Member};
+use cpg::GroupName;
 use cpg_testkit::Cluster;
 use support::group::*;
 use support::WAIT;
@@ -22,20 +22,7 @@ const PER_MEMBER: u64 = 300;
 fn confirmed_sends_resolve_once_in_delivery_order_at_an_agreed_position() {
     let cluster = Cluster::start(3);
     let group = GroupName::new("group-confirmed").unwrap();
-    let peers: Vec<Participant> = (0..3)
-        .map(|i| {
-            Participant::start(
-                cluster.node(i),
-                &format!("node{}", i + 1),
-                &group,
-                Config::default(),
-            )
-        })
-        .collect();
-    let all: Vec<Member> = peers.iter().map(Participant::member).collect();
-    for p in &peers {
-        p.log().wait_view(&all);
-    }
+    let (peers, all) = start_all(&cluster, &group, &Config::default());
     let marks: Vec<usize> = peers.iter().map(|p| p.log().len()).collect();
 
     // All three send at once, from threads of their own.

@@ -25,21 +25,8 @@ fn leader_is_agreed_in_every_view_through_crash_kill_restart_and_partition() {
     }
     let cluster = Cluster::start(3);
     let group = GroupName::new(GROUP).unwrap();
-    let peers: Vec<Participant> = (0..3)
-        .map(|i| {
-            Participant::start(
-                cluster.node(i),
-                &format!("node{}", i + 1),
-                &group,
-                Config::default(),
-            )
-        })
-        .collect();
-    let all: Vec<Member> = peers.iter().map(Participant::member).collect();
+    let (peers, all) = start_all(&cluster, &group, &Config::default());
     let refs: Vec<&Participant> = peers.iter().collect();
-    for p in &peers {
-        p.log().wait_view(&all);
-    }
     assert_eq!(
         assert_agree("start", &refs),
         all[0],

@@ -11,7 +11,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use cpg::group::{Config, GroupError};
-use cpg::{GroupName, Member};
+use cpg::GroupName;
 use cpg_testkit::Cluster;
 use support::group::*;
 use support::WAIT;
@@ -31,20 +31,7 @@ fn a_flood_drains_in_order_through_back_pressure_without_blocking_send() {
     let group = GroupName::new("group-queue").unwrap();
     let mut config = Config::default();
     config.queue_limit = LIMIT;
-    let peers: Vec<Participant> = (0..3)
-        .map(|i| {
-            Participant::start(
-                cluster.node(i),
-                &format!("node{}", i + 1),
-                &group,
-                config.clone(),
-            )
-        })
-        .collect();
-    let all: Vec<Member> = peers.iter().map(Participant::member).collect();
-    for p in &peers {
-        p.log().wait_view(&all);
-    }
+    let (peers, _) = start_all(&cluster, &group, &config);
 
     let began = Instant::now();
     let mut full = 0u64;

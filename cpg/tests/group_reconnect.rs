@@ -21,20 +21,7 @@ use support::WAIT;
 fn a_member_whose_daemon_restarts_reconnects_and_sends_what_it_queued() {
     let cluster = Cluster::start(3);
     let group = GroupName::new("group-reconnect").unwrap();
-    let peers: Vec<Participant> = (0..3)
-        .map(|i| {
-            Participant::start(
-                cluster.node(i),
-                &format!("node{}", i + 1),
-                &group,
-                Config::default(),
-            )
-        })
-        .collect();
-    let all: Vec<Member> = peers.iter().map(Participant::member).collect();
-    for p in &peers {
-        p.log().wait_view(&all);
-    }
+    let (peers, all) = start_all(&cluster, &group, &Config::default());
     // A second member on node 1, in another group, that drops instead of keeping.
     let drop_group = GroupName::new("group-reconnect-drop").unwrap();
     let mut config = Config::default();

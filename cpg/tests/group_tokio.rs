@@ -150,16 +150,7 @@ async fn async_member(
 fn async_group_agrees_confirms_survives_cancellation_and_reconnects() {
     let cluster = Cluster::start(3);
     let group = GroupName::new("group-tokio").unwrap();
-    let peers: Vec<Participant> = (1..3)
-        .map(|i| {
-            Participant::start(
-                cluster.node(i),
-                &format!("node{}", i + 1),
-                &group,
-                Config::default(),
-            )
-        })
-        .collect();
+    let peers = start_on(&cluster, 1..3, &group, &Config::default());
     let (steps_tx, steps) = mpsc::channel();
     let (go, go_rx) = tokio::sync::mpsc::unbounded_channel();
     let step = || {

@@ -7,258 +7,23 @@
 //!
 //! Every wait is bounded. Each program runs as a [`Program`], which kills and reaps it
 //! when dropped, so no program outlives a failed test; programs are declared after the
-//! cluster they run on, so they are gone before the cluster is torn down.
-//!
-//! The tests that start a cluster or flood a daemon take [`heavy()`], so that `bench`
-//! flooding the shared daemon does not run beside a cluster test on a 2-core machine
-//! (the cluster's tokens could time out and give spurious membership changes).
+//! cluster they run on, so they are gone before the cluster is torn down. The tests
+//! that start a cluster take [`heavy()`].
 
-use std::io::{BufRead as _, BufReader, Read};
-use std::process::{Child, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread;
+mod support;
+
 use std::time::{Duration, Instant};
 
 use cpg_testkit::{Cluster, Node};
+use support::{heavy, Program};
 
 const CHAT: &str = env!("CARGO_BIN_EXE_chat");
 const MEMBERS: &str = env!("CARGO_BIN_EXE_members");
-const BENCH: &str = env!("CARGO_BIN_EXE_bench");
-const BENCH_RAW: &str = env!("CARGO_BIN_EXE_bench_raw");
 
 /// How long a program may take to print an expected line.
 const LINE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a program that should end by itself may take to exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Serializes the tests that start clusters or flood a daemon.
-fn heavy() -> MutexGuard<'static, ()> {
-    static HEAVY: Mutex<()> = Mutex::new(());
-    // A test that failed while holding it leaves nothing inconsistent behind.
-    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// What a program printed so far.
-#[derive(Default)]
-struct Captured {
-    stdout: Vec<String>,
-    stderr: Vec<String>,
-    /// Output streams not yet at EOF.
-    open: usize,
-}
-
-struct Output {
-    captured: Mutex<Captured>,
-    changed: Condvar,
-}
-
-impl Output {
-    fn lock(&self) -> MutexGuard<'_, Captured> {
-        self.captured.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// A program running in a node's network namespace, its stdout and stderr collected
-/// line by line. Dropping it SIGKILLs and reaps the program if it still runs.
-struct Program {
-    what: String,
-    child: Child,
-    output: Arc<Output>,
-}
-
-impl Program {
-    /// Runs `program ARGS` on `node` (through `ip netns exec`, which execs: the child's
-    /// pid is the program's pid) with `input` as its whole stdin, or stdin at EOF.
-    fn start(node: &Node, program: &str, args: &[&str], input: Option<&str>) -> Program {
-        let name = program.rsplit('/').next().unwrap_or(program);
-        let what = format!("`{name} {}` on node {}", args.join(" "), node.nodeid());
-        let mut cmd = node.command(program);
-        cmd.args(args)
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-        let output = Arc::new(Output {
-            captured: Mutex::new(Captured {
-                open: 2,
-                ..Captured::default()
-            }),
-            changed: Condvar::new(),
-        });
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        collect(stdout, Arc::clone(&output), |c| &mut c.stdout);
-        collect(stderr, Arc::clone(&output), |c| &mut c.stderr);
-        let mut program = Program {
-            what,
-            child,
-            output,
-        };
-        if let Some(text) = input {
-            use std::io::Write as _;
-            // Dropping the pipe at the end of this block is the EOF the program sees.
-            let mut stdin = program.child.stdin.take().expect("stdin is piped");
-            if let Err(e) = stdin.write_all(text.as_bytes()) {
-                panic!("{}: cannot write its stdin: {e}", program.report());
-            }
-        }
-        program
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The lines printed to stdout so far.
-    fn stdout(&self) -> Vec<String> {
-        self.output.lock().stdout.clone()
-    }
-
-    /// The lines printed to stderr so far.
-    fn stderr(&self) -> Vec<String> {
-        self.output.lock().stderr.clone()
-    }
-
-    /// The program and everything it printed, for failure messages.
-    fn report(&self) -> String {
-        let c = self.output.lock();
-        format!(
-            "{} (pid {})\n--- stdout ---\n{}\n--- stderr ---\n{}\n---",
-            self.what,
-            self.child.id(),
-            c.stdout.join("\n"),
-            c.stderr.join("\n")
-        )
-    }
-
-    /// Waits until a stdout line contains `text` and returns it (the first such line);
-    /// panics with the output if the program ends or `timeout` passes first.
-    fn expect_line(&self, text: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        let mut c = self.output.lock();
-        loop {
-            if let Some(line) = c.stdout.iter().find(|l| l.contains(text)) {
-                return line.clone();
-            }
-            let now = Instant::now();
-            if c.open == 0 || now >= deadline {
-                let why = if c.open == 0 {
-                    "ended its output"
-                } else {
-                    "timed out"
-                };
-                drop(c);
-                panic!(
-                    "{why} without printing a line with {text:?} (waited up to {timeout:?}): {}",
-                    self.report()
-                );
-            }
-            c = self
-                .output
-                .changed
-                .wait_timeout(c, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-
-    /// Waits up to `timeout` for the program to exit, then for its output to end;
-    /// panics (and the drop kills it) if it does not.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => {
-                    thread::sleep(Duration::from_millis(20));
-                }
-                Ok(None) => panic!("did not exit within {timeout:?}: {}", self.report()),
-                Err(e) => panic!("cannot wait for {}: {e}", self.what),
-            }
-        };
-        // The pipes close with the process (nothing else holds them).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut c = self.output.lock();
-        while c.open > 0 {
-            let now = Instant::now();
-            if now >= deadline {
-                drop(c);
-                panic!("output still open 10 s after exit: {}", self.report());
-            }
-            c = self
-                .output
-                .changed
-                .wait_timeout(c, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        status
-    }
-
-    /// Waits for the program to exit and asserts that it exited with status 0.
-    fn expect_success(&mut self, timeout: Duration) {
-        let status = self.wait_exit(timeout);
-        assert!(
-            status.success(),
-            "exited with {status}, expected 0: {}",
-            self.report()
-        );
-    }
-
-    /// Sends `SIGTERM` (what Ctrl-C's SIGINT does for these programs, too).
-    fn terminate(&mut self) {
-        // Only a child that has not been reaped: its pid cannot have been reused.
-        if let Ok(None) = self.child.try_wait() {
-            let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped
-            // child's.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
-    }
-}
-
-impl Drop for Program {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Reads `stream` line by line into the field `pick` selects, until EOF.
-fn collect(
-    stream: impl Read + Send + 'static,
-    output: Arc<Output>,
-    pick: fn(&mut Captured) -> &mut Vec<String>,
-) {
-    thread::spawn(move || {
-        let mut reader = BufReader::new(stream);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let line = String::from_utf8_lossy(&buf);
-                    let line = line.strip_suffix('\n').unwrap_or(&line).to_string();
-                    pick(&mut output.lock()).push(line);
-                    output.changed.notify_all();
-                }
-            }
-        }
-        output.lock().open -= 1;
-        output.changed.notify_all();
-    });
-}
 
 /// Index of the only line that contains `text`; panics if none or several do.
 fn index_of(lines: &[String], text: &str, program: &Program) -> usize {
@@ -558,145 +323,6 @@ fn members_json_lists_the_chats_of_a_group() {
     );
 }
 
-/// A short verified sweep over a small and a large size on one node: exit 0, a row per
-/// size with messages received, and a clean verification of its own messages. The
-/// default design: a dispatching thread and a sending thread.
-#[test]
-fn bench_verify_sweep_prints_a_row_per_size_and_passes() {
-    verified_sweep(BENCH, &[], "cli-bench");
-}
-
-/// The same with the one-thread loop (`bench --single-thread`).
-#[test]
-fn bench_single_thread_verify_sweep_passes() {
-    verified_sweep(BENCH, &["--single-thread"], "cli-bench-1t");
-}
-
-/// The two-thread loop with the sender pacing itself by its own deliveries
-/// (`--max-in-flight`), safe and raw.
-#[test]
-fn bench_in_flight_bound_verify_sweeps_pass() {
-    verified_sweep(BENCH, &["--max-in-flight", "16"], "cli-bench-inflight");
-    verified_sweep(
-        BENCH_RAW,
-        &["--max-in-flight", "16"],
-        "cli-bench-raw-inflight",
-    );
-}
-
-/// The same through the async handle (`bench --async`: a reading task and a sending
-/// task with an `AsyncSender`).
-#[test]
-fn bench_async_verify_sweep_prints_a_row_per_size_and_passes() {
-    verified_sweep(BENCH, &["--async"], "cli-bench-async");
-}
-
-/// The one-task async loop (`bench --async --single-thread`).
-#[test]
-fn bench_async_single_task_verify_sweep_passes() {
-    verified_sweep(BENCH, &["--async", "--single-thread"], "cli-bench-async-1t");
-}
-
-/// The raw baselines, each design: two threads (default), corosync's busy-retry
-/// pattern (its blocking dispatch ends through a finalize in the callback), one thread.
-#[test]
-fn bench_raw_verify_sweeps_pass_in_every_mode() {
-    verified_sweep(BENCH_RAW, &[], "cli-bench-raw");
-    verified_sweep(BENCH_RAW, &["--mode", "busy-retry"], "cli-bench-raw-busy");
-    verified_sweep(BENCH_RAW, &["--mode", "single-thread"], "cli-bench-raw-1t");
-}
-
-/// `bench --latency`: a row per size with round trips measured and p50 <= p99 <=
-/// p99.9, and a clean verification.
-#[test]
-fn bench_latency_prints_percentiles_per_size() {
-    let node = cpg_testkit::shared();
-    let _heavy = heavy();
-    let args = [
-        "--latency",
-        "--verify",
-        "--duration",
-        "0.5",
-        "--sizes",
-        "64,100000",
-        "--group",
-        "cli-bench-latency",
-    ];
-    let mut bench = Program::start(node, BENCH, &args, None);
-    bench.expect_success(Duration::from_secs(120));
-    let out = bench.stdout();
-    let header = index_of(&out, "p99.9", &bench);
-    for (k, size) in ["64", "100000"].into_iter().enumerate() {
-        let row: Vec<&str> = out
-            .get(header + 1 + k)
-            .map(|l| l.split_whitespace().collect())
-            .unwrap_or_default();
-        assert_eq!(row.len(), 6, "row {k}: {}", bench.report());
-        assert_eq!(row[0], size, "row {k}'s size: {}", bench.report());
-        let n: Vec<f64> = row[1..]
-            .iter()
-            .map(|v| {
-                v.parse()
-                    .unwrap_or_else(|e| panic!("{v:?}: {e}: {}", bench.report()))
-            })
-            .collect();
-        assert!(n[0] > 0.0, "no round trips: {}", bench.report());
-        assert!(
-            0.0 < n[1] && n[1] <= n[2] && n[2] <= n[3] && n[3] <= n[4],
-            "p50 <= p99 <= p99.9 <= max: {}",
-            bench.report()
-        );
-    }
-    let verdict = bench.expect_line("verify: sender node 1 pid", Duration::ZERO);
-    assert!(verdict.ends_with(": ok"), "{}", bench.report());
-}
-
-fn verified_sweep(program: &str, extra: &[&str], group: &str) {
-    let node = cpg_testkit::shared();
-    let _heavy = heavy();
-    let mut args = vec![
-        "--verify",
-        "--duration",
-        "1",
-        "--sizes",
-        "64,200000",
-        "--group",
-        group,
-    ];
-    args.extend_from_slice(extra);
-    let mut bench = Program::start(node, program, &args, None);
-    bench.expect_success(Duration::from_secs(180));
-    let out = bench.stdout();
-    let pid = bench.pid();
-    let header = index_of(&out, "bytes/msg", &bench);
-    for (k, size) in ["64", "200000"].into_iter().enumerate() {
-        let row: Vec<&str> = out
-            .get(header + 1 + k)
-            .map(|l| l.split_whitespace().collect())
-            .unwrap_or_default();
-        assert_eq!(
-            row.len(),
-            8,
-            "row {k} after the header should have 8 columns: {}",
-            bench.report()
-        );
-        assert_eq!(row[0], size, "row {k}'s size: {}", bench.report());
-        let msgs: u64 = row[1]
-            .parse()
-            .unwrap_or_else(|e| panic!("messages {:?}: {e}: {}", row[1], bench.report()));
-        assert!(msgs > 0, "no {size}-byte messages: {}", bench.report());
-    }
-    let verdict = bench.expect_line(
-        &format!("verify: sender node 1 pid {pid}: "),
-        Duration::ZERO,
-    );
-    assert!(
-        verdict.ends_with(" 0 lost, 0 duplicated, 0 reordered, 0 corrupted: ok"),
-        "verification: {}",
-        bench.report()
-    );
-}
-
 /// A group name over 128 bytes is refused with a message that says so, status 1, and
 /// no panic.
 #[test]
@@ -725,8 +351,9 @@ fn chat_refuses_a_too_long_group_name_readably() {
 }
 
 /// `--help` of every example program prints a usage text (with the program's own
-/// summary, not the package's) and exits 0 without doing anything else. Run inside the shared node's namespace, so that a program that
-/// ignored `--help` could not reach a corosync the machine runs.
+/// summary, not the package's) and exits 0 without doing anything else. Run inside the
+/// shared node's namespace, so that a program that ignored `--help` could not reach a
+/// corosync the machine runs.
 #[test]
 fn every_example_answers_help() {
     let node = cpg_testkit::shared();
@@ -734,13 +361,7 @@ fn every_example_answers_help() {
         env!("CARGO_BIN_EXE_join"),
         env!("CARGO_BIN_EXE_chat"),
         env!("CARGO_BIN_EXE_members"),
-        env!("CARGO_BIN_EXE_bench"),
-        env!("CARGO_BIN_EXE_bench_raw"),
-        env!("CARGO_BIN_EXE_bench_compare"),
-        env!("CARGO_BIN_EXE_demo"),
         env!("CARGO_BIN_EXE_async_counter"),
-        env!("CARGO_BIN_EXE_async_bench"),
-        env!("CARGO_BIN_EXE_nemesis"),
     ];
     for program in programs {
         let name = program.rsplit('/').next().unwrap_or(program);
@@ -768,53 +389,6 @@ const ASYNC_CHAT: &str = env!("CARGO_BIN_EXE_async_chat");
 const ASYNC_COUNTER: &str = env!("CARGO_BIN_EXE_async_counter");
 const JOIN: &str = env!("CARGO_BIN_EXE_join");
 
-impl Program {
-    /// Like [`Program::start`], with stdin a pipe that stays open (and silent) until
-    /// the returned end is dropped.
-    fn start_with_open_stdin(
-        node: &Node,
-        program: &str,
-        args: &[&str],
-    ) -> (Program, std::process::ChildStdin) {
-        let name = program.rsplit('/').next().unwrap_or(program);
-        let what = format!("`{name} {}` on node {}", args.join(" "), node.nodeid());
-        let mut cmd = node.command(program);
-        cmd.args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-        let output = Arc::new(Output {
-            captured: Mutex::new(Captured {
-                open: 2,
-                ..Captured::default()
-            }),
-            changed: Condvar::new(),
-        });
-        collect(
-            child.stdout.take().expect("stdout is piped"),
-            Arc::clone(&output),
-            |c| &mut c.stdout,
-        );
-        collect(
-            child.stderr.take().expect("stderr is piped"),
-            Arc::clone(&output),
-            |c| &mut c.stderr,
-        );
-        let stdin = child.stdin.take().expect("stdin is piped");
-        (
-            Program {
-                what,
-                child,
-                output,
-            },
-            stdin,
-        )
-    }
-}
-
 /// The async chat on a 2-node cluster: a listener on node 2 whose stdin stays open and
 /// silent, a sender on node 1 with 3 piped lines. The sender exits 0 at end of input
 /// once its lines came back, in order; the listener prints them in the same order and
@@ -826,8 +400,7 @@ fn async_chat_delivers_piped_lines_and_ends_on_sigterm_with_stdin_open() {
     let _heavy = heavy();
     let cluster = Cluster::start(2);
     let group = "cli-async-chat";
-    let (mut listener, stdin) =
-        Program::start_with_open_stdin(cluster.node(1), ASYNC_CHAT, &[group]);
+    let mut listener = Program::start_with_open_stdin(cluster.node(1), ASYNC_CHAT, &[group]);
     let lpid = listener.pid();
     listener.expect_line(
         &format!("joined group {group} as node 2 pid {lpid}"),
@@ -872,7 +445,6 @@ fn async_chat_delivers_piped_lines_and_ends_on_sigterm_with_stdin_open() {
         listener.report()
     );
     listener.expect_line(&format!("left group {group}"), Duration::ZERO);
-    drop(stdin);
 }
 
 /// `join` on one node: it prints its own membership and its own hello, with its pid.

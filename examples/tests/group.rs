@@ -6,96 +6,25 @@
 //! harness panics, so these tests fail rather than skip. Every wait is bounded; each
 //! program is SIGKILLed and reaped when its [`Program`] drops.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+mod support;
+
 use std::time::{Duration, Instant};
 
-use cpg_testkit::{Cluster, Node};
+use cpg_testkit::Cluster;
+use support::{heavy, Program};
 
 const LEADER: &str = env!("CARGO_BIN_EXE_leader");
 const RECONNECT: &str = env!("CARGO_BIN_EXE_reconnect");
 const WAIT: Duration = Duration::from_secs(30);
 
-/// One cluster at a time (2 cores).
-fn heavy() -> MutexGuard<'static, ()> {
-    static HEAVY: Mutex<()> = Mutex::new(());
-    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A program on a node, its stdout collected line by line.
-struct Program {
-    what: String,
-    child: Child,
-    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
-}
-
-impl Program {
-    fn start(node: &Node, program: &str, args: &[&str]) -> Program {
-        let what = format!(
-            "{} on node {}",
-            program.rsplit('/').next().unwrap(),
-            node.nodeid()
-        );
-        let mut child = node
-            .command(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        let out = child.stdout.take().unwrap();
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                sink.0.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-                sink.1.notify_all();
-            }
-        });
-        Program { what, child, lines }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Waits until a line from index `from` on contains `text`; returns its index.
-    fn expect(&self, from: usize, text: &str) -> usize {
-        let deadline = Instant::now() + WAIT;
-        let mut lines = self.lines.0.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(i) = lines.iter().skip(from).position(|l| l.contains(text)) {
-                return from + i;
-            }
-            let now = Instant::now();
-            assert!(
-                now < deadline,
-                "{}: no line with {text:?} within {WAIT:?}; output:\n{}",
-                self.what,
-                lines.join("\n")
-            );
-            lines = self
-                .lines
-                .1
-                .wait_timeout(lines, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-}
-
-impl Drop for Program {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits until a line of `program`'s from index `from` on contains `text`; returns its
+/// index.
+fn expect(program: &Program, from: usize, text: &str) -> usize {
+    program
+        .wait_line(from, WAIT, &format!("a line with {text:?}"), |l| {
+            l.contains(text)
+        })
+        .0
 }
 
 /// The tick numbers and who sent them, from `TICK N by node X pid Y` lines.
@@ -124,38 +53,43 @@ fn leader_example_hands_over_when_the_leaders_node_dies() {
     // moment, and node 3's record would not start with node 1's ticks.
     let mut progs: Vec<Program> = Vec::new();
     for i in 0..3 {
-        let p = Program::start(cluster.node(i), LEADER, &[group, "--interval-ms", "100"]);
-        p.expect(0, &format!(" members={} ", i + 1));
+        let p = Program::start(
+            cluster.node(i),
+            LEADER,
+            &[group, "--interval-ms", "100"],
+            None,
+        );
+        expect(&p, 0, &format!(" members={} ", i + 1));
         progs.push(p);
     }
-    progs[0].expect(0, "ROLE leader");
+    expect(&progs[0], 0, "ROLE leader");
     for p in &progs {
-        p.expect(0, " members=3 ");
+        expect(p, 0, " members=3 ");
     }
     for p in &progs[1..] {
-        let first_role = p.expect(0, "ROLE ");
+        let first_role = expect(p, 0, "ROLE ");
         assert!(
-            p.lines()[first_role].contains("follower"),
+            p.stdout()[first_role].contains("follower"),
             "{:?}",
-            p.lines()
+            p.stdout()
         );
     }
     for p in &progs {
-        p.expect(0, "by node 1 pid");
+        expect(p, 0, "by node 1 pid");
     }
     cluster.kill_daemon(0);
-    let at = progs[1].expect(0, "ROLE leader");
+    let at = expect(&progs[1], 0, "ROLE leader");
     for p in &progs[1..] {
-        p.expect(at.min(p.lines().len()), "by node 2 pid");
+        expect(p, at.min(p.stdout().len()), "by node 2 pid");
     }
     // A few more of node 2's ticks, then check node 3's record.
-    let seen = ticks(&progs[2].lines()).len();
+    let seen = ticks(&progs[2].stdout()).len();
     let deadline = Instant::now() + WAIT;
-    while ticks(&progs[2].lines()).len() < seen + 5 {
+    while ticks(&progs[2].stdout()).len() < seen + 5 {
         assert!(Instant::now() < deadline, "node 2's member stopped ticking");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let record = ticks(&progs[2].lines());
+    let record = ticks(&progs[2].stdout());
     let numbers: Vec<u64> = record.iter().map(|t| t.0).collect();
     let first = numbers[0];
     assert_eq!(
@@ -182,14 +116,15 @@ fn reconnect_example_comes_back_after_a_daemon_restart() {
         cluster.node(0),
         RECONNECT,
         &["example-reconnect", "--interval-ms", "100"],
+        None,
     );
-    prog.expect(0, "CONFIRMED #1 in view 1.");
+    expect(&prog, 0, "CONFIRMED #1 in view 1.");
     cluster.kill_daemon(0);
-    let lost = prog.expect(0, "DISCONNECTED");
+    let lost = expect(&prog, 0, "DISCONNECTED");
     cluster.restart_daemon(0);
-    let back = prog.expect(lost, "RECONNECTED 2");
-    prog.expect(back, "in view 2.");
-    let lines = prog.lines();
+    let back = expect(&prog, lost, "RECONNECTED 2");
+    expect(&prog, back, "in view 2.");
+    let lines = prog.stdout();
     assert!(
         lines[lost..back]
             .iter()

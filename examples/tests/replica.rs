@@ -9,93 +9,48 @@
 //! harness panics, so these tests fail rather than skip. Every wait is bounded; each
 //! program is SIGKILLed and reaped when its [`Kv`] drops.
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{Child, ChildStdin, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use cpg_testkit::{Cluster, Node};
+use support::{heavy, Program};
 
 const KV: &str = env!("CARGO_BIN_EXE_kv");
 const WAIT: Duration = Duration::from_secs(60);
 
-/// One cluster at a time (2 cores).
-fn heavy() -> MutexGuard<'static, ()> {
-    static HEAVY: Mutex<()> = Mutex::new(());
-    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// `kv` on a node, fed commands on stdin, its stdout collected line by line.
 struct Kv {
-    what: String,
-    child: Child,
-    stdin: ChildStdin,
-    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+    program: Program,
 }
 
 impl Kv {
     fn start(node: &Node, args: &[&str]) -> Kv {
-        let what = format!("kv on node {}", node.nodeid());
-        let mut child = node
-            .command(KV)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        let out = child.stdout.take().unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                sink.0.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-                sink.1.notify_all();
-            }
-        });
         Kv {
-            what,
-            child,
-            stdin,
-            lines,
+            program: Program::start_with_open_stdin(node, KV, args),
         }
     }
 
     fn len(&self) -> usize {
-        self.lines.0.lock().unwrap().len()
+        self.program.stdout_len()
     }
 
     fn send(&mut self, command: &str) -> usize {
         let mark = self.len();
-        writeln!(self.stdin, "{command}").expect("write a command");
-        self.stdin.flush().unwrap();
+        self.program.write_line(command);
         mark
     }
 
     /// Waits until a line from index `from` on starts with `prefix`; returns it.
     fn expect(&self, from: usize, prefix: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        let mut lines = self.lines.0.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(l) = lines.iter().skip(from).find(|l| l.starts_with(prefix)) {
-                return l.clone();
-            }
-            let now = Instant::now();
-            assert!(
-                now < deadline,
-                "{}: no line starting with {prefix:?} within {WAIT:?}; output:\n{}",
-                self.what,
-                lines.join("\n")
-            );
-            lines = self
-                .lines
-                .1
-                .wait_timeout(lines, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        self.program
+            .wait_line(
+                from,
+                WAIT,
+                &format!("a line starting with {prefix:?}"),
+                |l| l.starts_with(prefix),
+            )
+            .1
     }
 
     /// Sends a command and returns the first answer line starting with one of
@@ -104,20 +59,19 @@ impl Kv {
         let mark = self.send(command);
         let deadline = Instant::now() + WAIT;
         loop {
+            if let Some(l) = self
+                .program
+                .stdout()
+                .into_iter()
+                .skip(mark)
+                .find(|l| answers.iter().any(|a| l.starts_with(a)))
             {
-                let lines = self.lines.0.lock().unwrap();
-                if let Some(l) = lines
-                    .iter()
-                    .skip(mark)
-                    .find(|l| answers.iter().any(|a| l.starts_with(a)))
-                {
-                    return l.clone();
-                }
+                return l;
             }
             assert!(
                 Instant::now() < deadline,
-                "{}: no answer to {command:?}",
-                self.what
+                "no answer to {command:?}: {}",
+                self.program.report()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -134,8 +88,8 @@ impl Kv {
             }
             assert!(
                 Instant::now() < deadline,
-                "{}: get {key} answers {got:?}, want {want:?}",
-                self.what
+                "get {key} answers {got:?}, want {want:?}: {}",
+                self.program.report()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -150,16 +104,9 @@ impl Kv {
             if d.ends_with(&format!("members={n} phase=Ready")) {
                 return d.split(' ').take(3).collect::<Vec<_>>().join(" ");
             }
-            assert!(Instant::now() < deadline, "{}: {d}", self.what);
+            assert!(Instant::now() < deadline, "{d}: {}", self.program.report());
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-}
-
-impl Drop for Kv {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -227,8 +174,8 @@ fn kv_survives_kills_partitions_and_restarts() {
         k.expect(mark, "VERIFIED");
     }
     for k in &kv {
-        let all = k.lines.0.lock().unwrap().join("\n");
-        assert!(!all.contains("DIVERGED"), "{}:\n{all}", k.what);
+        let all = k.program.stdout().join("\n");
+        assert!(!all.contains("DIVERGED"), "{}", k.program.report());
     }
 }
 
@@ -243,16 +190,6 @@ fn kv_answers_help() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Usage: kv"), "{text}");
-}
-
-/// Sends `SIG<name>` to `pid` (a child this test started and has not reaped).
-fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{name} {pid}: {status}");
 }
 
 /// A copy whose process is stopped (SIGSTOP: its daemon keeps it in the group, it
@@ -271,8 +208,11 @@ fn kv_a_stopped_copy_does_not_stall_the_others() {
         .ask("set before ghost", &["OK", "ERR"])
         .starts_with("OK"));
     kv[2].wait_value("before", "VALUE before ghost");
-    let ghost = kv[2].child.id();
-    signal(ghost, "STOP");
+    assert!(
+        kv[2].program.signal(libc::SIGSTOP),
+        "SIGSTOP: {}",
+        kv[2].program.report()
+    );
 
     let joined = Instant::now();
     kv.push(Kv::start(cluster.node(0), &args));
@@ -290,7 +230,11 @@ fn kv_a_stopped_copy_does_not_stall_the_others() {
         .starts_with("OK"));
     kv[1].wait_value("during", "VALUE during ghost");
 
-    signal(ghost, "CONT");
+    assert!(
+        kv[2].program.signal(libc::SIGCONT),
+        "SIGCONT: {}",
+        kv[2].program.report()
+    );
     kv[2].wait_value("during", "VALUE during ghost");
     let digests: Vec<String> = kv.iter_mut().map(|k| k.wait_synced(4)).collect();
     assert!(

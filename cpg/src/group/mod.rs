@@ -134,6 +134,21 @@
 //! reconnects) in the network namespace of the thread that started it. Callbacks of
 //! the underlying handle only feed the machine; application code runs on the caller's
 //! threads.
+//!
+//! # Measured
+//!
+//! On the 3-node test cluster (debug build, 2 shared cores, 6 runs): one confirmed
+//! send at a time took 0.36 to 0.56 ms (median), 3.5 to 9.8 ms at worst; a SIGKILLed
+//! daemon was noticed within 13 to 16 ms and, once restarted, rejoined 0.9 s after the
+//! restart began. The tests print these figures:
+//!
+//! ```text
+//! cargo test -p cpg --features tokio --test group_confirmed --test group_reconnect -- --nocapture
+//! ```
+//!
+//! (A run on 2026-11-30: median 0.36 ms, p90 0.59 ms, max 0.85 ms; loss noticed after
+//! 14 ms; reconnected 0.91 s after the restart began, which includes the test kit's
+//! wait for the other nodes' links to the killed node to go down, about 0.3 s.)
 
 mod blocking;
 mod driver;

@@ -46,9 +46,20 @@
 //! allocation per message), every event costs one `cpg_dispatch` call (which takes
 //! libcpg's handle lock) instead of sharing one with its neighbours, and the runtime
 //! adds its own (reactor wake-ups). Where that matters, or where messages should not be
-//! copied at all, use [`Handle`] with callbacks on a dedicated thread. The README's
-//! benchmark section has the measured figures, including what glibc's allocator does
-//! with messages of hundreds of kilobytes (and the `GLIBC_TUNABLES` that avoid it).
+//! copied at all, use [`Handle`] with callbacks on a dedicated thread. The benchmark
+//! programs' README (`build-support/bench/README.md`) has the measured figures.
+//!
+//! Messages of hundreds of kilobytes and more cost extra CPU (not throughput) under
+//! glibc's allocator: a send that waits out back-pressure queues the events it reads
+//! meanwhile, and each time two large messages have been alive at once and are freed,
+//! glibc trims its heap and grows it again (page faults). `bench --async` on a 3-node
+//! cluster: 1 MB messages at 3× the CPU per message of a blocking client that copies
+//! them too, 1.2× with glibc's trim and mmap thresholds both raised, for example
+//! `GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432`
+//! (raising only the trim threshold fixes glibc's mmap threshold at 128 KiB, and then
+//! every large message is a fresh `mmap`: 7× on both paths). The same two settings
+//! can be made with `mallopt` at start-up, or another allocator used; this crate
+//! leaves the process's allocator alone.
 //!
 //! # Why events pass through a thread-local mailbox
 //!

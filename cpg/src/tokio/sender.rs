@@ -39,6 +39,10 @@ impl AsyncHandle {
 /// whole message to the daemon or fails). After the handle is closed or dropped,
 /// sends fail with [`Error::Closed`](crate::Error::Closed), and waiting sends wake at once.
 ///
+/// Waiting sends are woken from inside `cpg_dispatch`, on the thread that reads the
+/// stream: a waker that panics there is caught like a panicking callback (it never
+/// unwinds into C), and the other waiting sends are still woken.
+///
 /// ```no_run
 /// # async fn run() -> Result<(), cpg::Error> {
 /// let mut cpg = cpg::AsyncHandle::new()?;

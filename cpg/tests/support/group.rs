@@ -2,6 +2,7 @@
 //! [`cpg_testkit::Cluster`], each a [`Participant`] with a thread that records every
 //! event it produces, in order, into a [`Log`] the test waits on with bounded waits.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use cpg::group::{Config, Event, Group, View};
 use cpg::{GroupName, Member};
-use cpg_testkit::Node;
+use cpg_testkit::{Cluster, Node};
 
 use super::log::{Log, Observed};
 use super::WAIT;
@@ -177,6 +178,43 @@ impl Drop for Participant {
         }
         drop(self.group.take());
     }
+}
+
+/// Starts a [`Participant`] of `group` with `config` on each of the nodes `nodes`
+/// (indexes into `cluster`), one after the other, named `node1`, `node2`, ... by node;
+/// each has its first view when this returns.
+pub fn start_on(
+    cluster: &Cluster,
+    nodes: Range<usize>,
+    group: &GroupName,
+    config: &Config,
+) -> Vec<Participant> {
+    nodes
+        .map(|i| {
+            Participant::start(
+                cluster.node(i),
+                &format!("node{}", i + 1),
+                group,
+                config.clone(),
+            )
+        })
+        .collect()
+}
+
+/// [`start_on`] every node of `cluster`, then waits until each participant has
+/// installed the view of all of them. Returns the participants and that view's
+/// members, in node order.
+pub fn start_all(
+    cluster: &Cluster,
+    group: &GroupName,
+    config: &Config,
+) -> (Vec<Participant>, Vec<Member>) {
+    let peers = start_on(cluster, 0..cluster.nodes().len(), group, config);
+    let all: Vec<Member> = peers.iter().map(Participant::member).collect();
+    for p in &peers {
+        p.log().wait_view(&all);
+    }
+    (peers, all)
 }
 
 /// Asserts that `peers` (all in one partition) agree on the latest view: the same

@@ -25,7 +25,7 @@ use cpg_testkit::{Cluster, Node};
 use super::event::{recording_handle, Event, Keep};
 use super::log::Log;
 use super::message::message;
-use super::{BIG_STACK, WAIT};
+use super::{pid, BIG_STACK, WAIT};
 
 /// How long one dispatch of a threaded peer waits before it looks at its commands
 /// again.
@@ -306,6 +306,21 @@ impl Peer {
             None => Ok(stats.sent.load(Ordering::SeqCst)),
         }
     }
+}
+
+/// Two pumped peers of this process, on node 1 and node 2 of `cluster`, both joined to
+/// `group` and seeing each other in it.
+pub fn joined_pair(cluster: &Cluster, group: &GroupName) -> (Peer, Peer) {
+    let a = Peer::pumped(cluster, 0);
+    let b = Peer::pumped(cluster, 1);
+    a.handle().join(group).expect("join a");
+    b.handle().join(group).expect("join b");
+    let both = vec![Member::new(1, pid()), Member::new(2, pid())];
+    pump_until(&[&a, &b], WAIT, "both members in both views", || {
+        a.last_members(group).as_ref() == Some(&both)
+            && b.last_members(group).as_ref() == Some(&both)
+    });
+    (a, b)
 }
 
 /// Dispatches every (pumped) peer until `done` holds, failing the test after `timeout`.

@@ -41,6 +41,27 @@ where
     })
 }
 
+/// Runs the async test body `f` to its end on a current-thread runtime, on a thread
+/// with a [`BIG_STACK`](super::BIG_STACK) inside `node`'s network namespace: what `f`
+/// connects (handles, the layers' drivers, which dispatch on this thread) reaches
+/// `node`'s daemon.
+pub fn block_on_node<F, Fut>(node: &'static Node, f: F) -> Fut::Output
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future,
+    Fut::Output: Send + 'static,
+{
+    big_stack(move || {
+        node.enter(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("build tokio runtime")
+                .block_on(f())
+        })
+    })
+}
+
 /// Connects an [`AsyncHandle`] to `node`'s daemon. Must run inside a runtime context
 /// (a task, or `block_on`).
 pub fn connect(node: &Node) -> AsyncHandle {

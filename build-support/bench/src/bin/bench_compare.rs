@@ -17,7 +17,7 @@
 //!   message, as the async one does.
 //!
 //! ```text
-//! cargo build --release -p cpg-examples --bins
+//! cargo build --release -p cpg-bench --bins
 //! target/release/bench_compare                 # 1 node, then a 3-node cluster
 //! target/release/bench_compare --nodes 1 --rounds 3 --duration 1
 //! target/release/bench_compare --implementations safe,async   # the async table only
@@ -186,7 +186,7 @@ fn run(args: &Args) -> Result<bool, String> {
     for exe in [&safe, &raw] {
         if !exe.is_file() {
             return Err(format!(
-                "{} not found: build with `cargo build --release -p cpg-examples --bins`",
+                "{} not found: build with `cargo build --release -p cpg-bench --bins`",
                 exe.display()
             ));
         }

@@ -1,5 +1,6 @@
 //! The `nemesis` program as CI runs it: the checker's self-test, and a short run of
-//! random faults on a private 3-node cluster that must find no violation.
+//! random faults on a private 3-node cluster that must find no violation; and its
+//! `--help`.
 //!
 //! The run needs root and corosync (and nftables), like every test of this workspace:
 //! without them nemesis fails, and so does this test; it never skips.
@@ -57,6 +58,20 @@ fn run(args: &[&str], timeout: Duration) -> (Option<i32>, String, String) {
     (status.and_then(|s| s.code()), out, err)
 }
 
+/// `nemesis --help` prints its own usage text (not the package's description) and
+/// exits 0 without doing anything else.
+#[test]
+fn nemesis_answers_help() {
+    let (code, out, err) = run(&["--help"], Duration::from_secs(30));
+    assert_eq!(code, Some(0), "nemesis --help:\n{out}\n{err}");
+    assert!(out.contains("Usage: nemesis"), "{out}");
+    assert!(
+        !out.contains(env!("CARGO_PKG_DESCRIPTION")),
+        "nemesis --help shows the package description: {out}"
+    );
+    assert!(err.is_empty(), "nemesis --help wrote to stderr: {err}");
+}
+
 /// Every planted defect is detected and the clean history passes.
 #[test]
 fn nemesis_self_test_detects_every_planted_defect() {
@@ -86,8 +101,8 @@ fn nemesis_self_test_detects_every_planted_defect() {
 /// A short run: at least 30 faults of every kind on a 3-node cluster with 9 plain
 /// clients (blocking and async), 3 group-layer and 3 replica clients, then heal, drain
 /// and check. No violation, and the final line counts what was checked. Anomalies of
-/// the daemon (messages corosync lost in a ring recovery, rings it never announced:
-/// README, "Guarantees under faults") are printed and allowed.
+/// the daemon (messages corosync lost in a ring recovery, rings it never announced: this
+/// package's README, "What the runs showed about corosync") are printed and allowed.
 #[test]
 fn nemesis_short_run_finds_no_violation() {
     // The histories are kept for a failure's evidence, and removed on success.

@@ -2,9 +2,9 @@
 //! `corosync-sys` with raw `unsafe` calls and C-style callbacks, no safe layer.
 //!
 //! ```text
-//! cargo run --release -p cpg-examples --bin bench_raw -- --duration 2
-//! cargo run --release -p cpg-examples --bin bench_raw -- --mode busy-retry
-//! cargo run --release -p cpg-examples --bin bench_raw -- --mode single-thread
+//! cargo run --release -p cpg-bench --bin bench_raw -- --duration 2
+//! cargo run --release -p cpg-bench --bin bench_raw -- --mode busy-retry
+//! cargo run --release -p cpg-bench --bin bench_raw -- --mode single-thread
 //! ```
 //!
 //! Three designs (`--mode`), each counting deliveries in the same [`Receiver`] as

@@ -34,7 +34,7 @@ impl Replicated for Boom {
 #[test]
 fn a_panicking_apply_ends_the_replica_instead_of_hanging_its_tickets() {
     let node = cpg_testkit::shared();
-    let group = unique_group("review2-replica-panic");
+    let group = unique_group("apply-panic");
     let replica = node
         .enter(|| Replica::start(group, Boom::default()))
         .unwrap();
@@ -61,7 +61,7 @@ fn a_panicking_apply_ends_the_replica_instead_of_hanging_its_tickets() {
 #[cfg(feature = "tokio")]
 #[test]
 fn a_panicking_apply_ends_the_async_replica_too() {
-    let group = unique_group("review2-replica-panic-async");
+    let group = unique_group("apply-panic-async");
     support::big_stack(move || {
         cpg_testkit::shared().enter(|| {
             let rt = tokio::runtime::Builder::new_multi_thread()

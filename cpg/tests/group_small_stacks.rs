@@ -10,7 +10,7 @@ use tokio::time::timeout;
 
 #[test]
 fn an_async_group_on_small_worker_stacks_stops_with_a_reason() {
-    let group = unique_group("review2-small");
+    let group = unique_group("small-stacks");
     cpg_testkit::shared().enter(|| {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

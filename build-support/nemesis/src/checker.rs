@@ -48,9 +48,10 @@
 //! ([`Check::UnannouncedMembership`]), and messages of a node that failed which the
 //! clients of one surviving node delivered and those of another never did, although
 //! both moved on together ([`Check::LostInRecovery`]: corosync's ring recovery lost
-//! them; see the README, "Guarantees under faults"). Both are recognised only when
-//! the difference is the same at every client of a node (a daemon serves all its
-//! clients alike; a binding that lost a message would lose it at one client).
+//! them; see this package's README, "What the runs showed about corosync"). Both are
+//! recognised only when the difference is the same at every client of a node (a
+//! daemon serves all its clients alike; a binding that lost a message would lose it
+//! at one client).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -80,7 +81,8 @@ pub enum Check {
     Binding,
     /// A virtual-synchrony difference across totem rings that corosync never
     /// announced to the clients (neither as a totem change nor as a view): a daemon
-    /// behaviour, documented in the README ("Guarantees under faults").
+    /// behaviour, documented in this package's README ("What the runs showed about
+    /// corosync").
     UnannouncedMembership,
     /// Group layer: a confirmation resolved more than once, or at a position where
     /// its sender did not deliver it.
@@ -100,7 +102,7 @@ pub enum Check {
     /// messages of a node that failed in the transition and the clients of another
     /// node, moving on with them, never did: corosync's ring recovery could not give
     /// the second node messages the first had already delivered (a daemon behaviour,
-    /// documented in the README, "Guarantees under faults").
+    /// documented in this package's README, "messages lost in corosync's recovery").
     LostInRecovery,
 }
 
@@ -829,8 +831,8 @@ fn virtual_synchrony(
                                 "{evidence}; they were sent from node(s) {:?}, which left in \
                                  this transition, and no client on node {} ever delivered \
                                  them: corosync's recovery of ring {} could not give node {} \
-                                 messages node {} had delivered (README, \"Guarantees under \
-                                 faults\")",
+                                 messages node {} had delivered (build-support/nemesis/README.md, \
+                                 \"messages lost in corosync's recovery\")",
                                 loss.senders,
                                 loss.missing_on,
                                 show_ring(loss.ring),

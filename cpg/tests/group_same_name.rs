@@ -11,7 +11,7 @@ use support::{unique_group, WAIT};
 
 #[test]
 fn a_second_group_of_the_same_name_fails_and_the_first_keeps_working() {
-    let name = unique_group("review2-same");
+    let name = unique_group("same-name");
     let node = cpg_testkit::shared();
     let a = node.enter(|| Group::join(name)).unwrap();
     assert!(a.wait_view(WAIT, |_| true).is_some());

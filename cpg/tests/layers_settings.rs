@@ -1,12 +1,15 @@
-//! `Duration::MAX` as "wait without bound" (and other huge durations) in the blocking
-//! client calls and in the layers' configuration: no arithmetic overflow panics.
+//! The group and replica layers' settings at their edges: `Duration::MAX` as "wait
+//! without bound" (and other huge durations) in the blocking client calls and in the
+//! configuration, without an arithmetic overflow panic; and a send queue of 0, which
+//! can send nothing (a replica over it never synced and its tickets never resolved),
+//! refused at start.
 
 mod support;
 
 use std::time::Duration;
 
-use cpg::group::{Config, Event, Group};
-use cpg::replica::{self, Replica};
+use cpg::group::{self, Config, Event, Group, GroupError};
+use cpg::replica::{self, Replica, ReplicaError};
 use cpg::retry::Backoff;
 use support::replica::Count;
 use support::{unique_group, WAIT};
@@ -15,7 +18,7 @@ use support::{unique_group, WAIT};
 fn group_calls_take_duration_max() {
     let node = cpg_testkit::shared();
     let group = node
-        .enter(|| Group::join(unique_group("review2-max")))
+        .enter(|| Group::join(unique_group("max-durations")))
         .unwrap();
     // The first view is queued already or soon: next_event(MAX) returns it.
     assert!(matches!(
@@ -40,7 +43,7 @@ fn group_config_with_huge_retry_delays_does_not_panic_its_thread() {
     };
     let group = node
         .enter(|| {
-            Group::builder(unique_group("review2-huge"))
+            Group::builder(unique_group("huge-delays"))
                 .config(config)
                 .start()
         })
@@ -59,7 +62,7 @@ fn replica_with_unbounded_timeouts_works() {
     config.verify_interval = Some(Duration::MAX);
     let r = node
         .enter(|| {
-            Replica::builder(unique_group("review2-rmax"), Count::default())
+            Replica::builder(unique_group("max-durations-r"), Count::default())
                 .config(config)
                 .start()
         })
@@ -69,4 +72,33 @@ fn replica_with_unbounded_timeouts_works() {
     assert_eq!(v, 1);
     assert!(r.next_event(Duration::MAX).is_some());
     r.leave(Duration::MAX).unwrap();
+}
+
+#[test]
+fn a_queue_limit_of_zero_is_refused_at_start() {
+    let mut config = Config::default();
+    config.queue_limit = 0;
+    let r = cpg_testkit::shared().enter(|| {
+        Replica::builder(unique_group("queue-zero-r"), Count::default())
+            .group_config(config.clone())
+            .start()
+    });
+    match r {
+        Err(ReplicaError::Join(GroupError::Connect(cpg::Error::InvalidArgument(_)))) => {}
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(r) => {
+            let ready = r.wait_ready(Duration::from_secs(5), |_| true).is_some();
+            let t = r.submit("x").unwrap().wait(Duration::from_secs(5));
+            panic!("started; ready: {ready}, ticket: {t:?}");
+        }
+    }
+    let g = cpg_testkit::shared().enter(|| {
+        group::Group::builder(unique_group("queue-zero-g"))
+            .config(config)
+            .start()
+    });
+    assert!(matches!(
+        g,
+        Err(GroupError::Connect(cpg::Error::InvalidArgument(_)))
+    ));
 }

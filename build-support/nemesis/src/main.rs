@@ -33,9 +33,9 @@
 //!
 //! Virtual-synchrony differences that the daemons cause (rings the clients were never
 //! told about; a failed node's messages that corosync's ring recovery lost for one
-//! survivor; see `checker.rs` and the README) are printed as `ANOMALY` with their
-//! evidence and not counted, unless `--strict`. `--daemon-debug` keeps totem trace
-//! logs, `--schedule` replays a fixed fault sequence.
+//! survivor; see `checker.rs` and this package's README) are printed as `ANOMALY` with
+//! their evidence and not counted, unless `--strict`. `--daemon-debug` keeps totem
+//! trace logs, `--schedule` replays a fixed fault sequence.
 //!
 //! Needs root (network namespaces).
 

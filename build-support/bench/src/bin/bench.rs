@@ -4,12 +4,12 @@
 //! message takes to come back).
 //!
 //! ```text
-//! cargo run --release -p cpg-examples --bin bench -- --duration 2
-//! cargo run --release -p cpg-examples --bin bench -- --verify          # check every message
-//! cargo run --release -p cpg-examples --bin bench -- --single-thread   # the one-thread loop
-//! cargo run --release -p cpg-examples --bin bench -- --latency         # one message in flight
-//! cargo run --release -p cpg-examples --bin bench -- --receive-only    # on another node
-//! cargo run --release -p cpg-examples --bin bench -- --async           # AsyncHandle
+//! cargo run --release -p cpg-bench --bin bench -- --duration 2
+//! cargo run --release -p cpg-bench --bin bench -- --verify          # check every message
+//! cargo run --release -p cpg-bench --bin bench -- --single-thread   # the one-thread loop
+//! cargo run --release -p cpg-bench --bin bench -- --latency         # one message in flight
+//! cargo run --release -p cpg-bench --bin bench -- --receive-only    # on another node
+//! cargo run --release -p cpg-bench --bin bench -- --async           # AsyncHandle
 //! ```
 //!
 //! The process joins a group, sends messages of one size as fast as the daemon takes

@@ -33,7 +33,7 @@ fn ends_with_panic(f: impl FnOnce() + Send + 'static) -> Option<String> {
 fn a_group_method_inside_wait_view_panics_instead_of_deadlocking() {
     let group = Arc::new(
         cpg_testkit::shared()
-            .enter(|| Group::join(unique_group("review2-reentry-g")))
+            .enter(|| Group::join(unique_group("reentry-g")))
             .unwrap(),
     );
     assert!(group.wait_view(WAIT, |_| true).is_some());
@@ -51,7 +51,7 @@ fn a_group_method_inside_wait_view_panics_instead_of_deadlocking() {
 fn a_replica_method_inside_read_panics_instead_of_deadlocking() {
     let replica = Arc::new(
         cpg_testkit::shared()
-            .enter(|| Replica::start(unique_group("review2-reentry-r"), Count::default()))
+            .enter(|| Replica::start(unique_group("reentry-r"), Count::default()))
             .unwrap(),
     );
     assert!(replica.wait_ready(WAIT, |_| true).is_some());
@@ -95,7 +95,7 @@ fn a_replica_call_from_apply_ends_the_replica_instead_of_deadlocking() {
     let me = Arc::clone(&echo.me);
     let replica = Arc::new(
         cpg_testkit::shared()
-            .enter(|| Replica::start(unique_group("review2-reentry-a"), echo))
+            .enter(|| Replica::start(unique_group("reentry-a"), echo))
             .unwrap(),
     );
     *me.lock().unwrap() = Some(Arc::clone(&replica));

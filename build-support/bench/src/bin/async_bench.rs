@@ -3,7 +3,7 @@
 //! private corosync.
 //!
 //! ```text
-//! cargo build --release -p cpg-examples --bin async_bench
+//! cargo build --release -p cpg-bench --bin async_bench
 //! target/release/async_bench                         # 5 rounds, 20,000 messages per size
 //! target/release/async_bench --rounds 3 --count 5000 --sizes 64,4096
 //! ```

@@ -1,4 +1,4 @@
-//! What the measurement programs in `examples/bench/` share, so that the only
+//! What the measurement programs of this package (`src/bin/`) share, so that the only
 //! difference between `bench` (safe crate) and `bench_raw` (raw `corosync-sys` calls) is
 //! the binding layer: the wire format of benchmark messages, the checksum, the
 //! receiver's accounting, the counting allocator, CPU time, the sending side of a

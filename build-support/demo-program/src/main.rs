@@ -9,6 +9,10 @@
 //! target/release/demo                # (root) once built
 //! ```
 //!
+//! It runs the `chat`, `members` and `kv` examples (package `cpg-examples`) as
+//! processes, found beside this program's own executable: `build-support/demo` builds
+//! both packages.
+//!
 //! The cluster comes from `cpg-testkit`: each node's corosync runs in its own network
 //! namespace, so nothing touches the machine's network or a corosync it already runs.
 //! Bounded: every wait has a timeout; the whole demo takes about two minutes.
@@ -382,7 +386,8 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
         Ok(exe)
     } else {
         Err(format!(
-            "{} not found: build with `cargo build --release -p cpg-examples --bins`",
+            "{} not found: build with `cargo build --release -p cpg-examples -p cpg-demo --bins` \
+             (build-support/demo does)",
             exe.display()
         ))
     }
