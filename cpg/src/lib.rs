@@ -21,6 +21,9 @@
 //!   confirmed sends, as a state machine with a blocking and a tokio driver.
 //! - [`replica`]: replicated state on top of [`group`] that converges after every
 //!   membership change: catch-up, chunked state transfer, merge after a partition.
+//! - `quorum` (feature **`quorum`**, off by default): the cluster's quorum from
+//!   corosync's quorum service: whether this partition is quorate, and every change,
+//!   with callbacks or (with `tokio`) as a stream; see the `cpg::quorum` module.
 //!
 //! # Example
 //!
@@ -77,9 +80,15 @@ mod lock;
 mod name;
 mod options;
 mod process;
+#[cfg(feature = "quorum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "quorum")))]
+pub mod quorum;
 pub mod replica;
 pub mod retry;
 mod sender;
+// The shared core of the other services' handles; each service's feature is listed.
+#[cfg(feature = "quorum")]
+mod service;
 mod stack;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
