@@ -1,5 +1,6 @@
-//! Errors: every `cs_error_t` libcpg can return, the operation that returned it, and the
-//! mistakes this crate catches before C is called.
+//! Errors: every `cs_error_t` the corosync libraries can return, the operation that
+//! returned it (and the [`Service`] it belongs to), and the mistakes this crate catches
+//! before C is called.
 
 use std::ffi::CStr;
 use std::fmt;
@@ -11,7 +12,33 @@ use crate::name::GroupName;
 /// A `Result` whose error is this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The libcpg (or Rust-side) operation that failed.
+/// A corosync client library, as the services this crate talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Service {
+    /// Closed process groups (libcpg): [`Handle`](crate::Handle).
+    Cpg,
+    /// The cluster's quorum (libquorum): `cpg::quorum` (feature `quorum`).
+    Quorum,
+}
+
+impl Service {
+    /// The client library's name, such as `"libquorum"`.
+    pub fn library(self) -> &'static str {
+        match self {
+            Service::Cpg => "libcpg",
+            Service::Quorum => "libquorum",
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.library())
+    }
+}
+
+/// The corosync library (or Rust-side) operation that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Operation {
@@ -61,6 +88,21 @@ pub enum Operation {
     Wait,
     /// Reading the daemon connection's peer credentials (`getsockopt(SO_PEERCRED)`).
     PeerCredentials,
+    /// `quorum_model_initialize` (`quorum_initialize` where the headers lack the v1
+    /// model): connecting to the quorum service.
+    QuorumInitialize,
+    /// `quorum_finalize`
+    QuorumFinalize,
+    /// `quorum_fd_get`
+    QuorumFdGet,
+    /// `quorum_dispatch`
+    QuorumDispatch,
+    /// `quorum_getquorate`
+    QuorumGetQuorate,
+    /// `quorum_trackstart`
+    QuorumTrackStart,
+    /// `quorum_trackstop`
+    QuorumTrackStop,
 }
 
 impl Operation {
@@ -88,7 +130,51 @@ impl Operation {
             Operation::Register => "epoll_ctl",
             Operation::Wait => "epoll_wait",
             Operation::PeerCredentials => "getsockopt(SO_PEERCRED)",
+            #[cfg(corosync_has_quorum_model_v1)]
+            Operation::QuorumInitialize => "quorum_model_initialize",
+            #[cfg(not(corosync_has_quorum_model_v1))]
+            Operation::QuorumInitialize => "quorum_initialize",
+            Operation::QuorumFinalize => "quorum_finalize",
+            Operation::QuorumFdGet => "quorum_fd_get",
+            Operation::QuorumDispatch => "quorum_dispatch",
+            Operation::QuorumGetQuorate => "quorum_getquorate",
+            Operation::QuorumTrackStart => "quorum_trackstart",
+            Operation::QuorumTrackStop => "quorum_trackstop",
         }
+    }
+
+    /// The service (client library) the operation belongs to. The Rust-side and
+    /// system operations (`poll`, reactor registration, peer credentials) belong to
+    /// [`Service::Cpg`] here; the quorum handles report their own.
+    pub fn service(self) -> Service {
+        match self {
+            Operation::QuorumInitialize
+            | Operation::QuorumFinalize
+            | Operation::QuorumFdGet
+            | Operation::QuorumDispatch
+            | Operation::QuorumGetQuorate
+            | Operation::QuorumTrackStart
+            | Operation::QuorumTrackStop => Service::Quorum,
+            _ => Service::Cpg,
+        }
+    }
+
+    /// What `code` means when this operation returns it, where that differs from the
+    /// code's general hint ([`CsError`]'s text).
+    fn hint(self, code: CsError) -> Option<&'static str> {
+        Some(match (self, code) {
+            (Operation::QuorumTrackStart, CsError::Exist) => {
+                "this handle tracks quorum changes already; stop tracking first"
+            }
+            (Operation::QuorumTrackStop, CsError::NotExist) => {
+                "this handle does not track quorum changes"
+            }
+            (op, CsError::NotExist) if op.service() == Service::Quorum => {
+                "the quorum service has nothing to answer with: is a quorum provider \
+                 configured (corosync.conf `quorum { provider: corosync_votequorum }`)?"
+            }
+            _ => return None,
+        })
     }
 }
 
@@ -235,11 +321,10 @@ impl CsError {
     }
 }
 
-/// The library's text (`cs_strerror`), then the code's name where the text is not
-/// already that name, then a hint: `CS_ERR_LIBRARY: no connection to the corosync
-/// daemon (not running, or lost)`.
-impl fmt::Display for CsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl CsError {
+    /// Writes the library's text, the code's name where the text is not already that
+    /// name, and a hint: `op`'s own for this code if it has one, else the code's.
+    fn write(&self, f: &mut fmt::Formatter<'_>, op: Option<Operation>) -> fmt::Result {
         let text = self.description();
         f.write_str(text)?;
         if let CsError::Unknown(code) = self {
@@ -256,28 +341,51 @@ impl fmt::Display for CsError {
                  with `uidgid {{ uid: {uid} }}` (or a gid), or run as root"
             );
         }
-        if let Some(hint) = self.hint() {
+        if let Some(hint) = op.and_then(|op| op.hint(*self)).or_else(|| self.hint()) {
             write!(f, ": {hint}")?;
         }
         Ok(())
     }
 }
 
+/// The library's text (`cs_strerror`), then the code's name where the text is not
+/// already that name, then a hint: `CS_ERR_LIBRARY: no connection to the corosync
+/// daemon (not running, or lost)`. Inside an [`Error::Cs`] the hint is the operation's
+/// where the code means something particular there.
+impl fmt::Display for CsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, None)
+    }
+}
+
+/// A code as the failed operation explains it (the text of [`Error::Cs`]).
+struct Explained {
+    code: CsError,
+    op: Operation,
+}
+
+impl fmt::Display for Explained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.code.write(f, Some(self.op))
+    }
+}
+
 /// Everything that can go wrong.
 ///
-/// Errors returned by libcpg are [`Error::Cs`], with the operation and the
-/// [`CsError`] code. Mistakes found on the Rust side, before C is called, have their own
-/// variants. Helpers answer the questions a caller usually has:
+/// Errors returned by libcpg (or another corosync library, such as libquorum) are
+/// [`Error::Cs`], with the operation and the [`CsError`] code; its text explains the
+/// code as that operation means it. Mistakes found on the Rust side, before C is
+/// called, have their own variants. Helpers answer the questions a caller usually has:
 /// [`is_retryable`](Error::is_retryable) and [`is_daemon_lost`](Error::is_daemon_lost).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// libcpg returned an error code.
-    #[error("{op} failed: {code}")]
+    /// A corosync library returned an error code.
+    #[error("{op} failed: {}", Explained { code: *.code, op: *.op })]
     Cs {
         /// The operation that failed.
         op: Operation,
-        /// The code libcpg returned.
+        /// The code the library returned.
         code: CsError,
     },
     /// A group name longer than [`GroupName::MAX_LEN`](crate::GroupName::MAX_LEN) bytes.
@@ -351,6 +459,19 @@ pub enum Error {
          must not move while other threads use it); close one first"
     )]
     TooManyHandles {
+        /// The limit.
+        max: usize,
+    },
+    /// [`MAX_HANDLES`](crate::MAX_HANDLES) handles of another corosync library (such
+    /// as libquorum) are open in this process; close one first. Each library has a
+    /// handle table, and a cap, of its own.
+    #[error(
+        "{max} handles of {service} are open in this process, the most allowed \
+         (libqb's handle table must not move while other threads use it); close one first"
+    )]
+    TooManyServiceHandles {
+        /// The library whose handles are all in use.
+        service: Service,
         /// The limit.
         max: usize,
     },
@@ -563,5 +684,62 @@ mod tests {
             Error::TooManyBuffers { count: 64, max: 63 }.to_string(),
             "64 buffers in one send; libcpg takes at most 63"
         );
+    }
+
+    #[test]
+    fn hints_follow_the_operation_where_a_code_means_something_particular() {
+        let text = |op, code| Error::Cs { op, code }.to_string();
+        // NOT_EXIST: a CPG leave of a group not joined, a quorum call with no
+        // provider, a quorum track_stop without tracking.
+        let cpg = text(Operation::Leave, CsError::NotExist);
+        assert!(cpg.contains("not joined?"), "{cpg}");
+        let quorum = text(Operation::QuorumGetQuorate, CsError::NotExist);
+        assert!(quorum.starts_with("quorum_getquorate failed: "), "{quorum}");
+        assert!(quorum.contains("quorum provider"), "{quorum}");
+        assert!(!quorum.contains("joined"), "{quorum}");
+        let stop = text(Operation::QuorumTrackStop, CsError::NotExist);
+        assert!(stop.contains("does not track"), "{stop}");
+        let start = text(Operation::QuorumTrackStart, CsError::Exist);
+        assert!(start.contains("tracks quorum changes already"), "{start}");
+        assert!(!start.contains("joined"), "{start}");
+        // Codes without an operation's hint keep the general one.
+        let lost = text(Operation::QuorumDispatch, CsError::Library);
+        assert!(
+            lost.contains("no connection to the corosync daemon"),
+            "{lost}"
+        );
+        // CS_ERR_ACCESS keeps its uidgid hint on every service.
+        for op in [Operation::Initialize, Operation::QuorumInitialize] {
+            let access = text(op, CsError::Access);
+            assert!(access.contains("uidgid { uid: "), "{access}");
+        }
+        // The code alone (outside an Error::Cs) has the general hint.
+        assert!(CsError::NotExist.to_string().contains("not joined?"));
+    }
+
+    #[test]
+    fn operations_name_their_service_and_c_function() {
+        assert_eq!(Operation::Dispatch.service(), Service::Cpg);
+        assert_eq!(Operation::Poll.service(), Service::Cpg);
+        for op in [
+            Operation::QuorumInitialize,
+            Operation::QuorumFinalize,
+            Operation::QuorumFdGet,
+            Operation::QuorumDispatch,
+            Operation::QuorumGetQuorate,
+            Operation::QuorumTrackStart,
+            Operation::QuorumTrackStop,
+        ] {
+            assert_eq!(op.service(), Service::Quorum, "{op:?}");
+            assert!(op.c_name().starts_with("quorum_"), "{op:?}");
+        }
+        assert_eq!(Operation::QuorumTrackStop.c_name(), "quorum_trackstop");
+        assert_eq!(Service::Quorum.to_string(), "libquorum");
+        let cap = Error::TooManyServiceHandles {
+            service: Service::Quorum,
+            max: 32,
+        }
+        .to_string();
+        assert!(cap.starts_with("32 handles of libquorum are open"), "{cap}");
     }
 }

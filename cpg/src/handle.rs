@@ -163,46 +163,9 @@ impl Handle {
         // On error, dropping `handle` finalizes and frees.
         Error::check(Operation::FdGet, rc)?;
         if let Some(expected) = options.daemon_uid {
-            handle.check_peer(expected)?;
+            crate::fd::check_peer(handle.link().fd, expected)?;
         }
         Ok(handle)
-    }
-
-    /// Fails with [`Error::UntrustedDaemon`] unless the process at the other end of the
-    /// connection runs as `expected`.
-    fn check_peer(&self, expected: u32) -> Result<()> {
-        let mut cred = libc::ucred {
-            pid: 0,
-            uid: u32::MAX,
-            gid: u32::MAX,
-        };
-        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-        // SAFETY: `fd` is libcpg's open socket to the daemon (open until finalize);
-        // `cred` and `len` are valid out pointers of the size passed.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.link().fd,
-                libc::SOL_SOCKET,
-                libc::SO_PEERCRED,
-                (&mut cred as *mut libc::ucred).cast(),
-                &mut len,
-            )
-        };
-        if rc != 0 {
-            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            return Err(Error::Os {
-                op: Operation::PeerCredentials,
-                source: OsError(errno),
-            });
-        }
-        if cred.uid != expected {
-            return Err(Error::UntrustedDaemon {
-                pid: cred.pid as u32,
-                uid: cred.uid,
-                expected,
-            });
-        }
-        Ok(())
     }
 
     fn link(&self) -> &Link {
@@ -350,35 +313,10 @@ impl Handle {
         self.dispatch(DispatchMode::All)
     }
 
-    /// Waits up to `timeout` (to the microsecond, not rounded to milliseconds) until
-    /// the descriptor is readable; false on timeout or when a signal interrupted the
-    /// wait.
+    /// Waits up to `timeout` until the descriptor is readable; false on timeout or
+    /// when a signal interrupted the wait.
     fn wait_readable(&self, timeout: Duration) -> Result<bool> {
-        let mut pfd = libc::pollfd {
-            fd: self.link().fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // Longer than any wait of interest, and within every platform's `time_t`.
-        let timeout = timeout.min(Duration::from_secs(i32::MAX as u64));
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as _,
-        };
-        // SAFETY: one valid pollfd and a valid timespec for the duration of the call;
-        // a null signal mask leaves the thread's mask alone.
-        let n = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
-        if n < 0 {
-            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            if errno == libc::EINTR {
-                return Ok(false);
-            }
-            return Err(Error::Os {
-                op: Operation::Poll,
-                source: OsError(errno),
-            });
-        }
-        Ok(n > 0)
+        crate::fd::wait_readable(self.link().fd, timeout)
     }
 
     /// Sends like [`ConnectionRef::send`], retrying on back-pressure with `backoff`

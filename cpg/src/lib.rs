@@ -21,6 +21,9 @@
 //!   confirmed sends, as a state machine with a blocking and a tokio driver.
 //! - [`replica`]: replicated state on top of [`group`] that converges after every
 //!   membership change: catch-up, chunked state transfer, merge after a partition.
+//! - `quorum` (feature **`quorum`**, off by default): the cluster's quorum from
+//!   corosync's quorum service: whether this partition is quorate, and every change,
+//!   with callbacks or (with `tokio`) as a stream; see the `cpg::quorum` module.
 //!
 //! # Example
 //!
@@ -68,6 +71,7 @@ mod callbacks;
 mod connection;
 mod dispatch;
 mod error;
+mod fd;
 pub mod group;
 mod handle;
 mod iter;
@@ -76,9 +80,15 @@ mod lock;
 mod name;
 mod options;
 mod process;
+#[cfg(feature = "quorum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "quorum")))]
+pub mod quorum;
 pub mod replica;
 pub mod retry;
 mod sender;
+// The shared core of the other services' handles; each service's feature is listed.
+#[cfg(feature = "quorum")]
+mod service;
 mod stack;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
@@ -92,7 +102,7 @@ mod zcb;
 pub use crate::tokio::{AsyncBuilder, AsyncHandle, AsyncSender, Event};
 pub use callbacks::{Callbacks, Closures, OnConfchg, OnDeliver, OnTotemConfchg, Unset};
 pub use connection::{ConnectionRef, MAX_SEND_BUFFERS};
-pub use error::{CsError, Error, Operation, OsError, Result};
+pub use error::{CsError, Error, Operation, OsError, Result, Service};
 pub use handle::Handle;
 pub use iter::{AllMembers, GroupMember, GroupMembers, Groups};
 pub use name::GroupName;

@@ -78,32 +78,63 @@ pub(crate) fn forked_since(created: u32) -> bool {
     GENERATION.load(Ordering::Relaxed) != created
 }
 
-/// The most handles (connections) this process keeps open at once.
+/// The most handles (connections) this process keeps open at once, per corosync
+/// library: 32 CPG handles, and separately 32 of each other service's (quorum, ...).
 ///
-/// libqb's handle table is read without a lock by every libcpg call (send, dispatch,
-/// ...), while creating a handle can grow the table, and growing it moves the table
-/// (`realloc`) at the 48th, 64th, ... entry that is in use at once: a lookup on another
-/// thread would then read freed memory. The crate cannot lock lookups (a dispatch may
-/// block for as long as no event comes), so it keeps the table below its first move:
-/// 32 open handles per process (a connection is in one group, so that is 32 groups).
+/// Each client library (libcpg, libquorum, ...) keeps its handles in a libqb handle
+/// table of its own (`DECLARE_HDB_DATABASE` in each of corosync's `lib/*.c`). Every
+/// call reads its library's table without a lock (send, dispatch, ...), while creating
+/// a handle can grow the table, and growing it moves the table (`realloc` of libqb's
+/// bin array, created for 32 entries) at the 48th, 64th, ... entry that is in use at
+/// once: a lookup on another thread would then read freed memory. The crate cannot
+/// lock lookups (a dispatch may block for as long as no event comes), so it keeps each
+/// table below its first move: 32 open handles per library and process (a CPG
+/// connection is in one group, so that is 32 groups).
 pub const MAX_HANDLES: usize = 32;
 
-static LIVE_HANDLES: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts one more open handle, or `None` when [`MAX_HANDLES`] are open. Pair with
-/// [`release_handle`].
-pub(crate) fn reserve_handle() -> Option<()> {
-    LIVE_HANDLES
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < MAX_HANDLES).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| ())
+/// The count of one library's open handles, capped at [`MAX_HANDLES`] (one static per
+/// library: see [`MAX_HANDLES`] for why the cap is per library).
+#[derive(Debug)]
+pub(crate) struct HandleSlots {
+    live: AtomicUsize,
 }
 
-/// Counts one open handle less.
+impl HandleSlots {
+    pub(crate) const fn new() -> HandleSlots {
+        HandleSlots {
+            live: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts one more open handle, or `None` when [`MAX_HANDLES`] are open. Pair with
+    /// [`release`](Self::release).
+    pub(crate) fn reserve(&self) -> Option<()> {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_HANDLES).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ())
+    }
+
+    /// Counts one open handle less.
+    pub(crate) fn release(&self) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// libcpg's handles.
+static CPG_HANDLES: HandleSlots = HandleSlots::new();
+
+/// Counts one more open CPG handle, or `None` when [`MAX_HANDLES`] are open. Pair with
+/// [`release_handle`].
+pub(crate) fn reserve_handle() -> Option<()> {
+    CPG_HANDLES.reserve()
+}
+
+/// Counts one open CPG handle less.
 pub(crate) fn release_handle() {
-    LIVE_HANDLES.fetch_sub(1, Ordering::AcqRel);
+    CPG_HANDLES.release();
 }
 
 /// The most zero-copy buffers this process keeps alive at once.
@@ -176,6 +207,19 @@ mod tests {
         assert!(BufferSlot::reserve(&link).is_none());
         release_forgotten_buffers(&link);
         assert!(BufferSlot::reserve(&link).is_some());
+    }
+
+    #[test]
+    fn handle_slots_stop_at_the_cap_and_come_back() {
+        // A table of its own: the libraries' statics are not touched.
+        let slots = HandleSlots::new();
+        for _ in 0..MAX_HANDLES {
+            assert!(slots.reserve().is_some());
+        }
+        assert!(slots.reserve().is_none());
+        slots.release();
+        assert!(slots.reserve().is_some());
+        assert!(slots.reserve().is_none());
     }
 
     #[test]

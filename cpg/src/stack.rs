@@ -10,6 +10,11 @@
 //! call this module compares the room left on the current thread's stack with what
 //! the call needs, and the call fails with [`Error::StackTooSmall`] instead.
 //!
+//! The other services' dispatch calls are the same kind (corosync 3.1.7:
+//! `quorum_dispatch`, `votequorum_dispatch`, `cmap_dispatch` and `corosync_cfg_dispatch`
+//! reserve 1,048,608 to 1,048,696 bytes of stack, and `corosync_cfg_get_node_addrs`
+//! 1,048,808: a 1 MiB buffer each), so [`DISPATCH_STACK`] covers them too.
+//!
 //! The bounds of the thread's stack come from `pthread_getattr_np`, once per thread
 //! (cached in a thread-local); a check is then one subtraction. If the bounds cannot
 //! be read, the needed room is touched page by page from Rust ([`probe`]), whose

@@ -50,6 +50,7 @@ pub struct ClusterBuilder {
     form_timeout: Duration,
     allowed_uids: Vec<u32>,
     daemon_debug: bool,
+    quorum_provider: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -60,6 +61,7 @@ impl Default for ClusterBuilder {
             form_timeout: DEFAULT_FORM_TIMEOUT,
             allowed_uids: Vec::new(),
             daemon_debug: false,
+            quorum_provider: false,
         }
     }
 }
@@ -91,6 +93,16 @@ impl ClusterBuilder {
     /// are the nodes' `corosync.log`.
     pub fn daemon_debug(mut self, on: bool) -> Self {
         self.daemon_debug = on;
+        self
+    }
+
+    /// Whether the daemons run corosync's quorum provider,
+    /// `quorum { provider: corosync_votequorum }`, with `expected_votes` equal to the
+    /// node count (one vote per node: a side with more than half the nodes is
+    /// quorate); default off, so that every side of a partition keeps working and
+    /// the quorum service reports no provider.
+    pub fn quorum_provider(mut self, on: bool) -> Self {
+        self.quorum_provider = on;
         self
     }
 
@@ -133,6 +145,7 @@ impl ClusterBuilder {
             addrs: (1..=count).map(net::node_addr).collect(),
             allowed_uids: self.allowed_uids,
             debug: self.daemon_debug,
+            votequorum: self.quorum_provider,
         };
         for (id, ns) in (1..=count).zip(node_ns) {
             net::connect_node(&cluster.bridge_ns, &ns, id)?;

@@ -10,8 +10,10 @@
 //!   [`DEFAULT_TOKEN_MS`] (fast fault detection, still far above the scheduling jitter
 //!   of an RR-99 daemon); the shared single node uses corosync's own default of 3 s,
 //!   since nothing there waits for a failure to be detected.
-//! * No quorum provider: CPG does not need quorum, and a partitioned minority must
-//!   keep working so tests can observe it.
+//! * No quorum provider by default: CPG does not need quorum, and a partitioned
+//!   minority must keep working so tests can observe it. A cluster built with
+//!   [`crate::ClusterBuilder::quorum_provider`] runs votequorum with `expected_votes`
+//!   equal to its node count (one vote per node).
 //! * Log to stderr only (the harness sends it to `corosync.log` in the node's
 //!   directory), with timestamps. A cluster built with
 //!   [`crate::ClusterBuilder::daemon_debug`] logs at debug level with millisecond
@@ -40,6 +42,8 @@ pub(crate) struct Config {
     pub(crate) allowed_uids: Vec<u32>,
     /// Debug-level logging with millisecond timestamps.
     pub(crate) debug: bool,
+    /// `quorum { provider: corosync_votequorum; expected_votes: <node count> }`.
+    pub(crate) votequorum: bool,
 }
 
 impl Config {
@@ -73,6 +77,16 @@ impl Config {
             );
         }
         s.push_str("}\n");
+        if self.votequorum {
+            let _ = write!(
+                s,
+                "quorum {{\n\
+                 \x20   provider: corosync_votequorum\n\
+                 \x20   expected_votes: {}\n\
+                 }}\n",
+                self.addrs.len()
+            );
+        }
         for uid in &self.allowed_uids {
             let _ = writeln!(s, "uidgid {{\n    uid: {uid}\n}}");
         }
@@ -114,8 +128,29 @@ mod tests {
             addrs: vec![std::net::Ipv4Addr::LOCALHOST],
             allowed_uids: Vec::new(),
             debug,
+            votequorum: false,
         }
         .render()
+    }
+
+    #[test]
+    fn votequorum_is_opt_in_with_one_vote_per_node() {
+        assert!(!config(false).contains("quorum"), "{}", config(false));
+        let three = Config {
+            cluster_name: "t".into(),
+            token_ms: 1000,
+            addrs: vec![std::net::Ipv4Addr::LOCALHOST; 3],
+            allowed_uids: Vec::new(),
+            debug: false,
+            votequorum: true,
+        }
+        .render();
+        assert!(
+            three.contains(
+                "quorum {\n    provider: corosync_votequorum\n    expected_votes: 3\n}\n"
+            ),
+            "{three}"
+        );
     }
 
     #[test]

@@ -153,7 +153,7 @@ enum StreamState {
 }
 
 /// Maps an error of tokio's reactor.
-fn reactor_error(op: Operation, e: std::io::Error) -> Error {
+pub(crate) fn reactor_error(op: Operation, e: std::io::Error) -> Error {
     match e.raw_os_error() {
         Some(errno) => Error::Os {
             op,

@@ -11,7 +11,9 @@
 //! - [`cluster`]: multi-node scenarios and the checks on what every member delivered;
 //! - [`child`]: other members of a group as child processes on the same node;
 //! - [`stream`]: the async handle's tests (feature `tokio`);
-//! - [`group`], [`replica`]: members of the group and replica layers on a cluster.
+//! - [`group`], [`replica`]: members of the group and replica layers on a cluster;
+//! - [`quorum`]: what quorum handles and CPG's totem confchgs observed (feature
+//!   `quorum`).
 //!
 //! Corosync identifies a group member by (node id, pid), so one process cannot have
 //! two handles in the same group on the same node (the second join gets
@@ -30,6 +32,8 @@ pub mod group;
 pub mod log;
 pub mod message;
 pub mod peer;
+#[cfg(feature = "quorum")]
+pub mod quorum;
 pub mod replica;
 #[cfg(feature = "tokio")]
 pub mod stream;
