@@ -214,22 +214,28 @@ fn a_partitioned_minority_loses_quorum_and_quorum_rings_are_cpgs() {
             assert_eq!(n.ask.is_quorate(), Ok(true), "{}", n.log.name());
         }
 
-        // CPG reports the same rings with the same nodes, on every node.
+        // Every ring a quorum notification names is a ring CPG reported with the same
+        // nodes, on every node, and both end on the merged ring. Not every ring gets a
+        // quorum notification: corosync 3.1.7 sends none for a ring whose nodes and
+        // quorum equal the previous one's (seen under load: node 3 alone formed 3.21
+        // and 3.29, and only 3.21 was notified).
         let mut gaps = Vec::new();
         for n in &nodes {
             let deadline = Instant::now() + WAIT;
+            let covered = |quorum: &Rings, totem: &Rings| {
+                quorum.iter().all(|q| totem.contains(q)) && quorum.last() == totem.last()
+            };
             let (quorum, totem) = loop {
                 let (quorum, totem) = rings(n);
-                if quorum == totem || Instant::now() > deadline {
+                if covered(&quorum, &totem) || Instant::now() > deadline {
                     break (quorum, totem);
                 }
                 std::thread::sleep(Duration::from_millis(100));
             };
-            assert_eq!(
-                quorum,
-                totem,
-                "{}: the quorum notifications' rings (left) and CPG's totem confchgs' \
-                 rings (right)",
+            assert!(
+                covered(&quorum, &totem),
+                "{}: a quorum notification's ring (first list) that CPG's totem confchgs \
+                 (second list) do not have, or another last ring:\n{quorum:?}\n{totem:?}",
                 n.log.name()
             );
             assert!(quorum.len() >= 3, "{}: {quorum:?}", n.log.name());

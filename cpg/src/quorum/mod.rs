@@ -30,7 +30,10 @@
 //!   for the same membership on the same node (measured on corosync 3.1.7, for the
 //!   majority's and the minority's rings of a partition alike; the two sides of a
 //!   partition form rings with the same `seq` and different representatives, so
-//!   compare the whole id).
+//!   compare the whole id). Not every ring gets a quorum notification: corosync sends
+//!   none for a ring whose nodes and quorum equal the previous ring's (a minority that
+//!   forms two rings in a row alone), so "the notification for my current ring" may
+//!   never come; the latest notification then still holds.
 //! - **Notifications come only while tracking** ([`track_start`](Quorum::track_start)),
 //!   each one inside [`dispatch`](Quorum::dispatch) on the calling thread. With
 //!   [`Track::CHANGES`] (or [`Track::CURRENT`]) the current state comes at once: a
