@@ -25,13 +25,14 @@ use crate::{net, process, HarnessError};
 pub(crate) const ENV_BASE_DIR: &str = "CPG_TESTKIT_DIR";
 const DEFAULT_BASE_DIR: &str = "/tmp/cpg-testkit";
 
-/// `build-support/cleanup`, the one cleanup of harness state (`build-support/run` and
-/// `build-support/demo` run the same file). Embedded when the testkit is compiled, so
-/// the watchdog needs no file of the source tree at run time. The watchdog runs it as
+/// `cleanup` at the root of this package (`build-support/testkit/cleanup`), the one
+/// cleanup of harness state (`build-support/run` and `build-support/demo` run the same
+/// file). Embedded when the testkit is compiled, so the package builds from its own
+/// files and the watchdog needs no file of the source tree at run time. The watchdog runs it as
 /// `bash -c CLEANUP cpg-testkit-watchdog --watch OWNER_PID DIR`: its stdin is a pipe
 /// whose only writer is the test process; EOF (the owner closed it or died) or a line
 /// means "clean up now", a `kill -0` poll of the owner backs that up.
-const CLEANUP: &str = include_str!("../../cleanup");
+const CLEANUP: &str = include_str!("../cleanup");
 
 /// A unique name, a directory and a watchdog. Dropping it deletes the namespaces and
 /// the directory (the daemons must have been stopped by their owners first) and lets

@@ -32,9 +32,10 @@
 //! command line names the directory), SIGKILL after 3 s, remove the `/dev/shm` files
 //! a killed corosync leaves (an 8 MiB blackbox each), delete the namespaces (and with
 //! them any nftables rules put in them), and remove the directory last. Measured:
-//! about 1.2 s after a SIGKILL of the test. The watchdog is `build-support/cleanup
-//! --watch` (embedded at compile time), the same cleanup that `build-support/run` and
-//! `build-support/demo` run over their whole directory afterwards.
+//! about 1.2 s after a SIGKILL of the test. The watchdog is this package's `cleanup`
+//! script (`build-support/testkit/cleanup --watch`, embedded at compile time), the same
+//! cleanup that `build-support/run` and `build-support/demo` run over their whole
+//! directory afterwards.
 //! A directory that still exists is therefore a leak; that is what
 //! `build-support/run test` checks after the tests.
 //!
