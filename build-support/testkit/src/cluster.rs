@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, DEFAULT_TOKEN_MS};
 use crate::instance::Instance;
 use crate::node::{Node, STOP_GRACE};
-use crate::{net, process, HarnessError};
+use crate::{mode, net, process, HarnessError, Mode};
 
 /// How long [`ClusterBuilder::start`] waits for every node to see every other node,
 /// after all daemons answer.
@@ -25,6 +25,10 @@ const LINK_DOWN_MIN: Duration = Duration::from_secs(5);
 /// N corosync daemons (node ids `1..=N`, node `i` at index `i - 1`), each in its own
 /// network namespace with address `10.213.0.ID/24` on `eth0`, all connected to one
 /// bridge.
+///
+/// Needs the namespaces mode ([`Mode`]): in the container mode, starting a cluster
+/// (of any size, since it owns its daemons) fails with a message that starts with
+/// [`crate::NEEDS_NAMESPACES`] and says what the container lacks.
 ///
 /// Dropping the cluster stops the daemons and deletes the namespaces and the
 /// temporary directory before `drop` returns, also when a test panics.
@@ -112,6 +116,13 @@ impl ClusterBuilder {
         if self.token_ms == 0 {
             return Err(HarnessError::new("token_ms must be > 0"));
         }
+        let mode = mode::current()?;
+        if mode.mode == Mode::Container {
+            return Err(mode::refusal(
+                &format!("a {count}-node Cluster"),
+                &mode.lacks,
+            ));
+        }
         let mut instance = Instance::create()?;
         let bridge_ns = instance.add_netns("br")?;
         let mut node_ns = Vec::new();
@@ -133,10 +144,11 @@ impl ClusterBuilder {
             addrs: (1..=count).map(net::node_addr).collect(),
             allowed_uids: self.allowed_uids,
             debug: self.daemon_debug,
+            container_state_dir: None,
         };
         for (id, ns) in (1..=count).zip(node_ns) {
             net::connect_node(&cluster.bridge_ns, &ns, id)?;
-            let node = Node::create(&cluster.instance, id, ns, net::node_addr(id), &config)?;
+            let node = Node::create(&cluster.instance, id, Some(ns), net::node_addr(id), &config)?;
             cluster.nodes.push(node);
         }
         for node in &cluster.nodes {

@@ -19,9 +19,16 @@
 //!   releases, with its sequence number; membership and recovery steps), CPG's and
 //!   sync's debug lines; not the knet transport's debug lines, which would drown the
 //!   rest.
+//! * In the container mode ([`crate::Mode::Container`]), which has no private mount
+//!   namespace for the daemon: `system { state_dir: NODE_DIR/lib }` keeps corosync's
+//!   state out of `/var/lib/corosync`; `allow_knet_handle_fallback: yes` lets knet
+//!   start without `CAP_NET_ADMIN` on the versions that need it; `logging { blackbox:
+//!   off }` keeps an 8 MiB file out of the container's `/dev/shm` (64 MiB in a default
+//!   Docker container, where each client connection maps about 3 MiB more).
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 /// Default token timeout of a [`crate::Cluster`], in milliseconds.
 pub(crate) const DEFAULT_TOKEN_MS: u32 = 1000;
@@ -40,6 +47,9 @@ pub(crate) struct Config {
     pub(crate) allowed_uids: Vec<u32>,
     /// Debug-level logging with millisecond timestamps.
     pub(crate) debug: bool,
+    /// The container mode's `system { state_dir }` (see the module docs); `None` in the
+    /// namespaces mode, where `/var/lib/corosync` is the node's own directory already.
+    pub(crate) container_state_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -73,6 +83,16 @@ impl Config {
             );
         }
         s.push_str("}\n");
+        if let Some(dir) = &self.container_state_dir {
+            let _ = write!(
+                s,
+                "system {{\n\
+                 \x20   state_dir: {}\n\
+                 \x20   allow_knet_handle_fallback: yes\n\
+                 }}\n",
+                dir.display()
+            );
+        }
         for uid in &self.allowed_uids {
             let _ = writeln!(s, "uidgid {{\n    uid: {uid}\n}}");
         }
@@ -82,6 +102,9 @@ impl Config {
              \x20   to_logfile: no\n\
              \x20   to_syslog: no\n",
         );
+        if self.container_state_dir.is_some() {
+            s.push_str("    blackbox: off\n");
+        }
         if self.debug {
             s.push_str(
                 "    timestamp: hires\n\
@@ -105,15 +128,26 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::Config;
 
-    fn config(debug: bool) -> String {
+    fn base(nodes: u8) -> Config {
         Config {
             cluster_name: "t".into(),
             token_ms: 1000,
-            addrs: vec![std::net::Ipv4Addr::LOCALHOST],
+            addrs: (1..=nodes).map(|i| Ipv4Addr::new(10, 213, 0, i)).collect(),
             allowed_uids: Vec::new(),
+            debug: false,
+            container_state_dir: None,
+        }
+    }
+
+    fn config(debug: bool) -> String {
+        Config {
             debug,
+            addrs: vec![Ipv4Addr::LOCALHOST],
+            ..base(1)
         }
         .render()
     }
@@ -133,6 +167,49 @@ mod tests {
             "subsys: TOTEM\n        debug: trace",
         ] {
             assert!(debug.contains(want), "{want:?} missing:\n{debug}");
+        }
+    }
+
+    /// The default file, byte for byte: no quorum section, no `system` section, the
+    /// blackbox left on. What every existing test ran with before quorum settings and
+    /// the container mode existed.
+    #[test]
+    fn the_default_has_no_quorum_provider_and_no_container_settings() {
+        let text = Config {
+            allowed_uids: vec![65534],
+            ..base(2)
+        }
+        .render();
+        assert_eq!(
+            text,
+            "# Written by cpg-testkit.\n\
+             totem {\n    version: 2\n    cluster_name: t\n    transport: knet\n    \
+             crypto_cipher: none\n    crypto_hash: none\n    token: 1000\n    \
+             token_coefficient: 0\n}\n\
+             nodelist {\n\
+             \x20   node {\n        ring0_addr: 10.213.0.1\n        nodeid: 1\n        name: node1\n    }\n\
+             \x20   node {\n        ring0_addr: 10.213.0.2\n        nodeid: 2\n        name: node2\n    }\n\
+             }\n\
+             uidgid {\n    uid: 65534\n}\n\
+             logging {\n    to_stderr: yes\n    to_logfile: no\n    to_syslog: no\n    \
+             timestamp: on\n}\n"
+        );
+    }
+
+    #[test]
+    fn the_container_mode_keeps_state_and_blackbox_out_of_system_directories() {
+        let text = Config {
+            container_state_dir: Some("/tmp/x/cpgt-1-1/n1/lib".into()),
+            addrs: vec![Ipv4Addr::LOCALHOST],
+            ..base(1)
+        }
+        .render();
+        for want in [
+            "system {\n    state_dir: /tmp/x/cpgt-1-1/n1/lib\n    allow_knet_handle_fallback: yes\n}\n",
+            "    blackbox: off\n",
+            "ring0_addr: 127.0.0.1",
+        ] {
+            assert!(text.contains(want), "{want:?} missing:\n{text}");
         }
     }
 }

@@ -19,7 +19,7 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::{net, process, HarnessError};
+use crate::{net, process, HarnessError, Mode};
 
 /// Environment variable that overrides the base of the temporary directories.
 pub(crate) const ENV_BASE_DIR: &str = "CPG_TESTKIT_DIR";
@@ -58,13 +58,22 @@ impl Instance {
             .filter(|b| !b.is_empty())
             .map_or_else(|| PathBuf::from(DEFAULT_BASE_DIR), PathBuf::from);
         let dir = base.join(&name);
+        let mode = crate::mode::current()?;
         if !is_root() {
             return Err(HarnessError::new(
-                "cpg-testkit needs root (network namespaces, setns); run the tests as root, \
-                 e.g. with build-support/run test",
+                "cpg-testkit needs root: it starts corosync daemons (and, outside a \
+                 container, network namespaces); run the tests as root, e.g. with \
+                 build-support/run test, or in a container as its root user",
             ));
         }
-        for tool in ["ip", "unshare", "corosync", "corosync-cmapctl", "bash"] {
+        if mode.mode == Mode::Namespaces {
+            crate::mode::check_namespaces(mode)?;
+        }
+        let tools: &[&str] = match mode.mode {
+            Mode::Namespaces => &["ip", "unshare", "corosync", "corosync-cmapctl", "bash"],
+            Mode::Container => &["corosync", "corosync-cmapctl", "bash"],
+        };
+        for tool in tools {
             if !process::tool_exists(tool) {
                 return Err(HarnessError::new(format!(
                     "cpg-testkit: `{tool}` not found (in $PATH, /usr/sbin, /sbin). Install the \

@@ -1,4 +1,5 @@
-//! One corosync daemon in its own network namespace.
+//! One corosync daemon: in its own network namespace, or (container mode) in the test
+//! process's own.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -29,14 +30,17 @@ const LAUNCH: &str = "mount --bind \"$1/run\" /run && \
                       mount --bind \"$1/lib\" /var/lib/corosync && \
                       exec corosync -f -c \"$1/corosync.conf\"";
 
-/// One corosync daemon in its own network namespace.
+/// One corosync daemon, in its own network namespace (or, in the container mode, in
+/// the test process's own; see [`crate::Mode`]).
 ///
 /// A `Node` belongs to a [`crate::Cluster`] or is the [`crate::shared()`] node; the
 /// daemon is controlled through those.
 pub struct Node {
     nodeid: u32,
-    netns: String,
+    /// `None` in the container mode: the daemon runs in the process's own namespace.
+    netns: Option<String>,
     addr: Ipv4Addr,
+    cluster_name: String,
     dir: PathBuf,
     daemon: Mutex<Option<Child>>,
 }
@@ -54,10 +58,11 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Prepares the node's directory and configuration; does not start the daemon.
+    /// `netns` is `None` in the container mode.
     pub(crate) fn create(
         instance: &Instance,
         nodeid: u32,
-        netns: String,
+        netns: Option<String>,
         addr: Ipv4Addr,
         config: &Config,
     ) -> Result<Self, HarnessError> {
@@ -70,6 +75,7 @@ impl Node {
             nodeid,
             netns,
             addr,
+            cluster_name: config.cluster_name.clone(),
             dir,
             daemon: Mutex::new(None),
         })
@@ -80,12 +86,30 @@ impl Node {
         self.nodeid
     }
 
-    /// Name of the node's network namespace (a file under `/run/netns`).
-    pub fn netns(&self) -> &str {
-        &self.netns
+    /// The cluster's name (`totem.cluster_name`), the same on every node of a cluster.
+    pub fn cluster_name(&self) -> &str {
+        &self.cluster_name
     }
 
-    /// The node's ring0 address (inside its namespace).
+    /// The `corosync.conf` the daemon runs with (in the harness instance's directory;
+    /// removed with it).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("corosync.conf")
+    }
+
+    /// The daemon's log: its stderr, all runs of it, with the harness's own
+    /// `=== cpg-testkit: ... ===` lines between them.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("corosync.log")
+    }
+
+    /// Name of the node's network namespace (a file under `/run/netns`); empty in the
+    /// container mode, where the daemon runs in the test process's own namespace.
+    pub fn netns(&self) -> &str {
+        self.netns.as_deref().unwrap_or("")
+    }
+
+    /// The node's ring0 address (`nodelist.node.N.ring0_addr`; inside its namespace).
     pub fn addr(&self) -> Ipv4Addr {
         self.addr
     }
@@ -96,29 +120,79 @@ impl Node {
     /// A libcpg connection created inside `f` talks to this node's daemon, and stays
     /// connected to it after `enter` returns: the namespace only matters when the
     /// connection is made. Calls may be nested (the previous namespace is restored).
+    /// In the container mode the daemon runs in the process's own namespace, and `f`
+    /// simply runs.
     ///
     /// # Panics
     ///
     /// If the namespace cannot be entered. If switching back fails the process aborts,
     /// since a test thread left in a foreign namespace would silently break others.
     pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
-        let target = File::open(format!("/run/netns/{}", self.netns))
-            .unwrap_or_else(|e| panic!("cpg-testkit: cannot open namespace {}: {e}", self.netns));
+        let Some(netns) = &self.netns else {
+            return f();
+        };
+        let target = File::open(format!("/run/netns/{netns}"))
+            .unwrap_or_else(|e| panic!("cpg-testkit: cannot open namespace {netns}: {e}"));
         let original = File::open("/proc/thread-self/ns/net")
             .unwrap_or_else(|e| panic!("cpg-testkit: cannot open this thread's namespace: {e}"));
         if let Err(e) = setns(&target) {
-            panic!("cpg-testkit: cannot enter namespace {}: {e}", self.netns);
+            panic!("cpg-testkit: cannot enter namespace {netns}: {e}");
         }
         let _restore = RestoreNetns(original);
         f()
     }
 
     /// A command that runs `program` inside this node's network namespace (through
-    /// `ip netns exec`). Add arguments and run it as usual.
+    /// `ip netns exec`; in the container mode directly), with `sbin` in `$PATH`. Add
+    /// arguments and run it as usual.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = process::tool("ip");
-        cmd.args(["netns", "exec", &self.netns]).arg(program);
-        cmd
+        match &self.netns {
+            Some(netns) => {
+                let mut cmd = process::tool("ip");
+                cmd.args(["netns", "exec", netns]).arg(program);
+                cmd
+            }
+            None => process::tool(program),
+        }
+    }
+
+    /// Runs a tool (`corosync-quorumtool`, `corosync-cmapctl`, `corosync-cfgtool`, ...)
+    /// against this node's daemon ([`Node::command`], stdin empty) and returns its
+    /// stdout if it exits with status 0; otherwise an error with the command, its
+    /// status, stderr and stdout.
+    ///
+    /// ```no_run
+    /// let node = cpg_testkit::shared();
+    /// let name = node
+    ///     .run_tool("corosync-cmapctl", ["-g", "totem.cluster_name"])
+    ///     .unwrap();
+    /// assert_eq!(name.trim(), format!("totem.cluster_name (str) = {}", node.cluster_name()));
+    /// ```
+    pub fn run_tool<I, S>(&self, program: &str, args: I) -> Result<String, HarnessError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.command(program);
+        cmd.args(args).stdin(Stdio::null());
+        let out = cmd
+            .output()
+            .map_err(|e| HarnessError::new(format!("cannot run {cmd:?}: {e}")))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            return Ok(stdout);
+        }
+        Err(HarnessError::new(format!(
+            "node {}: {program} failed ({}): {}{}",
+            self.nodeid,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            if stdout.trim().is_empty() {
+                String::new()
+            } else {
+                format!("\nstdout:\n{stdout}")
+            }
+        )))
     }
 
     /// Pid of the running daemon; `None` if it is stopped or has exited.
@@ -144,10 +218,6 @@ impl Node {
         }
     }
 
-    fn log_path(&self) -> PathBuf {
-        self.dir.join("corosync.log")
-    }
-
     fn pid_path(&self) -> PathBuf {
         self.dir.join("daemon.pid")
     }
@@ -159,10 +229,13 @@ impl Node {
 
     /// Formats `what` with the node and its log tail.
     pub(crate) fn error(&self, what: &str) -> HarnessError {
+        let place = match &self.netns {
+            Some(netns) => format!("netns {netns}"),
+            None => "this network namespace, container mode".into(),
+        };
         HarnessError::new(format!(
-            "node {} (netns {}): {what}\n--- last {LOG_LINES} lines of {} ---\n{}\n---",
+            "node {} ({place}): {what}\n--- last {LOG_LINES} lines of {} ---\n{}\n---",
             self.nodeid,
-            self.netns,
             self.log_path().display(),
             self.log_tail(LOG_LINES)
         ))
@@ -188,14 +261,24 @@ impl Node {
             .open(self.log_path())
             .map_err(|e| self.error(&format!("cannot open the log: {e}")))?;
         let _ = writeln!(log, "=== cpg-testkit: starting corosync ===");
-        let mut cmd = process::tool("ip");
-        cmd.args(["netns", "exec", &self.netns])
-            .args(["unshare", "--mount", "--propagation", "private", "--"])
-            .args(["sh", "-c", LAUNCH, "cpg-testkit-launch"])
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+        let mut cmd = match &self.netns {
+            Some(netns) => {
+                let mut cmd = process::tool("ip");
+                cmd.args(["netns", "exec", netns])
+                    .args(["unshare", "--mount", "--propagation", "private", "--"])
+                    .args(["sh", "-c", LAUNCH, "cpg-testkit-launch"])
+                    .arg(&self.dir);
+                cmd
+            }
+            // No mount namespace to be had: corosync itself, its state in the node
+            // directory through `system { state_dir }`.
+            None => {
+                let mut cmd = process::tool("corosync");
+                cmd.arg("-f").arg("-c").arg(self.config_path());
+                cmd
+            }
+        };
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         let child = cmd
             .spawn()
             .map_err(|e| self.error(&format!("cannot run {cmd:?}: {e}")))?;
@@ -286,7 +369,7 @@ impl Node {
         if let Some(mut child) = daemon.take() {
             process::signal(&child, libc::SIGKILL);
             let _ = child.wait();
-            process::remove_daemon_shm(child.id());
+            process::remove_daemon_leftovers(child.id());
         }
         let _ = fs::remove_file(self.pid_path());
     }

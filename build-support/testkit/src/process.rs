@@ -89,8 +89,8 @@ pub(crate) fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
 
 /// SIGTERM (and SIGCONT, for a paused process), wait up to `grace`, then SIGKILL and
 /// reap. Works on several children at
-/// once so their shutdowns overlap. Cleans up the `/dev/shm` files of those that had
-/// to be killed.
+/// once so their shutdowns overlap. Cleans up after those that had to be killed
+/// ([`remove_daemon_leftovers`]).
 pub(crate) fn terminate_all(children: &mut [&mut Child], grace: Duration) {
     for child in children.iter() {
         signal(child, libc::SIGTERM);
@@ -103,7 +103,7 @@ pub(crate) fn terminate_all(children: &mut [&mut Child], grace: Duration) {
         if !wait_exit(child, left) {
             signal(child, libc::SIGKILL);
             let _ = child.wait();
-            remove_daemon_shm(child.id());
+            remove_daemon_leftovers(child.id());
         }
     }
 }
@@ -123,11 +123,19 @@ pub(crate) fn detach(cmd: &mut Command) {
     }
 }
 
-/// Removes the shared-memory files a corosync with pid `pid` leaves in `/dev/shm` when
-/// it is killed: its 8 MiB blackbox (`qb-corosync-PID-blackbox-*`) and its IPC
-/// connection directories (`qb-PID-CLIENTPID-...`). Call only after reaping it. A
-/// client still mapping them keeps its mapping.
-pub(crate) fn remove_daemon_shm(pid: u32) {
+/// Removes what a corosync with pid `pid` leaves behind when it is killed: in
+/// `/dev/shm` its 8 MiB blackbox (`qb-corosync-PID-blackbox-*`) and its IPC connection
+/// directories (`qb-PID-CLIENTPID-...`); and its lock file `/run/corosync.pid` if that
+/// names `pid` and no process `pid` exists (corosync 3.1 always writes the lock file
+/// there; in the namespaces mode that `/run` is the node's own directory, in the
+/// container mode it is the container's). Call only after reaping it. A client still
+/// mapping the files keeps its mapping.
+pub(crate) fn remove_daemon_leftovers(pid: u32) {
+    let lock = std::path::Path::new(COROSYNC_LOCK_FILE);
+    let stale = !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    if stale && std::fs::read_to_string(lock).is_ok_and(|text| text.trim() == pid.to_string()) {
+        let _ = std::fs::remove_file(lock);
+    }
     let Ok(entries) = std::fs::read_dir("/dev/shm") else {
         return;
     };
@@ -143,3 +151,6 @@ pub(crate) fn remove_daemon_shm(pid: u32) {
         }
     }
 }
+
+/// The lock file corosync 3.1 writes (its path is compiled in: `LOCALSTATEDIR/run`).
+pub(crate) const COROSYNC_LOCK_FILE: &str = "/var/run/corosync.pid";
