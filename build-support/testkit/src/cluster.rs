@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, DEFAULT_TOKEN_MS};
 use crate::instance::Instance;
 use crate::node::{Node, STOP_GRACE};
-use crate::{mode, net, process, HarnessError, Mode};
+use crate::{mode, net, process, HarnessError, Mode, Quorum};
 
 /// How long [`ClusterBuilder::start`] waits for every node to see every other node,
 /// after all daemons answer.
@@ -22,9 +22,9 @@ const RESTART_TIMEOUT: Duration = Duration::from_secs(20);
 /// The least time [`Cluster::restart_daemon`] waits for the peers' links to go down.
 const LINK_DOWN_MIN: Duration = Duration::from_secs(5);
 
-/// N corosync daemons (node ids `1..=N`, node `i` at index `i - 1`), each in its own
-/// network namespace with address `10.213.0.ID/24` on `eth0`, all connected to one
-/// bridge.
+/// N corosync daemons (node ids `1..=N`, node `i` at index `i - 1`, named `nodeID`),
+/// each in its own network namespace with address `10.213.0.ID/24` on `eth0`, all
+/// connected to one bridge.
 ///
 /// Needs the namespaces mode ([`Mode`]): in the container mode, starting a cluster
 /// (of any size, since it owns its daemons) fails with a message that starts with
@@ -54,6 +54,7 @@ pub struct ClusterBuilder {
     form_timeout: Duration,
     allowed_uids: Vec<u32>,
     daemon_debug: bool,
+    quorum: Option<Quorum>,
 }
 
 impl Default for ClusterBuilder {
@@ -64,6 +65,7 @@ impl Default for ClusterBuilder {
             form_timeout: DEFAULT_FORM_TIMEOUT,
             allowed_uids: Vec::new(),
             daemon_debug: false,
+            quorum: None,
         }
     }
 }
@@ -98,6 +100,15 @@ impl ClusterBuilder {
         self
     }
 
+    /// Runs the daemons with corosync's votequorum (`quorum { provider:
+    /// corosync_votequorum ... }`) and `quorum`'s settings; by default there is no
+    /// quorum provider. `start` refuses settings corosync would refuse or override
+    /// (see [`Quorum`]). [`Node::quorum_status`] reads back what corosync made of them.
+    pub fn quorum(mut self, quorum: Quorum) -> Self {
+        self.quorum = Some(quorum);
+        self
+    }
+
     /// How long `start` waits for all nodes to see each other once every daemon
     /// answers; default 30 s.
     pub fn form_timeout(mut self, timeout: Duration) -> Self {
@@ -115,6 +126,9 @@ impl ClusterBuilder {
             .ok_or_else(|| HarnessError::new(format!("{} nodes: need 1..=254", self.nodes)))?;
         if self.token_ms == 0 {
             return Err(HarnessError::new("token_ms must be > 0"));
+        }
+        if let Some(quorum) = &self.quorum {
+            quorum.check(count)?;
         }
         let mode = mode::current()?;
         if mode.mode == Mode::Container {
@@ -144,6 +158,7 @@ impl ClusterBuilder {
             addrs: (1..=count).map(net::node_addr).collect(),
             allowed_uids: self.allowed_uids,
             debug: self.daemon_debug,
+            quorum: self.quorum,
             container_state_dir: None,
         };
         for (id, ns) in (1..=count).zip(node_ns) {
@@ -214,6 +229,12 @@ impl Cluster {
     /// All nodes, index `i` has node id `i + 1`.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
+    }
+
+    /// The cluster's name (`totem.cluster_name` of every node; also the prefix of its
+    /// namespaces' names).
+    pub fn name(&self) -> &str {
+        self.instance.name()
     }
 
     /// The configured token timeout in milliseconds.

@@ -10,8 +10,9 @@
 //!   [`DEFAULT_TOKEN_MS`] (fast fault detection, still far above the scheduling jitter
 //!   of an RR-99 daemon); the shared single node uses corosync's own default of 3 s,
 //!   since nothing there waits for a failure to be detected.
-//! * No quorum provider: CPG does not need quorum, and a partitioned minority must
-//!   keep working so tests can observe it.
+//! * No quorum provider unless a cluster asks for one ([`crate::ClusterBuilder::quorum`]):
+//!   CPG does not need quorum, and a partitioned minority must keep working so tests
+//!   can observe it.
 //! * Log to stderr only (the harness sends it to `corosync.log` in the node's
 //!   directory), with timestamps. A cluster built with
 //!   [`crate::ClusterBuilder::daemon_debug`] logs at debug level with millisecond
@@ -30,6 +31,8 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use crate::Quorum;
+
 /// Default token timeout of a [`crate::Cluster`], in milliseconds.
 pub(crate) const DEFAULT_TOKEN_MS: u32 = 1000;
 /// Token timeout of the [`crate::shared()`] node, in milliseconds (corosync's default).
@@ -47,6 +50,8 @@ pub(crate) struct Config {
     pub(crate) allowed_uids: Vec<u32>,
     /// Debug-level logging with millisecond timestamps.
     pub(crate) debug: bool,
+    /// `quorum { provider: corosync_votequorum ... }` and the nodes' `quorum_votes`.
+    pub(crate) quorum: Option<Quorum>,
     /// The container mode's `system { state_dir }` (see the module docs); `None` in the
     /// namespaces mode, where `/var/lib/corosync` is the node's own directory already.
     pub(crate) container_state_dir: Option<PathBuf>,
@@ -71,18 +76,24 @@ impl Config {
              nodelist {{\n",
             self.cluster_name, self.token_ms
         );
-        for (i, addr) in self.addrs.iter().enumerate() {
-            let id = i + 1;
+        for (id, addr) in (1..).zip(&self.addrs) {
             let _ = write!(
                 s,
                 "    node {{\n\
                  \x20       ring0_addr: {addr}\n\
                  \x20       nodeid: {id}\n\
-                 \x20       name: node{id}\n\
-                 \x20   }}\n"
+                 \x20       name: {}\n",
+                node_name(id)
             );
+            if let Some(line) = self.quorum.as_ref().and_then(|q| q.node_votes_line(id)) {
+                s.push_str(&line);
+            }
+            s.push_str("    }\n");
         }
         s.push_str("}\n");
+        if let Some(quorum) = &self.quorum {
+            s.push_str(&quorum.render_section());
+        }
         if let Some(dir) = &self.container_state_dir {
             let _ = write!(
                 s,
@@ -126,11 +137,17 @@ impl Config {
     }
 }
 
+/// The `name` the harness gives node `nodeid` in the node list: `node1`, `node2`, ...
+pub(crate) fn node_name(nodeid: u32) -> String {
+    format!("node{nodeid}")
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
 
     use super::Config;
+    use crate::{Quorum, QuorumDevice};
 
     fn base(nodes: u8) -> Config {
         Config {
@@ -139,6 +156,7 @@ mod tests {
             addrs: (1..=nodes).map(|i| Ipv4Addr::new(10, 213, 0, i)).collect(),
             allowed_uids: Vec::new(),
             debug: false,
+            quorum: None,
             container_state_dir: None,
         }
     }
@@ -197,6 +215,67 @@ mod tests {
     }
 
     #[test]
+    fn quorum_settings_are_written_where_votequorum_reads_them() {
+        let quorum = Quorum::votequorum()
+            .expected_votes(5)
+            .wait_for_all(true)
+            .last_man_standing(true)
+            .last_man_standing_window_ms(2500)
+            .auto_tie_breaker(false)
+            .node_votes(2, 3);
+        let text = Config {
+            quorum: Some(quorum),
+            ..base(3)
+        }
+        .render();
+        assert!(
+            text.contains(
+                "quorum {\n    provider: corosync_votequorum\n    expected_votes: 5\n    \
+                 wait_for_all: 1\n    last_man_standing: 1\n    auto_tie_breaker: 0\n    \
+                 last_man_standing_window: 2500\n}\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("two_node"),
+            "unset settings stay unwritten: {text}"
+        );
+        // Only node 2 gets a quorum_votes line, inside its own node entry.
+        assert_eq!(text.matches("quorum_votes").count(), 1, "{text}");
+        assert!(
+            text.contains("nodeid: 2\n        name: node2\n        quorum_votes: 3\n    }"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_device_section_carries_model_votes_and_timeouts() {
+        let device = QuorumDevice::new("rust_qdevice")
+            .votes(1)
+            .timeout_ms(4000)
+            .sync_timeout_ms(8000);
+        let text = Config {
+            quorum: Some(Quorum::votequorum().device(device)),
+            ..base(2)
+        }
+        .render();
+        assert!(
+            text.contains(
+                "quorum {\n    provider: corosync_votequorum\n    device {\n        \
+                 model: rust_qdevice\n        votes: 1\n        timeout: 4000\n        \
+                 sync_timeout: 8000\n    }\n}\n"
+            ),
+            "{text}"
+        );
+        let two_node = Config {
+            quorum: Some(Quorum::votequorum().two_node(true)),
+            ..base(2)
+        }
+        .render();
+        assert!(two_node.contains("    two_node: 1\n"), "{two_node}");
+    }
+
+    #[test]
     fn the_container_mode_keeps_state_and_blackbox_out_of_system_directories() {
         let text = Config {
             container_state_dir: Some("/tmp/x/cpgt-1-1/n1/lib".into()),
@@ -211,5 +290,120 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want:?} missing:\n{text}");
         }
+    }
+
+    #[test]
+    fn settings_corosync_refuses_or_overrides_are_refused_before_any_daemon_starts() {
+        let refused = |q: Quorum, nodes: u32, why: &str| {
+            let err = q.check(nodes).expect_err(why);
+            assert!(err.message().contains(why), "{why:?} not in: {err}");
+        };
+        let device = || QuorumDevice::new("d");
+        refused(
+            Quorum::votequorum().two_node(true).device(device()),
+            2,
+            "beside two_node",
+        );
+        refused(
+            Quorum::votequorum()
+                .last_man_standing(true)
+                .device(device()),
+            3,
+            "beside last_man_standing",
+        );
+        refused(
+            Quorum::votequorum()
+                .auto_tie_breaker(true)
+                .wait_for_all(true)
+                .device(device()),
+            2,
+            "beside auto_tie_breaker",
+        );
+        refused(
+            Quorum::votequorum().expected_votes(4).device(device()),
+            3,
+            "without votes beside expected_votes",
+        );
+        refused(
+            Quorum::votequorum()
+                .expected_votes(3)
+                .device(device().votes(2)),
+            2,
+            "at least device votes + 2",
+        );
+        refused(
+            Quorum::votequorum().node_votes(1, 2).device(device()),
+            3,
+            "not every node has 1 vote",
+        );
+        refused(
+            Quorum::votequorum().two_node(true).auto_tie_breaker(true),
+            2,
+            "two_node with auto_tie_breaker",
+        );
+        refused(
+            Quorum::votequorum().auto_tie_breaker(true),
+            3,
+            "needs wait_for_all",
+        );
+        refused(
+            Quorum::votequorum().last_man_standing_window_ms(1000),
+            3,
+            "without last_man_standing",
+        );
+        refused(
+            Quorum::votequorum()
+                .last_man_standing(true)
+                .node_votes(1, 2),
+            3,
+            "other than 1 vote",
+        );
+        refused(Quorum::votequorum().node_votes(4, 1), 3, "node id 4");
+        refused(
+            Quorum::votequorum().device(QuorumDevice::new("a b")),
+            2,
+            "model \"a b\"",
+        );
+        refused(
+            Quorum::votequorum().device(QuorumDevice::new("")),
+            2,
+            "model \"\"",
+        );
+
+        let fine = [
+            Quorum::votequorum(),
+            Quorum::votequorum().two_node(true),
+            Quorum::votequorum().two_node(true).wait_for_all(false),
+            Quorum::votequorum().device(device().votes(1)),
+            Quorum::votequorum().device(device()),
+            Quorum::votequorum()
+                .expected_votes(4)
+                .device(device().votes(1)),
+            Quorum::votequorum()
+                .auto_tie_breaker(true)
+                .wait_for_all(true),
+            Quorum::votequorum()
+                .last_man_standing(true)
+                .last_man_standing_window_ms(1000),
+        ];
+        for q in fine {
+            let nodes = if q
+                == Quorum::votequorum()
+                    .auto_tie_breaker(true)
+                    .wait_for_all(true)
+            {
+                3
+            } else {
+                2
+            };
+            q.check(nodes).unwrap_or_else(|e| panic!("{q:?}: {e}"));
+        }
+        // Auto tie breaker on an even number of votes needs no wait_for_all.
+        Quorum::votequorum()
+            .auto_tie_breaker(true)
+            .check(4)
+            .unwrap();
+        assert_eq!(Quorum::votequorum().node_votes(2, 3).votes_of(2), 3);
+        assert_eq!(Quorum::votequorum().node_votes(2, 3).votes_of(1), 1);
     }
 }

@@ -141,7 +141,7 @@ impl Drop for Instance {
             // EOF tells the watchdog to run its (now empty) cleanup and exit.
             drop(stdin);
             if !process::wait_exit(&mut child, Duration::from_secs(3)) {
-                process::signal(&child, libc::SIGKILL);
+                process::signal(&mut child, libc::SIGKILL);
                 let _ = child.wait();
             }
         }

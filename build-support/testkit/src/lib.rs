@@ -18,7 +18,21 @@
 //!   [`Client::spawn_test`]) as a separate process on a node, to kill it or let it
 //!   leave.
 //! * [`Node::run_tool`]: a corosync tool (`corosync-cmapctl`, `corosync-quorumtool`,
-//!   `corosync-cfgtool`) run against a node, its stdout back.
+//!   `corosync-cfgtool`) run against a node, its stdout back; [`Node::quorum_status`]:
+//!   `corosync-quorumtool -s` parsed ([`QuorumStatus`]).
+//! * [`ClusterBuilder::quorum`]: the daemons run with corosync's votequorum and the
+//!   [`Quorum`] settings (expected votes, `two_node`, `wait_for_all`,
+//!   `last_man_standing` and its window, `auto_tie_breaker`, per-node votes, a
+//!   [`QuorumDevice`] section); without it, as by default, there is no quorum provider.
+//! * What the kit wrote, to compare with what corosync reports: [`Cluster::name`]
+//!   (`totem.cluster_name`), [`Node::name`] (`node1`, ...), [`Node::addr`] (ring0),
+//!   [`Node::nodeid`], [`Node::config_path`].
+//! * [`Node::command_as`]: a client as another user (uid, gid), for access tests
+//!   ([`ClusterBuilder::allow_uid`] lets one in).
+//! * A daemon that stops by itself (`corosync-cfgtool -H`, a cfg shutdown, a crash) is
+//!   accounted for: [`Node::wait_daemon_exit`] returns how it ended, [`Node::daemon_pid`]
+//!   is `None`, [`Cluster::restart_daemon`] starts it again, and kill, stop and drop
+//!   leave it (and any other process) alone.
 //!
 //! Everything needs root. The namespaces also need `CAP_SYS_ADMIN` and
 //! `CAP_NET_ADMIN` and permission to mount, which a default Docker container lacks:
@@ -113,6 +127,7 @@ mod mode;
 mod net;
 mod node;
 mod process;
+mod quorum;
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -122,6 +137,7 @@ pub use client::{client_role, Client, CLIENT_ENV};
 pub use cluster::{Cluster, ClusterBuilder};
 pub use mode::{mode, Mode, MODE_ENV, NEEDS_NAMESPACES};
 pub use node::Node;
+pub use quorum::{Quorum, QuorumDevice, QuorumMember, QuorumStatus};
 
 /// Why the harness could not set something up; the message says what failed and, for
 /// a daemon, ends with the tail of its log.
@@ -192,12 +208,13 @@ struct Shared {
 ///
 /// Started on the first call (thread-safe; later callers wait for it), with node id 1
 /// on `127.0.0.1`, inside its own network namespace (in the container mode, in the
-/// process's own: see [`Mode`]). It lives until the process exits; then its watchdog
-/// stops it and removes the namespace. If it cannot be started, every call panics with
-/// the reason and the daemon's log.
+/// process's own: see [`Mode`]), without a quorum provider. It lives until the process
+/// exits; then its watchdog stops it and removes the namespace. If it cannot be
+/// started, every call panics with the reason and the daemon's log.
 ///
 /// Do not kill or restart this daemon: other tests use it at the same time. Use a
-/// [`Cluster`] for fault injection.
+/// [`Cluster`] for fault injection, and for a single node with a quorum provider
+/// (`Cluster::builder().nodes(1).quorum(...)`, namespaces mode).
 pub fn shared() -> &'static Node {
     static SHARED: OnceLock<Result<Shared, HarnessError>> = OnceLock::new();
     match SHARED.get_or_init(start_shared) {
@@ -224,6 +241,7 @@ fn start_shared() -> Result<Shared, HarnessError> {
         addrs: vec![std::net::Ipv4Addr::LOCALHOST],
         allowed_uids: Vec::new(),
         debug: false,
+        quorum: None,
         container_state_dir: container.then(|| instance.dir().join("n1").join("lib")),
     };
     let node = Node::create(&instance, 1, ns, std::net::Ipv4Addr::LOCALHOST, &conf)?;

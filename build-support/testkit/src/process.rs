@@ -57,17 +57,28 @@ pub(crate) fn run(cmd: &mut Command) -> Result<String, HarnessError> {
     }
 }
 
-/// Sends `sig` to `child` unless it has been reaped already (so the pid is still ours).
-pub(crate) fn signal(child: &Child, sig: libc::c_int) {
+/// Sends `sig` to `child` unless it has exited already; `false` if it had (then nothing
+/// is sent).
+///
+/// The exit check comes first because the pid of a child that exited and was reaped
+/// (by an earlier `try_wait`, for example a daemon that stopped on its own and was
+/// noticed by [`crate::Node::daemon_pid`]) may belong to another process by now.
+pub(crate) fn signal(child: &mut Child, sig: libc::c_int) -> bool {
+    // Reaps the child if it has exited; once reaped, std keeps the status and answers
+    // from it without asking the kernel again.
+    if !matches!(child.try_wait(), Ok(None)) {
+        return false;
+    }
     let Ok(pid) = libc::pid_t::try_from(child.id()) else {
-        return;
+        return false;
     };
     // SAFETY: kill has no memory-safety preconditions. The pid belongs to our child,
-    // which has not been waited for (we hold `&Child`, and `Child::wait`/`try_wait`
-    // only reap through `&mut`), so it cannot have been reused by another process.
+    // which `try_wait` just found running and therefore not reaped (reaping needs
+    // `&mut Child`, which we hold), so it cannot have been reused by another process.
     unsafe {
         libc::kill(pid, sig);
     }
+    true
 }
 
 /// Polls `child` until it exits (reaping it) or `timeout` passes; `true` if it exited.
@@ -88,11 +99,11 @@ pub(crate) fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
 }
 
 /// SIGTERM (and SIGCONT, for a paused process), wait up to `grace`, then SIGKILL and
-/// reap. Works on several children at
-/// once so their shutdowns overlap. Cleans up after those that had to be killed
-/// ([`remove_daemon_leftovers`]).
+/// reap. Works on several children at once so their shutdowns overlap. Cleans up after
+/// those that had to be killed ([`remove_daemon_leftovers`]). A child that has exited
+/// already (a daemon that stopped on its own) is only reaped.
 pub(crate) fn terminate_all(children: &mut [&mut Child], grace: Duration) {
-    for child in children.iter() {
+    for child in children.iter_mut() {
         signal(child, libc::SIGTERM);
         // A paused (SIGSTOPped) process acts on the SIGTERM only once continued.
         signal(child, libc::SIGCONT);
