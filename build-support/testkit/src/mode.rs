@@ -39,7 +39,10 @@ const CAP_SYS_ADMIN: u32 = 21;
 /// Chosen by [`MODE_ENV`]: `namespaces` and `container` force a mode; `auto` (default)
 /// picks `namespaces` if this process has `CAP_SYS_ADMIN` and `CAP_NET_ADMIN` and a
 /// trial `unshare(CLONE_NEWNET | CLONE_NEWNS)` plus a mount in a child process works,
-/// and `container` otherwise.
+/// and `container` otherwise. Forcing `container` outside a container puts the daemon
+/// in the machine's own network namespace (port 5405 on its loopback) and its lock
+/// file in the machine's `/run`: it is meant for containers, and refuses to start
+/// beside a corosync the machine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Daemons in network namespaces of their own; any number of nodes.
