@@ -1,27 +1,23 @@
 //! Who may connect: a process of a user that corosync's configuration does not allow
 //! gets a typed error that says what to change, and connects once `uidgid` allows it.
 //! The unprivileged side is this test binary run again in the node's namespace, as
-//! `nobody` (uid and gid 65534).
+//! `nobody` (uid and gid 65534, no supplementary groups: `Node::command_as`).
 
 use std::process::Stdio;
 
 use cpg::{CsError, DispatchMode, Error, GroupName, Handle, Operation};
 use cpg_testkit::{Cluster, Node};
 
-/// Set in the child, which drops to this uid/gid before connecting.
+/// Set in the child, which runs as this uid/gid.
 const UNPRIVILEGED: &str = "CPG_TEST_UNPRIVILEGED";
 const NOBODY: u32 = 65534;
 
-/// In the child: become `nobody`, connect, join, send and receive one message; print
-/// the outcome on one line.
+/// In the child (started as `nobody`): connect, join, send and receive one message;
+/// print the outcome on one line.
 fn as_nobody() {
-    // SAFETY: plain system calls on this process's credentials; order: groups, gid,
-    // then uid (after which the others can no longer be changed).
-    unsafe {
-        assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
-        assert_eq!(libc::setgid(NOBODY), 0);
-        assert_eq!(libc::setuid(NOBODY), 0);
-    }
+    // SAFETY: getuid and getgid have no preconditions and cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    assert_eq!((uid, gid), (NOBODY, NOBODY), "the child runs as nobody");
     let outcome = (|| -> Result<(), Error> {
         let received = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = received.clone();
@@ -49,7 +45,7 @@ fn as_nobody() {
 fn run_as_nobody(node: &Node) -> String {
     let exe = std::env::current_exe().unwrap();
     let out = node
-        .command(exe)
+        .command_as(exe, NOBODY, NOBODY)
         .args([
             "--exact",
             "--nocapture",

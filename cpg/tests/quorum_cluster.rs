@@ -174,7 +174,7 @@ fn a_partitioned_minority_loses_quorum_and_quorum_rings_are_cpgs() {
     big_stack(|| {
         let cluster = Cluster::builder()
             .nodes(3)
-            .quorum_provider(true)
+            .quorum(cpg_testkit::Quorum::votequorum())
             .start()
             .unwrap_or_else(|e| panic!("cannot start a 3-node votequorum cluster:\n{e}"));
         let within = bound(&cluster);

@@ -185,11 +185,8 @@ impl Client {
 
     /// SIGKILLs the client and reaps it; returns how it ended.
     pub fn kill(&mut self) -> Option<ExitStatus> {
-        // Only signal a child that has not been reaped: its pid cannot be reused yet.
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return Some(status);
-        }
-        process::signal(&self.child, libc::SIGKILL);
+        // Only signals a child that has not been reaped: its pid cannot be reused yet.
+        process::signal(&mut self.child, libc::SIGKILL);
         self.child.wait().ok()
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, DEFAULT_TOKEN_MS};
 use crate::instance::Instance;
 use crate::node::{Node, STOP_GRACE};
-use crate::{net, process, HarnessError};
+use crate::{mode, net, process, HarnessError, Mode, Quorum};
 
 /// How long [`ClusterBuilder::start`] waits for every node to see every other node,
 /// after all daemons answer.
@@ -22,9 +22,13 @@ const RESTART_TIMEOUT: Duration = Duration::from_secs(20);
 /// The least time [`Cluster::restart_daemon`] waits for the peers' links to go down.
 const LINK_DOWN_MIN: Duration = Duration::from_secs(5);
 
-/// N corosync daemons (node ids `1..=N`, node `i` at index `i - 1`), each in its own
-/// network namespace with address `10.213.0.ID/24` on `eth0`, all connected to one
-/// bridge.
+/// N corosync daemons (node ids `1..=N`, node `i` at index `i - 1`, named `nodeID`),
+/// each in its own network namespace with address `10.213.0.ID/24` on `eth0`, all
+/// connected to one bridge.
+///
+/// Needs the namespaces mode ([`Mode`]): in the container mode, starting a cluster
+/// (of any size, since it owns its daemons) fails with a message that starts with
+/// [`crate::NEEDS_NAMESPACES`] and says what the container lacks.
 ///
 /// Dropping the cluster stops the daemons and deletes the namespaces and the
 /// temporary directory before `drop` returns, also when a test panics.
@@ -50,7 +54,7 @@ pub struct ClusterBuilder {
     form_timeout: Duration,
     allowed_uids: Vec<u32>,
     daemon_debug: bool,
-    quorum_provider: bool,
+    quorum: Option<Quorum>,
 }
 
 impl Default for ClusterBuilder {
@@ -61,7 +65,7 @@ impl Default for ClusterBuilder {
             form_timeout: DEFAULT_FORM_TIMEOUT,
             allowed_uids: Vec::new(),
             daemon_debug: false,
-            quorum_provider: false,
+            quorum: None,
         }
     }
 }
@@ -96,13 +100,12 @@ impl ClusterBuilder {
         self
     }
 
-    /// Whether the daemons run corosync's quorum provider,
-    /// `quorum { provider: corosync_votequorum }`, with `expected_votes` equal to the
-    /// node count (one vote per node: a side with more than half the nodes is
-    /// quorate); default off, so that every side of a partition keeps working and
-    /// the quorum service reports no provider.
-    pub fn quorum_provider(mut self, on: bool) -> Self {
-        self.quorum_provider = on;
+    /// Runs the daemons with corosync's votequorum (`quorum { provider:
+    /// corosync_votequorum ... }`) and `quorum`'s settings; by default there is no
+    /// quorum provider. `start` refuses settings corosync would refuse or override
+    /// (see [`Quorum`]). [`Node::quorum_status`] reads back what corosync made of them.
+    pub fn quorum(mut self, quorum: Quorum) -> Self {
+        self.quorum = Some(quorum);
         self
     }
 
@@ -123,6 +126,16 @@ impl ClusterBuilder {
             .ok_or_else(|| HarnessError::new(format!("{} nodes: need 1..=254", self.nodes)))?;
         if self.token_ms == 0 {
             return Err(HarnessError::new("token_ms must be > 0"));
+        }
+        if let Some(quorum) = &self.quorum {
+            quorum.check(count)?;
+        }
+        let mode = mode::current()?;
+        if mode.mode == Mode::Container {
+            return Err(mode::refusal(
+                &format!("a {count}-node Cluster"),
+                &mode.lacks,
+            ));
         }
         let mut instance = Instance::create()?;
         let bridge_ns = instance.add_netns("br")?;
@@ -145,11 +158,12 @@ impl ClusterBuilder {
             addrs: (1..=count).map(net::node_addr).collect(),
             allowed_uids: self.allowed_uids,
             debug: self.daemon_debug,
-            votequorum: self.quorum_provider,
+            quorum: self.quorum,
+            container_state_dir: None,
         };
         for (id, ns) in (1..=count).zip(node_ns) {
             net::connect_node(&cluster.bridge_ns, &ns, id)?;
-            let node = Node::create(&cluster.instance, id, ns, net::node_addr(id), &config)?;
+            let node = Node::create(&cluster.instance, id, Some(ns), net::node_addr(id), &config)?;
             cluster.nodes.push(node);
         }
         for node in &cluster.nodes {
@@ -215,6 +229,12 @@ impl Cluster {
     /// All nodes, index `i` has node id `i + 1`.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
+    }
+
+    /// The cluster's name (`totem.cluster_name` of every node; also the prefix of its
+    /// namespaces' names).
+    pub fn name(&self) -> &str {
+        self.instance.name()
     }
 
     /// The configured token timeout in milliseconds.

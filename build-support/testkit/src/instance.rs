@@ -19,19 +19,20 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::{net, process, HarnessError};
+use crate::{net, process, HarnessError, Mode};
 
 /// Environment variable that overrides the base of the temporary directories.
 pub(crate) const ENV_BASE_DIR: &str = "CPG_TESTKIT_DIR";
 const DEFAULT_BASE_DIR: &str = "/tmp/cpg-testkit";
 
-/// `build-support/cleanup`, the one cleanup of harness state (`build-support/run` and
-/// `build-support/demo` run the same file). Embedded when the testkit is compiled, so
-/// the watchdog needs no file of the source tree at run time. The watchdog runs it as
+/// `cleanup` at the root of this package (`build-support/testkit/cleanup`), the one
+/// cleanup of harness state (`build-support/run` and `build-support/demo` run the same
+/// file). Embedded when the testkit is compiled, so the package builds from its own
+/// files and the watchdog needs no file of the source tree at run time. The watchdog runs it as
 /// `bash -c CLEANUP cpg-testkit-watchdog --watch OWNER_PID DIR`: its stdin is a pipe
 /// whose only writer is the test process; EOF (the owner closed it or died) or a line
 /// means "clean up now", a `kill -0` poll of the owner backs that up.
-const CLEANUP: &str = include_str!("../../cleanup");
+const CLEANUP: &str = include_str!("../cleanup");
 
 /// A unique name, a directory and a watchdog. Dropping it deletes the namespaces and
 /// the directory (the daemons must have been stopped by their owners first) and lets
@@ -57,13 +58,22 @@ impl Instance {
             .filter(|b| !b.is_empty())
             .map_or_else(|| PathBuf::from(DEFAULT_BASE_DIR), PathBuf::from);
         let dir = base.join(&name);
+        let mode = crate::mode::current()?;
         if !is_root() {
             return Err(HarnessError::new(
-                "cpg-testkit needs root (network namespaces, setns); run the tests as root, \
-                 e.g. with build-support/run test",
+                "cpg-testkit needs root: it starts corosync daemons (and, outside a \
+                 container, network namespaces); run the tests as root, e.g. with \
+                 build-support/run test, or in a container as its root user",
             ));
         }
-        for tool in ["ip", "unshare", "corosync", "corosync-cmapctl", "bash"] {
+        if mode.mode == Mode::Namespaces {
+            crate::mode::check_namespaces(mode)?;
+        }
+        let tools: &[&str] = match mode.mode {
+            Mode::Namespaces => &["ip", "unshare", "corosync", "corosync-cmapctl", "bash"],
+            Mode::Container => &["corosync", "corosync-cmapctl", "bash"],
+        };
+        for tool in tools {
             if !process::tool_exists(tool) {
                 return Err(HarnessError::new(format!(
                     "cpg-testkit: `{tool}` not found (in $PATH, /usr/sbin, /sbin). Install the \
@@ -131,7 +141,7 @@ impl Drop for Instance {
             // EOF tells the watchdog to run its (now empty) cleanup and exit.
             drop(stdin);
             if !process::wait_exit(&mut child, Duration::from_secs(3)) {
-                process::signal(&child, libc::SIGKILL);
+                process::signal(&mut child, libc::SIGKILL);
                 let _ = child.wait();
             }
         }

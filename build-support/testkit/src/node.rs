@@ -1,18 +1,20 @@
-//! One corosync daemon in its own network namespace.
+//! One corosync daemon: in its own network namespace, or (container mode) in the test
+//! process's own.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::{node_name, Config};
 use crate::instance::Instance;
-use crate::{process, HarnessError};
+use crate::{process, HarnessError, QuorumStatus};
 
 /// How long a daemon may take to answer after being started.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -20,6 +22,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Lines of daemon log appended to error messages.
 const LOG_LINES: usize = 30;
+/// How often [`Node::wait_daemon_exit`] looks.
+const EXIT_POLL: Duration = Duration::from_millis(20);
 
 /// Starts corosync with its own `/run` (pid file and lock) and `/var/lib/corosync`,
 /// bound in a private mount namespace so nothing leaks to the host; `/dev/shm` stays
@@ -29,22 +33,36 @@ const LAUNCH: &str = "mount --bind \"$1/run\" /run && \
                       mount --bind \"$1/lib\" /var/lib/corosync && \
                       exec corosync -f -c \"$1/corosync.conf\"";
 
-/// One corosync daemon in its own network namespace.
+/// One corosync daemon, in its own network namespace (or, in the container mode, in
+/// the test process's own; see [`crate::Mode`]).
 ///
 /// A `Node` belongs to a [`crate::Cluster`] or is the [`crate::shared()`] node; the
-/// daemon is controlled through those.
+/// daemon is controlled through those. What the harness wrote for it can be read
+/// back: [`Node::nodeid`], [`Node::name`], [`Node::addr`], [`Node::cluster_name`],
+/// [`Node::config_path`].
 pub struct Node {
     nodeid: u32,
-    netns: String,
+    /// `None` in the container mode: the daemon runs in the process's own namespace.
+    netns: Option<String>,
     addr: Ipv4Addr,
+    name: String,
+    cluster_name: String,
     dir: PathBuf,
-    daemon: Mutex<Option<Child>>,
+    daemon: Mutex<Option<Daemon>>,
+}
+
+/// A daemon process the harness started.
+struct Daemon {
+    child: Child,
+    /// Set when the harness first notices that the daemon has exited by itself.
+    exited: Option<ExitStatus>,
 }
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
             .field("nodeid", &self.nodeid)
+            .field("name", &self.name)
             .field("netns", &self.netns)
             .field("addr", &self.addr)
             .field("daemon_pid", &self.daemon_pid())
@@ -54,10 +72,11 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Prepares the node's directory and configuration; does not start the daemon.
+    /// `netns` is `None` in the container mode.
     pub(crate) fn create(
         instance: &Instance,
         nodeid: u32,
-        netns: String,
+        netns: Option<String>,
         addr: Ipv4Addr,
         config: &Config,
     ) -> Result<Self, HarnessError> {
@@ -70,6 +89,8 @@ impl Node {
             nodeid,
             netns,
             addr,
+            name: node_name(nodeid),
+            cluster_name: config.cluster_name.clone(),
             dir,
             daemon: Mutex::new(None),
         })
@@ -80,12 +101,36 @@ impl Node {
         self.nodeid
     }
 
-    /// Name of the node's network namespace (a file under `/run/netns`).
-    pub fn netns(&self) -> &str {
-        &self.netns
+    /// The node's `name` in the node list (`node1`, `node2`, ...; corosync's
+    /// `nodelist.node.N.name`).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    /// The node's ring0 address (inside its namespace).
+    /// The cluster's name (`totem.cluster_name`), the same on every node of a cluster.
+    pub fn cluster_name(&self) -> &str {
+        &self.cluster_name
+    }
+
+    /// The `corosync.conf` the daemon runs with (in the harness instance's directory;
+    /// removed with it).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("corosync.conf")
+    }
+
+    /// The daemon's log: its stderr, all runs of it, with the harness's own
+    /// `=== cpg-testkit: ... ===` lines between them.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("corosync.log")
+    }
+
+    /// Name of the node's network namespace (a file under `/run/netns`); empty in the
+    /// container mode, where the daemon runs in the test process's own namespace.
+    pub fn netns(&self) -> &str {
+        self.netns.as_deref().unwrap_or("")
+    }
+
+    /// The node's ring0 address (`nodelist.node.N.ring0_addr`; inside its namespace).
     pub fn addr(&self) -> Ipv4Addr {
         self.addr
     }
@@ -96,38 +141,203 @@ impl Node {
     /// A libcpg connection created inside `f` talks to this node's daemon, and stays
     /// connected to it after `enter` returns: the namespace only matters when the
     /// connection is made. Calls may be nested (the previous namespace is restored).
+    /// In the container mode the daemon runs in the process's own namespace, and `f`
+    /// simply runs.
     ///
     /// # Panics
     ///
     /// If the namespace cannot be entered. If switching back fails the process aborts,
     /// since a test thread left in a foreign namespace would silently break others.
     pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
-        let target = File::open(format!("/run/netns/{}", self.netns))
-            .unwrap_or_else(|e| panic!("cpg-testkit: cannot open namespace {}: {e}", self.netns));
+        let Some(netns) = &self.netns else {
+            return f();
+        };
+        let target = File::open(format!("/run/netns/{netns}"))
+            .unwrap_or_else(|e| panic!("cpg-testkit: cannot open namespace {netns}: {e}"));
         let original = File::open("/proc/thread-self/ns/net")
             .unwrap_or_else(|e| panic!("cpg-testkit: cannot open this thread's namespace: {e}"));
         if let Err(e) = setns(&target) {
-            panic!("cpg-testkit: cannot enter namespace {}: {e}", self.netns);
+            panic!("cpg-testkit: cannot enter namespace {netns}: {e}");
         }
         let _restore = RestoreNetns(original);
         f()
     }
 
     /// A command that runs `program` inside this node's network namespace (through
-    /// `ip netns exec`). Add arguments and run it as usual.
+    /// `ip netns exec`; in the container mode directly), with `sbin` in `$PATH`. Add
+    /// arguments and run it as usual.
+    ///
+    /// Do not set its uid or gid (`CommandExt::uid`): `ip netns exec` needs root. Use
+    /// [`Node::command_as`] for that.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = process::tool("ip");
-        cmd.args(["netns", "exec", &self.netns]).arg(program);
+        match &self.netns {
+            Some(netns) => {
+                let mut cmd = process::tool("ip");
+                cmd.args(["netns", "exec", netns]).arg(program);
+                cmd
+            }
+            None => process::tool(program),
+        }
+    }
+
+    /// A command that runs `program` inside this node's network namespace as user
+    /// `uid` and group `gid` (no supplementary groups), for tests of who may connect.
+    /// The process enters the namespace first and then drops root, so its pid is the
+    /// program's own. corosync refuses a user that its `uidgid` entries do not allow
+    /// ([`crate::ClusterBuilder::allow_uid`]).
+    ///
+    /// # Panics
+    ///
+    /// If the namespace cannot be opened (the node's cluster is gone).
+    pub fn command_as(&self, program: impl AsRef<OsStr>, uid: u32, gid: u32) -> Command {
+        let mut cmd = process::tool(program);
+        let netns = self.netns.as_ref().map(|netns| {
+            File::open(format!("/run/netns/{netns}"))
+                .unwrap_or_else(|e| panic!("cpg-testkit: cannot open namespace {netns}: {e}"))
+        });
+        // SAFETY: the closure runs in the forked child before exec and makes only the
+        // system calls setns, setgroups, setgid and setuid (async-signal-safe), on a
+        // descriptor the closure owns (opened above, close-on-exec) and plain
+        // integers; it allocates nothing. Order: the namespace while still root, then
+        // groups, gid and uid (after which nothing else could be changed).
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(ns) = &netns {
+                    if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if libc::setgroups(0, std::ptr::null()) == -1
+                    || libc::setgid(gid) == -1
+                    || libc::setuid(uid) == -1
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         cmd
     }
 
-    /// Pid of the running daemon; `None` if it is stopped or has exited.
+    /// Runs a tool (`corosync-quorumtool`, `corosync-cmapctl`, `corosync-cfgtool`, ...)
+    /// against this node's daemon ([`Node::command`], stdin empty) and returns its
+    /// stdout if it exits with status 0; otherwise an error with the command, its
+    /// status, stderr and stdout.
+    ///
+    /// ```no_run
+    /// let node = cpg_testkit::shared();
+    /// let name = node
+    ///     .run_tool("corosync-cmapctl", ["-g", "totem.cluster_name"])
+    ///     .unwrap();
+    /// assert_eq!(name.trim(), format!("totem.cluster_name (str) = {}", node.cluster_name()));
+    /// ```
+    pub fn run_tool<I, S>(&self, program: &str, args: I) -> Result<String, HarnessError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.command(program);
+        cmd.args(args).stdin(Stdio::null());
+        let out = cmd
+            .output()
+            .map_err(|e| HarnessError::new(format!("cannot run {cmd:?}: {e}")))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            return Ok(stdout);
+        }
+        Err(HarnessError::new(format!(
+            "node {}: {program} failed ({}): {}{}",
+            self.nodeid,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            if stdout.trim().is_empty() {
+                String::new()
+            } else {
+                format!("\nstdout:\n{stdout}")
+            }
+        )))
+    }
+
+    /// What `corosync-quorumtool -s` reports on this node (a quorum provider must be
+    /// configured: [`crate::ClusterBuilder::quorum`]). The tool's exit status is not
+    /// an error: it is non-zero while the node is not quorate, which is what a test
+    /// may want to see.
+    pub fn quorum_status(&self) -> Result<QuorumStatus, HarnessError> {
+        let mut cmd = self.command("corosync-quorumtool");
+        cmd.arg("-s").stdin(Stdio::null());
+        let out = cmd
+            .output()
+            .map_err(|e| HarnessError::new(format!("cannot run {cmd:?}: {e}")))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        QuorumStatus::parse(&stdout).map_err(|e| {
+            HarnessError::new(format!(
+                "node {}: corosync-quorumtool -s ({}): {e}\nstderr: {}",
+                self.nodeid,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        })
+    }
+
+    /// Pid of the running daemon; `None` if it is stopped or has exited (also by itself,
+    /// as after `corosync-cfgtool -H`).
     pub fn daemon_pid(&self) -> Option<u32> {
         let mut daemon = self.lock();
-        let child = daemon.as_mut()?;
-        match child.try_wait() {
-            Ok(None) => Some(child.id()),
-            _ => None,
+        let d = daemon.as_mut()?;
+        match self.poll_exit(d) {
+            None => Some(d.child.id()),
+            Some(_) => None,
+        }
+    }
+
+    /// Waits up to `timeout` for the daemon to exit by itself (a cfg shutdown,
+    /// `corosync-cfgtool -H`, or a crash) and returns how it ended; `None` if it still
+    /// runs, or if no daemon the harness started is there (never started, or stopped
+    /// or killed through the harness). The harness notices such an exit by itself too:
+    /// the daemon counts as stopped ([`Node::daemon_pid`] is `None`), what a crash
+    /// leaves in `/dev/shm` is removed, and `restart_daemon` starts it again.
+    pub fn wait_daemon_exit(&self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let mut daemon = self.lock();
+                let d = daemon.as_mut()?;
+                if let Some(status) = self.poll_exit(d) {
+                    return Some(status);
+                }
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(EXIT_POLL.min(deadline - Instant::now()));
+        }
+    }
+
+    /// The daemon's exit status if it has exited by itself; the first time it is seen,
+    /// notes it in the log and cleans up what a crash leaves behind.
+    fn poll_exit(&self, d: &mut Daemon) -> Option<ExitStatus> {
+        if d.exited.is_none() {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                d.exited = Some(status);
+                self.note(&format!("corosync (pid {}) exited: {status}", d.child.id()));
+                if !status.success() {
+                    // Reaped just now: the pid cannot have been reused yet.
+                    process::remove_daemon_leftovers(d.child.id());
+                }
+                let _ = fs::remove_file(self.pid_path());
+            }
+        }
+        d.exited
+    }
+
+    /// Appends `=== cpg-testkit: WHAT ===` to the daemon's log.
+    fn note(&self, what: &str) {
+        if let Ok(mut log) = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+        {
+            let _ = writeln!(log, "=== cpg-testkit: {what} ===");
         }
     }
 
@@ -144,25 +354,24 @@ impl Node {
         }
     }
 
-    fn log_path(&self) -> PathBuf {
-        self.dir.join("corosync.log")
-    }
-
     fn pid_path(&self) -> PathBuf {
         self.dir.join("daemon.pid")
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Child>> {
+    fn lock(&self) -> MutexGuard<'_, Option<Daemon>> {
         // A panic while holding the lock leaves the Option consistent: ignore poison.
         self.daemon.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Formats `what` with the node and its log tail.
     pub(crate) fn error(&self, what: &str) -> HarnessError {
+        let place = match &self.netns {
+            Some(netns) => format!("netns {netns}"),
+            None => "this network namespace, container mode".into(),
+        };
         HarnessError::new(format!(
-            "node {} (netns {}): {what}\n--- last {LOG_LINES} lines of {} ---\n{}\n---",
+            "node {} ({place}): {what}\n--- last {LOG_LINES} lines of {} ---\n{}\n---",
             self.nodeid,
-            self.netns,
             self.log_path().display(),
             self.log_tail(LOG_LINES)
         ))
@@ -177,8 +386,8 @@ impl Node {
     /// Starts the daemon without waiting for it.
     pub(crate) fn spawn_daemon(&self) -> Result<(), HarnessError> {
         let mut daemon = self.lock();
-        if let Some(child) = daemon.as_mut() {
-            if matches!(child.try_wait(), Ok(None)) {
+        if let Some(d) = daemon.as_mut() {
+            if self.poll_exit(d).is_none() {
                 return Ok(());
             }
         }
@@ -188,20 +397,33 @@ impl Node {
             .open(self.log_path())
             .map_err(|e| self.error(&format!("cannot open the log: {e}")))?;
         let _ = writeln!(log, "=== cpg-testkit: starting corosync ===");
-        let mut cmd = process::tool("ip");
-        cmd.args(["netns", "exec", &self.netns])
-            .args(["unshare", "--mount", "--propagation", "private", "--"])
-            .args(["sh", "-c", LAUNCH, "cpg-testkit-launch"])
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+        let mut cmd = match &self.netns {
+            Some(netns) => {
+                let mut cmd = process::tool("ip");
+                cmd.args(["netns", "exec", netns])
+                    .args(["unshare", "--mount", "--propagation", "private", "--"])
+                    .args(["sh", "-c", LAUNCH, "cpg-testkit-launch"])
+                    .arg(&self.dir);
+                cmd
+            }
+            // No mount namespace to be had: corosync itself, its state in the node
+            // directory through `system { state_dir }`.
+            None => {
+                let mut cmd = process::tool("corosync");
+                cmd.arg("-f").arg("-c").arg(self.config_path());
+                cmd
+            }
+        };
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         let child = cmd
             .spawn()
             .map_err(|e| self.error(&format!("cannot run {cmd:?}: {e}")))?;
         // The watchdog kills what this file names if the test process dies.
         let _ = fs::write(self.pid_path(), format!("{}\n", child.id()));
-        *daemon = Some(child);
+        *daemon = Some(Daemon {
+            child,
+            exited: None,
+        });
         Ok(())
     }
 
@@ -211,10 +433,10 @@ impl Node {
         loop {
             {
                 let mut daemon = self.lock();
-                let Some(child) = daemon.as_mut() else {
+                let Some(d) = daemon.as_mut() else {
                     return Err(self.error("the daemon is not running"));
                 };
-                if let Ok(Some(status)) = child.try_wait() {
+                if let Some(status) = self.poll_exit(d) {
                     return Err(self.error(&format!("corosync exited during startup ({status})")));
                 }
             }
@@ -282,27 +504,26 @@ impl Node {
 
     /// SIGKILL, reap.
     pub(crate) fn kill_daemon(&self) {
-        let mut daemon = self.lock();
-        if let Some(mut child) = daemon.take() {
-            process::signal(&child, libc::SIGKILL);
-            let _ = child.wait();
-            process::remove_daemon_shm(child.id());
+        if let Some(mut child) = self.take_daemon() {
+            if process::signal(&mut child, libc::SIGKILL) {
+                let _ = child.wait();
+                process::remove_daemon_leftovers(child.id());
+            }
+            self.note("corosync killed (SIGKILL)");
         }
-        let _ = fs::remove_file(self.pid_path());
     }
 
     /// Sends `sig` to the running daemon (our unreaped child, whose command line names
     /// the instance directory); `false` if no daemon runs.
     pub(crate) fn signal_daemon(&self, sig: libc::c_int) -> bool {
         let mut daemon = self.lock();
-        let Some(child) = daemon.as_mut() else {
+        let Some(d) = daemon.as_mut() else {
             return false;
         };
-        if !matches!(child.try_wait(), Ok(None)) {
+        if self.poll_exit(d).is_some() {
             return false;
         }
-        process::signal(child, sig);
-        true
+        process::signal(&mut d.child, sig)
     }
 
     /// Runs an `nft` script (`nft -f -`) inside this node's network namespace. The
@@ -342,18 +563,21 @@ impl Node {
 
     /// SIGTERM, wait up to [`STOP_GRACE`], SIGKILL, reap.
     pub(crate) fn stop_daemon(&self) {
-        let mut daemon = self.lock();
-        if let Some(mut child) = daemon.take() {
+        if let Some(mut child) = self.take_daemon() {
             process::terminate_all(&mut [&mut child], STOP_GRACE);
+            self.note("corosync stopped");
         }
-        let _ = fs::remove_file(self.pid_path());
     }
 
-    /// Gives the daemon's process to the caller (for stopping several at once).
+    /// Gives the daemon's process to the caller (for stopping several at once), if it
+    /// still runs; a daemon that has exited by itself is only accounted for.
     pub(crate) fn take_daemon(&self) -> Option<Child> {
-        let child = self.lock().take();
+        let mut daemon = self.lock();
+        let mut d = daemon.take()?;
+        let running = self.poll_exit(&mut d).is_none();
+        drop(daemon);
         let _ = fs::remove_file(self.pid_path());
-        child
+        running.then_some(d.child)
     }
 }
 

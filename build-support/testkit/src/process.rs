@@ -57,17 +57,28 @@ pub(crate) fn run(cmd: &mut Command) -> Result<String, HarnessError> {
     }
 }
 
-/// Sends `sig` to `child` unless it has been reaped already (so the pid is still ours).
-pub(crate) fn signal(child: &Child, sig: libc::c_int) {
+/// Sends `sig` to `child` unless it has exited already; `false` if it had (then nothing
+/// is sent).
+///
+/// The exit check comes first because the pid of a child that exited and was reaped
+/// (by an earlier `try_wait`, for example a daemon that stopped on its own and was
+/// noticed by [`crate::Node::daemon_pid`]) may belong to another process by now.
+pub(crate) fn signal(child: &mut Child, sig: libc::c_int) -> bool {
+    // Reaps the child if it has exited; once reaped, std keeps the status and answers
+    // from it without asking the kernel again.
+    if !matches!(child.try_wait(), Ok(None)) {
+        return false;
+    }
     let Ok(pid) = libc::pid_t::try_from(child.id()) else {
-        return;
+        return false;
     };
     // SAFETY: kill has no memory-safety preconditions. The pid belongs to our child,
-    // which has not been waited for (we hold `&Child`, and `Child::wait`/`try_wait`
-    // only reap through `&mut`), so it cannot have been reused by another process.
+    // which `try_wait` just found running and therefore not reaped (reaping needs
+    // `&mut Child`, which we hold), so it cannot have been reused by another process.
     unsafe {
         libc::kill(pid, sig);
     }
+    true
 }
 
 /// Polls `child` until it exits (reaping it) or `timeout` passes; `true` if it exited.
@@ -88,11 +99,11 @@ pub(crate) fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
 }
 
 /// SIGTERM (and SIGCONT, for a paused process), wait up to `grace`, then SIGKILL and
-/// reap. Works on several children at
-/// once so their shutdowns overlap. Cleans up the `/dev/shm` files of those that had
-/// to be killed.
+/// reap. Works on several children at once so their shutdowns overlap. Cleans up after
+/// those that had to be killed ([`remove_daemon_leftovers`]). A child that has exited
+/// already (a daemon that stopped on its own) is only reaped.
 pub(crate) fn terminate_all(children: &mut [&mut Child], grace: Duration) {
-    for child in children.iter() {
+    for child in children.iter_mut() {
         signal(child, libc::SIGTERM);
         // A paused (SIGSTOPped) process acts on the SIGTERM only once continued.
         signal(child, libc::SIGCONT);
@@ -103,7 +114,7 @@ pub(crate) fn terminate_all(children: &mut [&mut Child], grace: Duration) {
         if !wait_exit(child, left) {
             signal(child, libc::SIGKILL);
             let _ = child.wait();
-            remove_daemon_shm(child.id());
+            remove_daemon_leftovers(child.id());
         }
     }
 }
@@ -123,11 +134,19 @@ pub(crate) fn detach(cmd: &mut Command) {
     }
 }
 
-/// Removes the shared-memory files a corosync with pid `pid` leaves in `/dev/shm` when
-/// it is killed: its 8 MiB blackbox (`qb-corosync-PID-blackbox-*`) and its IPC
-/// connection directories (`qb-PID-CLIENTPID-...`). Call only after reaping it. A
-/// client still mapping them keeps its mapping.
-pub(crate) fn remove_daemon_shm(pid: u32) {
+/// Removes what a corosync with pid `pid` leaves behind when it is killed: in
+/// `/dev/shm` its 8 MiB blackbox (`qb-corosync-PID-blackbox-*`) and its IPC connection
+/// directories (`qb-PID-CLIENTPID-...`); and its lock file `/run/corosync.pid` if that
+/// names `pid` and no process `pid` exists (corosync 3.1 always writes the lock file
+/// there; in the namespaces mode that `/run` is the node's own directory, in the
+/// container mode it is the container's). Call only after reaping it. A client still
+/// mapping the files keeps its mapping.
+pub(crate) fn remove_daemon_leftovers(pid: u32) {
+    let lock = std::path::Path::new(COROSYNC_LOCK_FILE);
+    let stale = !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    if stale && std::fs::read_to_string(lock).is_ok_and(|text| text.trim() == pid.to_string()) {
+        let _ = std::fs::remove_file(lock);
+    }
     let Ok(entries) = std::fs::read_dir("/dev/shm") else {
         return;
     };
@@ -143,3 +162,6 @@ pub(crate) fn remove_daemon_shm(pid: u32) {
         }
     }
 }
+
+/// The lock file corosync 3.1 writes (its path is compiled in: `LOCALSTATEDIR/run`).
+pub(crate) const COROSYNC_LOCK_FILE: &str = "/var/run/corosync.pid";

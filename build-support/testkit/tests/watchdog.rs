@@ -7,23 +7,25 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cpg_testkit::{wait_until, Cluster};
+use cpg_testkit::{wait_until, Cluster, Mode};
 
 /// Set for the child process that plays the test being killed.
 const HOLDER_ENV: &str = "CPG_TESTKIT_WATCHDOG_HOLDER";
 
 /// Only does something as the child of `sigkilled_test_process_is_cleaned_up`: starts
-/// the shared node and a 2-node cluster, reports them, and waits to be killed.
+/// the shared node and (in the namespaces mode) a 2-node cluster, reports them, and
+/// waits to be killed.
 #[test]
 fn holder() {
     if std::env::var_os(HOLDER_ENV).is_none() {
         return;
     }
     let shared = cpg_testkit::shared();
-    let cluster = Cluster::start(2);
+    let cluster = (cpg_testkit::mode() == Mode::Namespaces).then(|| Cluster::start(2));
     // libtest's "test holder ... " precedes our first line: start with a newline.
     println!();
-    for node in std::iter::once(shared).chain(cluster.nodes()) {
+    let nodes = cluster.iter().flat_map(|c| c.nodes());
+    for node in std::iter::once(shared).chain(nodes) {
         let pid = node.daemon_pid().expect("daemon running");
         println!("NODE {} {pid}", node.netns());
     }
@@ -78,7 +80,12 @@ fn sigkilled_test_process_is_cleaned_up() {
             Err(e) => panic!("the holder did not get ready: {e}"),
         }
     }
-    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    // The shared node and a 2-node cluster; in the container mode the shared node only.
+    let expect = match cpg_testkit::mode() {
+        Mode::Namespaces => 3,
+        Mode::Container => 1,
+    };
+    assert_eq!(nodes.len(), expect, "{nodes:?}");
 
     holder.0.kill().expect("SIGKILL the holder");
     holder.0.wait().expect("reap the holder");
@@ -91,7 +98,7 @@ fn sigkilled_test_process_is_cleaned_up() {
     let leftovers = || {
         let mut left = Vec::new();
         for (ns, pid) in &nodes {
-            if PathBuf::from("/run/netns").join(ns).exists() {
+            if !ns.is_empty() && PathBuf::from("/run/netns").join(ns).exists() {
                 left.push(format!("netns {ns}"));
             }
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -100,6 +107,11 @@ fn sigkilled_test_process_is_cleaned_up() {
             }
             if PathBuf::from(format!("/dev/shm/qb-corosync-{pid}-blackbox-data")).exists() {
                 left.push(format!("blackbox of {pid}"));
+            }
+            // corosync 3.1's lock file: in the container mode the container's own.
+            let lock = std::fs::read_to_string("/var/run/corosync.pid").unwrap_or_default();
+            if lock.trim() == pid.to_string() {
+                left.push(format!("/run/corosync.pid of {pid}"));
             }
         }
         if let Ok(entries) = std::fs::read_dir(&base) {
