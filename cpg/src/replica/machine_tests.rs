@@ -779,6 +779,7 @@ fn a_state_loaded_with_its_version_wins_over_a_shorter_history() {
 }
 
 mod bench;
+mod blind_spots;
 mod hostile;
 mod soak;
 
