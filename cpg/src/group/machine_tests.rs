@@ -474,6 +474,71 @@ fn a_payload_cannot_claim_to_be_ours() {
     );
 }
 
+/// The machine's per-peer paths (issue 23: the group layer's review) hold nothing per
+/// delivery: a peer on this process's own node that copies this process's header
+/// (its nonce, with a sequence number past every pending send), replays its messages
+/// or sends garbage, 10,000 times each, neither resolves nor fails a pending
+/// confirmation (taken for this process's, the copy would fail them all as
+/// `Unknown`); the confirmations still resolve at the own deliveries, once each. The
+/// same with this process's identity learned from its own nonce.
+#[test]
+fn a_peer_copying_our_header_cannot_resolve_or_fail_our_confirmations() {
+    for known in [true, false] {
+        let me = m(3, 100);
+        let other = m(3, 200);
+        let mut t = if known {
+            T::joined(me, &[me, other])
+        } else {
+            // Both processes of node 3 joined at once: ambiguous until a message of
+            // this process returns.
+            let mut t = T::new(Config::default(), 1);
+            t.effects();
+            t.m.handle_connected(t.now, Ok(3));
+            t.confchg(
+                &[me, other],
+                &[],
+                &[(me, Reason::Join), (other, Reason::Join)],
+            );
+            t.events();
+            t
+        };
+        let ids: Vec<SendId> = (0..3u8).map(|i| t.m.send(vec![i], true).unwrap()).collect();
+        let wire = t.flush();
+        if !known {
+            t.deliver(me, &wire[0]);
+            assert_eq!(t.m.me(), Some(me));
+        }
+        let mut forged = wire[0].clone();
+        forged[16..24].copy_from_slice(&100u64.to_le_bytes());
+        for _ in 0..10_000 {
+            t.deliver(other, &forged);
+            t.deliver(other, &wire[2]);
+            t.deliver(other, b"garbage");
+        }
+        let mut ev = t.events();
+        let resolved = |ev: &[Event]| -> Vec<SendId> {
+            ev.iter()
+                .filter_map(|e| match e {
+                    Event::Confirmed { id, .. } => Some(*id),
+                    Event::NotSent { id, .. } => panic!("{id:?} failed by a peer"),
+                    _ => None,
+                })
+                .collect()
+        };
+        let early = resolved(&ev);
+        assert_eq!(early, if known { vec![] } else { vec![ids[0]] });
+        assert_eq!(t.m.stats().delivered, 30_000 + u64::from(!known));
+        for w in &wire[usize::from(!known)..] {
+            t.deliver(me, w);
+        }
+        ev = t.events();
+        let mut all = early;
+        all.extend(resolved(&ev));
+        assert_eq!(all, ids, "identity known at the join: {known}");
+        assert_eq!(t.m.stats().not_sent, 0);
+    }
+}
+
 #[test]
 fn positions_count_per_view_and_malformed_messages_count_too() {
     let me = m(1, 10);

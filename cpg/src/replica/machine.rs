@@ -1,18 +1,71 @@
 //! The replica protocol's rules as a state machine without I/O or clock: [`Machine`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::group::View;
 use crate::types::Member;
 
 use super::app::{Candidate, OpInfo, Replicated, Summary};
 pub use super::event::{Config, Discarded, Effect, Event, Failure, Phase, Stats};
-use super::wire::{add_seq, has_seq, members_hash, DecodeError, Msg, Ranges, RoundId};
+use super::wire::{add_seq, has_seq, keep_latest, members_hash, DecodeError, Msg, Ranges, RoundId};
 
-/// What the source announced before its chunks: the state's summary, its length,
-/// the number of chunks, and which operations of each origin its history holds.
-type Header = (Summary, u64, u32, Vec<(Member, Ranges)>);
+/// What a machine holds in memory on behalf of its peers (see `Machine::footprint`).
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Footprint {
+    /// Bytes allocated for the state being received.
+    pub transfer: usize,
+    /// Verification checks open.
+    pub checks: usize,
+    /// Digests held in them.
+    pub check_entries: usize,
+    /// Operations queued until the round ends.
+    pub queue: usize,
+    /// Messages waiting to be sent.
+    pub outbox: usize,
+    /// Their bytes.
+    pub outbox_bytes: usize,
+    /// Sequence-number ranges kept for the history (all origins).
+    pub ranges: usize,
+    /// Events not yet polled.
+    pub events: usize,
+}
+
+/// What the source announced before its chunks.
+#[derive(Debug)]
+struct Header {
+    /// The state's summary.
+    summary: Summary,
+    /// Its snapshot's length.
+    len: u64,
+    /// The number of chunks that carry it.
+    chunks: u32,
+    /// Which operations of each origin its history holds.
+    applied: Vec<(Member, Ranges)>,
+}
+
+/// A state transfer being received.
+#[derive(Debug)]
+struct Transfer {
+    source: Member,
+    /// Once delivered.
+    header: Option<Header>,
+    /// Whether this member restores the state (it is not the source, and its summary
+    /// at the header is not the announced one): only then are the chunks kept.
+    restore: bool,
+    /// This member's summary at the header (its state does not change during the
+    /// transfer: operations are queued).
+    previous: Summary,
+    /// The chunks kept so far (never more than the header announced).
+    data: Vec<u8>,
+    /// Bytes received so far, kept or not.
+    received: u64,
+    /// The index of the next chunk.
+    next: u32,
+    /// The overall deadline, set at the header: no chunk extends it.
+    ends: Option<Instant>,
+}
 
 #[derive(Debug)]
 enum Round {
@@ -23,14 +76,68 @@ enum Round {
     /// Collecting summaries.
     Collect,
     /// Receiving the source's state.
-    Transfer {
-        source: Member,
-        header: Option<Header>,
-        data: Vec<u8>,
-        next: u32,
-    },
+    Transfer(Transfer),
     /// Synced.
     Ready,
+}
+
+/// A verification in progress: at most one per issuer.
+#[derive(Debug)]
+struct Check {
+    /// The issuer's number for it.
+    id: u64,
+    /// The digests delivered so far.
+    got: BTreeMap<Member, Summary>,
+}
+
+/// Why a chunk cannot belong to the announced state.
+fn chunk_fault(header: &Header, received: u64, next: u32, len: u64) -> Option<Failure> {
+    // Bytes and chunks still to come, this one included (at least one chunk: the
+    // transfer ends at the last).
+    let left = header.len - received;
+    let later = u64::from(header.chunks - next - 1);
+    let Some(rest) = left.checked_sub(len) else {
+        // More bytes than announced.
+        return Some(Failure::BadTransfer);
+    };
+    if later == 0 && rest != 0 {
+        // The last chunk, and the state is short.
+        return Some(Failure::BadTransfer);
+    }
+    if header.len > 0 && (len == 0 || rest < later) {
+        // Every chunk of a non-empty state holds a byte or more: the chunks still to
+        // come cannot hold what is left.
+        return Some(Failure::BadTransfer);
+    }
+    None
+}
+
+/// Whether `chunks` chunks can carry a state of `len` bytes: an empty state is one
+/// empty chunk, every chunk of another holds a byte or more.
+fn chunks_can_hold(len: u64, chunks: u32) -> bool {
+    match len {
+        0 => chunks == 1,
+        _ => chunks >= 1 && u64::from(chunks) <= len,
+    }
+}
+
+/// Appends a chunk to the state being received, growing the buffer by doubling but
+/// never past the announced length (which the chunks were checked against).
+fn keep(buf: &mut Vec<u8>, piece: &[u8], announced: u64) {
+    let need = buf.len() + piece.len();
+    if need > buf.capacity() {
+        let cap = usize::try_from(announced).unwrap_or(usize::MAX);
+        let target = buf.capacity().saturating_mul(2).min(cap).max(need);
+        buf.reserve_exact(target - buf.len());
+    }
+    buf.extend_from_slice(piece);
+}
+
+/// How long `len` bytes take at `rate` bytes per second (`0` counts as 1).
+fn at_rate(len: u64, rate: u64) -> Duration {
+    let rate = rate.max(1);
+    let nanos = u128::from(len % rate) * 1_000_000_000 / u128::from(rate);
+    Duration::new(len / rate, u32::try_from(nanos).unwrap_or(0))
 }
 
 /// The replica protocol for one member, around the application's state `A`.
@@ -53,8 +160,23 @@ pub struct Machine<A> {
     hash: u64,
     round: Round,
     attempt: u32,
+    /// The coordinator of the current attempt, chosen when it began.
+    coordinator: Option<Member>,
     round_id: Option<RoundId>,
+    /// Members left out of the view's rounds: they speak a newer protocol.
     excluded: BTreeSet<Member>,
+    /// Members not waited for again in this view: they let a round deadline pass
+    /// without a word (a start, a summary). They still take part when they speak in
+    /// time, and receive the state.
+    silent: BTreeSet<Member>,
+    /// Members whose malformed messages were reported in this view.
+    malformed: BTreeSet<Member>,
+    /// A restore failed: operations delivered until the next view belong on a state
+    /// this member does not have; they are dropped.
+    lost_sync: bool,
+    /// Own operations dropped for a failed restore: delivered, applied by the others,
+    /// not here. The next restored state tells whether it holds them.
+    orphans: VecDeque<(u64, Vec<u8>)>,
     summaries: BTreeMap<Member, Summary>,
     queue: VecDeque<(Member, u64, Vec<u8>)>,
     version: u64,
@@ -65,7 +187,8 @@ pub struct Machine<A> {
     deadline: Option<Instant>,
     verify_at: Option<Instant>,
     next_check: u64,
-    checks: BTreeMap<(Member, u64), BTreeMap<Member, Summary>>,
+    /// Verifications in progress, by issuer.
+    checks: BTreeMap<Member, Check>,
     /// Messages to send; `true` marks round messages, dropped when the view changes.
     outbox: VecDeque<(bool, Vec<u8>)>,
     rejoin: bool,
@@ -84,8 +207,13 @@ impl<A: Replicated> Machine<A> {
             hash: 0,
             round: Round::Detached,
             attempt: 0,
+            coordinator: None,
             round_id: None,
             excluded: BTreeSet::new(),
+            silent: BTreeSet::new(),
+            malformed: BTreeSet::new(),
+            lost_sync: false,
+            orphans: VecDeque::new(),
             summaries: BTreeMap::new(),
             queue: VecDeque::new(),
             version,
@@ -145,6 +273,26 @@ impl<A: Replicated> Machine<A> {
         Stats {
             queued_ops: self.queue.len(),
             ..self.stats
+        }
+    }
+
+    /// What this machine holds in memory on behalf of its peers, for the tests of its
+    /// bounds.
+    #[cfg(test)]
+    pub(super) fn footprint(&self) -> Footprint {
+        let transfer = match &self.round {
+            Round::Transfer(t) => t.data.capacity(),
+            _ => 0,
+        };
+        Footprint {
+            transfer,
+            checks: self.checks.len(),
+            check_entries: self.checks.values().map(|c| c.got.len()).sum(),
+            queue: self.queue.len(),
+            outbox: self.outbox.len(),
+            outbox_bytes: self.outbox.iter().map(|(_, b)| b.len()).sum(),
+            ranges: self.applied.values().map(Vec::len).sum(),
+            events: self.events.len(),
         }
     }
 
@@ -227,11 +375,13 @@ impl<A: Replicated> Machine<A> {
     pub fn handle_disconnected(&mut self) {
         self.leave_view();
         self.view = None;
+        self.lost_sync = false;
     }
 
     /// A new view was installed: a new round starts.
     pub fn handle_view(&mut self, now: Instant, view: &View) {
         self.leave_view();
+        self.lost_sync = false;
         self.view = Some(view.clone());
         self.events.push_back(Event::View(view.clone()));
         let Some(me) = view.me() else {
@@ -248,23 +398,34 @@ impl<A: Replicated> Machine<A> {
 
     /// A message was delivered by the group layer (in the agreed order).
     pub fn handle_message(&mut self, now: Instant, from: Member, data: &[u8]) {
+        let in_view = self.view.as_ref().is_some_and(|v| v.contains(from));
         let msg = match Msg::decode(data) {
             Ok(m) => m,
             Err(DecodeError::Newer(version)) => {
                 // Reported once per member and view; left out of the view's rounds.
-                if self.view.as_ref().is_some_and(|v| v.contains(from))
-                    && self.excluded.insert(from)
-                {
+                if in_view && self.excluded.insert(from) {
                     self.events.push_back(Event::Refused { from, version });
+                    if matches!(self.round, Round::AwaitStart) && self.coordinator == Some(from) {
+                        // Its start would not be read: the attempt begins again with
+                        // a coordinator that speaks this protocol.
+                        if let Some(me) = self.view.as_ref().and_then(View::me) {
+                            self.begin_attempt(now, me);
+                        }
+                    }
                     self.check_collected(now);
                 }
                 return;
             }
             Err(DecodeError::Malformed) => {
-                self.events.push_back(Event::Malformed {
-                    from,
-                    len: data.len(),
-                });
+                // Counted, reported once per member and view: a member that sends
+                // nothing else is as silent as one that sends nothing.
+                self.stats.malformed += 1;
+                if in_view && self.malformed.insert(from) {
+                    self.events.push_back(Event::Malformed {
+                        from,
+                        len: data.len(),
+                    });
+                }
                 return;
             }
         };
@@ -274,7 +435,10 @@ impl<A: Replicated> Machine<A> {
         }
         match msg {
             Msg::Op { seq, data } => {
-                if matches!(self.round, Round::Ready) {
+                if self.lost_sync {
+                    self.stats.stale += 1;
+                    self.orphan(from, seq, data);
+                } else if matches!(self.round, Round::Ready) {
                     self.apply(from, seq, &data);
                 } else {
                     self.queue.push_back((from, seq, data));
@@ -286,16 +450,16 @@ impl<A: Replicated> Machine<A> {
                 version,
                 digest,
             } => {
-                let in_view = self.view.as_ref().is_some_and(|v| v.contains(from));
                 if self.round_id != Some(round) || !matches!(self.round, Round::Collect) || !in_view
                 {
                     self.stats.stale += 1;
                     return;
                 }
+                // The first summary of each member counts. Summaries do not extend
+                // the collection: it ends at the deadline set by the start.
                 self.summaries
                     .entry(from)
                     .or_insert(Summary { version, digest });
-                self.deadline = Some(crate::wait::later(now, self.config.round_timeout));
                 self.check_collected(now);
             }
             Msg::StateHeader {
@@ -305,45 +469,18 @@ impl<A: Replicated> Machine<A> {
                 len,
                 chunks,
                 applied,
-            } => {
-                let ok = self.round_id == Some(round);
-                match &mut self.round {
-                    Round::Transfer {
-                        source,
-                        header: header @ None,
-                        data,
-                        ..
-                    } if ok && *source == from => {
-                        *header = Some((Summary { version, digest }, len, chunks, applied));
-                        data.reserve(usize::try_from(len).unwrap_or(0).min(1 << 30));
-                        self.deadline = Some(crate::wait::later(now, self.config.round_timeout));
-                    }
-                    _ => self.stats.stale += 1,
-                }
-            }
-            Msg::Chunk { round, index, data } => {
-                let ok = self.round_id == Some(round);
-                let done = match &mut self.round {
-                    Round::Transfer {
-                        source,
-                        header: Some((_, _, chunks, _)),
-                        data: buf,
-                        next,
-                    } if ok && *source == from && *next == index => {
-                        buf.extend_from_slice(&data);
-                        *next += 1;
-                        *next == *chunks
-                    }
-                    _ => {
-                        self.stats.stale += 1;
-                        return;
-                    }
-                };
-                self.deadline = Some(crate::wait::later(now, self.config.round_timeout));
-                if done {
-                    self.finish_transfer();
-                }
-            }
+            } => self.on_header(
+                now,
+                from,
+                round,
+                Header {
+                    summary: Summary { version, digest },
+                    len,
+                    chunks,
+                    applied,
+                },
+            ),
+            Msg::Chunk { round, index, data } => self.on_chunk(now, from, round, index, &data),
             Msg::Trouble {
                 members,
                 attempt,
@@ -360,20 +497,52 @@ impl<A: Replicated> Machine<A> {
                     self.stats.stale += 1;
                     return;
                 }
-                if matches!(self.round, Round::Collect) && !self.summaries.is_empty() {
-                    // Decide with the summaries every member has received by now:
-                    // whoever stayed silent is left to catch up from the transfer.
-                    self.decide(now);
-                } else {
-                    self.next_attempt(now, Failure::Deadline);
+                let view = self.view.as_ref().expect("a round means a view");
+                match self.round {
+                    Round::Collect if !self.summaries.is_empty() => {
+                        // Decide with the summaries every member has received by now:
+                        // whoever stayed silent is left to catch up from the transfer,
+                        // and not waited for again in this view.
+                        for m in view.members() {
+                            if !self.summaries.contains_key(m) && !self.excluded.contains(m) {
+                                self.silent.insert(*m);
+                            }
+                        }
+                        self.decide(now);
+                    }
+                    Round::AwaitStart => {
+                        // The coordinator did not start the round: not the coordinator
+                        // of a later attempt, nor waited for, in this view.
+                        self.silent.extend(self.coordinator);
+                        self.next_attempt(now, Failure::Deadline);
+                    }
+                    _ => self.next_attempt(now, Failure::Deadline),
                 }
             }
             Msg::Verify { members, check } => {
-                if members != self.hash || !matches!(self.round, Round::Ready) {
+                if members != self.hash || !matches!(self.round, Round::Ready) || !in_view {
                     self.stats.stale += 1;
                     return;
                 }
-                self.checks.insert((from, check), BTreeMap::new());
+                // One check open per issuer: a request while the issuer's previous
+                // check waits for the issuer's own digest is dropped (an issuer that
+                // does not answer its own checks cannot pile them up); otherwise it
+                // replaces it (one that a silent member holds open).
+                if self
+                    .checks
+                    .get(&from)
+                    .is_some_and(|c| !c.got.contains_key(&from))
+                {
+                    self.stats.stale += 1;
+                    return;
+                }
+                self.checks.insert(
+                    from,
+                    Check {
+                        id: check,
+                        got: BTreeMap::new(),
+                    },
+                );
                 let s = self.summary();
                 let msg = Msg::Digest {
                     members,
@@ -391,22 +560,26 @@ impl<A: Replicated> Machine<A> {
                 version,
                 digest,
             } => {
-                let Some(got) = self
+                let ready = members == self.hash && matches!(self.round, Round::Ready) && in_view;
+                let Some(open) = self
                     .checks
-                    .get_mut(&(issuer, check))
-                    .filter(|_| members == self.hash && matches!(self.round, Round::Ready))
+                    .get_mut(&issuer)
+                    .filter(|c| c.id == check && ready)
                 else {
                     self.stats.stale += 1;
                     return;
                 };
-                got.entry(from).or_insert(Summary { version, digest });
+                open.got.entry(from).or_insert(Summary { version, digest });
                 let view = self.view.as_ref().expect("ready means in a view");
-                let complete = view
-                    .members()
-                    .iter()
-                    .all(|m| got.contains_key(m) || self.excluded.contains(m));
+                let complete = view.members().iter().all(|m| {
+                    open.got.contains_key(m) || self.excluded.contains(m) || self.silent.contains(m)
+                });
                 if complete {
-                    let got = self.checks.remove(&(issuer, check)).unwrap_or_default();
+                    let got = self
+                        .checks
+                        .remove(&issuer)
+                        .map(|c| c.got)
+                        .unwrap_or_default();
                     let summaries: Vec<Candidate> = got
                         .into_iter()
                         .map(|(member, summary)| Candidate { member, summary })
@@ -427,7 +600,6 @@ impl<A: Replicated> Machine<A> {
     }
 
     fn on_start(&mut self, now: Instant, from: Member, members: u64, round: RoundId) {
-        let expected = self.coordinator(self.attempt);
         let fresh = match self.round_id {
             None => true,
             // The same coordinator started again for a later view of its own with the
@@ -437,24 +609,93 @@ impl<A: Replicated> Machine<A> {
         if members != self.hash
             || round.attempt != self.attempt
             || round.coordinator != from
-            || expected != Some(from)
+            || self.coordinator != Some(from)
             || !fresh
             || matches!(self.round, Round::Detached)
         {
             self.stats.stale += 1;
             return;
         }
+        // The collection ends a round deadline after the first start of the attempt:
+        // a coordinator that starts over and over does not extend it.
+        if self.round_id.is_none() || self.deadline.is_none() {
+            self.deadline = Some(crate::wait::later(now, self.config.round_timeout));
+        }
         self.round_id = Some(round);
         self.summaries.clear();
         self.checks.clear();
         self.round = Round::Collect;
-        self.deadline = Some(crate::wait::later(now, self.config.round_timeout));
+        self.drop_round_sends();
         let s = self.summary();
         self.send_round(Msg::Summary {
             round,
             version: s.version,
             digest: s.digest,
         });
+    }
+
+    /// The source's header: checked against the bounds before anything is kept.
+    fn on_header(&mut self, now: Instant, from: Member, round: RoundId, header: Header) {
+        let expected = self.round_id == Some(round)
+            && matches!(&self.round, Round::Transfer(t) if t.source == from && t.header.is_none());
+        if !expected {
+            self.stats.stale += 1;
+            return;
+        }
+        let max = u64::try_from(self.config.max_state_size).unwrap_or(u64::MAX);
+        if header.len > max {
+            return self.next_attempt(now, Failure::TooLarge);
+        }
+        if !chunks_can_hold(header.len, header.chunks) {
+            return self.next_attempt(now, Failure::BadTransfer);
+        }
+        let me = self.view.as_ref().and_then(View::me);
+        let previous = self.summary();
+        let restore = me != Some(from) && previous != header.summary;
+        let timeout = self.config.round_timeout;
+        let ends = crate::wait::later(
+            crate::wait::later(now, timeout),
+            at_rate(header.len, self.config.min_transfer_rate),
+        );
+        self.deadline = Some(crate::wait::later(now, timeout).min(ends));
+        if let Round::Transfer(t) = &mut self.round {
+            t.header = Some(header);
+            t.restore = restore;
+            t.previous = previous;
+            t.ends = Some(ends);
+        }
+    }
+
+    /// A chunk of the source's state: it must fit what the header announced, or the
+    /// transfer ends at once, at the same point for every member.
+    fn on_chunk(&mut self, now: Instant, from: Member, round: RoundId, index: u32, data: &[u8]) {
+        let ok = self.round_id == Some(round);
+        let Round::Transfer(t) = &mut self.round else {
+            self.stats.stale += 1;
+            return;
+        };
+        let Some(header) = t
+            .header
+            .as_ref()
+            .filter(|_| ok && t.source == from && t.next == index)
+        else {
+            self.stats.stale += 1;
+            return;
+        };
+        if let Some(why) = chunk_fault(header, t.received, t.next, data.len() as u64) {
+            return self.next_attempt(now, why);
+        }
+        t.received += data.len() as u64;
+        t.next += 1;
+        if t.restore {
+            keep(&mut t.data, data, header.len);
+        }
+        let done = t.next == header.chunks;
+        let progress = crate::wait::later(now, self.config.round_timeout);
+        self.deadline = Some(t.ends.map_or(progress, |e| e.min(progress)));
+        if done {
+            self.finish_transfer();
+        }
     }
 
     fn stage(&self) -> u8 {
@@ -465,16 +706,32 @@ impl<A: Replicated> Machine<A> {
         }
     }
 
-    fn coordinator(&self, attempt: u32) -> Option<Member> {
+    /// The coordinator of `attempt`: member `attempt mod n` of the sorted members, or
+    /// the next one after it that is not known to stay silent or to speak a newer
+    /// protocol in this view (the first attempt of a view is always member 0).
+    fn pick_coordinator(&self, attempt: u32) -> Option<Member> {
         let members = self.view.as_ref()?.members();
         if members.is_empty() {
             return None;
         }
-        Some(members[attempt as usize % members.len()])
+        let first = attempt as usize % members.len();
+        let speaks = |m: &Member| !self.silent.contains(m) && !self.excluded.contains(m);
+        members[first..]
+            .iter()
+            .chain(&members[..first])
+            .find(|m| speaks(m))
+            .or(Some(&members[first]))
+            .copied()
     }
 
     fn send_round(&mut self, msg: Msg) {
         self.outbox.push_back((true, msg.encode()));
+    }
+
+    /// Drops the round messages not yet handed to the driver: they belong to a round
+    /// that has ended (a new attempt or start), and would be stale when delivered.
+    fn drop_round_sends(&mut self) {
+        self.outbox.retain(|(round, _)| !round);
     }
 
     /// Ends whatever the previous view was doing: queued operations are applied to
@@ -484,11 +741,14 @@ impl<A: Replicated> Machine<A> {
         while let Some((from, seq, data)) = self.queue.pop_front() {
             self.apply(from, seq, &data);
         }
-        self.outbox.retain(|(round, _)| !round);
+        self.drop_round_sends();
         self.round = Round::Detached;
         self.round_id = None;
+        self.coordinator = None;
         self.summaries.clear();
         self.excluded.clear();
+        self.silent.clear();
+        self.malformed.clear();
         self.checks.clear();
         self.deadline = None;
         self.verify_at = None;
@@ -499,8 +759,10 @@ impl<A: Replicated> Machine<A> {
         self.round_id = None;
         self.summaries.clear();
         self.checks.clear();
+        self.coordinator = self.pick_coordinator(self.attempt);
         self.deadline = Some(crate::wait::later(now, self.config.round_timeout));
-        if self.coordinator(self.attempt) == Some(me) {
+        self.drop_round_sends();
+        if self.coordinator == Some(me) {
             let view = self.view.as_ref().expect("in a view").id();
             let msg = Msg::Start {
                 members: self.hash,
@@ -539,10 +801,9 @@ impl<A: Replicated> Machine<A> {
             return;
         }
         let view = self.view.as_ref().expect("collecting means in a view");
-        let complete = view
-            .members()
-            .iter()
-            .all(|m| self.summaries.contains_key(m) || self.excluded.contains(m));
+        let complete = view.members().iter().all(|m| {
+            self.summaries.contains_key(m) || self.excluded.contains(m) || self.silent.contains(m)
+        });
         if complete && !self.summaries.is_empty() {
             self.decide(now);
         }
@@ -559,6 +820,7 @@ impl<A: Replicated> Machine<A> {
         let i = self.app.choose(&candidates);
         let chosen = candidates.get(i).copied().unwrap_or(candidates[0]);
         let view = self.view.as_ref().expect("deciding means in a view");
+        // Silent members without a summary get the state too, should they wake up.
         let everyone = view
             .members()
             .iter()
@@ -566,15 +828,20 @@ impl<A: Replicated> Machine<A> {
         let all_equal = candidates.iter().all(|c| c.summary == chosen.summary);
         let round = self.round_id.expect("deciding means in a round");
         if everyone && all_equal {
+            self.orphans.clear();
             self.finish_round(round, chosen.member, chosen.summary, false);
             return;
         }
-        self.round = Round::Transfer {
+        self.round = Round::Transfer(Transfer {
             source: chosen.member,
             header: None,
+            restore: false,
+            previous: chosen.summary,
             data: Vec::new(),
+            received: 0,
             next: 0,
-        };
+            ends: None,
+        });
         self.deadline = Some(crate::wait::later(now, self.config.round_timeout));
         if view.me() == Some(chosen.member) {
             self.send_state(round);
@@ -583,7 +850,12 @@ impl<A: Replicated> Machine<A> {
 
     fn send_state(&mut self, round: RoundId) {
         let snapshot = self.app.snapshot();
-        let size = self.config.chunk_size.max(1);
+        // Chunks of at least `chunk_size`, and few enough to be counted in a `u32`.
+        let size = self
+            .config
+            .chunk_size
+            .max(1)
+            .max(snapshot.len().div_ceil(u32::MAX as usize));
         let chunks = snapshot.len().div_ceil(size).max(1);
         let s = self.summary();
         self.send_round(Msg::StateHeader {
@@ -594,6 +866,10 @@ impl<A: Replicated> Machine<A> {
             chunks: u32::try_from(chunks).expect("fewer than 2^32 chunks"),
             applied: self.applied.iter().map(|(&m, r)| (m, r.clone())).collect(),
         });
+        if snapshot.len() > self.config.max_state_size {
+            // Every member with the same limit refuses it at the header.
+            return;
+        }
         for i in 0..chunks {
             let piece =
                 &snapshot[(i * size).min(snapshot.len())..((i + 1) * size).min(snapshot.len())];
@@ -608,36 +884,55 @@ impl<A: Replicated> Machine<A> {
 
     fn finish_transfer(&mut self) {
         let round = self.round_id.expect("transfer means in a round");
-        let Round::Transfer {
+        let Round::Transfer(Transfer {
             source,
-            header: Some((current, len, _, applied)),
+            header: Some(header),
+            restore,
+            previous,
             data,
             ..
-        } = std::mem::replace(&mut self.round, Round::AwaitStart)
+        }) = std::mem::replace(&mut self.round, Round::AwaitStart)
         else {
             unreachable!("finish_transfer outside a transfer");
         };
-        let me = self.view.as_ref().and_then(View::me);
-        let previous = self.summary();
-        if me != Some(source) && previous != current {
-            if data.len() as u64 != len || self.app.restore(&data).is_err() {
-                return self.restore_failed();
+        let current = header.summary;
+        if restore {
+            if self.app.restore(&data).is_err() {
+                return self.restore_failed(Failure::RestoreFailed);
+            }
+            drop(data);
+            if self.app.digest() != current.digest {
+                // Not the announced state: its history is nobody's.
+                self.version = 0;
+                return self.restore_failed(Failure::Damaged);
             }
             self.stats.restores += 1;
-            self.stats.bytes_received += len;
+            self.stats.bytes_received += header.len;
             self.version = current.version;
+            let me = self.view.as_ref().and_then(View::me);
             let before = me
                 .and_then(|me| self.applied.get(&me).cloned())
                 .unwrap_or_default();
-            self.applied = applied.into_iter().collect();
-            // Own operations the replaced history held and the new one does not.
+            self.applied = header
+                .applied
+                .into_iter()
+                .map(|(m, mut r)| {
+                    keep_latest(&mut r);
+                    (m, r)
+                })
+                .collect();
             let after = me
                 .and_then(|me| self.applied.get(&me).cloned())
                 .unwrap_or_default();
+            // Own operations the replaced history held and the new one does not, and
+            // own operations dropped for a failed restore that the new one does not
+            // hold either.
+            let orphans = std::mem::take(&mut self.orphans);
             let discarded = self
                 .own_log
                 .iter()
                 .filter(|(seq, _)| has_seq(&before, *seq) && !has_seq(&after, *seq))
+                .chain(orphans.iter().filter(|(seq, _)| !has_seq(&after, *seq)))
                 .map(|(seq, op)| Discarded {
                     seq: *seq,
                     op: op.clone(),
@@ -650,23 +945,45 @@ impl<A: Replicated> Machine<A> {
                 current,
                 discarded,
             });
+            // Those it holds are applied here now, as of its version.
+            for (seq, _) in orphans.iter().filter(|(seq, _)| has_seq(&after, *seq)) {
+                self.events.push_back(Event::Applied {
+                    seq: *seq,
+                    version: current.version,
+                });
+            }
         }
+        self.orphans.clear();
         self.finish_round(round, source, current, true);
     }
 
-    /// The state could not be restored (the application kept its previous state):
-    /// operations queued since the round began apply to a state this member does not
-    /// have, so they are dropped, and the member leaves and joins again, to catch up
-    /// in a view of its own making.
-    fn restore_failed(&mut self) {
+    /// The state could not be restored (the application kept its previous state), or
+    /// was not the announced one: operations queued since the round began, and those
+    /// delivered until the next view, apply to a state this member does not have, so
+    /// they are dropped, and the member leaves and joins again, to catch up in a view
+    /// of its own making.
+    fn restore_failed(&mut self, why: Failure) {
         self.stats.failed_rounds += 1;
         self.events.push_back(Event::RoundFailed {
             attempt: self.attempt,
-            why: Failure::RestoreFailed,
+            why,
         });
-        self.queue.clear();
+        for (from, seq, data) in std::mem::take(&mut self.queue) {
+            self.orphan(from, seq, data);
+        }
         self.leave_view();
+        self.lost_sync = true;
         self.rejoin = true;
+    }
+
+    /// Notes an operation dropped for a failed restore, if it is an own one.
+    fn orphan(&mut self, origin: Member, seq: u64, op: Vec<u8>) {
+        if self.view.as_ref().and_then(View::me) == Some(origin) {
+            self.orphans.push_back((seq, op));
+            while self.orphans.len() > self.config.own_log_limit {
+                self.orphans.pop_front();
+            }
+        }
     }
 
     fn finish_round(
@@ -701,7 +1018,9 @@ impl<A: Replicated> Machine<A> {
         };
         self.app.apply(data, &info);
         self.stats.applied += 1;
-        add_seq(self.applied.entry(origin).or_default(), seq);
+        let ranges = self.applied.entry(origin).or_default();
+        add_seq(ranges, seq);
+        keep_latest(ranges);
         if self.view.as_ref().and_then(View::me) == Some(origin) {
             self.own_log.push_back((seq, data.to_vec()));
             while self.own_log.len() > self.config.own_log_limit {

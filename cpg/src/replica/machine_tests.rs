@@ -22,6 +22,9 @@ struct Log {
     salt: Arc<AtomicU64>,
     /// Restores fail while set.
     broken: Arc<AtomicU64>,
+    /// Snapshots leave out the last operation while set: they do not restore to this
+    /// state's digest (a buggy application).
+    lie: Arc<AtomicU64>,
 }
 
 impl Replicated for Log {
@@ -30,9 +33,11 @@ impl Replicated for Log {
     }
 
     fn snapshot(&self) -> Vec<u8> {
+        let lie = usize::from(self.lie.load(Ordering::SeqCst) > 0);
+        let ops = &self.ops[..self.ops.len().saturating_sub(lie)];
         let mut b = Vec::new();
-        b.extend_from_slice(&(self.ops.len() as u64).to_le_bytes());
-        for (m, seq, op) in &self.ops {
+        b.extend_from_slice(&(ops.len() as u64).to_le_bytes());
+        for (m, seq, op) in ops {
             b.extend_from_slice(&m.nodeid.to_le_bytes());
             b.extend_from_slice(&m.pid.to_le_bytes());
             b.extend_from_slice(&seq.to_le_bytes());
@@ -47,17 +52,25 @@ impl Replicated for Log {
         if self.broken.load(Ordering::SeqCst) > 0 {
             return Err("broken on purpose".into());
         }
-        let word = |i: usize| u64::from_le_bytes(s[i..i + 8].try_into().unwrap());
-        let n = word(0) as usize;
+        let bytes = |i: usize, n: usize| s.get(i..i + n).ok_or("short snapshot");
+        let word = |i: usize| -> Result<u64, RestoreError> {
+            Ok(u64::from_le_bytes(bytes(i, 8)?.try_into()?))
+        };
+        let half = |i: usize| -> Result<u32, RestoreError> {
+            Ok(u32::from_le_bytes(bytes(i, 4)?.try_into()?))
+        };
+        let n = word(0)?;
         let mut at = 8;
         let mut ops = Vec::new();
         for _ in 0..n {
-            let nodeid = u32::from_le_bytes(s[at..at + 4].try_into().unwrap());
-            let pid = u32::from_le_bytes(s[at + 4..at + 8].try_into().unwrap());
-            let seq = word(at + 8);
-            let len = word(at + 16) as usize;
+            let member = Member {
+                nodeid: half(at)?,
+                pid: half(at + 4)?,
+            };
+            let seq = word(at + 8)?;
+            let len = usize::try_from(word(at + 16)?)?;
             at += 24;
-            ops.push((Member { nodeid, pid }, seq, s[at..at + len].to_vec()));
+            ops.push((member, seq, bytes(at, len)?.to_vec()));
             at += len;
         }
         self.pad = s.len() - at;
@@ -86,6 +99,7 @@ struct Node {
     silent: bool,
     salt: Arc<AtomicU64>,
     broken: Arc<AtomicU64>,
+    lie: Arc<AtomicU64>,
 }
 
 /// CPG for a few machines: partitions, each with one agreed order.
@@ -95,6 +109,10 @@ struct Sim {
     part: Vec<Option<usize>>,
     /// Per partition: the messages in their agreed order, not yet delivered.
     wire: Vec<VecDeque<(usize, Vec<u8>)>>,
+    /// Per partition: every operation delivered, in the agreed order.
+    delivered: Vec<Vec<(Member, u64)>>,
+    /// Per node: how many times it asked to rejoin.
+    rejoins: Vec<usize>,
     now: Instant,
 }
 
@@ -111,9 +129,11 @@ impl Sim {
             .map(|i| {
                 let salt = Arc::new(AtomicU64::new(0));
                 let broken = Arc::new(AtomicU64::new(0));
+                let lie = Arc::new(AtomicU64::new(0));
                 let app = Log {
                     salt: Arc::clone(&salt),
                     broken: Arc::clone(&broken),
+                    lie: Arc::clone(&lie),
                     ..Log::default()
                 };
                 Node {
@@ -124,6 +144,7 @@ impl Sim {
                     silent: false,
                     salt,
                     broken,
+                    lie,
                 }
             })
             .collect();
@@ -131,6 +152,8 @@ impl Sim {
             nodes,
             part: vec![None; n],
             wire: vec![VecDeque::new(); n],
+            delivered: vec![Vec::new(); n],
+            rejoins: vec![0; n],
             now: Instant::now(),
         }
     }
@@ -176,6 +199,9 @@ impl Sim {
     fn pump(&mut self) {
         for (i, n) in self.nodes.iter_mut().enumerate() {
             while let Some(e) = n.machine.poll_effect() {
+                if e == Effect::Rejoin {
+                    self.rejoins[i] += 1;
+                }
                 let Some(p) = self.part[i] else { continue };
                 if n.silent {
                     continue;
@@ -201,6 +227,9 @@ impl Sim {
         let Some((from, data)) = self.wire[p].pop_front() else {
             return false;
         };
+        if let Ok(Msg::Op { seq, .. }) = Msg::decode(&data) {
+            self.delivered[p].push((m(from), seq));
+        }
         for i in 0..self.nodes.len() {
             if self.part[i] == Some(p) {
                 let now = self.now;
@@ -223,6 +252,13 @@ impl Sim {
             }
         }
         panic!("no quiescence");
+    }
+
+    /// [`settle`](Self::settle); whether node `i` asked to rejoin meanwhile.
+    fn settle_watching_rejoin(&mut self, i: usize) -> bool {
+        let before = self.rejoins[i];
+        self.settle();
+        self.rejoins[i] > before
     }
 
     fn advance(&mut self, d: Duration) {
@@ -742,6 +778,9 @@ fn a_state_loaded_with_its_version_wins_over_a_shorter_history() {
     assert_eq!(sim.ops(0), vec![(m(1), 1)]);
 }
 
+mod bench;
+mod blind_spots;
+mod hostile;
 mod soak;
 
 /// A member (buggy, or not using this crate) that sends well-formed replica

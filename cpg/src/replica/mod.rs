@@ -122,9 +122,12 @@
 //!    at exactly that point and sends a header (summary, length, number of chunks, and
 //!    per origin member the ranges of its sequence numbers the history holds) and the
 //!    chunks ([`Config::chunk_size`], 256 KiB by
-//!    default, so states far above the 1 MiB message limit work). At the last chunk,
-//!    every member whose summary differs [restores](Replicated::restore) it
-//!    ([`Event::Restored`]); the round ends ([`Event::Synced`]).
+//!    default, so states far above the 1 MiB message limit work). Only the members
+//!    whose summary differs keep the chunks; every member checks each against the
+//!    header (see [Bounds](#bounds)). At the last chunk, every member whose summary
+//!    differs [restores](Replicated::restore) it and checks that the restored state
+//!    has the announced digest ([`Event::Restored`]); the round ends
+//!    ([`Event::Synced`]).
 //!
 //! Operations delivered from the view change to the end of the round are queued and
 //! applied after it, in the agreed order, on top of the chosen state: no member
@@ -137,22 +140,45 @@
 //!
 //! # Deadlines
 //!
-//! A round that makes no progress (no start, summary or chunk) for
-//! [`Config::round_timeout`] makes the member send a *trouble* report for its attempt
-//! and stage. The first report delivered for the current attempt and stage acts, at
-//! the same point for everyone (later ones are stale):
+//! Each stage of a round has [`Config::round_timeout`] from its start: waiting for the
+//! start (from the view change or the failed attempt), collecting summaries (from the
+//! first start of the attempt: summaries, and a coordinator starting again, do not
+//! extend it), waiting for the state's header (from the decision), and between two
+//! chunks. A transfer also has an overall deadline, from its header: the round
+//! timeout plus the announced length at [`Config::min_transfer_rate`]; chunks do not
+//! extend it. A member whose deadline passes sends a *trouble* report for its
+//! attempt and stage. The first report delivered for the current attempt and stage
+//! acts, at the same point for everyone (later ones are stale):
 //!
 //! - while collecting summaries: the round decides with the summaries delivered so
-//!   far. A silent member (a ghost: a stopped process still in the view) cannot stall
-//!   the group; it cannot win either, and it receives the state if it wakes up;
+//!   far. A silent member (a ghost: a stopped process still in the view; a member
+//!   that does not speak this protocol) cannot stall the group; it cannot win
+//!   either, and it receives the state if it wakes up;
 //! - while waiting for the start or for the state: the next attempt begins, with the
 //!   next coordinator. The source dying mid-transfer needs no deadline: its departure
 //!   is a view change, so a new round starts at once without it;
 //! - after [`Config::max_attempts`] failed attempts in one view the member gives up
 //!   ([`Event::GaveUp`]) and the driver leaves and joins again ([`Effect::Rejoin`]).
 //!
-//! A member that cannot restore a state leaves and joins again at once.
+//! A member that let a deadline pass without a word (the coordinator that did not
+//! start, the members whose summaries were missing at the decision) is *silent* for
+//! the rest of the view: later collections and verifications do not wait for it, and
+//! it is not the coordinator of a later attempt (it still takes part when it speaks
+//! in time, and receives the state). So a member that joined the group and never
+//! speaks holds a round for one deadline, even as the coordinator of the first
+//! attempt. (Several such members that are the coordinators of consecutive attempts
+//! cost one deadline each.)
 //!
+//! A member that cannot restore a state leaves and joins again at once. So does one
+//! whose restored state does not have the digest the source announced
+//! ([`Failure::Damaged`]: a chunk damaged on its way, or a [`snapshot`](Replicated::snapshot)
+//! that does not restore to the state it was taken from): it does not report
+//! [`Event::Synced`], and its state, no one's history, takes version 0 until the retry
+//! replaces it. Operations delivered from the round's start until its next view are
+//! not applied to its state (they belong on the chosen one); its own among them are
+//! reported applied (or discarded) once it has restored a state that holds them (or
+//! does not).
+
 //! # Merges, and writes in a minority
 //!
 //! When two histories meet (a healed partition, a daemon restarted that formed a ring
@@ -181,9 +207,69 @@
 //!
 //! [`Replica::verify`] (and, every [`Config::verify_interval`], the leader) sends a
 //! *verify* message. At its delivery every member computes its summary (the same point
-//! of the agreed order for all) and sends it as a *digest*; once all are delivered,
-//! each member reports [`Event::Verified`], or [`Event::Diverged`] and a new round
-//! starts that brings everyone to one state. Verification during a round is skipped.
+//! of the agreed order for all) and sends it as a *digest*; once all are delivered
+//! (silent members left out), each member reports [`Event::Verified`], or
+//! [`Event::Diverged`] and a new round starts that brings everyone to one state.
+//! Verification during a round is skipped. One check per issuer is open at a time: a
+//! new request replaces the issuer's open check, unless the issuer has not answered
+//! that one itself, and then the new request is dropped (by every member, at the same
+//! point).
+//!
+//! # Bounds
+//!
+//! What a member holds or does on behalf of its peers is bounded, whatever they send
+//! (a buggy member, or one that does not use this crate):
+//!
+//! - a state transfer: a header above [`Config::max_state_size`] (default 256 MiB) is
+//!   refused at once ([`Failure::TooLarge`]), and so is one whose number of chunks
+//!   cannot carry its length (an empty state is one empty chunk, every chunk of
+//!   another holds a byte or more); every chunk must leave enough bytes for the
+//!   chunks still to come, and the last must complete the announced length
+//!   ([`Failure::BadTransfer`] at the first that does not). So nothing beyond the
+//!   announced length is ever buffered, and only by members that restore the state;
+//!   the buffer grows with what arrives, up to that length. Every member sees the
+//!   same header and chunks, so the round fails at the same point for all and the
+//!   next attempt follows. (A member with a lower `max_state_size` than the others
+//!   falls out of step with them until it gives up and rejoins: set it alike.)
+//! - time: every stage of a round has a deadline that progress cannot extend (see
+//!   [Deadlines](#deadlines)), so a source trickling chunks, a member sending its
+//!   summary again and again or a coordinator starting over and over holds a round
+//!   for a bounded time, and a member that never speaks for one deadline;
+//! - verification: one open check per issuer, as above;
+//! - messages to send: the round messages not yet handed to the driver are dropped
+//!   when a new attempt or start begins (they would be stale);
+//! - reports: a member's malformed messages are reported once per view
+//!   ([`Event::Malformed`]; all counted in [`Stats::malformed`]), a newer member once
+//!   ([`Event::Refused`]);
+//! - the history's sequence-number ranges: at most 1,024 per origin (more only if an
+//!   origin's sequence numbers skip, which this crate's do only where merges
+//!   discarded operations); beyond, the oldest are forgotten, and a later merge may
+//!   then report one of that origin's operations as discarded although it is kept.
+//!
+//! Not bounded by the layer: operations delivered during a round are queued until it
+//! ends (a bounded time, times the group's delivery rate); the history keeps an entry
+//! per process that ever submitted an operation; events queue up until the
+//! application reads them; and a member that lies (a wrong digest, a state that is not
+//! its own) is believed, as the protocol has no way to tell. A source that keeps
+//! breaking its transfers is chosen again in each attempt (choosing another would
+//! drop its history), until the members give up and rejoin.
+//!
+//! What a hostile peer cost before these bounds, and costs now (the tests in
+//! `machine_tests/hostile.rs` print it: `cargo test -p cpg --lib
+//! replica::machine_tests::hostile -- --nocapture --test-threads 1`):
+//!
+//! | peer | before | now |
+//! |---|---|---|
+//! | 96 chunks of 1 MiB after a header of 1 MiB | 128 MiB allocated, round never ends | nothing buffered, round fails at the first chunk |
+//! | a header of 1 TiB | 1 GiB reserved | nothing, refused at the header |
+//! | a chunk every 9 s | no deadline in 30 minutes | trouble report at 18 s |
+//! | 400,000 verify requests, never answered by their issuer | 400,000 checks open, 400,000 digests sent | 1 check, 1 digest |
+//! | a coordinator starting again every second, sends held up | 100 summaries waiting, no deadline | 2 messages waiting, trouble at 10 s |
+//! | a summary again every 9 s, with a silent member | no deadline in 15 minutes | trouble at 18 s |
+//! | a silent coordinator of the first attempt | in sync after 20 s | 10 s |
+//! | 30,000 garbage messages from the first member | 30,000 events, in sync after 20 s | 1 event, 10 s |
+//! | 100,000 operations with every other sequence number | 100,000 ranges | 1,024 |
+//! | a 300 kB state sent to one joiner of three | buffered by all three | by the joiner only |
 //!
 //! # Wire format
 //!
@@ -192,7 +278,9 @@
 //! accepted), the kind (1 start, 2 summary, 3 state header, 4 chunk, 5 operation, 6
 //! trouble, 7 verify, 8 digest), then the fields, little-endian. A message with a
 //! newer version is refused, not misread ([`Event::Refused`]); the member is left out
-//! of the view's rounds.
+//! of the view's rounds (and, if it was the coordinator awaited, the attempt begins
+//! again with the next one). A state of `len` bytes comes in `chunks` chunks in
+//! index order: one empty chunk for an empty state, else chunks of a byte or more.
 //!
 //! # Reads and threads
 //!

@@ -69,6 +69,21 @@ pub(crate) fn add_seq(ranges: &mut Ranges, seq: u64) {
     }
 }
 
+/// Most ranges kept per origin. An origin of this crate has more than one only where
+/// merges discarded some of its operations; a buggy or foreign one whose sequence
+/// numbers skip would otherwise make its entry grow by one range per operation (and
+/// with it every state header).
+pub(crate) const MAX_RANGES: usize = 1024;
+
+/// Keeps the latest [`MAX_RANGES`] of `ranges`. The ones forgotten are the origin's
+/// oldest: a merge can then report an operation among them as discarded although the
+/// history holds it, for that origin only.
+pub(crate) fn keep_latest(ranges: &mut Ranges) {
+    if ranges.len() > MAX_RANGES {
+        ranges.drain(..ranges.len() - MAX_RANGES);
+    }
+}
+
 /// Whether `ranges` hold `seq`.
 pub(crate) fn has_seq(ranges: &Ranges, seq: u64) -> bool {
     ranges.iter().any(|&(lo, hi)| lo <= seq && seq <= hi)
