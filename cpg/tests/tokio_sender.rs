@@ -402,3 +402,230 @@ fn an_async_send_waiting_for_a_long_request_leaves_its_thread_to_other_tasks() {
         });
     });
 }
+
+/// The waker of a parked send of A's sender that, whenever it is woken, polls that
+/// send again (so it registers again while the back-pressure lasts) and then polls B's
+/// stream once: ordinary safe code, run by A's dispatch.
+struct PollsB {
+    send: std::sync::Mutex<Option<ParkedSend>>,
+    /// Whether the parked send completed (its message then went to A's group).
+    sent: std::sync::atomic::AtomicBool,
+    /// B, until the test takes it back.
+    b: std::sync::Mutex<Option<cpg::AsyncHandle>>,
+    /// What B's stream yielded inside the wakes.
+    seen: std::sync::Mutex<Vec<cpg::Result<Event>>>,
+    /// Wakes, and wakes in which B's stream yielded events.
+    wakes: std::sync::atomic::AtomicUsize,
+    wakes_reading_b: std::sync::atomic::AtomicUsize,
+    /// Woken again from inside its own wake: go round once more.
+    again: std::sync::atomic::AtomicBool,
+}
+
+type ParkedSend = std::pin::Pin<Box<dyn std::future::Future<Output = cpg::Result<()>> + Send>>;
+
+impl std::task::Wake for PollsB {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.wakes.fetch_add(1, SeqCst);
+        let Ok(mut send) = self.send.try_lock() else {
+            self.again.store(true, SeqCst);
+            return;
+        };
+        let waker = std::task::Waker::from(self.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        loop {
+            self.again.store(false, SeqCst);
+            if let Some(parked) = send.as_mut() {
+                if let std::task::Poll::Ready(result) = parked.as_mut().poll(&mut cx) {
+                    // (Checked by the test: a panic here could be in a destructor.)
+                    self.sent.store(result.is_ok(), SeqCst);
+                    *send = None;
+                }
+            }
+            if let Some(b) = self.b.try_lock().ok().as_mut().and_then(|b| b.as_mut()) {
+                // One poll, as a task reading B would make when woken.
+                if let std::task::Poll::Ready(Some(item)) = b.poll_event(&mut cx) {
+                    self.seen.lock().unwrap().push(item);
+                    self.wakes_reading_b.fetch_add(1, SeqCst);
+                }
+            }
+            if !self.again.load(SeqCst) {
+                break;
+            }
+        }
+    }
+}
+
+/// Waits until `h`'s descriptor is readable (events wait in libcpg), without reading.
+fn wait_pending(h: &cpg::AsyncHandle) {
+    let mut fd = -1;
+    // SAFETY: a live handle (borrowed) and a valid out pointer; libcpg only reports its
+    // descriptor, which stays open while the handle lives.
+    let rc = unsafe { cpg::sys::cpg_fd_get(h.connection().as_raw(), &mut fd) };
+    assert_eq!(rc, cpg::sys::CS_OK);
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call; poll only reads the
+    // descriptor's state.
+    let n = unsafe { libc::poll(&mut pfd, 1, WAIT.as_millis() as i32) };
+    assert_eq!(n, 1, "no event pending within {WAIT:?}");
+}
+
+/// Events of `h`'s stream until `count` of `tag`'s messages have come; checks each is
+/// of `group`, and returns the (tag, seq) of every delivered message in order.
+async fn read_until(
+    h: &mut cpg::AsyncHandle,
+    group: &cpg::GroupName,
+    mut got: Vec<(u32, u32)>,
+    tag: u32,
+    count: usize,
+) -> Vec<(u32, u32)> {
+    while got.iter().filter(|(t, _)| *t == tag).count() < count {
+        if let Event::Deliver { group: g, data, .. } = next(h).await {
+            assert_eq!(
+                g,
+                *group,
+                "{:?} came through the wrong handle",
+                decode(&data)
+            );
+            got.push(decode(&data));
+        }
+    }
+    got
+}
+
+/// The (tag, seq) of every message of `tag`, in order.
+fn of(got: &[(u32, u32)], tag: u32) -> Vec<u32> {
+    got.iter()
+        .filter(|(t, _)| *t == tag)
+        .map(|(_, s)| *s)
+        .collect()
+}
+
+/// A waker woken by handle A's dispatch may poll another handle B on the same thread,
+/// nested in A's read. Here A's send waits out back-pressure and its pause reads A's
+/// pending events one dispatch at a time; each dispatch wakes the parked send of A's
+/// sender, whose waker polls that send and then B's stream. B's stream yields B's
+/// events only, and A's stream every one of A's, once, in order. (Before, B's read
+/// took the events A's pause had read so far out of the thread's mailbox: B yielded
+/// A's messages, which A never saw.)
+#[test]
+fn a_waker_that_reads_another_handle_inside_a_read_gets_only_that_handles_events() {
+    use std::sync::atomic::Ordering::SeqCst;
+    const PENDING: u32 = 16;
+    let cluster = stoppable_pair(10_000);
+    support::big_stack(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let node = cluster.node(0);
+            let (ga, gb) = (unique_group("nested-a"), unique_group("nested-b"));
+            let mut a = connect(node);
+            a.join(&ga).await.unwrap();
+            wait_members(&mut a, &ga, 1).await;
+            let mut b = connect(node);
+            b.join(&gb).await.unwrap();
+            wait_members(&mut b, &gb, 1).await;
+            // Events waiting, unread, for both handles.
+            for seq in 0..PENDING {
+                a.send(&message(5, seq, 100)).await.unwrap();
+                b.send(&message(8, seq, 100)).await.unwrap();
+            }
+            wait_pending(&a);
+            wait_pending(&b);
+            // All of them, and the reactor has seen B's readiness.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+
+            let sender = a.sender();
+            let paused = Paused::pause(cluster.node(1).daemon_pid().expect("node 2's daemon"));
+            // The ring is stuck: fill the local daemon's queue until it pushes back.
+            let mut flood = 0u32;
+            loop {
+                match a.connection().send(&message(6, flood, 64 << 10)) {
+                    Ok(()) => flood += 1,
+                    Err(e) if e.is_retryable() => break,
+                    Err(e) => panic!("flood: {e}"),
+                }
+                assert!(flood < 100_000, "the daemon never pushed back");
+            }
+            let polls_b = std::sync::Arc::new(PollsB {
+                send: std::sync::Mutex::new(None),
+                sent: Default::default(),
+                b: std::sync::Mutex::new(Some(b)),
+                seen: Default::default(),
+                wakes: Default::default(),
+                wakes_reading_b: Default::default(),
+                again: Default::default(),
+            });
+            let waker = std::task::Waker::from(polls_b.clone());
+            let parked = park_a_send_with(&sender, &waker).await;
+            *polls_b.send.lock().unwrap() = Some(parked);
+            // The ring moves again a second after A's send has begun to wait.
+            let resume = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(1));
+                drop(paused);
+            });
+            let waits = a.backpressure_waits();
+            a.send(&message(7, 0, 100)).await.expect("A's send");
+            resume.join().unwrap();
+            assert!(a.backpressure_waits() > waits, "A's send never paused");
+            // No more sends from the waker.
+            drop(polls_b.send.lock().unwrap().take());
+            let parked_sent = polls_b.sent.load(SeqCst);
+            let (wakes, reading) = (
+                polls_b.wakes.load(SeqCst),
+                polls_b.wakes_reading_b.load(SeqCst),
+            );
+
+            // B: its own messages, once each, in order, and nothing of A's.
+            let mut b = polls_b.b.lock().unwrap().take().unwrap();
+            let seen = std::mem::take(&mut *polls_b.seen.lock().unwrap());
+            let mut got_b = Vec::new();
+            for event in seen {
+                if let Event::Deliver { group, data, .. } = event.expect("B's stream") {
+                    assert_eq!(
+                        group,
+                        gb,
+                        "B's stream yielded A's message {:?} (read inside A's dispatch)",
+                        decode(&data)
+                    );
+                    got_b.push(decode(&data));
+                }
+            }
+            let got_b = read_until(&mut b, &gb, got_b, 8, PENDING as usize).await;
+            assert_eq!(of(&got_b, 8), (0..PENDING).collect::<Vec<_>>());
+            assert_eq!(got_b.len(), PENDING as usize, "{got_b:?}");
+            // A: every message it and its sender sent, once each, in order.
+            let mut got_a = read_until(&mut a, &ga, Vec::new(), 7, 1).await;
+            got_a = read_until(&mut a, &ga, got_a, 6, flood as usize).await;
+            let parked = usize::from(parked_sent);
+            got_a = read_until(&mut a, &ga, got_a, 1, parked).await;
+            assert_eq!(
+                of(&got_a, 5),
+                (0..PENDING).collect::<Vec<_>>(),
+                "A's pending ones"
+            );
+            assert_eq!(of(&got_a, 6), (0..flood).collect::<Vec<_>>(), "A's flood");
+            assert_eq!(of(&got_a, 1).len(), parked, "the parked send's");
+            eprintln!(
+                "nested reads: {wakes} wakes of the parked send, {reading} of them read B; \
+                 {flood} flood messages; B read {} events inside the wakes",
+                got_b.len()
+            );
+            // Not vacuous: the waker read B from inside the dispatches of A's pause.
+            assert!(
+                reading >= 2,
+                "the waker read B in only {reading} of {wakes} wakes: this test proved nothing"
+            );
+        });
+    });
+}

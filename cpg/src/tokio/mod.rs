@@ -59,9 +59,13 @@
 //! A queue shared with the callbacks (`Arc<Mutex<..>>`) costs a lock and an unlock per
 //! event; a typed accessor from the handle to its callbacks would be a second path into
 //! the state that only the trampolines touch. The dispatch is synchronous on the
-//! polling thread and nothing else runs there between the dispatches of one drain, so a
-//! thread-local slot that the drain empties into the handle's queue right after each
-//! dispatch (also when a callback panics) needs no lock and no unsafe code.
+//! polling thread, so a thread-local slot that the drain empties into the handle's
+//! queue right after its dispatches (also when a callback panics) needs no lock and no
+//! unsafe code. A dispatch also wakes the tasks of [`AsyncSender`]s waiting out
+//! back-pressure, and a waker may poll another handle on the same thread, nested in
+//! this drain: each drain sets aside what the slot holds when it begins and puts it
+//! back when it ends, so an event only ever reaches the queue of the handle whose
+//! dispatch read it.
 
 //! # Example
 //!
