@@ -1,7 +1,7 @@
 //! The async handle on the shared single-node daemon: ordered delivery of thousands of
 //! messages through the stream, back-pressure without loss, cancelled sends, vectored
-//! sends, membership events (all on the multi-thread runtime), and fairness to other
-//! tasks on a current-thread runtime.
+//! sends, membership events (all on the multi-thread runtime), fairness to other
+//! tasks on a current-thread runtime, and the end of a handle whose runtime is gone.
 
 mod support;
 
@@ -464,4 +464,54 @@ fn an_async_send_reads_events_while_it_waits_out_back_pressure() {
             h.backpressure_waits()
         );
     });
+}
+
+/// A handle is bound to the runtime that registered it. Made and joined on a runtime
+/// that is then dropped, and read on another: the stream yields the reactor's error
+/// once and ends, and the handle leaves its group (another connection's membership
+/// query no longer lists this process) and refuses every later call with `Closed`,
+/// its sender's too. (Before, it stayed joined with nobody able to read its events,
+/// which the daemon queued without bound.)
+#[test]
+fn a_handle_whose_runtime_was_dropped_leaves_its_group_when_its_stream_ends() {
+    let node = cpg_testkit::shared();
+    let group = unique_group("runtime-gone");
+    let start = move || async move {
+        let mut h = connect(node);
+        h.join(&group).await.expect("join");
+        let me = wait_members(&mut h, &group, 1).await[0];
+        let sender = h.sender();
+        (h, sender, me)
+    };
+    let then = move |(mut h, sender, me): (AsyncHandle, cpg::AsyncSender, Member)| async move {
+        let observer = node
+            .enter(|| cpg::Handle::new(support::NoCallbacks))
+            .expect("observer handle");
+        assert_eq!(observer.members(&group).expect("members"), [me]);
+        match tokio::time::timeout(WAIT, h.next_event()).await {
+            Ok(Some(Err(cpg::Error::Runtime { .. }))) => {}
+            other => panic!("expected the reactor's error, got {other:?}"),
+        }
+        assert!(
+            tokio::time::timeout(WAIT, h.next_event())
+                .await
+                .expect("the end within WAIT")
+                .is_none(),
+            "the stream ended"
+        );
+        let left = cpg_testkit::wait_until(WAIT, Duration::from_millis(20), || {
+            observer.members(&group).is_ok_and(|m| m.is_empty())
+        });
+        assert!(
+            left,
+            "still a member after its stream ended: {:?}",
+            observer.members(&group)
+        );
+        assert_eq!(h.send(b"late").await, Err(cpg::Error::Closed));
+        assert_eq!(h.members(&group), Err(cpg::Error::Closed));
+        assert!(sender.is_closed());
+        assert_eq!(sender.send(b"late").await, Err(cpg::Error::Closed));
+        drop(h);
+    };
+    support::stream::after_runtime_shutdown(node, start, then);
 }
