@@ -69,24 +69,6 @@ fn many_tasks_send_through_clones_while_one_reads() {
     });
 }
 
-/// SIGCONTs a daemon stopped with SIGSTOP when dropped (also when the test fails).
-struct Paused(u32);
-
-impl Paused {
-    fn pause(pid: u32) -> Paused {
-        // SAFETY: signals a daemon this test's cluster started (its pid, alive).
-        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
-        Paused(pid)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        // SAFETY: as in `pause`.
-        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
-    }
-}
-
 #[test]
 fn a_cancelled_send_sent_nothing_and_a_completed_one_exactly_once() {
     const MAX_SENDS: u32 = 20_000;
@@ -186,19 +168,6 @@ fn dropping_the_handle_wakes_waiting_sends_with_closed() {
         assert!(sender.is_closed());
         assert_eq!(sender.send(b"x").await.unwrap_err(), Error::Closed);
     });
-}
-
-/// A 2-node cluster whose second daemon can be stopped: back-pressure on demand (the
-/// ring cannot order anything until the token, `token_ms`, times out, so the local
-/// daemon's queue fills and it answers sends with CS_ERR_TRY_AGAIN).
-fn stoppable_pair(token_ms: u32) -> std::sync::Arc<cpg_testkit::Cluster> {
-    std::sync::Arc::new(
-        cpg_testkit::Cluster::builder()
-            .nodes(2)
-            .token_ms(token_ms)
-            .start()
-            .expect("cluster"),
-    )
 }
 
 /// Node 1's handle in a fresh group (`tag`), a sender of it, and node 2's daemon
@@ -324,6 +293,9 @@ fn a_panicking_waker_woken_by_the_close_is_raised_after_the_handle_is_released()
 fn an_async_send_waiting_for_a_long_request_leaves_its_thread_to_other_tasks() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    // It measures stalls: not beside this binary's other tests that flood a paused
+    // cluster (under valgrind, which runs one thread at a time).
+    let _serial = support::serial();
     let cluster = stoppable_pair(3000);
     support::big_stack(move || {
         // One thread for every task: a send that blocked it on the request lock would
@@ -460,24 +432,6 @@ impl std::task::Wake for PollsB {
     }
 }
 
-/// Waits until `h`'s descriptor is readable (events wait in libcpg), without reading.
-fn wait_pending(h: &cpg::AsyncHandle) {
-    let mut fd = -1;
-    // SAFETY: a live handle (borrowed) and a valid out pointer; libcpg only reports its
-    // descriptor, which stays open while the handle lives.
-    let rc = unsafe { cpg::sys::cpg_fd_get(h.connection().as_raw(), &mut fd) };
-    assert_eq!(rc, cpg::sys::CS_OK);
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd for the duration of the call; poll only reads the
-    // descriptor's state.
-    let n = unsafe { libc::poll(&mut pfd, 1, WAIT.as_millis() as i32) };
-    assert_eq!(n, 1, "no event pending within {WAIT:?}");
-}
-
 /// Events of `h`'s stream until `count` of `tag`'s messages have come; checks each is
 /// of `group`, and returns the (tag, seq) of every delivered message in order.
 async fn read_until(
@@ -520,6 +474,7 @@ fn of(got: &[(u32, u32)], tag: u32) -> Vec<u32> {
 fn a_waker_that_reads_another_handle_inside_a_read_gets_only_that_handles_events() {
     use std::sync::atomic::Ordering::SeqCst;
     const PENDING: u32 = 16;
+    let _serial = support::serial();
     let cluster = stoppable_pair(10_000);
     support::big_stack(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -547,16 +502,9 @@ fn a_waker_that_reads_another_handle_inside_a_read_gets_only_that_handles_events
 
             let sender = a.sender();
             let paused = Paused::pause(cluster.node(1).daemon_pid().expect("node 2's daemon"));
-            // The ring is stuck: fill the local daemon's queue until it pushes back.
-            let mut flood = 0u32;
-            loop {
-                match a.connection().send(&message(6, flood, 64 << 10)) {
-                    Ok(()) => flood += 1,
-                    Err(e) if e.is_retryable() => break,
-                    Err(e) => panic!("flood: {e}"),
-                }
-                assert!(flood < 100_000, "the daemon never pushed back");
-            }
+            // The ring is stuck: fill the local daemon's queue.
+            let flood =
+                fill_queue(|seq| a.connection().send(&message(6, seq as u32, 64 << 10))) as u32;
             let polls_b = std::sync::Arc::new(PollsB {
                 send: std::sync::Mutex::new(None),
                 sent: Default::default(),
