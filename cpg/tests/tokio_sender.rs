@@ -294,7 +294,7 @@ fn an_async_send_waiting_for_a_long_request_leaves_its_thread_to_other_tasks() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     // It measures stalls: not beside this binary's other tests that flood a paused
-    // cluster (under valgrind, which runs one thread at a time).
+    // cluster or a dying daemon (under valgrind, which runs one thread at a time).
     let _serial = support::serial();
     let cluster = stoppable_pair(3000);
     support::big_stack(move || {
@@ -575,5 +575,96 @@ fn a_waker_that_reads_another_handle_inside_a_read_gets_only_that_handles_events
                 "the waker read B in only {reading} of {wakes} wakes: this test proved nothing"
             );
         });
+    });
+}
+
+/// Tasks send through `AsyncSender`s while one task reads the stream, and the daemon
+/// is killed under them: the stream ends with a lost-daemon error, every send ends
+/// within `WAIT` of the kill with a lost-daemon error, and no send that began after a
+/// call had reported the loss says `Ok` (the daemon is gone: such an `Ok` would be a
+/// message reported sent that never reached it).
+#[test]
+fn async_senders_end_on_a_killed_daemon_and_no_later_send_says_ok() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    let _serial = support::serial();
+    let private = Arc::new(cpg_testkit::Cluster::start(1));
+    run(WAIT * 2, move || async move {
+        let group = unique_group("sender-killed");
+        let mut h = connect(private.node(0));
+        h.join(&group).await.unwrap();
+        wait_members(&mut h, &group, 1).await;
+        // The end of the earliest call that reported the loss.
+        let first_loss: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let record = |first: &Mutex<Option<Instant>>| {
+            let now = Instant::now();
+            let mut first = first.lock().unwrap();
+            if first.is_none_or(|f| now < f) {
+                *first = Some(now);
+            }
+        };
+        let tasks: Vec<_> = (0..4u32)
+            .map(|t| {
+                let (sender, first_loss) = (h.sender(), first_loss.clone());
+                tokio::spawn(async move {
+                    let mut began_ok = Vec::new();
+                    for seq in 0.. {
+                        let began = Instant::now();
+                        match sender.send(&message(t, seq, 16 << 10)).await {
+                            Ok(()) => began_ok.push((seq, began)),
+                            Err(e) => {
+                                record(&first_loss);
+                                return (began_ok, e);
+                            }
+                        }
+                    }
+                    unreachable!()
+                })
+            })
+            .collect();
+        let mut delivered = 0;
+        while delivered < 500 {
+            if let Event::Deliver { .. } = next(&mut h).await {
+                delivered += 1;
+            }
+        }
+        private.kill_daemon(0);
+        let killed = Instant::now();
+        let error = loop {
+            match tokio::time::timeout(WAIT, h.next_event())
+                .await
+                .expect("the stream saw the loss within WAIT")
+            {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break e,
+                None => panic!("the stream ended without an error"),
+            }
+        };
+        record(&first_loss);
+        assert!(error.is_daemon_lost(), "{error:?}");
+        assert!(h.next_event().await.is_none(), "the stream ended");
+        let mut ok = 0;
+        for (t, task) in tasks.into_iter().enumerate() {
+            let (began_ok, error) =
+                tokio::time::timeout(WAIT.saturating_sub(killed.elapsed()), task)
+                    .await
+                    .expect("a send still running WAIT after the kill")
+                    .unwrap();
+            assert!(error.is_daemon_lost(), "task {t}: {error:?}");
+            let loss = first_loss.lock().unwrap().unwrap();
+            for (seq, began) in &began_ok {
+                assert!(
+                    *began < loss,
+                    "task {t}: message {seq} began {:?} after the loss was reported, and \
+                     said Ok",
+                    *began - loss
+                );
+            }
+            ok += began_ok.len();
+        }
+        assert!(
+            ok > 0,
+            "nothing was sent before the kill: this test proved nothing"
+        );
     });
 }
