@@ -260,11 +260,41 @@ impl Handle {
         let link = self.link();
         let joined = link.joined().copied();
         link.poison();
+        self.leave_refused(joined);
+    }
+
+    /// For a handle whose events can no longer be read (its async reactor is gone) and
+    /// that cannot be dropped where this is found out: closes the link, so that every
+    /// later request (also from senders) fails with [`Error::Closed`] and waiting
+    /// senders wake, and leaves the group, so that the others see this member go and
+    /// the daemon stops queueing its events. The connection is finalized when the handle
+    /// is dropped. Returns the panic of a sender's waker woken by the close, for the
+    /// caller to re-raise.
+    #[cfg(feature = "tokio")]
+    #[cold]
+    #[must_use]
+    pub(crate) fn close_in_place(&self) -> Option<crate::link::Panic> {
+        let link = self.link();
+        if link.forked() {
+            // The connection is the parent's; every request here fails with `Forked`.
+            return None;
+        }
+        let joined = link.joined().copied();
+        let panic = link.close();
+        self.leave_refused(joined);
+        panic
+    }
+
+    /// Leaves `joined` on a link that refuses requests from now on (poisoned or
+    /// closed), once no other request is in flight.
+    fn leave_refused(&self, joined: Option<crate::name::GroupName>) {
+        let link = self.link();
         if let Some(group) = joined {
             let _request = link.exclusive();
-            // SAFETY: the handle is live; the only request in flight (the request
-            // guard); libcpg only reads the name, which outlives the call. Best effort:
-            // a failure leaves the member to go when the handle is finalized.
+            // SAFETY: the handle is live (finalized only when it drops); the only
+            // request in flight (the request guard, and the link refuses every other
+            // request); libcpg only reads the name, which outlives the call. Best
+            // effort: a failure leaves the member to go when the handle is finalized.
             let _ = unsafe { sys::cpg_leave(link.raw, group.as_raw()) };
             link.set_left();
         }

@@ -101,9 +101,11 @@ impl Link {
     }
 
     /// Fails before C is called when the handle cannot be used: it was made before
-    /// this process forked ([`Error::Forked`]), or an earlier call found the daemon
-    /// gone (the same `CS_ERR_LIBRARY` error again, without another round trip, and
-    /// without creating resources that nobody would clean up). Two loads.
+    /// this process forked ([`Error::Forked`]), an earlier call found the daemon gone
+    /// (the same `CS_ERR_LIBRARY` error again, without another round trip, and without
+    /// creating resources that nobody would clean up), a callback panicked
+    /// ([`Error::Poisoned`]), or the link was closed while its handle lives on
+    /// ([`Error::Closed`], see `Handle::close_in_place`). Four loads.
     #[inline]
     pub(crate) fn usable(&self, op: Operation) -> Result<()> {
         if self.forked() {
@@ -117,6 +119,9 @@ impl Link {
         }
         if self.poisoned.load(Ordering::Relaxed) {
             return Err(Error::Poisoned);
+        }
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
         }
         Ok(())
     }

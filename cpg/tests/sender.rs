@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use cpg::retry::Backoff;
 use cpg::{DispatchMode, Error, Handle};
+use support::event::latest_members;
 use support::peer::{pump_until, Peer};
 use support::{big_stack, shared_cluster, unique_group, WAIT};
 
@@ -202,5 +203,212 @@ fn a_sender_sees_a_lost_daemon() {
         assert!(err.is_daemon_lost(), "{err:?}");
         // The handle learned it too.
         assert!(a.handle().send(b"z").unwrap_err().is_daemon_lost());
+    });
+}
+
+/// The outcome of one send: when it began and whether it said `Ok`.
+type Sent = (Instant, u64, bool);
+
+/// Remembers the earliest moment a call reported a lost daemon (its end).
+#[derive(Default)]
+struct FirstLoss(std::sync::Mutex<Option<Instant>>);
+
+impl FirstLoss {
+    fn record(&self, at: Instant) {
+        let mut first = self.0.lock().unwrap();
+        if first.is_none_or(|f| at < f) {
+            *first = Some(at);
+        }
+    }
+
+    fn get(&self) -> Instant {
+        self.0.lock().unwrap().expect("a call reported the loss")
+    }
+}
+
+/// Threads send through `Sender`s, waiting out back-pressure, while the owner
+/// dispatches, and the daemon is killed under them. The dispatcher and every sender
+/// end within `WAIT` of the kill with a lost-daemon error, and no send that began
+/// after a call (on any thread) had reported the loss says `Ok`: the daemon is gone,
+/// so such an `Ok` would be a message reported sent that never reached it.
+#[test]
+fn senders_on_other_threads_end_on_a_killed_daemon_and_no_later_send_says_ok() {
+    big_stack(|| {
+        let private = cpg_testkit::Cluster::start(1);
+        let group = unique_group("sender-killed");
+        let delivered = Arc::new(AtomicU64::new(0));
+        let count = delivered.clone();
+        let handle = private.node(0).enter(|| {
+            Handle::builder()
+                .on_deliver(move |_, _| {
+                    count.fetch_add(1, Ordering::Relaxed);
+                })
+                .build()
+                .unwrap()
+        });
+        handle.join(&group).unwrap();
+        let sender = handle.sender();
+        // Waits end on progress or the delay, never on this budget.
+        let patient = Backoff {
+            timeout: Duration::from_secs(3600),
+            max_attempts: u32::MAX,
+            ..Backoff::default()
+        };
+        let first_loss = Arc::new(FirstLoss::default());
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        for t in 0..4u32 {
+            let (sender, first_loss, done) = (sender.clone(), first_loss.clone(), done_tx.clone());
+            std::thread::spawn(move || {
+                let mut sent: Vec<Sent> = Vec::new();
+                for seq in 0.. {
+                    let m = support::message::message(t, seq, 16 << 10);
+                    let began = Instant::now();
+                    match sender.send_with_retry(&m, &patient) {
+                        Ok(()) => sent.push((began, seq, true)),
+                        Err(e) => {
+                            first_loss.record(Instant::now());
+                            let _ = done.send((t, sent, e));
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        // Dispatch until the flood is under way, then kill the daemon.
+        while delivered.load(Ordering::Relaxed) < 500 {
+            handle.dispatch_timeout(Duration::from_millis(10)).unwrap();
+        }
+        private.kill_daemon(0);
+        let killed = Instant::now();
+        let dispatch_error = loop {
+            match handle.dispatch_timeout(Duration::from_millis(10)) {
+                Ok(_) => assert!(killed.elapsed() < WAIT, "dispatch never saw the loss"),
+                Err(e) => break e,
+            }
+        };
+        first_loss.record(Instant::now());
+        assert!(dispatch_error.is_daemon_lost(), "{dispatch_error:?}");
+        let mut ok = 0;
+        for _ in 0..4 {
+            let left = WAIT.saturating_sub(killed.elapsed());
+            let (t, sent, error) = done_rx
+                .recv_timeout(left)
+                .expect("a sender still running WAIT after the kill");
+            assert!(error.is_daemon_lost(), "sender {t}: {error:?}");
+            let loss = first_loss.get();
+            for (began, seq, _) in sent.iter().filter(|s| s.2) {
+                assert!(
+                    *began < loss,
+                    "sender {t}: message {seq} began {:?} after the loss was reported, and \
+                     said Ok",
+                    *began - loss
+                );
+            }
+            ok += sent.len();
+        }
+        assert!(
+            ok > 0,
+            "nothing was sent before the kill: this test proved nothing"
+        );
+        assert!(sender.send(b"x").unwrap_err().is_daemon_lost());
+        assert!(handle.send(b"x").unwrap_err().is_daemon_lost());
+    });
+}
+
+/// A callback panics while threads send through `Sender`s: every sender ends (with
+/// `Poisoned` once the handle is poisoned), the handle leaves, and a member on the
+/// other node delivered exactly the messages whose sends said `Ok`, each once: an `Ok`
+/// after the leave would be a message the daemon answered and dropped (corosync takes
+/// a send from a connection that left and discards it).
+#[test]
+fn a_callback_panic_under_senders_leaves_ok_exactly_for_what_the_group_delivered() {
+    big_stack(|| {
+        let cluster = shared_cluster();
+        let group = unique_group("sender-panic-ok");
+        let watcher = Peer::threaded(cluster.node(1), "watcher", &group);
+        let delivered = Arc::new(AtomicU64::new(0));
+        let count = delivered.clone();
+        let handle = cluster.node(0).enter(|| {
+            Handle::builder()
+                .on_deliver(move |_, _| {
+                    if count.fetch_add(1, Ordering::Relaxed) == 300 {
+                        panic!("planted panic");
+                    }
+                })
+                .build()
+                .unwrap()
+        });
+        handle.join(&group).unwrap();
+        let me = handle.local_member().unwrap();
+        watcher
+            .log()
+            .wait_for("the member on node 1", WAIT, |events| {
+                latest_members(events)
+                    .filter(|m| m.contains(&me))
+                    .map(|_| ())
+            });
+        let sender = handle.sender();
+        let senders: Vec<_> = (0..4u32)
+            .map(|t| {
+                let sender = sender.clone();
+                std::thread::spawn(move || {
+                    let mut ok = Vec::new();
+                    for seq in 0..100_000u64 {
+                        let m = support::message::message(t, seq, 4 << 10);
+                        match sender.send_with_retry(&m, &Backoff::default()) {
+                            Ok(()) => ok.push(seq),
+                            Err(Error::Poisoned) => return ok,
+                            Err(e) => panic!("sender {t}: {e}"),
+                        }
+                    }
+                    panic!("sender {t}: never poisoned");
+                })
+            })
+            .collect();
+        let panicked = catch_unwind(AssertUnwindSafe(|| loop {
+            handle.dispatch_timeout(Duration::from_millis(10)).unwrap();
+        }));
+        assert!(
+            panicked.is_err(),
+            "the callback's panic resumes in dispatch"
+        );
+        let poisoned = Instant::now();
+        let ok: Vec<Vec<u64>> = senders
+            .into_iter()
+            .map(|s| s.join().expect("a sender ends with Ok or Poisoned"))
+            .collect();
+        assert!(
+            poisoned.elapsed() < WAIT,
+            "the senders took {:?}",
+            poisoned.elapsed()
+        );
+        // The watcher sees the member go, after everything it had sent.
+        watcher
+            .log()
+            .wait_for("the poisoned member's leave", WAIT, |events| {
+                latest_members(events)
+                    .filter(|m| !m.contains(&me))
+                    .map(|_| ())
+            });
+        let got: Vec<(u32, u64)> = watcher
+            .events()
+            .iter()
+            .filter_map(|e| e.test_msg())
+            .collect();
+        for (t, ok) in ok.iter().enumerate() {
+            let from_t: Vec<u64> = got
+                .iter()
+                .filter(|(s, _)| *s == t as u32)
+                .map(|(_, seq)| *seq)
+                .collect();
+            assert_eq!(
+                &from_t, ok,
+                "sender {t}: delivered on node 2 vs. the sends that said Ok"
+            );
+        }
+        let total: usize = ok.iter().map(Vec::len).sum();
+        assert!(total > 0, "nothing was sent: this test proved nothing");
+        assert_eq!(sender.send(b"x").unwrap_err(), Error::Poisoned);
     });
 }

@@ -69,24 +69,6 @@ fn many_tasks_send_through_clones_while_one_reads() {
     });
 }
 
-/// SIGCONTs a daemon stopped with SIGSTOP when dropped (also when the test fails).
-struct Paused(u32);
-
-impl Paused {
-    fn pause(pid: u32) -> Paused {
-        // SAFETY: signals a daemon this test's cluster started (its pid, alive).
-        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
-        Paused(pid)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        // SAFETY: as in `pause`.
-        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
-    }
-}
-
 #[test]
 fn a_cancelled_send_sent_nothing_and_a_completed_one_exactly_once() {
     const MAX_SENDS: u32 = 20_000;
@@ -186,19 +168,6 @@ fn dropping_the_handle_wakes_waiting_sends_with_closed() {
         assert!(sender.is_closed());
         assert_eq!(sender.send(b"x").await.unwrap_err(), Error::Closed);
     });
-}
-
-/// A 2-node cluster whose second daemon can be stopped: back-pressure on demand (the
-/// ring cannot order anything until the token, `token_ms`, times out, so the local
-/// daemon's queue fills and it answers sends with CS_ERR_TRY_AGAIN).
-fn stoppable_pair(token_ms: u32) -> std::sync::Arc<cpg_testkit::Cluster> {
-    std::sync::Arc::new(
-        cpg_testkit::Cluster::builder()
-            .nodes(2)
-            .token_ms(token_ms)
-            .start()
-            .expect("cluster"),
-    )
 }
 
 /// Node 1's handle in a fresh group (`tag`), a sender of it, and node 2's daemon
@@ -324,6 +293,9 @@ fn a_panicking_waker_woken_by_the_close_is_raised_after_the_handle_is_released()
 fn an_async_send_waiting_for_a_long_request_leaves_its_thread_to_other_tasks() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    // It measures stalls: not beside this binary's other tests that flood a paused
+    // cluster or a dying daemon (under valgrind, which runs one thread at a time).
+    let _serial = support::serial();
     let cluster = stoppable_pair(3000);
     support::big_stack(move || {
         // One thread for every task: a send that blocked it on the request lock would
@@ -400,5 +372,299 @@ fn an_async_send_waiting_for_a_long_request_leaves_its_thread_to_other_tasks() {
             );
             eprintln!("fragmented send {took:?}; longest stall of the ticker {longest:?}");
         });
+    });
+}
+
+/// The waker of a parked send of A's sender that, whenever it is woken, polls that
+/// send again (so it registers again while the back-pressure lasts) and then polls B's
+/// stream once: ordinary safe code, run by A's dispatch.
+struct PollsB {
+    send: std::sync::Mutex<Option<ParkedSend>>,
+    /// Whether the parked send completed (its message then went to A's group).
+    sent: std::sync::atomic::AtomicBool,
+    /// B, until the test takes it back.
+    b: std::sync::Mutex<Option<cpg::AsyncHandle>>,
+    /// What B's stream yielded inside the wakes.
+    seen: std::sync::Mutex<Vec<cpg::Result<Event>>>,
+    /// Wakes, and wakes in which B's stream yielded events.
+    wakes: std::sync::atomic::AtomicUsize,
+    wakes_reading_b: std::sync::atomic::AtomicUsize,
+    /// Woken again from inside its own wake: go round once more.
+    again: std::sync::atomic::AtomicBool,
+}
+
+type ParkedSend = std::pin::Pin<Box<dyn std::future::Future<Output = cpg::Result<()>> + Send>>;
+
+impl std::task::Wake for PollsB {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.wakes.fetch_add(1, SeqCst);
+        let Ok(mut send) = self.send.try_lock() else {
+            self.again.store(true, SeqCst);
+            return;
+        };
+        let waker = std::task::Waker::from(self.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        loop {
+            self.again.store(false, SeqCst);
+            if let Some(parked) = send.as_mut() {
+                if let std::task::Poll::Ready(result) = parked.as_mut().poll(&mut cx) {
+                    // (Checked by the test: a panic here could be in a destructor.)
+                    self.sent.store(result.is_ok(), SeqCst);
+                    *send = None;
+                }
+            }
+            if let Some(b) = self.b.try_lock().ok().as_mut().and_then(|b| b.as_mut()) {
+                // One poll, as a task reading B would make when woken.
+                if let std::task::Poll::Ready(Some(item)) = b.poll_event(&mut cx) {
+                    self.seen.lock().unwrap().push(item);
+                    self.wakes_reading_b.fetch_add(1, SeqCst);
+                }
+            }
+            if !self.again.load(SeqCst) {
+                break;
+            }
+        }
+    }
+}
+
+/// Events of `h`'s stream until `count` of `tag`'s messages have come; checks each is
+/// of `group`, and returns the (tag, seq) of every delivered message in order.
+async fn read_until(
+    h: &mut cpg::AsyncHandle,
+    group: &cpg::GroupName,
+    mut got: Vec<(u32, u32)>,
+    tag: u32,
+    count: usize,
+) -> Vec<(u32, u32)> {
+    while got.iter().filter(|(t, _)| *t == tag).count() < count {
+        if let Event::Deliver { group: g, data, .. } = next(h).await {
+            assert_eq!(
+                g,
+                *group,
+                "{:?} came through the wrong handle",
+                decode(&data)
+            );
+            got.push(decode(&data));
+        }
+    }
+    got
+}
+
+/// The (tag, seq) of every message of `tag`, in order.
+fn of(got: &[(u32, u32)], tag: u32) -> Vec<u32> {
+    got.iter()
+        .filter(|(t, _)| *t == tag)
+        .map(|(_, s)| *s)
+        .collect()
+}
+
+/// A waker woken by handle A's dispatch may poll another handle B on the same thread,
+/// nested in A's read. Here A's send waits out back-pressure and its pause reads A's
+/// pending events one dispatch at a time; each dispatch wakes the parked send of A's
+/// sender, whose waker polls that send and then B's stream. B's stream yields B's
+/// events only, and A's stream every one of A's, once, in order. (Before, B's read
+/// took the events A's pause had read so far out of the thread's mailbox: B yielded
+/// A's messages, which A never saw.)
+#[test]
+fn a_waker_that_reads_another_handle_inside_a_read_gets_only_that_handles_events() {
+    use std::sync::atomic::Ordering::SeqCst;
+    const PENDING: u32 = 16;
+    let _serial = support::serial();
+    let cluster = stoppable_pair(10_000);
+    support::big_stack(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let node = cluster.node(0);
+            let (ga, gb) = (unique_group("nested-a"), unique_group("nested-b"));
+            let mut a = connect(node);
+            a.join(&ga).await.unwrap();
+            wait_members(&mut a, &ga, 1).await;
+            let mut b = connect(node);
+            b.join(&gb).await.unwrap();
+            wait_members(&mut b, &gb, 1).await;
+            // Events waiting, unread, for both handles.
+            for seq in 0..PENDING {
+                a.send(&message(5, seq, 100)).await.unwrap();
+                b.send(&message(8, seq, 100)).await.unwrap();
+            }
+            wait_pending(&a);
+            wait_pending(&b);
+            // All of them, and the reactor has seen B's readiness.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+
+            let sender = a.sender();
+            let paused = Paused::pause(cluster.node(1).daemon_pid().expect("node 2's daemon"));
+            // The ring is stuck: fill the local daemon's queue.
+            let flood =
+                fill_queue(|seq| a.connection().send(&message(6, seq as u32, 64 << 10))) as u32;
+            let polls_b = std::sync::Arc::new(PollsB {
+                send: std::sync::Mutex::new(None),
+                sent: Default::default(),
+                b: std::sync::Mutex::new(Some(b)),
+                seen: Default::default(),
+                wakes: Default::default(),
+                wakes_reading_b: Default::default(),
+                again: Default::default(),
+            });
+            let waker = std::task::Waker::from(polls_b.clone());
+            let parked = park_a_send_with(&sender, &waker).await;
+            *polls_b.send.lock().unwrap() = Some(parked);
+            // The ring moves again a second after A's send has begun to wait.
+            let resume = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(1));
+                drop(paused);
+            });
+            let waits = a.backpressure_waits();
+            a.send(&message(7, 0, 100)).await.expect("A's send");
+            resume.join().unwrap();
+            assert!(a.backpressure_waits() > waits, "A's send never paused");
+            // No more sends from the waker.
+            drop(polls_b.send.lock().unwrap().take());
+            let parked_sent = polls_b.sent.load(SeqCst);
+            let (wakes, reading) = (
+                polls_b.wakes.load(SeqCst),
+                polls_b.wakes_reading_b.load(SeqCst),
+            );
+
+            // B: its own messages, once each, in order, and nothing of A's.
+            let mut b = polls_b.b.lock().unwrap().take().unwrap();
+            let seen = std::mem::take(&mut *polls_b.seen.lock().unwrap());
+            let mut got_b = Vec::new();
+            for event in seen {
+                if let Event::Deliver { group, data, .. } = event.expect("B's stream") {
+                    assert_eq!(
+                        group,
+                        gb,
+                        "B's stream yielded A's message {:?} (read inside A's dispatch)",
+                        decode(&data)
+                    );
+                    got_b.push(decode(&data));
+                }
+            }
+            let got_b = read_until(&mut b, &gb, got_b, 8, PENDING as usize).await;
+            assert_eq!(of(&got_b, 8), (0..PENDING).collect::<Vec<_>>());
+            assert_eq!(got_b.len(), PENDING as usize, "{got_b:?}");
+            // A: every message it and its sender sent, once each, in order.
+            let mut got_a = read_until(&mut a, &ga, Vec::new(), 7, 1).await;
+            got_a = read_until(&mut a, &ga, got_a, 6, flood as usize).await;
+            let parked = usize::from(parked_sent);
+            got_a = read_until(&mut a, &ga, got_a, 1, parked).await;
+            assert_eq!(
+                of(&got_a, 5),
+                (0..PENDING).collect::<Vec<_>>(),
+                "A's pending ones"
+            );
+            assert_eq!(of(&got_a, 6), (0..flood).collect::<Vec<_>>(), "A's flood");
+            assert_eq!(of(&got_a, 1).len(), parked, "the parked send's");
+            eprintln!(
+                "nested reads: {wakes} wakes of the parked send, {reading} of them read B; \
+                 {flood} flood messages; B read {} events inside the wakes",
+                got_b.len()
+            );
+            // Not vacuous: the waker read B from inside the dispatches of A's pause.
+            assert!(
+                reading >= 2,
+                "the waker read B in only {reading} of {wakes} wakes: this test proved nothing"
+            );
+        });
+    });
+}
+
+/// Tasks send through `AsyncSender`s while one task reads the stream, and the daemon
+/// is killed under them: the stream ends with a lost-daemon error, every send ends
+/// within `WAIT` of the kill with a lost-daemon error, and no send that began after a
+/// call had reported the loss says `Ok` (the daemon is gone: such an `Ok` would be a
+/// message reported sent that never reached it).
+#[test]
+fn async_senders_end_on_a_killed_daemon_and_no_later_send_says_ok() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    let _serial = support::serial();
+    let private = Arc::new(cpg_testkit::Cluster::start(1));
+    run(WAIT * 2, move || async move {
+        let group = unique_group("sender-killed");
+        let mut h = connect(private.node(0));
+        h.join(&group).await.unwrap();
+        wait_members(&mut h, &group, 1).await;
+        // The end of the earliest call that reported the loss.
+        let first_loss: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let record = |first: &Mutex<Option<Instant>>| {
+            let now = Instant::now();
+            let mut first = first.lock().unwrap();
+            if first.is_none_or(|f| now < f) {
+                *first = Some(now);
+            }
+        };
+        let tasks: Vec<_> = (0..4u32)
+            .map(|t| {
+                let (sender, first_loss) = (h.sender(), first_loss.clone());
+                tokio::spawn(async move {
+                    let mut began_ok = Vec::new();
+                    for seq in 0.. {
+                        let began = Instant::now();
+                        match sender.send(&message(t, seq, 16 << 10)).await {
+                            Ok(()) => began_ok.push((seq, began)),
+                            Err(e) => {
+                                record(&first_loss);
+                                return (began_ok, e);
+                            }
+                        }
+                    }
+                    unreachable!()
+                })
+            })
+            .collect();
+        let mut delivered = 0;
+        while delivered < 500 {
+            if let Event::Deliver { .. } = next(&mut h).await {
+                delivered += 1;
+            }
+        }
+        private.kill_daemon(0);
+        let killed = Instant::now();
+        let error = loop {
+            match tokio::time::timeout(WAIT, h.next_event())
+                .await
+                .expect("the stream saw the loss within WAIT")
+            {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break e,
+                None => panic!("the stream ended without an error"),
+            }
+        };
+        record(&first_loss);
+        assert!(error.is_daemon_lost(), "{error:?}");
+        assert!(h.next_event().await.is_none(), "the stream ended");
+        let mut ok = 0;
+        for (t, task) in tasks.into_iter().enumerate() {
+            let (began_ok, error) =
+                tokio::time::timeout(WAIT.saturating_sub(killed.elapsed()), task)
+                    .await
+                    .expect("a send still running WAIT after the kill")
+                    .unwrap();
+            assert!(error.is_daemon_lost(), "task {t}: {error:?}");
+            let loss = first_loss.lock().unwrap().unwrap();
+            for (seq, began) in &began_ok {
+                assert!(
+                    *began < loss,
+                    "task {t}: message {seq} began {:?} after the loss was reported, and \
+                     said Ok",
+                    *began - loss
+                );
+            }
+            ok += began_ok.len();
+        }
+        assert!(
+            ok > 0,
+            "nothing was sent before the kill: this test proved nothing"
+        );
     });
 }

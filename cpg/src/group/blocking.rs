@@ -193,7 +193,11 @@ impl GroupBuilder {
 /// See the [module documentation](super) for an example. All methods take `&self`
 /// and may be called from any thread; none blocks on the daemon (sends are queued).
 /// Dropping the group stops the dispatch thread and closes the connection (the others
-/// see this process leave); [`leave`](Group::leave) leaves cleanly first.
+/// see this process leave); [`leave`](Group::leave) leaves cleanly first. Nothing is sent
+/// once the drop has begun, and every [`Receipt`] resolves: to its position if its
+/// confirmation had come, to [`GroupError::Unknown`] if the daemon had accepted the
+/// message (it may have been delivered: do not send it again blindly), and to
+/// [`GroupError::Closed`] if it was never sent.
 ///
 /// Events (views, messages, confirmations, reconnects) queue up until read with
 /// [`next_event`](Group::next_event): read them, or the queue grows without bound.
@@ -293,6 +297,16 @@ impl Group {
     }
 
     state_calls!();
+
+    /// Stops as dropping does, while others (the replica layer) still hold the group.
+    pub(crate) fn stop_now(&self) {
+        self.shared.stop();
+    }
+
+    /// The next event if one is queued, without waiting.
+    pub(crate) fn try_next_event(&self) -> Option<Event> {
+        self.shared.lock().take_event().flatten()
+    }
 
     /// Leaves the group once the messages queued so far are sent, and waits up to
     /// `timeout` for the daemon to report this process's leave ([`Event::Left`], the

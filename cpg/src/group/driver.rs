@@ -94,6 +94,20 @@ impl<S: Side> Core<S> {
         any
     }
 
+    /// Ends the machine unless it has ended: the group was dropped, or its driver ended
+    /// (panicked, or was dropped with its runtime). The machine reports every message
+    /// it was given: [`GroupError::Unknown`] for those the daemon accepted (they may have
+    /// been delivered: whoever retries on `Closed` must not get those), `Closed` for
+    /// those never sent; routing resolves their receipts.
+    fn stop_machine(&mut self) {
+        self.route();
+        if !self.machine.is_ended() {
+            self.machine
+                .handle_failure(Instant::now(), lost(Operation::Finalize));
+            self.route();
+        }
+    }
+
     fn close_receipts(&mut self) {
         for (_, r) in self.receipts.drain() {
             r.resolve(Err(GroupError::Closed));
@@ -178,6 +192,9 @@ pub(super) struct Shared<S: Side> {
     core: Lock<Core<S>>,
     /// Set when the group is dropped: the driver's loop ends.
     stop: AtomicBool,
+    /// Held by the pump from the choice of an effect to its result, and by
+    /// [`stop`](Shared::stop): once a stop has taken it, no send starts any more.
+    sending: Lock<()>,
     /// The driver's way of waking.
     pub(super) side: S,
 }
@@ -202,6 +219,7 @@ impl<S: Side> Shared<S> {
                 waiting: S::Waiting::default(),
             }),
             stop: AtomicBool::new(false),
+            sending: Lock::new(()),
             side,
         }
     }
@@ -217,9 +235,19 @@ impl<S: Side> Shared<S> {
         self.stop.load(Ordering::SeqCst)
     }
 
-    /// The group was dropped: tells the driver's loop to end.
+    /// The group was dropped: nothing more is sent once this returns (it waits for a
+    /// send in progress, one libcpg call), the machine stops, so that every confirmed
+    /// send resolves now (see [`Core::stop_machine`]), and the driver's loop is told to
+    /// end (it closes the connection).
     pub(super) fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
+        let wake = {
+            let _sending = self.sending.lock();
+            self.stop.store(true, Ordering::SeqCst);
+            let mut core = self.lock();
+            core.stop_machine();
+            self.side.app_changed(&mut core.waiting)
+        };
+        S::wake(wake);
         S::poke(self);
     }
 
@@ -302,8 +330,9 @@ impl<S: Side> Shared<S> {
     fn finish(&self) {
         let wake = {
             let mut core = self.lock();
-            core.route();
+            core.stop_machine();
             if core.end.is_none() {
+                // The machine never started: nothing was sent.
                 let end = Event::Stopped(StopReason::Failed(lost(Operation::Finalize)));
                 core.events.push_back(end.clone());
                 core.end = Some(end);
@@ -424,6 +453,13 @@ impl<C: Link> Pump<C> {
     /// the batch is full, or nothing is left; routes the events on the way.
     pub(super) fn next<S: Side>(&mut self, shared: &Shared<S>) -> Pumped {
         loop {
+            // Held from the choice of the effect until a send's result is recorded: a
+            // stop (the group's drop) waits for that, and no send starts after it.
+            let sending = shared.sending.lock();
+            if shared.stopping() {
+                drop(sending);
+                return self.settle(shared, false);
+            }
             let now = Instant::now();
             let effect = {
                 let mut core = shared.lock();
@@ -431,7 +467,10 @@ impl<C: Link> Pump<C> {
                 core.machine.poll_effect(now, &mut self.buf)
             };
             match effect {
-                None => return self.settle(shared, false),
+                None => {
+                    drop(sending);
+                    return self.settle(shared, false);
+                }
                 Some(Effect::Connect) => {
                     self.conn = None;
                     return Pumped::Connect;
@@ -444,11 +483,14 @@ impl<C: Link> Pump<C> {
                         None => Err(lost(Operation::Send)),
                     };
                     self.sends += 1;
-                    let wake = {
-                        let mut core = shared.lock();
-                        core.machine.handle_send_result(Instant::now(), result);
-                        (self.sends % self.pace.route_every == 0).then(|| shared.routed(&mut core))
-                    };
+                    let mut core = shared.lock();
+                    core.machine.handle_send_result(Instant::now(), result);
+                    drop(sending);
+                    // Receipts resolve and wakers run outside the gate: their code may
+                    // drop the group, whose stop takes it.
+                    let wake =
+                        (self.sends % self.pace.route_every == 0).then(|| shared.routed(&mut core));
+                    drop(core);
                     if let Some(wake) = wake {
                         S::wake(wake);
                     }

@@ -346,6 +346,10 @@ impl Machine {
 
     /// The result of [`Effect::Leave`].
     pub fn handle_leave_result(&mut self, now: Instant, result: Result<(), Error>) {
+        if self.state == State::Ended {
+            // Stopped while the leave was under way: nothing more to report.
+            return;
+        }
         match result {
             Ok(()) => {}
             Err(e) if e.is_daemon_lost() => self.handle_daemon_lost(now, e),
@@ -378,8 +382,14 @@ impl Machine {
     }
 
     /// The connection failed in a way a new connection would not fix (for example a
-    /// dispatch refused for too small a stack): stops with [`StopReason::Failed`].
-    /// A lost daemon is [`handle_daemon_lost`](Self::handle_daemon_lost) instead.
+    /// dispatch refused for too small a stack), or the driver stops for good (its
+    /// owner dropped it): stops with [`StopReason::Failed`]. A lost daemon is
+    /// [`handle_daemon_lost`](Self::handle_daemon_lost) instead.
+    ///
+    /// As with every stop, each message the daemon accepted whose own copy has not come
+    /// back is reported [`GroupError::Unknown`] (it may have been delivered), and so is
+    /// a [`Effect::Send`] whose result the driver has not reported; each message still
+    /// queued is reported [`GroupError::Closed`] (never sent).
     pub fn handle_failure(&mut self, now: Instant, error: Error) {
         let _ = now;
         if matches!(self.state, State::Ended | State::Idle) {
@@ -634,9 +644,12 @@ impl Machine {
         self.events.push_back(Event::NotSent { id, error });
     }
 
+    /// Reports every message not yet resolved: the daemon may have delivered the ones it
+    /// accepted and the one whose send has no result yet ([`GroupError::Unknown`]), and
+    /// never got the queued ones (`error`).
     fn fail_all(&mut self, error: GroupError) {
         if let Some((out, _)) = self.in_flight.take() {
-            self.queue.push_front(out);
+            self.not_sent(out.id, GroupError::Unknown);
         }
         while let Some(out) = self.queue.pop_front() {
             self.not_sent(out.id, error.clone());

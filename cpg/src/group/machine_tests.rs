@@ -880,6 +880,63 @@ fn a_failure_that_a_new_connection_would_not_fix_stops() {
     assert_eq!(t.m.poll_timeout(), None, "no reconnect");
 }
 
+/// A driver that stops for good (its group was dropped) learns from the machine what
+/// the daemon had of each message: one accepted (and one handed out whose result never
+/// came) may have been delivered, `Unknown`; one still queued was never sent, `Closed`;
+/// one already confirmed stays confirmed. Whoever retries on `Closed` duplicates
+/// nothing.
+#[test]
+fn a_stop_reports_accepted_messages_unknown_and_queued_ones_closed() {
+    let me = m(1, 10);
+    let mut t = T::joined(me, &[me]);
+    let ids: Vec<SendId> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|p| t.m.send(p.as_bytes().to_vec(), true).unwrap())
+        .collect();
+    let (a, b, c, d) = (ids[0], ids[1], ids[2], ids[3]);
+    assert_eq!(t.effects(), vec![Effect::Send(a)]);
+    t.m.handle_send_result(t.now, Ok(()));
+    assert_eq!(t.effects(), vec![Effect::Send(b)]);
+    t.m.handle_send_result(t.now, Ok(()));
+    let own_a = t.wire[0].clone();
+    t.deliver(me, &own_a);
+    assert!(t
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::Confirmed { id, .. } if *id == a)));
+    // `c` is handed out; the driver stops before it reports the result.
+    assert_eq!(t.effects(), vec![Effect::Send(c)]);
+    t.m.handle_failure(t.now, lost(Operation::Finalize));
+    let events = t.events();
+    let outcome = |id: SendId| {
+        let found: Vec<&GroupError> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::NotSent { id: i, error } if *i == id => Some(error),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{id:?}: {events:?}");
+        found[0].clone()
+    };
+    assert_eq!(outcome(b), GroupError::Unknown);
+    assert_eq!(outcome(c), GroupError::Unknown);
+    assert_eq!(outcome(d), GroupError::Closed);
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::NotSent { id, .. } if *id == a)));
+    assert_eq!(
+        events.last(),
+        Some(&Event::Stopped(StopReason::Failed(lost(
+            Operation::Finalize
+        ))))
+    );
+    assert_eq!(t.effects(), vec![Effect::Close]);
+    // A leave result that comes after the stop adds nothing.
+    t.m.handle_leave_result(t.now, Err(Error::ReentrantDispatch));
+    assert_eq!(t.events(), vec![]);
+}
+
 /// A small deterministic pseudo-random generator (xorshift64*), for the soak test.
 struct Rng(u64);
 

@@ -191,7 +191,17 @@ impl Future for Confirmation {
 /// enabled); the driver task is spawned on it, and connects (also to reconnect) from
 /// whichever runtime thread runs it. Its threads need stacks above 1 MiB (see
 /// [`crate::tokio`]). Methods take `&self`; the group can be shared (`Arc`) between
-/// tasks. Dropping it stops the driver task, which closes the connection.
+/// tasks. Dropping it stops the driver task, which closes the connection: once the drop
+/// returns nothing more is sent (it waits for a send in progress, one libcpg call), and
+/// every [`Confirmation`] resolves, as a dropped [`Group`](super::Group)'s receipts do
+/// ([`GroupError::Unknown`] for messages the daemon had accepted, [`GroupError::Closed`]
+/// for those never sent).
+///
+/// The driver task runs on the runtime that started it. If that runtime shuts down
+/// (dropped) while the group lives, the task is dropped with it: the group stops as if
+/// dropped (the connection is closed, confirmations resolve the same way), and
+/// [`next_event`](Self::next_event) returns the remaining events, then
+/// [`Event::Stopped`], then `None`, from any runtime.
 ///
 /// ```no_run
 /// use cpg::group::{Event, Group};
@@ -269,6 +279,16 @@ impl AsyncGroup {
     }
 
     state_calls!();
+
+    /// Stops as dropping does, while others (the replica layer) still hold the group.
+    pub(crate) fn stop_now(&self) {
+        self.shared.stop();
+    }
+
+    /// The next event if one is queued, without waiting.
+    pub(crate) fn try_next_event(&self) -> Option<Event> {
+        self.shared.lock().take_event().flatten()
+    }
 
     /// Leaves once the queued messages are sent, and waits for the daemon to report
     /// the leave. The leave is requested by the first poll; cancelling the wait after

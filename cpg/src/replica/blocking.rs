@@ -109,6 +109,12 @@ impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
 ///
 /// See the [module documentation](super) for an example. All methods take `&self`.
 /// Events queue up until read with [`next_event`](Self::next_event): read them.
+///
+/// Dropping it stops the driver thread and closes the connection; nothing is sent once
+/// the drop has begun, and every [`Ticket`] resolves: [`ReplicaError::NotSent`] with
+/// [`GroupError::Unknown`] if the daemon had accepted its operation (the others may
+/// have applied it: do not submit it again blindly), [`ReplicaError::Closed`] (or
+/// `NotSent` with the group layer's reason) if it was never sent.
 pub struct Replica<A> {
     shared: Arc<Shared<A>>,
     thread: Option<JoinHandle<()>>,
@@ -233,6 +239,12 @@ impl<A: Replicated + Send + 'static> Replica<A> {
 impl<A> Drop for Replica<A> {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        // Nothing more is sent from here on; the driver thread hands the group layer's
+        // outcome of every operation to the tickets as it ends.
+        let group = self.shared.lock().group.clone();
+        if let Some(group) = group {
+            group.stop_now();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -249,7 +261,7 @@ struct EndOnDrop<'a, A: Replicated>(&'a Shared<A>);
 
 impl<A: Replicated> Drop for EndOnDrop<'_, A> {
     fn drop(&mut self) {
-        self.0.lock().end_after_driver();
+        self.0.lock().shut_down();
         self.0.changed.notify_all();
     }
 }
@@ -281,7 +293,7 @@ fn run<A: Replicated>(shared: &Arc<Shared<A>>, name: GroupName, config: group::C
             return;
         }
         if std::mem::take(&mut inner.rejoin) {
-            let old = inner.group.take();
+            let old = inner.retire_group();
             inner.machine.handle_disconnected();
             drop(inner);
             drop(group);

@@ -1,7 +1,7 @@
 //! What the blocking and the tokio drivers share: the machine with its ticket table,
 //! fed from group-layer events and flushed into a group-layer sender.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use crate::group::{self, GroupError, SendId};
@@ -14,12 +14,14 @@ use super::wire::op_seq;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReplicaError {
-    /// The replica stopped (dropped, left, or the group layer gave up).
+    /// The replica stopped (dropped, left, or the group layer gave up). For a ticket:
+    /// its operation was never handed to the daemon, so no member applies it.
     #[error("the replica has stopped")]
     Closed,
     /// The group layer did not send the operation, or lost track of it
-    /// ([`GroupError::Unknown`]: the daemon was lost before the operation came back; it
-    /// may or may not have been applied).
+    /// ([`GroupError::Unknown`]: the daemon accepted it, but the connection was lost or
+    /// the replica stopped before it was applied here; it may or may not have been
+    /// applied by the others, so do not submit it again blindly).
     #[error("operation not sent: {0}")]
     NotSent(GroupError),
     /// Joining the group failed.
@@ -40,6 +42,11 @@ pub(super) trait Sink {
     fn queued(&self) -> usize;
     /// Queues a message; with `confirm`, the group layer reports its outcome.
     fn send(&self, bytes: Vec<u8>, confirm: bool) -> Result<SendId, GroupError>;
+    /// Stops the group layer now, as dropping it does: nothing more is sent, and its
+    /// event queue ends with the outcome of every message it was given.
+    fn stop(&self);
+    /// The group layer's next event if one is queued (never waits).
+    fn try_next_event(&self) -> Option<group::Event>;
 }
 
 impl Sink for group::Group {
@@ -52,6 +59,12 @@ impl Sink for group::Group {
         } else {
             group::Group::send(self, bytes)
         }
+    }
+    fn stop(&self) {
+        self.stop_now();
+    }
+    fn try_next_event(&self) -> Option<group::Event> {
+        group::Group::try_next_event(self)
     }
 }
 
@@ -67,6 +80,12 @@ impl Sink for group::AsyncGroup {
             group::AsyncGroup::send(self, bytes)
         }
     }
+    fn stop(&self) {
+        self.stop_now();
+    }
+    fn try_next_event(&self) -> Option<group::Event> {
+        group::AsyncGroup::try_next_event(self)
+    }
 }
 
 /// Resolves one ticket.
@@ -80,6 +99,9 @@ pub(super) struct Inner<A, G> {
     tickets: HashMap<u64, Resolver>,
     /// Group-layer send ids of operations, to tell a ticket when its op was not sent.
     sent_ops: HashMap<SendId, u64>,
+    /// Operations the group layer delivered (confirmed) whose tickets wait to be
+    /// applied here: if the replica stops first, the others may have applied them.
+    delivered_ops: HashSet<u64>,
     /// The machine asked to leave and join again.
     pub(super) rejoin: bool,
     pub(super) ended: bool,
@@ -93,6 +115,7 @@ impl<A: Replicated, G: Sink> Inner<A, G> {
             events: VecDeque::new(),
             tickets: HashMap::new(),
             sent_ops: HashMap::new(),
+            delivered_ops: HashSet::new(),
             rejoin: false,
             ended: false,
         }
@@ -145,10 +168,47 @@ impl<A: Replicated, G: Sink> Inner<A, G> {
         while let Some(e) = self.machine.poll_event() {
             if let Event::Applied { seq, version } = e {
                 if let Some(r) = self.tickets.remove(&seq) {
+                    self.delivered_ops.remove(&seq);
                     r(Ok(version));
                 }
             }
             self.events.push_back(e);
+        }
+    }
+
+    /// What the group layer says of an operation it was given: not sent (or sent with
+    /// an unknown outcome), or delivered.
+    fn track(&mut self, event: &group::Event) {
+        match event {
+            group::Event::NotSent { id, error } => {
+                if let Some(r) = self
+                    .sent_ops
+                    .remove(id)
+                    .and_then(|seq| self.tickets.remove(&seq))
+                {
+                    r(Err(ReplicaError::NotSent(error.clone())));
+                }
+            }
+            group::Event::Confirmed { id, .. } => {
+                if let Some(seq) = self.sent_ops.remove(id) {
+                    if self.tickets.contains_key(&seq) {
+                        self.delivered_ops.insert(seq);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Stops the group layer now (nothing more is sent) and takes from its queue the
+    /// outcome of every operation it was given; the other events there are dropped.
+    fn stop_group(&mut self) {
+        let Some(group) = self.group.clone() else {
+            return;
+        };
+        group.stop();
+        while let Some(event) = group.try_next_event() {
+            self.track(&event);
         }
     }
 
@@ -161,17 +221,8 @@ impl<A: Replicated, G: Sink> Inner<A, G> {
             Some(group::Event::Disconnected { .. } | group::Event::Evicted { .. }) => {
                 self.machine.handle_disconnected()
             }
-            Some(group::Event::NotSent { id, error }) => {
-                if let Some(r) = self
-                    .sent_ops
-                    .remove(&id)
-                    .and_then(|seq| self.tickets.remove(&seq))
-                {
-                    r(Err(ReplicaError::NotSent(error)));
-                }
-            }
-            Some(group::Event::Confirmed { id, .. }) => {
-                self.sent_ops.remove(&id);
+            Some(e @ (group::Event::NotSent { .. } | group::Event::Confirmed { .. })) => {
+                self.track(&e)
             }
             Some(group::Event::Left | group::Event::Stopped(_)) => self.end(),
             _ => {}
@@ -180,31 +231,52 @@ impl<A: Replicated, G: Sink> Inner<A, G> {
         self.flush();
     }
 
-    /// The driver ended, however it ended (returned, panicked in the application's
-    /// [`Replicated`] code, or was dropped with its runtime): ends the replica unless it
-    /// has ended already, so that no ticket or waiter waits for a driver that is gone.
-    /// Runs in `Drop`, maybe while unwinding: the application's code is not trusted
-    /// here (a second panic would abort), so if ending panics, the tickets still fail.
-    pub(super) fn end_after_driver(&mut self) {
+    /// The replica was dropped, or its driver ended however it ended (returned,
+    /// panicked in the application's [`Replicated`] code, or was dropped with its
+    /// runtime): ends the replica unless it has ended already, so that nothing more is
+    /// sent and no ticket or waiter waits for a driver that is gone. Runs in `Drop`,
+    /// maybe while unwinding: the application's code is not trusted here (a second
+    /// panic would abort), so if ending panics, the tickets still fail.
+    pub(super) fn shut_down(&mut self) {
         if self.ended {
             return;
         }
         let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.end()));
         if ended.is_err() {
-            self.ended = true;
-            for (_, r) in self.tickets.drain() {
-                r(Err(ReplicaError::Closed));
-            }
+            // The group layer was stopped, and its outcomes taken, before the
+            // application's code ran.
+            self.end_tickets();
         }
     }
 
-    /// The group is gone for good: no more events, every ticket fails.
+    /// The group is gone for good: no more events, every ticket fails. A ticket whose
+    /// operation the daemon accepted fails with [`GroupError::Unknown`] (the others may
+    /// have applied it); one never sent with [`ReplicaError::Closed`] (or the group
+    /// layer's reason it was not sent).
     pub(super) fn end(&mut self) {
+        self.stop_group();
         self.machine.handle_disconnected();
         self.flush();
+        self.end_tickets();
+    }
+
+    /// Ends the replica and fails every ticket left.
+    fn end_tickets(&mut self) {
         self.ended = true;
-        for (_, r) in self.tickets.drain() {
-            r(Err(ReplicaError::Closed));
+        let delivered = std::mem::take(&mut self.delivered_ops);
+        for (seq, r) in self.tickets.drain() {
+            r(Err(if delivered.contains(&seq) {
+                ReplicaError::NotSent(GroupError::Unknown)
+            } else {
+                ReplicaError::Closed
+            }));
         }
+    }
+
+    /// The machine asked to rejoin: stops the group (its unsent operations are reported
+    /// not sent, the others unknown or delivered) and returns it to be dropped.
+    pub(super) fn retire_group(&mut self) -> Option<std::sync::Arc<G>> {
+        self.stop_group();
+        self.group.take()
     }
 }

@@ -125,7 +125,12 @@ impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
 
 /// One member of a replicated state over an [`AsyncGroup`], driven by a task: the
 /// async twin of [`Replica`](super::Replica). Dropping it stops the task (within a
-/// few milliseconds) and closes the connection.
+/// few milliseconds) and closes the connection; nothing more is sent once the drop
+/// returns, and every [`AsyncTicket`] resolves: [`ReplicaError::NotSent`] with
+/// [`GroupError::Unknown`] if the daemon had accepted its operation (the others may
+/// have applied it), [`ReplicaError::Closed`] (or `NotSent` with the group layer's
+/// reason) if it was never sent. A runtime that shuts down under the replica ends it the
+/// same way.
 pub struct AsyncReplica<A> {
     shared: Arc<Shared<A>>,
 }
@@ -237,6 +242,13 @@ impl<A: Replicated + Send + 'static> AsyncReplica<A> {
 impl<A> Drop for AsyncReplica<A> {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        // Nothing more is sent once this returns. The group layer then reports what
+        // became of every operation it was given, which the driver task hands to the
+        // tickets as it ends (at once: the stop wakes it).
+        let group = self.shared.lock().group.clone();
+        if let Some(group) = group {
+            group.stop_now();
+        }
     }
 }
 
@@ -247,7 +259,7 @@ struct EndOnDrop<'a, A: Replicated>(&'a Shared<A>);
 
 impl<A: Replicated> Drop for EndOnDrop<'_, A> {
     fn drop(&mut self) {
-        self.0.lock().end_after_driver();
+        self.0.lock().shut_down();
         self.0.wake_all();
     }
 }
@@ -260,7 +272,13 @@ async fn drive<A: Replicated + Send + 'static>(
     let _end = EndOnDrop(&shared);
     loop {
         if shared.stop.load(Ordering::SeqCst) {
-            let group = shared.lock().group.take();
+            // Ends the tickets with the group layer's outcomes, then closes it.
+            let group = {
+                let mut inner = shared.lock();
+                inner.shut_down();
+                inner.group.take()
+            };
+            shared.wake_all();
             drop(group);
             return;
         }
@@ -297,8 +315,9 @@ async fn drive<A: Replicated + Send + 'static>(
         if rejoin {
             let old = {
                 let mut inner = shared.lock();
+                let old = inner.retire_group();
                 inner.machine.handle_disconnected();
-                inner.group.take()
+                old
             };
             drop(old);
             drop(group);

@@ -70,9 +70,13 @@
 //! A queue shared with the callbacks (`Arc<Mutex<..>>`) costs a lock and an unlock per
 //! event; a typed accessor from the handle to its callbacks would be a second path into
 //! the state that only the trampolines touch. The dispatch is synchronous on the
-//! polling thread and nothing else runs there between the dispatches of one drain, so a
-//! thread-local slot that the drain empties into the handle's queue right after each
-//! dispatch (also when a callback panics) needs no lock and no unsafe code.
+//! polling thread, so a thread-local slot that the drain empties into the handle's
+//! queue right after its dispatches (also when a callback panics) needs no lock and no
+//! unsafe code. A dispatch also wakes the tasks of [`AsyncSender`]s waiting out
+//! back-pressure, and a waker may poll another handle on the same thread, nested in
+//! this drain: each drain sets aside what the slot holds when it begins and puts it
+//! back when it ends, so an event only ever reaches the queue of the handle whose
+//! dispatch read it.
 
 //! # Example
 //!
@@ -166,6 +170,20 @@ pub(crate) fn reactor_error(op: Operation, e: std::io::Error) -> Error {
     }
 }
 
+/// The reactor that registered the handle failed (its runtime shut down): nothing can
+/// be read any more, so the stream ends, and the handle closes in place (it leaves its
+/// group and refuses every later request, see `Handle::close_in_place`) so that the
+/// end means what the stream's documentation says. Returns the error to report; re-raises
+/// the panic of a sender's waker woken by the close, once the state is consistent.
+#[cold]
+fn reactor_failed(handle: &Handle, stream: &mut StreamState, e: std::io::Error) -> Error {
+    *stream = StreamState::Ended;
+    if let Some(panic) = handle.close_in_place() {
+        std::panic::resume_unwind(panic);
+    }
+    reactor_error(Operation::Wait, e)
+}
+
 /// A connection to the local corosync daemon for async code (tokio): events come as a
 /// stream of owned [`Event`]s, sends wait out back-pressure without blocking.
 ///
@@ -174,6 +192,19 @@ pub(crate) fn reactor_error(op: Operation, e: std::io::Error) -> Error {
 /// connection failure: it yields the error (for a lost daemon one for which
 /// [`Error::is_daemon_lost`] holds), then `None` forever. A new handle must be made
 /// once the daemon is back.
+///
+/// # Runtime
+///
+/// A handle is bound to the tokio runtime that was current when it was made: that
+/// runtime's reactor (IO driver) registered its descriptor and tells it when events
+/// wait, so its stream and its sends' pauses work on any thread of that runtime, as
+/// long as it runs. If that runtime shuts down (is dropped) while the handle lives, the
+/// handle can no longer read: the first read (or pause of a send) that finds the
+/// reactor gone yields its error ([`Error::Runtime`]) and ends the stream, and the handle
+/// leaves its group and refuses every later call, also of its
+/// [senders](Self::sender), with [`Error::Closed`] (the other members see it leave,
+/// and the daemon stops queueing its events). Make a new handle on a running runtime.
+/// Dropping the handle finalizes the connection, on any runtime or none.
 ///
 /// # Reading
 ///
@@ -342,8 +373,8 @@ impl AsyncHandle {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(guard)) => guard,
                 Poll::Ready(Err(e)) => {
-                    self.stream = StreamState::Ended;
-                    return Poll::Ready(Some(Err(reactor_error(Operation::Wait, e))));
+                    let error = reactor_failed(self.fd.get_ref(), &mut self.stream, e);
+                    return Poll::Ready(Some(Err(error)));
                 }
             };
             // One dispatch per event handed out, not a batch: the event is read while
@@ -508,8 +539,7 @@ impl AsyncHandle {
             let mut guard = match fd.poll_read_ready(cx) {
                 Poll::Ready(Ok(guard)) => guard,
                 Poll::Ready(Err(e)) => {
-                    *stream = StreamState::Ended;
-                    return Poll::Ready(Err(reactor_error(Operation::Wait, e)));
+                    return Poll::Ready(Err(reactor_failed(fd.get_ref(), stream, e)))
                 }
                 Poll::Pending => {
                     yielded = true;

@@ -1,6 +1,7 @@
 //! The async handle's tests (feature `tokio`): runtimes whose dispatching threads have
-//! big stacks, connecting an [`AsyncHandle`] inside a node's namespace, and bounded
-//! reads of its event stream.
+//! big stacks, connecting an [`AsyncHandle`] inside a node's namespace, bounded reads
+//! of its event stream, and back-pressure on demand (a cluster whose second daemon is
+//! stopped).
 
 use std::future::Future;
 use std::time::Duration;
@@ -180,4 +181,88 @@ where
         drop(first);
         current().block_on(then(value));
     });
+}
+
+/// A 2-node cluster whose second daemon can be stopped ([`Paused`]): back-pressure on
+/// demand. With node 2's daemon stopped, the ring cannot order anything until the
+/// token (`token_ms`) times out, so node 1's daemon fills its queue and answers sends
+/// with `CS_ERR_TRY_AGAIN`, however slow the client (valgrind) is.
+pub fn stoppable_pair(token_ms: u32) -> std::sync::Arc<cpg_testkit::Cluster> {
+    std::sync::Arc::new(
+        cpg_testkit::Cluster::builder()
+            .nodes(2)
+            .token_ms(token_ms)
+            .start()
+            .expect("cluster"),
+    )
+}
+
+/// A daemon stopped with SIGSTOP until this is dropped (also when the test fails):
+/// then SIGCONT.
+pub struct Paused(u32);
+
+impl Paused {
+    /// Stops the daemon `pid` (one the test's cluster started, alive).
+    pub fn pause(pid: u32) -> Paused {
+        // SAFETY: signals a daemon this test's cluster started (its pid, alive).
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+        Paused(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // SAFETY: as in `pause`.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
+/// Waits until `h`'s descriptor is readable (events wait in libcpg), without reading
+/// them.
+pub fn wait_pending(h: &AsyncHandle) {
+    let mut fd = -1;
+    // SAFETY: a live handle (borrowed) and a valid out pointer; libcpg only reports its
+    // descriptor, which stays open while the handle lives.
+    let rc = unsafe { cpg::sys::cpg_fd_get(h.connection().as_raw(), &mut fd) };
+    assert_eq!(rc, cpg::sys::CS_OK, "cpg_fd_get");
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call; poll only reads the
+    // descriptor's state.
+    let n = unsafe { libc::poll(&mut pfd, 1, WAIT.as_millis() as i32) };
+    assert_eq!(n, 1, "no event pending within {WAIT:?}");
+}
+
+/// Sends through `send` (given each message's number) until the daemon's queue is
+/// full: it keeps pushing back for 200 ms (a single `CS_ERR_TRY_AGAIN` can be the IPC
+/// channel's own, gone a moment later). Returns how many messages it accepted. For a
+/// daemon whose ring cannot move ([`Paused`] peer). Blocks the thread (for the 200 ms
+/// and the pauses between attempts).
+pub fn fill_queue(mut send: impl FnMut(u64) -> cpg::Result<()>) -> u64 {
+    let mut accepted = 0u64;
+    let mut pushing_back_since = None;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match send(accepted) {
+            Ok(()) => {
+                accepted += 1;
+                pushing_back_since = None;
+            }
+            Err(e) if e.is_retryable() => {
+                let since = *pushing_back_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= Duration::from_millis(200) {
+                    return accepted;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("message {accepted}: {e}"),
+        }
+        assert!(
+            accepted < 100_000 && std::time::Instant::now() < deadline,
+            "the daemon never pushed back for good ({accepted} messages accepted)"
+        );
+    }
 }
