@@ -39,27 +39,43 @@ fn run(mut cmd: Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
-/// The libraries a build of corosync-sys links, read from its build script's output in
-/// `target_dir` (the newest build of the package there).
-fn linked_libraries(target_dir: &Path) -> Vec<String> {
-    let build = target_dir.join("debug/build");
-    let newest = std::fs::read_dir(&build)
-        .unwrap_or_else(|e| panic!("{}: {e}", build.display()))
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("output"))
-        .filter(|p| {
-            p.is_file()
-                && p.parent()
-                    .and_then(|d| d.file_name())
-                    .is_some_and(|n| n.to_string_lossy().starts_with("corosync-sys-"))
-        })
-        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
-        .expect("a build script output of corosync-sys");
-    let mut libs: Vec<String> = std::fs::read_to_string(newest)
-        .unwrap()
+/// Builds corosync-sys with `features` in `target_dir` against the installed corosync
+/// and returns the libraries its build script linked, as cargo reports them
+/// (`build-script-executed` in `--message-format=json`, also for a cached run).
+fn linked_libraries(target_dir: &Path, features: &str) -> Vec<String> {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "-p", "corosync-sys", "--message-format=json"])
+        .args([
+            "--no-default-features",
+            "--features",
+            features,
+            "--target-dir",
+        ])
+        .arg(target_dir)
+        .arg("--manifest-path")
+        .arg(workspace_root().join("Cargo.toml"))
+        .env_remove("DOCS_RS")
+        .env_remove("CARGO_TARGET_DIR");
+    let out = run(cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "building corosync-sys with features {features:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
         .lines()
-        .filter_map(|l| l.strip_prefix("cargo:rustc-link-lib="))
-        .map(str::to_owned)
+        .find(|l| l.contains(r#""reason":"build-script-executed""#) && l.contains("corosync-sys"))
+        .unwrap_or_else(|| panic!("cargo reported no build script run of corosync-sys:\n{stdout}"));
+    let list = line
+        .split_once(r#""linked_libs":["#)
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(list, _)| list)
+        .unwrap_or_else(|| panic!("no linked_libs in {line}"));
+    let mut libs: Vec<String> = list
+        .split(',')
+        .map(|l| l.trim_matches('"').to_owned())
+        .filter(|l| !l.is_empty())
         .collect();
     libs.sort();
     libs.dedup();
@@ -142,48 +158,13 @@ fn missing_corosync_is_explained_and_docs_still_build() {
 
     // 4. With corosync installed, a build links only the libraries its features ask
     // for: CPG alone is libcpg and libcorosync_common (and libqb, which they need).
-    let mut plain = Command::new(env!("CARGO"));
-    plain
-        .args(["build", "-p", "corosync-sys", "--target-dir"])
-        .arg(&target_dir)
-        .arg("--manifest-path")
-        .arg(workspace_root().join("Cargo.toml"))
-        .env_remove("DOCS_RS")
-        .env_remove("CARGO_TARGET_DIR");
-    let out = run(plain);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        linked_libraries(&target_dir),
+        linked_libraries(&target_dir, ""),
         ["corosync_common", "cpg", "qb"],
         "a build without features links more than CPG needs"
     );
-    let mut quorum = Command::new(env!("CARGO"));
-    quorum
-        .args([
-            "build",
-            "-p",
-            "corosync-sys",
-            "--features",
-            "quorum",
-            "--target-dir",
-        ])
-        .arg(&target_dir)
-        .arg("--manifest-path")
-        .arg(workspace_root().join("Cargo.toml"))
-        .env_remove("DOCS_RS")
-        .env_remove("CARGO_TARGET_DIR");
-    let out = run(quorum);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        linked_libraries(&target_dir),
+        linked_libraries(&target_dir, "quorum"),
         ["corosync_common", "cpg", "qb", "quorum"],
         "the quorum feature links libquorum, and nothing else of the other services"
     );
