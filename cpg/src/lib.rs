@@ -75,8 +75,8 @@ mod fd;
 pub mod group;
 mod handle;
 mod iter;
+mod layer;
 mod link;
-mod lock;
 mod name;
 mod options;
 mod process;
@@ -94,7 +94,6 @@ mod stack;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 mod types;
-mod wait;
 mod zcb;
 
 #[cfg(feature = "tokio")]

@@ -80,7 +80,7 @@ fn wait_for<T>(
     timeout: Duration,
     ready: impl FnMut(&mut Core<Wakeup>) -> Option<T>,
 ) -> Option<T> {
-    crate::wait::wait_for(shared.lock(), &shared.side.changed, timeout, ready)
+    crate::layer::wait::wait_for(shared.lock(), &shared.side.changed, timeout, ready)
 }
 
 /// The outcome of a [`Group::send_confirmed`]: resolves exactly once, to the message's
@@ -313,7 +313,7 @@ impl Group {
     /// last event, is queued too). [`GroupError::Timeout`] if it has not come yet;
     /// [`GroupError::Closed`] if the layer had stopped instead.
     pub fn leave(&self, timeout: Duration) -> Result<(), GroupError> {
-        let deadline = crate::wait::later(Instant::now(), timeout);
+        let deadline = crate::layer::wait::later(Instant::now(), timeout);
         self.shared.leave();
         let left = deadline.saturating_duration_since(Instant::now());
         wait_for(&self.shared, left, |core| core.left()).unwrap_or(Err(GroupError::Timeout))

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::connection::ConnectionRef;
 use crate::error::{CsError, Error, Operation};
-use crate::lock::{Guard, Lock};
+use crate::layer::lock::{Guard, Lock};
 use crate::types::{ListedMember, Member, Reason, RingId};
 
 use super::machine::Machine;

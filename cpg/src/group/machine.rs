@@ -330,7 +330,7 @@ impl Machine {
             Err(e) if e.is_retryable() => {
                 self.stats.pushbacks += 1;
                 self.queue.push_front(out);
-                self.send_not_before = Some(crate::wait::later(now, self.send_delay));
+                self.send_not_before = Some(crate::layer::wait::later(now, self.send_delay));
                 self.send_delay = self
                     .send_delay
                     .saturating_mul(2)
@@ -634,7 +634,7 @@ impl Machine {
         }
         self.reconnect_delay = delay.saturating_mul(2).min(budget.max_delay);
         self.state = State::Waiting {
-            at: crate::wait::later(now, delay),
+            at: crate::layer::wait::later(now, delay),
         };
         let _ = error;
     }

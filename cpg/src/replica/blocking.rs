@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::group::{self, Group, GroupError, View};
-use crate::lock::{Guard, Lock};
+use crate::layer::lock::{Guard, Lock};
 use crate::name::GroupName;
 
 use super::app::{Replicated, Summary};
@@ -166,7 +166,7 @@ impl<A: Replicated + Send + 'static> Replica<A> {
     /// The next event, waiting up to `timeout`.
     pub fn next_event(&self, timeout: Duration) -> Option<Event> {
         let shared = &self.shared;
-        crate::wait::wait_for(shared.lock(), &shared.changed, timeout, |inner| match inner
+        crate::layer::wait::wait_for(shared.lock(), &shared.changed, timeout, |inner| match inner
             .events
             .pop_front()
         {
@@ -185,7 +185,7 @@ impl<A: Replicated + Send + 'static> Replica<A> {
         mut check: impl FnMut(&View) -> bool,
     ) -> Option<View> {
         let shared = &self.shared;
-        crate::wait::wait_for(shared.lock(), &shared.changed, timeout, |inner| {
+        crate::layer::wait::wait_for(shared.lock(), &shared.changed, timeout, |inner| {
             let ready = inner.machine.phase() == Phase::Ready;
             match inner.machine.view().filter(|v| ready && check(v)) {
                 Some(v) => Some(Some(v.clone())),

@@ -9,7 +9,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::group::{self, AsyncGroup, GroupError, View};
-use crate::lock::{Guard, Lock};
+use crate::layer::lock::{Guard, Lock};
 use crate::name::GroupName;
 
 use super::app::{Replicated, Summary};

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 /// Calls `ready` with the locked state, first at once and then each time `changed` is
 /// notified, until it returns something (returned) or `timeout` has passed (`None`).
-/// Poison is ignored: the drivers leave their state consistent. (A [`crate::lock::Lock`]
+/// Poison is ignored: the drivers leave their state consistent. (A [`crate::layer::lock::Lock`]
 /// guard, so that `ready` cannot re-enter it on this thread.)
 pub(crate) fn wait_for<S, T>(
-    mut state: crate::lock::Guard<'_, S>,
+    mut state: crate::layer::lock::Guard<'_, S>,
     changed: &Condvar,
     timeout: Duration,
     mut ready: impl FnMut(&mut S) -> Option<T>,
@@ -51,7 +51,7 @@ mod tests {
             later(now, Duration::from_secs(1)),
             now + Duration::from_secs(1)
         );
-        let m = crate::lock::Lock::new(0u8);
+        let m = crate::layer::lock::Lock::new(0u8);
         let c = Condvar::new();
         assert_eq!(wait_for(m.lock(), &c, Duration::MAX, |_| Some(7)), Some(7));
     }
