@@ -15,10 +15,10 @@ use crate::handle::Handle;
 use crate::name::GroupName;
 use crate::retry::{retry, Backoff};
 
-use super::driver::{
+use super::event::{Config, Event, GroupError, OnDisconnect, OnEviction, Position, SendId};
+use super::shared::{
     check_config, lost, state_calls, Core, Finish, Pace, Pump, Pumped, Resolve, Shared, Side,
 };
-use super::types::{Config, Event, GroupError, OnDisconnect, OnEviction, Position, SendId};
 use super::view::View;
 
 /// Stack of the dispatch thread: libcpg keeps a 1 MiB receive buffer on the stack of

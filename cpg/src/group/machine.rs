@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::types::{Member, Reason, RingId};
 
-use super::types::{
+use super::event::{
     Config, Delivery, Effect, Event, GroupError, OnDisconnect, OnEviction, Position, SendId, Stats,
     StopReason,
 };

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::event::*;
 use super::machine::*;
-use super::types::*;
 use super::view::ViewId;
 use super::wire::HEADER_LEN;
 use crate::error::{CsError, Error, Operation};

@@ -151,13 +151,13 @@
 //! wait for the other nodes' links to the killed node to go down, about 0.3 s.)
 
 mod blocking;
-mod driver;
+mod event;
 mod machine;
 #[cfg(test)]
 mod machine_tests;
+mod shared;
 #[cfg(feature = "tokio")]
 mod tokio;
-mod types;
 mod view;
 pub mod wire;
 
@@ -165,10 +165,10 @@ pub mod wire;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use self::tokio::{AsyncGroup, Confirmation};
 pub use blocking::{Group, GroupBuilder, Receipt};
-pub use machine::Machine;
-pub use types::{
+pub use event::{
     Config, Delivery, Effect, Event, GroupError, OnDisconnect, OnEviction, Position, SendId, Stats,
     StopReason,
 };
+pub use machine::Machine;
 pub use view::{View, ViewId};
 pub use wire::HEADER_LEN;

@@ -17,10 +17,10 @@ use crate::types::Member;
 use crate::Options;
 
 use super::blocking::GroupBuilder;
-use super::driver::{
+use super::event::{Event, GroupError, Position, SendId};
+use super::shared::{
     check_config, lost, state_calls, Core, Finish, Pace, Pump, Pumped, Resolve, Shared, Side,
 };
-use super::types::{Event, GroupError, Position, SendId};
 use super::view::View;
 
 /// Most sends the driver task makes before it yields to the runtime once (routing

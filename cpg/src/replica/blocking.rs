@@ -12,8 +12,8 @@ use crate::layer::lock::{Guard, Lock};
 use crate::name::GroupName;
 
 use super::app::{Replicated, Summary};
-use super::driver::{Inner, ReplicaError};
 use super::machine::{Config, Event, Machine, Phase, Stats};
+use super::shared::{Inner, ReplicaError};
 
 /// Longest sleep of the driver thread when nothing is due.
 const TICK: Duration = Duration::from_millis(20);

@@ -317,11 +317,11 @@
 
 mod app;
 mod blocking;
-mod driver;
 mod event;
 mod machine;
 #[cfg(test)]
 mod machine_tests;
+mod shared;
 #[cfg(feature = "tokio")]
 mod tokio;
 mod wire;
@@ -332,6 +332,6 @@ pub use app::{
     choose_highest_version, has_majority, Candidate, OpInfo, Replicated, RestoreError, Summary,
 };
 pub use blocking::{Replica, ReplicaBuilder, Ticket};
-pub use driver::ReplicaError;
 pub use machine::{Config, Discarded, Effect, Event, Failure, Machine, Phase, Stats};
+pub use shared::ReplicaError;
 pub use wire::{fnv, fnv_start, RoundId, PROTOCOL_VERSION};

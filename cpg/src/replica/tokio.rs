@@ -14,8 +14,8 @@ use crate::name::GroupName;
 
 use super::app::{Replicated, Summary};
 use super::blocking::ReplicaBuilder;
-use super::driver::{Inner, ReplicaError};
 use super::machine::{Event, Machine, Phase, Stats};
+use super::shared::{Inner, ReplicaError};
 
 /// Longest the driver task waits for a group event before it looks at the clock.
 const TICK: Duration = Duration::from_millis(20);

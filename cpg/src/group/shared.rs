@@ -14,8 +14,8 @@ use crate::error::{CsError, Error, Operation};
 use crate::layer::lock::{Guard, Lock};
 use crate::types::{ListedMember, Member, Reason, RingId};
 
+use super::event::{Config, Effect, Event, GroupError, Position, SendId, Stats, StopReason};
 use super::machine::Machine;
-use super::types::{Config, Effect, Event, GroupError, Position, SendId, Stats, StopReason};
 use super::view::View;
 
 /// Where the outcome of one confirmed send goes.
