@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Operation, OsError};
 use crate::handle::Handle;
+use crate::layer::deadline::later;
 use crate::name::GroupName;
 use crate::retry::{retry, Backoff};
 
@@ -313,7 +314,7 @@ impl Group {
     /// last event, is queued too). [`GroupError::Timeout`] if it has not come yet;
     /// [`GroupError::Closed`] if the layer had stopped instead.
     pub fn leave(&self, timeout: Duration) -> Result<(), GroupError> {
-        let deadline = crate::layer::wait::later(Instant::now(), timeout);
+        let deadline = later(Instant::now(), timeout);
         self.shared.leave();
         let left = deadline.saturating_duration_since(Instant::now());
         wait_for(&self.shared, left, |core| core.left()).unwrap_or(Err(GroupError::Timeout))

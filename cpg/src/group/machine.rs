@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
+use crate::layer::deadline::later;
 use crate::types::{Member, Reason, RingId};
 
 use super::event::{
@@ -330,7 +331,7 @@ impl Machine {
             Err(e) if e.is_retryable() => {
                 self.stats.pushbacks += 1;
                 self.queue.push_front(out);
-                self.send_not_before = Some(crate::layer::wait::later(now, self.send_delay));
+                self.send_not_before = Some(later(now, self.send_delay));
                 self.send_delay = self
                     .send_delay
                     .saturating_mul(2)
@@ -634,7 +635,7 @@ impl Machine {
         }
         self.reconnect_delay = delay.saturating_mul(2).min(budget.max_delay);
         self.state = State::Waiting {
-            at: crate::layer::wait::later(now, delay),
+            at: later(now, delay),
         };
         let _ = error;
     }

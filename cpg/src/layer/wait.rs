@@ -5,12 +5,16 @@
 use std::sync::Condvar;
 use std::time::{Duration, Instant};
 
+use super::deadline::later;
+use super::lock::Guard;
+
 /// Calls `ready` with the locked state, first at once and then each time `changed` is
 /// notified, until it returns something (returned) or `timeout` has passed (`None`).
-/// Poison is ignored: the drivers leave their state consistent. (A [`crate::layer::lock::Lock`]
-/// guard, so that `ready` cannot re-enter it on this thread.)
+/// Poison is ignored: the drivers leave their state consistent. (A
+/// [`Lock`](super::lock::Lock) guard, so that `ready` cannot re-enter it on this
+/// thread.)
 pub(crate) fn wait_for<S, T>(
-    mut state: crate::layer::lock::Guard<'_, S>,
+    mut state: Guard<'_, S>,
     changed: &Condvar,
     timeout: Duration,
     mut ready: impl FnMut(&mut S) -> Option<T>,
@@ -28,30 +32,13 @@ pub(crate) fn wait_for<S, T>(
     }
 }
 
-/// `now + after`, or a point decades away when that sum does not fit in an
-/// [`Instant`]: `Duration::MAX` (or any huge duration) means "without bound" in
-/// timeouts and configuration, never an arithmetic overflow panic.
-pub(crate) fn later(now: Instant, after: Duration) -> Instant {
-    /// About 30 years: further than any wait of interest, and it fits.
-    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
-    now.checked_add(after)
-        .or_else(|| now.checked_add(FAR))
-        .unwrap_or(now)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn huge_durations_saturate_instead_of_overflowing() {
-        let now = Instant::now();
-        assert!(later(now, Duration::MAX) > now + Duration::from_secs(86_400 * 365));
-        assert_eq!(
-            later(now, Duration::from_secs(1)),
-            now + Duration::from_secs(1)
-        );
-        let m = crate::layer::lock::Lock::new(0u8);
+    fn a_ready_value_returns_at_once_even_without_bound() {
+        let m = super::super::lock::Lock::new(0u8);
         let c = Condvar::new();
         assert_eq!(wait_for(m.lock(), &c, Duration::MAX, |_| Some(7)), Some(7));
     }

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::group::View;
+use crate::layer::deadline::later;
 use crate::types::Member;
 
 use super::app::{Candidate, OpInfo, Replicated, Summary};
@@ -358,13 +359,10 @@ impl<A: Replicated> Machine<A> {
                 stage: self.stage(),
             };
             self.send_round(msg);
-            self.deadline = Some(crate::layer::wait::later(now, self.config.round_timeout));
+            self.deadline = Some(later(now, self.config.round_timeout));
         }
         if self.verify_at.is_some_and(|d| d <= now) {
-            self.verify_at = self
-                .config
-                .verify_interval
-                .map(|i| crate::layer::wait::later(now, i));
+            self.verify_at = self.config.verify_interval.map(|i| later(now, i));
             if self.view.as_ref().is_some_and(View::is_leader) {
                 self.verify();
             }
@@ -389,10 +387,7 @@ impl<A: Replicated> Machine<A> {
         };
         self.hash = members_hash(view.members());
         self.attempt = 0;
-        self.verify_at = self
-            .config
-            .verify_interval
-            .map(|i| crate::layer::wait::later(now, i));
+        self.verify_at = self.config.verify_interval.map(|i| later(now, i));
         self.begin_attempt(now, me);
     }
 
@@ -619,7 +614,7 @@ impl<A: Replicated> Machine<A> {
         // The collection ends a round deadline after the first start of the attempt:
         // a coordinator that starts over and over does not extend it.
         if self.round_id.is_none() || self.deadline.is_none() {
-            self.deadline = Some(crate::layer::wait::later(now, self.config.round_timeout));
+            self.deadline = Some(later(now, self.config.round_timeout));
         }
         self.round_id = Some(round);
         self.summaries.clear();
@@ -653,11 +648,11 @@ impl<A: Replicated> Machine<A> {
         let previous = self.summary();
         let restore = me != Some(from) && previous != header.summary;
         let timeout = self.config.round_timeout;
-        let ends = crate::layer::wait::later(
-            crate::layer::wait::later(now, timeout),
+        let ends = later(
+            later(now, timeout),
             at_rate(header.len, self.config.min_transfer_rate),
         );
-        self.deadline = Some(crate::layer::wait::later(now, timeout).min(ends));
+        self.deadline = Some(later(now, timeout).min(ends));
         if let Round::Transfer(t) = &mut self.round {
             t.header = Some(header);
             t.restore = restore;
@@ -691,7 +686,7 @@ impl<A: Replicated> Machine<A> {
             keep(&mut t.data, data, header.len);
         }
         let done = t.next == header.chunks;
-        let progress = crate::layer::wait::later(now, self.config.round_timeout);
+        let progress = later(now, self.config.round_timeout);
         self.deadline = Some(t.ends.map_or(progress, |e| e.min(progress)));
         if done {
             self.finish_transfer();
@@ -760,7 +755,7 @@ impl<A: Replicated> Machine<A> {
         self.summaries.clear();
         self.checks.clear();
         self.coordinator = self.pick_coordinator(self.attempt);
-        self.deadline = Some(crate::layer::wait::later(now, self.config.round_timeout));
+        self.deadline = Some(later(now, self.config.round_timeout));
         self.drop_round_sends();
         if self.coordinator == Some(me) {
             let view = self.view.as_ref().expect("in a view").id();
@@ -842,7 +837,7 @@ impl<A: Replicated> Machine<A> {
             next: 0,
             ends: None,
         });
-        self.deadline = Some(crate::layer::wait::later(now, self.config.round_timeout));
+        self.deadline = Some(later(now, self.config.round_timeout));
         if view.me() == Some(chosen.member) {
             self.send_state(round);
         }
