@@ -12,7 +12,6 @@ use corosync_sys as sys;
 use crate::error::{Error, Operation, Result};
 use crate::link::Link;
 use crate::name::GroupName;
-use crate::sender::Sender;
 use crate::types::{FlowControl, Guarantee, Member};
 
 /// The most buffers one vectored send may have.
@@ -28,7 +27,7 @@ pub const MAX_SEND_BUFFERS: usize = 63;
 /// You never own one: [`Handle`](crate::Handle) dereferences to it, and callbacks
 /// receive a `&ConnectionRef` that is valid only while they run. It cannot dispatch or
 /// close the connection, which is what makes sending from a callback safe. To send from
-/// other threads, make a [`Sender`] ([`sender`](Self::sender)).
+/// other threads, make a [`Sender`](crate::Sender) ([`sender`](Self::sender)).
 ///
 /// A callback cannot keep it either: the reference is only valid during the call, and
 /// callbacks are `'static`:
@@ -73,7 +72,7 @@ impl ConnectionRef {
 
     /// The raw libcpg handle, for calls this crate does not wrap. Do not finalize it,
     /// and do not call into it from other threads while this one is used (see
-    /// [`Sender`]).
+    /// [`Sender`](crate::Sender)).
     pub fn as_raw(&self) -> sys::cpg_handle_t {
         self.link().raw
     }
@@ -81,12 +80,6 @@ impl ConnectionRef {
     /// The connection's descriptor, once known.
     pub(crate) fn descriptor(&self) -> Option<RawFd> {
         Some(self.link().fd).filter(|fd| *fd >= 0)
-    }
-
-    /// A handle for sending from other threads while this connection's owner
-    /// dispatches. See [`Sender`].
-    pub fn sender(&self) -> Sender {
-        Sender::new(self)
     }
 
     /// Joins `group`: this process becomes a member, receives its messages and

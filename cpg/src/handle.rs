@@ -445,7 +445,7 @@ impl Handle {
         if finalize_ran {
             crate::process::release_handle();
         }
-        crate::process::release_forgotten_buffers(self.link());
+        crate::process::release_forgotten_buffers(self.link().buffers());
         // SAFETY: the pointer came from `Arc::into_raw` in `with_options` and is
         // released once, here; senders hold counts of their own. Nothing below reads
         // the link through `self` (the callback state keeps only a raw pointer to it,

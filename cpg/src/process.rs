@@ -149,39 +149,40 @@ pub const MAX_LIVE_BUFFERS: usize = 1024;
 
 static LIVE_BUFFERS: AtomicUsize = AtomicUsize::new(0);
 
-/// A reservation of one of the [`MAX_LIVE_BUFFERS`] slots, counted on the handle's
-/// link too, released on drop. A buffer that is forgotten (`mem::forget`) never drops
-/// its slot: the handle gives its remaining count back when it is finalized
-/// ([`release_forgotten_buffers`]), when the daemon drops its mappings too.
+/// A reservation of one of the [`MAX_LIVE_BUFFERS`] slots, counted in its handle's
+/// own count of buffers too, released on drop. A buffer that is forgotten
+/// (`mem::forget`) never drops its slot: the handle gives its remaining count back when
+/// it is finalized ([`release_forgotten_buffers`]), when the daemon drops its mappings
+/// too.
 #[derive(Debug)]
-pub(crate) struct BufferSlot<'a>(&'a crate::link::Link);
+pub(crate) struct BufferSlot<'a>(&'a AtomicUsize);
 
 impl<'a> BufferSlot<'a> {
-    /// Reserves a slot for a buffer of `link`, or `None` when [`MAX_LIVE_BUFFERS`]
-    /// are alive.
-    pub(crate) fn reserve(link: &'a crate::link::Link) -> Option<BufferSlot<'a>> {
+    /// Reserves a slot for a buffer of the handle whose count of buffers is
+    /// `handle_buffers`, or `None` when [`MAX_LIVE_BUFFERS`] are alive.
+    pub(crate) fn reserve(handle_buffers: &'a AtomicUsize) -> Option<BufferSlot<'a>> {
         LIVE_BUFFERS
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < MAX_LIVE_BUFFERS).then_some(n + 1)
             })
             .ok()?;
-        link.buffers().fetch_add(1, Ordering::AcqRel);
-        Some(BufferSlot(link))
+        handle_buffers.fetch_add(1, Ordering::AcqRel);
+        Some(BufferSlot(handle_buffers))
     }
 }
 
 impl Drop for BufferSlot<'_> {
     fn drop(&mut self) {
-        self.0.buffers().fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
         LIVE_BUFFERS.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// Gives back the slots of the buffers of `link` that were forgotten instead of
-/// dropped; called when its handle is finalized (no buffer of it can be alive then:
-/// they borrow the handle).
-pub(crate) fn release_forgotten_buffers(link: &crate::link::Link) {
-    let forgotten = link.buffers().swap(0, Ordering::AcqRel);
+/// Gives back the slots of a handle's buffers (counted in `handle_buffers`) that were
+/// forgotten instead of dropped; called when the handle is finalized (no buffer of it
+/// can be alive then: they borrow the handle).
+pub(crate) fn release_forgotten_buffers(handle_buffers: &AtomicUsize) {
+    let forgotten = handle_buffers.swap(0, Ordering::AcqRel);
     LIVE_BUFFERS.fetch_sub(forgotten, Ordering::AcqRel);
 }
 
@@ -192,21 +193,21 @@ mod tests {
     #[test]
     fn buffer_slots_stop_at_the_cap_and_come_back() {
         // Other unit tests do not reserve slots, so this test owns the counter.
-        let link = crate::link::Link::new(0, -1, generation());
-        let slots: Vec<_> = std::iter::from_fn(|| BufferSlot::reserve(&link))
+        let handle = AtomicUsize::new(0);
+        let slots: Vec<_> = std::iter::from_fn(|| BufferSlot::reserve(&handle))
             .take(MAX_LIVE_BUFFERS + 5)
             .collect();
         assert_eq!(slots.len(), MAX_LIVE_BUFFERS);
-        assert!(BufferSlot::reserve(&link).is_none());
+        assert!(BufferSlot::reserve(&handle).is_none());
         drop(slots);
-        assert!(BufferSlot::reserve(&link).is_some());
+        assert!(BufferSlot::reserve(&handle).is_some());
         // Forgotten slots come back when the handle is finalized.
         for _ in 0..MAX_LIVE_BUFFERS {
-            std::mem::forget(BufferSlot::reserve(&link).unwrap());
+            std::mem::forget(BufferSlot::reserve(&handle).unwrap());
         }
-        assert!(BufferSlot::reserve(&link).is_none());
-        release_forgotten_buffers(&link);
-        assert!(BufferSlot::reserve(&link).is_some());
+        assert!(BufferSlot::reserve(&handle).is_none());
+        release_forgotten_buffers(&handle);
+        assert!(BufferSlot::reserve(&handle).is_some());
     }
 
     #[test]

@@ -77,8 +77,18 @@ pub struct Sender {
     link: Arc<Link>,
 }
 
+impl ConnectionRef {
+    /// A handle for sending from other threads while this connection's owner
+    /// dispatches. See [`Sender`].
+    pub fn sender(&self) -> Sender {
+        Sender::new(self)
+    }
+}
+
 impl Sender {
-    pub(crate) fn new(conn: &ConnectionRef) -> Sender {
+    /// A sender on `conn`'s link: from now on every request on it takes the request
+    /// lock.
+    fn new(conn: &ConnectionRef) -> Sender {
         conn.link().share();
         let raw = conn.link_ptr();
         // SAFETY: `raw` is the very pointer the owning handle got from `Arc::into_raw`

@@ -129,7 +129,7 @@ impl ConnectionRef {
         if size > max {
             return Err(Error::MessageTooBig { len: size, max });
         }
-        let slot = BufferSlot::reserve(self.link()).ok_or(Error::TooManyLiveBuffers {
+        let slot = BufferSlot::reserve(self.link().buffers()).ok_or(Error::TooManyLiveBuffers {
             max: crate::MAX_LIVE_BUFFERS,
         })?;
         self.check_not_hung_up(Operation::ZeroCopyAlloc)?;
