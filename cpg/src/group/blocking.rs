@@ -10,16 +10,19 @@ use std::sync::{Arc, Condvar};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::connection::ConnectionRef;
 use crate::error::{Error, Operation, OsError};
 use crate::handle::Handle;
 use crate::layer::deadline::later;
 use crate::name::GroupName;
 use crate::retry::{retry, Backoff};
 
-use super::event::{Config, Event, GroupError, OnDisconnect, OnEviction, Position, SendId};
-use super::shared::{
-    check_config, lost, state_calls, Core, Finish, Pace, Pump, Pumped, Resolve, Shared, Side,
-};
+use super::builder::GroupBuilder;
+use super::config::Config;
+use super::error::GroupError;
+use super::event::{Event, Position, SendId};
+use super::pump::{Connection, Pace, Pump, Pumped};
+use super::shared::{lost, state_calls, Core, Finish, Resolve, Shared, Side};
 use super::view::View;
 
 /// Stack of the dispatch thread: libcpg keeps a 1 MiB receive buffer on the stack of
@@ -137,46 +140,7 @@ impl Receipt {
     }
 }
 
-/// Settings for a [`Group`]; made by [`Group::builder`].
-#[derive(Debug, Clone)]
-#[must_use = "a builder does nothing until .start()"]
-pub struct GroupBuilder {
-    pub(super) name: GroupName,
-    pub(super) config: Config,
-}
-
 impl GroupBuilder {
-    /// All settings at once.
-    pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// The send queue's bound ([`Config::queue_limit`]).
-    pub fn queue_limit(mut self, limit: usize) -> Self {
-        self.config.queue_limit = limit;
-        self
-    }
-
-    /// What to do when evicted ([`Config::on_eviction`]).
-    pub fn on_eviction(mut self, policy: OnEviction) -> Self {
-        self.config.on_eviction = policy;
-        self
-    }
-
-    /// What happens to queued messages when the daemon is lost
-    /// ([`Config::on_disconnect`]).
-    pub fn on_disconnect(mut self, policy: OnDisconnect) -> Self {
-        self.config.on_disconnect = policy;
-        self
-    }
-
-    /// Reconnect pauses and budget ([`Config::reconnect`]).
-    pub fn reconnect(mut self, backoff: Backoff) -> Self {
-        self.config.reconnect = backoff;
-        self
-    }
-
     /// Connects to the local daemon, joins the group and starts the dispatch thread.
     ///
     /// The dispatch thread connects (now, and again to reconnect) in the network
@@ -223,7 +187,7 @@ impl Group {
     }
 
     fn start(builder: GroupBuilder) -> Result<Group, GroupError> {
-        check_config(&builder.config)?;
+        builder.check()?;
         let (wake_tx, wake_rx) =
             UnixStream::pair().map_err(|e| GroupError::Connect(os_error(e, Operation::Poll)))?;
         for s in [&wake_tx, &wake_rx] {
@@ -327,6 +291,12 @@ impl Drop for Group {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+impl Connection for Handle {
+    fn connection(&self) -> &ConnectionRef {
+        self
     }
 }
 

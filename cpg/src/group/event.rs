@@ -1,15 +1,15 @@
-//! The values the group state machine takes and hands out: send ids, positions,
-//! deliveries, errors, policies, events, effects, counters and settings.
-
-use std::time::Duration;
+//! What a group [`Machine`](super::Machine) hands out: [`Event`]s for the application
+//! (with the [`Delivery`], [`Position`], [`SendId`] and [`StopReason`] they carry),
+//! [`Effect`]s for its driver, and its counters ([`Stats`]).
 
 use crate::error::Error;
-use crate::retry::Backoff;
 use crate::types::{Member, RingId};
 
+use super::error::GroupError;
 use super::view::{View, ViewId};
 
-/// Identifies one message given to [`Machine::send`](super::Machine::send); ids grow by one per message.
+/// Identifies one message given to [`Machine::send`](super::Machine::send); ids grow by
+/// one per message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SendId(pub u64);
 
@@ -45,67 +45,11 @@ pub struct Delivery {
     pub own: bool,
 }
 
-/// Why a message was not sent, or why a call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum GroupError {
-    /// The send queue holds its limit of messages.
-    #[error("send queue full ({limit} messages)")]
-    QueueFull {
-        /// The configured limit.
-        limit: usize,
-    },
-    /// The group was left or stopped: nothing more can be sent or awaited.
-    #[error("the group layer has stopped")]
-    Closed,
-    /// The message was still queued when the daemon was lost, and the policy is
-    /// [`OnDisconnect::Drop`].
-    #[error("not sent: the connection to the daemon was lost")]
-    Disconnected,
-    /// The daemon accepted the message but the connection was lost before its own copy
-    /// came back: it may or may not have been delivered to the others.
-    #[error("outcome unknown: the connection was lost before the message was delivered back")]
-    Unknown,
-    /// The daemon refused the message with an error that is not back-pressure.
-    #[error("the daemon refused the message: {0}")]
-    Rejected(Error),
-    /// The group was left before the message was sent.
-    #[error("not sent: the group was left")]
-    Left,
-    /// Connecting to the daemon, or joining the group, failed.
-    #[error("cannot connect or join: {0}")]
-    Connect(Error),
-    /// A wait timed out (the message may still be delivered later).
-    #[error("timed out")]
-    Timeout,
-}
-
-/// What to do when this process finds itself evicted from the group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnEviction {
-    /// Close the connection, make a new one and join again (a new incarnation).
-    #[default]
-    Rejoin,
-    /// Stop: [`Event::Stopped`] follows.
-    Stop,
-}
-
-/// What happens to queued messages when the daemon is lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnDisconnect {
-    /// Keep them and send them after reconnecting.
-    #[default]
-    Keep,
-    /// Drop them, each reported with [`GroupError::Disconnected`]; sends while
-    /// reconnecting fail with it at once.
-    Drop,
-}
-
 /// Why the layer stopped for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StopReason {
-    /// Evicted with [`OnEviction::Stop`].
+    /// Evicted with [`OnEviction::Stop`](super::OnEviction::Stop).
     Evicted,
     /// Reconnecting did not succeed within the reconnect budget; the last error.
     GaveUp(Error),
@@ -146,7 +90,8 @@ pub enum Event {
         error: GroupError,
     },
     /// This process is missing from a view it should be in, or is listed as having
-    /// left without leaving. The [`OnEviction`] policy decides what follows.
+    /// left without leaving. The [`OnEviction`](super::OnEviction) policy decides what
+    /// follows.
     Evicted {
         /// The view without this process.
         view: View,
@@ -213,48 +158,4 @@ pub struct Stats {
     pub reconnects: u64,
     /// Delivered messages without the layer's header.
     pub malformed: u64,
-}
-
-/// Settings of a [`Machine`](super::Machine).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Config {
-    /// Most messages in the send queue; [`Machine::send`](super::Machine::send) refuses more with
-    /// [`GroupError::QueueFull`]. Default 1,024. At least 1: the drivers refuse to
-    /// start with 0 (a layer that can send nothing, and a replica over it that would
-    /// never sync).
-    pub queue_limit: usize,
-    /// Policy on eviction. Default [`OnEviction::Rejoin`].
-    pub on_eviction: OnEviction,
-    /// Policy for queued messages when the daemon is lost. Default
-    /// [`OnDisconnect::Keep`].
-    pub on_disconnect: OnDisconnect,
-    /// Pauses between reconnect attempts, and when to give up ([`Backoff::timeout`]
-    /// from the loss, [`Backoff::max_attempts`]). Default: 100 ms doubling to 2 s, for
-    /// 10 minutes.
-    pub reconnect: Backoff,
-    /// First pause after a send met back-pressure; it doubles up to
-    /// [`send_retry_max`](Self::send_retry_max) and resets after a successful send.
-    /// Default 100 µs. A queued message is retried until sent, lost or left.
-    pub send_retry_initial: Duration,
-    /// Longest pause between send attempts. Default 50 ms.
-    pub send_retry_max: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            queue_limit: 1024,
-            on_eviction: OnEviction::Rejoin,
-            on_disconnect: OnDisconnect::Keep,
-            reconnect: Backoff {
-                initial: Duration::from_millis(100),
-                max_delay: Duration::from_secs(2),
-                timeout: Duration::from_secs(600),
-                max_attempts: u32::MAX,
-            },
-            send_retry_initial: Duration::from_micros(100),
-            send_retry_max: Duration::from_millis(50),
-        }
-    }
 }

@@ -7,10 +7,9 @@ use crate::error::Error;
 use crate::layer::deadline::later;
 use crate::types::{Member, Reason, RingId};
 
-use super::event::{
-    Config, Delivery, Effect, Event, GroupError, OnDisconnect, OnEviction, Position, SendId, Stats,
-    StopReason,
-};
+use super::config::{Config, OnDisconnect, OnEviction};
+use super::error::GroupError;
+use super::event::{Delivery, Effect, Event, Position, SendId, Stats, StopReason};
 use super::view::{View, ViewId};
 use super::wire::{parse_header, write_message, HEADER_LEN};
 
@@ -65,7 +64,7 @@ struct Outgoing {
 /// sends on one handle are not safe.
 ///
 /// Every message the machine sends starts with the layer's header; see
-/// [`wire`](super::wire) for the format. is described in [`wire`](super::wire).
+/// [`wire`](super::wire) for the format.
 #[derive(Debug)]
 pub struct Machine {
     config: Config,

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::config::*;
+use super::error::*;
 use super::event::*;
 use super::machine::*;
 use super::view::ViewId;

@@ -123,10 +123,9 @@
 //! reaches that member.
 //!
 //! To recognize its own copies the layer puts a 24-byte header before every payload
-//! (the wire format is in [`Machine`]'s documentation: little-endian, magic `CPGl`,
-//! version, per-connection nonce, sequence number). Every member of a group used
-//! through this layer must use the layer; other messages show up as
-//! [`Event::Malformed`].
+//! (the format is in [`wire`]: little-endian, magic `CPGl`, version, per-connection
+//! nonce, sequence number). Every member of a group used through this layer must use
+//! the layer; other messages show up as [`Event::Malformed`].
 //!
 //! # Threads
 //!
@@ -150,25 +149,33 @@
 //! 14 ms; reconnected 0.91 s after the restart began, which includes the test kit's
 //! wait for the other nodes' links to the killed node to go down, about 0.3 s.)
 
-mod blocking;
+// The rules: a state machine without I/O, and the values it takes and hands out.
+mod config;
+mod error;
 mod event;
 mod machine;
 #[cfg(test)]
 mod machine_tests;
-mod shared;
-#[cfg(feature = "tokio")]
-mod tokio;
 mod view;
 pub mod wire;
+
+// The drivers: what both share, then each one.
+mod builder;
+mod pump;
+mod shared;
+
+mod blocking;
+#[cfg(feature = "tokio")]
+mod tokio;
 
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use self::tokio::{AsyncGroup, Confirmation};
-pub use blocking::{Group, GroupBuilder, Receipt};
-pub use event::{
-    Config, Delivery, Effect, Event, GroupError, OnDisconnect, OnEviction, Position, SendId, Stats,
-    StopReason,
-};
+pub use blocking::{Group, Receipt};
+pub use builder::GroupBuilder;
+pub use config::{Config, OnDisconnect, OnEviction};
+pub use error::GroupError;
+pub use event::{Delivery, Effect, Event, Position, SendId, Stats, StopReason};
 pub use machine::Machine;
 pub use view::{View, ViewId};
 pub use wire::HEADER_LEN;

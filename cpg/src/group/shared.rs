@@ -1,20 +1,23 @@
-//! What the blocking and the tokio drivers share: the [`Machine`] with the
+//! What a group driver's client calls and its loop share: the [`Machine`] with the
 //! application's side of it (events, the latest view, the end, the receipts of
-//! confirmed sends), the client calls, and the pump that turns the machine's effects
-//! into libcpg calls. A driver adds only its I/O: how it connects and leaves, how it
-//! waits for events, and how its two sides wake each other ([`Side`]).
+//! confirmed sends) behind the lock ([`Core`], [`Shared`]), the calls that read it, and
+//! how a driver plugs in ([`Side`]: how its two sides wake each other; [`Resolve`]:
+//! where a confirmed send's outcome goes). A driver adds only its I/O: how it connects
+//! and leaves, how it waits for events; the [`pump`](super::pump) carries out the
+//! machine's effects.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::connection::ConnectionRef;
 use crate::error::{CsError, Error, Operation};
 use crate::layer::lock::{Guard, Lock};
 use crate::types::{ListedMember, Member, Reason, RingId};
 
-use super::event::{Config, Effect, Event, GroupError, Position, SendId, Stats, StopReason};
+use super::config::Config;
+use super::error::GroupError;
+use super::event::{Event, Position, SendId, Stats, StopReason};
 use super::machine::Machine;
 use super::view::View;
 
@@ -194,7 +197,7 @@ pub(super) struct Shared<S: Side> {
     stop: AtomicBool,
     /// Held by the pump from the choice of an effect to its result, and by
     /// [`stop`](Shared::stop): once a stop has taken it, no send starts any more.
-    sending: Lock<()>,
+    pub(super) sending: Lock<()>,
     /// The driver's way of waking.
     pub(super) side: S,
 }
@@ -310,7 +313,7 @@ impl<S: Side> Shared<S> {
     }
 
     /// Routes the machine's events and takes whom to wake (with the lock held).
-    fn routed(&self, core: &mut Core<S>) -> S::Wake {
+    pub(super) fn routed(&self, core: &mut Core<S>) -> S::Wake {
         if core.route() || core.end.is_some() {
             self.side.app_changed(&mut core.waiting)
         } else {
@@ -319,8 +322,19 @@ impl<S: Side> Shared<S> {
     }
 
     /// Routes the machine's events and wakes whoever waits for them.
-    fn route(&self) {
+    pub(super) fn route(&self) {
         let wake = self.routed(&mut self.lock());
+        S::wake(wake);
+    }
+
+    /// The first connection's outcome, which `start` returns: wakes whoever waits in
+    /// it.
+    pub(super) fn started(&self, result: Result<(), Error>) {
+        let wake = {
+            let mut core = self.lock();
+            core.started = Some(result);
+            self.side.app_changed(&mut core.waiting)
+        };
         S::wake(wake);
     }
 
@@ -378,186 +392,8 @@ macro_rules! state_calls {
 }
 pub(super) use state_calls;
 
-/// A connection the pump sends on: [`crate::Handle`] or [`crate::AsyncHandle`].
-pub(super) trait Link {
-    /// Its synchronous calls.
-    fn link(&self) -> &ConnectionRef;
-}
-
-impl Link for crate::Handle {
-    fn link(&self) -> &ConnectionRef {
-        self
-    }
-}
-
-#[cfg(feature = "tokio")]
-impl Link for crate::AsyncHandle {
-    fn link(&self) -> &ConnectionRef {
-        self.connection()
-    }
-}
-
-/// How many sends the pump makes in a row.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Pace {
-    /// Sends before the pump returns [`Pumped::Busy`], so that the driver reads events
-    /// (or yields) in between.
-    pub(super) batch: usize,
-    /// Sends between two routings of the machine's events (confirmations) meanwhile.
-    pub(super) route_every: usize,
-}
-
-/// Where [`Pump::next`] stopped.
-#[derive(Debug)]
-pub(super) enum Pumped {
-    /// Connect and report it with [`Pump::connected`] (the old connection is closed).
-    Connect,
-    /// Leave the group and report it with [`Pump::left`].
-    Leave,
-    /// A batch of sends went out: read events (or yield), then pump again.
-    Busy,
-    /// Nothing to do until an event, a client's poke, or this time.
-    Idle(Option<Instant>),
-    /// The machine ended, or the group was dropped: end the loop, then
-    /// [`Finish`].
-    Stop,
-}
-
-/// The driver's side of the machine: its connection, and the effects it carries out.
-pub(super) struct Pump<C> {
-    /// The connection, while there is one.
-    pub(super) conn: Option<C>,
-    /// The encoded message of the current [`Effect::Send`].
-    buf: Vec<u8>,
-    /// Sends in the current batch.
-    sends: usize,
-    /// No connection has been made yet.
-    first: bool,
-    pace: Pace,
-}
-
-impl<C: Link> Pump<C> {
-    /// Starts the machine (its first effect is [`Effect::Connect`]).
-    pub(super) fn start<S: Side>(shared: &Shared<S>, pace: Pace) -> Self {
-        shared.lock().machine.start(Instant::now());
-        Pump {
-            conn: None,
-            buf: Vec::new(),
-            sends: 0,
-            first: true,
-            pace,
-        }
-    }
-
-    /// Carries out the machine's effects (sends, closes) until one needs the driver,
-    /// the batch is full, or nothing is left; routes the events on the way.
-    pub(super) fn next<S: Side>(&mut self, shared: &Shared<S>) -> Pumped {
-        loop {
-            // Held from the choice of the effect until a send's result is recorded: a
-            // stop (the group's drop) waits for that, and no send starts after it.
-            let sending = shared.sending.lock();
-            if shared.stopping() {
-                drop(sending);
-                return self.settle(shared, false);
-            }
-            let now = Instant::now();
-            let effect = {
-                let mut core = shared.lock();
-                core.machine.handle_timeout(now);
-                core.machine.poll_effect(now, &mut self.buf)
-            };
-            match effect {
-                None => {
-                    drop(sending);
-                    return self.settle(shared, false);
-                }
-                Some(Effect::Connect) => {
-                    self.conn = None;
-                    return Pumped::Connect;
-                }
-                Some(Effect::Leave) => return Pumped::Leave,
-                Some(Effect::Close) => self.conn = None,
-                Some(Effect::Send(_)) => {
-                    let result = match &self.conn {
-                        Some(c) => c.link().send(&self.buf),
-                        None => Err(lost(Operation::Send)),
-                    };
-                    self.sends += 1;
-                    let mut core = shared.lock();
-                    core.machine.handle_send_result(Instant::now(), result);
-                    drop(sending);
-                    // Receipts resolve and wakers run outside the gate: their code may
-                    // drop the group, whose stop takes it.
-                    let wake =
-                        (self.sends % self.pace.route_every == 0).then(|| shared.routed(&mut core));
-                    drop(core);
-                    if let Some(wake) = wake {
-                        S::wake(wake);
-                    }
-                    if self.sends >= self.pace.batch {
-                        return self.settle(shared, true);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The end of a batch: routes, then says whether to go on.
-    fn settle<S: Side>(&mut self, shared: &Shared<S>, busy: bool) -> Pumped {
-        self.sends = 0;
-        shared.route();
-        let core = shared.lock();
-        if core.machine.is_ended() || shared.stopping() {
-            Pumped::Stop
-        } else if busy {
-            Pumped::Busy
-        } else {
-            Pumped::Idle(core.machine.poll_timeout())
-        }
-    }
-
-    /// Reports a connection attempt (a connection and the local node id). `false` if
-    /// it was the first and it failed: the driver then ends, and `start` returns the
-    /// error.
-    pub(super) fn connected<S: Side>(
-        &mut self,
-        shared: &Shared<S>,
-        result: Result<(C, u32), Error>,
-    ) -> bool {
-        let result = result.map(|(conn, nodeid)| {
-            self.conn = Some(conn);
-            nodeid
-        });
-        if std::mem::take(&mut self.first) {
-            // The first connection decides what `start` returns.
-            let wake = {
-                let mut core = shared.lock();
-                core.started = Some(result.as_ref().map(drop).map_err(Error::clone));
-                shared.side.app_changed(&mut core.waiting)
-            };
-            S::wake(wake);
-            if result.is_err() {
-                return false;
-            }
-        }
-        shared
-            .lock()
-            .machine
-            .handle_connected(Instant::now(), result);
-        true
-    }
-
-    /// Reports the outcome of a leave.
-    pub(super) fn left<S: Side>(&mut self, shared: &Shared<S>, result: Result<(), Error>) {
-        shared
-            .lock()
-            .machine
-            .handle_leave_result(Instant::now(), result);
-    }
-}
-
-/// Ends the group's queue when dropped (declare it before the [`Pump`], so that the
-/// connection closes first): after the driver's loop, and also when the driver
+/// Ends the group's queue when dropped (declare it before the
+/// [`Pump`](super::pump::Pump), so that the connection closes first): after the driver's loop, and also when the driver
 /// panicked or its task was dropped with its runtime, so that nobody waits forever for
 /// an event, a confirmation or the first connection.
 pub(super) struct Finish<'a, S: Side>(pub(super) &'a Shared<S>);
@@ -572,16 +408,6 @@ impl<S: Side> Drop for Finish<'_, S> {
 /// random per process and per `RandomState`).
 fn nonce_seed() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one((std::process::id(), Instant::now()))
-}
-
-/// Refuses settings the drivers cannot work with, before anything is started.
-pub(super) fn check_config(config: &Config) -> Result<(), GroupError> {
-    if config.queue_limit == 0 {
-        return Err(GroupError::Connect(Error::InvalidArgument(
-            "the group layer's queue_limit must be at least 1",
-        )));
-    }
-    Ok(())
 }
 
 /// The error of a call made without a connection: the daemon is lost.

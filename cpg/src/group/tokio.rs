@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use crate::connection::ConnectionRef;
 use crate::error::Operation;
 use crate::name::GroupName;
 use crate::retry::Backoff;
@@ -16,11 +17,11 @@ use crate::tokio::{AsyncHandle, Event as CpgEvent};
 use crate::types::Member;
 use crate::Options;
 
-use super::blocking::GroupBuilder;
-use super::event::{Event, GroupError, Position, SendId};
-use super::shared::{
-    check_config, lost, state_calls, Core, Finish, Pace, Pump, Pumped, Resolve, Shared, Side,
-};
+use super::builder::GroupBuilder;
+use super::error::GroupError;
+use super::event::{Event, Position, SendId};
+use super::pump::{Connection, Pace, Pump, Pumped};
+use super::shared::{lost, state_calls, Core, Finish, Resolve, Shared, Side};
 use super::view::View;
 
 /// Most sends the driver task makes before it yields to the runtime once (routing
@@ -235,7 +236,7 @@ impl GroupBuilder {
     ///
     /// Outside a tokio runtime.
     pub async fn start_async(self) -> Result<AsyncGroup, GroupError> {
-        check_config(&self.config)?;
+        self.check()?;
         let shared = Arc::new(Shared::new(self.config, Tasks));
         ::tokio::spawn(drive(Arc::clone(&shared), self.name));
         // Until the `AsyncGroup` exists (whose drop stops the driver), a drop of this
@@ -320,6 +321,12 @@ enum Woke {
     Cpg(Option<crate::Result<CpgEvent>>),
     Poked,
     Timer,
+}
+
+impl Connection for AsyncHandle {
+    fn connection(&self) -> &ConnectionRef {
+        AsyncHandle::connection(self)
+    }
 }
 
 async fn connect(name: &GroupName) -> crate::Result<(AsyncHandle, u32)> {

@@ -1,0 +1,62 @@
+//! [`GroupBuilder`]: the settings a group starts with, whichever driver runs it
+//! ([`start`](GroupBuilder::start) for a [`Group`](super::Group), `start_async` for an
+//! `AsyncGroup`).
+
+use crate::error::Error;
+use crate::name::GroupName;
+use crate::retry::Backoff;
+
+use super::config::{Config, OnDisconnect, OnEviction};
+use super::error::GroupError;
+
+/// Settings for a [`Group`](super::Group) or an `AsyncGroup`; made by
+/// [`Group::builder`](super::Group::builder).
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until .start()"]
+pub struct GroupBuilder {
+    pub(super) name: GroupName,
+    pub(super) config: Config,
+}
+
+impl GroupBuilder {
+    /// All settings at once.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The send queue's bound ([`Config::queue_limit`]).
+    pub fn queue_limit(mut self, limit: usize) -> Self {
+        self.config.queue_limit = limit;
+        self
+    }
+
+    /// What to do when evicted ([`Config::on_eviction`]).
+    pub fn on_eviction(mut self, policy: OnEviction) -> Self {
+        self.config.on_eviction = policy;
+        self
+    }
+
+    /// What happens to queued messages when the daemon is lost
+    /// ([`Config::on_disconnect`]).
+    pub fn on_disconnect(mut self, policy: OnDisconnect) -> Self {
+        self.config.on_disconnect = policy;
+        self
+    }
+
+    /// Reconnect pauses and budget ([`Config::reconnect`]).
+    pub fn reconnect(mut self, backoff: Backoff) -> Self {
+        self.config.reconnect = backoff;
+        self
+    }
+
+    /// Refuses settings the drivers cannot work with, before anything is started.
+    pub(super) fn check(&self) -> Result<(), GroupError> {
+        if self.config.queue_limit == 0 {
+            return Err(GroupError::Connect(Error::InvalidArgument(
+                "the group layer's queue_limit must be at least 1",
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,72 @@
+//! What a group [`Machine`](super::Machine) is configured with: [`Config`], and its
+//! policies on eviction ([`OnEviction`]) and on a lost daemon ([`OnDisconnect`]).
+
+use std::time::Duration;
+
+use crate::retry::Backoff;
+
+/// Settings of a [`Machine`](super::Machine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Most messages in the send queue; [`Machine::send`](super::Machine::send) refuses
+    /// more with [`GroupError::QueueFull`](super::GroupError::QueueFull). Default 1,024.
+    /// At least 1: the drivers refuse to start with 0 (a layer that can send nothing,
+    /// and a replica over it that would never sync).
+    pub queue_limit: usize,
+    /// Policy on eviction. Default [`OnEviction::Rejoin`].
+    pub on_eviction: OnEviction,
+    /// Policy for queued messages when the daemon is lost. Default
+    /// [`OnDisconnect::Keep`].
+    pub on_disconnect: OnDisconnect,
+    /// Pauses between reconnect attempts, and when to give up ([`Backoff::timeout`]
+    /// from the loss, [`Backoff::max_attempts`]). Default: 100 ms doubling to 2 s, for
+    /// 10 minutes.
+    pub reconnect: Backoff,
+    /// First pause after a send met back-pressure; it doubles up to
+    /// [`send_retry_max`](Self::send_retry_max) and resets after a successful send.
+    /// Default 100 µs. A queued message is retried until sent, lost or left.
+    pub send_retry_initial: Duration,
+    /// Longest pause between send attempts. Default 50 ms.
+    pub send_retry_max: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            queue_limit: 1024,
+            on_eviction: OnEviction::Rejoin,
+            on_disconnect: OnDisconnect::Keep,
+            reconnect: Backoff {
+                initial: Duration::from_millis(100),
+                max_delay: Duration::from_secs(2),
+                timeout: Duration::from_secs(600),
+                max_attempts: u32::MAX,
+            },
+            send_retry_initial: Duration::from_micros(100),
+            send_retry_max: Duration::from_millis(50),
+        }
+    }
+}
+
+/// What to do when this process finds itself evicted from the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnEviction {
+    /// Close the connection, make a new one and join again (a new incarnation).
+    #[default]
+    Rejoin,
+    /// Stop: [`Event::Stopped`](super::Event::Stopped) follows.
+    Stop,
+}
+
+/// What happens to queued messages when the daemon is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDisconnect {
+    /// Keep them and send them after reconnecting.
+    #[default]
+    Keep,
+    /// Drop them, each reported with
+    /// [`GroupError::Disconnected`](super::GroupError::Disconnected); sends while
+    /// reconnecting fail with it at once.
+    Drop,
+}
