@@ -7,13 +7,18 @@ use std::sync::{Arc, Condvar};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::group::{self, Group, GroupError, View};
+use crate::group::{self, Group, GroupError, SendId, View};
 use crate::layer::lock::{Guard, Lock};
+use crate::layer::wait::wait_for;
 use crate::name::GroupName;
 
-use super::app::{Replicated, Summary};
-use super::machine::{Config, Event, Machine, Phase, Stats};
-use super::shared::{Inner, ReplicaError};
+use super::app::Replicated;
+use super::builder::ReplicaBuilder;
+use super::config::Config;
+use super::error::ReplicaError;
+use super::event::Event;
+use super::machine::Machine;
+use super::shared::{state_calls, Core, Sink};
 
 /// Longest sleep of the driver thread when nothing is due.
 const TICK: Duration = Duration::from_millis(20);
@@ -43,40 +48,19 @@ impl Ticket {
 }
 
 struct Shared<A> {
-    inner: Lock<Inner<A, Group>>,
+    core: Lock<Core<A, Group>>,
     changed: Condvar,
     stop: AtomicBool,
 }
 
 impl<A> Shared<A> {
     /// Panics when this thread holds it already (see [`Lock`]).
-    fn lock(&self) -> Guard<'_, Inner<A, Group>> {
-        self.inner.lock()
+    fn lock(&self) -> Guard<'_, Core<A, Group>> {
+        self.core.lock()
     }
-}
-
-/// A builder for a [`Replica`].
-#[derive(Debug)]
-pub struct ReplicaBuilder<A> {
-    pub(super) name: GroupName,
-    pub(super) app: A,
-    pub(super) config: Config,
-    pub(super) group: group::Config,
 }
 
 impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
-    /// The protocol's settings.
-    pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// The group layer's settings.
-    pub fn group_config(mut self, config: group::Config) -> Self {
-        self.group = config;
-        self
-    }
-
     /// Joins the group (in the network namespace of the calling thread) and starts the
     /// driver thread.
     pub fn start(self) -> Result<Replica<A>, ReplicaError> {
@@ -85,7 +69,7 @@ impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
             .start()
             .map_err(ReplicaError::Join)?;
         let shared = Arc::new(Shared {
-            inner: Lock::new(Inner::new(Machine::new(self.app, self.config), group)),
+            core: Lock::new(Core::new(Machine::new(self.app, self.config), group)),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
         });
@@ -153,75 +137,28 @@ impl<A: Replicated + Send + 'static> Replica<A> {
         Ok(Ticket { seq, rx })
     }
 
-    /// Reads the state. Between rounds every member of the view holds the same state
-    /// at the same point of the agreed order; during a round ([`Phase::Syncing`]) this
-    /// is the state from before it.
-    ///
-    /// `f` runs under the replica's lock: calling a method of this replica from it
-    /// panics (instead of deadlocking).
-    pub fn read<R>(&self, f: impl FnOnce(&A) -> R) -> R {
-        f(self.shared.lock().machine.app())
-    }
-
     /// The next event, waiting up to `timeout`.
     pub fn next_event(&self, timeout: Duration) -> Option<Event> {
         let shared = &self.shared;
-        crate::layer::wait::wait_for(shared.lock(), &shared.changed, timeout, |inner| match inner
-            .events
-            .pop_front()
-        {
-            Some(e) => Some(Some(e)),
-            None => inner.ended.then_some(None),
-        })
-        .flatten()
+        wait_for(shared.lock(), &shared.changed, timeout, Core::take_event).flatten()
     }
 
     /// Waits up to `timeout` until the view's members are in sync
-    /// ([`Phase::Ready`]) and `check` holds for the view; returns the view. `check`
-    /// runs under the replica's lock, as `read`'s closure does.
+    /// ([`Phase::Ready`](super::Phase::Ready)) and `check` holds for the view; returns
+    /// the view. `check` runs under the replica's lock, as `read`'s closure does.
     pub fn wait_ready(
         &self,
         timeout: Duration,
         mut check: impl FnMut(&View) -> bool,
     ) -> Option<View> {
         let shared = &self.shared;
-        crate::layer::wait::wait_for(shared.lock(), &shared.changed, timeout, |inner| {
-            let ready = inner.machine.phase() == Phase::Ready;
-            match inner.machine.view().filter(|v| ready && check(v)) {
-                Some(v) => Some(Some(v.clone())),
-                None => inner.ended.then_some(None),
-            }
+        wait_for(shared.lock(), &shared.changed, timeout, |core| {
+            core.ready_view(&mut check)
         })
         .flatten()
     }
 
-    /// Where this member is in the protocol.
-    pub fn phase(&self) -> Phase {
-        self.shared.lock().machine.phase()
-    }
-
-    /// The current view (`None` while detached).
-    pub fn view(&self) -> Option<View> {
-        self.shared.lock().machine.view().cloned()
-    }
-
-    /// This state's summary.
-    pub fn summary(&self) -> Summary {
-        self.shared.lock().machine.summary()
-    }
-
-    /// The protocol's counters.
-    pub fn stats(&self) -> Stats {
-        self.shared.lock().machine.stats()
-    }
-
-    /// Asks all members to compare digests now ([`Event::Verified`] or
-    /// [`Event::Diverged`]).
-    pub fn verify(&self) {
-        let mut inner = self.shared.lock();
-        inner.machine.verify();
-        inner.flush();
-    }
+    state_calls!();
 
     /// Leaves the group once what is queued is sent, waiting up to `timeout`.
     pub fn leave(&self, timeout: Duration) -> Result<(), ReplicaError> {
@@ -271,39 +208,39 @@ fn run<A: Replicated>(shared: &Arc<Shared<A>>, name: GroupName, config: group::C
     let _end = EndOnDrop(shared);
     while !shared.stop.load(Ordering::SeqCst) {
         let (group, wait) = {
-            let inner = shared.lock();
+            let core = shared.lock();
             let now = Instant::now();
-            let wait = inner
+            let wait = core
                 .machine
                 .poll_timeout()
                 .map_or(TICK, |t| t.saturating_duration_since(now).min(TICK));
-            (inner.group.clone(), wait)
+            (core.group.clone(), wait)
         };
         let Some(group) = group else { break };
         let event = group.next_event(wait);
-        let mut inner = shared.lock();
+        let mut core = shared.lock();
         if event.is_none() && group.end().is_some() {
-            inner.end();
+            core.end();
             shared.changed.notify_all();
             return;
         }
-        inner.handle(event);
+        core.handle(event);
         shared.changed.notify_all();
-        if inner.ended {
+        if core.ended {
             return;
         }
-        if std::mem::take(&mut inner.rejoin) {
-            let old = inner.retire_group();
-            inner.machine.handle_disconnected();
-            drop(inner);
+        if std::mem::take(&mut core.rejoin) {
+            let old = core.retire_group();
+            core.machine.handle_disconnected();
+            drop(core);
             drop(group);
             drop(old);
             let new = rejoin_group(shared, name, &config);
-            let mut inner = shared.lock();
+            let mut core = shared.lock();
             match new {
-                Some(g) => inner.group = Some(Arc::new(g)),
+                Some(g) => core.group = Some(Arc::new(g)),
                 None => {
-                    inner.end();
+                    core.end();
                     shared.changed.notify_all();
                     return;
                 }
@@ -324,4 +261,24 @@ fn rejoin_group<A>(shared: &Shared<A>, name: GroupName, config: &group::Config) 
         pause = (pause * 2).min(Duration::from_secs(2));
     }
     None
+}
+
+/// The blocking driver's group, where its replica's messages go.
+impl Sink for Group {
+    fn queued(&self) -> usize {
+        self.stats().queued
+    }
+    fn send(&self, bytes: Vec<u8>, confirm: bool) -> Result<SendId, GroupError> {
+        if confirm {
+            self.send_confirmed(bytes).map(|r| r.id())
+        } else {
+            Group::send(self, bytes)
+        }
+    }
+    fn stop(&self) {
+        self.stop_now();
+    }
+    fn try_next_event(&self) -> Option<group::Event> {
+        Group::try_next_event(self)
+    }
 }

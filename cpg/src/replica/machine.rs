@@ -8,7 +8,8 @@ use crate::layer::deadline::later;
 use crate::types::Member;
 
 use super::app::{Candidate, OpInfo, Replicated, Summary};
-pub use super::event::{Config, Discarded, Effect, Event, Failure, Phase, Stats};
+use super::config::Config;
+use super::event::{Discarded, Effect, Event, Failure, Phase, Stats};
 use super::wire::{add_seq, has_seq, keep_latest, members_hash, DecodeError, Msg, Ranges, RoundId};
 
 /// What a machine holds in memory on behalf of its peers (see `Machine::footprint`).

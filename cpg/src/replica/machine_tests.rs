@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::app::{OpInfo, Replicated, RestoreError};
-use super::machine::{Config, Effect, Event, Failure, Machine, Phase};
+use super::config::Config;
+use super::event::{Effect, Event, Failure, Phase};
+use super::machine::Machine;
 use super::wire::{fnv, fnv_start, Msg};
 use crate::group::{View, ViewId};
 use crate::types::Member;

@@ -315,23 +315,35 @@
 //! only (10.1 to 10.2 s), then caught up once continued (`cargo test -p cpg-examples
 //! --test replica -- --nocapture`).
 
+// The rules: a state machine without I/O, the application's side of it, and the
+// values it takes and hands out.
 mod app;
-mod blocking;
+mod config;
 mod event;
 mod machine;
 #[cfg(test)]
 mod machine_tests;
-mod shared;
-#[cfg(feature = "tokio")]
-mod tokio;
 mod wire;
 
+// The drivers: what both share, then each one.
+mod builder;
+mod error;
+mod shared;
+
+mod blocking;
 #[cfg(feature = "tokio")]
+mod tokio;
+
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use self::tokio::{AsyncReplica, AsyncTicket};
 pub use app::{
     choose_highest_version, has_majority, Candidate, OpInfo, Replicated, RestoreError, Summary,
 };
-pub use blocking::{Replica, ReplicaBuilder, Ticket};
-pub use machine::{Config, Discarded, Effect, Event, Failure, Machine, Phase, Stats};
-pub use shared::ReplicaError;
+pub use blocking::{Replica, Ticket};
+pub use builder::ReplicaBuilder;
+pub use config::Config;
+pub use error::ReplicaError;
+pub use event::{Discarded, Effect, Event, Failure, Phase, Stats};
+pub use machine::Machine;
 pub use wire::{fnv, fnv_start, RoundId, PROTOCOL_VERSION};

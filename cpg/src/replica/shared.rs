@@ -1,36 +1,18 @@
-//! What the blocking and the tokio drivers share: the machine with its ticket table,
-//! fed from group-layer events and flushed into a group-layer sender.
+//! What the blocking and the tokio replica drivers share: the machine with its tickets
+//! and the application's events ([`Core`]), fed from group-layer events and flushed
+//! into the group layer ([`Sink`], which each driver implements for its group), and
+//! the calls that read it ([`state_calls`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
-use crate::group::{self, GroupError, SendId};
+use crate::group::{self, GroupError, SendId, View};
 
 use super::app::Replicated;
-use super::machine::{Effect, Event, Machine};
+use super::error::ReplicaError;
+use super::event::{Effect, Event, Phase};
+use super::machine::Machine;
 use super::wire::op_seq;
-
-/// Why an operation or a call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReplicaError {
-    /// The replica stopped (dropped, left, or the group layer gave up). For a ticket:
-    /// its operation was never handed to the daemon, so no member applies it.
-    #[error("the replica has stopped")]
-    Closed,
-    /// The group layer did not send the operation, or lost track of it
-    /// ([`GroupError::Unknown`]: the daemon accepted it, but the connection was lost or
-    /// the replica stopped before it was applied here; it may or may not have been
-    /// applied by the others, so do not submit it again blindly).
-    #[error("operation not sent: {0}")]
-    NotSent(GroupError),
-    /// Joining the group failed.
-    #[error("cannot join: {0}")]
-    Join(GroupError),
-    /// A wait timed out (the operation may still be applied later).
-    #[error("timed out")]
-    Timeout,
-}
 
 /// Most replica messages handed to the group layer's queue at a time: the rest wait
 /// in the machine, so that a view change can still drop stale state chunks.
@@ -49,50 +31,11 @@ pub(super) trait Sink {
     fn try_next_event(&self) -> Option<group::Event>;
 }
 
-impl Sink for group::Group {
-    fn queued(&self) -> usize {
-        self.stats().queued
-    }
-    fn send(&self, bytes: Vec<u8>, confirm: bool) -> Result<SendId, GroupError> {
-        if confirm {
-            self.send_confirmed(bytes).map(|r| r.id())
-        } else {
-            group::Group::send(self, bytes)
-        }
-    }
-    fn stop(&self) {
-        self.stop_now();
-    }
-    fn try_next_event(&self) -> Option<group::Event> {
-        group::Group::try_next_event(self)
-    }
-}
-
-#[cfg(feature = "tokio")]
-impl Sink for group::AsyncGroup {
-    fn queued(&self) -> usize {
-        self.stats().queued
-    }
-    fn send(&self, bytes: Vec<u8>, confirm: bool) -> Result<SendId, GroupError> {
-        if confirm {
-            self.send_confirmed(bytes).map(|r| r.id())
-        } else {
-            group::AsyncGroup::send(self, bytes)
-        }
-    }
-    fn stop(&self) {
-        self.stop_now();
-    }
-    fn try_next_event(&self) -> Option<group::Event> {
-        group::AsyncGroup::try_next_event(self)
-    }
-}
-
 /// Resolves one ticket.
 pub(super) type Resolver = Box<dyn FnOnce(Result<u64, ReplicaError>) + Send>;
 
 /// The machine and its bookkeeping, behind the driver's lock.
-pub(super) struct Inner<A, G> {
+pub(super) struct Core<A, G> {
     pub(super) machine: Machine<A>,
     pub(super) group: Option<std::sync::Arc<G>>,
     pub(super) events: VecDeque<Event>,
@@ -107,9 +50,9 @@ pub(super) struct Inner<A, G> {
     pub(super) ended: bool,
 }
 
-impl<A: Replicated, G: Sink> Inner<A, G> {
+impl<A: Replicated, G: Sink> Core<A, G> {
     pub(super) fn new(machine: Machine<A>, group: G) -> Self {
-        Inner {
+        Core {
             machine,
             group: Some(std::sync::Arc::new(group)),
             events: VecDeque::new(),
@@ -118,6 +61,26 @@ impl<A: Replicated, G: Sink> Inner<A, G> {
             delivered_ops: HashSet::new(),
             rejoin: false,
             ended: false,
+        }
+    }
+
+    /// For `next_event`: `Some(Some(event))`, `Some(None)` once the replica ended and
+    /// its last event has been read, `None` while there is nothing yet.
+    pub(super) fn take_event(&mut self) -> Option<Option<Event>> {
+        match self.events.pop_front() {
+            Some(e) => Some(Some(e)),
+            None => self.ended.then_some(None),
+        }
+    }
+
+    /// For `wait_ready`: `Some(Some(view))` once the view's members are in sync
+    /// ([`Phase::Ready`]) and the view passes `check`, `Some(None)` once the replica
+    /// ended, `None` while neither.
+    pub(super) fn ready_view(&self, check: impl FnOnce(&View) -> bool) -> Option<Option<View>> {
+        let ready = self.machine.phase() == Phase::Ready;
+        match self.machine.view().filter(|v| ready && check(v)) {
+            Some(v) => Some(Some(v.clone())),
+            None => self.ended.then_some(None),
         }
     }
 
@@ -280,3 +243,51 @@ impl<A: Replicated, G: Sink> Inner<A, G> {
         self.group.take()
     }
 }
+
+/// The calls that read the replica, word for word the same on
+/// [`Replica`](super::Replica) and [`AsyncReplica`](super::AsyncReplica): expanded in
+/// each one's `impl` (whose application type is `A`), over its field `shared`.
+macro_rules! state_calls {
+    () => {
+        /// Reads the state. Between rounds every member of the view holds the same state
+        /// at the same point of the agreed order; during a round
+        /// ([`Phase::Syncing`](crate::replica::Phase::Syncing)) this is the state from
+        /// before it.
+        ///
+        /// `f` runs under the replica's lock: calling a method of this replica from it
+        /// panics (instead of deadlocking).
+        pub fn read<R>(&self, f: impl FnOnce(&A) -> R) -> R {
+            f(self.shared.lock().machine.app())
+        }
+
+        /// Where this member is in the protocol.
+        pub fn phase(&self) -> $crate::replica::Phase {
+            self.shared.lock().machine.phase()
+        }
+
+        /// The current view (`None` while detached).
+        pub fn view(&self) -> Option<$crate::group::View> {
+            self.shared.lock().machine.view().cloned()
+        }
+
+        /// This state's summary.
+        pub fn summary(&self) -> $crate::replica::Summary {
+            self.shared.lock().machine.summary()
+        }
+
+        /// The protocol's counters.
+        pub fn stats(&self) -> $crate::replica::Stats {
+            self.shared.lock().machine.stats()
+        }
+
+        /// Asks all members to compare digests now
+        /// ([`Event::Verified`](crate::replica::Event::Verified) or
+        /// [`Event::Diverged`](crate::replica::Event::Diverged)).
+        pub fn verify(&self) {
+            let mut core = self.shared.lock();
+            core.machine.verify();
+            core.flush();
+        }
+    };
+}
+pub(super) use state_calls;

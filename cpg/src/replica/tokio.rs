@@ -8,14 +8,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::group::{self, AsyncGroup, GroupError, View};
+use crate::group::{self, AsyncGroup, GroupError, SendId, View};
 use crate::layer::lock::{Guard, Lock};
 use crate::name::GroupName;
 
-use super::app::{Replicated, Summary};
-use super::blocking::ReplicaBuilder;
-use super::machine::{Event, Machine, Phase, Stats};
-use super::shared::{Inner, ReplicaError};
+use super::app::Replicated;
+use super::builder::ReplicaBuilder;
+use super::error::ReplicaError;
+use super::event::Event;
+use super::machine::Machine;
+use super::shared::{state_calls, Core, Sink};
 
 /// Longest the driver task waits for a group event before it looks at the clock.
 const TICK: Duration = Duration::from_millis(20);
@@ -75,15 +77,15 @@ impl AsyncTicket {
 }
 
 struct Shared<A> {
-    inner: Lock<Inner<A, AsyncGroup>>,
+    core: Lock<Core<A, AsyncGroup>>,
     waiters: Mutex<Vec<Waker>>,
     stop: AtomicBool,
 }
 
 impl<A> Shared<A> {
     /// Panics when this thread holds it already (see [`Lock`]).
-    fn lock(&self) -> Guard<'_, Inner<A, AsyncGroup>> {
-        self.inner.lock()
+    fn lock(&self) -> Guard<'_, Core<A, AsyncGroup>> {
+        self.core.lock()
     }
 
     fn wake_all(&self) {
@@ -100,6 +102,23 @@ impl<A> Shared<A> {
     }
 }
 
+/// Waits until `ready` returns something (looked at on every poll; woken whenever the
+/// replica's events or state change). Cancellation-safe when `ready` takes nothing it
+/// does not return.
+async fn wait_for<A, T>(
+    shared: &Shared<A>,
+    mut ready: impl FnMut(&mut Core<A, AsyncGroup>) -> Option<T>,
+) -> T {
+    poll_fn(|cx| {
+        shared.register(cx.waker());
+        match ready(&mut shared.lock()) {
+            Some(t) => Poll::Ready(t),
+            None => Poll::Pending,
+        }
+    })
+    .await
+}
+
 impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
     /// Joins the group and spawns the driver task on the current tokio runtime.
     /// Cancelled (dropped) before it returns, it leaves nothing joined behind.
@@ -114,7 +133,7 @@ impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
             .await
             .map_err(ReplicaError::Join)?;
         let shared = Arc::new(Shared {
-            inner: Lock::new(Inner::new(Machine::new(self.app, self.config), group)),
+            core: Lock::new(Core::new(Machine::new(self.app, self.config), group)),
             waiters: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
@@ -158,72 +177,18 @@ impl<A: Replicated + Send + 'static> AsyncReplica<A> {
         Ok(AsyncTicket { seq, slot })
     }
 
-    /// Reads the state (see [`Replica::read`](super::Replica::read)).
-    pub fn read<R>(&self, f: impl FnOnce(&A) -> R) -> R {
-        f(self.shared.lock().machine.app())
-    }
+    state_calls!();
 
     /// The next event; `None` once the replica has stopped. Cancellation-safe.
     pub async fn next_event(&self) -> Option<Event> {
-        poll_fn(|cx| {
-            self.shared.register(cx.waker());
-            let mut inner = self.shared.lock();
-            if let Some(e) = inner.events.pop_front() {
-                return Poll::Ready(Some(e));
-            }
-            if inner.ended {
-                return Poll::Ready(None);
-            }
-            Poll::Pending
-        })
-        .await
+        wait_for(&self.shared, Core::take_event).await
     }
 
     /// Waits until the view's members are in sync and `check` holds for the view;
     /// `None` if the replica stops first. `check` runs under the replica's lock, as
     /// `read`'s closure does.
     pub async fn wait_ready(&self, mut check: impl FnMut(&View) -> bool) -> Option<View> {
-        poll_fn(|cx| {
-            self.shared.register(cx.waker());
-            let inner = self.shared.lock();
-            if inner.machine.phase() == Phase::Ready {
-                if let Some(v) = inner.machine.view().filter(|v| check(v)) {
-                    return Poll::Ready(Some(v.clone()));
-                }
-            }
-            if inner.ended {
-                return Poll::Ready(None);
-            }
-            Poll::Pending
-        })
-        .await
-    }
-
-    /// Where this member is in the protocol.
-    pub fn phase(&self) -> Phase {
-        self.shared.lock().machine.phase()
-    }
-
-    /// The current view (`None` while detached).
-    pub fn view(&self) -> Option<View> {
-        self.shared.lock().machine.view().cloned()
-    }
-
-    /// This state's summary.
-    pub fn summary(&self) -> Summary {
-        self.shared.lock().machine.summary()
-    }
-
-    /// The protocol's counters.
-    pub fn stats(&self) -> Stats {
-        self.shared.lock().machine.stats()
-    }
-
-    /// Asks all members to compare digests now.
-    pub fn verify(&self) {
-        let mut inner = self.shared.lock();
-        inner.machine.verify();
-        inner.flush();
+        wait_for(&self.shared, |core| core.ready_view(&mut check)).await
     }
 
     /// Leaves the group once what is queued is sent.
@@ -252,7 +217,6 @@ impl<A> Drop for AsyncReplica<A> {
     }
 }
 
-/// The driver task: group events into the machine, the machine's sends out.
 /// Ends the replica when the driver task ends, however it ends: also when it is
 /// dropped with its runtime, or panics, so that no ticket or waiter waits forever.
 struct EndOnDrop<'a, A: Replicated>(&'a Shared<A>);
@@ -264,6 +228,7 @@ impl<A: Replicated> Drop for EndOnDrop<'_, A> {
     }
 }
 
+/// The driver task: group events into the machine, the machine's sends out.
 async fn drive<A: Replicated + Send + 'static>(
     shared: Arc<Shared<A>>,
     name: GroupName,
@@ -274,22 +239,22 @@ async fn drive<A: Replicated + Send + 'static>(
         if shared.stop.load(Ordering::SeqCst) {
             // Ends the tickets with the group layer's outcomes, then closes it.
             let group = {
-                let mut inner = shared.lock();
-                inner.shut_down();
-                inner.group.take()
+                let mut core = shared.lock();
+                core.shut_down();
+                core.group.take()
             };
             shared.wake_all();
             drop(group);
             return;
         }
         let (group, wait) = {
-            let inner = shared.lock();
+            let core = shared.lock();
             let now = Instant::now();
-            let wait = inner
+            let wait = core
                 .machine
                 .poll_timeout()
                 .map_or(TICK, |t| t.saturating_duration_since(now).min(TICK));
-            (inner.group.clone(), wait)
+            (core.group.clone(), wait)
         };
         let Some(group) = group else { return };
         let event = match ::tokio::time::timeout(wait, group.next_event()).await {
@@ -302,21 +267,21 @@ async fn drive<A: Replicated + Send + 'static>(
             Err(_) => None,
         };
         let rejoin = {
-            let mut inner = shared.lock();
-            inner.handle(event);
-            if inner.ended {
-                drop(inner);
+            let mut core = shared.lock();
+            core.handle(event);
+            if core.ended {
+                drop(core);
                 shared.wake_all();
                 return;
             }
-            std::mem::take(&mut inner.rejoin)
+            std::mem::take(&mut core.rejoin)
         };
         shared.wake_all();
         if rejoin {
             let old = {
-                let mut inner = shared.lock();
-                let old = inner.retire_group();
-                inner.machine.handle_disconnected();
+                let mut core = shared.lock();
+                let old = core.retire_group();
+                core.machine.handle_disconnected();
                 old
             };
             drop(old);
@@ -337,16 +302,36 @@ async fn drive<A: Replicated + Send + 'static>(
                 ::tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             };
-            let mut inner = shared.lock();
+            let mut core = shared.lock();
             match new {
-                Some(g) => inner.group = Some(Arc::new(g)),
+                Some(g) => core.group = Some(Arc::new(g)),
                 None => {
-                    inner.end();
-                    drop(inner);
+                    core.end();
+                    drop(core);
                     shared.wake_all();
                     return;
                 }
             }
         }
+    }
+}
+
+/// The tokio driver's group, where its replica's messages go.
+impl Sink for AsyncGroup {
+    fn queued(&self) -> usize {
+        self.stats().queued
+    }
+    fn send(&self, bytes: Vec<u8>, confirm: bool) -> Result<SendId, GroupError> {
+        if confirm {
+            self.send_confirmed(bytes).map(|r| r.id())
+        } else {
+            AsyncGroup::send(self, bytes)
+        }
+    }
+    fn stop(&self) {
+        self.stop_now();
+    }
+    fn try_next_event(&self) -> Option<group::Event> {
+        AsyncGroup::try_next_event(self)
     }
 }

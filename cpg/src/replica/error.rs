@@ -1,0 +1,26 @@
+//! [`ReplicaError`]: why an operation of a replica was not applied, or why one of its
+//! calls failed.
+
+use crate::group::GroupError;
+
+/// Why an operation or a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicaError {
+    /// The replica stopped (dropped, left, or the group layer gave up). For a ticket:
+    /// its operation was never handed to the daemon, so no member applies it.
+    #[error("the replica has stopped")]
+    Closed,
+    /// The group layer did not send the operation, or lost track of it
+    /// ([`GroupError::Unknown`]: the daemon accepted it, but the connection was lost or
+    /// the replica stopped before it was applied here; it may or may not have been
+    /// applied by the others, so do not submit it again blindly).
+    #[error("operation not sent: {0}")]
+    NotSent(GroupError),
+    /// Joining the group failed.
+    #[error("cannot join: {0}")]
+    Join(GroupError),
+    /// A wait timed out (the operation may still be applied later).
+    #[error("timed out")]
+    Timeout,
+}
