@@ -626,6 +626,116 @@ fn a_lost_daemon_reconnects_with_back_off_and_keeps_the_queue() {
     assert_eq!(t.m.stats().reconnects, 1);
 }
 
+/// Own messages are recognized by this process's identity and by the connection's
+/// nonce: a message this process sent on its previous connection, delivered after the
+/// reconnect, carries the same member and the same sequence number as the new
+/// connection's first send, and is neither own nor that send's confirmation.
+#[test]
+fn a_message_of_the_previous_connection_does_not_confirm_the_new_ones() {
+    let me = m(1, 10);
+    let mut t = T::joined(me, &[me, m(2, 20)]);
+    let before = t.m.send(b"before".to_vec(), true).unwrap();
+    let old = t.flush().pop().unwrap();
+    t.m.handle_daemon_lost(t.now, lost(Operation::Dispatch));
+    let ev = t.events();
+    assert!(ev.contains(&Event::NotSent {
+        id: before,
+        error: GroupError::Unknown
+    }));
+    assert_eq!(t.effects(), vec![Effect::Close]);
+    let due = t.m.poll_timeout().unwrap();
+    t.advance(due - t.now);
+    assert_eq!(t.effects(), vec![Effect::Connect]);
+    t.m.handle_connected(t.now, Ok(1));
+    t.confchg(&[me, m(2, 20)], &[], &[(me, Reason::Join)]);
+    t.events();
+    let after = t.m.send(b"after".to_vec(), true).unwrap();
+    let new = t.flush().pop().unwrap();
+    assert_eq!(old[16..24], new[16..24], "both are sequence number 0");
+    assert_ne!(old[8..16], new[8..16], "each connection has its nonce");
+    t.deliver(me, &old);
+    let ev = t.events();
+    assert!(
+        matches!(&ev[..], [Event::Message(d)] if !d.own && d.data == b"before"),
+        "{ev:?}"
+    );
+    t.deliver(me, &new);
+    let ev = t.events();
+    assert!(
+        matches!(
+            &ev[..],
+            [Event::Message(d), Event::Confirmed { id, position }]
+                if d.own && *id == after && position.index == 1
+        ),
+        "{ev:?}"
+    );
+}
+
+/// Evicted with [`OnEviction::Rejoin`]: the messages the daemon had accepted on the
+/// old connection resolve [`GroupError::Unknown`], the queue waits and goes out on the
+/// new connection (a new nonce, sequence numbers from 0) once it has its first view,
+/// and confirms there; the old connection's copy delivered late confirms nothing.
+#[test]
+fn a_rejoin_after_eviction_resolves_the_old_sends_and_sends_the_queue_anew() {
+    let me = m(1, 10);
+    let other = m(2, 20);
+    let mut t = T::joined(me, &[me, other]);
+    let accepted = t.m.send(b"accepted".to_vec(), true).unwrap();
+    let old = t.flush().pop().unwrap();
+    let queued = t.m.send(b"queued".to_vec(), true).unwrap();
+    t.confchg(&[other], &[], &[]);
+    let ev = t.events();
+    assert!(matches!(ev[0], Event::Evicted { .. }), "{ev:?}");
+    assert_eq!(
+        ev[1..],
+        [Event::NotSent {
+            id: accepted,
+            error: GroupError::Unknown
+        }],
+        "the queued message is kept"
+    );
+    assert!(t.m.view().is_none());
+    assert_eq!(t.effects(), vec![Effect::Close, Effect::Connect]);
+    t.m.send(b"while rejoining".to_vec(), false).unwrap();
+    t.m.handle_connected(t.now, Ok(1));
+    assert_eq!(t.effects(), vec![], "nothing is sent before the first view");
+    t.confchg(&[me, other], &[], &[(me, Reason::Join)]);
+    let ev = t.events();
+    assert!(
+        ev.iter().any(|e| matches!(
+            e,
+            Event::Reconnected { incarnation: 2, view } if view.me() == Some(me)
+        )),
+        "{ev:?}"
+    );
+    let wire = t.flush();
+    assert_eq!(
+        payloads_of(&wire),
+        vec![b"queued".to_vec(), b"while rejoining".to_vec()]
+    );
+    assert_ne!(wire[0][8..16], old[8..16]);
+    assert_eq!(u64::from_le_bytes(wire[0][16..24].try_into().unwrap()), 0);
+    t.deliver(me, &old);
+    for w in &wire {
+        t.deliver(me, w);
+    }
+    let confirmed: Vec<SendId> = t
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Confirmed { id, .. } => Some(*id),
+            Event::NotSent { id, .. } => panic!("{id:?} not sent"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(confirmed, vec![queued]);
+}
+
+/// The payloads of messages as they went on the wire.
+fn payloads_of(wire: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    wire.iter().map(|w| w[HEADER_LEN..].to_vec()).collect()
+}
+
 #[test]
 fn a_send_that_finds_the_daemon_gone_stays_queued() {
     let me = m(1, 10);
@@ -796,6 +906,47 @@ fn a_view_settles_when_its_ring_is_known() {
             view: v.id(),
             ring: ring(8)
         }]
+    );
+}
+
+/// A node that joins (`NodeUp`) is a node change as much as one that goes: the view it
+/// makes waits for the totem change that follows, and settles on the new ring, not on
+/// the ring before the node came.
+#[test]
+fn a_node_coming_up_waits_for_the_totem_change_before_the_view_settles() {
+    let me = m(1, 10);
+    let ring = |seq| RingId { nodeid: 1, seq };
+    let mut t = T::joined(me, &[me]);
+    t.m.handle_totem(t.now, ring(4), &[1]);
+    assert!(matches!(&t.events()[..], [Event::Settled { .. }]));
+    // Node 2 comes up with a member of the group already in it.
+    t.confchg(&[me, m(2, 5)], &[], &[(m(2, 5), Reason::NodeUp)]);
+    let ev = t.events();
+    assert!(
+        matches!(&ev[..], [Event::View(v)] if v.ring() == Some(ring(4))),
+        "not settled on the ring before the node came: {ev:?}"
+    );
+    let v = views(&ev)[0].id();
+    t.m.handle_totem(t.now, ring(8), &[1, 2]);
+    assert_eq!(
+        t.events(),
+        vec![Event::Settled {
+            view: v,
+            ring: ring(8)
+        }]
+    );
+    // With processes joining beside it in the same change, still a node change.
+    t.confchg(
+        &[me, m(2, 5), m(3, 6), m(3, 7)],
+        &[],
+        &[(m(3, 6), Reason::NodeUp), (m(3, 7), Reason::Join)],
+    );
+    let ev = t.events();
+    assert!(matches!(&ev[..], [Event::View(_)]), "{ev:?}");
+    t.m.handle_totem(t.now, ring(12), &[1, 2, 3]);
+    assert!(
+        matches!(&t.events()[..], [Event::Settled { ring: r, .. }] if *r == ring(12)),
+        "settled on the new ring"
     );
 }
 
