@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::app::{OpInfo, Replicated, RestoreError};
+use super::app::{choose_highest_version, Candidate, OpInfo, Replicated, RestoreError};
 use super::config::Config;
 use super::event::{Effect, Event, Failure, Phase};
 use super::machine::Machine;
@@ -27,6 +27,9 @@ struct Log {
     /// Snapshots leave out the last operation while set: they do not restore to this
     /// state's digest (a buggy application).
     lie: Arc<AtomicU64>,
+    /// While set, `choose` picks the last candidate (the highest member) whatever its
+    /// version: an application's own rule.
+    pick_last: Arc<AtomicU64>,
 }
 
 impl Replicated for Log {
@@ -90,6 +93,14 @@ impl Replicated for Log {
         }
         h ^ self.salt.load(Ordering::SeqCst) ^ (self.pad as u64)
     }
+
+    fn choose(&self, candidates: &[Candidate]) -> usize {
+        if self.pick_last.load(Ordering::SeqCst) > 0 {
+            candidates.len() - 1
+        } else {
+            choose_highest_version(candidates)
+        }
+    }
 }
 
 struct Node {
@@ -102,6 +113,7 @@ struct Node {
     salt: Arc<AtomicU64>,
     broken: Arc<AtomicU64>,
     lie: Arc<AtomicU64>,
+    pick_last: Arc<AtomicU64>,
 }
 
 /// CPG for a few machines: partitions, each with one agreed order.
@@ -132,10 +144,12 @@ impl Sim {
                 let salt = Arc::new(AtomicU64::new(0));
                 let broken = Arc::new(AtomicU64::new(0));
                 let lie = Arc::new(AtomicU64::new(0));
+                let pick_last = Arc::new(AtomicU64::new(0));
                 let app = Log {
                     salt: Arc::clone(&salt),
                     broken: Arc::clone(&broken),
                     lie: Arc::clone(&lie),
+                    pick_last: Arc::clone(&pick_last),
                     ..Log::default()
                 };
                 Node {
@@ -147,6 +161,7 @@ impl Sim {
                     salt,
                     broken,
                     lie,
+                    pick_last,
                 }
             })
             .collect();
@@ -489,6 +504,41 @@ fn a_silent_member_cannot_stall_the_round_past_its_deadline() {
     );
 }
 
+/// The application's `choose` decides whose state wins, at every member: here each
+/// picks the last candidate (the highest member), whose history is the shortest, where
+/// the default rule would pick the longest.
+#[test]
+fn the_applications_choice_of_state_is_honoured_by_every_member() {
+    let mut sim = Sim::new(3, config());
+    for i in 0..3 {
+        sim.nodes[i].pick_last.store(1, Ordering::SeqCst);
+        sim.view(i, &[i]);
+    }
+    sim.settle();
+    for (i, ops) in [(0, 5), (1, 3), (2, 1)] {
+        for k in 0..ops {
+            sim.submit(i, &format!("{i}.{k}"));
+        }
+    }
+    sim.settle();
+    let shortest = sim.ops(2);
+    assert!(sim.nodes[0].machine.summary().version > sim.nodes[2].machine.summary().version);
+    sim.view(0, &[0, 1, 2]);
+    sim.settle();
+    sim.assert_converged(&[0, 1, 2]);
+    assert_eq!(sim.ops(0), shortest);
+    for i in 0..3 {
+        assert!(
+            sim.nodes[i].events.iter().any(|e| matches!(
+                e,
+                Event::Synced { source, transferred: true, .. } if *source == m(2)
+            )),
+            "node {i}: {:?}",
+            sim.nodes[i].events
+        );
+    }
+}
+
 #[test]
 fn a_silent_coordinator_is_replaced_by_the_next_member_after_the_deadline() {
     let mut sim = Sim::new(3, config());
@@ -784,6 +834,7 @@ mod bench;
 mod blind_spots;
 mod hostile;
 mod soak;
+mod stale;
 
 /// A member (buggy, or not using this crate) that sends well-formed replica
 /// messages with arbitrary field values must not make the machine panic.
