@@ -291,3 +291,213 @@ extern "C" fn totem_trampoline<C: Callbacks>(
     // which was registered with a `State<C>`.
     unsafe { with_callbacks::<C>(handle, |cb, cpg| cb.totem_confchg(cpg, change)) };
 }
+
+#[cfg(test)]
+mod tests {
+    //! The trampolines called as `cpg_dispatch` calls them, on a made-up handle whose
+    //! dispatch scope is entered by hand (no daemon, no libcpg call).
+
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// The handle number the tests dispatch.
+    const HANDLE: sys::cpg_handle_t = 0x5eed;
+
+    /// Writes what each callback got to a shared log; the first delivery panics when
+    /// `panic_first` is set.
+    struct Recorder {
+        log: Arc<Mutex<Vec<String>>>,
+        panic_first: bool,
+    }
+
+    impl Callbacks for Recorder {
+        fn deliver(&mut self, _cpg: &ConnectionRef, message: Message<'_>) {
+            self.log.lock().unwrap().push(format!(
+                "deliver {}:{} {:?}",
+                message.nodeid,
+                message.pid,
+                message.data.escape_ascii().to_string()
+            ));
+            if std::mem::take(&mut self.panic_first) {
+                panic!("the first callback panicked");
+            }
+        }
+
+        fn confchg(&mut self, _cpg: &ConnectionRef, change: Confchg<'_>) {
+            let list = |l: &[ListedMember]| -> Vec<String> {
+                l.iter()
+                    .map(|a| format!("{}:{} {}", a.nodeid(), a.pid(), a.reason()))
+                    .collect()
+            };
+            self.log.lock().unwrap().push(format!(
+                "confchg {:?} left {:?} joined {:?}",
+                list(change.members),
+                list(change.left),
+                list(change.joined)
+            ));
+        }
+
+        fn totem_confchg(&mut self, _cpg: &ConnectionRef, change: TotemConfchg<'_>) {
+            self.log.lock().unwrap().push(format!(
+                "totem {}.{} {:?}",
+                change.ring_id.nodeid, change.ring_id.seq, change.members
+            ));
+        }
+    }
+
+    /// A callback state over a link of its own, and the log its callbacks write.
+    struct Fixture {
+        state: Box<State<Recorder>>,
+        link: Arc<Link>,
+        log: Arc<Mutex<Vec<String>>>,
+        group: GroupName,
+    }
+
+    impl Fixture {
+        fn new(panic_first: bool) -> Fixture {
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let state = State::new(Recorder {
+                log: Arc::clone(&log),
+                panic_first,
+            });
+            let link = Arc::new(Link::new(HANDLE, -1, crate::process::generation()));
+            state.header.link.set(Arc::as_ptr(&link));
+            Fixture {
+                state,
+                link,
+                log,
+                group: GroupName::new("g").unwrap(),
+            }
+        }
+
+        /// Runs `f` as if inside `cpg_dispatch` on [`HANDLE`].
+        fn dispatching<R>(&self, f: impl FnOnce() -> R) -> R {
+            let _scope = DispatchScope::enter(HANDLE, NonNull::from(&self.state.header));
+            f()
+        }
+
+        fn deliver(&self, nodeid: u32, pid: u32, data: &[u8]) {
+            self.dispatching(|| {
+                deliver_trampoline::<Recorder>(
+                    HANDLE,
+                    self.group.as_raw(),
+                    nodeid,
+                    pid,
+                    data.as_ptr().cast_mut().cast(),
+                    data.len(),
+                )
+            });
+        }
+
+        fn log(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
+    }
+
+    /// A panicking callback stops delivery for the rest of the `cpg_dispatch` call that
+    /// ran it (libcpg goes on calling the trampolines for the events it has read): the
+    /// panic waits for `dispatch` to re-raise it, and the handle is poisoned.
+    #[test]
+    fn after_a_callback_panics_no_other_callback_runs() {
+        let f = Fixture::new(true);
+        f.deliver(1, 10, b"first");
+        f.deliver(1, 10, b"second");
+        f.dispatching(|| {
+            totem_trampoline::<Recorder>(HANDLE, Default::default(), 0, std::ptr::null())
+        });
+        assert_eq!(f.log(), vec![r#"deliver 1:10 "first""#.to_string()]);
+        let header = &f.state.header;
+        assert!(header.poisoned.get());
+        assert_eq!(header.callbacks_run.get(), 1);
+        let panic = header.panic.take().expect("the panic, kept for dispatch");
+        assert_eq!(
+            panic.downcast_ref::<&str>().copied(),
+            Some("the first callback panicked")
+        );
+    }
+
+    /// Every event a dispatch delivers wakes the senders that wait out back-pressure
+    /// (the daemon's queue drains as messages are delivered), during the dispatch, not
+    /// when the pause of their back-off ends.
+    #[test]
+    fn each_delivered_event_wakes_senders_waiting_out_back_pressure() {
+        let f = Fixture::new(false);
+        let seen = f.link.progress().epoch();
+        let sender = {
+            let link = Arc::clone(&f.link);
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                link.progress().wait(seen, Duration::from_secs(60));
+                start.elapsed()
+            })
+        };
+        while f.link.progress().waiting() == 0 {
+            std::thread::yield_now();
+        }
+        f.deliver(2, 20, b"x");
+        let waited = sender.join().unwrap();
+        assert!(
+            waited < Duration::from_secs(30),
+            "a waiting sender slept out its pause: {waited:?}"
+        );
+        assert!(f.link.progress().epoch() > seen);
+        assert_eq!(f.log().len(), 1);
+    }
+
+    /// The lists of a change reach the callback entry by entry (member, reason), a list
+    /// libcpg passes as NULL or as a dangling pointer with no entries as empty; the
+    /// totem change's ring and nodes too.
+    #[test]
+    fn member_lists_reach_the_callbacks_as_libcpg_passes_them() {
+        let f = Fixture::new(false);
+        let entry = |nodeid, pid, reason| sys::cpg_address {
+            nodeid,
+            pid,
+            reason,
+        };
+        let members = [
+            entry(1, 10, sys::CPG_REASON_JOIN),
+            entry(2, 20, sys::CPG_REASON_NODEUP),
+        ];
+        let left = [entry(3, 30, sys::CPG_REASON_NODEDOWN)];
+        f.dispatching(|| {
+            confchg_trampoline::<Recorder>(
+                HANDLE,
+                f.group.as_raw(),
+                members.as_ptr(),
+                members.len(),
+                left.as_ptr(),
+                left.len(),
+                std::ptr::null(),
+                0,
+            );
+            confchg_trampoline::<Recorder>(
+                HANDLE,
+                f.group.as_raw(),
+                NonNull::dangling().as_ptr(),
+                0,
+                std::ptr::null(),
+                0,
+                members.as_ptr(),
+                1,
+            );
+            let nodes = [1u32, 2, 4];
+            totem_trampoline::<Recorder>(
+                HANDLE,
+                sys::cpg_ring_id { nodeid: 4, seq: 88 },
+                3,
+                nodes.as_ptr(),
+            );
+        });
+        assert_eq!(
+            f.log(),
+            vec![
+                r#"confchg ["1:10 join", "2:20 node up"] left ["3:30 node down"] joined []"#,
+                r#"confchg [] left [] joined ["1:10 join"]"#,
+                "totem 4.88 [1, 2, 4]",
+            ]
+        );
+    }
+}

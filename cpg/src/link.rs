@@ -411,6 +411,12 @@ impl Progress {
         self.waiters.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// How many senders wait (tests).
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiters.load(Ordering::Relaxed)
+    }
+
     /// How many wakers are registered (tests).
     #[cfg(all(test, feature = "tokio"))]
     pub(crate) fn registered(&self) -> usize {
@@ -449,6 +455,35 @@ mod tests {
         assert!(link.is_closed());
     }
 
+    /// After a callback panicked, the link refuses every request with `Poisoned` (the
+    /// handle's events are no longer read), and senders waiting out back-pressure wake
+    /// at once to be told so.
+    #[test]
+    fn a_poisoned_link_refuses_requests_and_wakes_waiting_senders() {
+        let link = Arc::new(link());
+        link.share();
+        let seen = link.progress().epoch();
+        let waiter = {
+            let link = link.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                link.progress().wait(seen, Duration::from_secs(60));
+                start.elapsed()
+            })
+        };
+        while link.progress().waiting() == 0 {
+            std::thread::yield_now();
+        }
+        link.poison();
+        assert!(waiter.join().unwrap() < Duration::from_secs(30));
+        assert_eq!(link.usable(Operation::Send), Err(Error::Poisoned));
+        assert!(matches!(
+            link.request(Operation::Join),
+            Err(Error::Poisoned)
+        ));
+        assert!(!link.is_closed(), "poisoned, not closed");
+    }
+
     #[test]
     fn progress_wakes_a_blocked_waiter_and_times_out_otherwise() {
         let link = Arc::new(link());
@@ -464,7 +499,7 @@ mod tests {
                 link.progress().epoch()
             })
         };
-        while link.progress.waiters.load(Ordering::Relaxed) == 0 {
+        while link.progress().waiting() == 0 {
             std::thread::yield_now();
         }
         link.dispatched_events();
