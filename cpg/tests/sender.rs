@@ -1,6 +1,7 @@
 //! `Sender`s against the handle's lifecycle: used after close, blocked in back-pressure
 //! while the handle is dropped, a callback panicking while they send, a lost daemon.
-//! None of these may reach a finalized handle, hang, or lose the typed error.
+//! None of these may reach a finalized handle, hang, or lose the typed error. And a
+//! sender waiting out back-pressure wakes at the dispatching thread's deliveries.
 
 mod support;
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use cpg::retry::Backoff;
 use cpg::{DispatchMode, Error, Handle};
+use support::cluster::{stoppable_pair, Paused};
 use support::event::latest_members;
 use support::peer::{pump_until, Peer};
 use support::{big_stack, shared_cluster, unique_group, WAIT};
@@ -46,6 +48,95 @@ fn a_sender_of_a_handle_that_has_not_joined_is_refused() {
         let a = Peer::pumped(shared_cluster(), 0);
         let sender = a.handle().sender();
         assert_eq!(sender.send(b"x").unwrap_err(), Error::NotJoined);
+    });
+}
+
+/// A send waiting out back-pressure wakes at the next delivery of the thread that
+/// dispatches, not at the end of its back-off's pause: with a first pause of a minute,
+/// it returns within seconds of the ring moving again. (Back-pressure on demand: with
+/// node 2's daemon stopped, node 1's daemon orders nothing and refuses sends once its
+/// queue is full.)
+#[test]
+fn a_send_waiting_out_back_pressure_returns_at_a_delivery_not_after_its_pause() {
+    let pause = Duration::from_secs(60);
+    let patient = Backoff {
+        initial: pause,
+        max_delay: pause,
+        timeout: Duration::from_secs(3600),
+        max_attempts: u32::MAX,
+    };
+    let cluster = stoppable_pair(10_000);
+    big_stack(move || {
+        let group = unique_group("sender-woken");
+        let delivered = Arc::new(AtomicU64::new(0));
+        let handle = {
+            let delivered = delivered.clone();
+            cluster
+                .node(0)
+                .enter(|| {
+                    Handle::builder()
+                        .on_deliver(move |_, _| {
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                        })
+                        .build()
+                })
+                .expect("a handle on node 1")
+        };
+        handle.join(&group).unwrap();
+        let sender = handle.sender();
+        let m = vec![7u8; 64 << 10];
+        let paused = Paused::pause(cluster.node(1).daemon_pid().expect("node 2's daemon"));
+        // Fill node 1's queue: send until every send has been refused for 200 ms (one
+        // refusal may be the daemon reading requests more slowly than they come; a
+        // queue that nothing drains refuses them all).
+        let mut sent = 0u32;
+        let mut refused_since: Option<Instant> = None;
+        while refused_since.is_none_or(|t| t.elapsed() < Duration::from_millis(200)) {
+            match sender.send(&m) {
+                Ok(()) => {
+                    sent += 1;
+                    refused_since = None;
+                }
+                Err(e) if e.is_retryable() => {
+                    refused_since.get_or_insert_with(Instant::now);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("send {sent}: {e}"),
+            }
+            assert!(sent < 20_000, "20,000 sends of 64 KiB, no back-pressure");
+        }
+        let waiting = {
+            let (sender, m) = (sender.clone(), m.clone());
+            std::thread::spawn(move || {
+                let result = sender.send_with_retry(&m, &patient);
+                (result, Instant::now())
+            })
+        };
+        // The ring is stuck (for a token timeout of 10 s at least, long enough for a
+        // loaded machine or valgrind): nothing is delivered, and the send waits in its
+        // first pause.
+        let stuck = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < stuck {
+            handle.dispatch_timeout(Duration::from_millis(20)).unwrap();
+        }
+        assert!(
+            !waiting.is_finished(),
+            "the send met no back-pressure ({sent} sent before)"
+        );
+        let resumed = Instant::now();
+        drop(paused);
+        while !waiting.is_finished() && resumed.elapsed() < pause + WAIT {
+            handle.dispatch_timeout(Duration::from_millis(20)).unwrap();
+        }
+        let (result, returned) = waiting.join().unwrap();
+        result.unwrap();
+        let took = returned.saturating_duration_since(resumed);
+        assert!(
+            took < pause / 3,
+            "the send returned {took:?} after the ring moved again: it slept out its \
+             {pause:?} pause instead of waking at a delivery"
+        );
+        assert!(delivered.load(Ordering::Relaxed) > 0);
     });
 }
 

@@ -1,12 +1,14 @@
 //! `AsyncSender`: many tasks send through clones while one task reads the stream; a
-//! cancelled send has sent nothing; sends wake when the handle is dropped.
+//! cancelled send has sent nothing; a send waiting out back-pressure wakes at the
+//! reader's deliveries; sends wake when the handle is dropped.
 
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cpg::{Error, Event};
+use support::cluster::{stoppable_pair, Paused};
 use support::stream::*;
 use support::{unique_group, WAIT};
 
@@ -131,6 +133,81 @@ fn a_cancelled_send_sent_nothing_and_a_completed_one_exactly_once() {
             "completed, never delivered: {completed:?}"
         );
         eprintln!("{seq} sends: {delivered} completed and delivered, {cancelled} cancelled");
+    });
+}
+
+/// A send waiting out back-pressure wakes at the next event the stream's reader
+/// dispatches, not at the end of its back-off's pause: with a first pause of a minute,
+/// it returns within seconds of the ring moving again (node 2's daemon stopped, then
+/// continued).
+#[test]
+fn a_send_waiting_out_back_pressure_wakes_at_a_delivery_not_after_its_pause() {
+    let pause = Duration::from_secs(60);
+    let cluster = stoppable_pair(10_000);
+    run(Duration::from_secs(150), move || async move {
+        let (mut h, sender, _group, paused) =
+            joined_with_node_2_stopped(&cluster, "sender-woken").await;
+        let mut patient = sender.clone();
+        patient.set_backoff(cpg::retry::Backoff {
+            initial: pause,
+            max_delay: pause,
+            timeout: Duration::from_secs(3600),
+            max_attempts: u32::MAX,
+        });
+        let m = message(1, 0, 64 << 10);
+        // Fill node 1's queue: send until every send has met back-pressure for 200 ms
+        // (a send cancelled at its first wait met it, and sent nothing; one refusal may
+        // be the daemon reading requests more slowly than they come, while a queue
+        // that nothing drains refuses them all).
+        let mut sent = 0u32;
+        let mut refused_since: Option<Instant> = None;
+        while refused_since.is_none_or(|t| t.elapsed() < Duration::from_millis(200)) {
+            match tokio::time::timeout(Duration::ZERO, patient.send(&m)).await {
+                Ok(result) => {
+                    result.unwrap();
+                    sent += 1;
+                    refused_since = None;
+                }
+                Err(_) => {
+                    refused_since.get_or_insert_with(Instant::now);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            assert!(sent < 20_000, "20,000 sends of 64 KiB, no back-pressure");
+        }
+        let mut waiting = tokio::spawn(async move {
+            let result = patient.send(&m).await;
+            (result, Instant::now())
+        });
+        // The ring is stuck (for a token timeout of 10 s at least, long enough for a
+        // loaded machine or valgrind): the send waits in its first pause while the
+        // stream is read.
+        let stuck = tokio::time::Instant::now() + Duration::from_millis(500);
+        while tokio::time::timeout_at(stuck, h.next_event()).await.is_ok() {}
+        assert!(
+            !waiting.is_finished(),
+            "the send met no back-pressure ({sent} sent before)"
+        );
+        let resumed = Instant::now();
+        drop(paused);
+        let (result, returned) = loop {
+            tokio::select! {
+                done = &mut waiting => break done.unwrap(),
+                event = tokio::time::timeout(pause + WAIT, h.next_event()) => {
+                    match event {
+                        Ok(Some(Ok(_))) => {}
+                        other => panic!("the stream, while the send waits: {other:?}"),
+                    }
+                }
+            }
+        };
+        result.unwrap();
+        let took = returned.saturating_duration_since(resumed);
+        assert!(
+            took < pause / 3,
+            "the send returned {took:?} after the ring moved again: it slept out its \
+             {pause:?} pause instead of waking at a delivery"
+        );
     });
 }
 

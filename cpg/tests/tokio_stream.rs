@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cpg::{AsyncHandle, Event, Member, Reason};
+use support::cluster::{stoppable_pair, Paused};
 use support::stream::*;
 use support::{big_stack, unique_group, WAIT};
 

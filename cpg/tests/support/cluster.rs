@@ -1,7 +1,7 @@
 //! Scenarios on a multi-node [`cpg_testkit::Cluster`]: threaded [`Peer`]s joined on
-//! every node, and the checks on what each delivered (every test message intact,
-//! each sender's messages complete and in order, one order on every member, who left
-//! or joined and why).
+//! every node, the checks on what each delivered (every test message intact, each
+//! sender's messages complete and in order, one order on every member, who left or
+//! joined and why), and back-pressure on demand ([`stoppable_pair`], [`Paused`]).
 
 use std::collections::BTreeSet;
 
@@ -173,4 +173,38 @@ pub fn assert_same_stream<T: PartialEq + std::fmt::Debug>(a: (&str, &[T]), b: (&
         b.0,
         b.1.len()
     );
+}
+
+/// A 2-node cluster whose second daemon can be stopped ([`Paused`]): back-pressure on
+/// demand. With node 2's daemon stopped, the ring cannot order anything until the
+/// token (`token_ms`) times out, so node 1's daemon fills its queue and answers sends
+/// with `CS_ERR_TRY_AGAIN`, however slow the client (valgrind) is.
+pub fn stoppable_pair(token_ms: u32) -> std::sync::Arc<cpg_testkit::Cluster> {
+    std::sync::Arc::new(
+        cpg_testkit::Cluster::builder()
+            .nodes(2)
+            .token_ms(token_ms)
+            .start()
+            .expect("cluster"),
+    )
+}
+
+/// A daemon stopped with SIGSTOP until this is dropped (also when the test fails):
+/// then SIGCONT.
+pub struct Paused(u32);
+
+impl Paused {
+    /// Stops the daemon `pid` (one the test's cluster started, alive).
+    pub fn pause(pid: u32) -> Paused {
+        // SAFETY: signals a daemon this test's cluster started (its pid, alive).
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+        Paused(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // SAFETY: as in `pause`.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
 }

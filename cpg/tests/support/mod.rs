@@ -8,7 +8,8 @@
 //! - [`peer`]: a handle on a node whose callbacks record events: pumped by the test,
 //!   or dispatched by a thread of its own;
 //! - [`message`]: the self-checking message the multi-node tests send;
-//! - [`cluster`]: multi-node scenarios and the checks on what every member delivered;
+//! - [`cluster`]: multi-node scenarios and the checks on what every member delivered,
+//!   and back-pressure on demand (a pair whose second daemon is stopped);
 //! - [`child`]: other members of a group as child processes on the same node;
 //! - [`stream`]: the async handle's tests (feature `tokio`);
 //! - [`group`], [`replica`]: members of the group and replica layers on a cluster;

@@ -1,7 +1,6 @@
 //! The async handle's tests (feature `tokio`): runtimes whose dispatching threads have
-//! big stacks, connecting an [`AsyncHandle`] inside a node's namespace, bounded reads
-//! of its event stream, and back-pressure on demand (a cluster whose second daemon is
-//! stopped).
+//! big stacks, connecting an [`AsyncHandle`] inside a node's namespace, and bounded
+//! reads of its event stream.
 
 use std::future::Future;
 use std::time::Duration;
@@ -181,40 +180,6 @@ where
         drop(first);
         current().block_on(then(value));
     });
-}
-
-/// A 2-node cluster whose second daemon can be stopped ([`Paused`]): back-pressure on
-/// demand. With node 2's daemon stopped, the ring cannot order anything until the
-/// token (`token_ms`) times out, so node 1's daemon fills its queue and answers sends
-/// with `CS_ERR_TRY_AGAIN`, however slow the client (valgrind) is.
-pub fn stoppable_pair(token_ms: u32) -> std::sync::Arc<cpg_testkit::Cluster> {
-    std::sync::Arc::new(
-        cpg_testkit::Cluster::builder()
-            .nodes(2)
-            .token_ms(token_ms)
-            .start()
-            .expect("cluster"),
-    )
-}
-
-/// A daemon stopped with SIGSTOP until this is dropped (also when the test fails):
-/// then SIGCONT.
-pub struct Paused(u32);
-
-impl Paused {
-    /// Stops the daemon `pid` (one the test's cluster started, alive).
-    pub fn pause(pid: u32) -> Paused {
-        // SAFETY: signals a daemon this test's cluster started (its pid, alive).
-        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
-        Paused(pid)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        // SAFETY: as in `pause`.
-        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
-    }
 }
 
 /// Waits until `h`'s descriptor is readable (events wait in libcpg), without reading
