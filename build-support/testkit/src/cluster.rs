@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, DEFAULT_TOKEN_MS};
+use crate::config::{Config, Votequorum, DEFAULT_TOKEN_MS};
 use crate::instance::Instance;
 use crate::node::{Node, STOP_GRACE};
 use crate::{net, process, HarnessError};
@@ -50,7 +50,7 @@ pub struct ClusterBuilder {
     form_timeout: Duration,
     allowed_uids: Vec<u32>,
     daemon_debug: bool,
-    quorum_provider: bool,
+    votequorum: Option<Votequorum>,
 }
 
 impl Default for ClusterBuilder {
@@ -61,7 +61,7 @@ impl Default for ClusterBuilder {
             form_timeout: DEFAULT_FORM_TIMEOUT,
             allowed_uids: Vec::new(),
             daemon_debug: false,
-            quorum_provider: false,
+            votequorum: None,
         }
     }
 }
@@ -98,11 +98,65 @@ impl ClusterBuilder {
 
     /// Whether the daemons run corosync's quorum provider,
     /// `quorum { provider: corosync_votequorum }`, with `expected_votes` equal to the
-    /// node count (one vote per node: a side with more than half the nodes is
-    /// quorate); default off, so that every side of a partition keeps working and
-    /// the quorum service reports no provider.
+    /// votes configured (one per node unless [`node_votes`](Self::node_votes) says
+    /// otherwise, plus a [`quorum_device`](Self::quorum_device)'s: with one vote per
+    /// node a side with more than half the nodes is quorate); default off, so that
+    /// every side of a partition keeps working and the quorum service reports no
+    /// provider. Off also drops the settings below.
     pub fn quorum_provider(mut self, on: bool) -> Self {
-        self.quorum_provider = on;
+        self.votequorum = on.then(|| self.votequorum.take().unwrap_or_default());
+        self
+    }
+
+    /// The votequorum settings, turning the provider on.
+    fn votequorum(&mut self) -> &mut Votequorum {
+        self.votequorum.get_or_insert_with(Votequorum::default)
+    }
+
+    /// votequorum's `expected_votes` (instead of the votes configured); turns the
+    /// quorum provider on.
+    pub fn expected_votes(mut self, votes: u32) -> Self {
+        self.votequorum().expected_votes = Some(votes);
+        self
+    }
+
+    /// votequorum's `two_node` (a two-node cluster where either node alone is
+    /// quorate; corosync turns `wait_for_all` on with it unless it is set off); turns
+    /// the quorum provider on. corosync refuses to start with `two_node` beside a
+    /// [`quorum_device`](Self::quorum_device).
+    pub fn two_node(mut self, on: bool) -> Self {
+        self.votequorum().two_node = on;
+        self
+    }
+
+    /// votequorum's `wait_for_all`, written as set (`0` or `1`: with
+    /// [`two_node`](Self::two_node), `false` turns corosync's default off): a node
+    /// that starts is not quorate until it has seen every node at once; turns the
+    /// quorum provider on.
+    pub fn wait_for_all(mut self, on: bool) -> Self {
+        self.votequorum().wait_for_all = Some(on);
+        self
+    }
+
+    /// votequorum's `last_man_standing`; turns the quorum provider on.
+    pub fn last_man_standing(mut self, on: bool) -> Self {
+        self.votequorum().last_man_standing = on;
+        self
+    }
+
+    /// `quorum_votes` of the node at `node_index` (node id `node_index + 1`; the others
+    /// have 1); turns the quorum provider on.
+    pub fn node_votes(mut self, node_index: usize, votes: u32) -> Self {
+        self.votequorum().node_votes.push((node_index, votes));
+        self
+    }
+
+    /// A quorum device: `device { model: MODEL; votes: VOTES }` in the `quorum`
+    /// section, with corosync's default timeouts (a device that stops polling loses
+    /// its vote after 10 s); turns the quorum provider on. Nothing runs the device:
+    /// the test registers and polls it through libvotequorum.
+    pub fn quorum_device(mut self, model: &str, votes: u32) -> Self {
+        self.votequorum().device = Some((model.to_string(), votes));
         self
     }
 
@@ -123,6 +177,14 @@ impl ClusterBuilder {
             .ok_or_else(|| HarnessError::new(format!("{} nodes: need 1..=254", self.nodes)))?;
         if self.token_ms == 0 {
             return Err(HarnessError::new("token_ms must be > 0"));
+        }
+        if let Some(q) = &self.votequorum {
+            if let Some((i, _)) = q.node_votes.iter().find(|(i, _)| *i >= self.nodes) {
+                return Err(HarnessError::new(format!(
+                    "node_votes for node index {i}: the cluster has {} nodes",
+                    self.nodes
+                )));
+            }
         }
         let mut instance = Instance::create()?;
         let bridge_ns = instance.add_netns("br")?;
@@ -145,7 +207,7 @@ impl ClusterBuilder {
             addrs: (1..=count).map(net::node_addr).collect(),
             allowed_uids: self.allowed_uids,
             debug: self.daemon_debug,
-            votequorum: self.quorum_provider,
+            votequorum: self.votequorum,
         };
         for (id, ns) in (1..=count).zip(node_ns) {
             net::connect_node(&cluster.bridge_ns, &ns, id)?;

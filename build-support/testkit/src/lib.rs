@@ -167,7 +167,7 @@ fn start_shared() -> Result<Shared, HarnessError> {
         addrs: vec![std::net::Ipv4Addr::LOCALHOST],
         allowed_uids: Vec::new(),
         debug: false,
-        votequorum: false,
+        votequorum: None,
     };
     let node = Node::create(&instance, 1, ns, std::net::Ipv4Addr::LOCALHOST, &conf)?;
     node.start_daemon()?;
