@@ -24,6 +24,9 @@
 //! - `quorum` (feature **`quorum`**, off by default): the cluster's quorum from
 //!   corosync's quorum service: whether this partition is quorate, and every change,
 //!   with callbacks or (with `tokio`) as a stream; see the `cpg::quorum` module.
+//! - `votequorum` (feature **`votequorum`**, off by default): votes, expected votes,
+//!   the quorum's flags and the calls of a quorum device, from corosync's votequorum
+//!   service; see the `cpg::votequorum` module.
 //!
 //! # Example
 //!
@@ -87,13 +90,16 @@ pub mod replica;
 pub mod retry;
 mod sender;
 // The shared core of the other services' handles; each service's feature is listed.
-#[cfg(feature = "quorum")]
+#[cfg(any(feature = "quorum", feature = "votequorum"))]
 mod service;
 mod stack;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 mod types;
+#[cfg(feature = "votequorum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "votequorum")))]
+pub mod votequorum;
 mod wait;
 mod zcb;
 
