@@ -24,6 +24,12 @@
 //! - `quorum` (feature **`quorum`**, off by default): the cluster's quorum from
 //!   corosync's quorum service: whether this partition is quorate, and every change,
 //!   with callbacks or (with `tokio`) as a stream; see the `cpg::quorum` module.
+//! - `cmap` (feature **`cmap`**): corosync's configuration and runtime database: typed
+//!   keys (`totem.cluster_name`, the node list), iteration, tracking of changes, and
+//!   the node list's names for node ids; see the `cpg::cmap` module.
+//! - `cfg` (feature **`cfg`**): corosync's administration service: the local node id,
+//!   each node's links, config reload, and shutdown requests a service can answer; see
+//!   the `cpg::cfg` module.
 //!
 //! # Example
 //!
@@ -68,6 +74,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod callbacks;
+#[cfg(feature = "cfg")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cfg")))]
+pub mod cfg;
+#[cfg(feature = "cmap")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cmap")))]
+pub mod cmap;
 mod connection;
 mod dispatch;
 mod error;
@@ -87,7 +99,7 @@ pub mod replica;
 pub mod retry;
 mod sender;
 // The shared core of the other services' handles; each service's feature is listed.
-#[cfg(feature = "quorum")]
+#[cfg(any(feature = "quorum", feature = "cmap", feature = "cfg"))]
 mod service;
 mod stack;
 #[cfg(feature = "tokio")]
