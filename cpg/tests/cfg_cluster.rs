@@ -311,3 +311,57 @@ fn kill_node_stops_the_named_nodes_corosync() {
         );
     });
 }
+
+/// The async handle: shutdown requests come out of the stream, the answer goes back
+/// through the handle, and the stream ends with the lost daemon once corosync stopped.
+#[cfg(feature = "tokio")]
+#[test]
+fn the_async_handle_streams_shutdown_requests_and_ends_when_corosync_stops() {
+    use cpg::cfg::AsyncCfg;
+
+    let _serial = serial();
+    let cluster = Cluster::start(1);
+    let node = cluster.node(0);
+    set_shutdown_timeout(node, 60_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    async fn next(cfg: &mut AsyncCfg) -> Option<cpg::Result<ShutdownRequest>> {
+        tokio::time::timeout(WAIT, cfg.next_request())
+            .await
+            .expect("an item within WAIT")
+    }
+    runtime.block_on(async {
+        let mut cfg = node.enter(AsyncCfg::new).expect("connect to cfg");
+        cfg.track_start().unwrap();
+        let tool = cfgtool(node, &["-H"]);
+        let request = next(&mut cfg).await.expect("the stream goes on").unwrap();
+        assert_eq!(request.mode, ShutdownMode::Request);
+        cfg.reply_to_shutdown(ShutdownReply::No).unwrap();
+        let out = tokio::task::spawn_blocking(move || tool.join().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("error = 10"),
+            "{out:?}"
+        );
+        assert_eq!(cfg.cfg().local_node_id(), Ok(1), "corosync still runs");
+
+        let tool = cfgtool(node, &["-H"]);
+        next(&mut cfg).await.expect("the stream goes on").unwrap();
+        cfg.reply_to_shutdown(ShutdownReply::Yes).unwrap();
+        let lost = next(&mut cfg)
+            .await
+            .expect("the failure comes out")
+            .unwrap_err();
+        assert!(lost.is_daemon_lost(), "{lost:?}");
+        assert!(next(&mut cfg).await.is_none(), "then the stream ends");
+        let out = tokio::task::spawn_blocking(move || tool.join().unwrap())
+            .await
+            .unwrap();
+        assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    });
+    wait_daemon_gone(node);
+}

@@ -14,6 +14,9 @@ use super::{Cmap, Map, TrackType, Value};
 /// The prefix of the node list's keys.
 const NODELIST: &str = "nodelist.node.";
 
+/// How many batches of 64 notifications one refresh takes at most.
+const REFRESH_ROUNDS: usize = 16;
+
 /// The names of the nodes of the cluster's node list, by node id: what people read
 /// where a program shows node ids (`node 2 (node2)`).
 ///
@@ -101,7 +104,12 @@ impl NodeNames {
     /// one did; `true` when the names changed. A lost daemon is an error (the names
     /// read last stay).
     pub fn refresh(&mut self) -> Result<bool> {
-        while let Dispatched::Callbacks(_) = self.cmap.dispatch_at_most(64)? {}
+        // Bounded: a node list that changes without end is read again next time.
+        for _ in 0..REFRESH_ROUNDS {
+            if self.cmap.dispatch_at_most(64)? == Dispatched::NothingPending {
+                break;
+            }
+        }
         if !self.changed.swap(false, Ordering::Relaxed) {
             return Ok(false);
         }

@@ -26,9 +26,11 @@
 //! that fails after creating its entry (the daemon refused, or is gone) leaves the
 //! entry in the table until the handle is finalized; its slot stays counted until then.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::{c_char, c_void, CStr};
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::{BitOr, BitOrAssign};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -363,9 +365,25 @@ pub(crate) fn delete(r: &impl Requests, tracks: &Mutex<TrackTable>, id: TrackId)
 /// What a track's closure gets besides the change: the same map, to read and write
 /// keys and to delete tracks of the handle (its own too), from inside the dispatch.
 /// It cannot dispatch, close the handle or add tracks.
+///
+/// It is not `Sync`: its requests go over the handle's one connection, which takes one
+/// request at a time (libqb), so it cannot be lent to another thread meanwhile:
+///
+/// ```compile_fail
+/// # fn f(cmap: &cpg::cmap::Cmap) -> cpg::Result<()> {
+/// cmap.track_key("a.key", cpg::cmap::TrackType::ALL, |ctx, _| {
+///     std::thread::scope(|s| {
+///         s.spawn(|| ctx.set("b.key", 1u8)); // &TrackContext is not Send
+///     });
+/// })?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct TrackContext<'a> {
     raw: sys::cmap_handle_t,
     tracks: &'a Mutex<TrackTable>,
+    /// One thread at a time: see above.
+    _not_sync: PhantomData<Cell<()>>,
 }
 
 impl fmt::Debug for TrackContext<'_> {
@@ -458,7 +476,11 @@ fn run(raw: sys::cmap_handle_t, tracks: &Shared, id: u64, change: Change) {
     let Some(mut callback) = taken else {
         return;
     };
-    let context = TrackContext { raw, tracks };
+    let context = TrackContext {
+        raw,
+        tracks,
+        _not_sync: PhantomData,
+    };
     callback(&context, change);
     let ended = match lock(tracks).entries.get_mut(&id) {
         Some(entry) => {
