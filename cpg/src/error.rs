@@ -18,6 +18,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Service {
     /// Closed process groups (libcpg): [`Handle`](crate::Handle).
     Cpg,
+    /// corosync's configuration and runtime database (libcmap): `cpg::cmap` (feature
+    /// `cmap`).
+    Cmap,
+    /// corosync's administration service (libcfg): `cpg::cfg` (feature `cfg`).
+    Cfg,
     /// The cluster's quorum (libquorum): `cpg::quorum` (feature `quorum`).
     Quorum,
     /// Votes, expected votes and quorum devices (libvotequorum): `cpg::votequorum`
@@ -30,6 +35,8 @@ impl Service {
     pub fn library(self) -> &'static str {
         match self {
             Service::Cpg => "libcpg",
+            Service::Cmap => "libcmap",
+            Service::Cfg => "libcfg",
             Service::Quorum => "libquorum",
             Service::VoteQuorum => "libvotequorum",
         }
@@ -92,6 +99,62 @@ pub enum Operation {
     Wait,
     /// Reading the daemon connection's peer credentials (`getsockopt(SO_PEERCRED)`).
     PeerCredentials,
+    /// `cmap_initialize_map`: connecting to the cmap service.
+    CmapInitialize,
+    /// `cmap_finalize`
+    CmapFinalize,
+    /// `cmap_fd_get`
+    CmapFdGet,
+    /// `cmap_dispatch`
+    CmapDispatch,
+    /// `cmap_get`
+    CmapGet,
+    /// `cmap_set`
+    CmapSet,
+    /// `cmap_delete`
+    CmapDelete,
+    /// `cmap_inc`
+    CmapInc,
+    /// `cmap_dec`
+    CmapDec,
+    /// `cmap_iter_init`
+    CmapIterInit,
+    /// `cmap_iter_next`
+    CmapIterNext,
+    /// `cmap_iter_finalize`
+    CmapIterFinalize,
+    /// `cmap_track_add`
+    CmapTrackAdd,
+    /// `cmap_track_delete`
+    CmapTrackDelete,
+    /// `corosync_cfg_initialize`: connecting to the cfg service.
+    CfgInitialize,
+    /// `corosync_cfg_finalize`
+    CfgFinalize,
+    /// `corosync_cfg_fd_get`
+    CfgFdGet,
+    /// `corosync_cfg_dispatch`
+    CfgDispatch,
+    /// `corosync_cfg_local_get`
+    CfgLocalNodeId,
+    /// `corosync_cfg_node_status_get`
+    CfgNodeStatus,
+    /// `corosync_cfg_get_node_addrs`
+    CfgNodeAddrs,
+    /// `corosync_cfg_reload_config`
+    CfgReloadConfig,
+    /// `corosync_cfg_reopen_log_files`
+    CfgReopenLogFiles,
+    /// `corosync_cfg_trackstart`
+    CfgTrackStart,
+    /// `corosync_cfg_trackstop`
+    CfgTrackStop,
+    /// `corosync_cfg_try_shutdown`
+    CfgTryShutdown,
+    /// `corosync_cfg_replyto_shutdown`
+    CfgReplyToShutdown,
+    /// `corosync_cfg_kill_node`
+    CfgKillNode,
     /// `quorum_model_initialize` (`quorum_initialize` where the headers lack the v1
     /// model): connecting to the quorum service.
     QuorumInitialize,
@@ -162,6 +225,34 @@ impl Operation {
             Operation::Register => "epoll_ctl",
             Operation::Wait => "epoll_wait",
             Operation::PeerCredentials => "getsockopt(SO_PEERCRED)",
+            Operation::CmapInitialize => "cmap_initialize_map",
+            Operation::CmapFinalize => "cmap_finalize",
+            Operation::CmapFdGet => "cmap_fd_get",
+            Operation::CmapDispatch => "cmap_dispatch",
+            Operation::CmapGet => "cmap_get",
+            Operation::CmapSet => "cmap_set",
+            Operation::CmapDelete => "cmap_delete",
+            Operation::CmapInc => "cmap_inc",
+            Operation::CmapDec => "cmap_dec",
+            Operation::CmapIterInit => "cmap_iter_init",
+            Operation::CmapIterNext => "cmap_iter_next",
+            Operation::CmapIterFinalize => "cmap_iter_finalize",
+            Operation::CmapTrackAdd => "cmap_track_add",
+            Operation::CmapTrackDelete => "cmap_track_delete",
+            Operation::CfgInitialize => "corosync_cfg_initialize",
+            Operation::CfgFinalize => "corosync_cfg_finalize",
+            Operation::CfgFdGet => "corosync_cfg_fd_get",
+            Operation::CfgDispatch => "corosync_cfg_dispatch",
+            Operation::CfgLocalNodeId => "corosync_cfg_local_get",
+            Operation::CfgNodeStatus => "corosync_cfg_node_status_get",
+            Operation::CfgNodeAddrs => "corosync_cfg_get_node_addrs",
+            Operation::CfgReloadConfig => "corosync_cfg_reload_config",
+            Operation::CfgReopenLogFiles => "corosync_cfg_reopen_log_files",
+            Operation::CfgTrackStart => "corosync_cfg_trackstart",
+            Operation::CfgTrackStop => "corosync_cfg_trackstop",
+            Operation::CfgTryShutdown => "corosync_cfg_try_shutdown",
+            Operation::CfgReplyToShutdown => "corosync_cfg_replyto_shutdown",
+            Operation::CfgKillNode => "corosync_cfg_kill_node",
             #[cfg(corosync_has_quorum_model_v1)]
             Operation::QuorumInitialize => "quorum_model_initialize",
             #[cfg(not(corosync_has_quorum_model_v1))]
@@ -191,9 +282,37 @@ impl Operation {
 
     /// The service (client library) the operation belongs to. The Rust-side and
     /// system operations (`poll`, reactor registration, peer credentials) belong to
-    /// [`Service::Cpg`] here; the quorum handles report their own.
+    /// [`Service::Cpg`] here; the other services' handles report their own.
     pub fn service(self) -> Service {
         match self {
+            Operation::CmapInitialize
+            | Operation::CmapFinalize
+            | Operation::CmapFdGet
+            | Operation::CmapDispatch
+            | Operation::CmapGet
+            | Operation::CmapSet
+            | Operation::CmapDelete
+            | Operation::CmapInc
+            | Operation::CmapDec
+            | Operation::CmapIterInit
+            | Operation::CmapIterNext
+            | Operation::CmapIterFinalize
+            | Operation::CmapTrackAdd
+            | Operation::CmapTrackDelete => Service::Cmap,
+            Operation::CfgInitialize
+            | Operation::CfgFinalize
+            | Operation::CfgFdGet
+            | Operation::CfgDispatch
+            | Operation::CfgLocalNodeId
+            | Operation::CfgNodeStatus
+            | Operation::CfgNodeAddrs
+            | Operation::CfgReloadConfig
+            | Operation::CfgReopenLogFiles
+            | Operation::CfgTrackStart
+            | Operation::CfgTrackStop
+            | Operation::CfgTryShutdown
+            | Operation::CfgReplyToShutdown
+            | Operation::CfgKillNode => Service::Cfg,
             Operation::QuorumInitialize
             | Operation::QuorumFinalize
             | Operation::QuorumFdGet
@@ -222,7 +341,41 @@ impl Operation {
     /// What `code` means when this operation returns it, where that differs from the
     /// code's general hint ([`CsError`]'s text).
     fn hint(self, code: CsError) -> Option<&'static str> {
+        use Operation::{CmapDec, CmapDelete, CmapGet, CmapInc, CmapSet};
         Some(match (self, code) {
+            (CmapGet | CmapDelete | CmapInc | CmapDec, CsError::NotExist) => "no such key",
+            (CmapSet | CmapDelete | CmapInc | CmapDec, CsError::Access) => {
+                "the key is read-only: corosync refuses changes to the keys it fixes at \
+                 startup (totem.cluster_name, totem.crypto_*, ...), to nodelist.* \
+                 (reload corosync.conf instead), to runtime.totem.*, runtime.config.*, \
+                 runtime.services.*, runtime.connections.*, internal_configuration.* and \
+                 uidgid.config.*, and to every key of the stats map"
+            }
+            (CmapInc | CmapDec, CsError::InvalidParam) => {
+                "the key holds no integer (inc and dec change integer keys only)"
+            }
+            (Operation::CmapTrackDelete, CsError::NotExist) => {
+                "this handle has no such track (deleted already?)"
+            }
+            (Operation::CfgTrackStart, CsError::Exist) => {
+                "this handle tracks shutdown requests already; stop tracking first"
+            }
+            (Operation::CfgTrackStop, CsError::NotExist) => {
+                "this handle does not track shutdown requests"
+            }
+            (Operation::CfgTryShutdown, CsError::Busy) => {
+                "a tracking service answered no, or did not answer within \
+                 cfg.shutdown_timeout (5000 ms by default): corosync keeps running"
+            }
+            (Operation::CfgTryShutdown, CsError::Exist) => "a shutdown request is in progress",
+            (Operation::CfgReplyToShutdown, CsError::NotExist) => {
+                "no shutdown request came to this handle since its last answer"
+            }
+            (Operation::CfgNodeStatus, CsError::FailedOperation) => {
+                "knet knows no such node (node ids are those of the node list; 0 is not \
+                 the local node here)"
+            }
+            (Operation::CfgNodeAddrs, CsError::NotExist) => "no such node in the node list",
             (Operation::QuorumTrackStart, CsError::Exist) => {
                 "this handle tracks quorum changes already; stop tracking first"
             }
@@ -675,6 +828,13 @@ pub enum Error {
         /// What the runtime said.
         message: String,
     },
+    /// A cmap key, value or track that cannot be used as asked, found before or after
+    /// the C call: a type mismatch, an invalid key name, a value too long, too many
+    /// tracks (feature `cmap`).
+    #[cfg(feature = "cmap")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cmap")))]
+    #[error(transparent)]
+    Cmap(#[from] crate::cmap::CmapError),
 }
 
 /// An `errno` value, comparable (unlike `std::io::Error`).
@@ -751,6 +911,12 @@ impl Error {
     /// [`group`](crate::group) do that.
     pub fn is_daemon_lost(&self) -> bool {
         self.code() == Some(CsError::Library)
+    }
+
+    /// Whether the thing asked for does not exist (`CS_ERR_NOT_EXIST`): for example a
+    /// cmap key that is not set, or a node the daemon does not know.
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some(CsError::NotExist)
     }
 }
 
