@@ -15,17 +15,23 @@
 //! The pattern to copy: one thread, `poll` on the CPG descriptor (the handle is
 //! `AsRawFd`), stdin and a signal pipe; `dispatch(DispatchMode::All)` when the
 //! descriptor is readable; sends with `send_with_retry` for back-pressure.
+//!
+//! Nodes are shown with their names from corosync's node list (`node 2 (node2) pid
+//! 5539`), read through cmap (`cpg::cmap::NodeNames`) and refreshed before each
+//! dispatch; without a name (or without access to cmap), the id alone.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read as _;
 use std::os::fd::{AsFd as _, AsRawFd as _, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use cpg::cmap::{NodeLabel, NodeNames};
 use cpg::retry::Backoff;
 use cpg::{DispatchMode, GroupName, Handle, ListedMember, Member};
 
@@ -58,14 +64,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn list(addresses: &[ListedMember], with_reason: bool) -> String {
+/// The node list's names by node id, shared with the callbacks (which run inside
+/// dispatch); empty when cmap cannot be read.
+type Names = Arc<Mutex<BTreeMap<u32, String>>>;
+
+/// `2 (node2)`, or `2` for a node without a name.
+fn node(names: &Names, nodeid: u32) -> String {
+    let names = names.lock().unwrap_or_else(|e| e.into_inner());
+    NodeLabel {
+        nodeid,
+        name: names.get(&nodeid).map(String::as_str),
+    }
+    .to_string()
+}
+
+fn list(names: &Names, addresses: &[ListedMember], with_reason: bool) -> String {
     let items: Vec<String> = addresses
         .iter()
         .map(|a| {
+            let who = format!("node {} pid {}", node(names, a.nodeid()), a.pid());
             if with_reason {
-                format!("node {} pid {} ({})", a.nodeid(), a.pid(), a.reason())
+                format!("{who} ({})", a.reason())
             } else {
-                format!("node {} pid {}", a.nodeid(), a.pid())
+                who
             }
         })
         .collect();
@@ -134,6 +155,15 @@ fn run(args: &Args) -> Result<(), String> {
             .map_err(|e| format!("cannot install a signal handler: {e}"))?;
     }
 
+    let mut node_names = NodeNames::new().ok();
+    let names: Names = Arc::new(Mutex::new(
+        node_names
+            .as_ref()
+            .map(|n| n.names().clone())
+            .unwrap_or_default(),
+    ));
+    let (n_deliver, n_confchg, n_totem) = (names.clone(), names.clone(), names.clone());
+
     // Set once connected; the deliver callback counts our own messages.
     let me = Arc::new(OnceLock::<Member>::new());
     let own_delivered = Arc::new(AtomicU64::new(0));
@@ -143,7 +173,7 @@ fn run(args: &Args) -> Result<(), String> {
         .on_deliver(move |_cpg, msg| {
             println!(
                 "message from node {} pid {} ({} bytes): {}",
-                msg.nodeid,
+                node(&n_deliver, msg.nodeid),
                 msg.pid,
                 msg.data.len(),
                 msg.data.escape_ascii()
@@ -152,24 +182,24 @@ fn run(args: &Args) -> Result<(), String> {
                 own_cb.fetch_add(1, Ordering::Relaxed);
             }
         })
-        .on_confchg(|_cpg, change| {
+        .on_confchg(move |_cpg, change| {
             let mut line = format!(
                 "group {}: {} member{} [{}]",
                 change.group,
                 change.members.len(),
                 if change.members.len() == 1 { "" } else { "s" },
-                list(change.members, false)
+                list(&n_confchg, change.members, false)
             );
             if !change.joined.is_empty() {
-                line += &format!("; joined: {}", list(change.joined, true));
+                line += &format!("; joined: {}", list(&n_confchg, change.joined, true));
             }
             if !change.left.is_empty() {
-                line += &format!("; left: {}", list(change.left, true));
+                line += &format!("; left: {}", list(&n_confchg, change.left, true));
             }
             println!("{line}");
         })
-        .on_totem_confchg(|_cpg, change| {
-            let nodes: Vec<String> = change.members.iter().map(u32::to_string).collect();
+        .on_totem_confchg(move |_cpg, change| {
+            let nodes: Vec<String> = change.members.iter().map(|&n| node(&n_totem, n)).collect();
             println!(
                 "cluster: ring {}, {} node{} [{}]",
                 change.ring_id,
@@ -190,9 +220,21 @@ fn run(args: &Args) -> Result<(), String> {
     handle
         .join(&group)
         .map_err(|e| format!("cannot join group {group}: {e}"))?;
-    println!("joined group {group} as {local}");
+    println!(
+        "joined group {group} as node {} pid {}",
+        node(&names, local.nodeid),
+        local.pid
+    );
 
-    let result = chat_loop(args, &handle, &signal_rx, &own_delivered);
+    let refresh = move || {
+        // A changed node list (corosync-cfgtool -R) is read again before it is needed.
+        if let Some(n) = node_names.as_mut() {
+            if n.refresh().unwrap_or(false) {
+                *names.lock().unwrap_or_else(|e| e.into_inner()) = n.names().clone();
+            }
+        }
+    };
+    let result = chat_loop(args, &handle, &signal_rx, &own_delivered, refresh);
     // Leave explicitly (the others see "leave"), then disconnect (drop finalizes).
     // After a lost daemon there is nothing to leave.
     let lost = matches!(&result, Err(LoopError::Cpg(e)) if e.is_daemon_lost());
@@ -236,6 +278,7 @@ fn chat_loop(
     handle: &Handle,
     signal_rx: &UnixStream,
     own_delivered: &AtomicU64,
+    mut refresh_names: impl FnMut(),
 ) -> Result<(), LoopError> {
     let mut stdin = if args.listen {
         None
@@ -278,6 +321,7 @@ fn chat_loop(
             return Ok(());
         }
         if ready.cpg {
+            refresh_names();
             handle.dispatch(DispatchMode::All)?;
         }
         if ready.stdin {

@@ -22,7 +22,10 @@
 //! accepts writes, and after a heal the side with the longer history wins: the other
 //! side prints `DISCARDED` for each of its own writes that were lost. Reads are local
 //! (they can be stale during a partition). The replica layer's events are printed as
-//! they come: `VIEW`, `SYNCED`, `RESTORED`, `DISCARDED`, `VERIFIED`, `DIVERGED`.
+//! they come: `VIEW`, `SYNCED`, `RESTORED`, `DISCARDED`, `VERIFIED`, `DIVERGED`. A view
+//! shows its members with their node names from corosync's node list
+//! (`VIEW view 1.3 [1 (node1):4242 (me), 2 (node2):4243] members=2`), read through cmap
+//! (`cpg::cmap::NodeNames`); without access to cmap, ids alone.
 
 use std::collections::BTreeMap;
 use std::io::BufRead as _;
@@ -32,6 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use cpg::cmap::NodeNames;
 use cpg::replica::{
     fnv, fnv_start, has_majority, Config, Event, OpInfo, Replica, Replicated, RestoreError,
 };
@@ -143,15 +147,23 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
+    // Names are a nicety: without them, ids alone.
+    let mut names = NodeNames::new().ok();
     let printer = {
         let (replica, stop) = (Arc::clone(&replica), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                if let Some(e) = replica.next_event(Duration::from_millis(100)) {
-                    print_event(&e);
+        // Following the node list dispatches cmap: a stack with room for that.
+        std::thread::Builder::new()
+            .stack_size(4 << 20)
+            .spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if let Some(e) = replica.next_event(Duration::from_millis(100)) {
+                        if let (Event::View(_), Some(n)) = (&e, names.as_mut()) {
+                            let _ = n.refresh();
+                        }
+                        print_event(&e, names.as_ref());
+                    }
                 }
-            }
-        })
+            })?
     };
     for line in std::io::stdin().lock().lines() {
         if stop.load(Ordering::SeqCst) {
@@ -208,9 +220,12 @@ fn write(replica: &Replica<Store>, args: &Args, op: Vec<u8>) {
     }
 }
 
-fn print_event(e: &Event) {
+fn print_event(e: &Event, names: Option<&NodeNames>) {
     match e {
-        Event::View(v) => println!("VIEW {v} members={}", v.len()),
+        Event::View(v) => {
+            let lookup = |id| names.and_then(|n| n.get(id)).map(str::to_string);
+            println!("VIEW {} members={}", v.display_with(&lookup), v.len())
+        }
         Event::Synced {
             round,
             source,

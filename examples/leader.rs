@@ -20,10 +20,13 @@
 //! is lost (`OnDisconnect::Drop`). Prints, one per line:
 //!
 //! ```text
-//! VIEW 1.3 members=3 leader=node 1 pid 4242 me=node 2 pid 4243
+//! VIEW 1.3 members=3 leader=node 1 (node1) pid 4242 me=node 2 (node2) pid 4243
 //! ROLE follower
-//! TICK 17 by node 1 pid 4242
+//! TICK 17 by node 1 (node1) pid 4242
 //! ```
+//!
+//! Node names come from corosync's node list (`cpg::cmap::NodeNames`), read again at
+//! each view; a node without one (or without access to cmap) shows its id alone.
 //!
 //! During a partition each side elects its own leader: the layer computes a leader per
 //! view, not a quorum (use corosync's votequorum for that).
@@ -34,8 +37,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use cpg::cmap::NodeNames;
 use cpg::group::{Event, Group, OnDisconnect};
-use cpg::GroupName;
+use cpg::{GroupName, Member};
 
 /// Join a group and tick while leading it.
 #[derive(Debug, Parser)]
@@ -59,6 +63,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// `node 2 (node2) pid 4243`, the name where the node list has one.
+fn who(names: &Option<NodeNames>, m: Member) -> String {
+    match names {
+        Some(names) => format!("node {} pid {}", names.label(m.nodeid), m.pid),
+        None => m.to_string(),
+    }
+}
+
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -67,6 +79,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let group = Group::builder(GroupName::new(&args.group)?)
         .on_disconnect(OnDisconnect::Drop)
         .start()?;
+    let mut names = NodeNames::new().ok();
     let interval = Duration::from_millis(args.interval_ms);
     let mut role: Option<bool> = None;
     // The agreed state: the last tick delivered (the same on every member).
@@ -80,7 +93,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             .min(Duration::from_millis(100));
         match group.next_event(wait) {
             Some(Event::View(view)) => {
-                let show = |m: Option<cpg::Member>| m.map_or("none".to_string(), |m| m.to_string());
+                if let Some(n) = names.as_mut() {
+                    let _ = n.refresh();
+                }
+                let show = |m: Option<Member>| m.map_or("none".to_string(), |m| who(&names, m));
                 println!(
                     "VIEW {} members={} leader={} me={}",
                     view.id(),
@@ -112,7 +128,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 if n > last_tick {
                     last_tick = n;
                     if kind == "tick" {
-                        println!("TICK {n} by {}", m.from);
+                        println!("TICK {n} by {}", who(&names, m.from));
                     }
                 }
             }

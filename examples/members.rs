@@ -15,11 +15,16 @@
 //! Group names are bytes: C daemons count a trailing NUL (`"pacemakerd\0"`). The text
 //! output escapes such bytes (`pacemakerd\x00`); the JSON output gives the name without
 //! that NUL plus `"c_style": true`, and the exact bytes in hex.
+//!
+//! Nodes are shown with their names from corosync's node list (`node 2 (node2) pid
+//! 5539`; in JSON `"name"`), read through cmap (`cpg::cmap::NodeNames`); a node
+//! without a name, or a daemon whose cmap this user may not read, shows the id alone.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use clap::Parser;
+use cpg::cmap::{NodeLabel, NodeNames};
 use cpg::{GroupName, Handle, Member};
 
 /// List CPG groups and their members across the cluster.
@@ -90,16 +95,27 @@ fn run(args: &Args) -> Result<(), String> {
         members.sort();
     }
 
+    // Names are a nicety: without them, ids alone.
+    let names = NodeNames::new().ok();
+    let name = |nodeid| names.as_ref().and_then(|n| n.get(nodeid));
     if args.json {
-        print_json(local, &groups);
+        print_json(local, &groups, &name);
     } else {
-        print_text(local, &groups);
+        print_text(local, &groups, &name);
     }
     Ok(())
 }
 
-fn print_text(local: u32, groups: &BTreeMap<Vec<u8>, (GroupName, Vec<Member>)>) {
-    println!("local node: {local}");
+fn print_text<'a>(
+    local: u32,
+    groups: &BTreeMap<Vec<u8>, (GroupName, Vec<Member>)>,
+    name: &dyn Fn(u32) -> Option<&'a str>,
+) {
+    let label = |nodeid| NodeLabel {
+        nodeid,
+        name: name(nodeid),
+    };
+    println!("local node: {}", label(local));
     if groups.is_empty() {
         println!("no groups");
     }
@@ -115,12 +131,16 @@ fn print_text(local: u32, groups: &BTreeMap<Vec<u8>, (GroupName, Vec<Member>)>) 
             } else {
                 ""
             };
-            println!("    node {} pid {}{here}", m.nodeid, m.pid);
+            println!("    node {} pid {}{here}", label(m.nodeid), m.pid);
         }
     }
 }
 
-fn print_json(local: u32, groups: &BTreeMap<Vec<u8>, (GroupName, Vec<Member>)>) {
+fn print_json<'a>(
+    local: u32,
+    groups: &BTreeMap<Vec<u8>, (GroupName, Vec<Member>)>,
+    node_name: &dyn Fn(u32) -> Option<&'a str>,
+) {
     let list: Vec<serde_json::Value> = groups
         .values()
         .map(|(name, members)| {
@@ -137,12 +157,14 @@ fn print_json(local: u32, groups: &BTreeMap<Vec<u8>, (GroupName, Vec<Member>)>) 
                 "name_hex": bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
                 "members": members
                     .iter()
-                    .map(|m| serde_json::json!({ "nodeid": m.nodeid, "pid": m.pid }))
+                    .map(|m| {
+                        serde_json::json!({ "nodeid": m.nodeid, "name": node_name(m.nodeid), "pid": m.pid })
+                    })
                     .collect::<Vec<_>>(),
             })
         })
         .collect();
-    let doc = serde_json::json!({ "local_nodeid": local, "groups": list });
+    let doc = serde_json::json!({ "local_nodeid": local, "local_name": node_name(local), "groups": list });
     println!(
         "{}",
         serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string())

@@ -1,5 +1,5 @@
 //! Print the cluster's quorum and follow its changes (what `corosync-quorumtool -s`
-//! and `-m` show about quorate, ring and members), as text or as JSON lines.
+//! and `-m` show about quorate, ring, members and votes), as text or as JSON lines.
 //!
 //! ```text
 //! cargo run -p cpg-examples --bin quorum               # follow until interrupted
@@ -8,12 +8,16 @@
 //! ```
 //!
 //! Without `quorum { provider: corosync_votequorum }` in corosync.conf every partition
-//! calls itself quorate: the first line says whether a provider decides.
+//! calls itself quorate: the first line says whether a provider decides. With one, the
+//! votes come from votequorum (`cpg::votequorum`): each member's after each node list,
+//! and the expected and total votes, the quorum and the flags after each decision.
 
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use cpg::quorum::{NodeListNotification, Quorum, QuorumNotification, Track};
+use cpg::votequorum::{NodeInfo, VoteQuorum};
 use cpg::{DispatchMode, RingId};
 use serde_json::json;
 
@@ -40,11 +44,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// What the callbacks leave for the main loop: the members of a new ring, and whether
+/// a quorum decision came.
+#[derive(Default)]
+struct Pending {
+    members: Option<Vec<u32>>,
+    decided: bool,
+}
+
 fn run(args: &Args) -> Result<(), cpg::Error> {
     let json = args.json;
+    let pending = Arc::new(Mutex::new(Pending::default()));
+    let (ring, decision) = (Arc::clone(&pending), Arc::clone(&pending));
     let quorum = Quorum::builder()
-        .on_nodelist(move |n| print_nodelist(json, &n))
-        .on_quorum(move |n| print_quorum(json, &n))
+        .on_nodelist(move |n| {
+            print_nodelist(json, &n);
+            ring.lock().unwrap().members = Some(n.members.to_vec());
+        })
+        .on_quorum(move |n| {
+            print_quorum(json, &n);
+            decision.lock().unwrap().decided = true;
+        })
         .build()?;
     let provider = quorum.quorum_type().has_provider();
     let quorate = quorum.is_quorate()?;
@@ -61,16 +81,68 @@ fn run(args: &Args) -> Result<(), cpg::Error> {
         };
         println!("quorum provider: {provider}\nquorate: {}", yes_no(quorate));
     }
-    if args.once {
-        // The current state: a node list notification, then a quorum notification.
-        quorum.track_start(Track::CURRENT)?;
+    // votequorum runs only as the provider (other providers have no votes to show).
+    let votes = match VoteQuorum::builder().build() {
+        Ok(vq) => Some(vq),
+        Err(cpg::Error::NoQuorumProvider) => None,
+        Err(e) => return Err(e),
+    };
+    // The current state (a node list notification, then a quorum notification), and
+    // with CHANGES every change after it.
+    quorum.track_start(if args.once {
+        Track::CURRENT
+    } else {
+        Track::CHANGES
+    })?;
+    loop {
         quorum.dispatch(DispatchMode::One)?;
-        quorum.dispatch(DispatchMode::One)?;
-        return Ok(());
+        let Pending { members, decided } = std::mem::take(&mut *pending.lock().unwrap());
+        if let Some(vq) = &votes {
+            if let Some(members) = members {
+                let votes: Result<Vec<NodeInfo>, _> =
+                    members.iter().map(|id| vq.node_info(*id)).collect();
+                print_member_votes(json, &votes?);
+            }
+            if decided {
+                print_votes(json, &vq.local_info()?);
+            }
+        }
+        if decided && args.once {
+            return Ok(());
+        }
     }
-    quorum.track_start(Track::CHANGES)?;
-    // Returns only with an error, such as a lost daemon.
-    quorum.dispatch(DispatchMode::Blocking).map(|_| ())
+}
+
+fn print_member_votes(json: bool, members: &[NodeInfo]) {
+    if json {
+        let votes: serde_json::Map<_, _> = members
+            .iter()
+            .map(|m| (m.node_id.to_string(), json!(m.votes)))
+            .collect();
+        println!("{}", json!({"event": "member_votes", "votes": votes}));
+    } else {
+        let votes: Vec<String> = members
+            .iter()
+            .map(|m| format!("node {}: {}", m.node_id, m.votes))
+            .collect();
+        println!("votes: {}", votes.join(", "));
+    }
+}
+
+fn print_votes(json: bool, info: &NodeInfo) {
+    if json {
+        println!(
+            "{}",
+            json!({"event": "votes", "expected": info.expected_votes,
+                   "highest_expected": info.highest_expected, "total": info.total_votes,
+                   "quorum": info.quorum, "flags": info.flags.to_string()})
+        );
+    } else {
+        println!(
+            "expected votes: {}, highest expected: {}, total votes: {}, quorum: {}, flags: {}",
+            info.expected_votes, info.highest_expected, info.total_votes, info.quorum, info.flags
+        );
+    }
 }
 
 fn print_nodelist(json: bool, n: &NodeListNotification<'_>) {

@@ -18,8 +18,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Service {
     /// Closed process groups (libcpg): [`Handle`](crate::Handle).
     Cpg,
+    /// corosync's configuration and runtime database (libcmap): `cpg::cmap` (feature
+    /// `cmap`).
+    Cmap,
+    /// corosync's administration service (libcfg): `cpg::cfg` (feature `cfg`).
+    Cfg,
     /// The cluster's quorum (libquorum): `cpg::quorum` (feature `quorum`).
     Quorum,
+    /// Votes, expected votes and quorum devices (libvotequorum): `cpg::votequorum`
+    /// (feature `votequorum`).
+    VoteQuorum,
 }
 
 impl Service {
@@ -27,7 +35,10 @@ impl Service {
     pub fn library(self) -> &'static str {
         match self {
             Service::Cpg => "libcpg",
+            Service::Cmap => "libcmap",
+            Service::Cfg => "libcfg",
             Service::Quorum => "libquorum",
+            Service::VoteQuorum => "libvotequorum",
         }
     }
 }
@@ -88,6 +99,62 @@ pub enum Operation {
     Wait,
     /// Reading the daemon connection's peer credentials (`getsockopt(SO_PEERCRED)`).
     PeerCredentials,
+    /// `cmap_initialize_map`: connecting to the cmap service.
+    CmapInitialize,
+    /// `cmap_finalize`
+    CmapFinalize,
+    /// `cmap_fd_get`
+    CmapFdGet,
+    /// `cmap_dispatch`
+    CmapDispatch,
+    /// `cmap_get`
+    CmapGet,
+    /// `cmap_set`
+    CmapSet,
+    /// `cmap_delete`
+    CmapDelete,
+    /// `cmap_inc`
+    CmapInc,
+    /// `cmap_dec`
+    CmapDec,
+    /// `cmap_iter_init`
+    CmapIterInit,
+    /// `cmap_iter_next`
+    CmapIterNext,
+    /// `cmap_iter_finalize`
+    CmapIterFinalize,
+    /// `cmap_track_add`
+    CmapTrackAdd,
+    /// `cmap_track_delete`
+    CmapTrackDelete,
+    /// `corosync_cfg_initialize`: connecting to the cfg service.
+    CfgInitialize,
+    /// `corosync_cfg_finalize`
+    CfgFinalize,
+    /// `corosync_cfg_fd_get`
+    CfgFdGet,
+    /// `corosync_cfg_dispatch`
+    CfgDispatch,
+    /// `corosync_cfg_local_get`
+    CfgLocalNodeId,
+    /// `corosync_cfg_node_status_get`
+    CfgNodeStatus,
+    /// `corosync_cfg_get_node_addrs`
+    CfgNodeAddrs,
+    /// `corosync_cfg_reload_config`
+    CfgReloadConfig,
+    /// `corosync_cfg_reopen_log_files`
+    CfgReopenLogFiles,
+    /// `corosync_cfg_trackstart`
+    CfgTrackStart,
+    /// `corosync_cfg_trackstop`
+    CfgTrackStop,
+    /// `corosync_cfg_try_shutdown`
+    CfgTryShutdown,
+    /// `corosync_cfg_replyto_shutdown`
+    CfgReplyToShutdown,
+    /// `corosync_cfg_kill_node`
+    CfgKillNode,
     /// `quorum_model_initialize` (`quorum_initialize` where the headers lack the v1
     /// model): connecting to the quorum service.
     QuorumInitialize,
@@ -103,6 +170,34 @@ pub enum Operation {
     QuorumTrackStart,
     /// `quorum_trackstop`
     QuorumTrackStop,
+    /// `votequorum_initialize`
+    VoteQuorumInitialize,
+    /// `votequorum_finalize`
+    VoteQuorumFinalize,
+    /// `votequorum_fd_get`
+    VoteQuorumFdGet,
+    /// `votequorum_dispatch`
+    VoteQuorumDispatch,
+    /// `votequorum_getinfo`
+    VoteQuorumGetInfo,
+    /// `votequorum_setexpected`
+    VoteQuorumSetExpected,
+    /// `votequorum_setvotes`
+    VoteQuorumSetVotes,
+    /// `votequorum_trackstart`
+    VoteQuorumTrackStart,
+    /// `votequorum_trackstop`
+    VoteQuorumTrackStop,
+    /// `votequorum_qdevice_register`
+    VoteQuorumQdeviceRegister,
+    /// `votequorum_qdevice_unregister`
+    VoteQuorumQdeviceUnregister,
+    /// `votequorum_qdevice_update`
+    VoteQuorumQdeviceUpdate,
+    /// `votequorum_qdevice_poll`
+    VoteQuorumQdevicePoll,
+    /// `votequorum_qdevice_master_wins`
+    VoteQuorumQdeviceMasterWins,
 }
 
 impl Operation {
@@ -130,6 +225,34 @@ impl Operation {
             Operation::Register => "epoll_ctl",
             Operation::Wait => "epoll_wait",
             Operation::PeerCredentials => "getsockopt(SO_PEERCRED)",
+            Operation::CmapInitialize => "cmap_initialize_map",
+            Operation::CmapFinalize => "cmap_finalize",
+            Operation::CmapFdGet => "cmap_fd_get",
+            Operation::CmapDispatch => "cmap_dispatch",
+            Operation::CmapGet => "cmap_get",
+            Operation::CmapSet => "cmap_set",
+            Operation::CmapDelete => "cmap_delete",
+            Operation::CmapInc => "cmap_inc",
+            Operation::CmapDec => "cmap_dec",
+            Operation::CmapIterInit => "cmap_iter_init",
+            Operation::CmapIterNext => "cmap_iter_next",
+            Operation::CmapIterFinalize => "cmap_iter_finalize",
+            Operation::CmapTrackAdd => "cmap_track_add",
+            Operation::CmapTrackDelete => "cmap_track_delete",
+            Operation::CfgInitialize => "corosync_cfg_initialize",
+            Operation::CfgFinalize => "corosync_cfg_finalize",
+            Operation::CfgFdGet => "corosync_cfg_fd_get",
+            Operation::CfgDispatch => "corosync_cfg_dispatch",
+            Operation::CfgLocalNodeId => "corosync_cfg_local_get",
+            Operation::CfgNodeStatus => "corosync_cfg_node_status_get",
+            Operation::CfgNodeAddrs => "corosync_cfg_get_node_addrs",
+            Operation::CfgReloadConfig => "corosync_cfg_reload_config",
+            Operation::CfgReopenLogFiles => "corosync_cfg_reopen_log_files",
+            Operation::CfgTrackStart => "corosync_cfg_trackstart",
+            Operation::CfgTrackStop => "corosync_cfg_trackstop",
+            Operation::CfgTryShutdown => "corosync_cfg_try_shutdown",
+            Operation::CfgReplyToShutdown => "corosync_cfg_replyto_shutdown",
+            Operation::CfgKillNode => "corosync_cfg_kill_node",
             #[cfg(corosync_has_quorum_model_v1)]
             Operation::QuorumInitialize => "quorum_model_initialize",
             #[cfg(not(corosync_has_quorum_model_v1))]
@@ -140,14 +263,56 @@ impl Operation {
             Operation::QuorumGetQuorate => "quorum_getquorate",
             Operation::QuorumTrackStart => "quorum_trackstart",
             Operation::QuorumTrackStop => "quorum_trackstop",
+            Operation::VoteQuorumInitialize => "votequorum_initialize",
+            Operation::VoteQuorumFinalize => "votequorum_finalize",
+            Operation::VoteQuorumFdGet => "votequorum_fd_get",
+            Operation::VoteQuorumDispatch => "votequorum_dispatch",
+            Operation::VoteQuorumGetInfo => "votequorum_getinfo",
+            Operation::VoteQuorumSetExpected => "votequorum_setexpected",
+            Operation::VoteQuorumSetVotes => "votequorum_setvotes",
+            Operation::VoteQuorumTrackStart => "votequorum_trackstart",
+            Operation::VoteQuorumTrackStop => "votequorum_trackstop",
+            Operation::VoteQuorumQdeviceRegister => "votequorum_qdevice_register",
+            Operation::VoteQuorumQdeviceUnregister => "votequorum_qdevice_unregister",
+            Operation::VoteQuorumQdeviceUpdate => "votequorum_qdevice_update",
+            Operation::VoteQuorumQdevicePoll => "votequorum_qdevice_poll",
+            Operation::VoteQuorumQdeviceMasterWins => "votequorum_qdevice_master_wins",
         }
     }
 
     /// The service (client library) the operation belongs to. The Rust-side and
     /// system operations (`poll`, reactor registration, peer credentials) belong to
-    /// [`Service::Cpg`] here; the quorum handles report their own.
+    /// [`Service::Cpg`] here; the other services' handles report their own.
     pub fn service(self) -> Service {
         match self {
+            Operation::CmapInitialize
+            | Operation::CmapFinalize
+            | Operation::CmapFdGet
+            | Operation::CmapDispatch
+            | Operation::CmapGet
+            | Operation::CmapSet
+            | Operation::CmapDelete
+            | Operation::CmapInc
+            | Operation::CmapDec
+            | Operation::CmapIterInit
+            | Operation::CmapIterNext
+            | Operation::CmapIterFinalize
+            | Operation::CmapTrackAdd
+            | Operation::CmapTrackDelete => Service::Cmap,
+            Operation::CfgInitialize
+            | Operation::CfgFinalize
+            | Operation::CfgFdGet
+            | Operation::CfgDispatch
+            | Operation::CfgLocalNodeId
+            | Operation::CfgNodeStatus
+            | Operation::CfgNodeAddrs
+            | Operation::CfgReloadConfig
+            | Operation::CfgReopenLogFiles
+            | Operation::CfgTrackStart
+            | Operation::CfgTrackStop
+            | Operation::CfgTryShutdown
+            | Operation::CfgReplyToShutdown
+            | Operation::CfgKillNode => Service::Cfg,
             Operation::QuorumInitialize
             | Operation::QuorumFinalize
             | Operation::QuorumFdGet
@@ -155,6 +320,20 @@ impl Operation {
             | Operation::QuorumGetQuorate
             | Operation::QuorumTrackStart
             | Operation::QuorumTrackStop => Service::Quorum,
+            Operation::VoteQuorumInitialize
+            | Operation::VoteQuorumFinalize
+            | Operation::VoteQuorumFdGet
+            | Operation::VoteQuorumDispatch
+            | Operation::VoteQuorumGetInfo
+            | Operation::VoteQuorumSetExpected
+            | Operation::VoteQuorumSetVotes
+            | Operation::VoteQuorumTrackStart
+            | Operation::VoteQuorumTrackStop
+            | Operation::VoteQuorumQdeviceRegister
+            | Operation::VoteQuorumQdeviceUnregister
+            | Operation::VoteQuorumQdeviceUpdate
+            | Operation::VoteQuorumQdevicePoll
+            | Operation::VoteQuorumQdeviceMasterWins => Service::VoteQuorum,
             _ => Service::Cpg,
         }
     }
@@ -162,7 +341,41 @@ impl Operation {
     /// What `code` means when this operation returns it, where that differs from the
     /// code's general hint ([`CsError`]'s text).
     fn hint(self, code: CsError) -> Option<&'static str> {
+        use Operation::{CmapDec, CmapDelete, CmapGet, CmapInc, CmapSet};
         Some(match (self, code) {
+            (CmapGet | CmapDelete | CmapInc | CmapDec, CsError::NotExist) => "no such key",
+            (CmapSet | CmapDelete | CmapInc | CmapDec, CsError::Access) => {
+                "the key is read-only: corosync refuses changes to the keys it fixes at \
+                 startup (totem.cluster_name, totem.crypto_*, ...), to nodelist.* \
+                 (reload corosync.conf instead), to runtime.totem.*, runtime.config.*, \
+                 runtime.services.*, runtime.connections.*, internal_configuration.* and \
+                 uidgid.config.*, and to every key of the stats map"
+            }
+            (CmapInc | CmapDec, CsError::InvalidParam) => {
+                "the key holds no integer (inc and dec change integer keys only)"
+            }
+            (Operation::CmapTrackDelete, CsError::NotExist) => {
+                "this handle has no such track (deleted already?)"
+            }
+            (Operation::CfgTrackStart, CsError::Exist) => {
+                "this handle tracks shutdown requests already; stop tracking first"
+            }
+            (Operation::CfgTrackStop, CsError::NotExist) => {
+                "this handle does not track shutdown requests"
+            }
+            (Operation::CfgTryShutdown, CsError::Busy) => {
+                "a tracking service answered no, or did not answer within \
+                 cfg.shutdown_timeout (5000 ms by default): corosync keeps running"
+            }
+            (Operation::CfgTryShutdown, CsError::Exist) => "a shutdown request is in progress",
+            (Operation::CfgReplyToShutdown, CsError::NotExist) => {
+                "no shutdown request came to this handle since its last answer"
+            }
+            (Operation::CfgNodeStatus, CsError::FailedOperation) => {
+                "knet knows no such node (node ids are those of the node list; 0 is not \
+                 the local node here)"
+            }
+            (Operation::CfgNodeAddrs, CsError::NotExist) => "no such node in the node list",
             (Operation::QuorumTrackStart, CsError::Exist) => {
                 "this handle tracks quorum changes already; stop tracking first"
             }
@@ -172,6 +385,62 @@ impl Operation {
             (op, CsError::NotExist) if op.service() == Service::Quorum => {
                 "the quorum service has nothing to answer with: is a quorum provider \
                  configured (corosync.conf `quorum { provider: corosync_votequorum }`)?"
+            }
+            // votequorum: what exec/votequorum.c answers each call with (corosync 3.1).
+            (Operation::VoteQuorumTrackStart, CsError::Exist) => {
+                "this handle tracks votequorum changes already; stop tracking first"
+            }
+            (Operation::VoteQuorumTrackStop, CsError::NotExist) => {
+                "this handle does not track votequorum changes"
+            }
+            (Operation::VoteQuorumGetInfo, CsError::NotExist)
+            | (Operation::VoteQuorumSetVotes, CsError::NameNotFound) => {
+                "votequorum knows no node with this id (it knows the nodes that have been \
+                 members since this daemon started)"
+            }
+            (Operation::VoteQuorumSetExpected, CsError::InvalidParam) => {
+                "the quorum for these expected votes (expected / 2 + 1) would be more than \
+                 the votes present: at most 2 x total votes - 1 is taken"
+            }
+            (Operation::VoteQuorumSetVotes, CsError::InvalidParam) => {
+                "with these votes the quorum (highest expected votes / 2 + 1) would be more \
+                 than the votes present; lower the expected votes first"
+            }
+            (Operation::VoteQuorumQdeviceRegister, CsError::Exist) => {
+                "a quorum device of another name is registered on this node; unregister \
+                 it first"
+            }
+            (Operation::VoteQuorumQdeviceRegister, CsError::TryAgain) => {
+                "another registration of a quorum device is in progress; try again"
+            }
+            (
+                Operation::VoteQuorumQdeviceRegister
+                | Operation::VoteQuorumQdevicePoll
+                | Operation::VoteQuorumQdeviceMasterWins,
+                CsError::Access,
+            ) => {
+                "corosync disabled quorum devices: a configuration reload put the \
+                 `quorum.device` beside two_node, last_man_standing, auto_tie_breaker or \
+                 allow_downscale, or gave it votes that do not fit expected_votes (the \
+                 daemon's log says which)"
+            }
+            (
+                Operation::VoteQuorumQdeviceUnregister
+                | Operation::VoteQuorumQdeviceUpdate
+                | Operation::VoteQuorumQdevicePoll
+                | Operation::VoteQuorumQdeviceMasterWins,
+                CsError::NotExist,
+            ) => "no quorum device is registered on this node (register it first)",
+            (
+                Operation::VoteQuorumQdeviceUnregister
+                | Operation::VoteQuorumQdeviceUpdate
+                | Operation::VoteQuorumQdevicePoll
+                | Operation::VoteQuorumQdeviceMasterWins,
+                CsError::InvalidParam,
+            ) => "the quorum device registered on this node has another name",
+            (Operation::VoteQuorumQdevicePoll, CsError::MessageError) => {
+                "the ring id is not the current membership's: poll with the ring id of the \
+                 latest node list notification"
             }
             _ => return None,
         })
@@ -332,7 +601,8 @@ impl CsError {
         } else if text != self.c_name() {
             write!(f, " ({})", self.c_name())?;
         }
-        if *self == CsError::Access {
+        let op_hint = op.and_then(|op| op.hint(*self));
+        if *self == CsError::Access && op_hint.is_none() {
             // SAFETY: geteuid cannot fail and has no preconditions.
             let uid = unsafe { libc::geteuid() };
             return write!(
@@ -341,7 +611,7 @@ impl CsError {
                  with `uidgid {{ uid: {uid} }}` (or a gid), or run as root"
             );
         }
-        if let Some(hint) = op.and_then(|op| op.hint(*self)).or_else(|| self.hint()) {
+        if let Some(hint) = op_hint.or_else(|| self.hint()) {
             write!(f, ": {hint}")?;
         }
         Ok(())
@@ -512,6 +782,29 @@ pub enum Error {
     /// An argument that cannot be served, such as `dispatch_at_most(0)`.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+    /// The daemon runs no quorum provider, so votequorum is not loaded and
+    /// `votequorum_initialize` could not connect (corosync 3.1.7 answers it with
+    /// `CS_ERR_LIBRARY`, as for a missing daemon; the quorum service, asked next, said
+    /// no provider is configured).
+    #[error(
+        "no quorum provider configured: add `quorum {{ provider: corosync_votequorum }}` \
+         to corosync.conf (votequorum runs only as the quorum provider)"
+    )]
+    NoQuorumProvider,
+    /// A quorum device name that libvotequorum refuses: empty, longer than
+    /// `QdeviceName::MAX_LEN` (254) bytes, or with a NUL byte.
+    #[error(
+        "invalid quorum device name ({len} bytes{}): it takes 1 to {max} bytes, none of them NUL",
+        if *.nul { ", with a NUL byte" } else { "" }
+    )]
+    InvalidQdeviceName {
+        /// Length of the rejected name, in bytes.
+        len: usize,
+        /// The longest name (254 bytes).
+        max: usize,
+        /// Whether the name has a NUL byte.
+        nul: bool,
+    },
     /// A callback panicked earlier; the handle stopped delivering and may have
     /// discarded events, so it must be replaced by a new one.
     #[error("a callback of this handle panicked; create a new handle")]
@@ -535,6 +828,13 @@ pub enum Error {
         /// What the runtime said.
         message: String,
     },
+    /// A cmap key, value or track that cannot be used as asked, found before or after
+    /// the C call: a type mismatch, an invalid key name, a value too long, too many
+    /// tracks (feature `cmap`).
+    #[cfg(feature = "cmap")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cmap")))]
+    #[error(transparent)]
+    Cmap(#[from] crate::cmap::CmapError),
 }
 
 /// An `errno` value, comparable (unlike `std::io::Error`).
@@ -611,6 +911,12 @@ impl Error {
     /// [`group`](crate::group) do that.
     pub fn is_daemon_lost(&self) -> bool {
         self.code() == Some(CsError::Library)
+    }
+
+    /// Whether the thing asked for does not exist (`CS_ERR_NOT_EXIST`): for example a
+    /// cmap key that is not set, or a node the daemon does not know.
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some(CsError::NotExist)
     }
 }
 
@@ -718,6 +1024,98 @@ mod tests {
     }
 
     #[test]
+    fn votequorum_codes_are_explained_as_each_call_means_them() {
+        let text = |op, code| Error::Cs { op, code }.to_string();
+        // CS_ERR_ACCESS: refused user at connect; a disabled device on the device calls.
+        let connect = text(Operation::VoteQuorumInitialize, CsError::Access);
+        assert!(connect.contains("uidgid { uid: "), "{connect}");
+        for op in [
+            Operation::VoteQuorumQdeviceRegister,
+            Operation::VoteQuorumQdevicePoll,
+            Operation::VoteQuorumQdeviceMasterWins,
+        ] {
+            let device = text(op, CsError::Access);
+            assert!(
+                device.contains("corosync disabled quorum devices"),
+                "{device}"
+            );
+            assert!(!device.contains("uidgid"), "{device}");
+        }
+        // CS_ERR_NOT_EXIST: an unknown node, no device, not tracking; never "not joined".
+        let cases = [
+            (
+                Operation::VoteQuorumGetInfo,
+                CsError::NotExist,
+                "knows no node",
+            ),
+            (
+                Operation::VoteQuorumSetVotes,
+                CsError::NameNotFound,
+                "knows no node",
+            ),
+            (
+                Operation::VoteQuorumQdevicePoll,
+                CsError::NotExist,
+                "no quorum device is registered",
+            ),
+            (
+                Operation::VoteQuorumQdeviceUpdate,
+                CsError::NotExist,
+                "no quorum device is registered",
+            ),
+            (
+                Operation::VoteQuorumTrackStop,
+                CsError::NotExist,
+                "does not track votequorum",
+            ),
+            (
+                Operation::VoteQuorumTrackStart,
+                CsError::Exist,
+                "tracks votequorum changes already",
+            ),
+            (
+                Operation::VoteQuorumQdeviceRegister,
+                CsError::Exist,
+                "another name is registered",
+            ),
+            (
+                Operation::VoteQuorumQdeviceUnregister,
+                CsError::InvalidParam,
+                "has another name",
+            ),
+            (
+                Operation::VoteQuorumQdevicePoll,
+                CsError::MessageError,
+                "latest node list",
+            ),
+            (
+                Operation::VoteQuorumSetExpected,
+                CsError::InvalidParam,
+                "2 x total votes - 1",
+            ),
+            (
+                Operation::VoteQuorumSetVotes,
+                CsError::InvalidParam,
+                "lower the expected votes",
+            ),
+        ];
+        for (op, code, hint) in cases {
+            let t = text(op, code);
+            assert!(t.starts_with(&format!("{} failed: ", op.c_name())), "{t}");
+            assert!(t.contains(hint), "{op:?} {code:?}: {t}");
+            assert!(!t.contains("joined"), "{t}");
+        }
+        // The no-provider error says what to add; it is not a lost daemon.
+        let none = Error::NoQuorumProvider;
+        assert!(!none.is_daemon_lost() && none.code().is_none());
+        assert!(
+            none.to_string()
+                .contains("add `quorum { provider: corosync_votequorum }` to corosync.conf"),
+            "{none}"
+        );
+    }
+
+    #[test]
     fn operations_name_their_service_and_c_function() {
         assert_eq!(Operation::Dispatch.service(), Service::Cpg);
         assert_eq!(Operation::Poll.service(), Service::Cpg);
@@ -734,6 +1132,26 @@ mod tests {
             assert!(op.c_name().starts_with("quorum_"), "{op:?}");
         }
         assert_eq!(Operation::QuorumTrackStop.c_name(), "quorum_trackstop");
+        for op in [
+            Operation::VoteQuorumInitialize,
+            Operation::VoteQuorumFinalize,
+            Operation::VoteQuorumFdGet,
+            Operation::VoteQuorumDispatch,
+            Operation::VoteQuorumGetInfo,
+            Operation::VoteQuorumSetExpected,
+            Operation::VoteQuorumSetVotes,
+            Operation::VoteQuorumTrackStart,
+            Operation::VoteQuorumTrackStop,
+            Operation::VoteQuorumQdeviceRegister,
+            Operation::VoteQuorumQdeviceUnregister,
+            Operation::VoteQuorumQdeviceUpdate,
+            Operation::VoteQuorumQdevicePoll,
+            Operation::VoteQuorumQdeviceMasterWins,
+        ] {
+            assert_eq!(op.service(), Service::VoteQuorum, "{op:?}");
+            assert!(op.c_name().starts_with("votequorum_"), "{op:?}");
+        }
+        assert_eq!(Service::VoteQuorum.to_string(), "libvotequorum");
         assert_eq!(Service::Quorum.to_string(), "libquorum");
         let cap = Error::TooManyServiceHandles {
             service: Service::Quorum,

@@ -24,6 +24,15 @@
 //! - `quorum` (feature **`quorum`**, off by default): the cluster's quorum from
 //!   corosync's quorum service: whether this partition is quorate, and every change,
 //!   with callbacks or (with `tokio`) as a stream; see the `cpg::quorum` module.
+//! - `votequorum` (feature **`votequorum`**, off by default): votes, expected votes,
+//!   the quorum's flags and the calls of a quorum device, from corosync's votequorum
+//!   service; see the `cpg::votequorum` module.
+//! - `cmap` (feature **`cmap`**): corosync's configuration and runtime database: typed
+//!   keys (`totem.cluster_name`, the node list), iteration, tracking of changes, and
+//!   the node list's names for node ids; see the `cpg::cmap` module.
+//! - `cfg` (feature **`cfg`**): corosync's administration service: the local node id,
+//!   each node's links, config reload, and shutdown requests a service can answer; see
+//!   the `cpg::cfg` module.
 //!
 //! # Example
 //!
@@ -68,6 +77,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod callbacks;
+#[cfg(feature = "cfg")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cfg")))]
+pub mod cfg;
+#[cfg(feature = "cmap")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cmap")))]
+pub mod cmap;
 mod connection;
 mod dispatch;
 mod error;
@@ -87,13 +102,16 @@ pub mod replica;
 pub mod retry;
 mod sender;
 // The shared core of the other services' handles; each service's feature is listed.
-#[cfg(feature = "quorum")]
+#[cfg(any(feature = "quorum", feature = "votequorum", feature = "cmap", feature = "cfg"))]
 mod service;
 mod stack;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 mod types;
+#[cfg(feature = "votequorum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "votequorum")))]
+pub mod votequorum;
 mod zcb;
 
 #[cfg(feature = "tokio")]

@@ -59,8 +59,23 @@ fn pids_in(line: &str) -> Vec<u32> {
         .collect()
 }
 
+/// How chat and members name a node: its id and its name from the node list, which
+/// the test kit writes as `nodeN`.
+fn shown(nodeid: u32) -> String {
+    format!("node {nodeid} (node{nodeid})")
+}
+
 /// How chat prints a delivered message.
 fn message_line(nodeid: u32, pid: u32, text: &str) -> String {
+    format!(
+        "message from {} pid {pid} ({} bytes): {text}",
+        shown(nodeid),
+        text.len()
+    )
+}
+
+/// How async_chat prints a delivered message (node ids alone).
+fn async_message_line(nodeid: u32, pid: u32, text: &str) -> String {
     format!(
         "message from node {nodeid} pid {pid} ({} bytes): {text}",
         text.len()
@@ -75,13 +90,13 @@ fn joined_chat(node: &Node, args: &[&str], group_shown: &str) -> Program {
     let pid = chat.pid();
     chat.expect_line(
         &format!(
-            "joined group {group_shown} as node {} pid {pid}",
-            node.nodeid()
+            "joined group {group_shown} as {} pid {pid}",
+            shown(node.nodeid())
         ),
         LINE_TIMEOUT,
     );
     chat.expect_line(
-        &format!("joined: node {} pid {pid} (join)", node.nodeid()),
+        &format!("joined: {} pid {pid} (join)", shown(node.nodeid())),
         LINE_TIMEOUT,
     );
     chat
@@ -100,7 +115,7 @@ fn chat_delivers_piped_lines_across_nodes_and_shows_membership() {
     // The listener is in a 2-node cluster: its initial totem membership says so.
     let ring = listener.expect_line("cluster: ring ", LINE_TIMEOUT);
     assert!(
-        ring.ends_with(", 2 nodes [1, 2]"),
+        ring.ends_with(", 2 nodes [1 (node1), 2 (node2)]"),
         "the totem membership should list both nodes: {}",
         listener.report()
     );
@@ -131,12 +146,12 @@ fn chat_delivers_piped_lines_across_nodes_and_shows_membership() {
     );
 
     // The listener: join, the 3 messages in order, leave.
-    let left = format!("left: node 1 pid {spid} (leave)");
+    let left = format!("left: {} pid {spid} (leave)", shown(1));
     listener.expect_line(&left, LINE_TIMEOUT);
     let seen = listener.stdout();
     let joined_at = index_of(
         &seen,
-        &format!("joined: node 1 pid {spid} (join)"),
+        &format!("joined: {} pid {spid} (join)", shown(1)),
         &listener,
     );
     let left_at = index_of(&seen, &left, &listener);
@@ -146,7 +161,7 @@ fn chat_delivers_piped_lines_across_nodes_and_shows_membership() {
         listener.report()
     );
     assert!(
-        seen[left_at].contains(&format!("group {group}: 1 member [node 2 pid ")),
+        seen[left_at].contains(&format!("group {group}: 1 member [{} pid ", shown(2))),
         "after the leave only the listener should be left: {}",
         listener.report()
     );
@@ -200,7 +215,10 @@ fn chat_c_style_and_plain_groups_are_separate() {
     c_sender.expect_success(EXIT_TIMEOUT);
     let mut plain2 = Program::start(node, CHAT, &[group], Some("to plain 2\n"));
     plain2.expect_success(EXIT_TIMEOUT);
-    c_sender.expect_line(&format!("joined group {c_shown} as node 1"), Duration::ZERO);
+    c_sender.expect_line(
+        &format!("joined group {c_shown} as {}", shown(1)),
+        Duration::ZERO,
+    );
 
     let c_msg = message_line(1, c_sender.pid(), "to c-style");
     let p1_msg = message_line(1, plain1.pid(), "to plain 1");
@@ -250,11 +268,20 @@ fn members_json_lists_the_chats_of_a_group() {
     let chat2 = joined_chat(cluster.node(1), &[group, "--listen"], group);
     // Node 1's chat seeing node 2's join means node 1's daemon knows about it.
     chat1.expect_line(
-        &format!("joined: node 2 pid {} (join)", chat2.pid()),
+        &format!("joined: {} pid {} (join)", shown(2), chat2.pid()),
         LINE_TIMEOUT,
     );
     let c_shown = format!("{group}\\x00");
     let c_chat = joined_chat(cluster.node(0), &[group, "--listen", "--c-style"], &c_shown);
+
+    // As text: each member with its node's name.
+    let mut text = Program::start(cluster.node(0), MEMBERS, &["--group", group], None);
+    text.expect_success(EXIT_TIMEOUT);
+    text.expect_line("local node: 1 (node1)", Duration::ZERO);
+    text.expect_line(
+        &format!("    node 2 (node2) pid {}", chat2.pid()),
+        Duration::ZERO,
+    );
 
     let mut members = Program::start(cluster.node(0), MEMBERS, &["--json"], None);
     members.expect_success(EXIT_TIMEOUT);
@@ -262,11 +289,13 @@ fn members_json_lists_the_chats_of_a_group() {
     let doc: serde_json::Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", members.report()));
     assert_eq!(doc["local_nodeid"], 1, "{}", members.report());
+    assert_eq!(doc["local_name"], "node1", "{}", members.report());
     let groups = doc["groups"]
         .as_array()
         .unwrap_or_else(|| panic!("no \"groups\" array: {}", members.report()));
     let hex: String = group.bytes().map(|b| format!("{b:02x}")).collect();
-    let pairs = |g: &serde_json::Value| -> Vec<(u64, u64)> {
+    // (node id, name, pid) of each member: the names are the node list's.
+    let pairs = |g: &serde_json::Value| -> Vec<(u64, String, u64)> {
         g["members"]
             .as_array()
             .map(|ms| {
@@ -274,6 +303,7 @@ fn members_json_lists_the_chats_of_a_group() {
                     .map(|m| {
                         (
                             m["nodeid"].as_u64().unwrap_or(0),
+                            m["name"].as_str().unwrap_or("").to_string(),
                             m["pid"].as_u64().unwrap_or(0),
                         )
                     })
@@ -281,6 +311,7 @@ fn members_json_lists_the_chats_of_a_group() {
             })
             .unwrap_or_default()
     };
+    let named = |nodeid: u64, pid: u32| (nodeid, format!("node{nodeid}"), u64::from(pid));
     let find = |c_style: bool| {
         let matching: Vec<&serde_json::Value> = groups
             .iter()
@@ -298,7 +329,7 @@ fn members_json_lists_the_chats_of_a_group() {
     assert_eq!(plain["name_hex"], hex.as_str(), "{}", members.report());
     assert_eq!(
         pairs(plain),
-        [(1, u64::from(chat1.pid())), (2, u64::from(chat2.pid()))],
+        [named(1, chat1.pid()), named(2, chat2.pid())],
         "members of {group:?}: {}",
         members.report()
     );
@@ -311,7 +342,7 @@ fn members_json_lists_the_chats_of_a_group() {
     );
     assert_eq!(
         pairs(c_group),
-        [(1, u64::from(c_chat.pid()))],
+        [named(1, c_chat.pid())],
         "members of the C-style {group:?}: {}",
         members.report()
     );
@@ -362,6 +393,7 @@ fn every_example_answers_help() {
         env!("CARGO_BIN_EXE_chat"),
         env!("CARGO_BIN_EXE_members"),
         env!("CARGO_BIN_EXE_async_counter"),
+        env!("CARGO_BIN_EXE_cmap"),
     ];
     for program in programs {
         let name = program.rsplit('/').next().unwrap_or(program);
@@ -413,7 +445,10 @@ fn async_chat_delivers_piped_lines_and_ends_on_sigterm_with_stdin_open() {
     let mut sender = Program::start(cluster.node(0), ASYNC_CHAT, &[group], Some(&input));
     let spid = sender.pid();
     sender.expect_success(EXIT_TIMEOUT);
-    let want: Vec<String> = lines.iter().map(|l| message_line(1, spid, l)).collect();
+    let want: Vec<String> = lines
+        .iter()
+        .map(|l| async_message_line(1, spid, l))
+        .collect();
     assert_eq!(
         messages(&sender.stdout()),
         want,

@@ -27,7 +27,7 @@ fn expect(program: &Program, from: usize, text: &str) -> usize {
         .0
 }
 
-/// The tick numbers and who sent them, from `TICK N by node X pid Y` lines.
+/// The tick numbers and who sent them, from `TICK N by node X (nodeX) pid Y` lines.
 fn ticks(lines: &[String]) -> Vec<(u64, u32)> {
     lines
         .iter()
@@ -75,12 +75,12 @@ fn leader_example_hands_over_when_the_leaders_node_dies() {
         );
     }
     for p in &progs {
-        expect(p, 0, "by node 1 pid");
+        expect(p, 0, "by node 1 (node1) pid");
     }
     cluster.kill_daemon(0);
     let at = expect(&progs[1], 0, "ROLE leader");
     for p in &progs[1..] {
-        expect(p, at.min(p.stdout().len()), "by node 2 pid");
+        expect(p, at.min(p.stdout().len()), "by node 2 (node2) pid");
     }
     // A few more of node 2's ticks, then check node 3's record.
     let seen = ticks(&progs[2].stdout()).len();

@@ -1,6 +1,7 @@
-//! The `quorum` example as a user runs it, on the shared single-node daemon (which has
-//! no quorum provider): `--once` prints the state and exits, the default follows
-//! until killed; text and JSON.
+//! The `quorum` example as a user runs it: on the shared single-node daemon (which has
+//! no quorum provider) `--once` prints the state and exits, the default follows until
+//! killed, text and JSON; on a votequorum cluster it prints every member's votes and
+//! the quorum, the numbers `corosync-quorumtool -s` prints.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Stdio};
@@ -21,8 +22,12 @@ struct Running {
 }
 
 impl Running {
+    /// On the shared node.
     fn start(args: &[&str]) -> Running {
-        let node = cpg_testkit::shared();
+        Running::on(cpg_testkit::shared(), args)
+    }
+
+    fn on(node: &cpg_testkit::Node, args: &[&str]) -> Running {
         let mut child = node
             .command(QUORUM)
             .args(args)
@@ -119,4 +124,39 @@ fn without_arguments_it_prints_text_and_keeps_following() {
     std::thread::sleep(Duration::from_millis(300));
     let mut q = q;
     assert!(q.child.try_wait().unwrap().is_none(), "it keeps following");
+}
+
+#[test]
+fn with_votequorum_once_prints_every_members_votes_and_the_quorum() {
+    let cluster = cpg_testkit::Cluster::builder()
+        .nodes(3)
+        .quorum(cpg_testkit::Quorum::votequorum().node_votes(3, 2))
+        .start()
+        .expect("3 nodes, node 3 with 2 votes");
+    let mut q = Running::on(cluster.node(0), &["--json", "--once"]);
+    let lines = q.lines(5);
+    assert_eq!(
+        parse(&lines[0]),
+        json!({"event": "state", "provider": true, "quorate": true})
+    );
+    assert_eq!(parse(&lines[1])["event"], "nodelist");
+    assert_eq!(
+        parse(&lines[2]),
+        json!({"event": "member_votes", "votes": {"1": 1, "2": 1, "3": 2}})
+    );
+    assert_eq!(parse(&lines[3])["event"], "quorum");
+    assert_eq!(
+        parse(&lines[4]),
+        json!({"event": "votes", "expected": 4, "highest_expected": 4, "total": 4,
+               "quorum": 3, "flags": "QUORATE"})
+    );
+    assert!(q.wait().success());
+    let mut text = Running::on(cluster.node(1), &["--once"]);
+    let lines = text.lines(6);
+    assert_eq!(lines[3], "votes: node 1: 1, node 2: 1, node 3: 2");
+    assert_eq!(
+        lines[5],
+        "expected votes: 4, highest expected: 4, total votes: 4, quorum: 3, flags: QUORATE"
+    );
+    assert!(text.wait().success());
 }

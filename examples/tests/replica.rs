@@ -130,6 +130,14 @@ fn kv_survives_kills_partitions_and_restarts() {
     kv[2].wait_synced(3);
     kv[2].wait_value("color", "VALUE color blue");
     kv[2].wait_value("size", "VALUE size 42");
+    // Its view shows each member's node with its name from the node list.
+    let (_, view) = kv[2].program.wait_line(0, WAIT, "a view of 3", |l| {
+        l.starts_with("VIEW ") && l.ends_with(" members=3")
+    });
+    for name in ["[1 (node1):", ", 2 (node2):", ", 3 (node3):"] {
+        assert!(view.contains(name), "{name} in {view}");
+    }
+    assert!(view.contains(" (me)]"), "{view}");
 
     // Partition node 3: it refuses writes; the majority goes on.
     cluster.partition(2);

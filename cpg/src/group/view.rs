@@ -129,21 +129,55 @@ impl View {
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
-}
 
-impl fmt::Display for View {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// Displays the view as [`Display`](fmt::Display) does, with each node's name from
+    /// `name` where it gives one: `view 1.3 [1 (node1):4242 (me), 2:4243]`. The names
+    /// come from the caller (for example `cpg::cmap::NodeNames::lookup`, feature
+    /// `cmap`), so this layer needs no source of names of its own.
+    pub fn display_with<'a>(
+        &'a self,
+        name: &'a dyn Fn(u32) -> Option<String>,
+    ) -> impl fmt::Display + 'a {
+        Named { view: self, name }
+    }
+
+    fn write(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        name: &dyn Fn(u32) -> Option<String>,
+    ) -> fmt::Result {
         write!(f, "view {} [", self.id)?;
         for (i, m) in self.members.iter().enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
             }
-            write!(f, "{}:{}", m.nodeid, m.pid)?;
+            match name(m.nodeid) {
+                Some(n) => write!(f, "{} ({n}):{}", m.nodeid, m.pid)?,
+                None => write!(f, "{}:{}", m.nodeid, m.pid)?,
+            }
             if self.me == Some(i) {
                 f.write_str(" (me)")?;
             }
         }
         f.write_str("]")
+    }
+}
+
+/// A view displayed with node names ([`View::display_with`]).
+struct Named<'a> {
+    view: &'a View,
+    name: &'a dyn Fn(u32) -> Option<String>,
+}
+
+impl fmt::Display for Named<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.view.write(f, self.name)
+    }
+}
+
+impl fmt::Display for View {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, &|_| None)
     }
 }
 
@@ -232,5 +266,23 @@ mod tests {
         };
         assert!(a < b);
         assert_eq!(b.to_string(), "2.10");
+    }
+
+    #[test]
+    fn a_view_prints_with_the_names_it_is_given() {
+        let v = View::new(
+            id(3),
+            [m(2, 43), m(1, 42)],
+            Some(m(1, 42)),
+            vec![],
+            vec![],
+            None,
+        );
+        assert_eq!(v.to_string(), "view 1.3 [1:42 (me), 2:43]");
+        let names = |n: u32| (n == 1).then(|| "node1".to_string());
+        assert_eq!(
+            v.display_with(&names).to_string(),
+            "view 1.3 [1 (node1):42 (me), 2:43]"
+        );
     }
 }

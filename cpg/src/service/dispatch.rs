@@ -160,6 +160,7 @@ pub(crate) unsafe fn deliver<L: Library, C: Send + 'static>(raw: u64, f: impl Fn
 /// # Safety
 /// Unless `len` is 0, `ptr` must point to `len` initialized `T`s that stay valid and
 /// unmodified for `'a`.
+#[cfg_attr(not(any(feature = "quorum", feature = "cmap")), allow(dead_code))] // cfg has no arrays
 pub(crate) unsafe fn borrow_c_array<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
     if ptr.is_null() || len == 0 {
         &[]

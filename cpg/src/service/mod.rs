@@ -60,6 +60,8 @@ pub(crate) mod dispatch;
 mod handle;
 #[cfg(feature = "tokio")]
 pub(crate) mod stream;
+// The `CS_TRACK_*` flags of the tracking services (quorum, votequorum).
+#[cfg(feature = "quorum")]
 mod track;
 
 use corosync_sys as sys;
@@ -68,6 +70,7 @@ use crate::error::{Operation, Service};
 use crate::process::HandleSlots;
 
 pub(crate) use handle::ServiceHandle;
+#[cfg(feature = "quorum")]
 pub use track::Track;
 
 /// One corosync client library, as the core drives it. Every handle type of these

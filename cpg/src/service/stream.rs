@@ -99,6 +99,13 @@ impl<H: DispatchNonblocking, E> ServiceStream<H, E> {
         })
     }
 
+    /// Another end of the queue, for callbacks registered after the handle was made
+    /// (cmap's tracks).
+    #[allow(dead_code)] // for the services whose callbacks come and go
+    pub(crate) fn queue(&self) -> EventQueue<E> {
+        EventQueue(Arc::clone(&self.queue))
+    }
+
     /// The handle, for its synchronous calls.
     pub(crate) fn get_ref(&self) -> &H {
         self.fd.get_ref()

@@ -14,7 +14,9 @@
 //! - [`stream`]: the async handle's tests (feature `tokio`);
 //! - [`group`], [`replica`]: members of the group and replica layers on a cluster;
 //! - [`quorum`]: what quorum handles and CPG's totem confchgs observed (feature
-//!   `quorum`).
+//!   `quorum`);
+//! - [`votequorum`]: votequorum handles that record into those logs, a quorum device
+//!   on a thread, and what `corosync-quorumtool` prints (feature `votequorum`).
 //!
 //! Corosync identifies a group member by (node id, pid), so one process cannot have
 //! two handles in the same group on the same node (the second join gets
@@ -38,6 +40,8 @@ pub mod quorum;
 pub mod replica;
 #[cfg(feature = "tokio")]
 pub mod stream;
+#[cfg(feature = "votequorum")]
+pub mod votequorum;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};

@@ -1,5 +1,5 @@
-//! The quorum tests' recorder: what a node's quorum handles (callbacks and stream) and
-//! its CPG handle (totem confchgs) observed, each with the time it arrived, in one
+//! The quorum tests' recorder: what a node's quorum and votequorum handles (callbacks
+//! and stream) and its CPG handle (totem confchgs) observed, each with the time it arrived, in one
 //! [`Log`] per node; and handles dispatched by threads of their own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +29,9 @@ pub enum Seen {
     Quorum(Source, QuorumEvent),
     /// A CPG totem confchg: the ring and its nodes.
     Totem(RingId, Vec<u32>),
+    /// A votequorum notification.
+    #[cfg(feature = "votequorum")]
+    VoteQuorum(Source, cpg::votequorum::VoteQuorumEvent),
     /// A dispatch loop or a stream ended with this error.
     Ended(Source, Error),
 }
