@@ -102,7 +102,12 @@ pub mod replica;
 pub mod retry;
 mod sender;
 // The shared core of the other services' handles; each service's feature is listed.
-#[cfg(any(feature = "quorum", feature = "votequorum", feature = "cmap", feature = "cfg"))]
+#[cfg(any(
+    feature = "quorum",
+    feature = "votequorum",
+    feature = "cmap",
+    feature = "cfg"
+))]
 mod service;
 mod stack;
 #[cfg(feature = "tokio")]
