@@ -156,6 +156,9 @@ mod event;
 mod machine;
 #[cfg(test)]
 mod machine_tests;
+mod quorum;
+#[cfg(test)]
+mod quorum_tests;
 mod view;
 pub mod wire;
 
@@ -173,9 +176,10 @@ mod tokio;
 pub use self::tokio::{AsyncGroup, Confirmation};
 pub use blocking::{Group, Receipt};
 pub use builder::GroupBuilder;
-pub use config::{Config, OnDisconnect, OnEviction};
+pub use config::{Config, OnDisconnect, OnEviction, QuorumPolicy};
 pub use error::GroupError;
 pub use event::{Delivery, Effect, Event, Position, SendId, Stats, StopReason};
 pub use machine::Machine;
+pub use quorum::{AgreedQuorum, LocalQuorum, QuorumInput};
 pub use view::{View, ViewId};
 pub use wire::HEADER_LEN;
