@@ -22,7 +22,7 @@ use super::config::QuorumPolicy;
 pub enum AgreedQuorum {
     /// Nothing to gate: the policy is [`QuorumPolicy::Ignore`], or the daemon has no
     /// quorum provider (every partition calls itself quorate; count members with
-    /// [`View::has_majority`](super::View::has_majority) if you must).
+    /// [`replica::has_majority`](crate::replica::has_majority) if you must).
     Free,
     /// The view or the ring changed and no marker for the current ring has been
     /// delivered since: the quorum of this partition is not known yet. Treat it as not
