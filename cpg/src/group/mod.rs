@@ -214,6 +214,11 @@
 //! (A run on 2026-11-30: median 0.36 ms, p90 0.59 ms, max 0.85 ms; loss noticed after
 //! 14 ms; reconnected 0.91 s after the restart began, which includes the test kit's
 //! wait for the other nodes' links to the killed node to go down, about 0.3 s.)
+//!
+//! On a 3-node votequorum cluster (token 1 s, 4 runs), a 2|1 partition was agreed on
+//! every member (not quorate on the single node, quorate on the two others) 2.22 to
+//! 2.23 s after the cut, the heal 1.98 to 2.18 s after it; most of it is corosync's
+//! own detection (token plus consensus) and the new ring's sync.
 
 // The rules: a state machine without I/O, and the values it takes and hands out.
 mod config;
