@@ -86,8 +86,9 @@ pub enum Event {
     /// [`Pending`](AgreedQuorum::Pending)), at a totem change (a new ring: `Pending`
     /// again), and where a quorum marker for the current ring is delivered
     /// ([`Quorate`](AgreedQuorum::Quorate) / [`NotQuorate`](AgreedQuorum::NotQuorate)).
-    /// Never reported while the state is [`Free`](AgreedQuorum::Free) (no provider, or
-    /// [`QuorumPolicy::Ignore`](super::QuorumPolicy::Ignore)).
+    /// Not reported where the state is [`Free`](AgreedQuorum::Free) from the start (no
+    /// provider, or [`QuorumPolicy::Ignore`](super::QuorumPolicy::Ignore)): a group
+    /// without a provider sees no such event.
     Quorum {
         /// The view.
         view: ViewId,
