@@ -17,13 +17,17 @@
 //!   owned `Event`s over tokio's `AsyncFd`, with sends that wait out back-pressure on
 //!   tokio's timer and `AsyncSender`s for other tasks; see the `cpg::tokio` module.
 //!   Enable it with `cpg = { version = "0.2", features = ["tokio"] }`.
-//! - [`group`]: views with a leader, eviction, reconnect, an ordered send queue and
-//!   confirmed sends, as a state machine with a blocking and a tokio driver.
+//! - [`group`]: views with a leader, eviction, reconnect, an ordered send queue,
+//!   confirmed sends and corosync's quorum agreed in the delivery order, as a state
+//!   machine with a blocking and a tokio driver.
 //! - [`replica`]: replicated state on top of [`group`] that converges after every
 //!   membership change: catch-up, chunked state transfer, merge after a partition.
-//! - `quorum` (feature **`quorum`**, off by default): the cluster's quorum from
+//! - `quorum` (feature **`quorum`**, on by default): the cluster's quorum from
 //!   corosync's quorum service: whether this partition is quorate, and every change,
-//!   with callbacks or (with `tokio`) as a stream; see the `cpg::quorum` module.
+//!   with callbacks or (with `tokio`) as a stream; see the `cpg::quorum` module. The
+//!   [`group`] layer reads it by default. It links libquorum: a program that needs CPG
+//!   only sets `cpg = { version = "0.2", default-features = false }` (the group layer
+//!   then ignores quorum).
 //! - `votequorum` (feature **`votequorum`**, off by default): votes, expected votes,
 //!   the quorum's flags and the calls of a quorum device, from corosync's votequorum
 //!   service; see the `cpg::votequorum` module.

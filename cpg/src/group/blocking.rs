@@ -1,5 +1,6 @@
-//! The blocking driver: [`Group`], a [`Machine`] driven by a dispatch thread of its own,
-//! with a client API that any thread may use (`Send + Sync`).
+//! The blocking driver: [`Group`], a [`Machine`] driven by a dispatch thread of its own
+//! that polls the CPG connection and, when the policy reads quorum, the quorum
+//! connection, with a client API that any thread may use (`Send + Sync`).
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -15,10 +16,12 @@ use crate::error::{Error, Operation, OsError};
 use crate::handle::Handle;
 use crate::layer::deadline::later;
 use crate::name::GroupName;
+#[cfg(feature = "quorum")]
+use crate::quorum::{Quorum, QuorumType, Track};
 use crate::retry::{retry, Backoff};
 
 use super::builder::GroupBuilder;
-use super::config::Config;
+use super::config::{Config, QuorumPolicy};
 use super::error::GroupError;
 use super::event::{Event, Position, SendId};
 use super::pump::{Connection, Pace, Pump, Pumped};
@@ -199,6 +202,7 @@ impl Group {
             wake_pending: AtomicBool::new(false),
             wake_tx,
         };
+        let policy = builder.config.quorum;
         let shared = Arc::new(Shared::new(builder.config, side));
         let thread = {
             let shared = Arc::clone(&shared);
@@ -206,7 +210,7 @@ impl Group {
             std::thread::Builder::new()
                 .name("cpg-group".into())
                 .stack_size(DISPATCH_STACK)
-                .spawn(move || run(&shared, name, wake_rx))
+                .spawn(move || run(&shared, name, policy, wake_rx))
                 .map_err(|e| GroupError::Connect(os_error(e, Operation::Poll)))?
         };
         // The driver ends the queue however it ends (see `Finish`), so this returns.
@@ -294,9 +298,42 @@ impl Drop for Group {
     }
 }
 
-impl Connection for Handle {
+/// The dispatch thread's connection to the daemon: the CPG handle, and the quorum
+/// handle when the policy reads quorum and the daemon has a provider.
+struct Link {
+    cpg: Handle,
+    #[cfg(feature = "quorum")]
+    quorum: Option<Quorum>,
+    /// Whether the daemon has a quorum provider; `None` when the policy ignores quorum.
+    provider: Option<bool>,
+}
+
+impl Connection for Link {
     fn connection(&self) -> &ConnectionRef {
-        self
+        &self.cpg
+    }
+
+    fn quorum_provider(&self) -> Option<bool> {
+        self.provider
+    }
+}
+
+impl Link {
+    /// The quorum handle's descriptor, if there is one to poll.
+    fn quorum_fd(&self) -> Option<std::os::fd::RawFd> {
+        #[cfg(feature = "quorum")]
+        return self.quorum.as_ref().map(AsRawFd::as_raw_fd);
+        #[cfg(not(feature = "quorum"))]
+        None
+    }
+
+    /// Delivers up to [`BATCH`] pending quorum notifications to the machine.
+    fn dispatch_quorum(&self) -> Result<(), Error> {
+        #[cfg(feature = "quorum")]
+        if let Some(q) = &self.quorum {
+            q.dispatch_at_most(BATCH)?;
+        }
+        Ok(())
     }
 }
 
@@ -307,9 +344,14 @@ fn os_error(e: std::io::Error, op: Operation) -> Error {
     }
 }
 
-/// How the dispatch thread's connection is made: a handle whose callbacks feed the
-/// machine, joined to `name`; returns it with the local node id.
-fn connect(shared: &Arc<Shared<Wakeup>>, name: &GroupName) -> Result<(Handle, u32), Error> {
+/// How the dispatch thread's connection is made: a CPG handle whose callbacks feed the
+/// machine and, with [`QuorumPolicy::Corosync`], a quorum handle whose notifications do,
+/// tracking changes; then the join of `name`. Returns them with the local node id.
+fn connect(
+    shared: &Arc<Shared<Wakeup>>,
+    name: &GroupName,
+    policy: QuorumPolicy,
+) -> Result<(Link, u32), Error> {
     let (d, c, t) = (Arc::clone(shared), Arc::clone(shared), Arc::clone(shared));
     let handle = Handle::builder()
         .on_deliver(move |_cpg, msg| d.lock().deliver(msg.sender(), msg.data))
@@ -320,56 +362,132 @@ fn connect(shared: &Arc<Shared<Wakeup>>, name: &GroupName) -> Result<(Handle, u3
         .initial_totem_conf(true)
         .build()?;
     let nodeid = handle.local_node_id()?;
+    // Before the join: a quorum connection that fails leaves the group untouched.
+    let link = connect_quorum(shared, handle, policy)?;
     // Back-pressure on join is short-lived; a longer one is retried by the machine.
     let join_backoff = Backoff {
         timeout: Duration::from_secs(5),
         ..Backoff::default()
     };
-    retry(&join_backoff, || handle.join(name))?;
-    Ok((handle, nodeid))
+    retry(&join_backoff, || link.cpg.join(name))?;
+    Ok((link, nodeid))
 }
 
-/// Waits until the handle's descriptor or the wake socket is readable, or `timeout`.
-/// Returns whether (the wake socket, the handle's descriptor) are readable.
-fn wait(handle: Option<&Handle>, wake: &UnixStream, timeout: Duration) -> (bool, bool) {
-    let mut fds = [
-        libc::pollfd {
-            fd: wake.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: handle.map_or(-1, |h| h.as_raw_fd()),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
+/// The quorum part of [`connect`]: a handle that tracks changes (its current state is
+/// queued at once) when the daemon has a provider; none when it has not (nothing to
+/// follow) or the policy ignores quorum.
+#[cfg(feature = "quorum")]
+fn connect_quorum(
+    shared: &Arc<Shared<Wakeup>>,
+    cpg: Handle,
+    policy: QuorumPolicy,
+) -> Result<Link, Error> {
+    if policy == QuorumPolicy::Ignore {
+        return Ok(Link {
+            cpg,
+            quorum: None,
+            provider: None,
+        });
+    }
+    let q = Arc::clone(shared);
+    let quorum = Quorum::builder()
+        .on_quorum(move |n| q.lock().quorum(n.quorate, n.ring_id, n.members))
+        .build()?;
+    // Anything but "no provider" is taken as one: gating by a provider that never
+    // notifies is safe, ignoring one is not.
+    if quorum.quorum_type() == QuorumType::NoProvider {
+        return Ok(Link {
+            cpg,
+            quorum: None,
+            provider: Some(false),
+        });
+    }
+    quorum.track_start(Track::CHANGES)?;
+    Ok(Link {
+        cpg,
+        quorum: Some(quorum),
+        provider: Some(true),
+    })
+}
+
+/// Without the `quorum` feature the builder refuses [`QuorumPolicy::Corosync`].
+#[cfg(not(feature = "quorum"))]
+fn connect_quorum(
+    _shared: &Arc<Shared<Wakeup>>,
+    cpg: Handle,
+    _policy: QuorumPolicy,
+) -> Result<Link, Error> {
+    Ok(Link {
+        cpg,
+        provider: None,
+    })
+}
+
+/// What [`wait`] found readable.
+#[derive(Debug, Clone, Copy, Default)]
+struct Readable {
+    wake: bool,
+    cpg: bool,
+    quorum: bool,
+}
+
+/// Waits until the wake socket or one of the link's descriptors (those not held) is
+/// readable, or `timeout`.
+fn wait(
+    shared: &Shared<Wakeup>,
+    link: Option<&Link>,
+    wake: &UnixStream,
+    timeout: Duration,
+) -> Readable {
+    let cpg = link
+        .filter(|_| !shared.cpg_held())
+        .map(|l| l.cpg.as_raw_fd());
+    let quorum = link
+        .filter(|_| !shared.quorum_held())
+        .and_then(Link::quorum_fd);
+    let pollfd = |fd: Option<std::os::fd::RawFd>| libc::pollfd {
+        fd: fd.unwrap_or(-1),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut fds = [pollfd(Some(wake.as_raw_fd())), pollfd(cpg), pollfd(quorum)];
     // Round up, so that a due retry is not polled for in a busy loop of 0 ms waits.
     let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: `fds` is a valid array of two pollfd entries for the duration of the call
-    // (poll ignores the negative fd when there is no handle); the descriptors are open:
-    // the wake socket is owned by this thread's caller and the handle's descriptor is
-    // open until the handle, borrowed here, is finalized.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
-    (n > 0 && fds[0].revents != 0, n > 0 && fds[1].revents != 0)
+    // SAFETY: `fds` is a valid array of three pollfd entries for the duration of the
+    // call (poll ignores the negative fds of what is missing or held); the descriptors
+    // are open: the wake socket is owned by this thread's caller, and the handles'
+    // descriptors are open until the handles, borrowed here through `link`, are
+    // finalized.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, ms) };
+    let ready = |i: usize| n > 0 && fds[i].revents != 0;
+    Readable {
+        wake: ready(0),
+        cpg: ready(1),
+        quorum: ready(2),
+    }
 }
 
 /// The dispatch thread: the pump's effects, then a wait for the handle's descriptor,
 /// a client's wake-up or the machine's next timer.
-fn run(shared: &Arc<Shared<Wakeup>>, name: GroupName, mut wake_rx: UnixStream) {
+fn run(
+    shared: &Arc<Shared<Wakeup>>,
+    name: GroupName,
+    policy: QuorumPolicy,
+    mut wake_rx: UnixStream,
+) {
     let _finish = Finish(shared);
     let mut pump = Pump::start(shared, PACE);
     loop {
         let timeout = match pump.next(shared) {
             Pumped::Connect => {
-                if !pump.connected(shared, connect(shared, &name)) {
+                if !pump.connected(shared, connect(shared, &name, policy)) {
                     return;
                 }
                 continue;
             }
             Pumped::Leave => {
                 let result = match &pump.conn {
-                    Some(h) => h.leave(&name),
+                    Some(l) => l.cpg.leave(&name),
                     None => Err(lost(Operation::Leave)),
                 };
                 pump.left(shared, result);
@@ -381,8 +499,8 @@ fn run(shared: &Arc<Shared<Wakeup>>, name: GroupName, mut wake_rx: UnixStream) {
             }),
             Pumped::Stop => break,
         };
-        let (woken, readable) = wait(pump.conn.as_ref(), &wake_rx, timeout);
-        if woken {
+        let readable = wait(shared, pump.conn.as_ref(), &wake_rx, timeout);
+        if readable.wake {
             // Drained first, then cleared: a client that still saw the flag set (and
             // wrote nothing) changed the machine before this point, and the loop looks
             // at the machine before it sleeps again; a client after it writes again.
@@ -395,12 +513,20 @@ fn run(shared: &Arc<Shared<Wakeup>>, name: GroupName, mut wake_rx: UnixStream) {
         if shared.stopping() {
             break;
         }
-        if readable {
-            if let Some(h) = &pump.conn {
-                if let Err(e) = h.dispatch_at_most(BATCH) {
-                    shared.lock().dispatch_failed(e);
-                }
-            }
+        let Some(link) = &pump.conn else {
+            continue;
+        };
+        // Each notification feeds the machine from its callback, under the lock; a
+        // failure of either connection (a lost daemon) makes new ones of both.
+        let mut failed = None;
+        if readable.cpg {
+            failed = link.cpg.dispatch_at_most(BATCH).err();
+        }
+        if readable.quorum && failed.is_none() {
+            failed = link.dispatch_quorum().err();
+        }
+        if let Some(e) = failed {
+            shared.lock().dispatch_failed(e);
         }
     }
 }

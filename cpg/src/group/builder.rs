@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::name::GroupName;
 use crate::retry::Backoff;
 
-use super::config::{Config, OnDisconnect, OnEviction};
+use super::config::{Config, OnDisconnect, OnEviction, QuorumPolicy};
 use super::error::GroupError;
 
 /// Settings for a [`Group`](super::Group) or an `AsyncGroup`; made by
@@ -50,11 +50,22 @@ impl GroupBuilder {
         self
     }
 
+    /// Whether to read corosync's quorum ([`Config::quorum`]).
+    pub fn quorum(mut self, policy: QuorumPolicy) -> Self {
+        self.config.quorum = policy;
+        self
+    }
+
     /// Refuses settings the drivers cannot work with, before anything is started.
     pub(super) fn check(&self) -> Result<(), GroupError> {
         if self.config.queue_limit == 0 {
             return Err(GroupError::Connect(Error::InvalidArgument(
                 "the group layer's queue_limit must be at least 1",
+            )));
+        }
+        if self.config.quorum == QuorumPolicy::Corosync && !cfg!(feature = "quorum") {
+            return Err(GroupError::Connect(Error::InvalidArgument(
+                "QuorumPolicy::Corosync needs the cpg crate's `quorum` feature",
             )));
         }
         Ok(())

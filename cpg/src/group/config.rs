@@ -1,5 +1,6 @@
 //! What a group [`Machine`](super::Machine) is configured with: [`Config`], and its
-//! policies on eviction ([`OnEviction`]) and on a lost daemon ([`OnDisconnect`]).
+//! policies on eviction ([`OnEviction`]), on a lost daemon ([`OnDisconnect`]) and on
+//! corosync's quorum ([`QuorumPolicy`]).
 
 use std::time::Duration;
 
@@ -29,6 +30,11 @@ pub struct Config {
     pub send_retry_initial: Duration,
     /// Longest pause between send attempts. Default 50 ms.
     pub send_retry_max: Duration,
+    /// Whether to read corosync's quorum and agree on it in the delivery order (see the
+    /// [module documentation](super)'s "Quorum" section). Default
+    /// [`QuorumPolicy::Corosync`] when the crate's `quorum` feature is on (a default
+    /// feature), [`QuorumPolicy::Ignore`] without it.
+    pub quorum: QuorumPolicy,
 }
 
 impl Default for Config {
@@ -45,6 +51,7 @@ impl Default for Config {
             },
             send_retry_initial: Duration::from_micros(100),
             send_retry_max: Duration::from_millis(50),
+            quorum: QuorumPolicy::default(),
         }
     }
 }
@@ -69,4 +76,32 @@ pub enum OnDisconnect {
     /// [`GroupError::Disconnected`](super::GroupError::Disconnected); sends while
     /// reconnecting fail with it at once.
     Drop,
+}
+
+/// Whether the group layer reads corosync's quorum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QuorumPolicy {
+    /// Read it: the drivers keep a connection to corosync's quorum service beside the
+    /// CPG connection, the members announce their node's quorum with markers in the
+    /// agreed order, and every [`Delivery`](super::Delivery) carries the agreed state at
+    /// its position ([`AgreedQuorum`](super::AgreedQuorum)). Where the daemon has no
+    /// quorum provider the state is [`Free`](super::AgreedQuorum::Free) and nothing is
+    /// sent. The default with the crate's `quorum` feature; the drivers refuse it
+    /// without ([`GroupError::Connect`](super::GroupError::Connect)).
+    Corosync,
+    /// Do not read it: no quorum connection, no markers, every state
+    /// [`Free`](super::AgreedQuorum::Free) (the behaviour before quorum support). The
+    /// default without the `quorum` feature.
+    Ignore,
+}
+
+impl Default for QuorumPolicy {
+    fn default() -> Self {
+        if cfg!(feature = "quorum") {
+            QuorumPolicy::Corosync
+        } else {
+            QuorumPolicy::Ignore
+        }
+    }
 }

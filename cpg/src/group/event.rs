@@ -6,6 +6,7 @@ use crate::error::Error;
 use crate::types::{Member, RingId};
 
 use super::error::GroupError;
+use super::quorum::AgreedQuorum;
 use super::view::{View, ViewId};
 
 /// Identifies one message given to [`Machine::send`](super::Machine::send); ids grow by
@@ -13,22 +14,23 @@ use super::view::{View, ViewId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SendId(pub u64);
 
-/// Where a message was delivered: the view it was delivered in and how many messages
-/// (of any sender) were delivered in that view before it.
+/// Where a message was delivered: the view it was delivered in and how many frames
+/// (messages of any sender, malformed ones and the layer's quorum markers) were
+/// delivered in that view before it.
 ///
 /// The [`index`](Position::index) is agreed: members that install the same view (the
 /// same member list) and deliver the message in it give it the same index, because
 /// CPG delivers the same messages in the same order between two configuration changes
 /// to every member (virtual synchrony). The [`view`](Position::view) id is local (see
-/// [`ViewId`]); [`total`](Position::total) counts the messages this process delivered
+/// [`ViewId`]); [`total`](Position::total) counts the frames this process delivered
 /// since it first joined, and is local as well.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Position {
     /// The view the message was delivered in.
     pub view: ViewId,
-    /// Messages delivered in that view before this one.
+    /// Frames delivered in that view before this one.
     pub index: u64,
-    /// Messages this process delivered before this one (all views, all incarnations).
+    /// Frames this process delivered before this one (all views, all incarnations).
     pub total: u64,
 }
 
@@ -43,6 +45,11 @@ pub struct Delivery {
     pub position: Position,
     /// Whether this process sent it (in its current connection).
     pub own: bool,
+    /// The agreed quorum at its position: the same on every member that delivers it
+    /// in the same view. Act on the message only if it
+    /// [`permits`](AgreedQuorum::permits) (see the [module documentation](super)'s
+    /// "Quorum" section).
+    pub quorum: AgreedQuorum,
 }
 
 /// Why the layer stopped for good.
@@ -74,6 +81,24 @@ pub enum Event {
     },
     /// A message was delivered.
     Message(Delivery),
+    /// The agreed quorum changed, at the same point of the delivery order on every
+    /// member of the view: right after [`Event::View`] (to
+    /// [`Pending`](AgreedQuorum::Pending)), at a totem change (a new ring: `Pending`
+    /// again), and where a quorum marker for the current ring is delivered
+    /// ([`Quorate`](AgreedQuorum::Quorate) / [`NotQuorate`](AgreedQuorum::NotQuorate)).
+    /// Not reported where the state is [`Free`](AgreedQuorum::Free) from the start (no
+    /// provider, or [`QuorumPolicy::Ignore`](super::QuorumPolicy::Ignore)): a group
+    /// without a provider sees no such event.
+    Quorum {
+        /// The view.
+        view: ViewId,
+        /// The state from here on: every message of the view at
+        /// [`index`](Event::Quorum::index) or later (until the next change) carries it.
+        state: AgreedQuorum,
+        /// Frames delivered in the view before the change (as
+        /// [`Position::index`]): agreed, like the state.
+        index: u64,
+    },
     /// A message sent with confirmation was delivered back to this process: it has its
     /// place in the agreed order.
     Confirmed {
@@ -126,16 +151,23 @@ pub enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Effect {
-    /// Drop the current handle, if any, make a new one (asking for the initial totem
-    /// configuration), and join the group; report with
-    /// [`Machine::handle_connected`](super::Machine::handle_connected).
+    /// Drop the current handles, if any, make a new CPG handle (asking for the initial
+    /// totem configuration) and, with [`QuorumPolicy::Corosync`](super::QuorumPolicy::Corosync),
+    /// a quorum handle that tracks changes, then join the group; report with
+    /// [`Machine::handle_connected`](super::Machine::handle_connected), then the quorum
+    /// handle's `quorum_type` with [`Machine::handle_quorum`](super::Machine::handle_quorum).
     Connect,
     /// Send the bytes written into the buffer given to [`Machine::poll_effect`](super::Machine::poll_effect)
     /// (`cpg_mcast_joined`, one attempt); report with [`Machine::handle_send_result`](super::Machine::handle_send_result).
     Send(SendId),
+    /// Send the bytes written into the buffer, a control frame of the layer (a quorum
+    /// marker), as [`Effect::Send`] does; report with
+    /// [`Machine::handle_send_result`](super::Machine::handle_send_result). Only a
+    /// driver that reports a quorum provider gets it.
+    SendControl,
     /// Leave the group; report with [`Machine::handle_leave_result`](super::Machine::handle_leave_result).
     Leave,
-    /// Drop the current handle.
+    /// Drop the current handles.
     Close,
 }
 
@@ -148,7 +180,7 @@ pub struct Stats {
     pub sent: u64,
     /// Send attempts refused with back-pressure (`CS_ERR_TRY_AGAIN`, ...).
     pub pushbacks: u64,
-    /// Messages delivered (malformed ones included).
+    /// Frames delivered (malformed ones and quorum markers included).
     pub delivered: u64,
     /// Confirmed sends resolved as delivered.
     pub confirmed: u64,
@@ -158,4 +190,9 @@ pub struct Stats {
     pub reconnects: u64,
     /// Delivered messages without the layer's header.
     pub malformed: u64,
+    /// Delivered quorum markers (the layer's control frames; counted in
+    /// [`delivered`](Stats::delivered) too).
+    pub markers: u64,
+    /// Quorum markers this process sent.
+    pub markers_sent: u64,
 }

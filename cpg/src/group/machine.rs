@@ -10,8 +10,9 @@ use crate::types::{Member, Reason, RingId};
 use super::config::{Config, OnDisconnect, OnEviction};
 use super::error::GroupError;
 use super::event::{Delivery, Effect, Event, Position, SendId, Stats, StopReason};
+use super::quorum::{AgreedQuorum, Agreement, LocalQuorum, QuorumInput};
 use super::view::{View, ViewId};
-use super::wire::{parse_header, write_message, HEADER_LEN};
+use super::wire::{parse, write_marker, write_message, Frame};
 
 /// Where the machine is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,15 @@ struct Outgoing {
     confirm: bool,
 }
 
+/// The send whose result the driver has not reported yet.
+#[derive(Debug)]
+enum InFlight {
+    /// An application message, with its sequence number.
+    Message(Outgoing, u64),
+    /// A quorum marker for (ring, quorate).
+    Marker((RingId, bool)),
+}
+
 /// The group layer's rules as a state machine without I/O: libcpg events and call
 /// results go in, [`Event`]s for the application and [`Effect`]s for the driver come
 /// out. Time is an argument; the machine reads no clock.
@@ -48,7 +58,9 @@ struct Outgoing {
 ///
 /// 1. feed what libcpg reported: [`handle_confchg`](Machine::handle_confchg),
 ///    [`handle_deliver`](Machine::handle_deliver), [`handle_totem`](Machine::handle_totem),
-///    a lost daemon (`CS_ERR_LIBRARY` from dispatch or any call) as
+///    and, with [`QuorumPolicy::Corosync`](super::QuorumPolicy::Corosync), what
+///    libquorum reported ([`handle_quorum`](Machine::handle_quorum)); a lost daemon
+///    (`CS_ERR_LIBRARY` from dispatch or any call, on either connection) as
 ///    [`handle_daemon_lost`](Machine::handle_daemon_lost), any other dispatch failure
 ///    as [`handle_failure`](Machine::handle_failure);
 /// 2. carry out every [`poll_effect`](Machine::poll_effect) and report its result
@@ -59,9 +71,15 @@ struct Outgoing {
 /// 4. wait for the handle's descriptor or until [`poll_timeout`](Machine::poll_timeout),
 ///    then call [`handle_timeout`](Machine::handle_timeout).
 ///
-/// The driver sends one [`Effect::Send`] at a time (the machine hands out the next only
-/// after the result of the previous), which is also what libcpg needs: two concurrent
-/// sends on one handle are not safe.
+/// The driver sends one [`Effect::Send`] or [`Effect::SendControl`] at a time (the
+/// machine hands out the next only after the result of the previous), which is also
+/// what libcpg needs: two concurrent sends on one handle are not safe.
+///
+/// With [`QuorumPolicy::Corosync`](super::QuorumPolicy::Corosync) (the default with
+/// the `quorum` feature) the driver must report its quorum connection
+/// ([`QuorumInput::Connected`], then every notification): until it does, the agreed
+/// quorum is [`AgreedQuorum::Pending`]. A driver without one configures
+/// [`QuorumPolicy::Ignore`](super::QuorumPolicy::Ignore).
 ///
 /// Every message the machine sends starts with the layer's header; see
 /// [`wire`](super::wire) for the format.
@@ -81,10 +99,13 @@ pub struct Machine {
     view: Option<View>,
     index_in_view: u64,
     ring: Option<RingId>,
+    /// The nodes of `ring`, sorted.
+    ring_nodes: Vec<u32>,
     ring_this_incarnation: bool,
     unsettled: bool,
+    agreement: Agreement,
     queue: VecDeque<Outgoing>,
-    in_flight: Option<(Outgoing, u64)>,
+    in_flight: Option<InFlight>,
     next_seq: u64,
     awaiting: VecDeque<(u64, SendId)>,
     next_id: u64,
@@ -106,6 +127,7 @@ impl Machine {
     pub fn new(config: Config, pid: u32, nonce_seed: u64) -> Machine {
         let send_delay = config.send_retry_initial;
         let reconnect_delay = config.reconnect.initial;
+        let agreement = Agreement::new(config.quorum);
         Machine {
             config,
             state: State::Idle,
@@ -119,8 +141,10 @@ impl Machine {
             view: None,
             index_in_view: 0,
             ring: None,
+            ring_nodes: Vec::new(),
             ring_this_incarnation: false,
             unsettled: false,
+            agreement,
             queue: VecDeque::new(),
             in_flight: None,
             next_seq: 0,
@@ -164,10 +188,24 @@ impl Machine {
 
     /// The counters.
     pub fn stats(&self) -> Stats {
+        let in_flight = matches!(self.in_flight, Some(InFlight::Message(..)));
         Stats {
-            queued: self.queue.len() + usize::from(self.in_flight.is_some()),
+            queued: self.queue.len() + usize::from(in_flight),
             ..self.stats
         }
+    }
+
+    /// The agreed quorum after the last frame delivered to the machine (the state the
+    /// next delivery will carry unless a change comes first). The application reads
+    /// events behind the machine: for a decision on a message, use its
+    /// [`Delivery::quorum`].
+    pub fn agreed_quorum(&self) -> AgreedQuorum {
+        self.agreement.agreed()
+    }
+
+    /// What this node's daemon last said about the quorum on the current connection.
+    pub fn local_quorum(&self) -> LocalQuorum {
+        self.agreement.local()
     }
 
     /// Whether the machine has ended ([`Event::Left`] or [`Event::Stopped`] was
@@ -240,11 +278,20 @@ impl Machine {
         }
         let sending = matches!(self.state, State::Joined | State::Leaving { issued: false });
         if sending && self.in_flight.is_none() && self.send_not_before.is_none_or(|t| now >= t) {
+            // A marker goes ahead of queued messages: the sooner it is delivered, the
+            // shorter the window in which messages are judged by an older state.
+            if let Some(pair) = self.marker_due() {
+                self.send_not_before = None;
+                write_marker(buf, self.nonce, pair.0, pair.1);
+                self.agreement.announce(pair);
+                self.in_flight = Some(InFlight::Marker(pair));
+                return Some(Effect::SendControl);
+            }
             if let Some(out) = self.queue.pop_front() {
                 self.send_not_before = None;
                 write_message(buf, self.nonce, self.next_seq, &out.payload);
                 let id = out.id;
-                self.in_flight = Some((out, self.next_seq));
+                self.in_flight = Some(InFlight::Message(out, self.next_seq));
                 return Some(Effect::Send(id));
             }
         }
@@ -263,7 +310,9 @@ impl Machine {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Waiting { at } => Some(at),
-            State::Joined | State::Leaving { issued: false } if !self.queue.is_empty() => {
+            State::Joined | State::Leaving { issued: false }
+                if !self.queue.is_empty() || self.marker_due().is_some() =>
+            {
                 self.send_not_before
             }
             _ => None,
@@ -295,6 +344,7 @@ impl Machine {
                 self.local_nodeid = Some(nodeid);
                 self.me = None;
                 self.ring_this_incarnation = false;
+                self.agreement.new_connection();
                 self.send_not_before = None;
                 self.send_delay = self.config.send_retry_initial;
                 self.lost_at = None;
@@ -313,10 +363,29 @@ impl Machine {
         }
     }
 
-    /// The result of [`Effect::Send`].
+    /// The result of [`Effect::Send`] or [`Effect::SendControl`].
     pub fn handle_send_result(&mut self, now: Instant, result: Result<(), Error>) {
-        let Some((out, seq)) = self.in_flight.take() else {
-            return;
+        let (out, seq) = match self.in_flight.take() {
+            None => return,
+            Some(InFlight::Message(out, seq)) => (out, seq),
+            Some(InFlight::Marker(pair)) => {
+                match result {
+                    Ok(()) => {
+                        self.stats.markers_sent += 1;
+                        self.send_delay = self.config.send_retry_initial;
+                    }
+                    Err(e) if e.is_retryable() => {
+                        self.agreement.unannounce(pair);
+                        self.back_off(now);
+                    }
+                    Err(e) if e.is_daemon_lost() => self.handle_daemon_lost(now, e),
+                    // Refused (it cannot be for 32 bytes on a working connection): not
+                    // retried, so as not to loop; the next change of the quorum or of
+                    // the view sends a new marker.
+                    Err(_) => {}
+                }
+                return;
+            }
         };
         match result {
             Ok(()) => {
@@ -328,13 +397,8 @@ impl Machine {
                 }
             }
             Err(e) if e.is_retryable() => {
-                self.stats.pushbacks += 1;
                 self.queue.push_front(out);
-                self.send_not_before = Some(later(now, self.send_delay));
-                self.send_delay = self
-                    .send_delay
-                    .saturating_mul(2)
-                    .min(self.config.send_retry_max);
+                self.back_off(now);
             }
             Err(e) if e.is_daemon_lost() => {
                 self.queue.push_front(out);
@@ -342,6 +406,16 @@ impl Machine {
             }
             Err(e) => self.not_sent(out.id, GroupError::Rejected(e)),
         }
+    }
+
+    /// Back-pressure: the next send waits, for a pause that doubles up to its maximum.
+    fn back_off(&mut self, now: Instant) {
+        self.stats.pushbacks += 1;
+        self.send_not_before = Some(later(now, self.send_delay));
+        self.send_delay = self
+            .send_delay
+            .saturating_mul(2)
+            .min(self.config.send_retry_max);
     }
 
     /// The result of [`Effect::Leave`].
@@ -399,16 +473,20 @@ impl Machine {
         self.stop(StopReason::Failed(error), GroupError::Closed);
     }
 
-    /// A totem (node membership) change.
+    /// A totem (node membership) change: the new ring and its nodes.
     pub fn handle_totem(&mut self, now: Instant, ring: RingId, nodes: &[u32]) {
-        let _ = (now, nodes);
+        let _ = now;
         if !matches!(
             self.state,
             State::Joining | State::Joined | State::Leaving { .. }
         ) {
             return;
         }
+        let new_ring = !self.ring_this_incarnation || self.ring != Some(ring);
         self.ring = Some(ring);
+        self.ring_nodes = nodes.to_vec();
+        self.ring_nodes.sort_unstable();
+        self.ring_nodes.dedup();
         self.ring_this_incarnation = true;
         if self.unsettled {
             self.unsettled = false;
@@ -419,6 +497,65 @@ impl Machine {
                 });
             }
         }
+        // A new ring is a new partition: its quorum is not known until a marker for it
+        // is delivered. Every member of the ring gets this change at the same point of
+        // the delivery order (after the ring's group changes, before its messages).
+        if new_ring && self.view.is_some() {
+            let before = self.agreement.agreed();
+            let state = self.agreement.reset();
+            if state != before {
+                self.quorum_event(state);
+            }
+        }
+    }
+
+    /// What the driver's quorum connection reported (see [`QuorumInput`]).
+    pub fn handle_quorum(&mut self, now: Instant, input: QuorumInput<'_>) {
+        let _ = now;
+        if !matches!(
+            self.state,
+            State::Joining | State::Joined | State::Leaving { .. }
+        ) {
+            return;
+        }
+        if let Some(state) = self.agreement.input(input) {
+            // A provider found missing after the view was installed (a driver that
+            // reports late): from here on nothing is gated.
+            if self.view.is_some() {
+                self.push_quorum_event(state);
+            }
+        }
+    }
+
+    /// Reports a change of the agreed quorum at the current point of the delivery
+    /// order, unless the state is free (nothing to gate, nothing to report).
+    fn quorum_event(&mut self, state: AgreedQuorum) {
+        if state != AgreedQuorum::Free {
+            self.push_quorum_event(state);
+        }
+    }
+
+    fn push_quorum_event(&mut self, state: AgreedQuorum) {
+        if let Some(view) = &self.view {
+            self.events.push_back(Event::Quorum {
+                view: view.id,
+                state,
+                index: self.index_in_view,
+            });
+        }
+    }
+
+    /// The marker this member should send now, if any: it is in the group, its view's
+    /// ring is known on this connection, and it knows the local quorum for that ring.
+    fn marker_due(&self) -> Option<(RingId, bool)> {
+        if self.state != State::Joined
+            || self.view.is_none()
+            || self.unsettled
+            || !self.ring_this_incarnation
+        {
+            return None;
+        }
+        self.agreement.due(self.ring?, &self.ring_nodes)
     }
 
     /// A configuration change of the group: its member list, and who left and joined
@@ -487,6 +624,9 @@ impl Machine {
             self.state = State::Joined;
         }
         self.events.push_back(Event::View(view.clone()));
+        // A new view: its quorum is agreed anew (the same point on every member).
+        let state = self.agreement.reset();
+        self.quorum_event(state);
         if !self.unsettled {
             if let Some(ring) = self.ring {
                 self.events.push_back(Event::Settled {
@@ -520,13 +660,30 @@ impl Machine {
         };
         self.index_in_view += 1;
         self.stats.delivered += 1;
-        let Some((nonce, seq)) = parse_header(data) else {
-            self.stats.malformed += 1;
-            self.events.push_back(Event::Malformed {
-                from,
-                len: data.len(),
-            });
-            return;
+        let (nonce, seq, payload) = match parse(data) {
+            Frame::Message {
+                nonce,
+                seq,
+                payload,
+            } => (nonce, seq, payload),
+            Frame::Marker { ring, quorate, .. } => {
+                self.stats.markers += 1;
+                // Only a marker for the ring this member is in counts: every member of
+                // the view is in the same ring at this point, so all decide alike.
+                let current = self.ring.filter(|_| self.ring_this_incarnation);
+                if let Some(state) = self.agreement.marker(ring, quorate, current) {
+                    self.quorum_event(state);
+                }
+                return;
+            }
+            Frame::Malformed => {
+                self.stats.malformed += 1;
+                self.events.push_back(Event::Malformed {
+                    from,
+                    len: data.len(),
+                });
+                return;
+            }
         };
         // Our own nonce from our own node while our entry is unknown (a daemon that
         // listed us under another pid): that is us.
@@ -536,9 +693,10 @@ impl Machine {
         let own = self.me == Some(from) && nonce == self.nonce;
         self.events.push_back(Event::Message(Delivery {
             from,
-            data: data[HEADER_LEN..].to_vec(),
+            data: payload.to_vec(),
             position,
             own,
+            quorum: self.agreement.agreed(),
         }));
         if own {
             // Own messages come back in the order sent; unconfirmed ones in between
@@ -608,7 +766,8 @@ impl Machine {
     fn lose_connection(&mut self) {
         self.view = None;
         self.unsettled = false;
-        if let Some((out, _)) = self.in_flight.take() {
+        self.agreement.new_connection();
+        if let Some(InFlight::Message(out, _)) = self.in_flight.take() {
             self.queue.push_front(out);
         }
         while let Some((_, id)) = self.awaiting.pop_front() {
@@ -648,7 +807,7 @@ impl Machine {
     /// accepted and the one whose send has no result yet ([`GroupError::Unknown`]), and
     /// never got the queued ones (`error`).
     fn fail_all(&mut self, error: GroupError) {
-        if let Some((out, _)) = self.in_flight.take() {
+        if let Some(InFlight::Message(out, _)) = self.in_flight.take() {
             self.not_sent(out.id, GroupError::Unknown);
         }
         while let Some(out) = self.queue.pop_front() {

@@ -7,6 +7,7 @@ use super::config::*;
 use super::error::*;
 use super::event::*;
 use super::machine::*;
+use super::quorum::*;
 use super::view::ViewId;
 use super::wire::HEADER_LEN;
 use crate::error::{CsError, Error, Operation};
@@ -26,6 +27,16 @@ fn try_again() -> Error {
 
 fn lost(op: Operation) -> Error {
     cs(op, CsError::Library)
+}
+
+/// The default settings without corosync's quorum (as on a daemon without a quorum
+/// provider): what the tests of everything else run with. The quorum tests are in
+/// `quorum_tests.rs`.
+fn plain() -> Config {
+    Config {
+        quorum: QuorumPolicy::Ignore,
+        ..Config::default()
+    }
 }
 
 /// A machine and a made-up clock.
@@ -51,7 +62,7 @@ impl T {
 
     /// A machine of `me` that connected and installed its first view `members`.
     fn joined(me: Member, members: &[Member]) -> T {
-        Self::joined_with(Config::default(), me, members)
+        Self::joined_with(plain(), me, members)
     }
 
     fn joined_with(config: Config, me: Member, members: &[Member]) -> T {
@@ -218,7 +229,7 @@ fn listed_as_left_without_leaving_is_an_eviction_and_stop_fails_the_queue() {
     let me = m(1, 10);
     let config = Config {
         on_eviction: OnEviction::Stop,
-        ..Config::default()
+        ..plain()
     };
     let mut t = T::joined_with(config, me, &[me]);
     let id = t.m.send(b"x".to_vec(), true).unwrap();
@@ -276,7 +287,7 @@ fn the_own_pid_on_two_nodes_is_told_apart_by_node_id() {
 fn a_daemon_that_reports_another_pid_is_matched_by_the_join() {
     // getpid() says 1; the daemon lists 4242. (corosync 3.1.7 lists the pid libcpg
     // sends at join, getpid() in the client's pid namespace, so this is defensive.)
-    let mut t = T::new(Config::default(), 1);
+    let mut t = T::new(plain(), 1);
     t.effects();
     t.m.handle_connected(t.now, Ok(3));
     t.confchg(&[m(1, 1), m(3, 4242)], &[], &[(m(3, 4242), Reason::Join)]);
@@ -293,7 +304,7 @@ fn a_daemon_that_reports_another_pid_is_matched_by_the_join() {
 #[test]
 fn an_unknown_identity_is_learned_from_the_own_nonce() {
     // Two processes of node 3 in the join's list: ambiguous until a message returns.
-    let mut t = T::new(Config::default(), 1);
+    let mut t = T::new(plain(), 1);
     t.effects();
     t.m.handle_connected(t.now, Ok(3));
     let (a, b) = (m(3, 100), m(3, 200));
@@ -316,7 +327,7 @@ fn the_queue_keeps_order_one_send_at_a_time_and_refuses_above_its_bound() {
     let me = m(1, 10);
     let config = Config {
         queue_limit: 3,
-        ..Config::default()
+        ..plain()
     };
     let mut t = T::joined_with(config, me, &[me]);
     for i in 0..3u8 {
@@ -493,7 +504,7 @@ fn a_peer_copying_our_header_cannot_resolve_or_fail_our_confirmations() {
         } else {
             // Both processes of node 3 joined at once: ambiguous until a message of
             // this process returns.
-            let mut t = T::new(Config::default(), 1);
+            let mut t = T::new(plain(), 1);
             t.effects();
             t.m.handle_connected(t.now, Ok(3));
             t.confchg(
@@ -753,7 +764,7 @@ fn the_drop_policy_reports_queued_messages_as_not_sent() {
     let me = m(1, 10);
     let config = Config {
         on_disconnect: OnDisconnect::Drop,
-        ..Config::default()
+        ..plain()
     };
     let mut t = T::joined_with(config, me, &[me]);
     let a = t.m.send(b"a".to_vec(), false).unwrap();
@@ -784,7 +795,7 @@ fn the_drop_policy_reports_queued_messages_as_not_sent() {
 #[test]
 fn reconnecting_gives_up_after_its_budget() {
     let me = m(1, 10);
-    let mut config = Config::default();
+    let mut config = plain();
     config.reconnect.timeout = Duration::from_secs(1);
     let mut t = T::joined_with(config, me, &[me]);
     let id = t.m.send(b"a".to_vec(), true).unwrap();
@@ -870,7 +881,7 @@ fn leave_while_disconnected_ends_at_once() {
 #[test]
 fn a_view_settles_when_its_ring_is_known() {
     let me = m(1, 10);
-    let mut t = T::new(Config::default(), 10);
+    let mut t = T::new(plain(), 10);
     t.effects();
     t.m.handle_connected(t.now, Ok(1));
     t.confchg(&[me], &[], &[(me, Reason::Join)]);
@@ -953,7 +964,7 @@ fn a_node_coming_up_waits_for_the_totem_change_before_the_view_settles() {
 #[test]
 fn events_before_the_join_or_of_an_old_connection_are_ignored() {
     let me = m(1, 10);
-    let mut t = T::new(Config::default(), 10);
+    let mut t = T::new(plain(), 10);
     t.confchg(&[me], &[], &[]);
     t.deliver(me, b"x");
     t.m.handle_totem(t.now, RingId { nodeid: 1, seq: 1 }, &[1]);
@@ -989,7 +1000,7 @@ fn a_refused_send_is_reported_and_the_queue_goes_on() {
 
 #[test]
 fn a_fatal_connect_error_stops() {
-    let mut t = T::new(Config::default(), 10);
+    let mut t = T::new(plain(), 10);
     t.effects();
     let denied = cs(Operation::Initialize, CsError::Access);
     t.m.handle_connected(t.now, Err(denied.clone()));
@@ -1222,6 +1233,9 @@ fn soak(seed: u64) -> Stats {
                             t.m.handle_connected(t.now, Err(lost(Operation::Initialize)));
                         }
                     }
+                    Effect::SendControl => {
+                        t.m.handle_send_result(t.now, Ok(()));
+                    }
                     Effect::Send(id) => {
                         let _ = id;
                         let bytes = t.buf.clone();
@@ -1318,6 +1332,7 @@ fn soak(seed: u64) -> Stats {
             t.m.handle_timeout(t.now);
             while let Some(effect) = t.m.poll_effect(t.now, &mut t.buf) {
                 match effect {
+                    Effect::SendControl => t.m.handle_send_result(t.now, Ok(())),
                     Effect::Send(_) => {
                         pending.push_back(t.buf.clone());
                         wire_ids.push(u64::from(t.buf[HEADER_LEN]));
@@ -1389,7 +1404,7 @@ fn huge_back_off_delays_saturate_instead_of_overflowing() {
             timeout: Duration::MAX,
             max_attempts: u32::MAX,
         },
-        ..Config::default()
+        ..plain()
     };
     let mut t = T::joined_with(config, me, &[me]);
     t.m.send(b"a".to_vec(), false).unwrap();
@@ -1494,6 +1509,17 @@ fn random_event_sequences_resolve_every_confirmed_send_exactly_once() {
                     ),
                     6 => t.m.handle_daemon_lost(t.now, lost(Operation::Dispatch)),
                     7 if rnd() % 8 == 0 => t.m.leave(t.now),
+                    9 | 10 => t.m.handle_quorum(
+                        t.now,
+                        QuorumInput::Notification {
+                            quorate: rnd() % 3 != 0,
+                            ring: RingId {
+                                nodeid: 1,
+                                seq: rnd() % 9,
+                            },
+                            members: &[1],
+                        },
+                    ),
                     8 => {
                         t.now += Duration::from_millis(rnd() % 3000);
                         t.m.handle_timeout(t.now);
@@ -1509,9 +1535,14 @@ fn random_event_sequences_resolve_every_confirmed_send_exactly_once() {
                             } else {
                                 Ok(1)
                             };
+                            let ok = result.is_ok();
                             t.m.handle_connected(t.now, result);
+                            if ok && rnd() % 4 != 0 {
+                                let provider = rnd() % 3 != 0;
+                                t.m.handle_quorum(t.now, QuorumInput::Connected { provider });
+                            }
                         }
-                        Effect::Send(_) => {
+                        Effect::Send(_) | Effect::SendControl => {
                             in_flight = true;
                             let result = match rnd() % 6 {
                                 0 => Err(try_again()),
@@ -1560,7 +1591,7 @@ fn random_event_sequences_resolve_every_confirmed_send_exactly_once() {
             while let Some(e) = t.m.poll_effect(t.now, &mut t.buf) {
                 match e {
                     Effect::Connect => t.m.handle_connected(t.now, Err(lost(Operation::Join))),
-                    Effect::Send(_) => t.m.handle_send_result(t.now, Ok(())),
+                    Effect::Send(_) | Effect::SendControl => t.m.handle_send_result(t.now, Ok(())),
                     Effect::Leave => t.m.handle_leave_result(t.now, Ok(())),
                     Effect::Close => {}
                 }

@@ -8,13 +8,18 @@ use crate::connection::ConnectionRef;
 use crate::error::{Error, Operation};
 
 use super::event::Effect;
+use super::quorum::QuorumInput;
 use super::shared::{lost, Shared, Side};
 
-/// A connection the pump sends on: each driver's handle ([`crate::Handle`],
-/// [`crate::AsyncHandle`]).
+/// A connection the pump sends on: each driver's CPG handle ([`crate::Handle`],
+/// [`crate::AsyncHandle`]), with its quorum handle when the policy reads quorum.
 pub(super) trait Connection {
-    /// Its synchronous calls.
+    /// The CPG handle's synchronous calls.
     fn connection(&self) -> &ConnectionRef;
+
+    /// Whether the daemon has a quorum provider, as the quorum handle made with this
+    /// connection said; `None` when the policy does not read quorum.
+    fn quorum_provider(&self) -> Option<bool>;
 }
 
 /// How many sends the pump makes in a row.
@@ -97,7 +102,7 @@ impl<C: Connection> Pump<C> {
                 }
                 Some(Effect::Leave) => return Pumped::Leave,
                 Some(Effect::Close) => self.conn = None,
-                Some(Effect::Send(_)) => {
+                Some(Effect::Send(_) | Effect::SendControl) => {
                     let result = match &self.conn {
                         Some(c) => c.connection().send(&self.buf),
                         None => Err(lost(Operation::Send)),
@@ -144,7 +149,9 @@ impl<C: Connection> Pump<C> {
         shared: &Shared<S>,
         result: Result<(C, u32), Error>,
     ) -> bool {
+        let mut provider = None;
         let result = result.map(|(conn, nodeid)| {
+            provider = conn.quorum_provider();
             self.conn = Some(conn);
             nodeid
         });
@@ -155,10 +162,13 @@ impl<C: Connection> Pump<C> {
                 return false;
             }
         }
-        shared
-            .lock()
-            .machine
-            .handle_connected(Instant::now(), result);
+        let mut core = shared.lock();
+        core.machine.handle_connected(Instant::now(), result);
+        if let Some(provider) = provider {
+            // Under the same lock: before any event of the new connection.
+            core.machine
+                .handle_quorum(Instant::now(), QuorumInput::Connected { provider });
+        }
         true
     }
 

@@ -19,6 +19,9 @@ use super::config::Config;
 use super::error::GroupError;
 use super::event::{Event, Position, SendId, Stats, StopReason};
 use super::machine::Machine;
+#[cfg(feature = "quorum")]
+use super::quorum::QuorumInput;
+use super::quorum::{AgreedQuorum, LocalQuorum};
 use super::view::View;
 
 /// Where the outcome of one confirmed send goes.
@@ -178,6 +181,17 @@ impl<S: Side> Core<S> {
         self.machine.handle_totem(Instant::now(), ring, nodes);
     }
 
+    /// A quorum notification.
+    #[cfg(feature = "quorum")]
+    pub(super) fn quorum(&mut self, quorate: bool, ring: RingId, members: &[u32]) {
+        let input = QuorumInput::Notification {
+            quorate,
+            ring,
+            members,
+        };
+        self.machine.handle_quorum(Instant::now(), input);
+    }
+
     /// Reading events failed. A lost daemon: reconnect with a new handle. Anything
     /// else (for example a dispatch refused on too small a stack) would fail the same
     /// way on a new handle: stop, with the reason.
@@ -195,6 +209,10 @@ pub(super) struct Shared<S: Side> {
     core: Lock<Core<S>>,
     /// Set when the group is dropped: the driver's loop ends.
     stop: AtomicBool,
+    /// Test hook: the driver does not read the CPG connection's events while set.
+    hold_cpg: AtomicBool,
+    /// Test hook: the driver does not read the quorum connection's events while set.
+    hold_quorum: AtomicBool,
     /// Held by the pump from the choice of an effect to its result, and by
     /// [`stop`](Shared::stop): once a stop has taken it, no send starts any more.
     pub(super) sending: Lock<()>,
@@ -222,6 +240,8 @@ impl<S: Side> Shared<S> {
                 waiting: S::Waiting::default(),
             }),
             stop: AtomicBool::new(false),
+            hold_cpg: AtomicBool::new(false),
+            hold_quorum: AtomicBool::new(false),
             sending: Lock::new(()),
             side,
         }
@@ -236,6 +256,24 @@ impl<S: Side> Shared<S> {
     /// Whether the group was dropped.
     pub(super) fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Test hook: holds or releases the reading of each connection's events (see
+    /// `hold_dispatch` on the drivers), and wakes the driver so that it looks again.
+    pub(super) fn hold(&self, cpg: bool, quorum: bool) {
+        self.hold_cpg.store(cpg, Ordering::SeqCst);
+        self.hold_quorum.store(quorum, Ordering::SeqCst);
+        S::poke(self);
+    }
+
+    /// Whether the driver holds the CPG connection's events (test hook).
+    pub(super) fn cpg_held(&self) -> bool {
+        self.hold_cpg.load(Ordering::SeqCst)
+    }
+
+    /// Whether the driver holds the quorum connection's events (test hook).
+    pub(super) fn quorum_held(&self) -> bool {
+        self.hold_quorum.load(Ordering::SeqCst)
     }
 
     /// The group was dropped: nothing more is sent once this returns (it waits for a
@@ -305,6 +343,16 @@ impl<S: Side> Shared<S> {
     /// The machine's counters.
     pub(super) fn stats(&self) -> Stats {
         self.lock().machine.stats()
+    }
+
+    /// The machine's agreed quorum.
+    pub(super) fn agreed_quorum(&self) -> AgreedQuorum {
+        self.lock().machine.agreed_quorum()
+    }
+
+    /// What the local daemon last said about the quorum.
+    pub(super) fn local_quorum(&self) -> LocalQuorum {
+        self.lock().machine.local_quorum()
     }
 
     /// The last event, once the layer ended.
@@ -382,6 +430,31 @@ macro_rules! state_calls {
         /// The counters.
         pub fn stats(&self) -> $crate::group::Stats {
             self.shared.stats()
+        }
+
+        /// What this node's daemon last said about the quorum on the current
+        /// connection: a fast check before a write (one that would be refused need not
+        /// be sent). Local knowledge; decide on a delivered message by its
+        /// [`Delivery::quorum`]($crate::group::Delivery::quorum).
+        pub fn quorum(&self) -> $crate::group::LocalQuorum {
+            self.shared.local_quorum()
+        }
+
+        /// The agreed quorum after the last frame the layer delivered: what the next
+        /// message will carry unless a change comes first. It runs ahead of the
+        /// events the application has read; for a decision on a message, use its
+        /// [`Delivery::quorum`]($crate::group::Delivery::quorum).
+        pub fn agreed_quorum(&self) -> $crate::group::AgreedQuorum {
+            self.shared.agreed_quorum()
+        }
+
+        /// Test hook, not part of the API (it may change without notice): while `cpg`
+        /// (`quorum`) is set, the driver does not read the events of its CPG (quorum)
+        /// connection, so that a test can make the two services' notifications arrive
+        /// in the order it wants.
+        #[doc(hidden)]
+        pub fn hold_dispatch(&self, cpg: bool, quorum: bool) {
+            self.shared.hold(cpg, quorum)
         }
 
         /// Why the layer stopped, once it has ([`Event::Left`] or [`Event::Stopped`]).

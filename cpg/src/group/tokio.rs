@@ -1,6 +1,6 @@
 //! The tokio driver: [`AsyncGroup`], a [`Machine`] driven by a task over
-//! [`AsyncHandle`](crate::AsyncHandle), with the same rules and events as the blocking
-//! [`Group`](super::Group).
+//! [`AsyncHandle`](crate::AsyncHandle) (and `AsyncQuorum` when the policy reads
+//! quorum), with the same rules and events as the blocking [`Group`](super::Group).
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -12,12 +12,15 @@ use std::time::Duration;
 use crate::connection::ConnectionRef;
 use crate::error::Operation;
 use crate::name::GroupName;
+#[cfg(feature = "quorum")]
+use crate::quorum::{AsyncQuorum, QuorumEvent, QuorumType, Track};
 use crate::retry::Backoff;
 use crate::tokio::{AsyncHandle, Event as CpgEvent};
 use crate::types::Member;
 use crate::Options;
 
 use super::builder::GroupBuilder;
+use super::config::QuorumPolicy;
 use super::error::GroupError;
 use super::event::{Event, Position, SendId};
 use super::pump::{Connection, Pace, Pump, Pumped};
@@ -237,8 +240,9 @@ impl GroupBuilder {
     /// Outside a tokio runtime.
     pub async fn start_async(self) -> Result<AsyncGroup, GroupError> {
         self.check()?;
+        let policy = self.config.quorum;
         let shared = Arc::new(Shared::new(self.config, Tasks));
-        ::tokio::spawn(drive(Arc::clone(&shared), self.name));
+        ::tokio::spawn(drive(Arc::clone(&shared), self.name, policy));
         // Until the `AsyncGroup` exists (whose drop stops the driver), a drop of this
         // future (a cancelled start) stops the driver: else it would stay joined to
         // the group for good, and this process could not join it again.
@@ -319,17 +323,76 @@ impl Drop for AsyncGroup {
 #[allow(clippy::large_enum_variant)]
 enum Woke {
     Cpg(Option<crate::Result<CpgEvent>>),
+    #[cfg(feature = "quorum")]
+    Quorum(Option<crate::Result<QuorumEvent>>),
     Poked,
     Timer,
 }
 
-impl Connection for AsyncHandle {
+/// The driver's connection to the daemon: the CPG handle, and the quorum handle when
+/// the policy reads quorum and the daemon has a provider.
+struct Link {
+    cpg: AsyncHandle,
+    #[cfg(feature = "quorum")]
+    quorum: Option<AsyncQuorum>,
+    /// Whether the daemon has a quorum provider; `None` when the policy ignores quorum.
+    provider: Option<bool>,
+    /// Which stream the next turn polls first, so that neither starves the other.
+    quorum_first: bool,
+}
+
+impl Connection for Link {
     fn connection(&self) -> &ConnectionRef {
-        AsyncHandle::connection(self)
+        self.cpg.connection()
+    }
+
+    fn quorum_provider(&self) -> Option<bool> {
+        self.provider
     }
 }
 
-async fn connect(name: &GroupName) -> crate::Result<(AsyncHandle, u32)> {
+impl Link {
+    /// Polls the CPG stream unless `held`.
+    fn poll_cpg(&mut self, cx: &mut Context<'_>, held: bool) -> Poll<Woke> {
+        if held {
+            return Poll::Pending;
+        }
+        self.cpg.poll_event(cx).map(Woke::Cpg)
+    }
+
+    /// Polls the quorum stream, if any, unless `held`.
+    fn poll_quorum(&mut self, cx: &mut Context<'_>, held: bool) -> Poll<Woke> {
+        #[cfg(feature = "quorum")]
+        if let Some(q) = self.quorum.as_mut().filter(|_| !held) {
+            return q.poll_event(cx).map(Woke::Quorum);
+        }
+        let _ = (cx, held);
+        Poll::Pending
+    }
+
+    /// Polls both streams, the one that went second last time first.
+    fn poll(&mut self, cx: &mut Context<'_>, shared: &Shared<Tasks>) -> Poll<Woke> {
+        let (cpg_held, quorum_held) = (shared.cpg_held(), shared.quorum_held());
+        self.quorum_first = !self.quorum_first;
+        let first = if self.quorum_first {
+            self.poll_quorum(cx, quorum_held)
+        } else {
+            self.poll_cpg(cx, cpg_held)
+        };
+        if first.is_ready() {
+            return first;
+        }
+        if self.quorum_first {
+            self.poll_cpg(cx, cpg_held)
+        } else {
+            self.poll_quorum(cx, quorum_held)
+        }
+    }
+}
+
+/// Connects the CPG handle and, with [`QuorumPolicy::Corosync`], the quorum handle
+/// (tracking changes; none when the daemon has no provider), then joins `name`.
+async fn connect(name: &GroupName, policy: QuorumPolicy) -> crate::Result<(Link, u32)> {
     // Set field by field: `Options` may grow (a literal would then stop compiling).
     #[allow(clippy::field_reassign_with_default)]
     let options = {
@@ -343,8 +406,44 @@ async fn connect(name: &GroupName) -> crate::Result<(AsyncHandle, u32)> {
         timeout: Duration::from_secs(5),
         ..Backoff::default()
     });
-    cpg.join(name).await?;
-    Ok((cpg, nodeid))
+    // Before the join: a quorum connection that fails leaves the group untouched.
+    let mut link = connect_quorum(cpg, policy)?;
+    link.cpg.join(name).await?;
+    Ok((link, nodeid))
+}
+
+/// The quorum part of [`connect`] (see the blocking driver's).
+#[cfg(feature = "quorum")]
+fn connect_quorum(cpg: AsyncHandle, policy: QuorumPolicy) -> crate::Result<Link> {
+    let mut link = Link {
+        cpg,
+        quorum: None,
+        provider: None,
+        quorum_first: false,
+    };
+    if policy == QuorumPolicy::Ignore {
+        return Ok(link);
+    }
+    let quorum = AsyncQuorum::new()?;
+    // Anything but "no provider" is taken as one (see the blocking driver).
+    if quorum.quorum_type() == QuorumType::NoProvider {
+        link.provider = Some(false);
+        return Ok(link);
+    }
+    quorum.track_start(Track::CHANGES)?;
+    link.quorum = Some(quorum);
+    link.provider = Some(true);
+    Ok(link)
+}
+
+/// Without the `quorum` feature the builder refuses [`QuorumPolicy::Corosync`].
+#[cfg(not(feature = "quorum"))]
+fn connect_quorum(cpg: AsyncHandle, _policy: QuorumPolicy) -> crate::Result<Link> {
+    Ok(Link {
+        cpg,
+        provider: None,
+        quorum_first: false,
+    })
 }
 
 /// Feeds one event of the handle's stream to the machine.
@@ -363,22 +462,36 @@ fn feed(core: &mut Core<Tasks>, event: CpgEvent) {
     }
 }
 
-/// The driver task: the pump's effects, then a wait for the handle's stream, a
+/// Feeds one quorum event to the machine (node list notifications carry nothing it
+/// needs: CPG's totem confchgs give the ring's nodes).
+#[cfg(feature = "quorum")]
+fn feed_quorum(core: &mut Core<Tasks>, event: QuorumEvent) {
+    if let QuorumEvent::Quorum {
+        quorate,
+        ring_id,
+        members,
+    } = event
+    {
+        core.quorum(quorate, ring_id, &members);
+    }
+}
+
+/// The driver task: the pump's effects, then a wait for the handles' streams, a
 /// client's poke or the machine's next timer.
-async fn drive(shared: Arc<Shared<Tasks>>, name: GroupName) {
+async fn drive(shared: Arc<Shared<Tasks>>, name: GroupName, policy: QuorumPolicy) {
     let _finish = Finish(&shared);
     let mut pump = Pump::start(&shared, PACE);
     loop {
         let due = match pump.next(&shared) {
             Pumped::Connect => {
-                if !pump.connected(&shared, connect(&name).await) {
+                if !pump.connected(&shared, connect(&name, policy).await) {
                     return;
                 }
                 continue;
             }
             Pumped::Leave => {
                 let result = match pump.conn.as_mut() {
-                    Some(h) => h.leave(&name).await,
+                    Some(l) => l.cpg.leave(&name).await,
                     None => Err(lost(Operation::Leave)),
                 };
                 pump.left(&shared, result);
@@ -393,9 +506,9 @@ async fn drive(shared: Arc<Shared<Tasks>>, name: GroupName) {
         };
         let mut sleep = due.map(|d| Box::pin(::tokio::time::sleep_until(d.into())));
         let woke = poll_fn(|cx| {
-            if let Some(h) = pump.conn.as_mut() {
-                if let Poll::Ready(e) = h.poll_event(cx) {
-                    return Poll::Ready(Woke::Cpg(e));
+            if let Some(link) = pump.conn.as_mut() {
+                if let Poll::Ready(woke) = link.poll(cx, &shared) {
+                    return Poll::Ready(woke);
                 }
             }
             {
@@ -418,6 +531,14 @@ async fn drive(shared: Arc<Shared<Tasks>>, name: GroupName) {
             Woke::Cpg(Some(Err(e))) => shared.lock().dispatch_failed(e),
             // The stream ended: the connection is gone.
             Woke::Cpg(None) => shared.lock().dispatch_failed(lost(Operation::Dispatch)),
+            #[cfg(feature = "quorum")]
+            Woke::Quorum(Some(Ok(event))) => feed_quorum(&mut shared.lock(), event),
+            #[cfg(feature = "quorum")]
+            Woke::Quorum(Some(Err(e))) => shared.lock().dispatch_failed(e),
+            #[cfg(feature = "quorum")]
+            Woke::Quorum(None) => shared
+                .lock()
+                .dispatch_failed(lost(Operation::QuorumDispatch)),
             Woke::Poked | Woke::Timer => {}
         }
     }
