@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::handle::Handle;
 use crate::types::{Confchg, Message, TotemConfchg};
 
-/// Options for a new [`Handle`] (or [`AsyncHandle`](crate::AsyncHandle)).
+/// Options for a new [`Handle`] (or `AsyncHandle`, feature `tokio`).
 ///
 /// ```
 /// let options = cpg::Options::default().initial_totem_conf(true).daemon_uid(Some(0));

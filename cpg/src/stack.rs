@@ -30,7 +30,7 @@ use crate::error::{Error, Operation, Result};
 /// receive buffer) plus 64 KiB for the libqb functions it calls and the trampolines.
 ///
 /// Dispatching on a thread with less room left fails with [`Error::StackTooSmall`].
-/// Threads that dispatch (or poll an [`AsyncHandle`](crate::AsyncHandle)) therefore
+/// Threads that dispatch (or poll an `AsyncHandle`, feature `tokio`) therefore
 /// need a stack of this plus whatever their own frames above the call use:
 /// `std::thread::Builder::stack_size(4 << 20)` is comfortable; the main thread (8 MiB)
 /// and tokio's default workers (2 MiB) have enough.
