@@ -62,7 +62,10 @@ fn op(key: u8, delta: i64) -> Vec<u8> {
 }
 
 impl Replicated for Counters {
-    fn apply(&mut self, op: &[u8], info: &OpInfo) {
+    /// The counter's value after the operation (0 for an operation that is not one).
+    type Output = i64;
+
+    fn apply(&mut self, op: &[u8], info: &OpInfo) -> i64 {
         let origin = (info.origin.nodeid, info.origin.pid);
         if info.seq <= self.last_of(origin) {
             self.disorder += 1;
@@ -74,6 +77,9 @@ impl Replicated for Counters {
             let delta = i64::from_le_bytes(delta.try_into().unwrap_or([0; 8]));
             let c = self.map.entry(key).or_default();
             *c = c.wrapping_add(delta);
+            *c
+        } else {
+            0
         }
     }
 
@@ -194,7 +200,7 @@ pub fn run(config: &ClientConfig) -> i32 {
     });
     let interval = Duration::from_secs_f64(1.0 / config.rate.max(0.01));
     let mut rng = Rng::new(config.seed ^ u64::from(config.inc).rotate_left(17) ^ 0x5eed);
-    let mut tickets: Vec<Ticket> = Vec::new();
+    let mut tickets: Vec<Ticket<i64>> = Vec::new();
     let mut next = Instant::now();
     let mut events = 0u64;
     let mut submitted = 0u64;

@@ -34,9 +34,14 @@
 //! struct Counters(BTreeMap<String, u64>);
 //!
 //! impl Replicated for Counters {
-//!     fn apply(&mut self, op: &[u8], _info: &OpInfo) {
+//!     /// An increment's outcome: the counter's new value.
+//!     type Output = u64;
+//!
+//!     fn apply(&mut self, op: &[u8], _info: &OpInfo) -> u64 {
 //!         // An operation is the name of the counter to increment.
-//!         *self.0.entry(String::from_utf8_lossy(op).into_owned()).or_default() += 1;
+//!         let n = self.0.entry(String::from_utf8_lossy(op).into_owned()).or_default();
+//!         *n += 1;
+//!         *n
 //!     }
 //!     fn snapshot(&self) -> Vec<u8> {
 //!         let mut b = Vec::new();
@@ -70,11 +75,14 @@
 //! loop {
 //!     // Gate writes: only the side of a partition with a majority of the 3 nodes.
 //!     if replica.view().is_some_and(|v| has_majority(&v, 3)) {
-//!         // Resolves once applied here, in the agreed order.
-//!         let version = replica.submit("requests")?.wait(Duration::from_secs(10))?;
-//!         let n = replica.read(|c| c.0.get("requests").copied());
-//!         println!("v{version}: requests = {n:?}");
+//!         // Resolves once applied here, in the agreed order, with what `apply`
+//!         // returned for it.
+//!         let done = replica.submit("requests")?.wait(Duration::from_secs(10))?;
+//!         println!("v{}: requests = {}", done.version, done.output);
 //!     }
+//!     // Sees every increment acknowledged anywhere in the view before the call.
+//!     let n = replica.read_ordered(Duration::from_secs(10), |c| c.0.get("requests").copied())?;
+//!     println!("requests = {n:?}");
 //!     while let Some(event) = replica.next_event(Duration::from_secs(1)) {
 //!         match event {
 //!             Event::View(v) => println!("{v}"),
@@ -338,7 +346,8 @@ mod tokio;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use self::tokio::{AsyncReplica, AsyncTicket};
 pub use app::{
-    choose_highest_version, has_majority, Candidate, OpInfo, Replicated, RestoreError, Summary,
+    choose_highest_hint, choose_highest_version, has_majority, Candidate, OpInfo, Outcome,
+    Replicated, RestoreError, Summary, ViewChange,
 };
 pub use blocking::{Replica, Ticket};
 pub use builder::ReplicaBuilder;
