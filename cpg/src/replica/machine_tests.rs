@@ -167,6 +167,8 @@ struct Node {
     machine: Machine<Log>,
     views: u64,
     events: Vec<Event>,
+    /// Every own operation reported applied: (seq, version, output).
+    outcomes: Vec<(u64, u64, Option<usize>)>,
     /// A ghost: its daemon keeps it in views, but it sends nothing.
     silent: bool,
     salt: Arc<AtomicU64>,
@@ -216,6 +218,7 @@ impl Sim {
                     machine: Machine::new(app, config.clone()),
                     views: 0,
                     events: Vec::new(),
+                    outcomes: Vec::new(),
                     silent: false,
                     salt,
                     broken,
@@ -291,7 +294,10 @@ impl Sim {
 
     fn collect_events(&mut self) {
         for n in &mut self.nodes {
-            while let Some(e) = n.machine.poll_event() {
+            while let Some((e, output)) = n.machine.poll_event_and_output() {
+                if let Event::Applied { seq, version } = e {
+                    n.outcomes.push((seq, version, output));
+                }
                 n.events.push(e);
             }
         }
@@ -894,6 +900,7 @@ fn a_state_loaded_with_its_version_wins_over_a_shorter_history() {
 mod bench;
 mod blind_spots;
 mod hostile;
+mod service;
 mod soak;
 mod stale;
 
