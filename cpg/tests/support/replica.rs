@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use cpg::replica::{
     fnv, fnv_start, Config, Event, OpInfo, Outcome, Replica, ReplicaError, Replicated,
-    RestoreError, Summary, ViewChange,
+    RestoreError, RoundId, Summary, ViewChange,
 };
 use cpg::{GroupName, Member};
 use cpg_testkit::Node;
@@ -174,10 +174,15 @@ pub fn config() -> Config {
 impl Rep {
     /// Starts a replica of `group` on `node`.
     pub fn start(node: &Node, name: &str, group: &GroupName) -> Rep {
+        Rep::start_with(node, name, group, config())
+    }
+
+    /// Starts a replica of `group` on `node` with `config`.
+    pub fn start_with(node: &Node, name: &str, group: &GroupName, config: Config) -> Rep {
         let replica = node
             .enter(|| {
                 Replica::builder(*group, OpLog::default())
-                    .config(config())
+                    .config(config)
                     .start()
             })
             .unwrap_or_else(|e| panic!("{name}: cannot start on node {}: {e}", node.nodeid()));
@@ -250,6 +255,22 @@ impl Rep {
                 )
             });
         Instant::now()
+    }
+
+    /// The view changes the state learned here ([`Event::ViewApplied`]), in order:
+    /// (round, members, version).
+    pub fn views_applied(&self) -> Vec<(RoundId, Vec<Member>, u64)> {
+        self.events()
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                Event::ViewApplied {
+                    round,
+                    members,
+                    version,
+                } => Some((round, members, version)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The own operations this replica was told were discarded.
@@ -386,6 +407,64 @@ pub fn assert_converged_in(what: &str, n: usize, reps: &[&Rep], confirmed: &[Vec
         }
     }
     reps[0].replica.summary()
+}
+
+/// Checks that every member that applied a view change reported it at the same
+/// version, with the same members, as every other member that reported the same
+/// round; returns how many rounds more than one member reported.
+pub fn assert_views_agree(what: &str, reps: &[&Rep]) -> usize {
+    let mut seen: BTreeMap<String, (String, Vec<Member>, u64)> = BTreeMap::new();
+    let mut shared = BTreeSet::new();
+    for r in reps {
+        for (round, members, version) in r.views_applied() {
+            let key = round.to_string();
+            match seen.get(&key) {
+                None => {
+                    seen.insert(key, (r.name.clone(), members, version));
+                }
+                Some((first, m, v)) => {
+                    assert_eq!(
+                        (m, *v),
+                        (&members, version),
+                        "{what}: {first} and {} applied {key} differently",
+                        r.name
+                    );
+                    shared.insert(key);
+                }
+            }
+        }
+    }
+    shared.len()
+}
+
+/// Checks each confirmed operation's output against the common history (after
+/// [`assert_converged`]): an operation's output is its place in the history, as
+/// every member computed it, so one that was kept sits where its output says, and its
+/// version is that place. Returns how many outputs were checked.
+pub fn assert_outputs(what: &str, reps: &[&Rep], outcomes: &[&Outcomes]) -> usize {
+    let history: Vec<(Member, u64)> = reps[0]
+        .replica
+        .read(|s| s.ops.iter().map(|(m, q, _)| (*m, *q)).collect());
+    let mut checked = 0;
+    for (r, outcomes) in reps.iter().zip(outcomes) {
+        let (me, discarded) = (r.member(), r.discarded());
+        for (seq, result) in outcomes.iter() {
+            let Ok(done) = result else { continue };
+            if discarded.contains(seq) {
+                continue;
+            }
+            assert_eq!(
+                history.get(done.output - 1),
+                Some(&(me, *seq)),
+                "{what}: {}'s op {seq} resolved with output {}, not its place",
+                r.name,
+                done.output
+            );
+            assert_eq!(done.version, done.output as u64, "{what}: {}", r.name);
+            checked += 1;
+        }
+    }
+    checked
 }
 
 /// The sequence numbers of the operations confirmed applied.
