@@ -499,14 +499,73 @@ fn unannounced_split(
 pub fn check_replicas(histories: &[History], report: &mut Report) {
     let mut finals: Vec<(String, Member, u64, u64, Vec<Member>, bool)> = Vec::new();
     let mut submitted = 0u64;
+    // Per round: the first member to learn its view, at which version, with whom.
+    let mut views: HashMap<&str, (String, u64, &[Member])> = HashMap::new();
+    // Per operation: the first outcome recorded, and by whom.
+    let mut outcomes: HashMap<(Member, u64), (String, u64, i64)> = HashMap::new();
+    let (mut views_compared, mut outcomes_compared) = (0usize, 0usize);
     for h in histories {
         let Some(Record::Start { inc, node, pid, .. }) = h.records.first() else {
             continue;
         };
         report.clients += 1;
+        let who = format!("{} (replica inc {inc}, node {node} pid {pid})", h.name);
         for r in &h.records {
             match r {
                 Record::GView { .. } => report.views += 1,
+                Record::RView {
+                    round,
+                    members,
+                    version,
+                    ..
+                } => match views.get(round.as_str()) {
+                    None => {
+                        views.insert(round, (who.clone(), *version, members));
+                    }
+                    Some((first, v, m)) => {
+                        views_compared += 1;
+                        if (*v, *m) != (*version, &members[..]) {
+                            report.violations.push(Violation {
+                                check: Check::ReplicaView,
+                                evidence: format!(
+                                    "{first} learned the view of {round} at version {v} with \
+                                     members {m:?}, {who} at version {version} with {members:?}"
+                                ),
+                            });
+                        }
+                    }
+                },
+                Record::ROp {
+                    origin,
+                    seq,
+                    version,
+                    output,
+                    own,
+                    ..
+                } => {
+                    let whose = if *own { "its ticket" } else { "its apply" };
+                    match outcomes.get(&(*origin, *seq)) {
+                        None => {
+                            outcomes.insert(
+                                (*origin, *seq),
+                                (format!("{who} ({whose})"), *version, *output),
+                            );
+                        }
+                        Some((first, v, o)) => {
+                            outcomes_compared += 1;
+                            if (*v, *o) != (*version, *output) {
+                                report.violations.push(Violation {
+                                    check: Check::ResultAgreement,
+                                    evidence: format!(
+                                        "operation {seq} of {origin:?}: {first} says version \
+                                         {v} output {o}, {who} ({whose}) version {version} \
+                                         output {output}"
+                                    ),
+                                });
+                            }
+                        }
+                    }
+                }
                 Record::RFinal {
                     version,
                     digest,
@@ -574,7 +633,8 @@ pub fn check_replicas(histories: &[History], report: &mut Report) {
         }
     }
     report.notes.push(format!(
-        "replica layer: {} clients, {} finished, {submitted} operations submitted by the finished ones, final states {:?}",
+        "replica layer: {} clients, {} finished, {submitted} operations submitted by the finished ones, \
+         {views_compared} view changes and {outcomes_compared} outcomes compared between members, final states {:?}",
         histories.len(),
         finals.len(),
         finals
@@ -595,6 +655,11 @@ pub enum ReplicaPlant {
     Duplicate,
     /// One replica's confirmed operation is missing from the common state.
     LostConfirmed,
+    /// One replica learned a view change at another version than the others.
+    ViewVersion,
+    /// One replica's `apply` returned another output for an operation than its
+    /// submitter's ticket.
+    OutputDiffers,
 }
 
 /// Synthetic replica-client histories, with `plant`; for the unit tests and
@@ -606,52 +671,87 @@ pub fn synthetic_replicas(plant: ReplicaPlant) -> Vec<History> {
         .enumerate()
         .map(|(i, &(node, pid))| {
             let inc = 21 + i as u32;
+            // Two view changes every member learned, at versions 0 and 60; the first
+            // member's operations 1 to 3, as its tickets and the others' apply saw
+            // them.
+            let mut learned = vec![
+                Record::RView {
+                    round: "round 1:601@1.1#0".into(),
+                    members: members.clone(),
+                    version: 0,
+                    t: 2001,
+                },
+                Record::RView {
+                    round: "round 1:601@1.2#1".into(),
+                    members: members.clone(),
+                    version: 60 + u64::from(plant == ReplicaPlant::ViewVersion && i == 2),
+                    t: 2001,
+                },
+            ];
+            learned.extend((1..=3).map(|seq| Record::ROp {
+                origin: members[0],
+                seq,
+                version: 60 + seq,
+                output: if plant == ReplicaPlant::OutputDiffers && i == 1 && seq == 2 {
+                    999
+                } else {
+                    -7 * seq as i64
+                },
+                own: i == 0,
+                t: 2001,
+            }));
+            let mut records = vec![
+                Record::Start {
+                    inc,
+                    node,
+                    pid,
+                    api: crate::history::Api::Replica,
+                    t: 2000,
+                },
+                Record::GView {
+                    members: members.clone(),
+                    leader: Some(members[0]),
+                    view: (1, 1),
+                    t: 2001,
+                },
+            ];
+            records.extend(learned);
             History {
                 name: format!("client-{inc}-{node}-{pid}"),
-                records: vec![
-                    Record::Start {
-                        inc,
-                        node,
-                        pid,
-                        api: crate::history::Api::Replica,
-                        t: 2000,
-                    },
-                    Record::GView {
-                        members: members.clone(),
-                        leader: Some(members[0]),
-                        view: (1, 1),
-                        t: 2001,
-                    },
-                    Record::RFinal {
-                        version: 120,
-                        digest: if plant == ReplicaPlant::Diverged && i == 2 {
-                            0xbad
-                        } else {
-                            0x600d
+                records: records
+                    .into_iter()
+                    .chain([
+                        Record::RFinal {
+                            version: 120,
+                            digest: if plant == ReplicaPlant::Diverged && i == 2 {
+                                0xbad
+                            } else {
+                                0x600d
+                            },
+                            members: members.clone(),
+                            ready: true,
+                            submitted: 40,
+                            disorder: u64::from(plant == ReplicaPlant::Duplicate),
+                            own_last: 40,
+                            confirmed: if plant == ReplicaPlant::LostConfirmed && i == 1 {
+                                41
+                            } else {
+                                40
+                            },
+                            t: 2002,
                         },
-                        members: members.clone(),
-                        ready: true,
-                        submitted: 40,
-                        disorder: u64::from(plant == ReplicaPlant::Duplicate),
-                        own_last: 40,
-                        confirmed: if plant == ReplicaPlant::LostConfirmed && i == 1 {
-                            41
-                        } else {
-                            40
+                        Record::Drained {
+                            complete: true,
+                            t: 2003,
                         },
-                        t: 2002,
-                    },
-                    Record::Drained {
-                        complete: true,
-                        t: 2003,
-                    },
-                    Record::Closed {
-                        events: 5,
-                        dispatched: None,
-                        freed: None,
-                        t: 2004,
-                    },
-                ],
+                        Record::Closed {
+                            events: 5,
+                            dispatched: None,
+                            freed: None,
+                            t: 2004,
+                        },
+                    ])
+                    .collect(),
             }
         })
         .collect()
@@ -967,6 +1067,16 @@ pub mod synthetic {
             Check::AppliedOnce,
             super::synthetic_replicas(super::ReplicaPlant::LostConfirmed),
         ));
+        all.push((
+            "a replica that learned a view at another version",
+            Check::ReplicaView,
+            super::synthetic_replicas(super::ReplicaPlant::ViewVersion),
+        ));
+        all.push((
+            "a replicated operation's output that differs between members",
+            Check::ResultAgreement,
+            super::synthetic_replicas(super::ReplicaPlant::OutputDiffers),
+        ));
 
         all
     }
@@ -1081,6 +1191,32 @@ mod tests {
             "{}",
             d[0].evidence
         );
+    }
+
+    #[test]
+    fn replica_views_and_outputs_are_compared_between_members() {
+        let r = check(&super::synthetic_replicas(super::ReplicaPlant::Nothing));
+        assert!(r.violations.is_empty(), "{:#?}", r.violations);
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.contains("4 view changes and 6 outcomes compared")),
+            "{:?}",
+            r.notes
+        );
+        let r = check(&super::synthetic_replicas(super::ReplicaPlant::ViewVersion));
+        let v: Vec<_> = r.violations.iter().map(|v| v.check).collect();
+        assert_eq!(v, vec![Check::ReplicaView], "{:#?}", r.violations);
+        assert!(r.violations[0].evidence.contains("round 1:601@1.2#1"));
+        assert!(r.violations[0].evidence.contains("version 61"));
+        let r = check(&super::synthetic_replicas(
+            super::ReplicaPlant::OutputDiffers,
+        ));
+        let v: Vec<_> = r.violations.iter().map(|v| v.check).collect();
+        assert_eq!(v, vec![Check::ResultAgreement], "{:#?}", r.violations);
+        assert!(r.violations[0].evidence.contains("operation 2 of (1, 601)"));
+        assert!(r.violations[0].evidence.contains("output 999"));
+        assert!(r.violations[0].evidence.contains("its ticket"));
     }
 
     #[test]
