@@ -38,7 +38,10 @@
 //! view loses the majority, and the resource must not trust that alone: every request
 //! to it carries the holder's token, and it refuses a token lower than the highest it
 //! has seen. Then a stale holder's late request is refused, whatever it believes.
-//! (A follow-up replaces `--majority-of` by corosync's quorum.)
+//! Treat a `GRANTED` answered just before `MINORITY` as lost too: the nodes that part
+//! can order the last operations before a partition differently, and the majority's
+//! history may have that `LOCK` answered `HELD` (see the `cpg::replica` docs,
+//! "Results"). (A follow-up replaces `--majority-of` by corosync's quorum.)
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

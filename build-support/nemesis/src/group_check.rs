@@ -501,9 +501,8 @@ pub fn check_replicas(histories: &[History], report: &mut Report) {
     let mut submitted = 0u64;
     // Per round: the first member to learn its view, at which version, with whom.
     let mut views: HashMap<&str, (String, u64, &[Member])> = HashMap::new();
-    // Per operation: the first outcome recorded, and by whom.
-    let mut outcomes: HashMap<(Member, u64), (String, u64, i64)> = HashMap::new();
-    let (mut views_compared, mut outcomes_compared) = (0usize, 0usize);
+    let mut views_compared = 0usize;
+    let outcomes_compared = check_outcomes(histories, report);
     for h in histories {
         let Some(Record::Start { inc, node, pid, .. }) = h.records.first() else {
             continue;
@@ -535,37 +534,6 @@ pub fn check_replicas(histories: &[History], report: &mut Report) {
                         }
                     }
                 },
-                Record::ROp {
-                    origin,
-                    seq,
-                    version,
-                    output,
-                    own,
-                    ..
-                } => {
-                    let whose = if *own { "its ticket" } else { "its apply" };
-                    match outcomes.get(&(*origin, *seq)) {
-                        None => {
-                            outcomes.insert(
-                                (*origin, *seq),
-                                (format!("{who} ({whose})"), *version, *output),
-                            );
-                        }
-                        Some((first, v, o)) => {
-                            outcomes_compared += 1;
-                            if (*v, *o) != (*version, *output) {
-                                report.violations.push(Violation {
-                                    check: Check::ResultAgreement,
-                                    evidence: format!(
-                                        "operation {seq} of {origin:?}: {first} says version \
-                                         {v} output {o}, {who} ({whose}) version {version} \
-                                         output {output}"
-                                    ),
-                                });
-                            }
-                        }
-                    }
-                }
                 Record::RFinal {
                     version,
                     digest,
@@ -644,6 +612,123 @@ pub fn check_replicas(histories: &[History], report: &mut Report) {
     ));
 }
 
+/// Result agreement: the records of one operation's outcome agree where the layer
+/// promises they do. CPG's agreed order (and virtual synchrony) holds among members
+/// that move on together from a view to the next: so two replicas' `apply` records
+/// of an operation are compared when each made it in its current view with the same
+/// member list and each moved on to a next view with the same member list (which then
+/// holds both), or both finished in that view. Members that part at the next view
+/// change can deliver the view's last messages differently (a partition; a daemon
+/// that missed messages while the ring re-formed), and their outcomes may differ. A
+/// ticket's outcome is compared with its own replica's `apply` record of the
+/// operation (the one the ticket reports). Returns how many pairs were compared.
+fn check_outcomes(histories: &[History], report: &mut Report) -> usize {
+    /// An `apply` record: who, in which view (members), moving on to which (`None`:
+    /// finished in it), the version and the output.
+    type Applied = (String, Vec<Member>, Option<Vec<Member>>, u64, i64);
+    let mut applied: HashMap<(Member, u64), Vec<Applied>> = HashMap::new();
+    let mut compared = 0;
+    for h in histories {
+        let Some(Record::Start { inc, node, pid, .. }) = h.records.first() else {
+            continue;
+        };
+        let who = format!("{} (replica inc {inc}, node {node} pid {pid})", h.name);
+        let views: Vec<&[Member]> = h
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::GView { members, .. } => Some(&members[..]),
+                _ => None,
+            })
+            .collect();
+        let finished_in = h.records.iter().find_map(|r| match r {
+            Record::RFinal { members, .. } => Some(&members[..]),
+            _ => None,
+        });
+        let mut current: Option<usize> = None;
+        let mut seen = 0;
+        let mut mine: HashMap<(Member, u64), (u64, i64)> = HashMap::new();
+        let mut tickets = Vec::new();
+        for r in &h.records {
+            match r {
+                Record::GView { .. } => {
+                    current = Some(seen);
+                    seen += 1;
+                }
+                Record::ROp {
+                    origin,
+                    seq,
+                    version,
+                    output,
+                    own: false,
+                    ..
+                } => {
+                    mine.insert((*origin, *seq), (*version, *output));
+                    let Some(i) = current else { continue };
+                    let next = views.get(i + 1).map(|v| v.to_vec());
+                    if next.is_none() && finished_in != Some(views[i]) {
+                        continue;
+                    }
+                    applied.entry((*origin, *seq)).or_default().push((
+                        who.clone(),
+                        views[i].to_vec(),
+                        next,
+                        *version,
+                        *output,
+                    ));
+                }
+                Record::ROp {
+                    origin,
+                    seq,
+                    version,
+                    output,
+                    own: true,
+                    ..
+                } => tickets.push(((*origin, *seq), *version, *output)),
+                _ => {}
+            }
+        }
+        for ((origin, seq), version, output) in tickets {
+            let Some(&(v, o)) = mine.get(&(origin, seq)) else {
+                continue;
+            };
+            compared += 1;
+            if (v, o) != (version, output) {
+                report.violations.push(Violation {
+                    check: Check::ResultAgreement,
+                    evidence: format!(
+                        "operation {seq} of {origin:?}: {who}'s ticket says version {version} \
+                         output {output}, its own apply version {v} output {o}"
+                    ),
+                });
+            }
+        }
+    }
+    let mut ops: Vec<_> = applied.into_iter().collect();
+    ops.sort();
+    for ((origin, seq), records) in ops {
+        for (k, a) in records.iter().enumerate() {
+            let Some(b) = records[..k].iter().find(|b| (&b.1, &b.2) == (&a.1, &a.2)) else {
+                continue;
+            };
+            compared += 1;
+            if (a.3, a.4) != (b.3, b.4) {
+                let next = a.2.as_ref().map_or("the end".into(), |n| format!("{n:?}"));
+                report.violations.push(Violation {
+                    check: Check::ResultAgreement,
+                    evidence: format!(
+                        "operation {seq} of {origin:?}, applied in view {:?} by members that \
+                         moved on together to {next}: {} says version {} output {}, {} \
+                         version {} output {}",
+                        a.1, b.0, b.3, b.4, a.0, a.3, a.4
+                    ),
+                });
+            }
+        }
+    }
+    compared
+}
+
 /// What [`synthetic_replicas`] plants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicaPlant {
@@ -657,9 +742,11 @@ pub enum ReplicaPlant {
     LostConfirmed,
     /// One replica learned a view change at another version than the others.
     ViewVersion,
-    /// One replica's `apply` returned another output for an operation than its
-    /// submitter's ticket.
+    /// One replica's `apply` returned another output for an operation than the others
+    /// that moved on with it.
     OutputDiffers,
+    /// A ticket reported another output than its own replica's `apply`.
+    TicketDiffers,
 }
 
 /// Synthetic replica-client histories, with `plant`; for the unit tests and
@@ -688,18 +775,30 @@ pub fn synthetic_replicas(plant: ReplicaPlant) -> Vec<History> {
                     t: 2001,
                 },
             ];
-            learned.extend((1..=3).map(|seq| Record::ROp {
-                origin: members[0],
-                seq,
-                version: 60 + seq,
-                output: if plant == ReplicaPlant::OutputDiffers && i == 1 && seq == 2 {
-                    999
-                } else {
-                    -7 * seq as i64
-                },
-                own: i == 0,
-                t: 2001,
-            }));
+            let output = |seq: u64, differs: bool| if differs { 999 } else { -7 * seq as i64 };
+            for seq in 1..=3 {
+                learned.push(Record::ROp {
+                    origin: members[0],
+                    seq,
+                    version: 60 + seq,
+                    output: output(
+                        seq,
+                        plant == ReplicaPlant::OutputDiffers && i == 1 && seq == 2,
+                    ),
+                    own: false,
+                    t: 2001,
+                });
+                if i == 0 {
+                    learned.push(Record::ROp {
+                        origin: members[0],
+                        seq,
+                        version: 60 + seq,
+                        output: output(seq, plant == ReplicaPlant::TicketDiffers && seq == 3),
+                        own: true,
+                        t: 2001,
+                    });
+                }
+            }
             let mut records = vec![
                 Record::Start {
                     inc,
@@ -1077,6 +1176,11 @@ pub mod synthetic {
             Check::ResultAgreement,
             super::synthetic_replicas(super::ReplicaPlant::OutputDiffers),
         ));
+        all.push((
+            "a ticket with another output than its apply",
+            Check::ResultAgreement,
+            super::synthetic_replicas(super::ReplicaPlant::TicketDiffers),
+        ));
 
         all
     }
@@ -1086,6 +1190,7 @@ pub mod synthetic {
 mod tests {
     use super::synthetic::{clean, defects};
     use crate::checker::{check, Check};
+    use crate::history::{Member, Record};
 
     #[test]
     fn clean_group_histories_pass() {
@@ -1200,7 +1305,7 @@ mod tests {
         assert!(
             r.notes
                 .iter()
-                .any(|n| n.contains("4 view changes and 6 outcomes compared")),
+                .any(|n| n.contains("4 view changes and 9 outcomes compared")),
             "{:?}",
             r.notes
         );
@@ -1216,7 +1321,68 @@ mod tests {
         assert_eq!(v, vec![Check::ResultAgreement], "{:#?}", r.violations);
         assert!(r.violations[0].evidence.contains("operation 2 of (1, 601)"));
         assert!(r.violations[0].evidence.contains("output 999"));
-        assert!(r.violations[0].evidence.contains("its ticket"));
+        assert!(r.violations[0]
+            .evidence
+            .contains("moved on together to the end"));
+        let r = check(&super::synthetic_replicas(
+            super::ReplicaPlant::TicketDiffers,
+        ));
+        let v: Vec<_> = r.violations.iter().map(|v| v.check).collect();
+        assert_eq!(v, vec![Check::ResultAgreement], "{:#?}", r.violations);
+        assert!(r.violations[0]
+            .evidence
+            .contains("ticket says version 63 output 999"));
+    }
+
+    /// Replicas that part at the next view change may have applied the end of the
+    /// view differently (CPG orders a view's messages alike only for members that move
+    /// on together): their outputs are not compared; those that move on together are.
+    #[test]
+    fn outputs_of_replicas_that_part_are_not_compared() {
+        let with_next = |next_of_second: Vec<Member>| {
+            let mut h = super::synthetic_replicas(super::ReplicaPlant::OutputDiffers);
+            let all = vec![(1, 601), (2, 602), (3, 603)];
+            for (i, c) in h.iter_mut().enumerate() {
+                let next = if i == 1 {
+                    next_of_second.clone()
+                } else {
+                    all.clone()
+                };
+                let at = c
+                    .records
+                    .iter()
+                    .position(|r| matches!(r, Record::RFinal { .. }))
+                    .unwrap();
+                c.records.insert(
+                    at,
+                    Record::GView {
+                        members: next,
+                        leader: None,
+                        view: (1, 2),
+                        t: 2002,
+                    },
+                );
+            }
+            check(&h)
+        };
+        // The second replica went on alone: its different output is not compared.
+        let r = with_next(vec![(2, 602)]);
+        assert!(
+            r.violations
+                .iter()
+                .all(|v| v.check != Check::ResultAgreement),
+            "{:#?}",
+            r.violations
+        );
+        // It moved on with the others: compared, and caught.
+        let r = with_next(vec![(1, 601), (2, 602), (3, 603)]);
+        assert!(
+            r.violations
+                .iter()
+                .any(|v| v.check == Check::ResultAgreement),
+            "{:#?}",
+            r.violations
+        );
     }
 
     #[test]

@@ -282,8 +282,9 @@ pub enum Record {
         t: u64,
     },
     /// Replica client: an operation's outcome: its own ticket's (`own`), or what this
-    /// member's `apply` returned for another member's operation applied to the state
-    /// its view agreed on.
+    /// member's `apply` returned for an operation (its own or another member's)
+    /// applied to the state its view agreed on, in its current view (the last
+    /// [`Record::GView`] before it).
     ROp {
         /// The member that submitted it.
         origin: Member,

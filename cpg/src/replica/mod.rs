@@ -231,6 +231,22 @@
 //! of own operations delivered while this member could not apply them (a failed
 //! restore).
 //!
+//! What "every member computed" covers: CPG orders a view's messages alike for the
+//! members that move on together to the next view, and only for them. When a view
+//! ends in a split (a partition; a node whose daemon missed the others' last messages
+//! while the ring re-formed, which corosync then skips), each side may deliver the
+//! view's last messages differently, the own ones included. An outcome reported on
+//! one side is the one its side computed; if that side's history later loses the
+//! merge and the winning history holds the operation too, its outcome there can
+//! differ (a lock granted here, held by another there), and nothing tells the
+//! ticket. (The nemesis saw it: a node cut off from another delivered its own last
+//! operations without the other's, which the other side applied in between.) Such an
+//! operation was applied just before this member's view changed, and its history
+//! then loses the merge: with writes gated on a majority (see
+//! [Merges](#merges-and-writes-in-a-minority)), this member is then on the minority
+//! side, and a service must treat what it answered just before its view lost the
+//! majority as undone (the `lock` example's fencing says how).
+//!
 //! # Reads
 //!
 //! [`Replica::read`] reads the local copy at once: between rounds it holds every
