@@ -40,6 +40,10 @@ const QUIET: Duration = Duration::from_secs(2);
 /// Counters in the map.
 const KEYS: u64 = 8;
 
+/// What `apply` returned for each operation applied, in order: (origin, sequence,
+/// version, output).
+type Outputs = Arc<Mutex<VecDeque<(Member, u64, u64, i64)>>>;
+
 /// The replicated state: counters by key, in a sorted map (deterministic digest), and
 /// what lets the checker see exactly-once and agreed order: the highest sequence
 /// number applied per origin, how many operations came at or below it (a duplicate or
@@ -56,7 +60,7 @@ pub struct Counters {
     /// Not replicated: what `apply` returned for each operation applied here, in
     /// order (origin, sequence, version, output), for the client to pair with the
     /// layer's `Event::Changed`.
-    outputs: Arc<Mutex<VecDeque<(Member, u64, u64, i64)>>>,
+    outputs: Outputs,
 }
 
 impl Counters {
@@ -188,7 +192,7 @@ struct Observer<'a> {
     rec: &'a Recorder,
     me: Member,
     /// What `apply` returned, in order (shared with the state).
-    outputs: Arc<Mutex<VecDeque<(Member, u64, u64, i64)>>>,
+    outputs: Outputs,
     /// Between a round's end (`Synced`) and the next view: operations are applied to
     /// the state the view agreed on. (Those applied when a view changes during a
     /// round are reported before the new view, while this is false.)

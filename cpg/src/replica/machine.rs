@@ -183,10 +183,13 @@ fn at_rate(len: u64, rate: u64) -> Duration {
 /// Inputs are the group layer's views ([`handle_view`](Self::handle_view)) and
 /// deliveries ([`handle_message`](Self::handle_message)), the loss of the connection,
 /// time ([`handle_timeout`](Self::handle_timeout)) and the application's
-/// [`submit`](Self::submit) and [`verify`](Self::verify). Outputs are [`Effect`]s for
-/// the driver ([`poll_effect`](Self::poll_effect)), [`Event`]s for the application
-/// ([`poll_event`](Self::poll_event)), and calls on `A`: `apply`, `snapshot`,
-/// `restore`, `digest`, `choose`, all from inside the `handle_*` methods.
+/// [`submit`](Self::submit), [`barrier`](Self::barrier) and [`verify`](Self::verify).
+/// Outputs are [`Effect`]s for the driver ([`poll_effect`](Self::poll_effect)),
+/// [`Event`]s for the application ([`poll_event`](Self::poll_event), or
+/// [`poll_event_and_output`](Self::poll_event_and_output) with the outputs of own
+/// operations), and calls on `A`: `apply`, `apply_view`, `snapshot`, `restore`,
+/// `digest`, `merge_hint`, `choose`, all from inside the `handle_*` methods (and
+/// `digest`, `merge_hint` from [`summary`](Self::summary)).
 ///
 /// The rules and the wire format are described in the
 /// [module documentation](super).
