@@ -395,6 +395,8 @@
 //!   summary again and again or a coordinator starting over and over holds a round
 //!   for a bounded time, and a member that never speaks for one deadline;
 //! - verification: one open check per issuer, as above;
+//! - read barriers: another member's markers are dropped at delivery, and a member
+//!   has at most one of its own in flight, however many barriers wait;
 //! - messages to send: the round messages not yet handed to the driver are dropped
 //!   when a new attempt or start begins (they would be stale);
 //! - reports: a member's malformed messages are reported once per view

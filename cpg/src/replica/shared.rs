@@ -312,10 +312,14 @@ impl<A: Replicated, G: Sink> Core<A, G> {
 /// each one's `impl` (whose application type is `A`), over its field `shared`.
 macro_rules! state_calls {
     () => {
-        /// Reads the state. Between rounds every member of the view holds the same state
-        /// at the same point of the agreed order; during a round
+        /// Reads the local copy of the state, at once. Between rounds every member of
+        /// the view holds the same state at the same point of the agreed order, but
+        /// each gets there at its own pace: this copy lags the operations in flight,
+        /// also those another member has applied and acknowledged. During a round
         /// ([`Phase::Syncing`](crate::replica::Phase::Syncing)) this is the state from
-        /// before it.
+        /// before it. To see every write acknowledged before the call, use
+        /// `read_ordered` (see the [module documentation](crate::replica#reads)).
+        /// This member's own operations are in it once their tickets resolved.
         ///
         /// `f` runs under the replica's lock: calling a method of this replica from it
         /// panics (instead of deadlocking).
