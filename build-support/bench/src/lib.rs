@@ -2,10 +2,13 @@
 //! difference between `bench` (safe crate) and `bench_raw` (raw `corosync-sys` calls) is
 //! the binding layer: the wire format of benchmark messages, the checksum, the
 //! receiver's accounting, the counting allocator, CPU time, the sending side of a
-//! two-thread client ([`send_sweep`]), latency statistics, and the report.
+//! two-thread client ([`send_sweep`]), latency statistics, and the report; and the
+//! clients of the protocol layers ([`layers`]: `bench --layer group|replica`).
 //!
 //! Benchmark plumbing, not an API: a library target only so that the programs can
 //! share it as a module.
+
+pub mod layers;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeSet, HashMap};
@@ -799,7 +802,20 @@ pub fn send_sweep(
     plan: &SweepPlan<'_>,
     receiver: &Receiver,
     halt: &dyn Fn() -> bool,
+    send: impl FnMut(&[u8]) -> Result<u64, String>,
+) -> Result<(), String> {
+    send_sweep_with(plan, receiver, halt, send, || Ok(()))
+}
+
+/// [`send_sweep`], calling `before_end` after the last size's row and before the
+/// end-of-run marker (the replica client checks there that every member holds the
+/// same state).
+pub fn send_sweep_with(
+    plan: &SweepPlan<'_>,
+    receiver: &Receiver,
+    halt: &dyn Fn() -> bool,
     mut send: impl FnMut(&[u8]) -> Result<u64, String>,
+    before_end: impl FnOnce() -> Result<(), String>,
 ) -> Result<(), String> {
     let (nodeid, pid) = plan.me;
     let mut buf = vec![0u8; plan.sizes.iter().copied().max().unwrap_or(0)];
@@ -824,6 +840,7 @@ pub fn send_sweep(
         wait_for_own_marker(receiver, before, halt)?;
         print_row(plan.json, &row);
     }
+    before_end()?;
     let before = receiver.own_markers.load(Ordering::Acquire);
     send(&control(Kind::EndOfRun, nodeid, pid, seq, 0))?;
     wait_for_own_marker(receiver, before, halt)
