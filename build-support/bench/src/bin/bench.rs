@@ -10,6 +10,8 @@
 //! cargo run --release -p cpg-bench --bin bench -- --latency         # one message in flight
 //! cargo run --release -p cpg-bench --bin bench -- --receive-only    # on another node
 //! cargo run --release -p cpg-bench --bin bench -- --async           # AsyncHandle
+//! cargo run --release -p cpg-bench --bin bench -- --layer group     # cpg::group::Group
+//! cargo run --release -p cpg-bench --bin bench -- --layer replica   # cpg::replica::Replica
 //! ```
 //!
 //! The process joins a group, sends messages of one size as fast as the daemon takes
@@ -47,6 +49,11 @@
 //! back-pressure until the reading task has dispatched events. `--async
 //! --single-thread` is the one-task loop on a current-thread runtime: `send(..).await`
 //! on the handle, then the events that are ready.
+//!
+//! `--layer group` and `--layer replica` run the same sweep through the crate's
+//! protocol layers: application messages through a `cpg::group::Group` (`--async`: an
+//! `AsyncGroup`), or operations through a `cpg::replica::Replica`, every member
+//! verifying every message (see `cpg_bench::layers`).
 //!
 //! `bench_raw` is the same client written directly against `corosync-sys` (the same
 //! two-thread design, the one-thread loop, and corosync's own busy-retry pattern); the
