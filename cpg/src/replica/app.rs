@@ -12,14 +12,19 @@ use super::wire::RoundId;
 ///
 /// `version` is kept by the replica layer: the number of operations applied along the
 /// state's history (a restored state takes the source's version; a view change
-/// applied with [`Replicated::apply_view`] does not count). `digest` is
-/// [`Replicated::digest`], `hint` is [`Replicated::merge_hint`].
+/// applied with [`Replicated::apply_view`] does not count). `epoch` is kept by the
+/// layer too: how many times the state's history became quorate (see the
+/// [module documentation](super#quorum)). `digest` is [`Replicated::digest`], `hint`
+/// is [`Replicated::merge_hint`].
 ///
-/// Non-exhaustive: the layer will carry more of what a choice needs here (a quorum
-/// epoch agreed by the group layer is planned); build one with [`Summary::new`].
+/// Non-exhaustive: build one with [`Summary::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Summary {
+    /// The state's quorum epoch: the number of times its history went from a
+    /// position where corosync's agreed quorum did not permit writes (pending, not
+    /// quorate) to one where it does. 0 without a quorum provider.
+    pub epoch: u64,
     /// Operations applied along this state's history.
     pub version: u64,
     /// The application's digest of the state.
@@ -33,6 +38,7 @@ impl Summary {
     /// A summary of a state at `version` with `digest` and a merge hint of 0.
     pub fn new(version: u64, digest: u64) -> Summary {
         Summary {
+            epoch: 0,
             version,
             digest,
             hint: 0,
@@ -43,10 +49,18 @@ impl Summary {
     pub fn with_hint(self, hint: u64) -> Summary {
         Summary { hint, ..self }
     }
+
+    /// The same summary with quorum epoch `epoch`.
+    pub fn with_epoch(self, epoch: u64) -> Summary {
+        Summary { epoch, ..self }
+    }
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.epoch != 0 {
+            write!(f, "e{} ", self.epoch)?;
+        }
         write!(f, "v{} #{:016x}", self.version, self.digest)?;
         if self.hint != 0 {
             write!(f, " hint {}", self.hint)?;
@@ -65,21 +79,32 @@ pub struct Candidate {
 }
 
 /// The choice by version alone: the highest version, ties broken by the lowest
-/// (node id, pid); merge hints are not looked at. `candidates` is never empty.
+/// (node id, pid); quorum epochs and merge hints are not looked at. `candidates` is
+/// never empty.
 pub fn choose_highest_version(candidates: &[Candidate]) -> usize {
-    choose_by(candidates, |s| (0, s.version))
+    choose_by(candidates, |s| (0, 0, s.version))
+}
+
+/// The choice by [merge hint](Replicated::merge_hint): the highest hint, then the
+/// highest version, ties broken by the lowest (node id, pid); quorum epochs are not
+/// looked at. With every hint 0 (the default) it is [`choose_highest_version`].
+/// `candidates` is never empty.
+pub fn choose_highest_hint(candidates: &[Candidate]) -> usize {
+    choose_by(candidates, |s| (0, s.hint, s.version))
 }
 
 /// The default choice ([`Replicated::choose`]): the highest
-/// [merge hint](Replicated::merge_hint), then the highest version, ties broken by the
-/// lowest (node id, pid). With every hint 0 (the default) it is
-/// [`choose_highest_version`]. `candidates` is never empty.
-pub fn choose_highest_hint(candidates: &[Candidate]) -> usize {
-    choose_by(candidates, |s| (s.hint, s.version))
+/// [quorum epoch](Summary::epoch), then [`choose_highest_hint`]'s rule (the highest
+/// merge hint, then the highest version), ties broken by the lowest (node id, pid).
+/// So the history that was quorate last wins a merge, however long the other's;
+/// without a quorum provider every epoch is 0 and it is [`choose_highest_hint`].
+/// `candidates` is never empty.
+pub fn choose_highest_epoch(candidates: &[Candidate]) -> usize {
+    choose_by(candidates, |s| (s.epoch, s.hint, s.version))
 }
 
 /// The candidate with the highest `key`, the first (the lowest member) of equals.
-fn choose_by(candidates: &[Candidate], key: impl Fn(&Summary) -> (u64, u64)) -> usize {
+fn choose_by(candidates: &[Candidate], key: impl Fn(&Summary) -> (u64, u64, u64)) -> usize {
     let mut best = 0;
     for (i, c) in candidates.iter().enumerate().skip(1) {
         let b = &candidates[best];
@@ -212,18 +237,20 @@ pub trait Replicated {
     /// A number from the state that [`choose`](Self::choose) can choose by, carried in
     /// every [`Summary`]: say, an epoch the state counts up at every view with a
     /// majority ([`apply_view`](Self::apply_view)), so that after a partition heals
-    /// the side that had the majority wins, however long the other side's history.
-    /// The default choice ([`choose_highest_hint`]) prefers the highest. Default: 0.
+    /// the side that had the majority wins, however long the other side's history
+    /// (where corosync has a quorum provider the layer's
+    /// [quorum epoch](Summary::epoch) does that, ahead of the hint). The default choice ([`choose_highest_epoch`]) prefers the highest, after the
+    /// quorum epoch. Default: 0.
     fn merge_hint(&self) -> u64 {
         0
     }
 
     /// Whose state wins a round, as an index into `candidates` (sorted by member, never
     /// empty). Every member calls it with the same candidates and must return the same
-    /// answer. Default: [`choose_highest_hint`] (the highest merge hint, then the
-    /// longest history, then the lowest member).
+    /// answer. Default: [`choose_highest_epoch`] (the highest quorum epoch, then the
+    /// highest merge hint, then the longest history, then the lowest member).
     fn choose(&self, candidates: &[Candidate]) -> usize {
-        choose_highest_hint(candidates)
+        choose_highest_epoch(candidates)
     }
 }
 

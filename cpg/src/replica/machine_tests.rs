@@ -968,6 +968,7 @@ fn well_formed_messages_with_any_field_values_never_panic() {
                     version: small(rnd()),
                     digest: small(rnd()),
                     hint: 0,
+                    epoch: 0,
                     len: small(rnd()),
                     chunks: (rnd() % 4) as u32,
                     applied: (0..rnd() % 3)
@@ -1003,6 +1004,7 @@ fn well_formed_messages_with_any_field_values_never_panic() {
                     version: small(rnd()),
                     digest: small(rnd()),
                     hint: 0,
+                    epoch: 0,
                 },
                 _ => {
                     // Our own messages come back too.
