@@ -286,6 +286,28 @@ mod tests {
     }
 
     #[test]
+    fn the_highest_epoch_wins_over_hints_and_longer_histories() {
+        let mut cs = [c(1, 9), c(2, 5), c(3, 7)];
+        cs[0].summary = cs[0].summary.with_hint(5);
+        cs[1].summary = cs[1].summary.with_epoch(4);
+        cs[2].summary = cs[2].summary.with_epoch(4).with_hint(1);
+        assert_eq!(choose_highest_epoch(&cs), 2, "epoch 4, then hint 1");
+        assert_eq!(choose_highest_hint(&cs), 0, "epochs ignored");
+        assert_eq!(choose_highest_version(&cs), 0, "epochs and hints ignored");
+        cs[2].summary.hint = 0;
+        assert_eq!(choose_highest_epoch(&cs), 2, "epoch 4, then version 7");
+        cs[1].summary.version = 7;
+        assert_eq!(choose_highest_epoch(&cs), 1, "a tie: the lowest member");
+        // Without a provider every epoch is 0: the rule is the hint's.
+        let plain = [c(1, 3), c(2, 5)];
+        assert_eq!(choose_highest_epoch(&plain), choose_highest_hint(&plain));
+        assert_eq!(
+            Summary::new(3, 0xab).with_epoch(2).to_string(),
+            "e2 v3 #00000000000000ab"
+        );
+    }
+
+    #[test]
     fn a_view_change_answers_membership_and_majority() {
         let members = [
             Member { nodeid: 1, pid: 5 },

@@ -502,8 +502,8 @@ mod tokio;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use self::tokio::{AsyncReplica, AsyncTicket};
 pub use app::{
-    choose_highest_hint, choose_highest_version, has_majority, Candidate, OpInfo, Outcome,
-    Replicated, RestoreError, Summary, ViewChange,
+    choose_highest_epoch, choose_highest_hint, choose_highest_version, has_majority, Candidate,
+    OpInfo, Outcome, Replicated, RestoreError, Summary, ViewChange,
 };
 pub use blocking::{Replica, Ticket};
 pub use builder::ReplicaBuilder;
