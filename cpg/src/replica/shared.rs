@@ -386,6 +386,16 @@ macro_rules! state_calls {
             self.shared.lock().local_quorum()
         }
 
+        /// Test hook, not part of the API (it may change without notice): the group
+        /// layer's `hold_dispatch` on the current group, so that a test can make the
+        /// CPG and quorum notifications arrive in the order it wants.
+        #[doc(hidden)]
+        pub fn hold_dispatch(&self, cpg: bool, quorum: bool) {
+            if let Some(g) = self.shared.lock().group.clone() {
+                g.hold_dispatch(cpg, quorum);
+            }
+        }
+
         /// The protocol's counters.
         pub fn stats(&self) -> $crate::replica::Stats {
             self.shared.lock().machine.stats()
