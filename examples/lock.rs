@@ -57,8 +57,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use cpg::replica::{
-    fnv, fnv_start, has_majority, AsyncReplica, Event, OpInfo, Replica, ReplicaError,
-    Replicated, RestoreError, ViewChange,
+    fnv, fnv_start, has_majority, AsyncReplica, Event, OpInfo, Replica, ReplicaError, Replicated,
+    RestoreError, ViewChange,
 };
 use cpg::{GroupName, Member};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -214,7 +214,10 @@ fn lock_follows_corosyncs_quorum() {
     let who = c[2].until("WHO c", |a| a.starts_with("HELD c"));
     assert!(who.starts_with("HELD c 2:"), "{who}");
     let who = c[2].ask("WHO a");
-    assert!(who.starts_with("HELD a 1:") && who.ends_with(&format!(" {again}")), "{who}");
+    assert!(
+        who.starts_with("HELD a 1:") && who.ends_with(&format!(" {again}")),
+        "{who}"
+    );
 }
 
 /// `lock --help` prints its usage and exits 0 (run inside the shared node's namespace).

@@ -235,7 +235,9 @@ fn kv_gates_on_corosyncs_quorum() {
         for k in &mut kv {
             agreed(k, 3, "quorate");
         }
-        assert!(kv[0].ask("set color blue", &["OK", "ERR"]).starts_with("OK"));
+        assert!(kv[0]
+            .ask("set color blue", &["OK", "ERR"])
+            .starts_with("OK"));
         kv[2].wait_value("color", "VALUE color blue");
 
         cluster.partition(2);
