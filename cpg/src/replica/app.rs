@@ -116,9 +116,12 @@ fn choose_by(candidates: &[Candidate], key: impl Fn(&Summary) -> (u64, u64, u64)
     best
 }
 
-/// Whether `view` holds a strict majority of `configured_nodes` distinct nodes: the
-/// usual gate for writes, so that at most one side of a partition accepts them (see
-/// the [module documentation](super) on merges).
+/// Whether `view` holds a strict majority of `configured_nodes` distinct nodes: a gate
+/// for writes on a cluster without a quorum provider, so that at most one side of a
+/// partition accepts them (see the [module documentation](super) on merges). Where
+/// corosync has a provider the layer gates on its quorum instead
+/// ([`Config::gate_writes`](super::Config::gate_writes)), which counts votes, not the
+/// group's members.
 pub fn has_majority(view: &View, configured_nodes: usize) -> bool {
     majority(view.members(), configured_nodes)
 }

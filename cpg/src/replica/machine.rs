@@ -183,8 +183,10 @@ fn at_rate(len: u64, rate: u64) -> Duration {
 
 /// The replica protocol for one member, around the application's state `A`.
 ///
-/// Inputs are the group layer's views ([`handle_view`](Self::handle_view)) and
-/// deliveries ([`handle_message`](Self::handle_message)), the loss of the connection,
+/// Inputs are the group layer's views ([`handle_view`](Self::handle_view)),
+/// deliveries ([`handle_delivery`](Self::handle_delivery), or
+/// [`handle_message`](Self::handle_message) with the changes of the agreed quorum
+/// through [`handle_quorum`](Self::handle_quorum)), the loss of the connection,
 /// time ([`handle_timeout`](Self::handle_timeout)) and the application's
 /// [`submit`](Self::submit), [`barrier`](Self::barrier) and [`verify`](Self::verify).
 /// Outputs are [`Effect`]s for the driver ([`poll_effect`](Self::poll_effect)),
