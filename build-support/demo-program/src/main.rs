@@ -206,6 +206,12 @@ impl Program {
         lines.iter().any(|l| pred(l))
     }
 
+    /// [`has_line`](Self::has_line) on the lines without the node names the chat
+    /// prints beside node ids (`node 1 (node1) pid 42` reads `node 1 pid 42`).
+    fn has_plain_line(&self, pred: &dyn Fn(&str) -> bool) -> bool {
+        self.has_line(&|l| pred(&without_names(l)))
+    }
+
     fn last_line(&self, pred: &dyn Fn(&str) -> bool) -> Option<String> {
         let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         lines.iter().rev().find(|l| pred(l)).cloned()
@@ -261,6 +267,26 @@ impl Drop for Program {
             let _ = self.child.wait();
         }
     }
+}
+
+/// `line` without the node names the examples print after node ids: every
+/// ` (node<digits>)` removed.
+fn without_names(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find(" (node") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + " (node".len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && after[digits..].starts_with(')') {
+            rest = &after[digits + 1..];
+        } else {
+            out.push_str(" (node");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The second scene: `kv`, replicated state on top of CPG (`cpg::replica`).
@@ -447,7 +473,7 @@ fn run(args: &Args, stop: &AtomicBool) -> Result<(), String> {
         wait_for(stop, "the chat to join", || {
             chats[i].has_line(&|l| l.starts_with("joined group"))
                 && chats.iter().all(|c| {
-                    c.has_line(&|l| l.contains(&format!("joined: node {} pid {me}", i + 1)))
+                    c.has_plain_line(&|l| l.contains(&format!("joined: node {} pid {me}", i + 1)))
                 })
         })?;
     }
@@ -511,7 +537,8 @@ fn run(args: &Args, stop: &AtomicBool) -> Result<(), String> {
     chats[1].end_input();
     let left2 = format!("left: node 2 pid {pid2} (leave)");
     wait_for(stop, "nodes 1 and 3 to see node 2's chat leave", || {
-        chats[0].has_line(&|l| l.contains(&left2)) && chats[2].has_line(&|l| l.contains(&left2))
+        chats[0].has_plain_line(&|l| l.contains(&left2))
+            && chats[2].has_plain_line(&|l| l.contains(&left2))
     })?;
     let status = chats[1].wait_exit(stop)?;
     println!("   -> node 2's chat exited ({status})");
@@ -526,12 +553,12 @@ fn run(args: &Args, stop: &AtomicBool) -> Result<(), String> {
     wait_for(
         stop,
         "node 1 to see node 3's chat go with 'node down'",
-        || chats[0].has_line(&|l| l.contains(&left3)),
+        || chats[0].has_plain_line(&|l| l.contains(&left3)),
     )?;
     wait_for(
         stop,
         "node 1 to see the cluster shrink to nodes 1 and 2",
-        || chats[0].has_line(&|l| l.starts_with("cluster:") && l.ends_with("2 nodes [1, 2]")),
+        || chats[0].has_plain_line(&|l| l.starts_with("cluster:") && l.ends_with("2 nodes [1, 2]")),
     )?;
     let status = chats[2].wait_exit(stop)?;
     println!("   -> node 3's chat exited ({status})");
