@@ -112,6 +112,10 @@ struct Cli {
     /// Totem token timeout of the cluster, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     token_ms: u32,
+    /// Run the cluster without a quorum provider (by default it runs votequorum, one
+    /// vote per node, and the replica clients' writes are gated on its quorum).
+    #[arg(long)]
+    no_quorum: bool,
     /// Copy the histories and the fault log to this directory before cleaning up.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
@@ -475,7 +479,7 @@ fn coordinate(cli: &Cli) -> i32 {
         "nemesis: seed {seed}, {} nodes, {} clients per node, at least {} faults and {} s, \
          {} group-layer and {} replica clients per node, {} msgs/s per client, token {} ms \
          (reproduce: nemesis --seed {seed} --nodes {} --clients {} --group-clients {} \
-         --replica-clients {} --faults {} --duration {} --rate {} --max-size {} --token-ms {}{}{})",
+         --replica-clients {} --faults {} --duration {} --rate {} --max-size {} --token-ms {}{}{}{})",
         cli.nodes,
         cli.clients,
         cli.faults,
@@ -493,6 +497,7 @@ fn coordinate(cli: &Cli) -> i32 {
         cli.rate,
         cli.max_size,
         cli.token_ms,
+        if cli.no_quorum { " --no-quorum" } else { "" },
         cli.only
             .as_ref()
             .map_or_else(String::new, |o| format!(" --only {o}")),
@@ -500,12 +505,14 @@ fn coordinate(cli: &Cli) -> i32 {
             .as_ref()
             .map_or_else(String::new, |s| format!(" --schedule '{s}'"))
     ));
-    let cluster = match Cluster::builder()
+    let mut builder = Cluster::builder()
         .nodes(cli.nodes)
         .token_ms(cli.token_ms)
-        .daemon_debug(cli.daemon_debug)
-        .start()
-    {
+        .daemon_debug(cli.daemon_debug);
+    if !cli.no_quorum {
+        builder = builder.quorum(cpg_testkit::Quorum::votequorum());
+    }
+    let cluster = match builder.start() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("nemesis: cannot start the cluster:\n{e}");
