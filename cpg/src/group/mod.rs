@@ -246,6 +246,9 @@ mod tokio;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use self::tokio::{AsyncGroup, Confirmation};
 pub use blocking::{Group, Receipt};
+/// The type of [`Delivery::data`]: a shared, sliceable byte buffer (re-exported from
+/// the `bytes` crate).
+pub use bytes::Bytes;
 pub use builder::GroupBuilder;
 pub use config::{Config, OnDisconnect, OnEviction, QuorumPolicy};
 pub use error::GroupError;
