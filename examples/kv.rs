@@ -9,9 +9,9 @@
 //! Commands on stdin, one per line; answers on stdout, one per line:
 //!
 //! ```text
-//! set KEY VALUE   -> OK v<version>        (once applied here, in the agreed order)
-//! del KEY         -> OK v<version>
-//! get KEY         -> VALUE KEY VALUE  |  NONE KEY
+//! set KEY VALUE   -> OK v<version> was <old value>|unset  (once applied here, in the agreed order)
+//! del KEY         -> OK v<version> was <old value>|unset
+//! get KEY         -> VALUE KEY VALUE  |  NONE KEY  |  ERR <why>
 //! digest          -> DIGEST v<version> <digest> members=<n> phase=<phase>
 //! verify          -> (later) VERIFIED ... | DIVERGED ...
 //! ```
@@ -20,10 +20,14 @@
 //! `--majority-of` configured nodes: only one side of a partition can accept writes,
 //! so a merge never throws away an acknowledged write. Without the option every side
 //! accepts writes, and after a heal the side with the longer history wins: the other
-//! side prints `DISCARDED` for each of its own writes that were lost. Reads are local
-//! (they can be stale during a partition). The replica layer's events are printed as
-//! they come: `VIEW`, `SYNCED`, `RESTORED`, `DISCARDED`, `VERIFIED`, `DIVERGED`. A view
-//! shows its members with their node names from corosync's node list
+//! side prints `DISCARDED` for each of its own writes that were lost. The old value a
+//! write answers is what `apply` returned for it: the same on every copy. A `get`
+//! passes a read barrier first (`read_ordered`), so it sees every write acknowledged
+//! anywhere in its view before it was asked (a `set` on another node that answered
+//! `OK`); on the minority side of a partition it is the minority's state. The replica
+//! layer's events are printed as they come: `VIEW`, `SYNCED`, `RESTORED`,
+//! `DISCARDED`, `VERIFIED`, `DIVERGED`.
+//! A view shows its members with their node names from corosync's node list
 //! (`VIEW view 1.3 [1 (node1):4242 (me), 2 (node2):4243] members=2`), read through cmap
 //! (`cpg::cmap::NodeNames`); without access to cmap, ids alone.
 
@@ -40,6 +44,9 @@ use cpg::replica::{
     fnv, fnv_start, has_majority, Config, Event, OpInfo, Replica, Replicated, RestoreError,
 };
 use cpg::GroupName;
+
+/// How long a write or a read waits for the replica.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// A replicated key-value store over a CPG group.
 #[derive(Debug, Parser)]
@@ -68,17 +75,16 @@ fn encode(parts: &[&str]) -> Vec<u8> {
 }
 
 impl Replicated for Store {
-    fn apply(&mut self, op: &[u8], _info: &OpInfo) {
+    /// A write's outcome: the key's value before it.
+    type Output = Option<String>;
+
+    fn apply(&mut self, op: &[u8], _info: &OpInfo) -> Option<String> {
         let text = String::from_utf8_lossy(op);
         let mut parts = text.splitn(3, '\0');
         match (parts.next(), parts.next(), parts.next()) {
-            (Some("set"), Some(k), Some(v)) => {
-                self.map.insert(k.to_string(), v.to_string());
-            }
-            (Some("del"), Some(k), None) => {
-                self.map.remove(k);
-            }
-            _ => {} // Not an operation of ours: a deterministic no-op.
+            (Some("set"), Some(k), Some(v)) => self.map.insert(k.to_string(), v.to_string()),
+            (Some("del"), Some(k), None) => self.map.remove(k),
+            _ => None, // Not an operation of ours: a deterministic no-op.
         }
     }
 
@@ -176,9 +182,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 write(&replica, args, encode(&["set", k, &v.join(" ")]))
             }
             ["del", k] => write(&replica, args, encode(&["del", k])),
-            ["get", k] => match replica.read(|s| s.map.get(*k).cloned()) {
-                Some(v) => println!("VALUE {k} {v}"),
-                None => println!("NONE {k}"),
+            ["get", k] => match replica.read_ordered(WAIT, |s| s.map.get(*k).cloned()) {
+                Ok(Some(v)) => println!("VALUE {k} {v}"),
+                Ok(None) => println!("NONE {k}"),
+                Err(e) => println!("ERR {e}"),
             },
             ["digest"] => {
                 let s = replica.summary();
@@ -211,11 +218,12 @@ fn write(replica: &Replica<Store>, args: &Args, op: Vec<u8>) {
         println!("ERR minority");
         return;
     }
-    match replica
-        .submit(op)
-        .and_then(|t| t.wait(Duration::from_secs(30)))
-    {
-        Ok(version) => println!("OK v{version}"),
+    match replica.submit(op).and_then(|t| t.wait(WAIT)) {
+        Ok(done) => println!(
+            "OK v{} was {}",
+            done.version,
+            done.output.as_deref().unwrap_or("unset")
+        ),
         Err(e) => println!("ERR {e}"),
     }
 }

@@ -69,7 +69,7 @@ fn replica_with_unbounded_timeouts_works() {
         .unwrap();
     assert!(r.wait_ready(Duration::MAX, |_| true).is_some());
     let v = r.submit("a").unwrap().wait(WAIT).unwrap();
-    assert_eq!(v, 1);
+    assert_eq!(v.version, 1);
     assert!(r.next_event(Duration::MAX).is_some());
     r.leave(Duration::MAX).unwrap();
 }

@@ -20,6 +20,8 @@ fn in_doubt() -> ReplicaError {
 struct Boom(u64);
 
 impl Replicated for Boom {
+    type Output = ();
+
     fn apply(&mut self, op: &[u8], _info: &OpInfo) {
         if op == b"boom" {
             panic!("the application's apply panics");

@@ -39,7 +39,7 @@ fn two_tasks_waiting_on_one_ticket_both_wake() {
                     .expect("a waiter of the ticket was never woken")
                     .unwrap()
                     .unwrap();
-                assert_eq!(v, round + 1);
+                assert_eq!(v.version, round + 1);
             }
         }
     });

@@ -49,7 +49,8 @@ fn operations_pipelined_from_one_origin_through_a_view_change_apply_once_in_orde
         );
         let version = t
             .wait(WAIT * 2)
-            .unwrap_or_else(|e| panic!("operation {}: {e}", t.seq()));
+            .unwrap_or_else(|e| panic!("operation {}: {e}", t.seq()))
+            .version;
         assert!(
             version > last,
             "operation {} applied at version {version}, after {last}",

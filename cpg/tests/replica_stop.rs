@@ -26,7 +26,7 @@ const OPS: usize = 100;
 const ROUNDS: usize = 5;
 
 /// The outcome of each ticket of a round, in submission order.
-type Results = Vec<Result<u64, ReplicaError>>;
+type Results = Vec<Result<cpg::replica::Outcome<usize>, ReplicaError>>;
 
 /// The `i`th operation of a round.
 fn op(i: usize) -> String {
@@ -154,7 +154,7 @@ mod async_replica {
 
     /// An `AsyncReplica` ready beside node 2, with [`OPS`] operations submitted and the
     /// first applied.
-    async fn start_and_submit(group: GroupName) -> (AsyncReplica<OpLog>, Vec<AsyncTicket>) {
+    async fn start_and_submit(group: GroupName) -> (AsyncReplica<OpLog>, Vec<AsyncTicket<usize>>) {
         let r = Replica::builder(group, OpLog::default())
             .config(config())
             .start_async()
@@ -172,7 +172,7 @@ mod async_replica {
         (r, tickets)
     }
 
-    async fn results(tickets: Vec<AsyncTicket>) -> Results {
+    async fn results(tickets: Vec<AsyncTicket<usize>>) -> Results {
         let mut results = Vec::new();
         for t in tickets {
             results.push(

@@ -150,7 +150,7 @@ fn a_replica_whose_runtime_shut_down_ends() {
         let ticket = r.submit("never").unwrap();
         (r, ticket)
     };
-    let then = |(r, ticket): (AsyncReplica<OpLog>, cpg::replica::AsyncTicket)| async move {
+    let then = |(r, ticket): (AsyncReplica<OpLog>, cpg::replica::AsyncTicket<usize>)| async move {
         while tokio::time::timeout(WAIT, r.next_event())
             .await
             .expect("the events to go on or end within WAIT, not hang")

@@ -98,6 +98,12 @@ pub enum Check {
     /// an operation confirmed to its origin (and not reported discarded) is missing
     /// from the final history.
     AppliedOnce,
+    /// Replica layer: members that learned the same view change (the same round)
+    /// learned it at different versions of the history, or with different members.
+    ReplicaView,
+    /// Replica layer: two records of one operation's outcome (its submitter's ticket,
+    /// other members' `apply` on the agreed state) differ.
+    ResultAgreement,
     /// A virtual-synchrony difference in which the clients of one node delivered
     /// messages of a node that failed in the transition and the clients of another
     /// node, moving on with them, never did: corosync's ring recovery could not give
@@ -124,6 +130,8 @@ impl fmt::Display for Check {
             Check::LeaderAgreement => "leader-agreement",
             Check::Convergence => "convergence",
             Check::AppliedOnce => "applied-once",
+            Check::ReplicaView => "replica-view",
+            Check::ResultAgreement => "result-agreement",
             Check::LostInRecovery => "lost-in-recovery",
         })
     }

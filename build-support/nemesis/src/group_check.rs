@@ -499,14 +499,41 @@ fn unannounced_split(
 pub fn check_replicas(histories: &[History], report: &mut Report) {
     let mut finals: Vec<(String, Member, u64, u64, Vec<Member>, bool)> = Vec::new();
     let mut submitted = 0u64;
+    // Per round: the first member to learn its view, at which version, with whom.
+    let mut views: HashMap<&str, (String, u64, &[Member])> = HashMap::new();
+    let mut views_compared = 0usize;
+    let outcomes_compared = check_outcomes(histories, report);
     for h in histories {
         let Some(Record::Start { inc, node, pid, .. }) = h.records.first() else {
             continue;
         };
         report.clients += 1;
+        let who = format!("{} (replica inc {inc}, node {node} pid {pid})", h.name);
         for r in &h.records {
             match r {
                 Record::GView { .. } => report.views += 1,
+                Record::RView {
+                    round,
+                    members,
+                    version,
+                    ..
+                } => match views.get(round.as_str()) {
+                    None => {
+                        views.insert(round, (who.clone(), *version, members));
+                    }
+                    Some((first, v, m)) => {
+                        views_compared += 1;
+                        if (*v, *m) != (*version, &members[..]) {
+                            report.violations.push(Violation {
+                                check: Check::ReplicaView,
+                                evidence: format!(
+                                    "{first} learned the view of {round} at version {v} with \
+                                     members {m:?}, {who} at version {version} with {members:?}"
+                                ),
+                            });
+                        }
+                    }
+                },
                 Record::RFinal {
                     version,
                     digest,
@@ -574,7 +601,8 @@ pub fn check_replicas(histories: &[History], report: &mut Report) {
         }
     }
     report.notes.push(format!(
-        "replica layer: {} clients, {} finished, {submitted} operations submitted by the finished ones, final states {:?}",
+        "replica layer: {} clients, {} finished, {submitted} operations submitted by the finished ones, \
+         {views_compared} view changes and {outcomes_compared} outcomes compared between members, final states {:?}",
         histories.len(),
         finals.len(),
         finals
@@ -582,6 +610,123 @@ pub fn check_replicas(histories: &[History], report: &mut Report) {
             .map(|f| format!("v{} #{:016x}", f.2, f.3))
             .collect::<std::collections::BTreeSet<_>>()
     ));
+}
+
+/// Result agreement: the records of one operation's outcome agree where the layer
+/// promises they do. CPG's agreed order (and virtual synchrony) holds among members
+/// that move on together from a view to the next: so two replicas' `apply` records
+/// of an operation are compared when each made it in its current view with the same
+/// member list and each moved on to a next view with the same member list (which then
+/// holds both), or both finished in that view. Members that part at the next view
+/// change can deliver the view's last messages differently (a partition; a daemon
+/// that missed messages while the ring re-formed), and their outcomes may differ. A
+/// ticket's outcome is compared with its own replica's `apply` record of the
+/// operation (the one the ticket reports). Returns how many pairs were compared.
+fn check_outcomes(histories: &[History], report: &mut Report) -> usize {
+    /// An `apply` record: who, in which view (members), moving on to which (`None`:
+    /// finished in it), the version and the output.
+    type Applied = (String, Vec<Member>, Option<Vec<Member>>, u64, i64);
+    let mut applied: HashMap<(Member, u64), Vec<Applied>> = HashMap::new();
+    let mut compared = 0;
+    for h in histories {
+        let Some(Record::Start { inc, node, pid, .. }) = h.records.first() else {
+            continue;
+        };
+        let who = format!("{} (replica inc {inc}, node {node} pid {pid})", h.name);
+        let views: Vec<&[Member]> = h
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::GView { members, .. } => Some(&members[..]),
+                _ => None,
+            })
+            .collect();
+        let finished_in = h.records.iter().find_map(|r| match r {
+            Record::RFinal { members, .. } => Some(&members[..]),
+            _ => None,
+        });
+        let mut current: Option<usize> = None;
+        let mut seen = 0;
+        let mut mine: HashMap<(Member, u64), (u64, i64)> = HashMap::new();
+        let mut tickets = Vec::new();
+        for r in &h.records {
+            match r {
+                Record::GView { .. } => {
+                    current = Some(seen);
+                    seen += 1;
+                }
+                Record::ROp {
+                    origin,
+                    seq,
+                    version,
+                    output,
+                    own: false,
+                    ..
+                } => {
+                    mine.insert((*origin, *seq), (*version, *output));
+                    let Some(i) = current else { continue };
+                    let next = views.get(i + 1).map(|v| v.to_vec());
+                    if next.is_none() && finished_in != Some(views[i]) {
+                        continue;
+                    }
+                    applied.entry((*origin, *seq)).or_default().push((
+                        who.clone(),
+                        views[i].to_vec(),
+                        next,
+                        *version,
+                        *output,
+                    ));
+                }
+                Record::ROp {
+                    origin,
+                    seq,
+                    version,
+                    output,
+                    own: true,
+                    ..
+                } => tickets.push(((*origin, *seq), *version, *output)),
+                _ => {}
+            }
+        }
+        for ((origin, seq), version, output) in tickets {
+            let Some(&(v, o)) = mine.get(&(origin, seq)) else {
+                continue;
+            };
+            compared += 1;
+            if (v, o) != (version, output) {
+                report.violations.push(Violation {
+                    check: Check::ResultAgreement,
+                    evidence: format!(
+                        "operation {seq} of {origin:?}: {who}'s ticket says version {version} \
+                         output {output}, its own apply version {v} output {o}"
+                    ),
+                });
+            }
+        }
+    }
+    let mut ops: Vec<_> = applied.into_iter().collect();
+    ops.sort();
+    for ((origin, seq), records) in ops {
+        for (k, a) in records.iter().enumerate() {
+            let Some(b) = records[..k].iter().find(|b| (&b.1, &b.2) == (&a.1, &a.2)) else {
+                continue;
+            };
+            compared += 1;
+            if (a.3, a.4) != (b.3, b.4) {
+                let next = a.2.as_ref().map_or("the end".into(), |n| format!("{n:?}"));
+                report.violations.push(Violation {
+                    check: Check::ResultAgreement,
+                    evidence: format!(
+                        "operation {seq} of {origin:?}, applied in view {:?} by members that \
+                         moved on together to {next}: {} says version {} output {}, {} \
+                         version {} output {}",
+                        a.1, b.0, b.3, b.4, a.0, a.3, a.4
+                    ),
+                });
+            }
+        }
+    }
+    compared
 }
 
 /// What [`synthetic_replicas`] plants.
@@ -595,6 +740,13 @@ pub enum ReplicaPlant {
     Duplicate,
     /// One replica's confirmed operation is missing from the common state.
     LostConfirmed,
+    /// One replica learned a view change at another version than the others.
+    ViewVersion,
+    /// One replica's `apply` returned another output for an operation than the others
+    /// that moved on with it.
+    OutputDiffers,
+    /// A ticket reported another output than its own replica's `apply`.
+    TicketDiffers,
 }
 
 /// Synthetic replica-client histories, with `plant`; for the unit tests and
@@ -606,52 +758,99 @@ pub fn synthetic_replicas(plant: ReplicaPlant) -> Vec<History> {
         .enumerate()
         .map(|(i, &(node, pid))| {
             let inc = 21 + i as u32;
+            // Two view changes every member learned, at versions 0 and 60; the first
+            // member's operations 1 to 3, as its tickets and the others' apply saw
+            // them.
+            let mut learned = vec![
+                Record::RView {
+                    round: "round 1:601@1.1#0".into(),
+                    members: members.clone(),
+                    version: 0,
+                    t: 2001,
+                },
+                Record::RView {
+                    round: "round 1:601@1.2#1".into(),
+                    members: members.clone(),
+                    version: 60 + u64::from(plant == ReplicaPlant::ViewVersion && i == 2),
+                    t: 2001,
+                },
+            ];
+            let output = |seq: u64, differs: bool| if differs { 999 } else { -7 * seq as i64 };
+            for seq in 1..=3 {
+                learned.push(Record::ROp {
+                    origin: members[0],
+                    seq,
+                    version: 60 + seq,
+                    output: output(
+                        seq,
+                        plant == ReplicaPlant::OutputDiffers && i == 1 && seq == 2,
+                    ),
+                    own: false,
+                    t: 2001,
+                });
+                if i == 0 {
+                    learned.push(Record::ROp {
+                        origin: members[0],
+                        seq,
+                        version: 60 + seq,
+                        output: output(seq, plant == ReplicaPlant::TicketDiffers && seq == 3),
+                        own: true,
+                        t: 2001,
+                    });
+                }
+            }
+            let mut records = vec![
+                Record::Start {
+                    inc,
+                    node,
+                    pid,
+                    api: crate::history::Api::Replica,
+                    t: 2000,
+                },
+                Record::GView {
+                    members: members.clone(),
+                    leader: Some(members[0]),
+                    view: (1, 1),
+                    t: 2001,
+                },
+            ];
+            records.extend(learned);
             History {
                 name: format!("client-{inc}-{node}-{pid}"),
-                records: vec![
-                    Record::Start {
-                        inc,
-                        node,
-                        pid,
-                        api: crate::history::Api::Replica,
-                        t: 2000,
-                    },
-                    Record::GView {
-                        members: members.clone(),
-                        leader: Some(members[0]),
-                        view: (1, 1),
-                        t: 2001,
-                    },
-                    Record::RFinal {
-                        version: 120,
-                        digest: if plant == ReplicaPlant::Diverged && i == 2 {
-                            0xbad
-                        } else {
-                            0x600d
+                records: records
+                    .into_iter()
+                    .chain([
+                        Record::RFinal {
+                            version: 120,
+                            digest: if plant == ReplicaPlant::Diverged && i == 2 {
+                                0xbad
+                            } else {
+                                0x600d
+                            },
+                            members: members.clone(),
+                            ready: true,
+                            submitted: 40,
+                            disorder: u64::from(plant == ReplicaPlant::Duplicate),
+                            own_last: 40,
+                            confirmed: if plant == ReplicaPlant::LostConfirmed && i == 1 {
+                                41
+                            } else {
+                                40
+                            },
+                            t: 2002,
                         },
-                        members: members.clone(),
-                        ready: true,
-                        submitted: 40,
-                        disorder: u64::from(plant == ReplicaPlant::Duplicate),
-                        own_last: 40,
-                        confirmed: if plant == ReplicaPlant::LostConfirmed && i == 1 {
-                            41
-                        } else {
-                            40
+                        Record::Drained {
+                            complete: true,
+                            t: 2003,
                         },
-                        t: 2002,
-                    },
-                    Record::Drained {
-                        complete: true,
-                        t: 2003,
-                    },
-                    Record::Closed {
-                        events: 5,
-                        dispatched: None,
-                        freed: None,
-                        t: 2004,
-                    },
-                ],
+                        Record::Closed {
+                            events: 5,
+                            dispatched: None,
+                            freed: None,
+                            t: 2004,
+                        },
+                    ])
+                    .collect(),
             }
         })
         .collect()
@@ -967,6 +1166,21 @@ pub mod synthetic {
             Check::AppliedOnce,
             super::synthetic_replicas(super::ReplicaPlant::LostConfirmed),
         ));
+        all.push((
+            "a replica that learned a view at another version",
+            Check::ReplicaView,
+            super::synthetic_replicas(super::ReplicaPlant::ViewVersion),
+        ));
+        all.push((
+            "a replicated operation's output that differs between members",
+            Check::ResultAgreement,
+            super::synthetic_replicas(super::ReplicaPlant::OutputDiffers),
+        ));
+        all.push((
+            "a ticket with another output than its apply",
+            Check::ResultAgreement,
+            super::synthetic_replicas(super::ReplicaPlant::TicketDiffers),
+        ));
 
         all
     }
@@ -976,6 +1190,7 @@ pub mod synthetic {
 mod tests {
     use super::synthetic::{clean, defects};
     use crate::checker::{check, Check};
+    use crate::history::{Member, Record};
 
     #[test]
     fn clean_group_histories_pass() {
@@ -1080,6 +1295,93 @@ mod tests {
             d[0].evidence.contains("#0000000000000bad"),
             "{}",
             d[0].evidence
+        );
+    }
+
+    #[test]
+    fn replica_views_and_outputs_are_compared_between_members() {
+        let r = check(&super::synthetic_replicas(super::ReplicaPlant::Nothing));
+        assert!(r.violations.is_empty(), "{:#?}", r.violations);
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.contains("4 view changes and 9 outcomes compared")),
+            "{:?}",
+            r.notes
+        );
+        let r = check(&super::synthetic_replicas(super::ReplicaPlant::ViewVersion));
+        let v: Vec<_> = r.violations.iter().map(|v| v.check).collect();
+        assert_eq!(v, vec![Check::ReplicaView], "{:#?}", r.violations);
+        assert!(r.violations[0].evidence.contains("round 1:601@1.2#1"));
+        assert!(r.violations[0].evidence.contains("version 61"));
+        let r = check(&super::synthetic_replicas(
+            super::ReplicaPlant::OutputDiffers,
+        ));
+        let v: Vec<_> = r.violations.iter().map(|v| v.check).collect();
+        assert_eq!(v, vec![Check::ResultAgreement], "{:#?}", r.violations);
+        assert!(r.violations[0].evidence.contains("operation 2 of (1, 601)"));
+        assert!(r.violations[0].evidence.contains("output 999"));
+        assert!(r.violations[0]
+            .evidence
+            .contains("moved on together to the end"));
+        let r = check(&super::synthetic_replicas(
+            super::ReplicaPlant::TicketDiffers,
+        ));
+        let v: Vec<_> = r.violations.iter().map(|v| v.check).collect();
+        assert_eq!(v, vec![Check::ResultAgreement], "{:#?}", r.violations);
+        assert!(r.violations[0]
+            .evidence
+            .contains("ticket says version 63 output 999"));
+    }
+
+    /// Replicas that part at the next view change may have applied the end of the
+    /// view differently (CPG orders a view's messages alike only for members that move
+    /// on together): their outputs are not compared; those that move on together are.
+    #[test]
+    fn outputs_of_replicas_that_part_are_not_compared() {
+        let with_next = |next_of_second: Vec<Member>| {
+            let mut h = super::synthetic_replicas(super::ReplicaPlant::OutputDiffers);
+            let all = vec![(1, 601), (2, 602), (3, 603)];
+            for (i, c) in h.iter_mut().enumerate() {
+                let next = if i == 1 {
+                    next_of_second.clone()
+                } else {
+                    all.clone()
+                };
+                let at = c
+                    .records
+                    .iter()
+                    .position(|r| matches!(r, Record::RFinal { .. }))
+                    .unwrap();
+                c.records.insert(
+                    at,
+                    Record::GView {
+                        members: next,
+                        leader: None,
+                        view: (1, 2),
+                        t: 2002,
+                    },
+                );
+            }
+            check(&h)
+        };
+        // The second replica went on alone: its different output is not compared.
+        let r = with_next(vec![(2, 602)]);
+        assert!(
+            r.violations
+                .iter()
+                .all(|v| v.check != Check::ResultAgreement),
+            "{:#?}",
+            r.violations
+        );
+        // It moved on with the others: compared, and caught.
+        let r = with_next(vec![(1, 601), (2, 602), (3, 603)]);
+        assert!(
+            r.violations
+                .iter()
+                .any(|v| v.check == Check::ResultAgreement),
+            "{:#?}",
+            r.violations
         );
     }
 

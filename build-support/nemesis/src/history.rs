@@ -268,6 +268,37 @@ pub enum Record {
         /// Time.
         t: u64,
     },
+    /// Replica client: the state learned a view (`Event::ViewApplied`): at which
+    /// version of its history, after which round.
+    RView {
+        /// The round that synchronised the view (as the layer prints a `RoundId`:
+        /// agreed by every member of the view).
+        round: String,
+        /// The view's members, sorted.
+        members: Vec<Member>,
+        /// The state's version at the change.
+        version: u64,
+        /// Time.
+        t: u64,
+    },
+    /// Replica client: an operation's outcome: its own ticket's (`own`), or what this
+    /// member's `apply` returned for an operation (its own or another member's)
+    /// applied to the state its view agreed on, in its current view (the last
+    /// [`Record::GView`] before it).
+    ROp {
+        /// The member that submitted it.
+        origin: Member,
+        /// Its sequence number at the origin.
+        seq: u64,
+        /// The state's version after it.
+        version: u64,
+        /// What `apply` returned (the counter's new value).
+        output: i64,
+        /// From the origin's own ticket.
+        own: bool,
+        /// Time.
+        t: u64,
+    },
 }
 
 fn triples(v: &[(u32, u32, u32)]) -> Value {
@@ -389,6 +420,22 @@ impl Record {
                         "members": members(m), "ready": ready, "submitted": submitted,
                         "disorder": disorder, "own_last": own_last, "confirmed": confirmed,
                         "t": t}),
+            Record::RView {
+                round,
+                members: m,
+                version,
+                t,
+            } => json!({"k": "rview", "round": round, "members": members(m),
+                        "version": version, "t": t}),
+            Record::ROp {
+                origin,
+                seq,
+                version,
+                output,
+                own,
+                t,
+            } => json!({"k": "rop", "origin": [origin.0, origin.1], "seq": seq,
+                        "version": version, "output": output, "own": own, "t": t}),
         }
     }
 
@@ -570,6 +617,24 @@ impl Record {
                 disorder: u("disorder").unwrap_or(0),
                 own_last: u("own_last").unwrap_or(0),
                 confirmed: u("confirmed").unwrap_or(0),
+                t,
+            },
+            "rview" => Record::RView {
+                round: s("round")?.to_string(),
+                members: list("members")?
+                    .iter()
+                    .map(pair)
+                    .collect::<Option<_>>()
+                    .ok_or_else(bad)?,
+                version: u("version")?,
+                t,
+            },
+            "rop" => Record::ROp {
+                origin: v.get("origin").and_then(pair).ok_or_else(bad)?,
+                seq: u("seq")?,
+                version: u("version")?,
+                output: v.get("output").and_then(Value::as_i64).ok_or_else(bad)?,
+                own: b("own")?,
                 t,
             },
             _ => return Err(bad()),
@@ -843,6 +908,20 @@ mod tests {
                 own_last: 12,
                 confirmed: 11,
                 t: 22,
+            },
+            Record::RView {
+                round: "round 1:10@1.2#0".into(),
+                members: vec![(1, 10), (2, 99)],
+                version: 17,
+                t: 23,
+            },
+            Record::ROp {
+                origin: (2, 99),
+                seq: 5,
+                version: 18,
+                output: -4,
+                own: false,
+                t: 24,
             },
         ];
         for r in records {

@@ -3,19 +3,25 @@
 //! checked at the end of every run.
 //!
 //! It joins a CPG group of its own, submits an operation ("add `delta` to counter
-//! `key`", drawn from the run's seed) at the workload's rate, and records its views.
-//! Asked to stop, it stops submitting, waits for its operations' outcomes and for the
-//! others' last operations to be applied (a quiet period in a ready state), records
-//! its final state's version and digest and its view ([`Record::RFinal`]), leaves,
-//! and exits 0. Like the group-layer clients it survives a daemon kill: the layer
-//! reconnects and the state is synced again. Same control protocol and exit codes as
-//! the plain clients (`client.rs`).
+//! `key`", drawn from the run's seed) at the workload's rate, and records its views,
+//! every view change its state learned and at which version ([`Record::RView`]), and
+//! every operation's outcome ([`Record::ROp`]): its own from their tickets, and every
+//! operation's as its `apply` computed it on the state its view agreed on (the layer's
+//! `Event::Changed`, paired with what `apply` returned). Asked to stop, it stops
+//! submitting, waits for its operations' outcomes and for the others' last operations
+//! to be applied (a quiet period in a ready state), records its final state's version
+//! and digest and its view ([`Record::RFinal`]), leaves, and exits 0. Like the
+//! group-layer clients it survives a daemon kill: the layer reconnects and the state
+//! is synced again. Same control protocol and exit codes as the plain clients
+//! (`client.rs`).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::mpsc;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cpg::replica::{fnv, fnv_start, Event, OpInfo, Replica, Replicated, RestoreError, Ticket};
+use cpg::replica::{
+    fnv, fnv_start, Config, Event, OpInfo, Replica, Replicated, RestoreError, Ticket,
+};
 use cpg::GroupName;
 
 use crate::client::{control, fail, ClientConfig, Command, EXIT_LOST, EXIT_ORPHANED};
@@ -34,17 +40,27 @@ const QUIET: Duration = Duration::from_secs(2);
 /// Counters in the map.
 const KEYS: u64 = 8;
 
+/// What `apply` returned for each operation applied, in order: (origin, sequence,
+/// version, output).
+type Outputs = Arc<Mutex<VecDeque<(Member, u64, u64, i64)>>>;
+
 /// The replicated state: counters by key, in a sorted map (deterministic digest), and
 /// what lets the checker see exactly-once and agreed order: the highest sequence
 /// number applied per origin, how many operations came at or below it (a duplicate or
 /// a reordering), and a hash chained over every applied (origin, sequence) in order, so
-/// that equal digests mean the same history.
+/// that equal digests mean the same history. (View changes are not in it: the
+/// replicas record their final states one after the other, while the first to leave
+/// changes the others' views; the checker compares the views learned by round.)
 #[derive(Debug, Default)]
 pub struct Counters {
     map: BTreeMap<u8, i64>,
     last: BTreeMap<Member, u64>,
     disorder: u64,
     trace: u64,
+    /// Not replicated: what `apply` returned for each operation applied here, in
+    /// order (origin, sequence, version, output), for the client to pair with the
+    /// layer's `Event::Changed`.
+    outputs: Outputs,
 }
 
 impl Counters {
@@ -62,7 +78,10 @@ fn op(key: u8, delta: i64) -> Vec<u8> {
 }
 
 impl Replicated for Counters {
-    fn apply(&mut self, op: &[u8], info: &OpInfo) {
+    /// The counter's value after the operation (0 for an operation that is not one).
+    type Output = i64;
+
+    fn apply(&mut self, op: &[u8], info: &OpInfo) -> i64 {
         let origin = (info.origin.nodeid, info.origin.pid);
         if info.seq <= self.last_of(origin) {
             self.disorder += 1;
@@ -70,11 +89,18 @@ impl Replicated for Counters {
             self.last.insert(origin, info.seq);
         }
         self.trace = fnv(self.trace, &origin_seq(origin, info.seq));
-        if let (Some(&key), Some(delta)) = (op.first(), op.get(1..9)) {
+        let output = if let (Some(&key), Some(delta)) = (op.first(), op.get(1..9)) {
             let delta = i64::from_le_bytes(delta.try_into().unwrap_or([0; 8]));
             let c = self.map.entry(key).or_default();
             *c = c.wrapping_add(delta);
+            *c
+        } else {
+            0
+        };
+        if let Ok(mut o) = self.outputs.lock() {
+            o.push_back((origin, info.seq, info.version, output));
         }
+        output
     }
 
     /// disorder, trace, the number of origins, each origin's (node, pid, last), then
@@ -127,6 +153,7 @@ impl Replicated for Counters {
             last,
             disorder,
             trace,
+            outputs: Arc::clone(&self.outputs),
         };
         Ok(())
     }
@@ -159,6 +186,90 @@ fn members_of(v: &cpg::group::View) -> Vec<Member> {
     v.members().iter().map(|m| (m.nodeid, m.pid)).collect()
 }
 
+/// Follows the layer's events: records views, view changes and the outcomes of the
+/// operations applied here on the state the view agreed on (own and others').
+struct Observer<'a> {
+    rec: &'a Recorder,
+    me: Member,
+    /// What `apply` returned, in order (shared with the state).
+    outputs: Outputs,
+    /// Between a round's end (`Synced`) and the next view: operations are applied to
+    /// the state the view agreed on. (Those applied when a view changes during a
+    /// round are reported before the new view, while this is false.)
+    synced: bool,
+    discarded: BTreeSet<u64>,
+    events: u64,
+}
+
+impl Observer<'_> {
+    fn event(&mut self, e: &Event) {
+        self.events += 1;
+        match e {
+            Event::Restored { discarded: d, .. } => {
+                self.discarded.extend(d.iter().map(|d| d.seq));
+            }
+            Event::View(v) => {
+                self.synced = false;
+                let m = members_of(v);
+                let shown: Vec<String> = m.iter().map(|(n, p)| format!("{n}:{p}")).collect();
+                println!("view {}", shown.join(","));
+                self.rec.record(&Record::GView {
+                    members: m,
+                    leader: v.leader().map(|l| (l.nodeid, l.pid)),
+                    view: (v.id().incarnation, v.id().counter),
+                    t: now_ms(),
+                });
+            }
+            Event::Synced { .. } => self.synced = true,
+            Event::ViewApplied {
+                round,
+                members,
+                version,
+            } => self.rec.record(&Record::RView {
+                round: round.to_string(),
+                members: members.iter().map(|m| (m.nodeid, m.pid)).collect(),
+                version: *version,
+                t: now_ms(),
+            }),
+            Event::Changed {
+                origin,
+                seq,
+                version,
+            } => {
+                // The output `apply` returned for it: the next one in line.
+                let origin = (origin.nodeid, origin.pid);
+                let next = self.outputs.lock().ok().and_then(|mut o| o.pop_front());
+                let Some((o, q, v, output)) = next else {
+                    return;
+                };
+                if self.synced && (o, q, v) == (origin, *seq, *version) {
+                    self.rec.record(&Record::ROp {
+                        origin,
+                        seq: *seq,
+                        version: *version,
+                        output,
+                        own: false,
+                        t: now_ms(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// An own operation's ticket resolved with `done`.
+    fn outcome(&self, seq: u64, done: &cpg::replica::Outcome<i64>) {
+        self.rec.record(&Record::ROp {
+            origin: self.me,
+            seq,
+            version: done.version,
+            output: done.output,
+            own: true,
+            t: now_ms(),
+        });
+    }
+}
+
 /// Runs a replica client to its end; returns the exit code.
 pub fn run(config: &ClientConfig) -> i32 {
     let ctl = control();
@@ -170,7 +281,11 @@ pub fn run(config: &ClientConfig) -> i32 {
         Ok(g) => g,
         Err(e) => return fail(&format!("group name: {e}")),
     };
-    let replica = match Replica::start(name, Counters::default()) {
+    let state = Counters::default();
+    let outputs = Arc::clone(&state.outputs);
+    let mut layer = Config::default();
+    layer.report_changes = true;
+    let replica = match Replica::builder(name, state).config(layer).start() {
         Ok(r) => r,
         Err(e) => {
             rec.record(&Record::Lost {
@@ -194,13 +309,20 @@ pub fn run(config: &ClientConfig) -> i32 {
     });
     let interval = Duration::from_secs_f64(1.0 / config.rate.max(0.01));
     let mut rng = Rng::new(config.seed ^ u64::from(config.inc).rotate_left(17) ^ 0x5eed);
-    let mut tickets: Vec<Ticket> = Vec::new();
+    let mut tickets: Vec<Ticket<i64>> = Vec::new();
     let mut next = Instant::now();
-    let mut events = 0u64;
     let mut submitted = 0u64;
-    // Own operations confirmed, and own operations a state transfer reported discarded.
+    // Own operations confirmed (and own operations a state transfer reported
+    // discarded, in the observer).
     let mut confirmed = BTreeSet::new();
-    let mut discarded = BTreeSet::new();
+    let mut seen = Observer {
+        rec: &rec,
+        me: (node, std::process::id()),
+        outputs,
+        synced: false,
+        discarded: BTreeSet::new(),
+        events: 0,
+    };
     loop {
         match ctl.try_recv() {
             Ok(Command::Stop) => break,
@@ -219,7 +341,8 @@ pub fn run(config: &ClientConfig) -> i32 {
         }
         tickets.retain(|t| match t.wait(Duration::ZERO) {
             Err(cpg::replica::ReplicaError::Timeout) => true,
-            Ok(_) => {
+            Ok(done) => {
+                seen.outcome(t.seq(), &done);
                 confirmed.insert(t.seq());
                 false
             }
@@ -234,29 +357,14 @@ pub fn run(config: &ClientConfig) -> i32 {
                 break;
             };
             timeout = Duration::ZERO;
-            events += 1;
-            if let Event::Restored { discarded: d, .. } = &e {
-                discarded.extend(d.iter().map(|d| d.seq));
-            }
-            if let Event::View(v) = &e {
-                let m = members_of(v);
-                let shown: Vec<String> = m.iter().map(|(n, p)| format!("{n}:{p}")).collect();
-                println!("view {}", shown.join(","));
-                rec.record(&Record::GView {
-                    members: m,
-                    leader: v.leader().map(|l| (l.nodeid, l.pid)),
-                    view: (v.id().incarnation, v.id().counter),
-                    t: now_ms(),
-                });
-            }
+            seen.event(&e);
         }
     }
     // Stopping: the outcomes of the own operations, then a quiet, ready state.
     let end = Instant::now() + TICKET_TIMEOUT;
     for t in &tickets {
-        if t.wait(end.saturating_duration_since(Instant::now()))
-            .is_ok()
-        {
+        if let Ok(done) = t.wait(end.saturating_duration_since(Instant::now())) {
+            seen.outcome(t.seq(), &done);
             confirmed.insert(t.seq());
         }
     }
@@ -265,11 +373,9 @@ pub fn run(config: &ClientConfig) -> i32 {
     let ready = ready && replica.wait_ready(READY_TIMEOUT, |_| true).is_some();
     // Discards reported while stopping count too.
     while let Some(e) = replica.next_event(Duration::ZERO) {
-        events += 1;
-        if let Event::Restored { discarded: d, .. } = &e {
-            discarded.extend(d.iter().map(|d| d.seq));
-        }
+        seen.event(&e);
     }
+    let (events, discarded) = (seen.events, std::mem::take(&mut seen.discarded));
     let summary = replica.summary();
     let me = replica
         .view()

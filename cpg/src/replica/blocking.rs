@@ -12,7 +12,7 @@ use crate::layer::lock::{Guard, Lock};
 use crate::layer::wait::wait_for;
 use crate::name::GroupName;
 
-use super::app::Replicated;
+use super::app::{Outcome, Replicated};
 use super::builder::ReplicaBuilder;
 use super::config::Config;
 use super::error::ReplicaError;
@@ -23,37 +23,51 @@ use super::shared::{state_calls, Core, Sink};
 /// Longest sleep of the driver thread when nothing is due.
 const TICK: Duration = Duration::from_millis(20);
 
-/// Resolves once with the state's version after the submitted operation was applied
-/// here (in the agreed order), or why it was not.
-#[derive(Debug)]
-pub struct Ticket {
+/// Resolves once with the submitted operation's [`Outcome`] once it is applied here
+/// (in the agreed order): the state's version after it and what
+/// [`Replicated::apply`] returned; or why it was not.
+pub struct Ticket<O> {
     seq: u64,
-    rx: Receiver<Result<u64, ReplicaError>>,
+    rx: Receiver<Result<Outcome<O>, ReplicaError>>,
 }
 
-impl Ticket {
+impl<O> std::fmt::Debug for Ticket<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<O> Ticket<O> {
     /// The operation's sequence number ([`super::OpInfo::seq`]).
     pub fn seq(&self) -> u64 {
         self.seq
     }
 
-    /// Waits up to `timeout` for the outcome.
-    pub fn wait(&self, timeout: Duration) -> Result<u64, ReplicaError> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(r) => r,
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(ReplicaError::Timeout),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ReplicaError::Closed),
-        }
+    /// Waits up to `timeout` for the outcome. It is handed out once: a wait after the
+    /// one that returned it answers [`ReplicaError::Closed`].
+    pub fn wait(&self, timeout: Duration) -> Result<Outcome<O>, ReplicaError> {
+        recv(&self.rx, timeout)
     }
 }
 
-struct Shared<A> {
+/// Waits up to `timeout` for what a resolver sends.
+fn recv<T>(rx: &Receiver<Result<T, ReplicaError>>, timeout: Duration) -> Result<T, ReplicaError> {
+    match rx.recv_timeout(timeout) {
+        Ok(r) => r,
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(ReplicaError::Timeout),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(ReplicaError::Closed),
+    }
+}
+
+struct Shared<A: Replicated> {
     core: Lock<Core<A, Group>>,
     changed: Condvar,
     stop: AtomicBool,
 }
 
-impl<A> Shared<A> {
+impl<A: Replicated> Shared<A> {
     /// Panics when this thread holds it already (see [`Lock`]).
     fn lock(&self) -> Guard<'_, Core<A, Group>> {
         self.core.lock()
@@ -99,12 +113,12 @@ impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
 /// [`GroupError::Unknown`] if the daemon had accepted its operation (the others may
 /// have applied it: do not submit it again blindly), [`ReplicaError::Closed`] (or
 /// `NotSent` with the group layer's reason) if it was never sent.
-pub struct Replica<A> {
+pub struct Replica<A: Replicated> {
     shared: Arc<Shared<A>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl<A> std::fmt::Debug for Replica<A> {
+impl<A: Replicated> std::fmt::Debug for Replica<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replica").finish_non_exhaustive()
     }
@@ -127,14 +141,45 @@ impl<A: Replicated + Send + 'static> Replica<A> {
     }
 
     /// Submits an operation; the [`Ticket`] resolves when it is applied here, in the
-    /// agreed order (every member of the view applies it at the same point).
-    pub fn submit(&self, op: impl Into<Vec<u8>>) -> Result<Ticket, ReplicaError> {
+    /// agreed order (every member of the view applies it at the same point), with its
+    /// version and the output of [`Replicated::apply`].
+    pub fn submit(&self, op: impl Into<Vec<u8>>) -> Result<Ticket<A::Output>, ReplicaError> {
         let (tx, rx) = mpsc::sync_channel(1);
         let resolve = Box::new(move |r| {
             let _ = tx.try_send(r);
         });
         let seq = self.shared.lock().submit(op.into(), resolve)?;
         Ok(Ticket { seq, rx })
+    }
+
+    /// A read barrier: waits up to `timeout` until everything ordered before this call
+    /// (every operation that any member had applied, so every acknowledged write, and
+    /// this member's own operations submitted before it) is applied here, on the
+    /// state the view agreed on; returns the state's version then. See
+    /// [`read_ordered`](Self::read_ordered) for when to use it, and the
+    /// [module documentation](super#reads) for its cost (one small message, shared by
+    /// concurrent barriers).
+    pub fn barrier(&self, timeout: Duration) -> Result<u64, ReplicaError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.shared.lock().barrier(Box::new(move |r| {
+            let _ = tx.try_send(r);
+        }))?;
+        recv(&rx, timeout)
+    }
+
+    /// Reads the state after a [`barrier`](Self::barrier): the read sees every write
+    /// acknowledged (to any member) before the call. Use it where a service answers
+    /// from the state what another member's client may just have changed (who holds a
+    /// lock, whether a name is taken); [`read`](Self::read) answers at once from the
+    /// local copy, which lags the operations in flight. `f` runs under the replica's
+    /// lock, as `read`'s does.
+    pub fn read_ordered<R>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&A) -> R,
+    ) -> Result<R, ReplicaError> {
+        self.barrier(timeout)?;
+        Ok(self.read(f))
     }
 
     /// The next event, waiting up to `timeout`.
@@ -173,7 +218,7 @@ impl<A: Replicated + Send + 'static> Replica<A> {
     }
 }
 
-impl<A> Drop for Replica<A> {
+impl<A: Replicated> Drop for Replica<A> {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         // Nothing more is sent from here on; the driver thread hands the group layer's
@@ -250,7 +295,11 @@ fn run<A: Replicated>(shared: &Arc<Shared<A>>, name: GroupName, config: group::C
 }
 
 /// Joins again after the machine gave up on a view, retrying for a minute.
-fn rejoin_group<A>(shared: &Shared<A>, name: GroupName, config: &group::Config) -> Option<Group> {
+fn rejoin_group<A: Replicated>(
+    shared: &Shared<A>,
+    name: GroupName,
+    config: &group::Config,
+) -> Option<Group> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut pause = Duration::from_millis(100);
     while !shared.stop.load(Ordering::SeqCst) && Instant::now() < deadline {

@@ -51,6 +51,15 @@ pub struct Config {
     /// [`Summary::version`](super::Summary::version) seen), so that the longest
     /// history still wins when a whole cluster restarts. Default 0.
     pub initial_version: u64,
+    /// Report every operation applied here, own or not ([`Event::Changed`]), for a
+    /// front end that reacts to the others' writes. Off by default: one event per
+    /// operation, queued until read. (Own operations are always reported
+    /// [`Event::Applied`], view changes [`Event::ViewApplied`].)
+    ///
+    /// [`Event::Changed`]: super::Event::Changed
+    /// [`Event::Applied`]: super::Event::Applied
+    /// [`Event::ViewApplied`]: super::Event::ViewApplied
+    pub report_changes: bool,
 }
 
 impl Default for Config {
@@ -64,6 +73,7 @@ impl Default for Config {
             verify_interval: Some(Duration::from_secs(30)),
             own_log_limit: 10_000,
             initial_version: 0,
+            report_changes: false,
         }
     }
 }

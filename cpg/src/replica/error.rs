@@ -23,4 +23,19 @@ pub enum ReplicaError {
     /// A wait timed out (the operation may still be applied later).
     #[error("timed out")]
     Timeout,
+    /// The operation is in the state, as of `version`, but its output is unknown
+    /// here: this member did not apply it to the state the view agreed on (it was out
+    /// of sync when the operation was delivered, and then took the others' state,
+    /// which holds it). Read the state to learn its effect. Rare: see the
+    /// [module documentation](super#results).
+    #[error("applied (as of version {version}), but its output is unknown here")]
+    NoOutput {
+        /// The state's version when this member learned that the state holds it.
+        version: u64,
+    },
+    /// The operation was delivered while this member was out of sync, and the state
+    /// it then took from the others does not hold it (also reported in
+    /// [`Event::Restored`](super::Event::Restored)'s `discarded`).
+    #[error("discarded: the state this member took from the others does not hold it")]
+    Discarded,
 }

@@ -97,11 +97,51 @@ pub enum Event {
         /// it.
         discarded: Vec<Discarded>,
     },
-    /// An own operation was applied.
+    /// An own operation was applied, on the state the view agreed on (the driver
+    /// resolves its ticket with the output of [`Replicated::apply`]; see the
+    /// [module documentation](super#results) for the case of an operation applied
+    /// while the view changed during a round, reported once the next round ends).
+    ///
+    /// [`Replicated::apply`]: super::Replicated::apply
     Applied {
         /// Its sequence number.
         seq: u64,
         /// The state's version after it.
+        version: u64,
+    },
+    /// The state learned the view's member list ([`Replicated::apply_view`]), at the
+    /// same point of the history on every member of the view: after the round
+    /// `round`, before the operations delivered during it. Once per view whose round
+    /// ended.
+    ///
+    /// [`Replicated::apply_view`]: super::Replicated::apply_view
+    ViewApplied {
+        /// The round that ended the view's synchronisation.
+        round: RoundId,
+        /// The view's members, sorted.
+        members: Vec<Member>,
+        /// The state's version at the change (operations applied before it).
+        version: u64,
+    },
+    /// An operation, own or another member's, was applied here: with
+    /// [`Config::report_changes`](super::Config::report_changes) only, one event per
+    /// operation, in the order applied (for a front end that shows the state as
+    /// others change it). Own operations are also reported [`Event::Applied`].
+    Changed {
+        /// The member that submitted it.
+        origin: Member,
+        /// Its sequence number at the origin.
+        seq: u64,
+        /// The state's version after it.
+        version: u64,
+    },
+    /// A read barrier passed: everything ordered before this member's barriers up to
+    /// `id` ([`Machine::barrier`](super::Machine::barrier)) is applied here, in the
+    /// state the view agreed on. The drivers resolve their barriers with it.
+    Barrier {
+        /// The highest barrier passed (every lower one passed too).
+        id: u64,
+        /// The state's version now.
         version: u64,
     },
     /// All members had the same state at the point of a verification.
@@ -182,4 +222,8 @@ pub struct Stats {
     pub queued_ops: usize,
     /// Delivered messages that were not replica messages.
     pub malformed: u64,
+    /// Read-barrier markers sent (concurrent barriers share them).
+    pub marks_sent: u64,
+    /// View changes applied to the state ([`Event::ViewApplied`]).
+    pub views_applied: u64,
 }

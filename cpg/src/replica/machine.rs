@@ -7,10 +7,13 @@ use crate::group::View;
 use crate::layer::deadline::later;
 use crate::types::Member;
 
-use super::app::{Candidate, OpInfo, Replicated, Summary};
+use super::app::{Candidate, OpInfo, Replicated, Summary, ViewChange};
 use super::config::Config;
 use super::event::{Discarded, Effect, Event, Failure, Phase, Stats};
-use super::wire::{add_seq, has_seq, keep_latest, members_hash, DecodeError, Msg, Ranges, RoundId};
+use super::wire::{
+    add_seq, has_seq, is_round_message, keep_latest, members_hash, tracked, DecodeError, Msg,
+    Ranges, RoundId, Tracked,
+};
 
 /// What a machine holds in memory on behalf of its peers (see `Machine::footprint`).
 #[cfg(test)]
@@ -83,6 +86,39 @@ enum Round {
     Ready,
 }
 
+/// What is delivered during a round, held until it ends.
+#[derive(Debug)]
+enum Queued {
+    /// An operation: its origin, sequence number and bytes.
+    Op(Member, u64, Vec<u8>),
+    /// This member's own read-barrier marker.
+    Mark(u64),
+}
+
+/// This member's read-barrier marker, if one is out: at most one at a time, so that
+/// barriers called while it travels share the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    /// None out.
+    Idle,
+    /// Waiting in the outbox: a barrier called now shares it (it is sent after the
+    /// call).
+    Unsent(u64),
+    /// Handed to the driver, not yet delivered back: a barrier called now needs the
+    /// next one, sent when this one comes back.
+    InFlight(u64),
+}
+
+/// An own operation applied while the view changed during a round, to a state that
+/// may not be the one the members agree on: reported once the next round ends.
+#[derive(Debug)]
+struct Tentative<O> {
+    seq: u64,
+    op: Vec<u8>,
+    version: u64,
+    output: O,
+}
+
 /// A verification in progress: at most one per issuer.
 #[derive(Debug)]
 struct Check {
@@ -147,15 +183,18 @@ fn at_rate(len: u64, rate: u64) -> Duration {
 /// Inputs are the group layer's views ([`handle_view`](Self::handle_view)) and
 /// deliveries ([`handle_message`](Self::handle_message)), the loss of the connection,
 /// time ([`handle_timeout`](Self::handle_timeout)) and the application's
-/// [`submit`](Self::submit) and [`verify`](Self::verify). Outputs are [`Effect`]s for
-/// the driver ([`poll_effect`](Self::poll_effect)), [`Event`]s for the application
-/// ([`poll_event`](Self::poll_event)), and calls on `A`: `apply`, `snapshot`,
-/// `restore`, `digest`, `choose`, all from inside the `handle_*` methods.
+/// [`submit`](Self::submit), [`barrier`](Self::barrier) and [`verify`](Self::verify).
+/// Outputs are [`Effect`]s for the driver ([`poll_effect`](Self::poll_effect)),
+/// [`Event`]s for the application ([`poll_event`](Self::poll_event), or
+/// [`poll_event_and_output`](Self::poll_event_and_output) with the outputs of own
+/// operations), and calls on `A`: `apply`, `apply_view`, `snapshot`, `restore`,
+/// `digest`, `merge_hint`, `choose`, all from inside the `handle_*` methods (and
+/// `digest`, `merge_hint` from [`summary`](Self::summary)).
 ///
 /// The rules and the wire format are described in the
 /// [module documentation](super).
 #[derive(Debug)]
-pub struct Machine<A> {
+pub struct Machine<A: Replicated> {
     app: A,
     config: Config,
     view: Option<View>,
@@ -180,7 +219,22 @@ pub struct Machine<A> {
     /// not here. The next restored state tells whether it holds them.
     orphans: VecDeque<(u64, Vec<u8>)>,
     summaries: BTreeMap<Member, Summary>,
-    queue: VecDeque<(Member, u64, Vec<u8>)>,
+    queue: VecDeque<Queued>,
+    /// Own operations applied while the view changed during a round: their outputs
+    /// count once the next round tells whether that state is the agreed one.
+    tentative: Vec<Tentative<A::Output>>,
+    /// Whether the state learned the current view ([`Replicated::apply_view`]).
+    view_applied: bool,
+    /// This member's barrier marker out, if any.
+    marker: Marker,
+    /// The id of the last marker sent.
+    next_mark: u64,
+    /// Barriers called while a marker was in flight: the next marker is sent when it
+    /// comes back.
+    mark_wanted: bool,
+    /// The highest own marker delivered while this member was out of sync: passed
+    /// once the next round ends.
+    held_mark: Option<u64>,
     version: u64,
     /// Per origin, which of its operations this state's history holds.
     applied: BTreeMap<Member, Ranges>,
@@ -194,7 +248,8 @@ pub struct Machine<A> {
     /// Messages to send; `true` marks round messages, dropped when the view changes.
     outbox: VecDeque<(bool, Vec<u8>)>,
     rejoin: bool,
-    events: VecDeque<Event>,
+    /// Events, each with the output of an own operation's `apply` where it has one.
+    events: VecDeque<(Event, Option<A::Output>)>,
     stats: Stats,
 }
 
@@ -218,6 +273,12 @@ impl<A: Replicated> Machine<A> {
             orphans: VecDeque::new(),
             summaries: BTreeMap::new(),
             queue: VecDeque::new(),
+            tentative: Vec::new(),
+            view_applied: false,
+            marker: Marker::Idle,
+            next_mark: 0,
+            mark_wanted: false,
+            held_mark: None,
             version,
             applied: BTreeMap::new(),
             own_log: VecDeque::new(),
@@ -267,13 +328,18 @@ impl<A: Replicated> Machine<A> {
         Summary {
             version: self.version,
             digest: self.app.digest(),
+            hint: self.app.merge_hint(),
         }
     }
 
     /// The counters.
     pub fn stats(&self) -> Stats {
         Stats {
-            queued_ops: self.queue.len(),
+            queued_ops: self
+                .queue
+                .iter()
+                .filter(|q| matches!(q, Queued::Op(..)))
+                .count(),
             ..self.stats
         }
     }
@@ -309,6 +375,40 @@ impl<A: Replicated> Machine<A> {
         seq
     }
 
+    /// Starts a read barrier: once everything ordered before this call (every
+    /// operation any member had applied when it was made, and this member's own
+    /// operations submitted before it) is applied here, on the state the view agreed
+    /// on, [`Event::Barrier`] reports an id at least the one returned.
+    ///
+    /// A barrier costs one small message (a *marker*, delivered in the agreed order;
+    /// never applied, no version) and shares it with the barriers called while it
+    /// waits to be sent; barriers called while a marker travels share the next one,
+    /// sent when it comes back. A marker that the group layer reports lost (not sent,
+    /// or with an unknown outcome) is for the driver to report with
+    /// [`mark_lost`](Self::mark_lost).
+    pub fn barrier(&mut self) -> u64 {
+        match self.marker {
+            Marker::Idle => self.send_mark(),
+            Marker::Unsent(id) => id,
+            Marker::InFlight(id) => {
+                self.mark_wanted = true;
+                id + 1
+            }
+        }
+    }
+
+    /// The marker `id` will not come back (the group layer did not send it, or lost
+    /// track of it): the barriers waiting for a later one get it now. The driver fails
+    /// the barriers up to `id` that have not passed.
+    pub fn mark_lost(&mut self, id: u64) {
+        if self.marker == Marker::InFlight(id) {
+            self.marker = Marker::Idle;
+            if std::mem::take(&mut self.mark_wanted) {
+                self.send_mark();
+            }
+        }
+    }
+
     /// Asks every member to compute its digest at one point of the agreed order and
     /// compare ([`Event::Verified`] or [`Event::Diverged`]). Ignored unless synced.
     pub fn verify(&mut self) {
@@ -322,8 +422,17 @@ impl<A: Replicated> Machine<A> {
         }
     }
 
-    /// The next event for the application.
+    /// The next event for the application (an own operation's output, if any, is
+    /// dropped: see [`poll_event_and_output`](Self::poll_event_and_output)).
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front().map(|(e, _)| e)
+    }
+
+    /// The next event, and for an [`Event::Applied`] the output that
+    /// [`Replicated::apply`] returned for the operation here (`None` for the other
+    /// events, and for an own operation that this member did not apply to the agreed
+    /// state: see the [module documentation](super#results)).
+    pub fn poll_event_and_output(&mut self) -> Option<(Event, Option<A::Output>)> {
         self.events.pop_front()
     }
 
@@ -332,14 +441,24 @@ impl<A: Replicated> Machine<A> {
         if std::mem::take(&mut self.rejoin) {
             return Some(Effect::Rejoin);
         }
-        self.outbox.pop_front().map(|(_, b)| Effect::Send(b))
+        let (_, bytes) = self.outbox.pop_front()?;
+        if let Some(Tracked::Mark(id)) = tracked(&bytes) {
+            if self.marker == Marker::Unsent(id) {
+                self.marker = Marker::InFlight(id);
+            }
+        }
+        Some(Effect::Send(bytes))
     }
 
     /// Puts back a [`Effect::Send`] the driver could not hand over yet (its queue was
     /// full): it comes out first again.
     pub fn unpoll_send(&mut self, bytes: Vec<u8>) {
-        let round = bytes.get(3) != Some(&5);
-        self.outbox.push_front((round, bytes));
+        if let Some(Tracked::Mark(id)) = tracked(&bytes) {
+            if self.marker == Marker::InFlight(id) {
+                self.marker = Marker::Unsent(id);
+            }
+        }
+        self.outbox.push_front((is_round_message(&bytes), bytes));
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) wants to be called.
@@ -375,14 +494,16 @@ impl<A: Replicated> Machine<A> {
         self.leave_view();
         self.view = None;
         self.lost_sync = false;
+        self.view_applied = false;
     }
 
     /// A new view was installed: a new round starts.
     pub fn handle_view(&mut self, now: Instant, view: &View) {
         self.leave_view();
         self.lost_sync = false;
+        self.view_applied = false;
         self.view = Some(view.clone());
-        self.events.push_back(Event::View(view.clone()));
+        self.event(Event::View(view.clone()));
         let Some(me) = view.me() else {
             return;
         };
@@ -400,7 +521,7 @@ impl<A: Replicated> Machine<A> {
             Err(DecodeError::Newer(version)) => {
                 // Reported once per member and view; left out of the view's rounds.
                 if in_view && self.excluded.insert(from) {
-                    self.events.push_back(Event::Refused { from, version });
+                    self.event(Event::Refused { from, version });
                     if matches!(self.round, Round::AwaitStart) && self.coordinator == Some(from) {
                         // Its start would not be read: the attempt begins again with
                         // a coordinator that speaks this protocol.
@@ -417,7 +538,7 @@ impl<A: Replicated> Machine<A> {
                 // nothing else is as silent as one that sends nothing.
                 self.stats.malformed += 1;
                 if in_view && self.malformed.insert(from) {
-                    self.events.push_back(Event::Malformed {
+                    self.event(Event::Malformed {
                         from,
                         len: data.len(),
                     });
@@ -435,16 +556,19 @@ impl<A: Replicated> Machine<A> {
                     self.stats.stale += 1;
                     self.orphan(from, seq, data);
                 } else if matches!(self.round, Round::Ready) {
-                    self.apply(from, seq, &data);
+                    self.apply(from, seq, &data, true);
                 } else {
-                    self.queue.push_back((from, seq, data));
+                    self.queue.push_back(Queued::Op(from, seq, data));
                 }
             }
+            Msg::Mark { id } => self.on_mark(from, id),
             Msg::Start { members, round } => self.on_start(now, from, members, round),
             Msg::Summary {
                 round,
                 version,
                 digest,
+                hint,
+                quorum: _,
             } => {
                 if self.round_id != Some(round) || !matches!(self.round, Round::Collect) || !in_view
                 {
@@ -453,15 +577,18 @@ impl<A: Replicated> Machine<A> {
                 }
                 // The first summary of each member counts. Summaries do not extend
                 // the collection: it ends at the deadline set by the start.
-                self.summaries
-                    .entry(from)
-                    .or_insert(Summary { version, digest });
+                self.summaries.entry(from).or_insert(Summary {
+                    version,
+                    digest,
+                    hint,
+                });
                 self.check_collected(now);
             }
             Msg::StateHeader {
                 round,
                 version,
                 digest,
+                hint,
                 len,
                 chunks,
                 applied,
@@ -470,7 +597,11 @@ impl<A: Replicated> Machine<A> {
                 from,
                 round,
                 Header {
-                    summary: Summary { version, digest },
+                    summary: Summary {
+                        version,
+                        digest,
+                        hint,
+                    },
                     len,
                     chunks,
                     applied,
@@ -546,6 +677,7 @@ impl<A: Replicated> Machine<A> {
                     check,
                     version: s.version,
                     digest: s.digest,
+                    hint: s.hint,
                 };
                 self.send_round(msg);
             }
@@ -555,6 +687,7 @@ impl<A: Replicated> Machine<A> {
                 check,
                 version,
                 digest,
+                hint,
             } => {
                 let ready = members == self.hash && matches!(self.round, Round::Ready) && in_view;
                 let Some(open) = self
@@ -565,7 +698,11 @@ impl<A: Replicated> Machine<A> {
                     self.stats.stale += 1;
                     return;
                 };
-                open.got.entry(from).or_insert(Summary { version, digest });
+                open.got.entry(from).or_insert(Summary {
+                    version,
+                    digest,
+                    hint,
+                });
                 let view = self.view.as_ref().expect("ready means in a view");
                 let complete = view.members().iter().all(|m| {
                     open.got.contains_key(m) || self.excluded.contains(m) || self.silent.contains(m)
@@ -582,12 +719,12 @@ impl<A: Replicated> Machine<A> {
                         .collect();
                     let first = summaries[0].summary;
                     if summaries.iter().all(|c| c.summary == first) {
-                        self.events.push_back(Event::Verified {
+                        self.event(Event::Verified {
                             check,
                             summary: first,
                         });
                     } else {
-                        self.events.push_back(Event::Diverged { check, summaries });
+                        self.event(Event::Diverged { check, summaries });
                         self.next_attempt(now, Failure::Diverged);
                     }
                 }
@@ -627,7 +764,52 @@ impl<A: Replicated> Machine<A> {
             round,
             version: s.version,
             digest: s.digest,
+            hint: s.hint,
+            quorum: 0,
         });
+    }
+
+    /// A barrier marker: this member's own passes its barriers once everything before
+    /// it is applied to the agreed state (at once when synced; at the end of the
+    /// round when one runs; at the end of the next round when out of sync). Other
+    /// members' markers are theirs.
+    fn on_mark(&mut self, from: Member, id: u64) {
+        if self.view.as_ref().and_then(View::me) != Some(from) {
+            return;
+        }
+        if self.marker == Marker::InFlight(id) || self.marker == Marker::Unsent(id) {
+            self.marker = Marker::Idle;
+            if std::mem::take(&mut self.mark_wanted) {
+                self.send_mark();
+            }
+        }
+        if self.lost_sync {
+            self.hold_mark(id);
+        } else if matches!(self.round, Round::Ready) {
+            self.event(Event::Barrier {
+                id,
+                version: self.version,
+            });
+        } else {
+            self.queue.push_back(Queued::Mark(id));
+        }
+    }
+
+    fn hold_mark(&mut self, id: u64) {
+        self.held_mark = Some(self.held_mark.map_or(id, |h| h.max(id)));
+    }
+
+    fn send_mark(&mut self) -> u64 {
+        self.next_mark += 1;
+        let id = self.next_mark;
+        self.outbox.push_back((false, Msg::Mark { id }.encode()));
+        self.marker = Marker::Unsent(id);
+        self.stats.marks_sent += 1;
+        id
+    }
+
+    fn event(&mut self, e: Event) {
+        self.events.push_back((e, None));
     }
 
     /// The source's header: checked against the bounds before anything is kept.
@@ -734,8 +916,13 @@ impl<A: Replicated> Machine<A> {
     /// the local state (they were delivered in agreed order to every member that moved
     /// on with this one), round messages not yet sent are dropped.
     fn leave_view(&mut self) {
-        while let Some((from, seq, data)) = self.queue.pop_front() {
-            self.apply(from, seq, &data);
+        // The round did not end: the state they go to may not be the one the next
+        // round agrees on, so own outputs and barriers wait for that round.
+        while let Some(q) = self.queue.pop_front() {
+            match q {
+                Queued::Op(from, seq, data) => self.apply(from, seq, &data, false),
+                Queued::Mark(id) => self.hold_mark(id),
+            }
         }
         self.drop_round_sends();
         self.round = Round::Detached;
@@ -774,13 +961,13 @@ impl<A: Replicated> Machine<A> {
 
     fn next_attempt(&mut self, now: Instant, why: Failure) {
         self.stats.failed_rounds += 1;
-        self.events.push_back(Event::RoundFailed {
+        self.event(Event::RoundFailed {
             attempt: self.attempt,
             why,
         });
         self.attempt += 1;
         if self.attempt >= self.config.max_attempts {
-            self.events.push_back(Event::GaveUp {
+            self.event(Event::GaveUp {
                 attempts: self.attempt,
             });
             self.leave_view();
@@ -858,6 +1045,7 @@ impl<A: Replicated> Machine<A> {
             round,
             version: s.version,
             digest: s.digest,
+            hint: s.hint,
             len: snapshot.len() as u64,
             chunks: u32::try_from(chunks).expect("fewer than 2^32 chunks"),
             applied: self.applied.iter().map(|(&m, r)| (m, r.clone())).collect(),
@@ -897,7 +1085,7 @@ impl<A: Replicated> Machine<A> {
                 return self.restore_failed(Failure::RestoreFailed);
             }
             drop(data);
-            if self.app.digest() != current.digest {
+            if self.app.digest() != current.digest || self.app.merge_hint() != current.hint {
                 // Not the announced state: its history is nobody's.
                 self.version = 0;
                 return self.restore_failed(Failure::Damaged);
@@ -921,30 +1109,42 @@ impl<A: Replicated> Machine<A> {
                 .and_then(|me| self.applied.get(&me).cloned())
                 .unwrap_or_default();
             // Own operations the replaced history held and the new one does not, and
-            // own operations dropped for a failed restore that the new one does not
-            // hold either.
+            // own operations dropped for a failed restore, or applied to a state that
+            // was not the agreed one, that the new one does not hold either.
             let orphans = std::mem::take(&mut self.orphans);
+            let tentative = std::mem::take(&mut self.tentative);
+            let mut listed = BTreeSet::new();
             let discarded = self
                 .own_log
                 .iter()
-                .filter(|(seq, _)| has_seq(&before, *seq) && !has_seq(&after, *seq))
-                .chain(orphans.iter().filter(|(seq, _)| !has_seq(&after, *seq)))
+                .filter(|(seq, _)| has_seq(&before, *seq))
+                .map(|(seq, op)| (*seq, op))
+                .chain(orphans.iter().map(|(seq, op)| (*seq, op)))
+                .chain(tentative.iter().map(|t| (t.seq, &t.op)))
+                .filter(|(seq, _)| !has_seq(&after, *seq) && listed.insert(*seq))
                 .map(|(seq, op)| Discarded {
-                    seq: *seq,
+                    seq,
                     op: op.clone(),
                 })
                 .collect();
-            self.events.push_back(Event::Restored {
+            self.event(Event::Restored {
                 round,
                 source,
                 previous,
                 current,
                 discarded,
             });
-            // Those it holds are applied here now, as of its version.
-            for (seq, _) in orphans.iter().filter(|(seq, _)| has_seq(&after, *seq)) {
-                self.events.push_back(Event::Applied {
-                    seq: *seq,
+            // Those it holds are applied here now, as of its version; their outputs
+            // were not computed on this state (or at all).
+            let held = orphans
+                .iter()
+                .map(|(seq, _)| *seq)
+                .chain(tentative.iter().map(|t| t.seq))
+                .filter(|seq| has_seq(&after, *seq))
+                .collect::<BTreeSet<u64>>();
+            for seq in held {
+                self.event(Event::Applied {
+                    seq,
                     version: current.version,
                 });
             }
@@ -960,12 +1160,15 @@ impl<A: Replicated> Machine<A> {
     /// of its own making.
     fn restore_failed(&mut self, why: Failure) {
         self.stats.failed_rounds += 1;
-        self.events.push_back(Event::RoundFailed {
+        self.event(Event::RoundFailed {
             attempt: self.attempt,
             why,
         });
-        for (from, seq, data) in std::mem::take(&mut self.queue) {
-            self.orphan(from, seq, data);
+        for q in std::mem::take(&mut self.queue) {
+            match q {
+                Queued::Op(from, seq, data) => self.orphan(from, seq, data),
+                Queued::Mark(id) => self.hold_mark(id),
+            }
         }
         self.leave_view();
         self.lost_sync = true;
@@ -992,40 +1195,105 @@ impl<A: Replicated> Machine<A> {
         self.round = Round::Ready;
         self.deadline = None;
         self.stats.rounds += 1;
-        self.events.push_back(Event::Synced {
+        self.event(Event::Synced {
             round,
             source,
             summary,
             transferred,
         });
-        while let Some((from, seq, data)) = self.queue.pop_front() {
-            self.apply(from, seq, &data);
+        // Own operations applied when a view changed during an earlier round: the
+        // state they were applied to is the agreed one (a restore took the others
+        // instead).
+        for t in std::mem::take(&mut self.tentative) {
+            self.events.push_back((
+                Event::Applied {
+                    seq: t.seq,
+                    version: t.version,
+                },
+                Some(t.output),
+            ));
+        }
+        // The view's members, at this point of the history for every member: the
+        // snapshot of a transfer was taken at the decision, before it, so a member
+        // that restored makes the call on the state the others make it on.
+        if !self.view_applied {
+            self.view_applied = true;
+            let members = self
+                .view
+                .as_ref()
+                .map(|v| v.members().to_vec())
+                .unwrap_or_default();
+            let version = self.version;
+            self.app.apply_view(&ViewChange {
+                members: &members,
+                round,
+                version,
+            });
+            self.stats.views_applied += 1;
+            self.event(Event::ViewApplied {
+                round,
+                members,
+                version,
+            });
+        }
+        if let Some(id) = self.held_mark.take() {
+            self.event(Event::Barrier {
+                id,
+                version: self.version,
+            });
+        }
+        while let Some(q) = self.queue.pop_front() {
+            match q {
+                Queued::Op(from, seq, data) => self.apply(from, seq, &data, true),
+                Queued::Mark(id) => self.event(Event::Barrier {
+                    id,
+                    version: self.version,
+                }),
+            }
         }
     }
 
-    fn apply(&mut self, origin: Member, seq: u64, data: &[u8]) {
+    /// Applies an operation. `agreed`: to the state the view agreed on (else, when a
+    /// view changed during a round, an own operation's outcome waits for the next
+    /// round).
+    fn apply(&mut self, origin: Member, seq: u64, data: &[u8], agreed: bool) {
         // Saturates: a version restored from a peer (or loaded from disk) may be the
         // largest; it stays the highest rather than panicking or wrapping to lowest.
         self.version = self.version.saturating_add(1);
+        let version = self.version;
         let info = OpInfo {
             origin,
             seq,
-            version: self.version,
+            version,
         };
-        self.app.apply(data, &info);
+        let output = self.app.apply(data, &info);
         self.stats.applied += 1;
         let ranges = self.applied.entry(origin).or_default();
         add_seq(ranges, seq);
         keep_latest(ranges);
+        if self.config.report_changes {
+            self.event(Event::Changed {
+                origin,
+                seq,
+                version,
+            });
+        }
         if self.view.as_ref().and_then(View::me) == Some(origin) {
             self.own_log.push_back((seq, data.to_vec()));
             while self.own_log.len() > self.config.own_log_limit {
                 self.own_log.pop_front();
             }
-            self.events.push_back(Event::Applied {
-                seq,
-                version: self.version,
-            });
+            if agreed {
+                self.events
+                    .push_back((Event::Applied { seq, version }, Some(output)));
+            } else {
+                self.tentative.push(Tentative {
+                    seq,
+                    op: data.to_vec(),
+                    version,
+                    output,
+                });
+            }
         }
     }
 }

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::app::{choose_highest_version, Candidate, OpInfo, Replicated, RestoreError};
+use super::app::{
+    choose_highest_hint, choose_highest_version, Candidate, OpInfo, Replicated, RestoreError,
+    ViewChange,
+};
 use super::config::Config;
 use super::event::{Effect, Event, Failure, Phase};
 use super::machine::Machine;
@@ -15,11 +18,15 @@ use super::wire::{fnv, fnv_start, Msg};
 use crate::group::{View, ViewId};
 use crate::types::Member;
 
-/// The test state: every applied operation, in order, plus padding to make it big.
+/// The test state: every applied operation, in order, every view change applied (the
+/// version it was applied at, and the members), plus padding to make it big.
 #[derive(Debug, Default)]
 struct Log {
     ops: Vec<(Member, u64, Vec<u8>)>,
+    views: Vec<(u64, Vec<Member>)>,
     pad: usize,
+    /// The merge hint: set by an operation `hint N`.
+    hint: u64,
     /// Added to the digest: a planted divergence (reset by restore).
     salt: Arc<AtomicU64>,
     /// Restores fail while set.
@@ -33,8 +40,20 @@ struct Log {
 }
 
 impl Replicated for Log {
-    fn apply(&mut self, op: &[u8], info: &OpInfo) {
+    /// How many operations the history holds once this one is applied: its place in
+    /// the history, which every member computes alike.
+    type Output = usize;
+
+    fn apply(&mut self, op: &[u8], info: &OpInfo) -> usize {
+        if let Some(h) = op.strip_prefix(b"hint ") {
+            self.hint = std::str::from_utf8(h).unwrap().parse().unwrap();
+        }
         self.ops.push((info.origin, info.seq, op.to_vec()));
+        self.ops.len()
+    }
+
+    fn apply_view(&mut self, view: &ViewChange<'_>) {
+        self.views.push((view.version, view.members.to_vec()));
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -48,6 +67,16 @@ impl Replicated for Log {
             b.extend_from_slice(&seq.to_le_bytes());
             b.extend_from_slice(&(op.len() as u64).to_le_bytes());
             b.extend_from_slice(op);
+        }
+        b.extend_from_slice(&self.hint.to_le_bytes());
+        b.extend_from_slice(&(self.views.len() as u64).to_le_bytes());
+        for (version, members) in &self.views {
+            b.extend_from_slice(&version.to_le_bytes());
+            b.extend_from_slice(&(members.len() as u64).to_le_bytes());
+            for m in members {
+                b.extend_from_slice(&m.nodeid.to_le_bytes());
+                b.extend_from_slice(&m.pid.to_le_bytes());
+            }
         }
         b.resize(b.len() + self.pad, 0xAB);
         b
@@ -78,8 +107,28 @@ impl Replicated for Log {
             ops.push((member, seq, bytes(at, len)?.to_vec()));
             at += len;
         }
+        let hint = word(at)?;
+        let n = word(at + 8)?;
+        at += 16;
+        let mut views = Vec::new();
+        for _ in 0..n {
+            let version = word(at)?;
+            let k = word(at + 8)?;
+            at += 16;
+            let mut members = Vec::new();
+            for _ in 0..k {
+                members.push(Member {
+                    nodeid: half(at)?,
+                    pid: half(at + 4)?,
+                });
+                at += 8;
+            }
+            views.push((version, members));
+        }
         self.pad = s.len() - at;
         self.ops = ops;
+        self.views = views;
+        self.hint = hint;
         self.salt.store(0, Ordering::SeqCst);
         Ok(())
     }
@@ -91,14 +140,24 @@ impl Replicated for Log {
             h = fnv(h, &seq.to_le_bytes());
             h = fnv(h, op);
         }
+        for (version, members) in &self.views {
+            h = fnv(h, &version.to_le_bytes());
+            for m in members {
+                h = fnv(h, &m.nodeid.to_le_bytes());
+            }
+        }
         h ^ self.salt.load(Ordering::SeqCst) ^ (self.pad as u64)
     }
 
+    fn merge_hint(&self) -> u64 {
+        self.hint
+    }
+
     fn choose(&self, candidates: &[Candidate]) -> usize {
-        if self.pick_last.load(Ordering::SeqCst) > 0 {
-            candidates.len() - 1
-        } else {
-            choose_highest_version(candidates)
+        match self.pick_last.load(Ordering::SeqCst) {
+            0 => choose_highest_hint(candidates),
+            1 => candidates.len() - 1,
+            _ => choose_highest_version(candidates),
         }
     }
 }
@@ -108,6 +167,8 @@ struct Node {
     machine: Machine<Log>,
     views: u64,
     events: Vec<Event>,
+    /// Every own operation reported applied: (seq, version, output).
+    outcomes: Vec<(u64, u64, Option<usize>)>,
     /// A ghost: its daemon keeps it in views, but it sends nothing.
     silent: bool,
     salt: Arc<AtomicU64>,
@@ -157,6 +218,7 @@ impl Sim {
                     machine: Machine::new(app, config.clone()),
                     views: 0,
                     events: Vec::new(),
+                    outcomes: Vec::new(),
                     silent: false,
                     salt,
                     broken,
@@ -232,7 +294,10 @@ impl Sim {
 
     fn collect_events(&mut self) {
         for n in &mut self.nodes {
-            while let Some(e) = n.machine.poll_event() {
+            while let Some((e, output)) = n.machine.poll_event_and_output() {
+                if let Event::Applied { seq, version } = e {
+                    n.outcomes.push((seq, version, output));
+                }
                 n.events.push(e);
             }
         }
@@ -472,6 +537,8 @@ fn messages_of_a_stale_round_are_dropped() {
         round: sim.nodes[0].machine.round().unwrap(),
         version: 99,
         digest: 1,
+        hint: 0,
+        quorum: 0,
     }
     .encode();
     sim.view(0, &[0, 1]);
@@ -833,6 +900,7 @@ fn a_state_loaded_with_its_version_wins_over_a_shorter_history() {
 mod bench;
 mod blind_spots;
 mod hostile;
+mod service;
 mod soak;
 mod stale;
 
@@ -892,11 +960,14 @@ fn well_formed_messages_with_any_field_values_never_panic() {
                     round,
                     version: small(rnd()),
                     digest: small(rnd()),
+                    hint: 0,
+                    quorum: 0,
                 },
                 2 => Msg::StateHeader {
                     round,
                     version: small(rnd()),
                     digest: small(rnd()),
+                    hint: 0,
                     len: small(rnd()),
                     chunks: (rnd() % 4) as u32,
                     applied: (0..rnd() % 3)
@@ -931,6 +1002,7 @@ fn well_formed_messages_with_any_field_values_never_panic() {
                     check: small(rnd()),
                     version: small(rnd()),
                     digest: small(rnd()),
+                    hint: 0,
                 },
                 _ => {
                     // Our own messages come back too.

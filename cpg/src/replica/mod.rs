@@ -2,11 +2,14 @@
 //! members, chunked state transfer, and merge after a partition or a daemon restart.
 //!
 //! The application keeps its state in a type that implements [`Replicated`]: apply an
-//! operation, take a snapshot, restore one, compute a digest, and (optionally) choose
-//! whose state wins. The layer, built on [`group`](crate::group), makes every member
-//! apply the same operations in the same order, and after every view change brings all
-//! members of the new view to one state. Operations and snapshots are bytes: the core
-//! needs no serialization library.
+//! operation (and return its outcome), take a snapshot, restore one, compute a
+//! digest, and optionally learn each view's members at an agreed point of the history
+//! and choose whose state wins a merge. The layer, built on [`group`](crate::group),
+//! makes every member apply the same operations in the same order, and after every
+//! view change brings all members of the new view to one state. A submitter's ticket
+//! resolves with what `apply` returned; a read can wait for everything acknowledged
+//! before it ([reads](#reads)). Operations and snapshots are bytes: the core needs no
+//! serialization library.
 //!
 //! The rules are a state machine without I/O or clock ([`Machine`]), in the style of
 //! the group layer: group-layer views and deliveries and time go in, sends
@@ -34,9 +37,14 @@
 //! struct Counters(BTreeMap<String, u64>);
 //!
 //! impl Replicated for Counters {
-//!     fn apply(&mut self, op: &[u8], _info: &OpInfo) {
+//!     /// An increment's outcome: the counter's new value.
+//!     type Output = u64;
+//!
+//!     fn apply(&mut self, op: &[u8], _info: &OpInfo) -> u64 {
 //!         // An operation is the name of the counter to increment.
-//!         *self.0.entry(String::from_utf8_lossy(op).into_owned()).or_default() += 1;
+//!         let n = self.0.entry(String::from_utf8_lossy(op).into_owned()).or_default();
+//!         *n += 1;
+//!         *n
 //!     }
 //!     fn snapshot(&self) -> Vec<u8> {
 //!         let mut b = Vec::new();
@@ -70,11 +78,14 @@
 //! loop {
 //!     // Gate writes: only the side of a partition with a majority of the 3 nodes.
 //!     if replica.view().is_some_and(|v| has_majority(&v, 3)) {
-//!         // Resolves once applied here, in the agreed order.
-//!         let version = replica.submit("requests")?.wait(Duration::from_secs(10))?;
-//!         let n = replica.read(|c| c.0.get("requests").copied());
-//!         println!("v{version}: requests = {n:?}");
+//!         // Resolves once applied here, in the agreed order, with what `apply`
+//!         // returned for it.
+//!         let done = replica.submit("requests")?.wait(Duration::from_secs(10))?;
+//!         println!("v{}: requests = {}", done.version, done.output);
 //!     }
+//!     // Sees every increment acknowledged anywhere in the view before the call.
+//!     let n = replica.read_ordered(Duration::from_secs(10), |c| c.0.get("requests").copied())?;
+//!     println!("requests = {n:?}");
 //!     while let Some(event) = replica.next_event(Duration::from_secs(1)) {
 //!         match event {
 //!             Event::View(v) => println!("{v}"),
@@ -112,12 +123,13 @@
 //! 1. The coordinator sends *start* with the hash of the member list. A start with
 //!    another list, from another member, or for another attempt is stale and dropped.
 //! 2. At the start every member sends its *summary*: [`Summary`] = the state's version
-//!    (operations applied along its history, kept by the layer) and
-//!    [`digest`](Replicated::digest).
+//!    (operations applied along its history, kept by the layer),
+//!    [`digest`](Replicated::digest) and [`merge_hint`](Replicated::merge_hint).
 //! 3. At the delivery of the last member's summary every member calls
 //!    [`choose`](Replicated::choose) on the same candidates (sorted by member; default
-//!    [`choose_highest_version`]: the longest history, ties to the lowest member). If
-//!    every summary equals the chosen one, the round ends here: nothing is sent.
+//!    [`choose_highest_hint`]: the highest merge hint, then the longest history, ties
+//!    to the lowest member). If every summary equals the chosen one, the round ends
+//!    here: nothing is sent.
 //! 4. Otherwise the chosen member (the source) takes a [`snapshot`](Replicated::snapshot)
 //!    at exactly that point and sends a header (summary, length, number of chunks, and
 //!    per origin member the ranges of its sequence numbers the history holds) and the
@@ -126,17 +138,156 @@
 //!    whose summary differs keep the chunks; every member checks each against the
 //!    header (see [Bounds](#bounds)). At the last chunk, every member whose summary
 //!    differs [restores](Replicated::restore) it and checks that the restored state
-//!    has the announced digest ([`Event::Restored`]); the round ends
+//!    has the announced digest and merge hint ([`Event::Restored`]); the round ends
 //!    ([`Event::Synced`]).
+//! 5. Every member then applies the view to the state
+//!    ([`apply_view`](Replicated::apply_view), [`Event::ViewApplied`]; once per
+//!    view: see [Membership in the state](#membership-in-the-state)).
 //!
 //! Operations delivered from the view change to the end of the round are queued and
 //! applied after it, in the agreed order, on top of the chosen state: no member
 //! applies an operation twice or skips one. If the view changes during a round, the
 //! queued operations are applied to the local state first (they were delivered to
-//! every member that moves on together) and a new round starts. A message of an
+//! every member that moves on together) and a new round starts (the outcomes of
+//! own operations among them wait for it: see [Results](#results)). A message of an
 //! earlier round or view (a member's sends can be ordered after a view change it had
 //! not yet seen) does not match the current round and is dropped
 //! ([`Stats::stale`]).
+//!
+//! # Membership in the state
+//!
+//! A lock, lease, session or queue service must free what a departed member held, and
+//! every member must do it at the same point of the history, or their states (and
+//! the answers they give) part. [`Replicated::apply_view`] is that point: at the end
+//! of the round that synchronises a view (step 5 above), every member of the view
+//! calls it with the view's sorted member list ([`ViewChange`]), on the same state,
+//! at the same version, before any operation delivered after the view change. An
+//! implementation frees every holder that is not in the list; the operations it
+//! applies after the call see the holders freed. So, exactly:
+//!
+//! - **before the call**: every operation delivered before the view change, in the
+//!   views the history went through. That includes a departed member's last
+//!   operations (CPG delivers everything a member sent before its departure before
+//!   the change, to all that move on together): what it took just before it failed
+//!   is freed by the call too;
+//! - **after the call**: every operation delivered after the view change, in the
+//!   agreed order, until the next call. That includes the operations a member sent
+//!   before it saw the change (its sends are ordered where CPG orders them, which can
+//!   be after a change it had not yet seen): a `LOCK` sent while the departed holder
+//!   still looked alive is applied once its lock is free, on every member alike. It
+//!   also includes the operations of a member that joined in the view;
+//! - **not shown**: a view whose round never ended (the view changed again during
+//!   it, or its members gave up, [`Event::GaveUp`]). Operations delivered in it are
+//!   applied (to the local state, as above) before the next call, which shows the
+//!   next synchronised view's list. So the operations applied after a call can come
+//!   from a member that is not in its list (it joined in a view that was never shown,
+//!   maybe left again): free by "not in the list", never by "left since the previous
+//!   call".
+//!
+//! With a state transfer, the source's snapshot is taken at the decision, before the
+//! call; every member that restores it makes the call after restoring, on the state
+//! the others make it on, so a restored member ends with the same state as the rest.
+//! A round that fails and is tried again makes the call once, at the end of the
+//! attempt that succeeds; later rounds in the same view (after a divergence found by
+//! a verification) do not make it again: the chosen state already holds it. A member
+//! that gives up, or whose restore fails, leaves and joins again; the others see it
+//! leave (a view without it: its holdings are freed there, if that view's round ends)
+//! and come back (a later view), and it takes their state. Its identity, (node id,
+//! pid), stays the same across such a rejoin (and across a reconnect after its daemon
+//! restarted): a member that is back before a round ended without it keeps what it
+//! held.
+//!
+//! Every member of the view is in the list, also one that does not speak (a stopped
+//! process stays a member until CPG removes it, and so do its holdings). The call
+//! does not count as an operation: the version is unchanged (a minority's history
+//! cannot grow longer than the majority's by its view changes alone), and
+//! [`ViewChange::version`] is the version it came at.
+//!
+//! Each side of a partition makes the call for its own views: the minority frees, in
+//! its copy, what the majority's members held. A service that must not act on a
+//! minority's view checks [`ViewChange::has_majority`] in `apply_view` (the same
+//! answer on every member) and counts its majority views in a
+//! [merge hint](Replicated::merge_hint), so that the majority's history wins the
+//! heal (see [Merges](#merges-and-writes-in-a-minority)); the `lock` example does
+//! both.
+//!
+//! # Results
+//!
+//! [`Replicated::apply`] returns an [`Output`](Replicated::Output); the submitter's
+//! ticket ([`Ticket`], or `AsyncTicket` with the feature `tokio`) resolves with an
+//! [`Outcome`]: the version after the operation and the output computed here, on the
+//! same state every member of the view applies it to, so with the value every member
+//! computed. (The machine hands it out with [`Machine::poll_event_and_output`].)
+//!
+//! One case needs care: when the view changes during a round, the queued operations
+//! are applied to the state each member holds, and the next round may replace it (a
+//! joiner's, or the losing side's of a merge); an output computed there may not be
+//! the one the agreed history computed. So the outcome of an own operation applied
+//! then waits for the next round that ends: if this member's state was kept (chosen,
+//! or equal to the chosen one), the ticket resolves with it; if it was replaced, the
+//! ticket resolves with [`ReplicaError::NoOutput`] when the state taken holds the
+//! operation (its effect is there, its output unknown here: read the state) and
+//! [`ReplicaError::Discarded`] when it does not. The same two errors end the tickets
+//! of own operations delivered while this member could not apply them (a failed
+//! restore).
+//!
+//! What "every member computed" covers: CPG orders a view's messages alike for the
+//! members that move on together to the next view, and only for them. When a view
+//! ends in a split (a partition; a node whose daemon missed the others' last messages
+//! while the ring re-formed, which corosync then skips), each side may deliver the
+//! view's last messages differently, the own ones included. An outcome reported on
+//! one side is the one its side computed; if that side's history later loses the
+//! merge and the winning history holds the operation too, its outcome there can
+//! differ (a lock granted here, held by another there), and nothing tells the
+//! ticket. (The nemesis saw it: a node cut off from another delivered its own last
+//! operations without the other's, which the other side applied in between.) Such an
+//! operation was applied just before this member's view changed, and its history
+//! then loses the merge: with writes gated on a majority (see
+//! [Merges](#merges-and-writes-in-a-minority)), this member is then on the minority
+//! side, and a service must treat what it answered just before its view lost the
+//! majority as undone (the `lock` example's fencing says how).
+//!
+//! # Reads
+//!
+//! [`Replica::read`] reads the local copy at once: between rounds it holds every
+//! operation applied here so far in the agreed order, which lags what other members
+//! have applied (and acknowledged) by the operations in flight; during a round
+//! ([`Phase::Syncing`]) it is the state from before it. [`Replica::read_ordered`] (and
+//! [`Replica::barrier`]) first passes a *read barrier*: it waits until everything
+//! ordered before the call is applied here, on the state the view agreed on: every
+//! operation that any member of the view had applied when the call was made (so
+//! every write acknowledged to any client), and this member's own submitted before
+//! it. (A message sent after another was delivered anywhere in the ring is ordered
+//! after it: the token that orders it has seen the other.)
+//!
+//! Use `read_ordered` where an answer must reflect what another member's client may
+//! just have been told (who holds a lock, whether a name is taken, a balance after a
+//! transfer): after `UNLOCK` is acknowledged on one node, a `read` on another node
+//! may still see the lock held, a `read_ordered` does not. Use `read` for what may
+//! lag (a display, a hint, a read that a write of this member just preceded: a
+//! resolved ticket means applied here), and where the answer must come at once
+//! (`read_ordered` waits for the end of a round in progress). On the minority side
+//! of a partition both read the minority's state.
+//!
+//! A barrier costs one small message (a *marker*; not applied, no version): this
+//! member's marker, delivered back in the agreed order, passes every barrier called
+//! before it was sent. Barriers called before the marker leaves share it; those
+//! called while it travels share the next, which is sent when it comes back: a
+//! member has at most one marker in flight, however many barriers wait
+//! ([`Stats::marks_sent`]). A barrier that waits during a round passes when the round
+//! ends; one whose marker came in a round cut short by a view change passes at the
+//! end of the next round (not on the state this member held meanwhile). If the group
+//! layer loses the marker (the daemon was lost with it sent), its barriers fail with
+//! [`ReplicaError::NotSent`]: call again.
+//!
+//! # Changes
+//!
+//! Own operations are reported [`Event::Applied`], view changes
+//! [`Event::ViewApplied`], replaced states [`Event::Restored`]. A front end that
+//! reacts to other members' writes sets [`Config::report_changes`]: every operation
+//! applied here is then reported [`Event::Changed`] (origin, sequence number,
+//! version), in the order applied. It is off by default: one event per operation,
+//! kept until read.
 //!
 //! # Deadlines
 //!
@@ -200,8 +351,16 @@
 //! one side accepts new writes, so an acknowledged write survives the merge; the
 //! minority then serves stale reads, or none. Operations in flight when the partition
 //! happened can still be applied on the minority side, so a service that must never
-//! lose an acknowledged write should also encode its own epoch in the state and choose
-//! by it.
+//! lose an acknowledged write should also keep an epoch in the state (say, counted
+//! up by [`apply_view`](Replicated::apply_view) in every view with a majority, and
+//! refuse writes in `apply` after a view without one) and return it as its
+//! [`merge_hint`](Replicated::merge_hint): the default choice prefers the highest
+//! hint to the longest history. [`choose`](Replicated::choose) sees every
+//! candidate's hint, version and digest, for a rule of its own.
+//!
+//! The summary has room for more: a quorum epoch that the group layer will agree is
+//! planned to come before the hint in the default choice (the wire format reserves
+//! its field; [`Summary`] is non-exhaustive).
 //!
 //! # Verification
 //!
@@ -236,6 +395,8 @@
 //!   summary again and again or a coordinator starting over and over holds a round
 //!   for a bounded time, and a member that never speaks for one deadline;
 //! - verification: one open check per issuer, as above;
+//! - read barriers: another member's markers are dropped at delivery, and a member
+//!   has at most one of its own in flight, however many barriers wait;
 //! - messages to send: the round messages not yet handed to the driver are dropped
 //!   when a new attempt or start begins (they would be stale);
 //! - reports: a member's malformed messages are reported once per view
@@ -247,7 +408,9 @@
 //!   then report one of that origin's operations as discarded although it is kept.
 //!
 //! Not bounded by the layer: operations delivered during a round are queued until it
-//! ends (a bounded time, times the group's delivery rate); the history keeps an entry
+//! ends (a bounded time, times the group's delivery rate), and own ones applied when
+//! a view changed during a round wait for the next round that ends (with their
+//! outputs) while rounds keep failing; the history keeps an entry
 //! per process that ever submitted an operation; events queue up until the
 //! application reads them; and a member that lies (a wrong digest, a state that is not
 //! its own) is believed, as the protocol has no way to tell. A source that keeps
@@ -274,21 +437,22 @@
 //! # Wire format
 //!
 //! Inside each group-layer payload: the magic byte `R`, the protocol version
-//! ([`PROTOCOL_VERSION`]), the byte order (`1`: little-endian, the only one written or
-//! accepted), the kind (1 start, 2 summary, 3 state header, 4 chunk, 5 operation, 6
-//! trouble, 7 verify, 8 digest), then the fields, little-endian. A message with a
-//! newer version is refused, not misread ([`Event::Refused`]); the member is left out
-//! of the view's rounds (and, if it was the coordinator awaited, the attempt begins
-//! again with the next one). A state of `len` bytes comes in `chunks` chunks in
-//! index order: one empty chunk for an empty state, else chunks of a byte or more.
+//! ([`PROTOCOL_VERSION`], 2: version 1 had no merge hints and no markers), the byte
+//! order (`1`: little-endian, the only one written or accepted), the kind (1 start, 2
+//! summary, 3 state header, 4 chunk, 5 operation, 6 trouble, 7 verify, 8 digest, 9
+//! marker), then the fields, little-endian. Summaries, state headers and digests
+//! carry the merge hint after the digest; a summary ends with a 64-bit field
+//! reserved for a quorum epoch (written 0, not read). A message with a newer version
+//! is refused, not misread ([`Event::Refused`]); the member is left out of the view's
+//! rounds (and, if it was the coordinator awaited, the attempt begins again with the
+//! next one). A state of `len` bytes comes in `chunks` chunks in index order: one
+//! empty chunk for an empty state, else chunks of a byte or more.
 //!
-//! # Reads and threads
+//! # Threads
 //!
-//! [`Replica::read`] reads the local copy: between rounds it holds every operation
-//! applied so far in the agreed order; during a round ([`Phase::Syncing`]) it is the
-//! state from before it. [`Replica`] runs the machine on a thread of its own and calls
-//! the application's methods there (with the state locked); it connects in the network
-//! namespace of the thread that starts it, like [`Group`](crate::group::Group).
+//! [`Replica`] runs the machine on a thread of its own and calls the application's
+//! methods there (with the state locked); it connects in the network namespace of the
+//! thread that starts it, like [`Group`](crate::group::Group).
 //!
 //! # Measured
 //!
@@ -338,7 +502,8 @@ mod tokio;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use self::tokio::{AsyncReplica, AsyncTicket};
 pub use app::{
-    choose_highest_version, has_majority, Candidate, OpInfo, Replicated, RestoreError, Summary,
+    choose_highest_hint, choose_highest_version, has_majority, Candidate, OpInfo, Outcome,
+    Replicated, RestoreError, Summary, ViewChange,
 };
 pub use blocking::{Replica, Ticket};
 pub use builder::ReplicaBuilder;

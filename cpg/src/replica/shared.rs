@@ -3,16 +3,16 @@
 //! into the group layer ([`Sink`], which each driver implements for its group), and
 //! the calls that read it ([`state_calls`]).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use crate::group::{self, GroupError, SendId, View};
 
-use super::app::Replicated;
+use super::app::{Outcome, Replicated};
 use super::error::ReplicaError;
 use super::event::{Effect, Event, Phase};
 use super::machine::Machine;
-use super::wire::op_seq;
+use super::wire::{tracked, Tracked};
 
 /// Most replica messages handed to the group layer's queue at a time: the rest wait
 /// in the machine, so that a view change can still drop stale state chunks.
@@ -31,17 +31,21 @@ pub(super) trait Sink {
     fn try_next_event(&self) -> Option<group::Event>;
 }
 
-/// Resolves one ticket.
-pub(super) type Resolver = Box<dyn FnOnce(Result<u64, ReplicaError>) + Send>;
+/// Resolves one ticket (`T`: an operation's [`Outcome`]) or one barrier (`T`: the
+/// state's version when it passed).
+pub(super) type Resolver<T> = Box<dyn FnOnce(Result<T, ReplicaError>) + Send>;
 
 /// The machine and its bookkeeping, behind the driver's lock.
-pub(super) struct Core<A, G> {
+pub(super) struct Core<A: Replicated, G> {
     pub(super) machine: Machine<A>,
     pub(super) group: Option<std::sync::Arc<G>>,
     pub(super) events: VecDeque<Event>,
-    tickets: HashMap<u64, Resolver>,
-    /// Group-layer send ids of operations, to tell a ticket when its op was not sent.
-    sent_ops: HashMap<SendId, u64>,
+    tickets: HashMap<u64, Resolver<Outcome<A::Output>>>,
+    /// Barriers waiting, by the marker id that passes them (and every lower one).
+    barriers: BTreeMap<u64, Vec<Resolver<u64>>>,
+    /// Group-layer send ids of operations and markers, to tell a ticket or a barrier
+    /// when its message was not sent.
+    sent_ops: HashMap<SendId, Tracked>,
     /// Operations the group layer delivered (confirmed) whose tickets wait to be
     /// applied here: if the replica stops first, the others may have applied them.
     delivered_ops: HashSet<u64>,
@@ -57,6 +61,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
             group: Some(std::sync::Arc::new(group)),
             events: VecDeque::new(),
             tickets: HashMap::new(),
+            barriers: BTreeMap::new(),
             sent_ops: HashMap::new(),
             delivered_ops: HashSet::new(),
             rejoin: false,
@@ -85,7 +90,11 @@ impl<A: Replicated, G: Sink> Core<A, G> {
     }
 
     /// Submits an operation whose outcome goes to `resolve`.
-    pub(super) fn submit(&mut self, op: Vec<u8>, resolve: Resolver) -> Result<u64, ReplicaError> {
+    pub(super) fn submit(
+        &mut self,
+        op: Vec<u8>,
+        resolve: Resolver<Outcome<A::Output>>,
+    ) -> Result<u64, ReplicaError> {
         if self.ended {
             return Err(ReplicaError::Closed);
         }
@@ -93,6 +102,43 @@ impl<A: Replicated, G: Sink> Core<A, G> {
         self.tickets.insert(seq, resolve);
         self.flush();
         Ok(seq)
+    }
+
+    /// Starts a read barrier whose outcome goes to `resolve`.
+    pub(super) fn barrier(&mut self, resolve: Resolver<u64>) -> Result<(), ReplicaError> {
+        if self.ended {
+            return Err(ReplicaError::Closed);
+        }
+        let id = self.machine.barrier();
+        self.barriers.entry(id).or_default().push(resolve);
+        self.flush();
+        Ok(())
+    }
+
+    /// Resolves the barriers up to marker `id` with `outcome`.
+    fn pass_barriers(&mut self, id: u64, outcome: &Result<u64, ReplicaError>) {
+        let passed: Vec<u64> = self.barriers.range(..=id).map(|(&k, _)| k).collect();
+        for k in passed {
+            for r in self.barriers.remove(&k).unwrap_or_default() {
+                r(outcome.clone());
+            }
+        }
+    }
+
+    /// A message the group layer will not deliver (or lost track of): its ticket
+    /// fails, or the barriers waiting for its marker do.
+    fn not_sent(&mut self, what: Tracked, error: GroupError) {
+        match what {
+            Tracked::Op(seq) => {
+                if let Some(r) = self.tickets.remove(&seq) {
+                    r(Err(ReplicaError::NotSent(error)));
+                }
+            }
+            Tracked::Mark(id) => {
+                self.machine.mark_lost(id);
+                self.pass_barriers(id, &Err(ReplicaError::NotSent(error)));
+            }
+        }
     }
 
     /// Hands the machine's sends to the group layer (up to [`IN_FLIGHT`] queued there)
@@ -106,13 +152,13 @@ impl<A: Replicated, G: Sink> Core<A, G> {
                 None => break,
                 Some(Effect::Rejoin) => self.rejoin = true,
                 Some(Effect::Send(bytes)) => {
-                    let op_seq = op_seq(&bytes);
-                    // Operations go confirmed: the group layer then reports one whose
-                    // outcome the loss of the daemon made unknown.
-                    match group.send(bytes.clone(), op_seq.is_some()) {
+                    let what = tracked(&bytes);
+                    // Operations and markers go confirmed: the group layer then reports
+                    // one whose outcome the loss of the daemon made unknown.
+                    match group.send(bytes.clone(), what.is_some()) {
                         Ok(id) => {
-                            if let Some(seq) = op_seq {
-                                self.sent_ops.insert(id, seq);
+                            if let Some(what) = what {
+                                self.sent_ops.insert(id, what);
                             }
                         }
                         Err(GroupError::QueueFull { .. }) => {
@@ -120,20 +166,40 @@ impl<A: Replicated, G: Sink> Core<A, G> {
                             break;
                         }
                         Err(e) => {
-                            if let Some(r) = op_seq.and_then(|s| self.tickets.remove(&s)) {
-                                r(Err(ReplicaError::NotSent(e)));
+                            if let Some(what) = what {
+                                self.not_sent(what, e);
                             }
                         }
                     }
                 }
             }
         }
-        while let Some(e) = self.machine.poll_event() {
-            if let Event::Applied { seq, version } = e {
-                if let Some(r) = self.tickets.remove(&seq) {
-                    self.delivered_ops.remove(&seq);
-                    r(Ok(version));
+        while let Some((e, output)) = self.machine.poll_event_and_output() {
+            match &e {
+                Event::Applied { seq, version } => {
+                    if let Some(r) = self.tickets.remove(seq) {
+                        self.delivered_ops.remove(seq);
+                        r(match output {
+                            Some(output) => Ok(Outcome {
+                                version: *version,
+                                output,
+                            }),
+                            None => Err(ReplicaError::NoOutput { version: *version }),
+                        });
+                    }
                 }
+                Event::Barrier { id, version } => self.pass_barriers(*id, &Ok(*version)),
+                Event::Restored { discarded, .. } => {
+                    // Own operations delivered while out of sync that the state taken
+                    // does not hold: their tickets are still open.
+                    for d in discarded {
+                        if let Some(r) = self.tickets.remove(&d.seq) {
+                            self.delivered_ops.remove(&d.seq);
+                            r(Err(ReplicaError::Discarded));
+                        }
+                    }
+                }
+                _ => {}
             }
             self.events.push_back(e);
         }
@@ -144,16 +210,12 @@ impl<A: Replicated, G: Sink> Core<A, G> {
     fn track(&mut self, event: &group::Event) {
         match event {
             group::Event::NotSent { id, error } => {
-                if let Some(r) = self
-                    .sent_ops
-                    .remove(id)
-                    .and_then(|seq| self.tickets.remove(&seq))
-                {
-                    r(Err(ReplicaError::NotSent(error.clone())));
+                if let Some(what) = self.sent_ops.remove(id) {
+                    self.not_sent(what, error.clone());
                 }
             }
             group::Event::Confirmed { id, .. } => {
-                if let Some(seq) = self.sent_ops.remove(id) {
+                if let Some(Tracked::Op(seq)) = self.sent_ops.remove(id) {
                     if self.tickets.contains_key(&seq) {
                         self.delivered_ops.insert(seq);
                     }
@@ -226,6 +288,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
     /// Ends the replica and fails every ticket left.
     fn end_tickets(&mut self) {
         self.ended = true;
+        self.pass_barriers(u64::MAX, &Err(ReplicaError::Closed));
         let delivered = std::mem::take(&mut self.delivered_ops);
         for (seq, r) in self.tickets.drain() {
             r(Err(if delivered.contains(&seq) {
@@ -249,10 +312,14 @@ impl<A: Replicated, G: Sink> Core<A, G> {
 /// each one's `impl` (whose application type is `A`), over its field `shared`.
 macro_rules! state_calls {
     () => {
-        /// Reads the state. Between rounds every member of the view holds the same state
-        /// at the same point of the agreed order; during a round
+        /// Reads the local copy of the state, at once. Between rounds every member of
+        /// the view holds the same state at the same point of the agreed order, but
+        /// each gets there at its own pace: this copy lags the operations in flight,
+        /// also those another member has applied and acknowledged. During a round
         /// ([`Phase::Syncing`](crate::replica::Phase::Syncing)) this is the state from
-        /// before it.
+        /// before it. To see every write acknowledged before the call, use
+        /// `read_ordered` (see the [module documentation](crate::replica#reads)).
+        /// This member's own operations are in it once their tickets resolved.
         ///
         /// `f` runs under the replica's lock: calling a method of this replica from it
         /// panics (instead of deadlocking).

@@ -12,7 +12,7 @@ use crate::group::{self, AsyncGroup, GroupError, SendId, View};
 use crate::layer::lock::{Guard, Lock};
 use crate::name::GroupName;
 
-use super::app::Replicated;
+use super::app::{Outcome, Replicated};
 use super::builder::ReplicaBuilder;
 use super::error::ReplicaError;
 use super::event::Event;
@@ -26,31 +26,66 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-#[derive(Default)]
-struct Slot {
-    outcome: Option<Result<u64, ReplicaError>>,
+/// Where a resolver puts an outcome for the tasks that await it.
+struct Slot<T> {
+    outcome: Option<Result<T, ReplicaError>>,
     /// Every task waiting: `wait` takes `&self`, so several tasks may await one
     /// ticket (through an `Arc`), and each must wake.
     wakers: Vec<Waker>,
 }
 
-/// Resolves once with the state's version after the submitted operation was applied
-/// here, or why it was not (the async [`Ticket`](super::Ticket)).
-#[derive(Debug)]
-pub struct AsyncTicket {
-    seq: u64,
-    slot: Arc<Mutex<Slot>>,
+/// A slot, and the resolver that fills it and wakes its tasks.
+fn slot<T: Send + 'static>() -> (Arc<Mutex<Slot<T>>>, super::shared::Resolver<T>) {
+    let slot = Arc::new(Mutex::new(Slot {
+        outcome: None,
+        wakers: Vec::new(),
+    }));
+    let s = Arc::clone(&slot);
+    let resolve = Box::new(move |r| {
+        let wakers = {
+            let mut s = lock(&s);
+            s.outcome = Some(r);
+            std::mem::take(&mut s.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    });
+    (slot, resolve)
 }
 
-impl std::fmt::Debug for Slot {
+/// Waits until the slot holds an outcome; a copy of it (cancellation-safe).
+async fn wait_slot<T: Clone>(slot: &Mutex<Slot<T>>) -> Result<T, ReplicaError> {
+    poll_fn(|cx| {
+        let mut s = lock(slot);
+        match s.outcome.clone() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                if !s.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    s.wakers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+/// Resolves once with the submitted operation's [`Outcome`] once it is applied here
+/// (its version and what [`Replicated::apply`] returned), or why it was not (the
+/// async [`Ticket`](super::Ticket)).
+pub struct AsyncTicket<O> {
+    seq: u64,
+    slot: Arc<Mutex<Slot<Outcome<O>>>>,
+}
+
+impl<O> std::fmt::Debug for AsyncTicket<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Slot")
-            .field("outcome", &self.outcome)
+        f.debug_struct("AsyncTicket")
+            .field("seq", &self.seq)
             .finish_non_exhaustive()
     }
 }
 
-impl AsyncTicket {
+impl<O: Clone> AsyncTicket<O> {
     /// The operation's sequence number ([`super::OpInfo::seq`]).
     pub fn seq(&self) -> u64 {
         self.seq
@@ -58,31 +93,19 @@ impl AsyncTicket {
 
     /// Waits for the outcome (cancellation-safe; wrap in `tokio::time::timeout` to
     /// bound it). Several tasks may wait on one ticket (shared through an `Arc`): each
-    /// wakes with the outcome.
-    pub async fn wait(&self) -> Result<u64, ReplicaError> {
-        poll_fn(|cx| {
-            let mut s = lock(&self.slot);
-            match s.outcome.clone() {
-                Some(r) => Poll::Ready(r),
-                None => {
-                    if !s.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                        s.wakers.push(cx.waker().clone());
-                    }
-                    Poll::Pending
-                }
-            }
-        })
-        .await
+    /// wakes with the outcome (a copy of the output each).
+    pub async fn wait(&self) -> Result<Outcome<O>, ReplicaError> {
+        wait_slot(&self.slot).await
     }
 }
 
-struct Shared<A> {
+struct Shared<A: Replicated> {
     core: Lock<Core<A, AsyncGroup>>,
     waiters: Mutex<Vec<Waker>>,
     stop: AtomicBool,
 }
 
-impl<A> Shared<A> {
+impl<A: Replicated> Shared<A> {
     /// Panics when this thread holds it already (see [`Lock`]).
     fn lock(&self) -> Guard<'_, Core<A, AsyncGroup>> {
         self.core.lock()
@@ -105,7 +128,7 @@ impl<A> Shared<A> {
 /// Waits until `ready` returns something (looked at on every poll; woken whenever the
 /// replica's events or state change). Cancellation-safe when `ready` takes nothing it
 /// does not return.
-async fn wait_for<A, T>(
+async fn wait_for<A: Replicated, T>(
     shared: &Shared<A>,
     mut ready: impl FnMut(&mut Core<A, AsyncGroup>) -> Option<T>,
 ) -> T {
@@ -150,31 +173,44 @@ impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
 /// have applied it), [`ReplicaError::Closed`] (or `NotSent` with the group layer's
 /// reason) if it was never sent. A runtime that shuts down under the replica ends it the
 /// same way.
-pub struct AsyncReplica<A> {
+pub struct AsyncReplica<A: Replicated> {
     shared: Arc<Shared<A>>,
 }
 
-impl<A> std::fmt::Debug for AsyncReplica<A> {
+impl<A: Replicated> std::fmt::Debug for AsyncReplica<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncReplica").finish_non_exhaustive()
     }
 }
 
 impl<A: Replicated + Send + 'static> AsyncReplica<A> {
-    /// Submits an operation; the [`AsyncTicket`] resolves when it is applied here.
-    pub fn submit(&self, op: impl Into<Vec<u8>>) -> Result<AsyncTicket, ReplicaError> {
-        let slot = Arc::new(Mutex::new(Slot::default()));
-        let s = Arc::clone(&slot);
-        let resolve = Box::new(move |r| {
-            let wakers = {
-                let mut s = lock(&s);
-                s.outcome = Some(r);
-                std::mem::take(&mut s.wakers)
-            };
-            wakers.into_iter().for_each(Waker::wake);
-        });
+    /// Submits an operation; the [`AsyncTicket`] resolves when it is applied here,
+    /// with its version and the output of [`Replicated::apply`].
+    pub fn submit(&self, op: impl Into<Vec<u8>>) -> Result<AsyncTicket<A::Output>, ReplicaError> {
+        let (slot, resolve) = slot();
         let seq = self.shared.lock().submit(op.into(), resolve)?;
         Ok(AsyncTicket { seq, slot })
+    }
+
+    /// A read barrier: waits until everything ordered before this call (every
+    /// operation that any member had applied, so every acknowledged write, and this
+    /// member's own operations submitted before it) is applied here, on the state the
+    /// view agreed on; returns the state's version then. Cancellation-safe; wrap in
+    /// `tokio::time::timeout` to bound it. See the blocking
+    /// [`Replica::barrier`](super::Replica::barrier).
+    pub async fn barrier(&self) -> Result<u64, ReplicaError> {
+        let (slot, resolve) = slot();
+        self.shared.lock().barrier(resolve)?;
+        wait_slot(&slot).await
+    }
+
+    /// Reads the state after a [`barrier`](Self::barrier): the read sees every write
+    /// acknowledged (to any member) before the call; [`read`](Self::read) answers at
+    /// once from the local copy (see [`Replica::read_ordered`](super::Replica::read_ordered)
+    /// for which to use when).
+    pub async fn read_ordered<R>(&self, f: impl FnOnce(&A) -> R) -> Result<R, ReplicaError> {
+        self.barrier().await?;
+        Ok(self.read(f))
     }
 
     state_calls!();
@@ -204,7 +240,7 @@ impl<A: Replicated + Send + 'static> AsyncReplica<A> {
     }
 }
 
-impl<A> Drop for AsyncReplica<A> {
+impl<A: Replicated> Drop for AsyncReplica<A> {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         // Nothing more is sent once this returns. The group layer then reports what

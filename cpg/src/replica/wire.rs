@@ -10,7 +10,7 @@ use crate::group::ViewId;
 use crate::types::Member;
 
 /// The version of the replica protocol this crate speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 const MAGIC: u8 = b'R';
 const LITTLE_ENDIAN: u8 = 1;
 
@@ -95,17 +95,21 @@ pub(crate) enum Msg {
     /// The coordinator starts a round for the view whose member list hashes to
     /// `members`.
     Start { members: u64, round: RoundId },
-    /// A member's state summary for a round.
+    /// A member's state summary for a round. `quorum` is reserved for a quorum epoch
+    /// that the group layer will agree: written 0, not used by this version.
     Summary {
         round: RoundId,
         version: u64,
         digest: u64,
+        hint: u64,
+        quorum: u64,
     },
     /// The source's state description, before its chunks.
     StateHeader {
         round: RoundId,
         version: u64,
         digest: u64,
+        hint: u64,
         len: u64,
         chunks: u32,
         applied: Vec<(Member, Ranges)>,
@@ -135,7 +139,11 @@ pub(crate) enum Msg {
         check: u64,
         version: u64,
         digest: u64,
+        hint: u64,
     },
+    /// A read barrier's marker: once delivered back to its sender and everything
+    /// before it applied there, the sender's barriers up to `id` are passed.
+    Mark { id: u64 },
 }
 
 /// Why a payload could not be read.
@@ -156,6 +164,7 @@ mod kind {
     pub const TROUBLE: u8 = 6;
     pub const VERIFY: u8 = 7;
     pub const DIGEST: u8 = 8;
+    pub const MARK: u8 = 9;
 }
 
 /// A value with a fixed encoding, written: integers little-endian, compound values
@@ -219,6 +228,7 @@ tuple_field!(A, B);
 tuple_field!(A, B, C);
 tuple_field!(A, B, C, D, E);
 tuple_field!(A, B, C, D, E, F);
+tuple_field!(A, B, C, D, E, F, G);
 
 impl<T: Put> Put for Vec<T> {
     fn put(&self, out: &mut Vec<u8>) {
@@ -331,17 +341,20 @@ impl Msg {
                 round,
                 version,
                 digest,
-            } => frame(kind::SUMMARY, (round, version, digest), &[]),
+                hint,
+                quorum,
+            } => frame(kind::SUMMARY, (round, version, digest, hint, quorum), &[]),
             Msg::StateHeader {
                 round,
                 version,
                 digest,
+                hint,
                 len,
                 chunks,
                 applied,
             } => frame(
                 kind::STATE_HEADER,
-                (round, version, digest, len, chunks, applied),
+                (round, version, digest, hint, len, chunks, applied),
                 &[],
             ),
             Msg::Chunk { round, index, data } => frame(kind::CHUNK, (round, index), data),
@@ -358,7 +371,13 @@ impl Msg {
                 check,
                 version,
                 digest,
-            } => frame(kind::DIGEST, (members, issuer, check, version, digest), &[]),
+                hint,
+            } => frame(
+                kind::DIGEST,
+                (members, issuer, check, version, digest, hint),
+                &[],
+            ),
+            Msg::Mark { id } => frame(kind::MARK, id, &[]),
         }
     }
 
@@ -380,19 +399,22 @@ impl Msg {
                 Msg::Start { members, round }
             }
             kind::SUMMARY => {
-                let (round, version, digest) = r.last()?;
+                let (round, version, digest, hint, quorum) = r.last()?;
                 Msg::Summary {
                     round,
                     version,
                     digest,
+                    hint,
+                    quorum,
                 }
             }
             kind::STATE_HEADER => {
-                let (round, version, digest, len, chunks, applied) = r.last()?;
+                let (round, version, digest, hint, len, chunks, applied) = r.last()?;
                 Msg::StateHeader {
                     round,
                     version,
                     digest,
+                    hint,
                     len,
                     chunks,
                     applied,
@@ -421,27 +443,48 @@ impl Msg {
                 Msg::Verify { members, check }
             }
             kind::DIGEST => {
-                let (members, issuer, check, version, digest) = r.last()?;
+                let (members, issuer, check, version, digest, hint) = r.last()?;
                 Msg::Digest {
                     members,
                     issuer,
                     check,
                     version,
                     digest,
+                    hint,
                 }
             }
+            kind::MARK => Msg::Mark { id: r.last()? },
             _ => return Err(DecodeError::Malformed),
         };
         Ok(msg)
     }
 }
 
-/// The sequence number of an encoded [`Msg::Op`]; `None` for every other kind.
-pub(crate) fn op_seq(bytes: &[u8]) -> Option<u64> {
-    if bytes.get(3) != Some(&kind::OP) {
-        return None;
+/// An encoded message whose delivery a driver follows: an operation or a marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tracked {
+    /// [`Msg::Op`] with this sequence number.
+    Op(u64),
+    /// [`Msg::Mark`] with this id.
+    Mark(u64),
+}
+
+/// What an encoded message is for its driver: an operation or a marker (with its
+/// number); `None` for every other kind.
+pub(crate) fn tracked(bytes: &[u8]) -> Option<Tracked> {
+    let kind = *bytes.get(3)?;
+    let n = Reader(bytes.get(4..)?).get().ok()?;
+    match kind {
+        kind::OP => Some(Tracked::Op(n)),
+        kind::MARK => Some(Tracked::Mark(n)),
+        _ => None,
     }
-    Reader(&bytes[4..]).get().ok()
+}
+
+/// Whether an encoded message belongs to a round (dropped when a new attempt or view
+/// begins) rather than being an operation or a marker (kept until sent).
+pub(crate) fn is_round_message(bytes: &[u8]) -> bool {
+    !matches!(bytes.get(3), Some(&kind::OP | &kind::MARK))
 }
 
 /// FNV-1a over the sorted member list: the same on every member, every platform.
@@ -495,11 +538,14 @@ mod tests {
                 round: round(),
                 version: 7,
                 digest: 8,
+                hint: 9,
+                quorum: 10,
             },
             Msg::StateHeader {
                 round: round(),
                 version: 1,
                 digest: 2,
+                hint: 11,
                 len: 3,
                 chunks: 4,
                 applied: vec![(Member { nodeid: 5, pid: 6 }, vec![(1, 3), (5, 7)])],
@@ -528,7 +574,9 @@ mod tests {
                 check: 2,
                 version: 3,
                 digest: 4,
+                hint: 5,
             },
+            Msg::Mark { id: 12 },
         ]
     }
 
@@ -544,18 +592,19 @@ mod tests {
     #[test]
     fn every_kind_keeps_its_exact_bytes() {
         let golden = [
-            "52010101090000000000000001000000020000000300000000000000040000000000000005000000",
-            "520101020100000002000000030000000000000004000000000000000500000007000000000000000\
-             800000000000000",
-            "520101030100000002000000030000000000000004000000000000000500000001000000000000000\
-             200000000000000030000000000000004000000010000000500000006000000020000000100000000\
-             000000030000000000000005000000000000000700000000000000",
-            "520101040100000002000000030000000000000004000000000000000500000003000000010203",
-            "520101052a0000000000000073657420782031",
-            "5201010601000000000000000200000001",
-            "5201010701000000000000000200000000000000",
-            "520101080100000000000000010000000100000002000000000000000300000000000000040000000\
-             0000000",
+            "52020101090000000000000001000000020000000300000000000000040000000000000005000000",
+            "520201020100000002000000030000000000000004000000000000000500000007000000000000000\
+             80000000000000009000000000000000a00000000000000",
+            "520201030100000002000000030000000000000004000000000000000500000001000000000000000\
+             2000000000000000b0000000000000003000000000000000400000001000000050000000600000002\
+             0000000100000000000000030000000000000005000000000000000700000000000000",
+            "520201040100000002000000030000000000000004000000000000000500000003000000010203",
+            "520201052a0000000000000073657420782031",
+            "5202010601000000000000000200000001",
+            "5202010701000000000000000200000000000000",
+            "520201080100000000000000010000000100000002000000000000000300000000000000040000000\
+             00000000500000000000000",
+            "520201090c00000000000000",
         ];
         for (m, want) in every_kind().iter().zip(golden) {
             let hex: String = m.encode().iter().map(|b| format!("{b:02x}")).collect();
@@ -585,24 +634,28 @@ mod tests {
         // anything is allocated for it.
         let header = every_kind().swap_remove(2);
         let mut b = header.encode();
-        b[60..64].copy_from_slice(&u32::MAX.to_le_bytes());
+        b[68..72].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(Msg::decode(&b), Err(DecodeError::Malformed));
         let mut b = header.encode();
-        b[72..76].copy_from_slice(&u32::MAX.to_le_bytes());
+        b[80..84].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(Msg::decode(&b), Err(DecodeError::Malformed));
     }
 
     #[test]
-    fn only_an_operation_has_an_op_seq() {
+    fn only_operations_and_markers_are_tracked_and_kept_over_rounds() {
         for m in every_kind() {
             let want = match m {
-                Msg::Op { seq, .. } => Some(seq),
+                Msg::Op { seq, .. } => Some(Tracked::Op(seq)),
+                Msg::Mark { id } => Some(Tracked::Mark(id)),
                 _ => None,
             };
-            assert_eq!(op_seq(&m.encode()), want, "{m:?}");
+            let b = m.encode();
+            assert_eq!(tracked(&b), want, "{m:?}");
+            assert_eq!(is_round_message(&b), want.is_none(), "{m:?}");
         }
-        assert_eq!(op_seq(&[b'R', PROTOCOL_VERSION, 1, kind::OP, 1, 2]), None);
-        assert_eq!(op_seq(&[]), None);
+        assert_eq!(tracked(&[b'R', PROTOCOL_VERSION, 1, kind::OP, 1, 2]), None);
+        assert_eq!(tracked(&[b'R', PROTOCOL_VERSION, 1, kind::MARK]), None);
+        assert_eq!(tracked(&[]), None);
     }
 
     #[test]

@@ -15,34 +15,64 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cpg::replica::{
-    fnv, fnv_start, Config, Event, OpInfo, Replica, ReplicaError, Replicated, RestoreError, Summary,
+    fnv, fnv_start, Config, Event, OpInfo, Outcome, Replica, ReplicaError, Replicated,
+    RestoreError, RoundId, Summary, ViewChange,
 };
 use cpg::{GroupName, Member};
 use cpg_testkit::Node;
 
 use super::WAIT;
 
-/// The test state: every applied operation (origin, seq, bytes) in order, and a
-/// padding blob to make the state large (set by an operation `pad <bytes>`).
+/// The test state: every applied operation (origin, seq, bytes) in order, every view
+/// change the state learned (the version it came at, the members), a padding blob to
+/// make the state large (set by an operation `pad <bytes>`) and a merge hint (set by an
+/// operation `hint <n>`).
 #[derive(Debug, Default)]
 pub struct OpLog {
     pub ops: Vec<(Member, u64, Vec<u8>)>,
+    pub views: Vec<(u64, Vec<Member>)>,
     pub pad: Vec<u8>,
+    pub hint: u64,
 }
 
 impl Replicated for OpLog {
-    fn apply(&mut self, op: &[u8], info: &OpInfo) {
+    /// The operation's place in the history: how many the history holds with it.
+    type Output = usize;
+
+    fn apply(&mut self, op: &[u8], info: &OpInfo) -> usize {
         if let Some(n) = op.strip_prefix(b"pad ") {
             let n: usize = std::str::from_utf8(n).unwrap().parse().unwrap();
             self.pad = (0..n).map(|i| (i % 251) as u8).collect();
         }
+        if let Some(n) = op.strip_prefix(b"hint ") {
+            self.hint = std::str::from_utf8(n).unwrap().parse().unwrap();
+        }
         self.ops.push((info.origin, info.seq, op.to_vec()));
+        self.ops.len()
+    }
+
+    fn apply_view(&mut self, view: &ViewChange<'_>) {
+        self.views.push((view.version, view.members.to_vec()));
+    }
+
+    fn merge_hint(&self) -> u64 {
+        self.hint
     }
 
     fn snapshot(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(self.pad.len() + self.ops.len() * 40 + 16);
         b.extend_from_slice(&(self.pad.len() as u64).to_le_bytes());
         b.extend_from_slice(&self.pad);
+        b.extend_from_slice(&self.hint.to_le_bytes());
+        b.extend_from_slice(&(self.views.len() as u32).to_le_bytes());
+        for (version, members) in &self.views {
+            b.extend_from_slice(&version.to_le_bytes());
+            b.extend_from_slice(&(members.len() as u32).to_le_bytes());
+            for m in members {
+                b.extend_from_slice(&m.nodeid.to_le_bytes());
+                b.extend_from_slice(&m.pid.to_le_bytes());
+            }
+        }
         for (m, seq, op) in &self.ops {
             b.extend_from_slice(&m.nodeid.to_le_bytes());
             b.extend_from_slice(&m.pid.to_le_bytes());
@@ -67,6 +97,24 @@ impl Replicated for OpLog {
         let pad = u64_at(0)? as usize;
         let mut at = 8 + pad;
         let padding = s.get(8..at).ok_or("short")?.to_vec();
+        let hint = u64_at(at)?;
+        let n = u32_at(at + 8)?;
+        at += 12;
+        let mut views = Vec::new();
+        for _ in 0..n {
+            let version = u64_at(at)?;
+            let k = u32_at(at + 8)?;
+            at += 12;
+            let mut members = Vec::new();
+            for _ in 0..k {
+                members.push(Member {
+                    nodeid: u32_at(at)?,
+                    pid: u32_at(at + 4)?,
+                });
+                at += 8;
+            }
+            views.push((version, members));
+        }
         let mut ops = Vec::new();
         while at < s.len() {
             let m = Member {
@@ -80,12 +128,22 @@ impl Replicated for OpLog {
             at += len;
         }
         self.ops = ops;
+        self.views = views;
         self.pad = padding;
+        self.hint = hint;
         Ok(())
     }
 
     fn digest(&self) -> u64 {
         let mut h = fnv(fnv_start(), &(self.pad.len() as u64).to_le_bytes());
+        h = fnv(h, &self.hint.to_le_bytes());
+        for (version, members) in &self.views {
+            h = fnv(h, &version.to_le_bytes());
+            for m in members {
+                h = fnv(h, &m.nodeid.to_le_bytes());
+                h = fnv(h, &m.pid.to_le_bytes());
+            }
+        }
         for (m, seq, op) in &self.ops {
             h = fnv(h, &m.nodeid.to_le_bytes());
             h = fnv(h, &m.pid.to_le_bytes());
@@ -116,10 +174,15 @@ pub fn config() -> Config {
 impl Rep {
     /// Starts a replica of `group` on `node`.
     pub fn start(node: &Node, name: &str, group: &GroupName) -> Rep {
+        Rep::start_with(node, name, group, config())
+    }
+
+    /// Starts a replica of `group` on `node` with `config`.
+    pub fn start_with(node: &Node, name: &str, group: &GroupName, config: Config) -> Rep {
         let replica = node
             .enter(|| {
                 Replica::builder(*group, OpLog::default())
-                    .config(config())
+                    .config(config)
                     .start()
             })
             .unwrap_or_else(|e| panic!("{name}: cannot start on node {}: {e}", node.nodeid()));
@@ -194,6 +257,22 @@ impl Rep {
         Instant::now()
     }
 
+    /// The view changes the state learned here ([`Event::ViewApplied`]), in order:
+    /// (round, members, version).
+    pub fn views_applied(&self) -> Vec<(RoundId, Vec<Member>, u64)> {
+        self.events()
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                Event::ViewApplied {
+                    round,
+                    members,
+                    version,
+                } => Some((round, members, version)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The own operations this replica was told were discarded.
     pub fn discarded(&self) -> BTreeSet<u64> {
         self.events()
@@ -216,8 +295,9 @@ impl Drop for Rep {
     }
 }
 
-/// Each submitted operation's sequence number and outcome (the version after it).
-pub type Outcomes = Vec<(u64, Result<u64, ReplicaError>)>;
+/// Each submitted operation's sequence number and outcome (the version after it, and
+/// its place in the history).
+pub type Outcomes = Vec<(u64, Result<Outcome<usize>, ReplicaError>)>;
 
 /// A thread submitting operations to one replica, one at a time, recording each
 /// outcome, until stopped.
@@ -329,8 +409,66 @@ pub fn assert_converged_in(what: &str, n: usize, reps: &[&Rep], confirmed: &[Vec
     reps[0].replica.summary()
 }
 
+/// Checks that every member that applied a view change reported it at the same
+/// version, with the same members, as every other member that reported the same
+/// round; returns how many rounds more than one member reported.
+pub fn assert_views_agree(what: &str, reps: &[&Rep]) -> usize {
+    let mut seen: BTreeMap<String, (String, Vec<Member>, u64)> = BTreeMap::new();
+    let mut shared = BTreeSet::new();
+    for r in reps {
+        for (round, members, version) in r.views_applied() {
+            let key = round.to_string();
+            match seen.get(&key) {
+                None => {
+                    seen.insert(key, (r.name.clone(), members, version));
+                }
+                Some((first, m, v)) => {
+                    assert_eq!(
+                        (m, *v),
+                        (&members, version),
+                        "{what}: {first} and {} applied {key} differently",
+                        r.name
+                    );
+                    shared.insert(key);
+                }
+            }
+        }
+    }
+    shared.len()
+}
+
+/// Checks each confirmed operation's output against the common history (after
+/// [`assert_converged`]): an operation's output is its place in the history, as
+/// every member computed it, so one that was kept sits where its output says, and its
+/// version is that place. Returns how many outputs were checked.
+pub fn assert_outputs(what: &str, reps: &[&Rep], outcomes: &[&Outcomes]) -> usize {
+    let history: Vec<(Member, u64)> = reps[0]
+        .replica
+        .read(|s| s.ops.iter().map(|(m, q, _)| (*m, *q)).collect());
+    let mut checked = 0;
+    for (r, outcomes) in reps.iter().zip(outcomes) {
+        let (me, discarded) = (r.member(), r.discarded());
+        for (seq, result) in outcomes.iter() {
+            let Ok(done) = result else { continue };
+            if discarded.contains(seq) {
+                continue;
+            }
+            assert_eq!(
+                history.get(done.output - 1),
+                Some(&(me, *seq)),
+                "{what}: {}'s op {seq} resolved with output {}, not its place",
+                r.name,
+                done.output
+            );
+            assert_eq!(done.version, done.output as u64, "{what}: {}", r.name);
+            checked += 1;
+        }
+    }
+    checked
+}
+
 /// The sequence numbers of the operations confirmed applied.
-pub fn confirmed(outcomes: &[(u64, Result<u64, ReplicaError>)]) -> Vec<u64> {
+pub fn confirmed(outcomes: &[(u64, Result<Outcome<usize>, ReplicaError>)]) -> Vec<u64> {
     outcomes
         .iter()
         .filter(|(_, r)| r.is_ok())
@@ -343,6 +481,8 @@ pub fn confirmed(outcomes: &[(u64, Result<u64, ReplicaError>)]) -> Vec<u64> {
 pub struct Count(pub u64);
 
 impl Replicated for Count {
+    type Output = ();
+
     fn apply(&mut self, _op: &[u8], _info: &OpInfo) {
         self.0 += 1;
     }

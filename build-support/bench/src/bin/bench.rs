@@ -10,6 +10,8 @@
 //! cargo run --release -p cpg-bench --bin bench -- --latency         # one message in flight
 //! cargo run --release -p cpg-bench --bin bench -- --receive-only    # on another node
 //! cargo run --release -p cpg-bench --bin bench -- --async           # AsyncHandle
+//! cargo run --release -p cpg-bench --bin bench -- --layer group     # cpg::group::Group
+//! cargo run --release -p cpg-bench --bin bench -- --layer replica   # cpg::replica::Replica
 //! ```
 //!
 //! The process joins a group, sends messages of one size as fast as the daemon takes
@@ -48,6 +50,11 @@
 //! --single-thread` is the one-task loop on a current-thread runtime: `send(..).await`
 //! on the handle, then the events that are ready.
 //!
+//! `--layer group` and `--layer replica` run the same sweep through the crate's
+//! protocol layers: application messages through a `cpg::group::Group` (`--async`: an
+//! `AsyncGroup`), or operations through a `cpg::replica::Replica`, every member
+//! verifying every message (see `cpg_bench::layers`).
+//!
 //! `bench_raw` is the same client written directly against `corosync-sys` (the same
 //! two-thread design, the one-thread loop, and corosync's own busy-retry pattern); the
 //! `bench_compare` program runs them side by side and compares.
@@ -64,6 +71,7 @@ use cpg::retry::Backoff;
 use cpg::{AsyncHandle, DispatchMode, Event, GroupName, Handle};
 
 use cpg_bench as common;
+use cpg_bench::layers::{self, Layer, LayerRun};
 use cpg_bench::{Kind, Receiver, Row, SweepPlan, Window};
 
 #[global_allocator]
@@ -85,8 +93,9 @@ struct Args {
     /// duplication, reordering and corruption per sender; exit 1 on any.
     #[arg(long)]
     verify: bool,
-    /// Send and receive through an `AsyncHandle` (tokio) instead of a blocking `Handle`.
-    #[arg(long = "async", conflicts_with_all = ["zero_copy", "receive_only", "copy"])]
+    /// Send and receive through an `AsyncHandle` (tokio) instead of a blocking `Handle`
+    /// (with --layer group: an `AsyncGroup` instead of a `Group`).
+    #[arg(long = "async", conflicts_with_all = ["zero_copy", "copy"])]
     async_: bool,
     /// One thread sends and dispatches in turn, instead of a dispatching thread beside
     /// a sending one (implied by --zero-copy, whose buffers belong to the handle).
@@ -94,7 +103,7 @@ struct Args {
     single_thread: bool,
     /// Measure latency instead of throughput: one message in flight, the time from
     /// send to its delivery back to this process, p50/p99/p99.9 per size.
-    #[arg(long, conflicts_with_all = ["async_", "receive_only", "zero_copy", "copy"])]
+    #[arg(long, conflicts_with_all = ["receive_only", "zero_copy", "copy"])]
     latency: bool,
     /// First pause, in microseconds, of a send waiting out back-pressure (it ends
     /// early once the dispatching side has delivered events).
@@ -104,9 +113,12 @@ struct Args {
     #[arg(long, default_value_t = 50_000)]
     retry_max_us: u64,
     /// Two-thread loop: before each send, let the sending thread yield while this
-    /// many of its own messages are sent but not yet delivered back (0: no bound).
-    #[arg(long, default_value_t = 0)]
-    max_in_flight: u64,
+    /// many of its own messages are sent but not yet delivered back (0, the default:
+    /// no bound). With --layer replica: most operations submitted and not yet applied
+    /// here (default 256, or fewer so that they hold at most 64 MiB of the largest
+    /// size).
+    #[arg(long)]
+    max_in_flight: Option<u64>,
     /// Blocking path: copy every delivered message into a `Vec` in the callback (what a
     /// client that keeps or hands on messages does; the async path always owns them).
     #[arg(long)]
@@ -114,9 +126,33 @@ struct Args {
     /// With --receive-only: stop once this many senders have finished their sweep.
     #[arg(long, default_value_t = 1)]
     senders: usize,
-    /// With --receive-only: give up after this many seconds.
+    /// With --receive-only (and --catch-up): give up after this many seconds.
     #[arg(long, default_value_t = 600.0)]
     timeout: f64,
+    /// What to measure: the bare handle (`plain`), the group layer (`group`:
+    /// `cpg::group::Group`, or `AsyncGroup` with --async; application messages per
+    /// second) or the replica layer (`replica`: `cpg::replica::Replica`, operations
+    /// applied per second). The layers verify every message, on every member.
+    #[arg(long, value_enum, default_value = "plain")]
+    layer: Layer,
+    /// --layer group/replica: the group layer's send-queue bound (default 1,024, or
+    /// fewer so that the queue holds at most 64 MiB of the largest size).
+    #[arg(long)]
+    queue_limit: Option<usize>,
+    /// Before sending, wait until this many processes (this one included) are members
+    /// of the group (with --layer replica: in sync); receiving (--layer), print
+    /// `# ready` once they are.
+    #[arg(long, default_value_t = 1)]
+    wait_members: usize,
+    /// --layer replica: bytes of state each member holds besides its counter (what a
+    /// joiner catching up receives).
+    #[arg(long, default_value_t = 0)]
+    state_bytes: usize,
+    /// --layer replica: join empty, wait for the round that brings this process the
+    /// others' state, print how long it took from the join (and the transfer rate),
+    /// then send an end-of-run marker (ending `--receive-only` members) and leave.
+    #[arg(long, conflicts_with_all = ["receive_only", "latency"])]
+    catch_up: bool,
 }
 
 fn main() -> ExitCode {
@@ -145,6 +181,18 @@ fn run(args: &Args) -> Result<bool, String> {
     let sizes = args.sweep.checked_sizes()?;
     let group = GroupName::new(&args.sweep.group).map_err(|e| format!("--group: {e}"))?;
     let stop = stop_flag()?;
+    if args.layer != Layer::Plain {
+        return run_layer(args, &sizes, group, &stop);
+    }
+    if args.catch_up || args.state_bytes > 0 || args.queue_limit.is_some() {
+        return Err("--catch-up, --state-bytes and --queue-limit need --layer".into());
+    }
+    if args.async_ && (args.latency || args.receive_only || args.wait_members > 1) {
+        return Err(
+            "--async with --latency, --receive-only or --wait-members: only with --layer group"
+                .into(),
+        );
+    }
     if args.async_ && args.single_thread {
         return run_async(args, &sizes, &group, &stop);
     }
@@ -172,6 +220,9 @@ fn run(args: &Args) -> Result<bool, String> {
     let nodeid = handle.local_node_id().map_err(|e| e.to_string())?;
     let pid = std::process::id();
     receiver.set_me(nodeid, pid);
+    if !args.receive_only {
+        wait_members(&handle, &group, args.wait_members, &stop)?;
+    }
 
     print_banner(args, nodeid, pid, &group);
     let result = if args.receive_only {
@@ -186,6 +237,76 @@ fn run(args: &Args) -> Result<bool, String> {
     // Leave explicitly so the others see "leave", not "process down"; drop finalizes.
     let _ = handle.leave(&group);
     finish(args, result, &receiver)
+}
+
+/// `--layer group|replica`: the clients of the protocol layers ([`layers`]).
+fn run_layer(
+    args: &Args,
+    sizes: &[usize],
+    group: GroupName,
+    stop: &Arc<AtomicBool>,
+) -> Result<bool, String> {
+    if args.zero_copy || args.copy || args.single_thread {
+        return Err(
+            "--zero-copy, --copy and --single-thread are options of the plain client".into(),
+        );
+    }
+    if args.catch_up && args.layer != Layer::Replica {
+        return Err("--catch-up needs --layer replica".into());
+    }
+    if args.layer == Layer::Group && (args.state_bytes > 0 || args.max_in_flight.is_some()) {
+        return Err("--state-bytes and --max-in-flight are options of --layer replica (the group layer is bounded by --queue-limit)".into());
+    }
+    layers::run(
+        &LayerRun {
+            layer: args.layer,
+            async_: args.async_,
+            latency: args.latency,
+            receive_only: args.receive_only,
+            catch_up: args.catch_up,
+            sizes,
+            window: args.sweep.window(),
+            group,
+            json: args.sweep.json,
+            queue_limit: args.queue_limit,
+            max_in_flight: args.max_in_flight,
+            wait_members: args.wait_members,
+            state_bytes: args.state_bytes,
+            senders: args.senders,
+            timeout: Duration::from_secs_f64(args.timeout.clamp(0.0, 1e6)),
+        },
+        stop,
+    )
+}
+
+/// `--wait-members`: dispatches until `n` processes are members of `group`.
+fn wait_members(
+    handle: &Handle,
+    group: &GroupName,
+    n: usize,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let members = handle
+            .members(group)
+            .map_err(|e| format!("membership of {group}: {e}"))?;
+        if members.len() >= n {
+            return Ok(());
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err("interrupted".into());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "--wait-members: {} of {n} members after 60 s",
+                members.len()
+            ));
+        }
+        handle
+            .dispatch_timeout(Duration::from_millis(100))
+            .map_err(|e| format!("dispatch: {e}"))?;
+    }
 }
 
 /// The first line of the report.
@@ -326,7 +447,7 @@ fn send_sweep_two_threads(
             .name("bench-sender".into())
             .spawn_scoped(scope, || {
                 let halt = || stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed);
-                let mut pacer = common::Pacer::new(args.max_in_flight);
+                let mut pacer = common::Pacer::new(args.max_in_flight.unwrap_or(0));
                 let result = common::send_sweep(&plan, receiver, &halt, |msg| {
                     pacer.before_send(receiver, msg, &halt);
                     match sender.send(msg) {

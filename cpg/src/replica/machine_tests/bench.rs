@@ -170,6 +170,8 @@ impl Bench {
                         round,
                         version: 0,
                         digest: 0,
+                        hint: 0,
+                        quorum: 0,
                     },
                 );
             }
@@ -180,6 +182,8 @@ impl Bench {
                 round,
                 version: 100,
                 digest: 1,
+                hint: 0,
+                quorum: 0,
             },
         );
         assert_eq!(self.mach.phase(), Phase::Syncing);
@@ -193,6 +197,7 @@ impl Bench {
                 round,
                 version: 100,
                 digest: 1,
+                hint: 0,
                 len,
                 chunks,
                 applied: vec![],

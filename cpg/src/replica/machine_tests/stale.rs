@@ -23,6 +23,8 @@ fn ready() -> Bench {
             round,
             version: s.version,
             digest: s.digest,
+            hint: 0,
+            quorum: 0,
         },
     );
     assert_eq!(b.mach.phase(), Phase::Ready);
@@ -157,6 +159,7 @@ fn a_digest_for_another_member_list_is_stale() {
             check: 7,
             version: s.version + 1,
             digest: !s.digest,
+            hint: 0,
         },
     );
     b.peer(
@@ -167,6 +170,7 @@ fn a_digest_for_another_member_list_is_stale() {
             check: 7,
             version: s.version,
             digest: s.digest,
+            hint: 0,
         },
     );
     b.loopback();

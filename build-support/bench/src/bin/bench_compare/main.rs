@@ -16,12 +16,30 @@
 //! * `safe-copy`: `bench --copy`, the blocking design keeping an owned copy of each
 //!   message, as the async one does.
 //!
+//! `--layers` compares the protocol layers with the plain loop instead (every client
+//! verifies every message, sequence and checksum per sender):
+//!
+//! * `plain`: `bench --verify`, the two-thread design above;
+//! * `group`: `bench --layer group`, application messages through `cpg::group::Group`;
+//! * `group-async`: `bench --layer group --async`, through `AsyncGroup`;
+//! * `replica`: `bench --layer replica`, operations through `cpg::replica::Replica`
+//!   (operations applied per second).
+//!
+//! `--scale members` and `--scale nodes` measure how the cost grows (see the [`scale`]
+//! module): plain, group and replica throughput and one-in-flight latency against the
+//! number of member processes and of nodes, and a replica joiner's catch-up against the
+//! number of members and the size of the state.
+//!
 //! ```text
 //! cargo build --release -p cpg-bench --bins
 //! target/release/bench_compare                 # 1 node, then a 3-node cluster
 //! target/release/bench_compare --nodes 1 --rounds 3 --duration 1
 //! target/release/bench_compare --implementations safe,async   # the async table only
 //! target/release/bench_compare --latency       # bench --latency, p50/p99/p99.9
+//! target/release/bench_compare --layers plain,group,replica --rounds 3 --duration 2
+//! target/release/bench_compare --layers plain,group,replica --latency --rounds 3 --duration 2
+//! target/release/bench_compare --scale members --rounds 3 --duration 2
+//! target/release/bench_compare --scale nodes --rounds 3 --duration 2
 //! ```
 //!
 //! Needs root: the daemons run in network namespaces made by `cpg-testkit`, and are
@@ -48,6 +66,11 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use cpg_testkit::Cluster;
 
+mod scale;
+
+/// The sizes of a comparison unless `--sizes` says otherwise.
+const DEFAULT_SIZES: &str = "64,320,1600,8000,40000,200000,1000000";
+
 /// Safe vs raw vs async CPG throughput and CPU cost, on 1 node and on a 3-node cluster.
 #[derive(Debug, Parser)]
 #[command(version, long_about = None)]
@@ -66,9 +89,10 @@ struct Args {
     /// Seconds per message size and implementation.
     #[arg(long, default_value_t = 1.0)]
     duration: f64,
-    /// Message sizes in bytes, comma-separated.
-    #[arg(long, default_value = "64,320,1600,8000,40000,200000,1000000")]
-    sizes: String,
+    /// Message sizes in bytes, comma-separated [default: 64,320,1600,8000,40000,200000,
+    /// 1000000; with --scale: 64,1600].
+    #[arg(long)]
+    sizes: Option<String>,
     /// Cluster sizes to measure, comma-separated.
     #[arg(long, default_value = "1,3")]
     nodes: String,
@@ -103,6 +127,54 @@ struct Args {
     /// With --verify-across: use the zero-copy send path on node 1.
     #[arg(long)]
     zero_copy: bool,
+    /// Compare the protocol layers with the plain loop instead of the client designs,
+    /// comma-separated: plain, group, group-async, replica (see the program's
+    /// documentation; `NAME+ARG+ARG` adds arguments, as for --implementations). With
+    /// --latency: their one-in-flight latency.
+    #[arg(long, conflicts_with_all = ["verify_across", "scale"])]
+    layers: Option<String>,
+    /// How the cost grows: `members` (plain, group and replica against the number of
+    /// member processes, --members, spread over a cluster of --cluster nodes; and a
+    /// replica joiner's catch-up against members and against --state-mb) or `nodes`
+    /// (against the number of nodes, --node-counts, one member per node).
+    #[arg(long, value_enum, conflicts_with = "verify_across")]
+    scale: Option<scale::Scale>,
+    /// --scale members: member processes per measurement, comma-separated.
+    #[arg(long, default_value = "1,2,4,8,16")]
+    members: String,
+    /// --scale members: nodes of the cluster the members are spread over.
+    #[arg(long, default_value_t = 3)]
+    cluster: usize,
+    /// --scale nodes: cluster sizes, comma-separated (a size the machine cannot start
+    /// ends the sweep, and says why).
+    #[arg(long, default_value = "1,2,3,4,5")]
+    node_counts: String,
+    /// --scale members: state sizes in MB (10^6 bytes) for the catch-up of a joiner,
+    /// comma-separated (empty: none).
+    #[arg(long, default_value = "1,4,16,64,256")]
+    state_mb: String,
+    /// --scale members: the state (MB) of the catch-up against the number of members.
+    #[arg(long, default_value_t = 1.0)]
+    catch_up_mb: f64,
+    /// --scale members: the members (holders and the joiner) of the catch-up against
+    /// the state size.
+    #[arg(long, default_value_t = 3)]
+    catch_up_members: usize,
+    /// --scale: stop starting measurements after this many seconds (the tables then
+    /// show what was measured, and say so).
+    #[arg(long, default_value_t = 3600)]
+    time_limit: u64,
+}
+
+impl Args {
+    /// `--sizes`, or the default of the mode.
+    fn sizes_text(&self) -> &str {
+        match (&self.sizes, self.scale) {
+            (Some(sizes), _) => sizes,
+            (None, Some(_)) => "64,1600",
+            (None, None) => DEFAULT_SIZES,
+        }
+    }
 }
 
 /// A benchmark client: which program, with which extra options.
@@ -165,7 +237,7 @@ fn parse_list(what: &str, text: &str) -> Result<Vec<usize>, String> {
 }
 
 fn run(args: &Args) -> Result<bool, String> {
-    let sizes = parse_list("--sizes", &args.sizes)?;
+    let sizes = parse_list("--sizes", args.sizes_text())?;
     let node_counts = parse_list("--nodes", &args.nodes)?;
     if args.rt_priority > 98 {
         return Err("--rt-priority must be 0..=98 (below corosync's 99)".into());
@@ -191,21 +263,62 @@ fn run(args: &Args) -> Result<bool, String> {
             ));
         }
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| format!("cannot install a signal handler: {e}"))?;
+    }
+    if let Some(mode) = args.scale {
+        return scale::run(args, mode, &sizes, &safe, &stop);
+    }
+    let implementations = match &args.layers {
+        Some(layers) => layer_clients(layers, &safe)?,
+        None => clients(&args.implementations, &safe, &raw)?,
+    };
+    if implementations.len() < 2 && !args.latency {
+        return Err("--implementations: at least two, to compare".into());
+    }
+    if let Some(n) = args.verify_across {
+        return verify_across(args, n, &safe, &stop);
+    }
+    if args.latency {
+        let clients = if args.layers.is_some() {
+            implementations
+                .into_iter()
+                .map(|mut i| {
+                    i.extra.push("--latency");
+                    i
+                })
+                .collect()
+        } else {
+            vec![Implementation {
+                name: "safe",
+                exe: safe.clone(),
+                extra: vec!["--latency"],
+            }]
+        };
+        return latency(args, &sizes, &node_counts, &clients, &stop);
+    }
+    compare(args, &sizes, &node_counts, &implementations, &stop)
+}
+
+/// The clients of `--implementations`.
+fn clients(list: &str, safe: &Path, raw: &Path) -> Result<Vec<Implementation>, String> {
     let mut implementations: Vec<Implementation> = Vec::new();
-    for entry in args.implementations.split(',').map(str::trim) {
+    for entry in list.split(',').map(str::trim) {
         // `NAME+ARG+ARG`: a variant of NAME with more arguments (for experiments).
         let mut parts = entry.split('+');
         let base = parts.next().unwrap_or_default();
         let more: Vec<&'static str> = parts.map(|a| &*Box::leak(a.into())).collect();
         let (name, exe, extra): (&'static str, &Path, &'static [&'static str]) = match base {
-            "safe" => ("safe", &safe, &[]),
-            "raw-busy" => ("raw-busy", &raw, &["--mode", "busy-retry"]),
-            "raw" => ("raw", &raw, &[]),
-            "async" => ("async", &safe, &["--async"]),
-            "safe-1t" => ("safe-1t", &safe, &["--single-thread"]),
-            "raw-1t" => ("raw-1t", &raw, &["--mode", "single-thread"]),
-            "async-1t" => ("async-1t", &safe, &["--async", "--single-thread"]),
-            "safe-copy" => ("safe-copy", &safe, &["--copy"]),
+            "safe" => ("safe", safe, &[]),
+            "raw-busy" => ("raw-busy", raw, &["--mode", "busy-retry"]),
+            "raw" => ("raw", raw, &[]),
+            "async" => ("async", safe, &["--async"]),
+            "safe-1t" => ("safe-1t", safe, &["--single-thread"]),
+            "raw-1t" => ("raw-1t", raw, &["--mode", "single-thread"]),
+            "async-1t" => ("async-1t", safe, &["--async", "--single-thread"]),
+            "safe-copy" => ("safe-copy", safe, &["--copy"]),
             other => return Err(format!("--implementations: unknown {other:?}")),
         };
         let name: &'static str = if more.is_empty() {
@@ -222,21 +335,56 @@ fn run(args: &Args) -> Result<bool, String> {
             extra: extra.iter().copied().chain(more).collect(),
         });
     }
-    if implementations.len() < 2 && !args.latency {
-        return Err("--implementations: at least two, to compare".into());
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| format!("cannot install a signal handler: {e}"))?;
-    }
-    if let Some(n) = args.verify_across {
-        return verify_across(args, n, &safe, &stop);
-    }
-    if args.latency {
-        return latency(args, &sizes, &node_counts, &safe, &stop);
-    }
+    Ok(implementations)
+}
 
+/// The arguments of `bench` that make each layer client of `--layers` (and of
+/// `--scale`): every one verifies every message.
+fn layer_args(base: &str) -> Option<(&'static str, &'static [&'static str])> {
+    Some(match base {
+        "plain" => ("plain", &["--verify"]),
+        "group" => ("group", &["--layer", "group"]),
+        "group-async" => ("group-async", &["--layer", "group", "--async"]),
+        "replica" => ("replica", &["--layer", "replica"]),
+        _ => return None,
+    })
+}
+
+/// The clients of `--layers`.
+fn layer_clients(list: &str, bench: &Path) -> Result<Vec<Implementation>, String> {
+    let mut clients: Vec<Implementation> = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let mut parts = entry.split('+');
+        let base = parts.next().unwrap_or_default();
+        let more: Vec<&'static str> = parts.map(|a| &*Box::leak(a.into())).collect();
+        let (name, extra) =
+            layer_args(base).ok_or_else(|| format!("--layers: unknown {base:?}"))?;
+        let name: &'static str = if more.is_empty() {
+            name
+        } else {
+            Box::leak(entry.into())
+        };
+        if clients.iter().any(|c| c.name == name) {
+            return Err(format!("--layers: {name} twice"));
+        }
+        clients.push(Implementation {
+            name,
+            exe: bench.to_path_buf(),
+            extra: extra.iter().copied().chain(more).collect(),
+        });
+    }
+    Ok(clients)
+}
+
+/// The comparison of client designs (or of layers): rounds of every client per size,
+/// on each cluster size; the tables.
+fn compare(
+    args: &Args,
+    sizes: &[usize],
+    node_counts: &[usize],
+    implementations: &[Implementation],
+    stop: &AtomicBool,
+) -> Result<bool, String> {
     println!(
         "# {} — {} rounds × {} s per size and implementation",
         implementations
@@ -260,7 +408,7 @@ fn run(args: &Args) -> Result<bool, String> {
     );
     let mut all_ok = true;
     let mut retried: Vec<String> = Vec::new();
-    for &n in &node_counts {
+    for &n in node_counts {
         eprintln!("bench_compare: starting a {n}-node cluster ...");
         let cluster = Cluster::builder()
             .nodes(n)
@@ -294,13 +442,13 @@ fn run(args: &Args) -> Result<bool, String> {
                         // in 16 runs of that size alone), which threw the whole
                         // measurement away.
                         let sample =
-                            match run_one(&cluster, implementation, args, &group, size, &stop) {
+                            match run_one(&cluster, implementation, args, &group, size, stop) {
                                 Ok(sample) => sample,
                                 Err(e) => {
                                     eprintln!("bench_compare: {e}; running it once more");
                                     retried.push(format!("{n} node(s), {size} B {name}: {e}"));
                                     let group = format!("{group}-again");
-                                    run_one(&cluster, implementation, args, &group, size, &stop)?
+                                    run_one(&cluster, implementation, args, &group, size, stop)?
                                 }
                             };
                         eprintln!(
@@ -328,7 +476,7 @@ fn run(args: &Args) -> Result<bool, String> {
             }
         }
         drop(cluster);
-        all_ok &= print_tables(args, n, &sizes, &samples);
+        all_ok &= print_tables(args, n, sizes, &samples);
     }
     if !retried.is_empty() {
         println!(
@@ -376,7 +524,7 @@ fn verify_across(args: &Args, n: usize, bench: &Path, stop: &AtomicBool) -> Resu
         .map_err(|e| format!("cannot start a {n}-node cluster: {e}"))?;
     let group = "bench-verify";
     let limit = Duration::from_secs_f64(
-        (args.duration + 30.0) * parse_list("--sizes", &args.sizes)?.len() as f64 + 60.0,
+        (args.duration + 30.0) * parse_list("--sizes", args.sizes_text())?.len() as f64 + 60.0,
     );
     let mut receivers = Vec::new();
     for i in 1..n {
@@ -394,7 +542,7 @@ fn verify_across(args: &Args, n: usize, bench: &Path, stop: &AtomicBool) -> Resu
     std::thread::sleep(Duration::from_secs(2));
     let mut sender = cluster.node(0).command(bench);
     sender
-        .args(["--verify", "--group", group, "--sizes", &args.sizes])
+        .args(["--verify", "--group", group, "--sizes", args.sizes_text()])
         .args(["--duration", &args.duration.to_string()])
         .stdin(Stdio::null());
     if args.zero_copy {
@@ -528,7 +676,29 @@ struct Comparison {
     max_cpu: Option<f64>,
     /// Whether `a` must allocate nothing per message.
     zero_allocs: bool,
+    /// Per-size throughput targets; when given, they replace `min_throughput` (sizes
+    /// not listed have none).
+    size_targets: &'static [(usize, f64)],
 }
+
+impl Comparison {
+    /// The lowest acceptable median msgs/s ratio at `size`.
+    fn min_throughput_at(&self, size: usize) -> f64 {
+        if self.size_targets.is_empty() {
+            return self.min_throughput;
+        }
+        self.size_targets
+            .iter()
+            .find(|(s, _)| *s == size)
+            .map_or(0.0, |(_, t)| *t)
+    }
+}
+
+/// The targets of the group layer against the plain loop (issue 28): application
+/// messages per second at 64 B ≥ 5× the plain loop's, at 1600 B ≥ 2×.
+const GROUP_TARGETS: &[(usize, f64)] = &[(64, 5.0), (1600, 2.0)];
+/// The replica layer's: operations per second at 64 B ≥ 3× the plain loop's messages.
+const REPLICA_TARGETS: &[(usize, f64)] = &[(64, 3.0)];
 
 /// Prints the tables for one cluster size (those whose two sides were run); true if
 /// every size meets every target.
@@ -551,6 +721,7 @@ fn print_tables(
             min_throughput: args.min_busy_ratio,
             max_cpu: None,
             zero_allocs: true,
+            size_targets: &[],
         },
         // The same design, safe against raw: what the binding layer costs.
         Comparison {
@@ -559,6 +730,7 @@ fn print_tables(
             min_throughput: args.min_throughput_ratio,
             max_cpu: Some(args.max_cpu_ratio),
             zero_allocs: true,
+            size_targets: &[],
         },
         Comparison {
             a: "safe-1t",
@@ -566,6 +738,7 @@ fn print_tables(
             min_throughput: args.min_throughput_ratio,
             max_cpu: Some(args.max_cpu_ratio),
             zero_allocs: true,
+            size_targets: &[],
         },
         // What the two-thread design gains over the one-thread loop (no target).
         Comparison {
@@ -574,6 +747,7 @@ fn print_tables(
             min_throughput: 0.0,
             max_cpu: None,
             zero_allocs: true,
+            size_targets: &[],
         },
         Comparison {
             a: "safe-1t",
@@ -581,6 +755,7 @@ fn print_tables(
             min_throughput: 0.0,
             max_cpu: None,
             zero_allocs: true,
+            size_targets: &[],
         },
         // The async path copies every message into an owned event (an allocation per
         // message, by design) and pays a libcpg call per event: its CPU ratio is
@@ -591,6 +766,7 @@ fn print_tables(
             min_throughput: args.min_async_ratio,
             max_cpu: None,
             zero_allocs: false,
+            size_targets: &[],
         },
         // Like for like: both own every message.
         Comparison {
@@ -599,6 +775,7 @@ fn print_tables(
             min_throughput: args.min_async_ratio,
             max_cpu: None,
             zero_allocs: false,
+            size_targets: &[],
         },
         Comparison {
             a: "async-1t",
@@ -606,8 +783,67 @@ fn print_tables(
             min_throughput: args.min_async_ratio,
             max_cpu: None,
             zero_allocs: false,
+            size_targets: &[],
         },
     ];
+    // The layers (`--layers`) against the plain loop; the async group against the
+    // blocking one. Allocations per delivered message: 0 is the target of each.
+    for (a, b, targets) in [
+        ("group", "plain", GROUP_TARGETS),
+        ("group-async", "plain", GROUP_TARGETS),
+        ("replica", "plain", REPLICA_TARGETS),
+        ("group-async", "group", &[][..]),
+    ] {
+        comparisons.push(Comparison {
+            a,
+            b,
+            min_throughput: 0.0,
+            max_cpu: None,
+            zero_allocs: true,
+            size_targets: targets,
+        });
+    }
+    // Variants of a layer (`group+ARG...`): against the plain loop and the layer.
+    let layer_variants: std::collections::BTreeSet<&'static str> = samples
+        .keys()
+        .map(|(n, _)| *n)
+        .filter(|n| {
+            ["plain+", "group+", "group-async+", "replica+"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
+        .collect();
+    for v in layer_variants {
+        let base = v.split('+').next().unwrap_or_default();
+        let base: &'static str = match base {
+            "group" => "group",
+            "group-async" => "group-async",
+            "replica" => "replica",
+            _ => "plain",
+        };
+        comparisons.push(Comparison {
+            a: v,
+            b: "plain",
+            min_throughput: 0.0,
+            max_cpu: None,
+            zero_allocs: base != "plain",
+            size_targets: match base {
+                "replica" => REPLICA_TARGETS,
+                "plain" => &[],
+                _ => GROUP_TARGETS,
+            },
+        });
+        if base != "plain" {
+            comparisons.push(Comparison {
+                a: v,
+                b: base,
+                min_throughput: 0.0,
+                max_cpu: None,
+                zero_allocs: true,
+                size_targets: &[],
+            });
+        }
+    }
     // Variants (`safe+ARG...`): against the baseline and against the default.
     let variants: std::collections::BTreeSet<&'static str> = samples
         .keys()
@@ -626,6 +862,7 @@ fn print_tables(
                 },
                 max_cpu: None,
                 zero_allocs: true,
+                size_targets: &[],
             });
         }
     }
@@ -668,7 +905,11 @@ fn print_table(
         let tput = median(tput);
         let cpu = median(cpu);
         let allocs = sa.iter().map(|x| x.allocs_per_msg).fold(0.0, f64::max);
-        let flag_t = if tput >= c.min_throughput { "" } else { " ✗" };
+        let flag_t = if tput >= c.min_throughput_at(size) {
+            ""
+        } else {
+            " ✗"
+        };
         let flag_c = match c.max_cpu {
             Some(max) if cpu > max => " ✗",
             _ => "",
@@ -688,18 +929,32 @@ fn print_table(
         );
     }
     println!();
-    let mut targets = vec![format!("msgs/s {a}/{b} >= {}", c.min_throughput)];
+    let mut targets = Vec::new();
+    if !c.size_targets.is_empty() {
+        let at: Vec<String> = c
+            .size_targets
+            .iter()
+            .map(|(size, t)| format!(">= {t} at {size} B"))
+            .collect();
+        targets.push(format!("msgs/s {a}/{b} {}", at.join(", ")));
+    } else if c.min_throughput > 0.0 {
+        targets.push(format!("msgs/s {a}/{b} >= {}", c.min_throughput));
+    }
     if let Some(max) = c.max_cpu {
         targets.push(format!("CPU/msg {a}/{b} <= {max}"));
     }
     if c.zero_allocs {
         targets.push(format!("{a} allocations per message 0"));
     }
-    println!(
-        "targets: {}: {}",
-        targets.join(", "),
-        if ok { "met" } else { "NOT met (✗)" }
-    );
+    if targets.is_empty() {
+        println!("no targets");
+    } else {
+        println!(
+            "targets: {}: {}",
+            targets.join(", "),
+            if ok { "met" } else { "NOT met (✗)" }
+        );
+    }
     ok
 }
 
@@ -712,18 +967,26 @@ struct LatencySample {
     p999: f64,
 }
 
-/// `--latency`: per cluster size, rounds of `bench --latency` per size; the medians
-/// over rounds of p50, p99 and p99.9.
+/// `--latency`: per cluster size, rounds of each client's `--latency` run per size (the
+/// clients in an order that rotates with round and size); the medians over rounds of
+/// p50, p99 and p99.9, and with several clients the median per-round ratio of each
+/// one's p50 to the first one's.
 fn latency(
     args: &Args,
     sizes: &[usize],
     node_counts: &[usize],
-    bench: &Path,
+    clients: &[Implementation],
     stop: &AtomicBool,
 ) -> Result<bool, String> {
     println!(
-        "# bench --latency (one message in flight) — {} rounds × {} s per size",
-        args.rounds, args.duration
+        "# {} --latency (one message in flight) — {} rounds × {} s per size",
+        clients
+            .iter()
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.rounds,
+        args.duration
     );
     println!(
         "# corosync {} (libcpg {}), {} CPUs, client {}",
@@ -736,69 +999,125 @@ fn latency(
             "at normal priority".to_string()
         }
     );
-    let client = Implementation {
-        name: "safe",
-        exe: bench.to_path_buf(),
-        extra: vec!["--latency"],
-    };
     for &n in node_counts {
         eprintln!("bench_compare: starting a {n}-node cluster ...");
         let cluster = Cluster::builder()
             .nodes(n)
             .start()
             .map_err(|e| format!("cannot start a {n}-node cluster: {e}"))?;
-        let mut samples: BTreeMap<usize, Vec<LatencySample>> = BTreeMap::new();
+        let mut samples: BTreeMap<(&'static str, usize), Vec<LatencySample>> = BTreeMap::new();
         for round in 0..=args.rounds {
-            for &size in sizes {
-                if stop.load(Ordering::Relaxed) {
-                    return Err("interrupted".into());
-                }
-                let group = format!("bench-lat-{round}-{size}");
-                let v = run_client(&cluster, &client, args, &group, size, stop)?;
-                let sample = LatencySample {
-                    samples: v["samples"].as_f64().unwrap_or(0.0),
-                    p50: v["p50_us"].as_f64().unwrap_or(f64::NAN),
-                    p99: v["p99_us"].as_f64().unwrap_or(f64::NAN),
-                    p999: v["p999_us"].as_f64().unwrap_or(f64::NAN),
-                };
-                eprintln!(
-                    "bench_compare: {n} node(s), {} {size} B: {:.0} round trips, p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs",
-                    if round == 0 {
-                        "warm-up".to_string()
-                    } else {
-                        format!("round {round}/{}", args.rounds)
-                    },
-                    sample.samples,
-                    sample.p50,
-                    sample.p99,
-                    sample.p999
-                );
-                if round > 0 {
-                    samples.entry(size).or_default().push(sample);
+            for (i, &size) in sizes.iter().enumerate() {
+                let k = clients.len();
+                for turn in 0..k {
+                    let client = &clients[(round + i + turn) % k];
+                    if stop.load(Ordering::Relaxed) {
+                        return Err("interrupted".into());
+                    }
+                    let group = format!("bench-lat-{round}-{size}-{}", client.name);
+                    let v = run_client(&cluster, client, args, &group, size, stop)?;
+                    let sample = LatencySample {
+                        samples: v["samples"].as_f64().unwrap_or(0.0),
+                        p50: v["p50_us"].as_f64().unwrap_or(f64::NAN),
+                        p99: v["p99_us"].as_f64().unwrap_or(f64::NAN),
+                        p999: v["p999_us"].as_f64().unwrap_or(f64::NAN),
+                    };
+                    eprintln!(
+                        "bench_compare: {n} node(s), {} {size} B {}: {:.0} round trips, p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs",
+                        if round == 0 {
+                            "warm-up".to_string()
+                        } else {
+                            format!("round {round}/{}", args.rounds)
+                        },
+                        client.name,
+                        sample.samples,
+                        sample.p50,
+                        sample.p99,
+                        sample.p999
+                    );
+                    if round > 0 {
+                        samples.entry((client.name, size)).or_default().push(sample);
+                    }
                 }
             }
         }
         drop(cluster);
-        println!();
-        println!(
-            "## {n} node{} (client on node 1): latency, medians over rounds",
-            if n == 1 { "" } else { "s" }
-        );
-        println!();
-        println!("| bytes/msg | round trips/s | p50 µs | p99 µs | p99.9 µs | p99.9 µs, range over rounds |");
-        println!("|---:|---:|---:|---:|---:|---:|");
-        for &size in sizes {
-            let s = samples.get(&size).cloned().unwrap_or_default();
-            let col = |f: fn(&LatencySample) -> f64| median(s.iter().map(f).collect());
-            let lo = s.iter().map(|x| x.p999).fold(f64::INFINITY, f64::min);
-            let hi = s.iter().map(|x| x.p999).fold(f64::NEG_INFINITY, f64::max);
+        for client in clients {
+            println!();
             println!(
-                "| {size} | {:.0} | {:.1} | {:.1} | {:.1} | {lo:.0}–{hi:.0} |",
-                col(|x| x.samples) / args.duration,
-                col(|x| x.p50),
-                col(|x| x.p99),
-                col(|x| x.p999),
+                "## {n} node{} (client on node 1): {} latency, medians over rounds",
+                if n == 1 { "" } else { "s" },
+                client.name
             );
+            println!();
+            println!("| bytes/msg | round trips/s | p50 µs | p99 µs | p99.9 µs | p99.9 µs, range over rounds |");
+            println!("|---:|---:|---:|---:|---:|---:|");
+            for &size in sizes {
+                let s = samples
+                    .get(&(client.name, size))
+                    .cloned()
+                    .unwrap_or_default();
+                let col = |f: fn(&LatencySample) -> f64| median(s.iter().map(f).collect());
+                let lo = s.iter().map(|x| x.p999).fold(f64::INFINITY, f64::min);
+                let hi = s.iter().map(|x| x.p999).fold(f64::NEG_INFINITY, f64::max);
+                println!(
+                    "| {size} | {:.0} | {:.1} | {:.1} | {:.1} | {lo:.0}–{hi:.0} |",
+                    col(|x| x.samples) / args.duration,
+                    col(|x| x.p50),
+                    col(|x| x.p99),
+                    col(|x| x.p999),
+                );
+            }
+        }
+        if let [base, others @ ..] = clients {
+            if others.is_empty() {
+                continue;
+            }
+            println!();
+            println!(
+                "## {n} node{}: p50 against {}, median of per-round ratios",
+                if n == 1 { "" } else { "s" },
+                base.name
+            );
+            println!();
+            let names: Vec<&str> = clients.iter().map(|c| c.name).collect();
+            let ratios: Vec<String> = others
+                .iter()
+                .map(|c| format!("p50 {}/{}", c.name, base.name))
+                .collect();
+            println!(
+                "| bytes/msg | {} | {} |",
+                names
+                    .iter()
+                    .map(|n| format!("{n} p50 µs"))
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+                ratios.join(" | ")
+            );
+            println!("|---:|{}", "---:|".repeat(names.len() + ratios.len()));
+            for &size in sizes {
+                let p50s: Vec<Vec<f64>> = clients
+                    .iter()
+                    .map(|c| {
+                        samples
+                            .get(&(c.name, size))
+                            .map(|v| v.iter().map(|x| x.p50).collect())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                let cells: Vec<String> = p50s
+                    .iter()
+                    .map(|v| format!("{:.1}", median(v.clone())))
+                    .collect();
+                let rs: Vec<String> = p50s[1..]
+                    .iter()
+                    .map(|v| {
+                        let per_round = v.iter().zip(&p50s[0]).map(|(x, y)| x / y).collect();
+                        format!("{:.3}", median(per_round))
+                    })
+                    .collect();
+                println!("| {size} | {} | {} |", cells.join(" | "), rs.join(" | "));
+            }
         }
     }
     Ok(true)
