@@ -337,8 +337,9 @@ impl Machine {
             self.pressed = true;
             return None;
         }
+        // A message too large to share a batch (a count of 0) goes alone too.
         let count = if batching && self.pressed {
-            self.batch_len()
+            self.batch_len().max(1)
         } else {
             1
         };
