@@ -1722,7 +1722,11 @@ fn a_full_window_holds_the_queue_and_what_waits_goes_out_as_one_batch() {
     assert_eq!(t.effects(), vec![Effect::Send(ids[1])]);
     t.m.handle_send_result(t.now, Ok(()));
     assert_eq!(t.effects(), vec![], "held at the window");
-    assert_eq!(t.m.poll_timeout(), None, "no timer: an own delivery opens it");
+    assert_eq!(
+        t.m.poll_timeout(),
+        None,
+        "no timer: an own delivery opens it"
+    );
     assert_eq!(t.m.stats().queued, 4);
     // The first comes back: the four that waited go as one batch.
     let first = t.wire[0].clone();
@@ -1740,7 +1744,10 @@ fn a_full_window_holds_the_queue_and_what_waits_goes_out_as_one_batch() {
     let batch = t.wire[2].clone();
     assert_eq!(&batch[..6], b"CPGl\x02\x02");
     let (_, seq, payloads) = sent_messages(&batch);
-    assert_eq!(seq, 2, "the batch's first sequence number follows the last sent");
+    assert_eq!(
+        seq, 2,
+        "the batch's first sequence number follows the last sent"
+    );
     assert_eq!(payloads, vec![vec![2], vec![3], vec![4], vec![5]]);
     // Delivered back: each message alone, consecutive positions, each confirmed by
     // its own position.
@@ -1763,7 +1770,13 @@ fn a_full_window_holds_the_queue_and_what_waits_goes_out_as_one_batch() {
     );
     let s = t.m.stats();
     assert_eq!(
-        (s.sent, s.batches_sent, s.delivered, s.batches_delivered, s.confirmed),
+        (
+            s.sent,
+            s.batches_sent,
+            s.delivered,
+            s.batches_delivered,
+            s.confirmed
+        ),
         (6, 1, 6, 1, 6)
     );
     // The queue emptied: the pressure is over, the next message goes alone at once.
@@ -1785,16 +1798,16 @@ fn back_pressure_packs_what_queued_meanwhile() {
     t.advance(due - t.now);
     // The retry carries the refused message and those queued behind it, with the
     // refused one's sequence number first.
-    assert_eq!(
-        t.effects(),
-        vec![Effect::SendBatch { first: a, count: 3 }]
-    );
+    assert_eq!(t.effects(), vec![Effect::SendBatch { first: a, count: 3 }]);
     t.m.handle_send_result(t.now, Ok(()));
     let (_, seq, payloads) = sent_messages(t.wire.last().unwrap());
     assert_eq!(seq, 0);
     assert_eq!(payloads, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
     let s = t.m.stats();
-    assert_eq!((s.sent, s.batches_sent, s.pushbacks, s.queued), (3, 1, 1, 0));
+    assert_eq!(
+        (s.sent, s.batches_sent, s.pushbacks, s.queued),
+        (3, 1, 1, 0)
+    );
 }
 
 #[test]
@@ -1829,23 +1842,30 @@ fn a_batch_stops_at_its_byte_limit_and_a_large_message_goes_alone() {
     // (32 of header, 4 + n per message); the 500-byte one alone.
     assert_eq!(
         shapes,
-        vec![vec![10], vec![60, 60], vec![60, 60], vec![500], vec![10, 10]]
+        vec![
+            vec![10],
+            vec![60, 60],
+            vec![60, 60],
+            vec![500],
+            vec![10, 10]
+        ]
     );
     assert!(frames
         .iter()
         .filter(|f| f[4] == 2)
         .all(|f| f.len() <= limit));
-    assert_eq!(&frames[3][..5], b"CPGl\x01", "too large to share: alone, version 1");
+    assert_eq!(
+        &frames[3][..5],
+        b"CPGl\x01",
+        "too large to share: alone, version 1"
+    );
     // Every member reads them back in order, one position each.
     let ev = t.events();
     let got: Vec<(usize, u64)> = delivered(&ev)
         .iter()
         .map(|(p, _, i)| (p.len(), *i))
         .collect();
-    assert_eq!(
-        got,
-        sizes.iter().copied().zip(0..).collect::<Vec<_>>()
-    );
+    assert_eq!(got, sizes.iter().copied().zip(0..).collect::<Vec<_>>());
 }
 
 #[test]
@@ -2006,7 +2026,10 @@ fn a_batch_whose_send_found_the_daemon_gone_is_sent_again_after_reconnecting() {
     let alone = t.flush().remove(0);
     t.deliver(me, &alone);
     assert_eq!(t.events().len(), 2, "a message and its confirmation");
-    assert!(matches!(t.effects()[..], [Effect::SendBatch { count: 3, .. }]));
+    assert!(matches!(
+        t.effects()[..],
+        [Effect::SendBatch { count: 3, .. }]
+    ));
     t.m.handle_send_result(t.now, Err(lost(Operation::Send)));
     assert_eq!(t.m.stats().queued, 3, "kept (OnDisconnect::Keep)");
     t.advance(Duration::from_secs(1));
@@ -2041,7 +2064,10 @@ fn a_stop_mid_batch_reports_its_messages_unknown() {
     t.deliver(me, &alone);
     t.events();
     // A batch of the four handed out; the driver stops before its result.
-    assert!(matches!(t.effects()[..], [Effect::SendBatch { count: 4, .. }]));
+    assert!(matches!(
+        t.effects()[..],
+        [Effect::SendBatch { count: 4, .. }]
+    ));
     let late = t.m.send(b"late".to_vec(), true).unwrap();
     t.m.handle_failure(t.now, lost(Operation::Finalize));
     let outcomes: Vec<(SendId, GroupError)> = t
@@ -2052,8 +2078,10 @@ fn a_stop_mid_batch_reports_its_messages_unknown() {
             _ => None,
         })
         .collect();
-    let mut expected: Vec<(SendId, GroupError)> =
-        ids[1..].iter().map(|id| (*id, GroupError::Unknown)).collect();
+    let mut expected: Vec<(SendId, GroupError)> = ids[1..]
+        .iter()
+        .map(|id| (*id, GroupError::Unknown))
+        .collect();
     expected.push((late, GroupError::Closed));
     assert_eq!(outcomes, expected);
 }
@@ -2062,10 +2090,15 @@ fn a_stop_mid_batch_reports_its_messages_unknown() {
 fn a_refused_batch_reports_each_of_its_messages() {
     let me = m(1, 10);
     let mut t = T::joined_with(windowed(1), me, &[me]);
-    let ids: Vec<SendId> = (0..3u8).map(|i| t.m.send(vec![i], false).unwrap()).collect();
+    let ids: Vec<SendId> = (0..3u8)
+        .map(|i| t.m.send(vec![i], false).unwrap())
+        .collect();
     let alone = t.flush().remove(0);
     t.deliver(me, &alone);
-    assert!(matches!(t.effects()[..], [Effect::SendBatch { count: 2, .. }]));
+    assert!(matches!(
+        t.effects()[..],
+        [Effect::SendBatch { count: 2, .. }]
+    ));
     let refused = cs(Operation::Send, CsError::InvalidParam);
     t.m.handle_send_result(t.now, Err(refused.clone()));
     let outcomes: Vec<(SendId, GroupError)> = t

@@ -246,10 +246,10 @@ mod tokio;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use self::tokio::{AsyncGroup, Confirmation};
 pub use blocking::{Group, Receipt};
+pub use builder::GroupBuilder;
 /// The type of [`Delivery::data`]: a shared, sliceable byte buffer (re-exported from
 /// the `bytes` crate).
 pub use bytes::Bytes;
-pub use builder::GroupBuilder;
 pub use config::{Config, OnDisconnect, OnEviction, QuorumPolicy};
 pub use error::GroupError;
 pub use event::{Delivery, Effect, Event, Position, SendId, Stats, StopReason};

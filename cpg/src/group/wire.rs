@@ -193,9 +193,11 @@ pub(super) fn write_batch<'a>(
     first_seq: u64,
     payloads: impl Iterator<Item = &'a [u8]> + Clone,
 ) {
-    let (count, len) = payloads.clone().fold((0usize, BATCH_HEADER_LEN), |(n, l), p| {
-        (n + 1, l.saturating_add(batch_entry_len(p.len())))
-    });
+    let (count, len) = payloads
+        .clone()
+        .fold((0usize, BATCH_HEADER_LEN), |(n, l), p| {
+            (n + 1, l.saturating_add(batch_entry_len(p.len())))
+        });
     debug_assert!((1..=MAX_BATCH_MESSAGES).contains(&count));
     buf.clear();
     buf.reserve(len);
@@ -396,18 +398,31 @@ mod tests {
         let count_at = 24;
         let second_len_at = BATCH_HEADER_LEN + 4 + 3;
         assert!(bad(&|b| b.push(0)), "a byte after the last message");
-        assert!(bad(&|b| b.truncate(b.len() - 1)), "the last message cut short");
+        assert!(
+            bad(&|b| b.truncate(b.len() - 1)),
+            "the last message cut short"
+        );
         assert!(bad(&|b| b[second_len_at] = 5), "a length past the end");
-        assert!(bad(&|b| b[second_len_at] = 3), "a length that leaves bytes over");
-        assert!(bad(&|b| b[count_at] = 3), "a count above the messages there");
-        assert!(bad(&|b| b[count_at] = 1), "a count below the messages there");
+        assert!(
+            bad(&|b| b[second_len_at] = 3),
+            "a length that leaves bytes over"
+        );
+        assert!(
+            bad(&|b| b[count_at] = 3),
+            "a count above the messages there"
+        );
+        assert!(
+            bad(&|b| b[count_at] = 1),
+            "a count below the messages there"
+        );
         assert!(bad(&|b| b[count_at] = 0), "a count of 0");
         assert!(bad(&|b| b[6] = 1), "reserved header byte");
         assert!(bad(&|b| b[29] = 1), "reserved batch byte");
         assert!(bad(&|b| b.truncate(BATCH_HEADER_LEN - 1)), "header cut");
         // A length of 4 GiB.
-        assert!(bad(&|b| b[second_len_at..second_len_at + 4]
-            .copy_from_slice(&u32::MAX.to_le_bytes())));
+        assert!(bad(
+            &|b| b[second_len_at..second_len_at + 4].copy_from_slice(&u32::MAX.to_le_bytes())
+        ));
     }
 
     #[test]
