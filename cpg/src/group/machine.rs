@@ -83,7 +83,8 @@ enum InFlight {
 /// 4. wait for the handle's descriptor or until [`poll_timeout`](Machine::poll_timeout),
 ///    then call [`handle_timeout`](Machine::handle_timeout).
 ///
-/// The driver sends one [`Effect::Send`] or [`Effect::SendControl`] at a time (the
+/// The driver sends one [`Effect::Send`], [`Effect::SendBatch`] or
+/// [`Effect::SendControl`] at a time (the
 /// machine hands out the next only after the result of the previous), which is also
 /// what libcpg needs: two concurrent sends on one handle are not safe.
 ///
@@ -448,7 +449,7 @@ impl Machine {
         }
     }
 
-    /// The result of [`Effect::Send`] or [`Effect::SendControl`].
+    /// The result of [`Effect::Send`], [`Effect::SendBatch`] or [`Effect::SendControl`].
     pub fn handle_send_result(&mut self, now: Instant, result: Result<(), Error>) {
         let (count, seq) = match self.in_flight.take() {
             None => return,

@@ -115,6 +115,27 @@
 //! that doubles from [`Config::send_retry_initial`] to [`Config::send_retry_max`],
 //! reading events meanwhile. [`Stats`] counts queued, sent, pushbacks and more.
 //!
+//! Under load the queue packs messages into batches ([`Config::batch_bytes`], default
+//! 64 KiB; 0 turns it off). A message queued while fewer than
+//! [`Config::batch_window`] (default 4) of this process's CPG messages are in flight
+//! (accepted by the daemon, not yet delivered back) goes out at once, alone, as
+//! before: no added latency. At the bound, or after back-pressure, the queue holds,
+//! and when an own message comes back what waits goes out as one CPG message of up to
+//! `batch_bytes` (a message too large to share one goes alone). Every member delivers
+//! a batch's messages one by one at consecutive positions, each an
+//! [`Event::Message`] of its own with its own receipt, quorum state and
+//! [`Stats`] counts, as if sent alone; CPG delivers a batch whole or not at all, so
+//! virtual synchrony holds per message. A delivered message's
+//! [`data`](Delivery::data) is a [`Bytes`] slice of the layer's receive buffer
+//! (no allocation per message). Quorum markers are never packed: they go alone,
+//! ahead of queued messages, as before. Members that run a version of the layer
+//! without batches report a batch as [`Event::Malformed`] (one position for the
+//! whole batch, so positions differ from there on): run such a group with
+//! `batch_bytes` 0 on every member until all are updated.
+//!
+//! Measured on a 3-node private cluster (`bench_compare --layers
+//! plain,group,replica`, see `build-support/bench/README.md`): BATCH_SUMMARY.
+//!
 //! # Confirmed sends and positions
 //!
 //! [`Group::send_confirmed`] returns a [`Receipt`] that resolves exactly once: with
