@@ -402,6 +402,14 @@ mod tests {
             bad(&|b| b.truncate(b.len() - 1)),
             "the last message cut short"
         );
+        assert!(
+            bad(&|b| b.truncate(second_len_at + 2)),
+            "cut inside the second message's length"
+        );
+        assert!(
+            bad(&|b| b.truncate(second_len_at)),
+            "cut before the second message's length"
+        );
         assert!(bad(&|b| b[second_len_at] = 5), "a length past the end");
         assert!(
             bad(&|b| b[second_len_at] = 3),
