@@ -137,8 +137,9 @@
 //! --layers plain,group,replica`, 3 rounds; `build-support/bench/README.md` has the
 //! tables and the command): 20.6× the plain loop's messages per second at 64 B
 //! (355k/s, 0.43 µs of client CPU per message), 3.9× at 1600 B; with one message in
-//! flight the same latency as with batching off (it then goes alone); the receive
-//! side made 19 allocations for 16,000 messages (`cpg/tests/alloc.rs`).
+//! flight a message goes alone, as with batching off (p50 0.80–1.20× of batching off
+//! over three runs on a loaded machine); the receive side made 19 allocations for
+//! 16,000 messages (`cpg/tests/alloc.rs`).
 //!
 //! # Confirmed sends and positions
 //!
