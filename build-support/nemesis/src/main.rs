@@ -106,6 +106,12 @@ struct Cli {
     /// Messages per second per client.
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
+    /// Group-layer and replica clients send their messages (operations) in bursts of
+    /// this many, at `--rate` on average: the group layer's send queue then holds
+    /// several at once and packs them into batches (`cpg::group::Config::batch_bytes`),
+    /// so that the checks see batched messages too. 1: one at a time.
+    #[arg(long, default_value_t = 8)]
+    burst: u32,
     /// Largest message body in bytes (sizes are random up to it).
     #[arg(long, default_value_t = 2000)]
     max_size: usize,
@@ -156,6 +162,8 @@ enum Sub {
         group: String,
         #[arg(long)]
         rate: f64,
+        #[arg(long, default_value_t = 1)]
+        burst: u32,
         #[arg(long)]
         api: String,
         #[arg(long)]
@@ -174,6 +182,7 @@ fn main() {
             history,
             group,
             rate,
+            burst,
             api,
             inc,
             max_size,
@@ -187,6 +196,7 @@ fn main() {
                 history,
                 group,
                 rate,
+                burst: burst.max(1),
                 api,
                 inc,
                 max_size,
@@ -479,7 +489,7 @@ fn coordinate(cli: &Cli) -> i32 {
         "nemesis: seed {seed}, {} nodes, {} clients per node, at least {} faults and {} s, \
          {} group-layer and {} replica clients per node, {} msgs/s per client, token {} ms \
          (reproduce: nemesis --seed {seed} --nodes {} --clients {} --group-clients {} \
-         --replica-clients {} --faults {} --duration {} --rate {} --max-size {} --token-ms {}{}{}{})",
+         --replica-clients {} --faults {} --duration {} --rate {} --burst {} --max-size {} --token-ms {}{}{}{})",
         cli.nodes,
         cli.clients,
         cli.faults,
@@ -495,6 +505,7 @@ fn coordinate(cli: &Cli) -> i32 {
         cli.faults,
         cli.duration,
         cli.rate,
+        cli.burst,
         cli.max_size,
         cli.token_ms,
         if cli.no_quorum { " --no-quorum" } else { "" },
@@ -536,6 +547,7 @@ fn coordinate(cli: &Cli) -> i32 {
         dir: dir.clone(),
         group: GROUP.into(),
         rate: cli.rate,
+        burst: cli.burst.max(1),
         max_size: cli.max_size,
         seed,
     };

@@ -328,7 +328,7 @@ pub fn run(config: &ClientConfig) -> i32 {
         api: Api::Replica,
         t: now_ms(),
     });
-    let interval = Duration::from_secs_f64(1.0 / config.rate.max(0.01));
+    let interval = Duration::from_secs_f64(f64::from(config.burst.max(1)) / config.rate.max(0.01));
     let mut rng = Rng::new(config.seed ^ u64::from(config.inc).rotate_left(17) ^ 0x5eed);
     let mut tickets: Vec<Ticket<i64>> = Vec::new();
     let mut next = Instant::now();
@@ -354,7 +354,14 @@ pub fn run(config: &ClientConfig) -> i32 {
             Err(mpsc::TryRecvError::Empty) => {}
         }
         let now = Instant::now();
-        if now >= next && tickets.len() < MAX_PENDING && replica.view().is_some() {
+        // A burst of `config.burst` operations per tick, `rate` per second on average.
+        let mut burst = 0;
+        while now >= next
+            && burst < config.burst
+            && tickets.len() < MAX_PENDING
+            && replica.view().is_some()
+        {
+            burst += 1;
             let key = rng.below(KEYS) as u8;
             let delta = rng.below(1000) as i64 - 500;
             match replica.submit(op(key, delta)) {
@@ -365,6 +372,8 @@ pub fn run(config: &ClientConfig) -> i32 {
                 Err(cpg::replica::ReplicaError::NotQuorate) => refused += 1,
                 Err(_) => {}
             }
+        }
+        if burst > 0 {
             next = (next + interval).max(now);
         }
         tickets.retain(|t| match t.wait(Duration::ZERO) {
