@@ -54,9 +54,8 @@
 //! does, and when the descriptor becomes readable it wakes that thread (a futex wake
 //! and a context switch) to read what arrived. A task spawned on the runtime is polled
 //! by the worker that saw the readiness, with no second thread woken. A service that
-//! reads a busy stream reads it in a spawned task: `bench --async` on one node, which
-//! switched context about five times as often per message reading in `block_on`,
-//! spends less CPU per message so (see the README).
+//! reads a busy stream reads it in a spawned task: in `bench --async` on one node that
+//! took 0.80–1.02× the CPU per message of reading in `block_on` (see the README).
 //!
 //! Messages of hundreds of kilobytes and more cost extra CPU (not throughput) under
 //! glibc's allocator: a send that waits out back-pressure queues the events it reads
