@@ -181,6 +181,17 @@ fn bench_async_verify_sweep_prints_a_row_per_size_and_passes() {
     verified_sweep(BENCH, &["--async"], "cli-bench-async");
 }
 
+/// The async client reading the stream in `block_on` on the main thread (`--reader
+/// main`) instead of a spawned task.
+#[test]
+fn bench_async_block_on_reader_verify_sweep_passes() {
+    verified_sweep(
+        BENCH,
+        &["--async", "--reader", "main"],
+        "cli-bench-async-main",
+    );
+}
+
 /// The one-task async loop (`bench --async --single-thread`).
 #[test]
 fn bench_async_single_task_verify_sweep_passes() {

@@ -49,6 +49,14 @@
 //! copied at all, use [`Handle`] with callbacks on a dedicated thread. The benchmark
 //! programs' README (`build-support/bench/README.md`) has the measured figures.
 //!
+//! Where the stream is read matters on the multi-thread runtime. The thread in
+//! `Runtime::block_on` (the body of `#[tokio::main]`) never polls the reactor: a worker
+//! does, and when the descriptor becomes readable it wakes that thread (a futex wake
+//! and a context switch) to read what arrived. A task spawned on the runtime is polled
+//! by the worker that saw the readiness, with no second thread woken. A service that
+//! reads a busy stream reads it in a spawned task: in `bench --async` on one node that
+//! took 0.80–1.02× the CPU per message of reading in `block_on` (see the README).
+//!
 //! Messages of hundreds of kilobytes and more cost extra CPU (not throughput) under
 //! glibc's allocator: a send that waits out back-pressure queues the events it reads
 //! meanwhile, and each time two large messages have been alive at once and are freed,

@@ -44,9 +44,11 @@
 //! client that keeps its messages, which the async path always does).
 //!
 //! `--async` runs the same two-sided design through an [`AsyncHandle`] on a tokio
-//! runtime with two worker threads: the main thread reads the stream in `block_on`
-//! (events owned), a spawned task sends with an [`AsyncSender`](cpg::AsyncSender), whose `send(..).await` waits out
-//! back-pressure until the reading task has dispatched events. `--async
+//! runtime with two worker threads: a spawned task reads the stream (events owned),
+//! another sends with an [`AsyncSender`](cpg::AsyncSender), whose `send(..).await`
+//! waits out back-pressure until the reading task has dispatched events. `--reader
+//! main` reads the stream in `block_on` on the main thread instead (the design before:
+//! a worker polls the reactor and must wake the main thread for every batch of events). `--async
 //! --single-thread` is the one-task loop on a current-thread runtime: `send(..).await`
 //! on the handle, then the events that are ready.
 //!
@@ -97,6 +99,11 @@ struct Args {
     /// (with --layer group: an `AsyncGroup` instead of a `Group`).
     #[arg(long = "async", conflicts_with_all = ["zero_copy", "copy"])]
     async_: bool,
+    /// --async (two tasks): where the stream is read: `task` (a task spawned on the
+    /// runtime's workers, beside the sending task) or `main` (in `block_on` on the main
+    /// thread, which a worker must wake for every batch of events).
+    #[arg(long, value_enum, default_value = "task")]
+    reader: Reader,
     /// One thread sends and dispatches in turn, instead of a dispatching thread beside
     /// a sending one (implied by --zero-copy, whose buffers belong to the handle).
     #[arg(long)]
@@ -162,6 +169,15 @@ struct Args {
     /// then send an end-of-run marker (ending `--receive-only` members) and leave.
     #[arg(long, conflicts_with_all = ["receive_only", "latency"])]
     catch_up: bool,
+}
+
+/// Where `--async` reads the stream (`--reader`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Reader {
+    /// In `block_on`, on the main thread.
+    Main,
+    /// In a task spawned on the runtime's worker threads.
+    Task,
 }
 
 fn main() -> ExitCode {
@@ -824,9 +840,9 @@ async fn send_sweep_async(
     Ok(true)
 }
 
-/// `--async`: an [`AsyncHandle`] whose stream the main thread reads (in `block_on`)
-/// while a task spawned on a tokio runtime with two worker threads sends with an
-/// [`AsyncSender`](cpg::AsyncSender); the other worker drives the reactor and timers.
+/// `--async`: an [`AsyncHandle`] whose stream a task reads (or the main thread, in
+/// `block_on`, with `--reader main`) while another task sends with an
+/// [`AsyncSender`](cpg::AsyncSender), on a tokio runtime with two worker threads.
 fn run_async_two_tasks(
     args: &Args,
     sizes: &[usize],
@@ -882,22 +898,15 @@ fn run_async_two_tasks(
                 result
             }
         });
-        // The stream is read here, in `block_on` on the main thread, not in a spawned
-        // task that could share a worker with the sending task.
-        let mut read = Ok(());
-        loop {
-            tokio::select! {
-                biased;
-                () = done.notified() => break,
-                event = cpg.next_event() => {
-                    if let Err(e) = deliver(&receiver, event) {
-                        failed.store(true, Ordering::Relaxed);
-                        read = Err(e);
-                        break;
-                    }
-                }
-            }
-        }
+        let reading = read_until_done(cpg, Arc::clone(&receiver), done, Arc::clone(&failed));
+        let (mut cpg, read) = match args.reader {
+            // In `block_on` on the main thread.
+            Reader::Main => reading.await,
+            // In a task of its own on the workers.
+            Reader::Task => tokio::spawn(reading)
+                .await
+                .map_err(|e| format!("the reading task failed: {e}"))?,
+        };
         let sent = sending
             .await
             .map_err(|e| format!("the sending task failed: {e}"))?;
@@ -905,6 +914,36 @@ fn run_async_two_tasks(
         let result = read.and(sent).map(|()| true);
         finish(args, result, &receiver)
     })
+}
+
+/// The reading side of `--async`: hands every event to `receiver` until the sending
+/// task says it is `done` (or reading fails, which sets `failed`); gives the handle
+/// back with the outcome.
+async fn read_until_done(
+    mut cpg: AsyncHandle,
+    receiver: Arc<Receiver>,
+    done: Arc<tokio::sync::Notify>,
+    failed: Arc<AtomicBool>,
+) -> (AsyncHandle, Result<(), String>) {
+    // One `Notified` for the whole loop: a fresh one per event would register with the
+    // `Notify` (a lock) and deregister when dropped (another), per message.
+    let finished = done.notified();
+    let mut finished = std::pin::pin!(finished);
+    let mut read = Ok(());
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut finished => break,
+            event = cpg.next_event() => {
+                if let Err(e) = deliver(&receiver, event) {
+                    failed.store(true, Ordering::Relaxed);
+                    read = Err(e);
+                    break;
+                }
+            }
+        }
+    }
+    (cpg, read)
 }
 
 /// The sending task of `--async`: [`common::send_sweep`] with awaits.

@@ -112,7 +112,9 @@ struct Args {
     /// Which implementations to run, comma-separated: safe, raw-busy, raw, async,
     /// safe-1t, raw-1t, async-1t, safe-copy (see the program's documentation). A table
     /// needs both sides. `NAME+ARG+ARG` adds arguments to NAME's program, as a variant
-    /// of its own (`safe+--retry-initial-us+20` is compared with raw-busy and safe).
+    /// of its own (`safe+--retry-initial-us+20` is compared with raw-busy and safe;
+    /// `async+...` with safe and async). `NAME@PATH` runs NAME's client from the program
+    /// at PATH (a build of another commit, for before/after), as a variant too.
     #[arg(long, default_value = "safe,raw-busy,raw,async")]
     implementations: String,
     /// Measure latency instead (`bench --latency`: one message in flight), and print
@@ -306,8 +308,13 @@ fn run(args: &Args) -> Result<bool, String> {
 fn clients(list: &str, safe: &Path, raw: &Path) -> Result<Vec<Implementation>, String> {
     let mut implementations: Vec<Implementation> = Vec::new();
     for entry in list.split(',').map(str::trim) {
+        // `NAME@PATH`: NAME's client from another build.
+        let (spec, other_exe) = match entry.split_once('@') {
+            Some((spec, path)) => (spec, Some(PathBuf::from(path))),
+            None => (entry, None),
+        };
         // `NAME+ARG+ARG`: a variant of NAME with more arguments (for experiments).
-        let mut parts = entry.split('+');
+        let mut parts = spec.split('+');
         let base = parts.next().unwrap_or_default();
         let more: Vec<&'static str> = parts.map(|a| &*Box::leak(a.into())).collect();
         let (name, exe, extra): (&'static str, &Path, &'static [&'static str]) = match base {
@@ -321,7 +328,7 @@ fn clients(list: &str, safe: &Path, raw: &Path) -> Result<Vec<Implementation>, S
             "safe-copy" => ("safe-copy", safe, &["--copy"]),
             other => return Err(format!("--implementations: unknown {other:?}")),
         };
-        let name: &'static str = if more.is_empty() {
+        let name: &'static str = if more.is_empty() && other_exe.is_none() {
             name
         } else {
             Box::leak(entry.into())
@@ -329,9 +336,14 @@ fn clients(list: &str, safe: &Path, raw: &Path) -> Result<Vec<Implementation>, S
         if implementations.iter().any(|i| i.name == name) {
             return Err(format!("--implementations: {name} twice"));
         }
+        let exe = match other_exe {
+            Some(path) if path.is_file() => path,
+            Some(path) => return Err(format!("--implementations: no program {}", path.display())),
+            None => exe.to_path_buf(),
+        };
         implementations.push(Implementation {
             name,
-            exe: exe.to_path_buf(),
+            exe,
             extra: extra.iter().copied().chain(more).collect(),
         });
     }
@@ -844,12 +856,34 @@ fn print_tables(
             });
         }
     }
-    // Variants (`safe+ARG...`): against the baseline and against the default.
+    // Variants (`safe+ARG...`, `safe@PATH`): against the baseline and against the
+    // default; `async+ARG...`, `async@PATH`: against safe and against the default.
     let variants: std::collections::BTreeSet<&'static str> = samples
         .keys()
         .map(|(n, _)| *n)
-        .filter(|n| n.starts_with("safe+"))
+        .filter(|n| n.starts_with("safe+") || n.starts_with("safe@"))
         .collect();
+    let async_variants: std::collections::BTreeSet<&'static str> = samples
+        .keys()
+        .map(|(n, _)| *n)
+        .filter(|n| n.starts_with("async+") || n.starts_with("async@"))
+        .collect();
+    for v in async_variants {
+        for b in ["safe", "async"] {
+            comparisons.push(Comparison {
+                a: v,
+                b,
+                min_throughput: if b == "safe" {
+                    args.min_async_ratio
+                } else {
+                    0.0
+                },
+                max_cpu: None,
+                zero_allocs: false,
+                size_targets: &[],
+            });
+        }
+    }
     for v in variants {
         for b in ["raw-busy", "safe"] {
             comparisons.push(Comparison {
