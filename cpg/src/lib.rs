@@ -114,9 +114,11 @@ mod sender;
 ))]
 mod service;
 mod stack;
+// Logging through `tracing` (feature `tracing`): macros that vanish without it.
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
+mod trace;
 mod types;
 #[cfg(feature = "votequorum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "votequorum")))]
