@@ -196,6 +196,46 @@ fn kv_survives_kills_partitions_and_restarts() {
     }
 }
 
+/// With `RUST_LOG`, `kv` logs what the layers do to stderr, each line in the span of
+/// its group: the group layer's view and the replica layer's end of round; its
+/// answers on stdout stay as they were.
+#[test]
+fn kv_logs_what_the_layers_do_to_stderr_with_rust_log() {
+    let store = format!("kv-log-{}", std::process::id());
+    let mut kv = Kv {
+        program: Program::start_with_open_stdin(
+            cpg_testkit::shared(),
+            "env",
+            &["RUST_LOG=cpg=info", KV, &store],
+        ),
+    };
+    kv.wait_synced(1);
+    let deadline = Instant::now() + WAIT;
+    let wanted = [
+        format!("cpg_group{{group={store} node=1 pid="),
+        format!("cpg_replica{{group={store} node=1 pid="),
+    ];
+    loop {
+        let err = kv.program.stderr();
+        let view = err
+            .iter()
+            .any(|l| l.contains(" INFO ") && l.contains(&wanted[0]) && l.contains(": view "));
+        let synced = err
+            .iter()
+            .any(|l| l.contains(" INFO ") && l.contains(&wanted[1]) && l.contains(": in sync"));
+        if view && synced {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", kv.program.report());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        kv.program.stdout().iter().all(|l| !l.contains("cpg_")),
+        "{}",
+        kv.program.report()
+    );
+}
+
 /// `kv --help` prints its usage and exits 0 (run inside the shared node's namespace).
 #[test]
 fn kv_answers_help() {
