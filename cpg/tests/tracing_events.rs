@@ -168,7 +168,7 @@ fn a_daemon_restart_is_logged_as_lost_then_reconnected_in_the_groups_span() {
     let member = Participant::start(cluster.node(0), "member", &group, Config::default());
 
     let view = wait_record("first view", "cpg_group", &group, WAIT, |r| {
-        r.message.starts_with("view ")
+        r.message.starts_with("installed view ")
     });
     assert_eq!(view.level, Level::INFO);
     assert_eq!(view.target, "cpg::group");
@@ -207,7 +207,7 @@ fn a_daemon_restart_is_logged_as_lost_then_reconnected_in_the_groups_span() {
     // In order: the first view, the loss, the reconnect; nothing per message.
     let records = of("cpg_group", &group);
     let at = |m: &str| records.iter().position(|r| r.message.starts_with(m));
-    assert!(at("view ") < at("daemon lost") && at("daemon lost") < at("reconnected"));
+    assert!(at("installed view ") < at("daemon lost") && at("daemon lost") < at("reconnected"));
 }
 
 #[test]

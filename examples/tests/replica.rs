@@ -217,9 +217,9 @@ fn kv_logs_what_the_layers_do_to_stderr_with_rust_log() {
     ];
     loop {
         let err = kv.program.stderr();
-        let view = err
-            .iter()
-            .any(|l| l.contains(" INFO ") && l.contains(&wanted[0]) && l.contains(": view "));
+        let view = err.iter().any(|l| {
+            l.contains(" INFO ") && l.contains(&wanted[0]) && l.contains(": installed view ")
+        });
         let synced = err
             .iter()
             .any(|l| l.contains(" INFO ") && l.contains(&wanted[1]) && l.contains(": in sync"));

@@ -68,7 +68,7 @@ impl Log {
                 leader = v.is_leader(),
                 joined = v.joined().len(),
                 left = v.left().len(),
-                "view {v}"
+                "installed {v}"
             ),
             Event::Settled { view, ring } => {
                 tracing::debug!(target: "cpg::group", %view, %ring, "view settled in its ring")
@@ -83,7 +83,7 @@ impl Log {
             Event::Evicted { view } => tracing::warn!(
                 target: "cpg::group",
                 view = %view.id(),
-                "evicted: this process is not a member of view {view}"
+                "evicted: the daemon reports this process gone in {view}"
             ),
             Event::Disconnected { error } => {
                 tracing::warn!(target: "cpg::group", %error, "daemon lost; reconnecting")
@@ -198,4 +198,90 @@ fn suppressed_summary(suppressed: u64) {
         "malformed messages: {suppressed} more not logged in the last {}s",
         INTERVAL.as_secs()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use tracing::field::{Field, Visit};
+    use tracing::{Level, Subscriber};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+    use super::*;
+    use crate::group::config::{Config, OnEviction, QuorumPolicy};
+    use crate::group::machine::Machine;
+    use crate::types::{Member, Reason};
+
+    /// (level, message, the fields as `name=value`) of every event.
+    type Records = Arc<Mutex<Vec<(Level, String, Vec<String>)>>>;
+
+    struct Capture(Records);
+
+    struct Fields<'a>(&'a mut String, &'a mut Vec<String>);
+
+    impl Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                *self.0 = format!("{value:?}");
+            } else {
+                self.1.push(format!("{}={value:?}", field.name()));
+            }
+        }
+    }
+
+    impl<S: Subscriber> Layer<S> for Capture {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let (mut message, mut fields) = (String::new(), Vec::new());
+            event.record(&mut Fields(&mut message, &mut fields));
+            let level = *event.metadata().level();
+            self.0.lock().unwrap().push((level, message, fields));
+        }
+    }
+
+    /// An eviction as the machine reports it (listed as left without leaving, with
+    /// `OnEviction::Stop`): the events routed through the log, captured.
+    #[test]
+    fn an_eviction_is_a_warning_with_the_view_and_the_stop_follows() {
+        let records = Records::default();
+        let subscriber = tracing_subscriber::registry().with(Capture(Arc::clone(&records)));
+        tracing::subscriber::with_default(subscriber, || {
+            let me = Member { nodeid: 1, pid: 10 };
+            let config = Config {
+                quorum: QuorumPolicy::Ignore,
+                on_eviction: OnEviction::Stop,
+                ..Config::default()
+            };
+            let now = Instant::now();
+            let mut machine = Machine::new(config, me.pid, 1);
+            let mut log = Log::new(&GroupName::new("evict").unwrap());
+            machine.start(now);
+            machine.handle_connected(now, Ok(me.nodeid));
+            machine.handle_confchg(now, &[me], &[], &[(me, Reason::Join)]);
+            machine.send(b"queued".to_vec(), true).unwrap();
+            machine.handle_confchg(now, &[me], &[(me, Reason::ProcDown)], &[]);
+            while let Some(event) = machine.poll_event() {
+                log.event(&event);
+            }
+        });
+        let records = records.lock().unwrap();
+        let levels: Vec<(Level, &str)> = records
+            .iter()
+            .map(|(l, m, _)| (*l, m.split([':', '[']).next().unwrap()))
+            .collect();
+        assert_eq!(
+            levels,
+            [
+                (Level::INFO, "installed view 1.1 "),
+                (Level::WARN, "evicted"),
+                (Level::WARN, "stopped"),
+            ],
+            "the message that was not sent logs nothing: {records:?}"
+        );
+        assert!(
+            records[1].2.contains(&"view=1.2".to_string()),
+            "{records:?}"
+        );
+    }
 }
