@@ -958,6 +958,8 @@ fn words_digest(bytes: &[u8]) -> u64 {
 }
 
 impl Replicated for BenchState {
+    type Output = ();
+
     fn apply(&mut self, op: &[u8], info: &OpInfo) {
         self.receiver
             .deliver(info.origin.nodeid, info.origin.pid, op);
@@ -1076,11 +1078,11 @@ fn replica_event(event: replica::Event, checks: &Checks) -> Result<(), String> {
 }
 
 /// Waits for a ticket's operation to be applied here.
-fn wait_ticket(ticket: &Ticket, halt: &dyn Fn() -> bool) -> Result<u64, String> {
+fn wait_ticket(ticket: &Ticket<()>, halt: &dyn Fn() -> bool) -> Result<u64, String> {
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     loop {
         match ticket.wait(POLL) {
-            Ok(version) => return Ok(version),
+            Ok(outcome) => return Ok(outcome.version),
             Err(replica::ReplicaError::Timeout) => {
                 if halt() {
                     return Err("interrupted".into());
@@ -1101,7 +1103,7 @@ fn wait_ticket(ticket: &Ticket, halt: &dyn Fn() -> bool) -> Result<u64, String> 
 /// outstanding (at the bound it waits for the oldest).
 struct ReplicaSender<'r> {
     replica: &'r Replica<BenchState>,
-    tickets: VecDeque<Ticket>,
+    tickets: VecDeque<Ticket<()>>,
     max: usize,
 }
 

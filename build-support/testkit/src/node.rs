@@ -18,6 +18,8 @@ use crate::{process, HarnessError, QuorumStatus};
 
 /// How long a daemon may take to answer after being started.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one `corosync-cmapctl` query may take before it counts as unanswered.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a daemon may take to exit on SIGTERM before it gets SIGKILL.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Lines of daemon log appended to error messages.
@@ -455,12 +457,10 @@ impl Node {
 
     /// Runs `corosync-cmapctl ARGS` in the namespace; stdout, or stderr as the error.
     fn query(&self, args: &[&str]) -> Result<String, String> {
-        let out = self
-            .command("corosync-cmapctl")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run corosync-cmapctl: {e}"))?;
+        let out = process::output_within(
+            self.command("corosync-cmapctl").args(args),
+            TOOL_TIMEOUT,
+        )?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {

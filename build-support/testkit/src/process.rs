@@ -57,6 +57,47 @@ pub(crate) fn run(cmd: &mut Command) -> Result<String, HarnessError> {
     }
 }
 
+/// Runs `cmd` with stdout and stderr captured, like [`Command::output`], but gives up
+/// after `timeout`: then the child is killed, reaped, and the error says so. For the
+/// corosync tools, which can wait without end on a daemon that accepted their
+/// connection and does not answer (one starting or stopping under heavy load).
+pub(crate) fn output_within(
+    cmd: &mut Command,
+    timeout: Duration,
+) -> Result<std::process::Output, String> {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    // Read both pipes on threads so that a child writing more than a pipe holds cannot
+    // block while this thread waits for its exit.
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = read(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    if !wait_exit(&mut child, timeout) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("{cmd:?} did not return within {timeout:?} (killed)"));
+    }
+    let status = child.wait().map_err(|e| format!("cannot wait for {cmd:?}: {e}"))?;
+    Ok(std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
 /// Sends `sig` to `child` unless it has exited already; `false` if it had (then nothing
 /// is sent).
 ///
