@@ -253,6 +253,11 @@ mod imp {
             Some(sum)
         }
 
+        /// Whether a pause is going on.
+        pub(crate) fn paused(&self) -> bool {
+            self.current.is_some()
+        }
+
         /// Whether an interval with back-pressure is open (a tick then needs the time
         /// for [`due`](Self::due)).
         pub(crate) fn open(&self) -> bool {
@@ -334,7 +339,9 @@ mod imp {
             for ms in [0, 10, 20, 25] {
                 p.refused(at(t0, ms));
             }
+            assert!(p.paused());
             p.resumed(at(t0, 30));
+            assert!(!p.paused());
             p.resumed(at(t0, 31)); // a send without a pause before it
             p.refused(at(t0, 200));
             p.refused(at(t0, 250));

@@ -3,7 +3,8 @@
 //! fields and the fields of the spans around it, and each test looks at the events in
 //! the span of its own group (its name is unique).
 //!
-//! - a daemon killed and started again: the group warns that it was lost (with the
+//! - a daemon killed and started again: the group says which view it installed and
+//!   that the agreed quorum is reached, warns that the daemon was lost (with the
 //!   error) and says it reconnected (with the new incarnation), in a span naming the
 //!   group, the node and the pid;
 //! - a state transfer: the joiner says its state was replaced by the source's and that
@@ -163,7 +164,11 @@ fn wait_record(
 #[test]
 fn a_daemon_restart_is_logged_as_lost_then_reconnected_in_the_groups_span() {
     captured();
-    let cluster = Cluster::start(1);
+    let cluster = Cluster::builder()
+        .nodes(1)
+        .quorum(cpg_testkit::Quorum::votequorum())
+        .start()
+        .expect("a node with votequorum");
     let group = unique_group("trace-reconnect");
     let member = Participant::start(cluster.node(0), "member", &group, Config::default());
 
@@ -177,6 +182,13 @@ fn a_daemon_restart_is_logged_as_lost_then_reconnected_in_the_groups_span() {
     let span = view.span("cpg_group").unwrap();
     assert_eq!(span.get("pid"), Some(&std::process::id().to_string()));
     assert_eq!(span.get("node"), Some(&"1".to_string()), "node id recorded");
+    // The agreed quorum, once the first marker is delivered.
+    let quorum = wait_record("agreed quorum", "cpg_group", &group, WAIT, |r| {
+        r.message.starts_with("agreed quorum: quorate")
+    });
+    assert_eq!(quorum.level, Level::INFO);
+    assert_eq!(quorum.field("quorate"), Some("true"));
+    assert_eq!(quorum.field("view"), view.field("view"));
 
     cluster.kill_daemon(0);
     member.log().wait_for("Disconnected", WAIT, |e| {

@@ -457,10 +457,8 @@ impl Node {
 
     /// Runs `corosync-cmapctl ARGS` in the namespace; stdout, or stderr as the error.
     fn query(&self, args: &[&str]) -> Result<String, String> {
-        let out = process::output_within(
-            self.command("corosync-cmapctl").args(args),
-            TOOL_TIMEOUT,
-        )?;
+        let out =
+            process::output_within(self.command("corosync-cmapctl").args(args), TOOL_TIMEOUT)?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {

@@ -83,14 +83,28 @@ pub(crate) fn output_within(
             buf
         })
     };
-    let stdout = read(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let stderr = read(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stdout = read(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = read(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     if !wait_exit(&mut child, timeout) {
         let _ = child.kill();
         let _ = child.wait();
-        return Err(format!("{cmd:?} did not return within {timeout:?} (killed)"));
+        return Err(format!(
+            "{cmd:?} did not return within {timeout:?} (killed)"
+        ));
     }
-    let status = child.wait().map_err(|e| format!("cannot wait for {cmd:?}: {e}"))?;
+    let status = child
+        .wait()
+        .map_err(|e| format!("cannot wait for {cmd:?}: {e}"))?;
     Ok(std::process::Output {
         status,
         stdout: stdout.join().unwrap_or_default(),

@@ -154,11 +154,13 @@ impl Log {
         });
     }
 
-    /// The outcome of one send: a refusal for back-pressure pauses the queue.
-    pub(super) fn sent(&mut self, now: Instant, result: &Result<(), Error>) {
+    /// The outcome of one send: a refusal for back-pressure pauses the queue. Reads
+    /// the clock only in and at the end of a pause.
+    pub(super) fn sent(&mut self, result: &Result<(), Error>) {
         match result {
-            Err(e) if e.is_retryable() => self.pauses.refused(now),
-            _ => self.pauses.resumed(now),
+            Err(e) if e.is_retryable() => self.pauses.refused(Instant::now()),
+            _ if self.pauses.paused() => self.pauses.resumed(Instant::now()),
+            _ => {}
         }
     }
 

@@ -110,7 +110,7 @@ impl<C: Connection> Pump<C> {
                     };
                     self.sends += 1;
                     let mut core = shared.lock();
-                    traced!(core.log.sent(Instant::now(), &result));
+                    traced!(core.log.sent(&result));
                     core.machine.handle_send_result(Instant::now(), result);
                     drop(sending);
                     // Receipts resolve and wakers run outside the gate: their code may
