@@ -211,9 +211,11 @@ fn kv_logs_what_the_layers_do_to_stderr_with_rust_log() {
     };
     kv.wait_synced(1);
     let deadline = Instant::now() + WAIT;
+    // The span's fields: the group, the pid, and the node id once known.
+    let pid = kv.program.pid();
     let wanted = [
-        format!("cpg_group{{group={store} node=1 pid="),
-        format!("cpg_replica{{group={store} node=1 pid="),
+        format!("cpg_group{{group={store} pid={pid} node=1}}"),
+        format!("cpg_replica{{group={store} pid={pid} node=1}}"),
     ];
     loop {
         let err = kv.program.stderr();
