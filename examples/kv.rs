@@ -3,7 +3,7 @@
 //! kills, partitions and daemon restarts (the `cpg::replica` layer).
 //!
 //! ```text
-//! cargo run -p cpg-examples --bin kv -- my-store --majority-of 3   # on each node
+//! cargo run -p cpg-examples --bin kv -- my-store   # on each node
 //! RUST_LOG=cpg=debug cargo run -p cpg-examples --bin kv -- my-store   # and what the layers do, on stderr
 //! ```
 //!
@@ -13,15 +13,26 @@
 //! set KEY VALUE   -> OK v<version> was <old value>|unset  (once applied here, in the agreed order)
 //! del KEY         -> OK v<version> was <old value>|unset
 //! get KEY         -> VALUE KEY VALUE  |  NONE KEY  |  ERR <why>
-//! digest          -> DIGEST v<version> <digest> members=<n> phase=<phase>
+//! digest          -> DIGEST v<version> <digest> members=<n> phase=<phase> epoch=<e> quorum=<state>
 //! verify          -> (later) VERIFIED ... | DIVERGED ...
 //! ```
 //!
-//! Writes are refused (`ERR minority`) unless the current view holds a majority of the
-//! `--majority-of` configured nodes: only one side of a partition can accept writes,
-//! so a merge never throws away an acknowledged write. Without the option every side
-//! accepts writes, and after a heal the side with the longer history wins: the other
-//! side prints `DISCARDED` for each of its own writes that were lost. The old value a
+//! Writes follow corosync's quorum (where `corosync.conf` configures a quorum
+//! provider, `quorum { provider: corosync_votequorum }`): on a side of a partition
+//! that is not quorate a write is refused with `ERR not quorate: ...`, at once when
+//! the local daemon says so, else where the write is delivered (the replica layer
+//! judges it by the quorum every member agreed on at that point, so no member applies
+//! it); retrying is safe. Only the quorate side accepts writes, so a merge never
+//! throws away an acknowledged write, and its history wins the merge (it has the
+//! higher quorum epoch). The layer's quorum changes print as `QUORUM <state>
+//! epoch=<e>`. `--ungated` turns the gate off: every side accepts writes, and after
+//! a heal the quorate side's history still wins; the other side prints `DISCARDED`
+//! for each of its own writes that were lost.
+//!
+//! On a cluster without a quorum provider every side is "quorate": there,
+//! `--majority-of N` refuses writes (`ERR minority`) unless the current view holds a
+//! majority of the N configured nodes, and after a heal the longer history wins. The
+//! old value a
 //! write answers is what `apply` returned for it: the same on every copy. A `get`
 //! passes a read barrier first (`read_ordered`), so it sees every write acknowledged
 //! anywhere in its view before it was asked (a `set` on another node that answered
@@ -56,9 +67,13 @@ struct Args {
     /// Name of the group.
     group: String,
     /// Accept writes only while the view holds a majority of this many nodes
-    /// (0: always accept).
+    /// (0: always accept), for a cluster without a quorum provider.
     #[arg(long, default_value_t = 0)]
     majority_of: usize,
+    /// Accept writes whatever corosync's quorum says (the quorate side's history
+    /// still wins a merge).
+    #[arg(long)]
+    ungated: bool,
     /// Seconds between automatic digest checks (0: only on `verify`).
     #[arg(long, default_value_t = 30)]
     verify_secs: u64,
@@ -159,6 +174,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = Config::default();
     config.verify_interval = (args.verify_secs > 0).then(|| Duration::from_secs(args.verify_secs));
+    config.gate_writes = !args.ungated;
     let replica = Arc::new(
         Replica::builder(GroupName::new(&args.group)?, Store::default())
             .config(config)
@@ -206,10 +222,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 let s = replica.summary();
                 let n = replica.view().map_or(0, |v| v.len());
                 println!(
-                    "DIGEST v{} {:016x} members={n} phase={:?}",
+                    "DIGEST v{} {:016x} members={n} phase={:?} epoch={} quorum={}",
                     s.version,
                     s.digest,
-                    replica.phase()
+                    replica.phase(),
+                    s.epoch,
+                    replica.agreed_quorum()
                 );
             }
             ["verify"] => replica.verify(),
@@ -273,6 +291,7 @@ fn print_event(e: &Event, names: Option<&NodeNames>) {
                 );
             }
         }
+        Event::Quorum { state, epoch } => println!("QUORUM {state} epoch={epoch}"),
         Event::Verified { summary, .. } => println!("VERIFIED {summary}"),
         Event::Diverged { summaries, .. } => println!("DIVERGED {summaries:?}"),
         Event::RoundFailed { attempt, why } => println!("ROUND-FAILED {attempt} {why:?}"),

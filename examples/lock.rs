@@ -4,7 +4,7 @@
 //! the same point of the history (`Replicated::apply_view`).
 //!
 //! ```text
-//! cargo run -p cpg-examples --bin lock -- my-locks --majority-of 3 --listen 127.0.0.1:7070
+//! cargo run -p cpg-examples --bin lock -- my-locks --listen 127.0.0.1:7070
 //! ```
 //!
 //! Clients connect over TCP and send one command per line; each answer is one line:
@@ -17,12 +17,19 @@
 //!
 //! A lock belongs to the client connection that took it (`<holder>` is
 //! `node:pid/connection`); closing the connection releases its locks (where it has a
-//! majority: else when its process goes). `WHO` reads
+//! quorum: else when its process goes). `WHO` reads
 //! after a barrier: it sees every `LOCK` and `UNLOCK` answered anywhere before it.
-//! Every answer needs a majority of the `--majority-of` configured nodes in the view
-//! (`ERR minority` otherwise), and the state refuses writes applied in a view without
-//! one, so that a write in flight when a partition happened cannot succeed on the
-//! minority side. The program prints `LISTENING <address>` and the layer's events.
+//! Every answer needs corosync's quorum (`quorum { provider: corosync_votequorum }` in
+//! `corosync.conf`): on a side that is not quorate every command answers
+//! `ERR not-quorate`, and the replica layer refuses a `LOCK` or `UNLOCK` delivered
+//! where the quorum its members agreed on does not permit it, so that a write in
+//! flight when a partition happened cannot succeed on the minority side; after a heal
+//! the quorate side's history wins (its quorum epoch is higher). On a cluster without
+//! a quorum provider every side is "quorate": there, `--majority-of N` makes every
+//! answer need a majority of the N configured nodes in the view (`ERR minority`
+//! otherwise), the state refuses writes applied in a view without one, and counts its
+//! majority views in its merge hint. The program prints `LISTENING <address>` and the
+//! layer's events.
 //!
 //! # Fencing
 //!
@@ -31,17 +38,18 @@
 //! minority side of a partition cannot know at once that it lost its lock: the
 //! majority frees the lock when its view without the holder's node is synchronised
 //! (a token timeout and a round after the partition) and may grant it again at once.
-//! The holder's own node sees its view without a majority at about the same time (the
-//! program prints `MINORITY`), not before, and learns for sure only when the partition
+//! The holder's own node sees its quorum lost at about the same time (the program
+//! prints `NOT-QUORATE`, or `MINORITY` with `--majority-of`), not before, and learns
+//! for sure only when the partition
 //! heals and its state is replaced by the majority's (`RESTORED`; `WHO` then names the
 //! new holder). So a holder must stop using the protected resource as soon as its
-//! view loses the majority, and the resource must not trust that alone: every request
+//! side loses quorum, and the resource must not trust that alone: every request
 //! to it carries the holder's token, and it refuses a token lower than the highest it
 //! has seen. Then a stale holder's late request is refused, whatever it believes.
-//! Treat a `GRANTED` answered just before `MINORITY` as lost too: the nodes that part
-//! can order the last operations before a partition differently, and the majority's
-//! history may have that `LOCK` answered `HELD` (see the `cpg::replica` docs,
-//! "Results"). (A follow-up replaces `--majority-of` by corosync's quorum.)
+//! Treat a `GRANTED` answered just before `NOT-QUORATE` as lost too: the nodes that
+//! part can order the last operations before a partition differently, and the quorate
+//! side's history may have that `LOCK` answered `HELD` (see the `cpg::replica` docs,
+//! "Results").
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,8 +57,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use cpg::replica::{
-    fnv, fnv_start, has_majority, AsyncReplica, Event, OpInfo, Replica, Replicated, RestoreError,
-    ViewChange,
+    fnv, fnv_start, has_majority, AsyncReplica, Event, OpInfo, Replica, ReplicaError, Replicated,
+    RestoreError, ViewChange,
 };
 use cpg::{GroupName, Member};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -62,7 +70,8 @@ use tokio::net::{TcpListener, TcpStream};
 struct Args {
     /// Name of the group (the same on every node).
     group: String,
-    /// Answer only while the view holds a majority of this many nodes (0: always).
+    /// Answer only while the view holds a majority of this many nodes (0: always), for
+    /// a cluster without a quorum provider.
     #[arg(long, default_value_t = 0)]
     majority_of: usize,
     /// Address to listen on (port 0: any free port; see `LISTENING`).
@@ -254,6 +263,9 @@ async fn serve(replica: Arc<AsyncReplica<Locks>>, stream: TcpStream, conn: u64, 
 
 async fn answer(replica: &AsyncReplica<Locks>, line: &str, conn: u64, n: usize) -> String {
     let words: Vec<&str> = line.split_whitespace().collect();
+    if !replica.quorum().permits() {
+        return "ERR not-quorate".into();
+    }
     if n > 0 && !replica.view().is_some_and(|v| has_majority(&v, n)) {
         return "ERR minority".into();
     }
@@ -269,6 +281,7 @@ async fn answer(replica: &AsyncReplica<Locks>, line: &str, conn: u64, n: usize) 
                 Ok(Reply::Released) => format!("RELEASED {name}"),
                 Ok(Reply::NotHolder) => format!("NOT-HOLDER {name}"),
                 Ok(Reply::Minority) => "ERR minority".into(),
+                Err(ReplicaError::NotQuorate) => "ERR not-quorate".into(),
                 Err(e) => format!("ERR {e}"),
             }
         }
@@ -296,6 +309,12 @@ async fn print_events(replica: Arc<AsyncReplica<Locks>>) {
                 if !majority {
                     println!("MINORITY: locks held here may be granted elsewhere");
                 }
+            }
+            Event::Quorum { state, epoch } if state.permits() => {
+                println!("QUORATE {state} epoch={epoch}")
+            }
+            Event::Quorum { state, .. } => {
+                println!("NOT-QUORATE {state}: locks held here may be granted elsewhere")
             }
             Event::Synced {
                 source, summary, ..

@@ -4,7 +4,9 @@
 //! on another, every time; a lock whose holder's process is killed, and one whose
 //! holder's daemon is killed, is freed on the others (and granted again with a higher
 //! fencing token); the old holder learns it lost the lock once its node is back; a
-//! partitioned node refuses, the majority goes on, and after the heal all agree.
+//! partitioned node refuses, the majority goes on, and after the heal all agree; the
+//! same partition on a votequorum cluster without `--majority-of` (corosync's quorum
+//! decides: `ERR not-quorate`).
 //!
 //! Needs root and corosync, like every test of this workspace; without them the
 //! harness panics, so these tests fail rather than skip. Every wait is bounded; each
@@ -37,7 +39,11 @@ struct Lock {
 
 impl Lock {
     fn start(node: &Node) -> Lock {
-        let program = Program::start(node, LOCK, &ARGS, None);
+        Lock::start_with(node, &ARGS)
+    }
+
+    fn start_with(node: &Node, args: &[&str]) -> Lock {
+        let program = Program::start(node, LOCK, args, None);
         let (_, line) = program.wait_line(0, WAIT, "LISTENING", |l| l.starts_with("LISTENING "));
         let addr = line["LISTENING ".len()..].to_string();
         Lock { program, addr }
@@ -168,6 +174,50 @@ fn lock_frees_a_departed_holders_locks_and_a_minority_refuses() {
     let who = c[2].until("WHO c", |a| a.starts_with("HELD c"));
     assert!(who.starts_with("HELD c 1:"), "{who}");
     assert_eq!(c[2].ask("WHO a"), c[0].ask("WHO a"));
+}
+
+/// On a votequorum cluster, with corosync's quorum and no `--majority-of`: the node cut
+/// off answers `ERR not-quorate` (and prints `NOT-QUORATE`), the quorate side grants,
+/// and after the heal every node names the quorate side's holder.
+#[test]
+fn lock_follows_corosyncs_quorum() {
+    let _heavy = heavy();
+    let cluster = Cluster::builder()
+        .nodes(3)
+        .quorum(cpg_testkit::Quorum::votequorum())
+        .start()
+        .expect("a 3-node votequorum cluster");
+    let args = ["example-lock-quorum", "--listen", "127.0.0.1:0"];
+    let locks: Vec<Lock> = (0..3)
+        .map(|i| Lock::start_with(cluster.node(i), &args))
+        .collect();
+    for l in &locks {
+        l.wait_view(0, 3);
+    }
+    let mut c: Vec<Client> = (0..3).map(|i| locks[i].client(cluster.node(i))).collect();
+    let first = token(&c[2].until("LOCK a", |a| a.starts_with("GRANTED")));
+    assert!(c[0].ask("WHO a").starts_with("HELD a 3:"));
+
+    let mark = locks[2].program.stdout_len();
+    cluster.partition(2);
+    c[2].until("LOCK c", |a| a == "ERR not-quorate");
+    assert_eq!(c[2].ask("WHO a"), "ERR not-quorate");
+    locks[2]
+        .program
+        .wait_line(mark, WAIT, "NOT-QUORATE", |l| l.starts_with("NOT-QUORATE"));
+    // The holder's node is gone from the quorate side: it frees and grants again.
+    c[0].until("WHO a", |a| a == "FREE a");
+    let again = token(&c[0].ask("LOCK a"));
+    assert!(again > first, "{again} after {first}");
+    c[1].until("LOCK c", |a| a.starts_with("GRANTED c"));
+    cluster.heal(2);
+    let who = c[2].until("WHO c", |a| a.starts_with("HELD c"));
+    assert!(who.starts_with("HELD c 2:"), "{who}");
+    let who = c[2].ask("WHO a");
+    assert!(
+        who.starts_with("HELD a 1:") && who.ends_with(&format!(" {again}")),
+        "{who}"
+    );
 }
 
 /// `lock --help` prints its usage and exits 0 (run inside the shared node's namespace).

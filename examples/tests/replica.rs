@@ -1,6 +1,7 @@
 //! The `kv` example as a user runs it, on a private 3-node cluster from `cpg-testkit`:
 //! a value written on one node is read on the others; a late copy catches up; a
-//! partitioned node refuses writes (majority gate) and catches up after the heal; a
+//! partitioned node refuses writes (majority gate without a quorum provider; corosync's
+//! quorum on a votequorum cluster, the default) and catches up after the heal; a
 //! killed copy is replaced by a new one that catches up; a daemon restart is survived;
 //! and at the end every copy reports the same digest. A stopped copy (a ghost still in
 //! the group) delays a round by its deadline only, and catches up once continued.
@@ -101,7 +102,7 @@ impl Kv {
         let deadline = Instant::now() + WAIT;
         loop {
             let d = self.ask("digest", &["DIGEST"]);
-            if d.ends_with(&format!("members={n} phase=Ready")) {
+            if d.contains(&format!("members={n} phase=Ready ")) {
                 return d.split(' ').take(3).collect::<Vec<_>>().join(" ");
             }
             assert!(Instant::now() < deadline, "{d}: {}", self.program.report());
@@ -236,6 +237,83 @@ fn kv_logs_what_the_layers_do_to_stderr_with_rust_log() {
         "{}",
         kv.program.report()
     );
+}
+
+/// With a quorum provider, `kv` gates on corosync's quorum by default (no
+/// `--majority-of`): the node cut off loses quorum (it prints `QUORUM not quorate`) and
+/// refuses writes, the two others write, and after the heal (`QUORUM quorate` again)
+/// the cut-off copy holds their history. With `--ungated`, the cut-off copy writes
+/// more than the others, and still takes their history at the heal.
+#[test]
+fn kv_gates_on_corosyncs_quorum() {
+    let _heavy = heavy();
+    let cluster = Cluster::builder()
+        .nodes(3)
+        .quorum(cpg_testkit::Quorum::votequorum())
+        .start()
+        .expect("a 3-node votequorum cluster");
+    for (group, ungated) in [("example-kv-quorum", false), ("example-kv-ungated", true)] {
+        let mut args = vec![group, "--verify-secs", "0"];
+        if ungated {
+            args.push("--ungated");
+        }
+        let mut kv: Vec<Kv> = (0..3).map(|i| Kv::start(cluster.node(i), &args)).collect();
+        for k in &mut kv {
+            k.wait_synced(3);
+        }
+        let agreed = |k: &mut Kv, n: usize, quorum: &str| {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let d = k.ask("digest", &["DIGEST"]);
+                if d.contains(&format!("members={n} phase=Ready "))
+                    && d.contains(&format!("quorum={quorum} in ring"))
+                {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "{d}: {}", k.program.report());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        for k in &mut kv {
+            agreed(k, 3, "quorate");
+        }
+        assert!(kv[0]
+            .ask("set color blue", &["OK", "ERR"])
+            .starts_with("OK"));
+        kv[2].wait_value("color", "VALUE color blue");
+
+        cluster.partition(2);
+        agreed(&mut kv[2], 1, "not quorate");
+        agreed(&mut kv[0], 2, "quorate");
+        kv[2].expect(0, "QUORUM not quorate");
+        let minority = kv[2].ask("set color red", &["OK", "ERR"]);
+        if ungated {
+            assert!(minority.starts_with("OK"), "{minority}");
+            assert!(kv[2].ask("set extra 1", &["OK", "ERR"]).starts_with("OK"));
+            assert!(kv[2].ask("set extra 2", &["OK", "ERR"]).starts_with("OK"));
+        } else {
+            assert!(minority.starts_with("ERR not quorate"), "{minority}");
+        }
+        assert!(kv[0]
+            .ask("set color green", &["OK", "ERR"])
+            .starts_with("OK"));
+        let mark = kv[2].len();
+        cluster.heal(2);
+        for k in &mut kv {
+            agreed(k, 3, "quorate");
+        }
+        kv[2].expect(mark, "QUORUM quorate");
+        kv[2].wait_value("color", "VALUE color green");
+        kv[2].wait_value("extra", "NONE extra");
+        if ungated {
+            kv[2].expect(mark, "DISCARDED set");
+        }
+        let digests: Vec<String> = kv.iter_mut().map(|k| k.wait_synced(3)).collect();
+        assert!(
+            digests.iter().all(|d| *d == digests[0]),
+            "digests differ: {digests:?}"
+        );
+    }
 }
 
 /// `kv --help` prints its usage and exits 0 (run inside the shared node's namespace).

@@ -96,6 +96,10 @@ pub struct LayerRun<'a> {
     pub json: bool,
     /// The group layer's send-queue bound (`None`: see [`default_queue_limit`]).
     pub queue_limit: Option<usize>,
+    /// The group layer's largest batch (`None`: the layer's default; 0: no batching).
+    pub batch_bytes: Option<usize>,
+    /// The group layer's batch window (`None`: the layer's default).
+    pub batch_window: Option<usize>,
     /// Replica: most tickets outstanding (`None`: see [`default_in_flight`]).
     pub max_in_flight: Option<u64>,
     /// Members to wait for before sending (or, receiving, before `# ready`).
@@ -126,6 +130,12 @@ impl LayerRun<'_> {
         config.queue_limit = self
             .queue_limit
             .unwrap_or_else(|| default_queue_limit(self.max_size()));
+        if let Some(bytes) = self.batch_bytes {
+            config.batch_bytes = bytes;
+        }
+        if let Some(frames) = self.batch_window {
+            config.batch_window = frames;
+        }
         config
     }
 }

@@ -257,10 +257,13 @@ fn latency_sweep(extra: &[&str], group: &str) {
 fn verified_sweep(program: &str, extra: &[&str], group: &str) -> Finished {
     let node = cpg_testkit::shared();
     let _serial = serial();
+    // 3 s per size: the large size's window also delivers what the small one left in
+    // flight, and on a loaded machine 1 s was once spent on that alone (0 large
+    // messages counted).
     let mut args = vec![
         "--verify",
         "--duration",
-        "1",
+        "3",
         "--sizes",
         "64,200000",
         "--group",

@@ -1,7 +1,8 @@
 //! The demo: a private 3-node corosync cluster on this machine, the `chat` example on
 //! every node, a message delivered everywhere, a member leaving, a node failing; then
 //! the `kv` example (replicated state): a write read on another node, a late copy
-//! catching up, a partitioned copy refusing writes and catching up after the heal.
+//! catching up, a partitioned copy losing corosync's quorum (votequorum), refusing
+//! writes, regaining quorum and catching up after the heal.
 //! All narrated in plain English; then everything is removed.
 //!
 //! ```text
@@ -205,6 +206,17 @@ impl Program {
         lines.iter().any(|l| pred(l))
     }
 
+    /// [`has_line`](Self::has_line) on the lines without the node names the chat
+    /// prints beside node ids (`node 1 (node1) pid 42` reads `node 1 pid 42`).
+    fn has_plain_line(&self, pred: &dyn Fn(&str) -> bool) -> bool {
+        self.has_line(&|l| pred(&without_names(l)))
+    }
+
+    fn last_line(&self, pred: &dyn Fn(&str) -> bool) -> Option<String> {
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().rev().find(|l| pred(l)).cloned()
+    }
+
     fn count_lines(&self, pred: &dyn Fn(&str) -> bool) -> usize {
         let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         lines.iter().filter(|l| pred(l)).count()
@@ -257,6 +269,26 @@ impl Drop for Program {
     }
 }
 
+/// `line` without the node names the examples print after node ids: every
+/// ` (node<digits>)` removed.
+fn without_names(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find(" (node") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + " (node".len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && after[digits..].starts_with(')') {
+            rest = &after[digits + 1..];
+        } else {
+            out.push_str(" (node");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The second scene: `kv`, replicated state on top of CPG (`cpg::replica`).
 fn kv_scene(
     args: &Args,
@@ -265,22 +297,29 @@ fn kv_scene(
     kv_exe: &Path,
 ) -> Result<(), String> {
     say("Node 3's corosync is started again. Next, the `kv` example: a key-value store replicated on \
-         CPG. Each copy applies the same writes in the same order, and accepts writes only while it \
-         sees a majority of the 3 nodes. Its lines: 'OK v<version>' for a write applied here, \
-         'VALUE' for a read, 'SYNCED' when a copy has caught up.");
+         CPG. Each copy applies the same writes in the same order, and accepts writes only while \
+         corosync's quorum (votequorum: one vote per node, 2 of 3 needed) says its side of the \
+         cluster is quorate. Its lines: 'OK v<version>' for a write applied here, 'VALUE' for a \
+         read, 'SYNCED' when a copy has caught up, 'QUORUM' when the quorum its copies agreed on \
+         changes.");
     cluster.restart_daemon(2);
     for i in 0..3 {
         cluster.wait_members(i, &[1, 2, 3], STEP_TIMEOUT)?;
     }
-    let kv_args = [KV_GROUP, "--majority-of", "3"];
+    let kv_args = [KV_GROUP];
     let mut kv = Vec::new();
     for i in 0..2 {
         kv.push(Program::start(cluster, i, kv_exe, "kv", &kv_args)?);
     }
-    let synced = |k: &mut Program, n: usize| {
-        let want = format!("members={n} phase=Ready");
-        k.ask_until(stop, "digest", &["DIGEST"], &|d| d.ends_with(&want))
+    // In sync in a view of `n`, with the quorum agreed (`quorate`, or `not quorate`).
+    let agreed = |k: &mut Program, n: usize, quorum: &str| {
+        let want = format!("members={n} phase=Ready ");
+        let quorum = format!("quorum={quorum} in ring");
+        k.ask_until(stop, "digest", &["DIGEST"], &|d| {
+            d.contains(&want) && d.contains(&quorum)
+        })
     };
+    let synced = |k: &mut Program, n: usize| agreed(k, n, "quorate");
     for k in &mut kv {
         synced(k, 2)?;
     }
@@ -310,15 +349,18 @@ fn kv_scene(
     pause(args, stop)?;
 
     say(
-        "Node 3 is cut off from the network. Alone it is a minority, so its copy refuses \
-         writes, while nodes 1 and 2 (a majority) go on and write color=green.",
+        "Node 3 is cut off from the network. Alone it has 1 vote of 3: corosync says it lost \
+         quorum, so its copy refuses writes, while nodes 1 and 2 (quorate) go on and write \
+         color=green.",
     );
     cluster.partition(2);
-    synced(&mut kv[2], 1)?;
+    agreed(&mut kv[2], 1, "not quorate")?;
     synced(&mut kv[0], 2)?;
+    let lost = kv[2].last_line(&|l| l.starts_with("QUORUM not quorate"));
+    println!("   -> node 3: {}", lost.unwrap_or_default());
     let refused = kv[2].ask(stop, "set color red", &["OK", "ERR"])?;
-    if refused != "ERR minority" {
-        return Err(format!("node 3's write in a minority answered {refused}"));
+    if !refused.starts_with("ERR not quorate") {
+        return Err(format!("node 3's write without quorum answered {refused}"));
     }
     let ok = kv[0].ask(stop, "set color green", &["OK", "ERR"])?;
     if !ok.starts_with("OK") {
@@ -335,6 +377,9 @@ fn kv_scene(
     kv[2].ask_until(stop, "get color", &["VALUE", "NONE"], &|v| {
         v == "VALUE color green"
     })?;
+    synced(&mut kv[2], 3)?;
+    let regained = kv[2].last_line(&|l| l.starts_with("QUORUM quorate"));
+    println!("   -> node 3: {}", regained.unwrap_or_default());
     let mut digests = Vec::new();
     for k in &mut kv {
         let d = synced(k, 3)?;
@@ -407,6 +452,7 @@ fn run(args: &Args, stop: &AtomicBool) -> Result<(), String> {
     say("Starting a private 3-node corosync cluster on this machine (each node in its own network namespace; nothing leaves it) ...");
     let cluster = Cluster::builder()
         .nodes(3)
+        .quorum(cpg_testkit::Quorum::votequorum())
         .start()
         .map_err(|e| format!("cannot start the cluster: {e}"))?;
     println!(
@@ -427,7 +473,7 @@ fn run(args: &Args, stop: &AtomicBool) -> Result<(), String> {
         wait_for(stop, "the chat to join", || {
             chats[i].has_line(&|l| l.starts_with("joined group"))
                 && chats.iter().all(|c| {
-                    c.has_line(&|l| l.contains(&format!("joined: node {} pid {me}", i + 1)))
+                    c.has_plain_line(&|l| l.contains(&format!("joined: node {} pid {me}", i + 1)))
                 })
         })?;
     }
@@ -491,7 +537,8 @@ fn run(args: &Args, stop: &AtomicBool) -> Result<(), String> {
     chats[1].end_input();
     let left2 = format!("left: node 2 pid {pid2} (leave)");
     wait_for(stop, "nodes 1 and 3 to see node 2's chat leave", || {
-        chats[0].has_line(&|l| l.contains(&left2)) && chats[2].has_line(&|l| l.contains(&left2))
+        chats[0].has_plain_line(&|l| l.contains(&left2))
+            && chats[2].has_plain_line(&|l| l.contains(&left2))
     })?;
     let status = chats[1].wait_exit(stop)?;
     println!("   -> node 2's chat exited ({status})");
@@ -506,12 +553,12 @@ fn run(args: &Args, stop: &AtomicBool) -> Result<(), String> {
     wait_for(
         stop,
         "node 1 to see node 3's chat go with 'node down'",
-        || chats[0].has_line(&|l| l.contains(&left3)),
+        || chats[0].has_plain_line(&|l| l.contains(&left3)),
     )?;
     wait_for(
         stop,
         "node 1 to see the cluster shrink to nodes 1 and 2",
-        || chats[0].has_line(&|l| l.starts_with("cluster:") && l.ends_with("2 nodes [1, 2]")),
+        || chats[0].has_plain_line(&|l| l.starts_with("cluster:") && l.ends_with("2 nodes [1, 2]")),
     )?;
     let status = chats[2].wait_exit(stop)?;
     println!("   -> node 3's chat exited ({status})");

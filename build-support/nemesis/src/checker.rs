@@ -102,8 +102,12 @@ pub enum Check {
     /// learned it at different versions of the history, or with different members.
     ReplicaView,
     /// Replica layer: two records of one operation's outcome (its submitter's ticket,
-    /// other members' `apply` on the agreed state) differ.
+    /// other members' `apply` on the agreed state) differ, or members applied it at
+    /// different quorum epochs.
     ResultAgreement,
+    /// Replica layer: an operation was applied where the quorum the replica's view
+    /// agreed on did not permit writes (not quorate, or pending after a change).
+    QuorumGate,
     /// A virtual-synchrony difference in which the clients of one node delivered
     /// messages of a node that failed in the transition and the clients of another
     /// node, moving on with them, never did: corosync's ring recovery could not give
@@ -132,6 +136,7 @@ impl fmt::Display for Check {
             Check::AppliedOnce => "applied-once",
             Check::ReplicaView => "replica-view",
             Check::ResultAgreement => "result-agreement",
+            Check::QuorumGate => "quorum-gate",
             Check::LostInRecovery => "lost-in-recovery",
         })
     }

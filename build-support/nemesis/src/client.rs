@@ -45,6 +45,9 @@ pub struct ClientConfig {
     pub group: String,
     /// Messages per second.
     pub rate: f64,
+    /// The group-layer and replica clients: messages (operations) per burst, at
+    /// `rate` on average.
+    pub burst: u32,
     /// The API to use.
     pub api: Api,
     /// Incarnation number (unique in the run).

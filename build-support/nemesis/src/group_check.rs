@@ -503,6 +503,7 @@ pub fn check_replicas(histories: &[History], report: &mut Report) {
     let mut views: HashMap<&str, (String, u64, &[Member])> = HashMap::new();
     let mut views_compared = 0usize;
     let outcomes_compared = check_outcomes(histories, report);
+    let (gated, refused) = check_quorum_gate(histories, report);
     for h in histories {
         let Some(Record::Start { inc, node, pid, .. }) = h.records.first() else {
             continue;
@@ -601,8 +602,10 @@ pub fn check_replicas(histories: &[History], report: &mut Report) {
         }
     }
     report.notes.push(format!(
-        "replica layer: {} clients, {} finished, {submitted} operations submitted by the finished ones, \
-         {views_compared} view changes and {outcomes_compared} outcomes compared between members, final states {:?}",
+        "replica layer: {} clients, {} finished, {submitted} operations submitted by the finished ones \
+         ({refused} refused for want of quorum), {gated} applied operations checked against the \
+         agreed quorum, {views_compared} view changes and {outcomes_compared} outcomes compared \
+         between members, final states {:?}",
         histories.len(),
         finals.len(),
         finals
@@ -610,6 +613,50 @@ pub fn check_replicas(histories: &[History], report: &mut Report) {
             .map(|f| format!("v{} #{:016x}", f.2, f.3))
             .collect::<std::collections::BTreeSet<_>>()
     ));
+}
+
+/// Quorum gate: no replica applied an operation where the quorum its view agreed on
+/// (its `Event::Quorum` records, in the order of its history) did not permit writes.
+/// Every `apply` record of an operation on the agreed state comes after the latest
+/// quorum record; before any (a cluster without a provider) everything is permitted.
+/// (That no quorate write is lost after a heal is the applied-once check: every
+/// operation confirmed to its origin, and not reported discarded, is in the final
+/// history; result agreement compares the epochs at which members applied an
+/// operation.) Returns the operations checked and the refusals counted.
+fn check_quorum_gate(histories: &[History], report: &mut Report) -> (usize, u64) {
+    let (mut checked, mut refused) = (0, 0);
+    for h in histories {
+        let Some(Record::Start { inc, node, pid, .. }) = h.records.first() else {
+            continue;
+        };
+        let who = format!("{} (replica inc {inc}, node {node} pid {pid})", h.name);
+        let mut quorum: Option<(bool, &str)> = None;
+        for r in &h.records {
+            match r {
+                Record::RQuorum { permits, state, .. } => quorum = Some((*permits, state)),
+                Record::ROp {
+                    origin,
+                    seq,
+                    own: false,
+                    ..
+                } => {
+                    checked += 1;
+                    if let Some((false, state)) = quorum {
+                        report.violations.push(Violation {
+                            check: Check::QuorumGate,
+                            evidence: format!(
+                                "{who} applied operation {seq} of {origin:?} where the agreed \
+                                 quorum was {state}"
+                            ),
+                        });
+                    }
+                }
+                Record::RFinal { refused: n, .. } => refused += n,
+                _ => {}
+            }
+        }
+    }
+    (checked, refused)
 }
 
 /// Result agreement: the records of one operation's outcome agree where the layer
@@ -624,8 +671,8 @@ pub fn check_replicas(histories: &[History], report: &mut Report) {
 /// operation (the one the ticket reports). Returns how many pairs were compared.
 fn check_outcomes(histories: &[History], report: &mut Report) -> usize {
     /// An `apply` record: who, in which view (members), moving on to which (`None`:
-    /// finished in it), the version and the output.
-    type Applied = (String, Vec<Member>, Option<Vec<Member>>, u64, i64);
+    /// finished in it), the version, the output and the quorum epoch.
+    type Applied = (String, Vec<Member>, Option<Vec<Member>>, u64, i64, u64);
     let mut applied: HashMap<(Member, u64), Vec<Applied>> = HashMap::new();
     let mut compared = 0;
     for h in histories {
@@ -660,6 +707,7 @@ fn check_outcomes(histories: &[History], report: &mut Report) -> usize {
                     seq,
                     version,
                     output,
+                    epoch,
                     own: false,
                     ..
                 } => {
@@ -675,6 +723,7 @@ fn check_outcomes(histories: &[History], report: &mut Report) -> usize {
                         next,
                         *version,
                         *output,
+                        *epoch,
                     ));
                 }
                 Record::ROp {
@@ -712,15 +761,15 @@ fn check_outcomes(histories: &[History], report: &mut Report) -> usize {
                 continue;
             };
             compared += 1;
-            if (a.3, a.4) != (b.3, b.4) {
+            if (a.3, a.4, a.5) != (b.3, b.4, b.5) {
                 let next = a.2.as_ref().map_or("the end".into(), |n| format!("{n:?}"));
                 report.violations.push(Violation {
                     check: Check::ResultAgreement,
                     evidence: format!(
                         "operation {seq} of {origin:?}, applied in view {:?} by members that \
-                         moved on together to {next}: {} says version {} output {}, {} \
-                         version {} output {}",
-                        a.1, b.0, b.3, b.4, a.0, a.3, a.4
+                         moved on together to {next}: {} says version {} output {} epoch {}, \
+                         {} version {} output {} epoch {}",
+                        a.1, b.0, b.3, b.4, b.5, a.0, a.3, a.4, a.5
                     ),
                 });
             }
@@ -747,6 +796,8 @@ pub enum ReplicaPlant {
     OutputDiffers,
     /// A ticket reported another output than its own replica's `apply`.
     TicketDiffers,
+    /// One replica applied operations after its agreed quorum said not quorate.
+    AppliedNotQuorate,
 }
 
 /// Synthetic replica-client histories, with `plant`; for the unit tests and
@@ -776,6 +827,22 @@ pub fn synthetic_replicas(plant: ReplicaPlant) -> Vec<History> {
                 },
             ];
             let output = |seq: u64, differs: bool| if differs { 999 } else { -7 * seq as i64 };
+            // Quorate from the start; the second member's agreed quorum is lost before
+            // the operations where that is planted.
+            learned.push(Record::RQuorum {
+                permits: true,
+                state: "quorate in ring 1.4".into(),
+                epoch: 1,
+                t: 2001,
+            });
+            if plant == ReplicaPlant::AppliedNotQuorate && i == 1 {
+                learned.push(Record::RQuorum {
+                    permits: false,
+                    state: "not quorate in ring 2.8".into(),
+                    epoch: 1,
+                    t: 2001,
+                });
+            }
             for seq in 1..=3 {
                 learned.push(Record::ROp {
                     origin: members[0],
@@ -785,6 +852,7 @@ pub fn synthetic_replicas(plant: ReplicaPlant) -> Vec<History> {
                         seq,
                         plant == ReplicaPlant::OutputDiffers && i == 1 && seq == 2,
                     ),
+                    epoch: 1,
                     own: false,
                     t: 2001,
                 });
@@ -794,6 +862,7 @@ pub fn synthetic_replicas(plant: ReplicaPlant) -> Vec<History> {
                         seq,
                         version: 60 + seq,
                         output: output(seq, plant == ReplicaPlant::TicketDiffers && seq == 3),
+                        epoch: 0,
                         own: true,
                         t: 2001,
                     });
@@ -837,6 +906,7 @@ pub fn synthetic_replicas(plant: ReplicaPlant) -> Vec<History> {
                             } else {
                                 40
                             },
+                            refused: 0,
                             t: 2002,
                         },
                         Record::Drained {
@@ -1180,6 +1250,11 @@ pub mod synthetic {
             "a ticket with another output than its apply",
             Check::ResultAgreement,
             super::synthetic_replicas(super::ReplicaPlant::TicketDiffers),
+        ));
+        all.push((
+            "a replicated operation applied where the agreed quorum was lost",
+            Check::QuorumGate,
+            super::synthetic_replicas(super::ReplicaPlant::AppliedNotQuorate),
         ));
 
         all

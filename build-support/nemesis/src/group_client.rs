@@ -63,7 +63,15 @@ pub fn run(config: &ClientConfig) -> i32 {
         receipts: Vec::new(),
         joined: false,
     };
-    c.drive(config, &group, &ctl)
+    let code = c.drive(config, &group, &ctl);
+    // To the client's stderr log (kept by --keep): whether its messages went out in
+    // batches.
+    let s = group.stats();
+    eprintln!(
+        "group stats: {} messages sent, {} batches sent, {} delivered, {} batches delivered",
+        s.sent, s.batches_sent, s.delivered, s.batches_delivered
+    );
+    code
 }
 
 struct GroupClient {
@@ -88,7 +96,8 @@ impl GroupClient {
         group: &Group,
         ctl: &mpsc::Receiver<Command>,
     ) -> i32 {
-        let interval = Duration::from_secs_f64(1.0 / config.rate.max(0.01));
+        let interval =
+            Duration::from_secs_f64(f64::from(config.burst.max(1)) / config.rate.max(0.01));
         let mut sender = Sender::new(config);
         let mut next_send = Instant::now();
         let mut stopping: Option<Instant> = None;
@@ -103,11 +112,16 @@ impl GroupClient {
                 _ => {}
             }
             let now = Instant::now();
-            if stopping.is_none()
+            // A burst of `config.burst` messages per tick (queued back to back, so the
+            // layer packs them), `rate` per second on average.
+            let mut burst = 0;
+            while stopping.is_none()
                 && self.joined
                 && now >= next_send
                 && self.receipts.len() < MAX_PENDING
+                && burst < config.burst
             {
+                burst += 1;
                 let (seq, msg) = sender.message(false);
                 self.rec.record(&Record::Send {
                     seq,
@@ -125,7 +139,9 @@ impl GroupClient {
                             t: now_ms(),
                         });
                         sender.advance();
-                        next_send = (next_send + interval).max(now);
+                        if burst == config.burst {
+                            next_send = (next_send + interval).max(now);
+                        }
                     }
                     Err(e) => {
                         self.rec.record(&Record::Sent {

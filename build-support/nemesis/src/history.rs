@@ -265,6 +265,21 @@ pub enum Record {
         /// The highest sequence number of its own operations that were confirmed and
         /// not reported discarded afterwards (0: none).
         confirmed: u64,
+        /// Own operations refused because the side was not quorate (at once, or at
+        /// their agreed point: `ReplicaError::NotQuorate`).
+        refused: u64,
+        /// Time.
+        t: u64,
+    },
+    /// Replica client: the agreed quorum changed at this point of the state's history
+    /// (`Event::Quorum`).
+    RQuorum {
+        /// Whether it permits writes (quorate).
+        permits: bool,
+        /// The state as the layer prints it.
+        state: String,
+        /// The state's quorum epoch after the change.
+        epoch: u64,
         /// Time.
         t: u64,
     },
@@ -294,6 +309,8 @@ pub enum Record {
         version: u64,
         /// What `apply` returned (the counter's new value).
         output: i64,
+        /// The state's quorum epoch when it was applied (0 for a ticket's record).
+        epoch: u64,
         /// From the origin's own ticket.
         own: bool,
         /// Time.
@@ -415,10 +432,18 @@ impl Record {
                 disorder,
                 own_last,
                 confirmed,
+                refused,
                 t,
             } => json!({"k": "rfinal", "version": version, "digest": format!("{digest:016x}"),
                         "members": members(m), "ready": ready, "submitted": submitted,
                         "disorder": disorder, "own_last": own_last, "confirmed": confirmed,
+                        "refused": refused, "t": t}),
+            Record::RQuorum {
+                permits,
+                state,
+                epoch,
+                t,
+            } => json!({"k": "rquorum", "permits": permits, "state": state, "epoch": epoch,
                         "t": t}),
             Record::RView {
                 round,
@@ -432,10 +457,12 @@ impl Record {
                 seq,
                 version,
                 output,
+                epoch,
                 own,
                 t,
             } => json!({"k": "rop", "origin": [origin.0, origin.1], "seq": seq,
-                        "version": version, "output": output, "own": own, "t": t}),
+                        "version": version, "output": output, "epoch": epoch, "own": own,
+                        "t": t}),
         }
     }
 
@@ -617,6 +644,7 @@ impl Record {
                 disorder: u("disorder").unwrap_or(0),
                 own_last: u("own_last").unwrap_or(0),
                 confirmed: u("confirmed").unwrap_or(0),
+                refused: u("refused").unwrap_or(0),
                 t,
             },
             "rview" => Record::RView {
@@ -634,7 +662,14 @@ impl Record {
                 seq: u("seq")?,
                 version: u("version")?,
                 output: v.get("output").and_then(Value::as_i64).ok_or_else(bad)?,
+                epoch: u("epoch").unwrap_or(0),
                 own: b("own")?,
+                t,
+            },
+            "rquorum" => Record::RQuorum {
+                permits: b("permits")?,
+                state: s("state")?.to_string(),
+                epoch: u("epoch")?,
                 t,
             },
             _ => return Err(bad()),
@@ -907,6 +942,13 @@ mod tests {
                 disorder: 1,
                 own_last: 12,
                 confirmed: 11,
+                refused: 3,
+                t: 22,
+            },
+            Record::RQuorum {
+                permits: false,
+                state: "not quorate in ring 3.8".into(),
+                epoch: 4,
                 t: 22,
             },
             Record::RView {
@@ -920,6 +962,7 @@ mod tests {
                 seq: 5,
                 version: 18,
                 output: -4,
+                epoch: 4,
                 own: false,
                 t: 24,
             },

@@ -106,12 +106,22 @@ struct Cli {
     /// Messages per second per client.
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
+    /// Group-layer and replica clients send their messages (operations) in bursts of
+    /// this many, at `--rate` on average: the group layer's send queue then holds
+    /// several at once and packs them into batches (`cpg::group::Config::batch_bytes`),
+    /// so that the checks see batched messages too. 1: one at a time.
+    #[arg(long, default_value_t = 8)]
+    burst: u32,
     /// Largest message body in bytes (sizes are random up to it).
     #[arg(long, default_value_t = 2000)]
     max_size: usize,
     /// Totem token timeout of the cluster, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     token_ms: u32,
+    /// Run the cluster without a quorum provider (by default it runs votequorum, one
+    /// vote per node, and the replica clients' writes are gated on its quorum).
+    #[arg(long)]
+    no_quorum: bool,
     /// Copy the histories and the fault log to this directory before cleaning up.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
@@ -152,6 +162,8 @@ enum Sub {
         group: String,
         #[arg(long)]
         rate: f64,
+        #[arg(long, default_value_t = 1)]
+        burst: u32,
         #[arg(long)]
         api: String,
         #[arg(long)]
@@ -170,6 +182,7 @@ fn main() {
             history,
             group,
             rate,
+            burst,
             api,
             inc,
             max_size,
@@ -183,6 +196,7 @@ fn main() {
                 history,
                 group,
                 rate,
+                burst: burst.max(1),
                 api,
                 inc,
                 max_size,
@@ -475,7 +489,7 @@ fn coordinate(cli: &Cli) -> i32 {
         "nemesis: seed {seed}, {} nodes, {} clients per node, at least {} faults and {} s, \
          {} group-layer and {} replica clients per node, {} msgs/s per client, token {} ms \
          (reproduce: nemesis --seed {seed} --nodes {} --clients {} --group-clients {} \
-         --replica-clients {} --faults {} --duration {} --rate {} --max-size {} --token-ms {}{}{})",
+         --replica-clients {} --faults {} --duration {} --rate {} --burst {} --max-size {} --token-ms {}{}{}{})",
         cli.nodes,
         cli.clients,
         cli.faults,
@@ -491,8 +505,10 @@ fn coordinate(cli: &Cli) -> i32 {
         cli.faults,
         cli.duration,
         cli.rate,
+        cli.burst,
         cli.max_size,
         cli.token_ms,
+        if cli.no_quorum { " --no-quorum" } else { "" },
         cli.only
             .as_ref()
             .map_or_else(String::new, |o| format!(" --only {o}")),
@@ -500,12 +516,14 @@ fn coordinate(cli: &Cli) -> i32 {
             .as_ref()
             .map_or_else(String::new, |s| format!(" --schedule '{s}'"))
     ));
-    let cluster = match Cluster::builder()
+    let mut builder = Cluster::builder()
         .nodes(cli.nodes)
         .token_ms(cli.token_ms)
-        .daemon_debug(cli.daemon_debug)
-        .start()
-    {
+        .daemon_debug(cli.daemon_debug);
+    if !cli.no_quorum {
+        builder = builder.quorum(cpg_testkit::Quorum::votequorum());
+    }
+    let cluster = match builder.start() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("nemesis: cannot start the cluster:\n{e}");
@@ -529,6 +547,7 @@ fn coordinate(cli: &Cli) -> i32 {
         dir: dir.clone(),
         group: GROUP.into(),
         rate: cli.rate,
+        burst: cli.burst.max(1),
         max_size: cli.max_size,
         seed,
     };

@@ -23,6 +23,8 @@ pub struct Workload {
     pub group: String,
     /// Messages per second per client.
     pub rate: f64,
+    /// Messages per burst of the group-layer and replica clients.
+    pub burst: u32,
     /// Largest message body.
     pub max_size: usize,
     /// Run seed (message sizes).
@@ -172,6 +174,7 @@ impl Pool {
             .arg(self.history_path(inc))
             .args(["--group", &Self::group_of(&self.work.group, slot.api)])
             .args(["--rate", &self.work.rate.to_string()])
+            .args(["--burst", &self.work.burst.to_string()])
             .args(["--api", slot.api.name()])
             .args(["--inc", &inc.to_string()])
             .args(["--max-size", &self.work.max_size.to_string()])

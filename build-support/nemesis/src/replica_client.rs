@@ -198,6 +198,8 @@ struct Observer<'a> {
     /// round are reported before the new view, while this is false.)
     synced: bool,
     discarded: BTreeSet<u64>,
+    /// The state's quorum epoch at this point of the events.
+    epoch: u64,
     events: u64,
 }
 
@@ -205,8 +207,22 @@ impl Observer<'_> {
     fn event(&mut self, e: &Event) {
         self.events += 1;
         match e {
-            Event::Restored { discarded: d, .. } => {
+            Event::Restored {
+                discarded: d,
+                current,
+                ..
+            } => {
                 self.discarded.extend(d.iter().map(|d| d.seq));
+                self.epoch = current.epoch;
+            }
+            Event::Quorum { state, epoch } => {
+                self.epoch = *epoch;
+                self.rec.record(&Record::RQuorum {
+                    permits: state.permits(),
+                    state: state.to_string(),
+                    epoch: *epoch,
+                    t: now_ms(),
+                });
             }
             Event::View(v) => {
                 self.synced = false;
@@ -220,7 +236,10 @@ impl Observer<'_> {
                     t: now_ms(),
                 });
             }
-            Event::Synced { .. } => self.synced = true,
+            Event::Synced { summary, .. } => {
+                self.synced = true;
+                self.epoch = summary.epoch;
+            }
             Event::ViewApplied {
                 round,
                 members,
@@ -248,6 +267,7 @@ impl Observer<'_> {
                         seq: *seq,
                         version: *version,
                         output,
+                        epoch: self.epoch,
                         own: false,
                         t: now_ms(),
                     });
@@ -264,6 +284,7 @@ impl Observer<'_> {
             seq,
             version: done.version,
             output: done.output,
+            epoch: 0,
             own: true,
             t: now_ms(),
         });
@@ -307,7 +328,7 @@ pub fn run(config: &ClientConfig) -> i32 {
         api: Api::Replica,
         t: now_ms(),
     });
-    let interval = Duration::from_secs_f64(1.0 / config.rate.max(0.01));
+    let interval = Duration::from_secs_f64(f64::from(config.burst.max(1)) / config.rate.max(0.01));
     let mut rng = Rng::new(config.seed ^ u64::from(config.inc).rotate_left(17) ^ 0x5eed);
     let mut tickets: Vec<Ticket<i64>> = Vec::new();
     let mut next = Instant::now();
@@ -321,8 +342,11 @@ pub fn run(config: &ClientConfig) -> i32 {
         outputs,
         synced: false,
         discarded: BTreeSet::new(),
+        epoch: 0,
         events: 0,
     };
+    // Own operations refused for want of quorum.
+    let mut refused = 0u64;
     loop {
         match ctl.try_recv() {
             Ok(Command::Stop) => break,
@@ -330,13 +354,26 @@ pub fn run(config: &ClientConfig) -> i32 {
             Err(mpsc::TryRecvError::Empty) => {}
         }
         let now = Instant::now();
-        if now >= next && tickets.len() < MAX_PENDING && replica.view().is_some() {
+        // A burst of `config.burst` operations per tick, `rate` per second on average.
+        let mut burst = 0;
+        while now >= next
+            && burst < config.burst
+            && tickets.len() < MAX_PENDING
+            && replica.view().is_some()
+        {
+            burst += 1;
             let key = rng.below(KEYS) as u8;
             let delta = rng.below(1000) as i64 - 500;
-            if let Ok(t) = replica.submit(op(key, delta)) {
-                tickets.push(t);
-                submitted += 1;
+            match replica.submit(op(key, delta)) {
+                Ok(t) => {
+                    tickets.push(t);
+                    submitted += 1;
+                }
+                Err(cpg::replica::ReplicaError::NotQuorate) => refused += 1,
+                Err(_) => {}
             }
+        }
+        if burst > 0 {
             next = (next + interval).max(now);
         }
         tickets.retain(|t| match t.wait(Duration::ZERO) {
@@ -344,6 +381,10 @@ pub fn run(config: &ClientConfig) -> i32 {
             Ok(done) => {
                 seen.outcome(t.seq(), &done);
                 confirmed.insert(t.seq());
+                false
+            }
+            Err(cpg::replica::ReplicaError::NotQuorate) => {
+                refused += 1;
                 false
             }
             Err(_) => false,
@@ -363,9 +404,13 @@ pub fn run(config: &ClientConfig) -> i32 {
     // Stopping: the outcomes of the own operations, then a quiet, ready state.
     let end = Instant::now() + TICKET_TIMEOUT;
     for t in &tickets {
-        if let Ok(done) = t.wait(end.saturating_duration_since(Instant::now())) {
-            seen.outcome(t.seq(), &done);
-            confirmed.insert(t.seq());
+        match t.wait(end.saturating_duration_since(Instant::now())) {
+            Ok(done) => {
+                seen.outcome(t.seq(), &done);
+                confirmed.insert(t.seq());
+            }
+            Err(cpg::replica::ReplicaError::NotQuorate) => refused += 1,
+            Err(_) => {}
         }
     }
     let ready = replica.wait_ready(READY_TIMEOUT, |_| true).is_some();
@@ -391,6 +436,7 @@ pub fn run(config: &ClientConfig) -> i32 {
         disorder,
         own_last,
         confirmed: confirmed.difference(&discarded).max().copied().unwrap_or(0),
+        refused,
         t: now_ms(),
     });
     let left = replica.leave(Duration::from_secs(5));

@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::name::GroupName;
 use crate::retry::Backoff;
 
-use super::config::{Config, OnDisconnect, OnEviction, QuorumPolicy};
+use super::config::{Config, OnDisconnect, OnEviction, QuorumPolicy, MAX_BATCH_BYTES};
 use super::error::GroupError;
 
 /// Settings for a [`Group`](super::Group) or an `AsyncGroup`; made by
@@ -56,6 +56,19 @@ impl GroupBuilder {
         self
     }
 
+    /// The largest batch, 0 for none ([`Config::batch_bytes`]).
+    pub fn batch_bytes(mut self, bytes: usize) -> Self {
+        self.config.batch_bytes = bytes;
+        self
+    }
+
+    /// Frames in flight at which the queue holds and batches
+    /// ([`Config::batch_window`]).
+    pub fn batch_window(mut self, frames: usize) -> Self {
+        self.config.batch_window = frames;
+        self
+    }
+
     /// Refuses settings the drivers cannot work with, before anything is started.
     pub(super) fn check(&self) -> Result<(), GroupError> {
         if self.config.queue_limit == 0 {
@@ -66,6 +79,16 @@ impl GroupBuilder {
         if self.config.quorum == QuorumPolicy::Corosync && !cfg!(feature = "quorum") {
             return Err(GroupError::Connect(Error::InvalidArgument(
                 "QuorumPolicy::Corosync needs the cpg crate's `quorum` feature",
+            )));
+        }
+        if self.config.batch_bytes > MAX_BATCH_BYTES {
+            return Err(GroupError::Connect(Error::InvalidArgument(
+                "the group layer's batch_bytes must be at most 1 MiB",
+            )));
+        }
+        if self.config.batch_bytes > 0 && self.config.batch_window == 0 {
+            return Err(GroupError::Connect(Error::InvalidArgument(
+                "the group layer's batch_window must be at least 1 with batching on",
             )));
         }
         Ok(())

@@ -6,6 +6,12 @@ use std::time::Duration;
 
 use crate::retry::Backoff;
 
+/// [`Config::batch_bytes`]' default.
+const DEFAULT_BATCH_BYTES: usize = 64 << 10;
+
+/// The largest [`Config::batch_bytes`] the drivers accept.
+pub(super) const MAX_BATCH_BYTES: usize = 1 << 20;
+
 /// Settings of a [`Machine`](super::Machine).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -35,6 +41,24 @@ pub struct Config {
     /// [`QuorumPolicy::Corosync`] when the crate's `quorum` feature is on (a default
     /// feature), [`QuorumPolicy::Ignore`] without it.
     pub quorum: QuorumPolicy,
+    /// Largest batch, in bytes as sent (the layer's headers included): while the queue
+    /// is under pressure, queued messages are packed into one CPG message up to this
+    /// size (see the [module documentation](super)'s "The send queue" section). A
+    /// message too large to share a batch goes alone. 0 turns batching off: every
+    /// message goes alone, as a version-1 frame that members of earlier versions of
+    /// the layer read too. Default 64 KiB: of 8, 16, 64 and 256 KiB the fastest for
+    /// 64-byte messages on a 3-node cluster (see `build-support/bench/README.md`). Keep
+    /// it below
+    /// [`max_message_size`](crate::ConnectionRef::max_message_size) (about 1 MiB):
+    /// libcpg fragments what is larger (still delivered whole, at a higher cost); the
+    /// drivers refuse more than 1 MiB.
+    pub batch_bytes: usize,
+    /// With batching on: most frames (messages sent alone, and batches) this process
+    /// has handed to the daemon and not yet seen delivered back. At the bound the
+    /// queue holds, and what waits goes out packed when an own frame comes back. A
+    /// message queued with fewer in flight goes out at once, alone. Default 4; at
+    /// least 1 (the drivers refuse 0 with batching on).
+    pub batch_window: usize,
 }
 
 impl Default for Config {
@@ -52,6 +76,8 @@ impl Default for Config {
             send_retry_initial: Duration::from_micros(100),
             send_retry_max: Duration::from_millis(50),
             quorum: QuorumPolicy::default(),
+            batch_bytes: DEFAULT_BATCH_BYTES,
+            batch_window: 4,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! (with the [`Delivery`], [`Position`], [`SendId`] and [`StopReason`] they carry),
 //! [`Effect`]s for its driver, and its counters ([`Stats`]).
 
+use bytes::Bytes;
+
 use crate::error::Error;
 use crate::types::{Member, RingId};
 
@@ -14,9 +16,11 @@ use super::view::{View, ViewId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SendId(pub u64);
 
-/// Where a message was delivered: the view it was delivered in and how many frames
-/// (messages of any sender, malformed ones and the layer's quorum markers) were
-/// delivered in that view before it.
+/// Where a message was delivered: the view it was delivered in and how many
+/// deliveries were made in that view before it. A delivery is an application message
+/// of any sender (each message of a batch counts alone: a batch of n takes n
+/// consecutive positions), a malformed frame (a malformed batch counts once) or one
+/// of the layer's quorum markers.
 ///
 /// The [`index`](Position::index) is agreed: members that install the same view (the
 /// same member list) and deliver the message in it give it the same index, because
@@ -28,9 +32,9 @@ pub struct SendId(pub u64);
 pub struct Position {
     /// The view the message was delivered in.
     pub view: ViewId,
-    /// Frames delivered in that view before this one.
+    /// Deliveries made in that view before this one.
     pub index: u64,
-    /// Frames this process delivered before this one (all views, all incarnations).
+    /// Deliveries this process made before this one (all views, all incarnations).
     pub total: u64,
 }
 
@@ -39,8 +43,12 @@ pub struct Position {
 pub struct Delivery {
     /// The sender, as CPG reports it (node id, pid).
     pub from: Member,
-    /// The payload (the layer's header removed).
-    pub data: Vec<u8>,
+    /// The payload (the layer's header removed): a slice of the buffer the layer
+    /// copied the CPG message into, shared with the other messages of its batch and
+    /// with the messages delivered around it (no allocation per message; cloning it
+    /// copies no bytes). Holding it keeps that buffer (tens of KiB) alive: copy out
+    /// (`data.to_vec()`) what is kept long.
+    pub data: Bytes,
     /// Where it was delivered.
     pub position: Position,
     /// Whether this process sent it (in its current connection).
@@ -95,7 +103,7 @@ pub enum Event {
         /// The state from here on: every message of the view at
         /// [`index`](Event::Quorum::index) or later (until the next change) carries it.
         state: AgreedQuorum,
-        /// Frames delivered in the view before the change (as
+        /// Deliveries made in the view before the change (as
         /// [`Position::index`]): agreed, like the state.
         index: u64,
     },
@@ -138,7 +146,9 @@ pub enum Event {
     /// The layer stopped for good. The last event.
     Stopped(StopReason),
     /// A delivered message without the layer's header (a member that does not use the
-    /// layer); it still counts for [`Position`].
+    /// layer), or a frame of the layer that this version does not read or that is not
+    /// well formed (a batch whose lengths do not add up: none of its messages is
+    /// delivered); it counts once for [`Position`].
     Malformed {
         /// The sender.
         from: Member,
@@ -160,6 +170,17 @@ pub enum Effect {
     /// Send the bytes written into the buffer given to [`Machine::poll_effect`](super::Machine::poll_effect)
     /// (`cpg_mcast_joined`, one attempt); report with [`Machine::handle_send_result`](super::Machine::handle_send_result).
     Send(SendId),
+    /// Send the bytes written into the buffer, a batch of the `count` queued messages
+    /// from `first` on (ids `first`, `first + 1`, ...), as [`Effect::Send`] does;
+    /// report with [`Machine::handle_send_result`](super::Machine::handle_send_result):
+    /// one result for the whole batch. Only with batching on
+    /// ([`Config::batch_bytes`](super::Config::batch_bytes)).
+    SendBatch {
+        /// The first message of the batch.
+        first: SendId,
+        /// How many messages it holds (at least 2).
+        count: usize,
+    },
     /// Send the bytes written into the buffer, a control frame of the layer (a quorum
     /// marker), as [`Effect::Send`] does; report with
     /// [`Machine::handle_send_result`](super::Machine::handle_send_result). Only a
@@ -176,19 +197,28 @@ pub enum Effect {
 pub struct Stats {
     /// Messages waiting in the send queue (the one being sent included).
     pub queued: usize,
-    /// Messages the daemon accepted.
+    /// Application messages the daemon accepted, batched or not.
     pub sent: u64,
+    /// Batches the daemon accepted (each holds two or more of the messages counted in
+    /// [`sent`](Stats::sent)).
+    pub batches_sent: u64,
     /// Send attempts refused with back-pressure (`CS_ERR_TRY_AGAIN`, ...).
     pub pushbacks: u64,
-    /// Frames delivered (malformed ones and quorum markers included).
+    /// Deliveries made: application messages (each message of a batch counts),
+    /// malformed frames and quorum markers; the next delivery's
+    /// [`Position::total`].
     pub delivered: u64,
+    /// Batches delivered (their messages are counted in
+    /// [`delivered`](Stats::delivered)).
+    pub batches_delivered: u64,
     /// Confirmed sends resolved as delivered.
     pub confirmed: u64,
     /// Messages reported with [`Event::NotSent`].
     pub not_sent: u64,
     /// Successful reconnections (incarnations after the first).
     pub reconnects: u64,
-    /// Delivered messages without the layer's header.
+    /// Delivered frames that were not well formed (messages without the layer's
+    /// header, malformed batches).
     pub malformed: u64,
     /// Delivered quorum markers (the layer's control frames; counted in
     /// [`delivered`](Stats::delivered) too).

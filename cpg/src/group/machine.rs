@@ -3,6 +3,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
+
 use crate::error::Error;
 use crate::layer::deadline::later;
 use crate::types::{Member, Reason, RingId};
@@ -12,7 +14,15 @@ use super::error::GroupError;
 use super::event::{Delivery, Effect, Event, Position, SendId, Stats, StopReason};
 use super::quorum::{AgreedQuorum, Agreement, LocalQuorum, QuorumInput};
 use super::view::{View, ViewId};
-use super::wire::{parse, write_marker, write_message, Frame};
+use super::wire::{
+    batch_entry_len, parse, write_batch, write_marker, write_message, Entries, Frame,
+    BATCH_HEADER_LEN, MAX_BATCH_MESSAGES,
+};
+
+/// Least size of a new receive buffer: the delivered frames are copied one after the
+/// other into it, and each delivered message is a slice of it, until it is full; once
+/// every slice of a buffer is dropped, it is used again (no allocation).
+const RX_CHUNK: usize = 64 << 10;
 
 /// Where the machine is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +53,10 @@ struct Outgoing {
 /// The send whose result the driver has not reported yet.
 #[derive(Debug)]
 enum InFlight {
-    /// An application message, with its sequence number.
-    Message(Outgoing, u64),
+    /// The first `count` messages of the queue (one sent alone, or a batch), the
+    /// first with sequence number `seq`. They stay at the queue's front until the
+    /// result comes.
+    Messages { count: usize, seq: u64 },
     /// A quorum marker for (ring, quorate).
     Marker((RingId, bool)),
 }
@@ -71,7 +83,8 @@ enum InFlight {
 /// 4. wait for the handle's descriptor or until [`poll_timeout`](Machine::poll_timeout),
 ///    then call [`handle_timeout`](Machine::handle_timeout).
 ///
-/// The driver sends one [`Effect::Send`] or [`Effect::SendControl`] at a time (the
+/// The driver sends one [`Effect::Send`], [`Effect::SendBatch`] or
+/// [`Effect::SendControl`] at a time (the
 /// machine hands out the next only after the result of the previous), which is also
 /// what libcpg needs: two concurrent sends on one handle are not safe.
 ///
@@ -107,6 +120,15 @@ pub struct Machine {
     queue: VecDeque<Outgoing>,
     in_flight: Option<InFlight>,
     next_seq: u64,
+    /// Frames of application messages the daemon accepted on this connection.
+    frames_out: u64,
+    /// Of those, the ones delivered back to this process.
+    frames_back: u64,
+    /// The queue held (a full window, or back-pressure) since it was last empty: what
+    /// waits goes out packed.
+    pressed: bool,
+    /// Where delivered frames are copied (see [`RX_CHUNK`]).
+    rx: BytesMut,
     awaiting: VecDeque<(u64, SendId)>,
     next_id: u64,
     send_not_before: Option<Instant>,
@@ -148,6 +170,10 @@ impl Machine {
             queue: VecDeque::new(),
             in_flight: None,
             next_seq: 0,
+            frames_out: 0,
+            frames_back: 0,
+            pressed: false,
+            rx: BytesMut::new(),
             awaiting: VecDeque::new(),
             next_id: 0,
             send_not_before: None,
@@ -188,9 +214,8 @@ impl Machine {
 
     /// The counters.
     pub fn stats(&self) -> Stats {
-        let in_flight = matches!(self.in_flight, Some(InFlight::Message(..)));
         Stats {
-            queued: self.queue.len() + usize::from(in_flight),
+            queued: self.queue.len(),
             ..self.stats
         }
     }
@@ -247,6 +272,7 @@ impl Machine {
             payload,
             confirm,
         });
+        self.note_pressure();
         Ok(id)
     }
 
@@ -287,12 +313,9 @@ impl Machine {
                 self.in_flight = Some(InFlight::Marker(pair));
                 return Some(Effect::SendControl);
             }
-            if let Some(out) = self.queue.pop_front() {
+            if let Some(effect) = self.next_send(buf) {
                 self.send_not_before = None;
-                write_message(buf, self.nonce, self.next_seq, &out.payload);
-                let id = out.id;
-                self.in_flight = Some(InFlight::Message(out, self.next_seq));
-                return Some(Effect::Send(id));
+                return Some(effect);
             }
         }
         if self.state == (State::Leaving { issued: false })
@@ -303,6 +326,66 @@ impl Machine {
             return Some(Effect::Leave);
         }
         None
+    }
+
+    /// The next send of queued messages, if the window lets one go: the front message
+    /// alone, or, while the queue is under pressure, as many as fit in a batch.
+    fn next_send(&mut self, buf: &mut Vec<u8>) -> Option<Effect> {
+        let first = self.queue.front()?;
+        let batching = self.config.batch_bytes > 0;
+        if batching && self.outstanding() >= self.config.batch_window as u64 {
+            // Held until an own frame comes back; meanwhile the queue fills a batch.
+            self.pressed = true;
+            return None;
+        }
+        // A message too large to share a batch (a count of 0) goes alone too.
+        let count = if batching && self.pressed {
+            self.batch_len().max(1)
+        } else {
+            1
+        };
+        let seq = self.next_seq;
+        let id = first.id;
+        self.in_flight = Some(InFlight::Messages { count, seq });
+        if count <= 1 {
+            write_message(buf, self.nonce, seq, &first.payload);
+            Some(Effect::Send(id))
+        } else {
+            let payloads = self.queue.iter().take(count).map(|o| o.payload.as_slice());
+            write_batch(buf, self.nonce, seq, payloads);
+            Some(Effect::SendBatch { first: id, count })
+        }
+    }
+
+    /// How many messages from the queue's front fit in one batch.
+    fn batch_len(&self) -> usize {
+        let mut len = BATCH_HEADER_LEN;
+        let mut count = 0;
+        for out in self.queue.iter().take(MAX_BATCH_MESSAGES) {
+            len = len.saturating_add(batch_entry_len(out.payload.len()));
+            if len > self.config.batch_bytes || out.payload.len() > u32::MAX as usize {
+                break;
+            }
+            count += 1;
+        }
+        count
+    }
+
+    /// Messages wait while the window is full: from here on, until the queue is empty,
+    /// they go out packed.
+    fn note_pressure(&mut self) {
+        if self.config.batch_bytes > 0
+            && !self.queue.is_empty()
+            && self.outstanding() >= self.config.batch_window as u64
+        {
+            self.pressed = true;
+        }
+    }
+
+    /// Frames of application messages the daemon accepted on this connection and did
+    /// not deliver back yet.
+    fn outstanding(&self) -> u64 {
+        self.frames_out.saturating_sub(self.frames_back)
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due next (a reconnect, or a
@@ -341,6 +424,9 @@ impl Machine {
                 self.incarnation += 1;
                 self.nonce = splitmix64(self.nonce_seed ^ self.incarnation.rotate_left(32));
                 self.next_seq = 0;
+                self.frames_out = 0;
+                self.frames_back = 0;
+                self.pressed = false;
                 self.local_nodeid = Some(nodeid);
                 self.me = None;
                 self.ring_this_incarnation = false;
@@ -363,11 +449,11 @@ impl Machine {
         }
     }
 
-    /// The result of [`Effect::Send`] or [`Effect::SendControl`].
+    /// The result of [`Effect::Send`], [`Effect::SendBatch`] or [`Effect::SendControl`].
     pub fn handle_send_result(&mut self, now: Instant, result: Result<(), Error>) {
-        let (out, seq) = match self.in_flight.take() {
+        let (count, seq) = match self.in_flight.take() {
             None => return,
-            Some(InFlight::Message(out, seq)) => (out, seq),
+            Some(InFlight::Messages { count, seq }) => (count, seq),
             Some(InFlight::Marker(pair)) => {
                 match result {
                     Ok(()) => {
@@ -389,28 +475,41 @@ impl Machine {
         };
         match result {
             Ok(()) => {
-                self.next_seq += 1;
-                self.stats.sent += 1;
+                self.next_seq += count as u64;
+                self.stats.sent += count as u64;
+                self.frames_out += 1;
+                if count > 1 {
+                    self.stats.batches_sent += 1;
+                }
                 self.send_delay = self.config.send_retry_initial;
-                if out.confirm {
-                    self.awaiting.push_back((seq, out.id));
+                for (i, out) in self.queue.drain(..count.min(self.queue.len())).enumerate() {
+                    if out.confirm {
+                        self.awaiting.push_back((seq + i as u64, out.id));
+                    }
+                }
+                if self.queue.is_empty() {
+                    self.pressed = false;
+                }
+                self.note_pressure();
+            }
+            // The messages are still at the queue's front: sent again later (packed
+            // with what queues meanwhile), or after reconnecting.
+            Err(e) if e.is_retryable() => self.back_off(now),
+            Err(e) if e.is_daemon_lost() => self.handle_daemon_lost(now, e),
+            Err(e) => {
+                for _ in 0..count {
+                    if let Some(out) = self.queue.pop_front() {
+                        self.not_sent(out.id, GroupError::Rejected(e.clone()));
+                    }
                 }
             }
-            Err(e) if e.is_retryable() => {
-                self.queue.push_front(out);
-                self.back_off(now);
-            }
-            Err(e) if e.is_daemon_lost() => {
-                self.queue.push_front(out);
-                self.handle_daemon_lost(now, e);
-            }
-            Err(e) => self.not_sent(out.id, GroupError::Rejected(e)),
         }
     }
 
     /// Back-pressure: the next send waits, for a pause that doubles up to its maximum.
     fn back_off(&mut self, now: Instant) {
         self.stats.pushbacks += 1;
+        self.pressed = true;
         self.send_not_before = Some(later(now, self.send_delay));
         self.send_delay = self
             .send_delay
@@ -644,29 +743,42 @@ impl Machine {
         }
     }
 
-    /// A message delivered to the group, as CPG reports it (sender and bytes).
+    /// A message delivered to the group, as CPG reports it (sender and bytes). A batch
+    /// becomes one [`Event::Message`] per message it holds, at consecutive positions.
     pub fn handle_deliver(&mut self, now: Instant, from: Member, data: &[u8]) {
         let _ = now;
         if !matches!(self.state, State::Joined | State::Leaving { .. }) {
             return;
         }
-        let Some(view) = &self.view else {
+        let Some(view) = self.view.as_ref().map(|v| v.id) else {
             return;
         };
-        let position = Position {
-            view: view.id,
-            index: self.index_in_view,
-            total: self.stats.delivered,
-        };
-        self.index_in_view += 1;
-        self.stats.delivered += 1;
-        let (nonce, seq, payload) = match parse(data) {
+        match parse(data) {
             Frame::Message {
                 nonce,
                 seq,
                 payload,
-            } => (nonce, seq, payload),
+            } => {
+                let at = data.len() - payload.len();
+                let frame = self.copy_in(data);
+                self.own_frame(from, nonce);
+                self.deliver_message(view, from, nonce, seq, frame.slice(at..));
+            }
+            Frame::Batch {
+                nonce,
+                first_seq,
+                count,
+            } => {
+                let frame = self.copy_in(data);
+                self.stats.batches_delivered += 1;
+                self.own_frame(from, nonce);
+                for (i, range) in Entries::new(data).take(count).enumerate() {
+                    let seq = first_seq.wrapping_add(i as u64);
+                    self.deliver_message(view, from, nonce, seq, frame.slice(range));
+                }
+            }
             Frame::Marker { ring, quorate, .. } => {
+                self.next_position(view);
                 self.stats.markers += 1;
                 // Only a marker for the ring this member is in counts: every member of
                 // the view is in the same ring at this point, so all decide alike.
@@ -674,17 +786,54 @@ impl Machine {
                 if let Some(state) = self.agreement.marker(ring, quorate, current) {
                     self.quorum_event(state);
                 }
-                return;
             }
             Frame::Malformed => {
+                self.next_position(view);
                 self.stats.malformed += 1;
                 self.events.push_back(Event::Malformed {
                     from,
                     len: data.len(),
                 });
-                return;
             }
+        }
+    }
+
+    /// The position of the next delivery, taken.
+    fn next_position(&mut self, view: ViewId) -> Position {
+        let position = Position {
+            view,
+            index: self.index_in_view,
+            total: self.stats.delivered,
         };
+        self.index_in_view += 1;
+        self.stats.delivered += 1;
+        position
+    }
+
+    /// A copy of a delivered frame in the receive buffer, whose slices the messages'
+    /// data are: one allocation per [`RX_CHUNK`] of frames at most, none once the
+    /// application has dropped the messages of the previous buffer.
+    fn copy_in(&mut self, data: &[u8]) -> Bytes {
+        if self.rx.capacity() < data.len() {
+            // Takes the whole buffer back if no slice of it is alive.
+            self.rx.reserve(data.len().max(RX_CHUNK));
+        }
+        self.rx.extend_from_slice(data);
+        self.rx.split().freeze()
+    }
+
+    /// A frame of application messages came back: if this connection sent it, one
+    /// less in flight (by nonce and node: the own entry need not be known yet).
+    fn own_frame(&mut self, from: Member, nonce: u64) {
+        if nonce == self.nonce && Some(from.nodeid) == self.local_nodeid {
+            self.frames_back += 1;
+        }
+    }
+
+    /// One application message, sent alone or in a batch, with its sender's sequence
+    /// number.
+    fn deliver_message(&mut self, view: ViewId, from: Member, nonce: u64, seq: u64, data: Bytes) {
+        let position = self.next_position(view);
         // Our own nonce from our own node while our entry is unknown (a daemon that
         // listed us under another pid): that is us.
         if self.me.is_none() && nonce == self.nonce && Some(from.nodeid) == self.local_nodeid {
@@ -693,7 +842,7 @@ impl Machine {
         let own = self.me == Some(from) && nonce == self.nonce;
         self.events.push_back(Event::Message(Delivery {
             from,
-            data: payload.to_vec(),
+            data,
             position,
             own,
             quorum: self.agreement.agreed(),
@@ -767,9 +916,9 @@ impl Machine {
         self.view = None;
         self.unsettled = false;
         self.agreement.new_connection();
-        if let Some(InFlight::Message(out, _)) = self.in_flight.take() {
-            self.queue.push_front(out);
-        }
+        // A send without its result yet: its messages are still queued (sent again
+        // after reconnecting, or dropped below).
+        self.in_flight = None;
         while let Some((_, id)) = self.awaiting.pop_front() {
             self.not_sent(id, GroupError::Unknown);
         }
@@ -807,8 +956,12 @@ impl Machine {
     /// accepted and the one whose send has no result yet ([`GroupError::Unknown`]), and
     /// never got the queued ones (`error`).
     fn fail_all(&mut self, error: GroupError) {
-        if let Some(InFlight::Message(out, _)) = self.in_flight.take() {
-            self.not_sent(out.id, GroupError::Unknown);
+        if let Some(InFlight::Messages { count, .. }) = self.in_flight.take() {
+            for _ in 0..count {
+                if let Some(out) = self.queue.pop_front() {
+                    self.not_sent(out.id, GroupError::Unknown);
+                }
+            }
         }
         while let Some(out) = self.queue.pop_front() {
             self.not_sent(out.id, error.clone());

@@ -9,7 +9,7 @@ use super::event::*;
 use super::machine::*;
 use super::quorum::*;
 use super::view::ViewId;
-use super::wire::HEADER_LEN;
+use super::wire::{parse, Entries, Frame, HEADER_LEN, MAX_BATCH_MESSAGES};
 use crate::error::{CsError, Error, Operation};
 use crate::types::{Member, Reason, RingId};
 
@@ -36,6 +36,14 @@ fn plain() -> Config {
     Config {
         quorum: QuorumPolicy::Ignore,
         ..Config::default()
+    }
+}
+
+/// [`plain`] with batching off: every message goes alone, whatever the pressure.
+fn unbatched() -> Config {
+    Config {
+        batch_bytes: 0,
+        ..plain()
     }
 }
 
@@ -87,11 +95,12 @@ impl T {
     fn effects(&mut self) -> Vec<Effect> {
         let mut out = Vec::new();
         while let Some(e) = self.m.poll_effect(self.now, &mut self.buf) {
-            if let Effect::Send(_) = e {
+            let send = matches!(e, Effect::Send(_) | Effect::SendBatch { .. });
+            if send {
                 self.wire.push(self.buf.clone());
             }
             out.push(e);
-            if let Effect::Send(_) = out.last().unwrap() {
+            if send {
                 break;
             }
         }
@@ -103,7 +112,7 @@ impl T {
         let start = self.wire.len();
         while let Some(e) = self.m.poll_effect(self.now, &mut self.buf) {
             match e {
-                Effect::Send(_) => {
+                Effect::Send(_) | Effect::SendBatch { .. } => {
                     self.wire.push(self.buf.clone());
                     self.m.handle_send_result(self.now, Ok(()));
                 }
@@ -131,6 +140,25 @@ impl T {
     }
 }
 
+/// What a sent frame holds: the sender's nonce, the first message's sequence number
+/// and the payloads (one for a message sent alone, each message of a batch).
+fn sent_messages(frame: &[u8]) -> (u64, u64, Vec<Vec<u8>>) {
+    match parse(frame) {
+        Frame::Message {
+            nonce,
+            seq,
+            payload,
+        } => (nonce, seq, vec![payload.to_vec()]),
+        Frame::Batch {
+            nonce, first_seq, ..
+        } => {
+            let payloads = Entries::new(frame).map(|r| frame[r].to_vec()).collect();
+            (nonce, first_seq, payloads)
+        }
+        other => panic!("not an application frame: {other:?}"),
+    }
+}
+
 fn views(events: &[Event]) -> Vec<super::View> {
     events
         .iter()
@@ -145,7 +173,7 @@ fn payloads(events: &[Event]) -> Vec<Vec<u8>> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Message(d) => Some(d.data.clone()),
+            Event::Message(d) => Some(d.data.to_vec()),
             _ => None,
         })
         .collect()
@@ -366,7 +394,7 @@ fn the_queue_keeps_order_one_send_at_a_time_and_refuses_above_its_bound() {
 #[test]
 fn back_pressure_waits_without_blocking_and_keeps_the_order() {
     let me = m(1, 10);
-    let mut t = T::joined(me, &[me]);
+    let mut t = T::joined_with(unbatched(), me, &[me]);
     t.m.send(b"a".to_vec(), false).unwrap();
     t.m.send(b"b".to_vec(), false).unwrap();
     assert_eq!(t.effects(), vec![Effect::Send(SendId(0))]);
@@ -402,7 +430,7 @@ fn back_pressure_waits_without_blocking_and_keeps_the_order() {
 #[test]
 fn the_back_off_doubles_up_to_its_maximum_and_resets_after_a_send() {
     let me = m(1, 10);
-    let mut t = T::joined(me, &[me]);
+    let mut t = T::joined_with(unbatched(), me, &[me]);
     t.m.send(b"a".to_vec(), false).unwrap();
     t.m.send(b"b".to_vec(), false).unwrap();
     let mut pauses = Vec::new();
@@ -467,7 +495,7 @@ fn a_confirmed_send_resolves_once_at_its_own_delivery_with_its_position() {
         .iter()
         .position(|e| matches!(e, Event::Confirmed { .. }))
         .unwrap();
-    assert!(matches!(&ev[i - 1], Event::Message(d) if d.own && d.data == b"a"));
+    assert!(matches!(&ev[i - 1], Event::Message(d) if d.own && d.data == b"a"[..]));
     assert_eq!(t.m.stats().confirmed, 2);
 }
 
@@ -667,7 +695,7 @@ fn a_message_of_the_previous_connection_does_not_confirm_the_new_ones() {
     t.deliver(me, &old);
     let ev = t.events();
     assert!(
-        matches!(&ev[..], [Event::Message(d)] if !d.own && d.data == b"before"),
+        matches!(&ev[..], [Event::Message(d)] if !d.own && d.data == b"before"[..]),
         "{ev:?}"
     );
     t.deliver(me, &new);
@@ -1137,6 +1165,8 @@ fn random_sequences_keep_the_invariants() {
         total.not_sent += s.not_sent;
         total.reconnects += s.reconnects;
         total.delivered += s.delivered;
+        total.batches_sent += s.batches_sent;
+        total.batches_delivered += s.batches_delivered;
     }
     // The runs reached every path they are meant to check.
     assert!(
@@ -1144,7 +1174,9 @@ fn random_sequences_keep_the_invariants() {
             && total.pushbacks > 100
             && total.confirmed > 100
             && total.not_sent > 100
-            && total.reconnects > 50,
+            && total.reconnects > 50
+            && total.batches_sent > 50
+            && total.batches_delivered > 50,
         "{total:?}"
     );
     eprintln!("200 random runs: {total:?}");
@@ -1168,7 +1200,7 @@ fn soak(seed: u64) -> Stats {
     let mut pending: std::collections::VecDeque<Vec<u8>> = Default::default();
     let mut last_view: Option<ViewId> = None;
     // Per incarnation, the sequence numbers on the wire, and payload ids in order.
-    let mut wire_seq: Option<(Vec<u8>, u64)> = None;
+    let mut wire_seq: Option<(u64, u64)> = None;
     let mut wire_ids: Vec<u64> = Vec::new();
     let mut members = vec![me];
     let mut ended = false;
@@ -1236,8 +1268,7 @@ fn soak(seed: u64) -> Stats {
                     Effect::SendControl => {
                         t.m.handle_send_result(t.now, Ok(()));
                     }
-                    Effect::Send(id) => {
-                        let _ = id;
+                    Effect::Send(_) | Effect::SendBatch { .. } => {
                         let bytes = t.buf.clone();
                         // Nothing more until this one's result.
                         let mut scratch = Vec::new();
@@ -1257,17 +1288,21 @@ fn soak(seed: u64) -> Stats {
                             Err(lost(Operation::Send))
                         };
                         if result.is_ok() {
-                            // Sequence numbers of one connection go up by one.
-                            let nonce = bytes[8..16].to_vec();
-                            let seq = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
-                            match &wire_seq {
-                                Some((n, s)) if *n == nonce => {
+                            // Sequence numbers of one connection go up by one, from
+                            // message to message, batched or not.
+                            let (nonce, seq, payloads) = sent_messages(&bytes);
+                            if let Effect::SendBatch { count, .. } = effect {
+                                assert_eq!(count, payloads.len(), "seed {seed}: batch count");
+                                assert!(count >= 2, "seed {seed}: a batch of {count}");
+                            }
+                            match wire_seq {
+                                Some((n, s)) if n == nonce => {
                                     assert_eq!(seq, s + 1, "seed {seed}: sequence gap")
                                 }
                                 _ => assert_eq!(seq, 0, "seed {seed}: first sequence number"),
                             }
-                            wire_seq = Some((nonce, seq));
-                            wire_ids.push(u64::from(bytes[HEADER_LEN]));
+                            wire_seq = Some((nonce, seq + payloads.len() as u64 - 1));
+                            wire_ids.extend(payloads.iter().map(|p| u64::from(p[0])));
                             pending.push_back(bytes);
                         }
                         let lost_now = result.as_ref().is_err_and(Error::is_daemon_lost);
@@ -1333,9 +1368,10 @@ fn soak(seed: u64) -> Stats {
             while let Some(effect) = t.m.poll_effect(t.now, &mut t.buf) {
                 match effect {
                     Effect::SendControl => t.m.handle_send_result(t.now, Ok(())),
-                    Effect::Send(_) => {
+                    Effect::Send(_) | Effect::SendBatch { .. } => {
                         pending.push_back(t.buf.clone());
-                        wire_ids.push(u64::from(t.buf[HEADER_LEN]));
+                        let (_, _, payloads) = sent_messages(&t.buf);
+                        wire_ids.extend(payloads.iter().map(|p| u64::from(p[0])));
                         t.m.handle_send_result(t.now, Ok(()));
                     }
                     Effect::Leave => {
@@ -1542,7 +1578,7 @@ fn random_event_sequences_resolve_every_confirmed_send_exactly_once() {
                                 t.m.handle_quorum(t.now, QuorumInput::Connected { provider });
                             }
                         }
-                        Effect::Send(_) | Effect::SendControl => {
+                        Effect::Send(_) | Effect::SendBatch { .. } | Effect::SendControl => {
                             in_flight = true;
                             let result = match rnd() % 6 {
                                 0 => Err(try_again()),
@@ -1591,7 +1627,9 @@ fn random_event_sequences_resolve_every_confirmed_send_exactly_once() {
             while let Some(e) = t.m.poll_effect(t.now, &mut t.buf) {
                 match e {
                     Effect::Connect => t.m.handle_connected(t.now, Err(lost(Operation::Join))),
-                    Effect::Send(_) | Effect::SendControl => t.m.handle_send_result(t.now, Ok(())),
+                    Effect::Send(_) | Effect::SendBatch { .. } | Effect::SendControl => {
+                        t.m.handle_send_result(t.now, Ok(()))
+                    }
                     Effect::Leave => t.m.handle_leave_result(t.now, Ok(())),
                     Effect::Close => {}
                 }
@@ -1614,4 +1652,523 @@ fn random_event_sequences_resolve_every_confirmed_send_exactly_once() {
     }
     // Not vacuous: many sends made it through to a confirmation.
     assert!(delivered > 100, "{delivered}");
+}
+
+// Batching: the send queue packs what waits while it is under pressure.
+
+/// [`plain`] with a window of `window` frames.
+fn windowed(window: usize) -> Config {
+    Config {
+        batch_window: window,
+        ..plain()
+    }
+}
+
+/// The messages delivered in `events`: (payload, own, index).
+fn delivered(events: &[Event]) -> Vec<(Vec<u8>, bool, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(d) => Some((d.data.to_vec(), d.own, d.position.index)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn confirmations(events: &[Event]) -> Vec<(SendId, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Confirmed { id, position } => Some((*id, position.index)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_idle_queue_sends_each_message_at_once_alone() {
+    let me = m(1, 10);
+    let mut t = T::joined_with(windowed(2), me, &[me]);
+    // One at a time, each delivered back before the next: never a batch, never held.
+    for i in 0..5u8 {
+        let id = t.m.send(vec![i], true).unwrap();
+        assert_eq!(t.effects(), vec![Effect::Send(id)]);
+        t.m.handle_send_result(t.now, Ok(()));
+        let frame = t.wire.last().unwrap().clone();
+        assert_eq!(&frame[..5], b"CPGl\x01", "a version-1 frame");
+        assert_eq!(&frame[HEADER_LEN..], [i]);
+        t.deliver(me, &frame);
+        assert_eq!(confirmations(&t.events()), vec![(id, u64::from(i))]);
+    }
+    // Below the window, messages queued together still go one by one.
+    t.m.send(b"x".to_vec(), false).unwrap();
+    t.m.send(b"y".to_vec(), false).unwrap();
+    assert_eq!(t.effects(), vec![Effect::Send(SendId(5))]);
+    t.m.handle_send_result(t.now, Ok(()));
+    assert_eq!(t.effects(), vec![Effect::Send(SendId(6))]);
+    t.m.handle_send_result(t.now, Ok(()));
+    let s = t.m.stats();
+    assert_eq!((s.sent, s.batches_sent, s.queued), (7, 0, 0));
+}
+
+#[test]
+fn a_full_window_holds_the_queue_and_what_waits_goes_out_as_one_batch() {
+    let me = m(1, 10);
+    let mut t = T::joined_with(windowed(2), me, &[me]);
+    let ids: Vec<SendId> = (0..6u8).map(|i| t.m.send(vec![i], true).unwrap()).collect();
+    // Two frames in flight (accepted, not delivered back): the window is full.
+    assert_eq!(t.effects(), vec![Effect::Send(ids[0])]);
+    t.m.handle_send_result(t.now, Ok(()));
+    assert_eq!(t.effects(), vec![Effect::Send(ids[1])]);
+    t.m.handle_send_result(t.now, Ok(()));
+    assert_eq!(t.effects(), vec![], "held at the window");
+    assert_eq!(
+        t.m.poll_timeout(),
+        None,
+        "no timer: an own delivery opens it"
+    );
+    assert_eq!(t.m.stats().queued, 4);
+    // The first comes back: the four that waited go as one batch.
+    let first = t.wire[0].clone();
+    t.deliver(me, &first);
+    assert_eq!(
+        t.effects(),
+        vec![Effect::SendBatch {
+            first: ids[2],
+            count: 4
+        }]
+    );
+    // Nothing more until its result.
+    assert_eq!(t.effects(), vec![]);
+    t.m.handle_send_result(t.now, Ok(()));
+    let batch = t.wire[2].clone();
+    assert_eq!(&batch[..6], b"CPGl\x02\x02");
+    let (_, seq, payloads) = sent_messages(&batch);
+    assert_eq!(
+        seq, 2,
+        "the batch's first sequence number follows the last sent"
+    );
+    assert_eq!(payloads, vec![vec![2], vec![3], vec![4], vec![5]]);
+    // Delivered back: each message alone, consecutive positions, each confirmed by
+    // its own position.
+    let second = t.wire[1].clone();
+    t.deliver(me, &second);
+    t.deliver(me, &batch);
+    let ev = t.events();
+    assert_eq!(
+        delivered(&ev),
+        (0..6u8)
+            .map(|i| (vec![i], true, u64::from(i)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        confirmations(&ev),
+        ids.iter()
+            .zip(0..)
+            .map(|(id, i)| (*id, i))
+            .collect::<Vec<_>>()
+    );
+    let s = t.m.stats();
+    assert_eq!(
+        (
+            s.sent,
+            s.batches_sent,
+            s.delivered,
+            s.batches_delivered,
+            s.confirmed
+        ),
+        (6, 1, 6, 1, 6)
+    );
+    // The queue emptied: the pressure is over, the next message goes alone at once.
+    let id = t.m.send(b"z".to_vec(), false).unwrap();
+    assert_eq!(t.effects(), vec![Effect::Send(id)]);
+}
+
+#[test]
+fn back_pressure_packs_what_queued_meanwhile() {
+    let me = m(1, 10);
+    let mut t = T::joined(me, &[me]);
+    let a = t.m.send(b"a".to_vec(), false).unwrap();
+    assert_eq!(t.effects(), vec![Effect::Send(a)]);
+    t.m.send(b"b".to_vec(), false).unwrap();
+    t.m.send(b"c".to_vec(), false).unwrap();
+    t.m.handle_send_result(t.now, Err(try_again()));
+    assert_eq!(t.effects(), vec![]);
+    let due = t.m.poll_timeout().unwrap();
+    t.advance(due - t.now);
+    // The retry carries the refused message and those queued behind it, with the
+    // refused one's sequence number first.
+    assert_eq!(t.effects(), vec![Effect::SendBatch { first: a, count: 3 }]);
+    t.m.handle_send_result(t.now, Ok(()));
+    let (_, seq, payloads) = sent_messages(t.wire.last().unwrap());
+    assert_eq!(seq, 0);
+    assert_eq!(payloads, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    let s = t.m.stats();
+    assert_eq!(
+        (s.sent, s.batches_sent, s.pushbacks, s.queued),
+        (3, 1, 1, 0)
+    );
+}
+
+#[test]
+fn a_batch_stops_at_its_byte_limit_and_a_large_message_goes_alone() {
+    let me = m(1, 10);
+    let limit = 200;
+    let config = Config {
+        batch_bytes: limit,
+        batch_window: 1,
+        ..plain()
+    };
+    let mut t = T::joined_with(config, me, &[me]);
+    let sizes = [10usize, 60, 60, 60, 60, 500, 10, 10];
+    for (i, n) in sizes.iter().enumerate() {
+        t.m.send(vec![i as u8; *n], false).unwrap();
+    }
+    // One frame at a time: each own delivery lets the next out.
+    let mut frames = Vec::new();
+    while t.m.stats().queued > 0 {
+        let effects = t.effects();
+        assert_eq!(effects.len(), 1, "{effects:?}");
+        t.m.handle_send_result(t.now, Ok(()));
+        let frame = t.wire.last().unwrap().clone();
+        t.deliver(me, &frame);
+        frames.push(frame);
+    }
+    let shapes: Vec<Vec<usize>> = frames
+        .iter()
+        .map(|f| sent_messages(f).2.iter().map(Vec::len).collect())
+        .collect();
+    // The first goes alone (nothing in flight); then batches up to 200 bytes as sent
+    // (32 of header, 4 + n per message); the 500-byte one alone.
+    assert_eq!(
+        shapes,
+        vec![
+            vec![10],
+            vec![60, 60],
+            vec![60, 60],
+            vec![500],
+            vec![10, 10]
+        ]
+    );
+    assert!(frames
+        .iter()
+        .filter(|f| f[4] == 2)
+        .all(|f| f.len() <= limit));
+    assert_eq!(
+        &frames[3][..5],
+        b"CPGl\x01",
+        "too large to share: alone, version 1"
+    );
+    // Every member reads them back in order, one position each.
+    let ev = t.events();
+    let got: Vec<(usize, u64)> = delivered(&ev)
+        .iter()
+        .map(|(p, _, i)| (p.len(), *i))
+        .collect();
+    assert_eq!(got, sizes.iter().copied().zip(0..).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_batch_holds_at_most_the_bound_of_messages() {
+    let me = m(1, 10);
+    let config = Config {
+        batch_bytes: 1 << 20,
+        batch_window: 1,
+        queue_limit: MAX_BATCH_MESSAGES + 10,
+        ..plain()
+    };
+    let mut t = T::joined_with(config, me, &[me]);
+    for _ in 0..MAX_BATCH_MESSAGES + 2 {
+        t.m.send(Vec::new(), false).unwrap();
+    }
+    assert_eq!(t.effects(), vec![Effect::Send(SendId(0))]);
+    t.m.handle_send_result(t.now, Ok(()));
+    let first = t.wire[0].clone();
+    t.deliver(me, &first);
+    assert_eq!(
+        t.effects(),
+        vec![Effect::SendBatch {
+            first: SendId(1),
+            count: MAX_BATCH_MESSAGES
+        }]
+    );
+}
+
+#[test]
+fn batching_off_never_holds_nor_packs() {
+    let me = m(1, 10);
+    let mut t = T::joined_with(unbatched(), me, &[me]);
+    for i in 0..20u8 {
+        t.m.send(vec![i], false).unwrap();
+    }
+    let wire = t.flush();
+    assert_eq!(wire.len(), 20, "each alone, none held without deliveries");
+    assert!(wire.iter().all(|f| f[4] == 1));
+    assert_eq!(t.m.stats().batches_sent, 0);
+}
+
+#[test]
+fn another_members_batch_is_delivered_message_by_message_with_the_agreed_quorum() {
+    let me = m(1, 10);
+    let other = m(2, 20);
+    // The other member's machine makes the batch.
+    let mut o = T::joined_with(windowed(1), other, &[me, other]);
+    let mut t = T::joined(me, &[me, other]);
+    for p in [&b"p"[..], b"q", b"r"] {
+        o.m.send(p.to_vec(), true).unwrap();
+    }
+    let alone = o.flush().remove(0);
+    o.deliver(other, &alone);
+    let batch = o.flush().remove(0);
+    assert_eq!(batch[4], 2, "a batch");
+    t.deliver(other, b"CPGl\x01\0\0\0xxxxxxxxyyyyyyyyfirst");
+    t.deliver(other, &alone);
+    t.deliver(other, &batch);
+    let ev = t.events();
+    assert_eq!(
+        delivered(&ev),
+        vec![
+            (b"first".to_vec(), false, 0),
+            (b"p".to_vec(), false, 1),
+            (b"q".to_vec(), false, 2),
+            (b"r".to_vec(), false, 3),
+        ]
+    );
+    assert!(ev
+        .iter()
+        .all(|e| !matches!(e, Event::Message(d) if d.quorum != AgreedQuorum::Free)));
+    assert!(confirmations(&ev).is_empty(), "not ours");
+    // The sender confirms its own by their positions (in its view, where only its
+    // own were delivered).
+    o.deliver(other, &batch);
+    let own: Vec<u64> = confirmations(&o.events()).iter().map(|c| c.1).collect();
+    assert_eq!(own, vec![0, 1, 2]);
+}
+
+#[test]
+fn a_malformed_batch_is_refused_whole_and_takes_one_position() {
+    let me = m(1, 10);
+    let other = m(2, 20);
+    let mut o = T::joined_with(windowed(1), other, &[me, other]);
+    let mut t = T::joined(me, &[me, other]);
+    for p in [&b"p"[..], b"q", b"r"] {
+        o.m.send(p.to_vec(), false).unwrap();
+    }
+    let alone = o.flush().remove(0);
+    o.deliver(other, &alone);
+    let batch = o.flush().remove(0);
+    let mut bad = batch.clone();
+    bad.push(0); // a byte after the last message
+    let mut short = batch.clone();
+    short.truncate(batch.len() - 1);
+    let mut counted = batch.clone();
+    counted[24] = 200; // a count the frame cannot hold
+    for frame in [&bad, &short, &counted] {
+        t.deliver(other, frame);
+    }
+    t.deliver(other, &batch);
+    let ev = t.events();
+    let malformed: Vec<usize> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Malformed { from, len } if *from == other => Some(*len),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(malformed, vec![bad.len(), short.len(), counted.len()]);
+    // None of their messages; the good batch after them at positions 3 and 4.
+    assert_eq!(
+        delivered(&ev),
+        vec![(b"q".to_vec(), false, 3), (b"r".to_vec(), false, 4)]
+    );
+    let s = t.m.stats();
+    assert_eq!((s.malformed, s.delivered, s.batches_delivered), (3, 5, 1));
+}
+
+#[test]
+fn a_batch_lost_with_the_connection_makes_each_confirmed_message_unknown() {
+    let me = m(1, 10);
+    let mut t = T::joined_with(windowed(1), me, &[me]);
+    let ids: Vec<SendId> = (0..4u8).map(|i| t.m.send(vec![i], true).unwrap()).collect();
+    let alone = t.flush().remove(0);
+    t.deliver(me, &alone);
+    // Three accepted in one batch, not delivered back; the daemon goes.
+    assert_eq!(
+        t.effects(),
+        vec![Effect::SendBatch {
+            first: ids[1],
+            count: 3
+        }]
+    );
+    t.m.handle_send_result(t.now, Ok(()));
+    t.events();
+    t.m.handle_daemon_lost(t.now, lost(Operation::Dispatch));
+    let unknown: Vec<SendId> = t
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::NotSent {
+                id,
+                error: GroupError::Unknown,
+            } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unknown, ids[1..].to_vec());
+    assert_eq!(t.m.stats().queued, 0);
+}
+
+#[test]
+fn a_batch_whose_send_found_the_daemon_gone_is_sent_again_after_reconnecting() {
+    let me = m(1, 10);
+    let mut t = T::joined_with(windowed(1), me, &[me]);
+    let ids: Vec<SendId> = (0..4u8).map(|i| t.m.send(vec![i], true).unwrap()).collect();
+    let alone = t.flush().remove(0);
+    t.deliver(me, &alone);
+    assert_eq!(t.events().len(), 2, "a message and its confirmation");
+    assert!(matches!(
+        t.effects()[..],
+        [Effect::SendBatch { count: 3, .. }]
+    ));
+    t.m.handle_send_result(t.now, Err(lost(Operation::Send)));
+    assert_eq!(t.m.stats().queued, 3, "kept (OnDisconnect::Keep)");
+    t.advance(Duration::from_secs(1));
+    assert_eq!(t.effects(), vec![Effect::Close, Effect::Connect]);
+    t.m.handle_connected(t.now, Ok(1));
+    t.confchg(&[me], &[], &[(me, Reason::Join)]);
+    t.events();
+    // A new connection: nothing in flight, the first goes alone with sequence number
+    // 0 of the new connection, then the rest, packed (held by the window meanwhile).
+    let mut wire = t.flush();
+    t.deliver(me, &wire[0]);
+    wire.extend(t.flush());
+    let seqs: Vec<(u64, usize)> = wire
+        .iter()
+        .map(|f| {
+            let (_, seq, p) = sent_messages(f);
+            (seq, p.len())
+        })
+        .collect();
+    assert_eq!(seqs, vec![(0, 1), (1, 2)]);
+    t.deliver(me, &wire[1]);
+    let c: Vec<SendId> = confirmations(&t.events()).iter().map(|c| c.0).collect();
+    assert_eq!(c, ids[1..].to_vec());
+}
+
+#[test]
+fn a_stop_mid_batch_reports_its_messages_unknown() {
+    let me = m(1, 10);
+    let mut t = T::joined_with(windowed(1), me, &[me]);
+    let ids: Vec<SendId> = (0..5u8).map(|i| t.m.send(vec![i], true).unwrap()).collect();
+    let alone = t.flush().remove(0);
+    t.deliver(me, &alone);
+    t.events();
+    // A batch of the four handed out; the driver stops before its result.
+    assert!(matches!(
+        t.effects()[..],
+        [Effect::SendBatch { count: 4, .. }]
+    ));
+    let late = t.m.send(b"late".to_vec(), true).unwrap();
+    t.m.handle_failure(t.now, lost(Operation::Finalize));
+    let outcomes: Vec<(SendId, GroupError)> = t
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::NotSent { id, error } => Some((id, error)),
+            _ => None,
+        })
+        .collect();
+    let mut expected: Vec<(SendId, GroupError)> = ids[1..]
+        .iter()
+        .map(|id| (*id, GroupError::Unknown))
+        .collect();
+    expected.push((late, GroupError::Closed));
+    assert_eq!(outcomes, expected);
+}
+
+#[test]
+fn a_refused_batch_reports_each_of_its_messages() {
+    let me = m(1, 10);
+    let mut t = T::joined_with(windowed(1), me, &[me]);
+    let ids: Vec<SendId> = (0..3u8)
+        .map(|i| t.m.send(vec![i], false).unwrap())
+        .collect();
+    let alone = t.flush().remove(0);
+    t.deliver(me, &alone);
+    assert!(matches!(
+        t.effects()[..],
+        [Effect::SendBatch { count: 2, .. }]
+    ));
+    let refused = cs(Operation::Send, CsError::InvalidParam);
+    t.m.handle_send_result(t.now, Err(refused.clone()));
+    let outcomes: Vec<(SendId, GroupError)> = t
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::NotSent { id, error } => Some((id, error)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (ids[1], GroupError::Rejected(refused.clone())),
+            (ids[2], GroupError::Rejected(refused))
+        ]
+    );
+    let s = t.m.stats();
+    assert_eq!((s.queued, s.not_sent, s.sent), (0, 2, 1));
+}
+
+#[test]
+fn a_quorum_marker_is_not_held_by_a_full_window() {
+    // With a quorum provider: the window holds application messages only.
+    let me = m(1, 10);
+    let config = Config {
+        batch_window: 1,
+        quorum: QuorumPolicy::Corosync,
+        ..Config::default()
+    };
+    let mut t = T::new(config, me.pid);
+    assert_eq!(t.effects(), vec![Effect::Connect]);
+    t.m.handle_connected(t.now, Ok(me.nodeid));
+    t.m.handle_quorum(t.now, QuorumInput::Connected { provider: true });
+    let ring = RingId { nodeid: 1, seq: 4 };
+    t.m.handle_totem(t.now, ring, &[1]);
+    t.confchg(&[me], &[], &[(me, Reason::Join)]);
+    t.m.send(b"a".to_vec(), false).unwrap();
+    t.m.send(b"b".to_vec(), false).unwrap();
+    // The marker goes first (nothing known yet), then "a": the window is full.
+    t.m.handle_quorum(
+        t.now,
+        QuorumInput::Notification {
+            quorate: true,
+            ring,
+            members: &[1],
+        },
+    );
+    assert_eq!(t.effects(), vec![Effect::SendControl]);
+    t.m.handle_send_result(t.now, Ok(()));
+    let marker = t.buf.clone();
+    assert!(matches!(t.effects()[..], [Effect::Send(_)]));
+    t.m.handle_send_result(t.now, Ok(()));
+    assert_eq!(t.effects(), vec![]);
+    // A new ring: its marker goes though "b" still waits for "a".
+    let ring2 = RingId { nodeid: 1, seq: 8 };
+    t.deliver(me, &marker);
+    t.m.handle_totem(t.now, ring2, &[1]);
+    t.m.handle_quorum(
+        t.now,
+        QuorumInput::Notification {
+            quorate: true,
+            ring: ring2,
+            members: &[1],
+        },
+    );
+    assert_eq!(t.effects(), vec![Effect::SendControl]);
+    t.m.handle_send_result(t.now, Ok(()));
+    assert_eq!(t.effects(), vec![]);
+    let a = t.wire[0].clone();
+    t.deliver(me, &a);
+    assert!(matches!(t.effects()[..], [Effect::Send(SendId(1))]));
 }

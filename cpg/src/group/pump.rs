@@ -103,7 +103,7 @@ impl<C: Connection> Pump<C> {
                 }
                 Some(Effect::Leave) => return Pumped::Leave,
                 Some(Effect::Close) => self.conn = None,
-                Some(Effect::Send(_) | Effect::SendControl) => {
+                Some(Effect::Send(_) | Effect::SendBatch { .. } | Effect::SendControl) => {
                     let result = match &self.conn {
                         Some(c) => c.connection().send(&self.buf),
                         None => Err(lost(Operation::Send)),

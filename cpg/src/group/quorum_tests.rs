@@ -200,7 +200,9 @@ impl Bus {
         for n in &mut self.nodes {
             while let Some(e) = n.m.poll_event() {
                 let seen = match e {
-                    Event::Message(d) => Seen::Message(d.from, d.data, d.quorum, d.position.index),
+                    Event::Message(d) => {
+                        Seen::Message(d.from, d.data.to_vec(), d.quorum, d.position.index)
+                    }
                     Event::Quorum { state, index, view } => {
                         assert_eq!(Some(view), n.m.view().map(|v| v.id()));
                         Seen::Quorum(state, index)

@@ -12,14 +12,19 @@ use super::wire::RoundId;
 ///
 /// `version` is kept by the replica layer: the number of operations applied along the
 /// state's history (a restored state takes the source's version; a view change
-/// applied with [`Replicated::apply_view`] does not count). `digest` is
-/// [`Replicated::digest`], `hint` is [`Replicated::merge_hint`].
+/// applied with [`Replicated::apply_view`] does not count). `epoch` is kept by the
+/// layer too: how many times the state's history became quorate (see the
+/// [module documentation](super#quorum)). `digest` is [`Replicated::digest`], `hint`
+/// is [`Replicated::merge_hint`].
 ///
-/// Non-exhaustive: the layer will carry more of what a choice needs here (a quorum
-/// epoch agreed by the group layer is planned); build one with [`Summary::new`].
+/// Non-exhaustive: build one with [`Summary::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Summary {
+    /// The state's quorum epoch: the number of times its history went from a
+    /// position where corosync's agreed quorum did not permit writes (pending, not
+    /// quorate) to one where it does. 0 without a quorum provider.
+    pub epoch: u64,
     /// Operations applied along this state's history.
     pub version: u64,
     /// The application's digest of the state.
@@ -33,6 +38,7 @@ impl Summary {
     /// A summary of a state at `version` with `digest` and a merge hint of 0.
     pub fn new(version: u64, digest: u64) -> Summary {
         Summary {
+            epoch: 0,
             version,
             digest,
             hint: 0,
@@ -43,10 +49,18 @@ impl Summary {
     pub fn with_hint(self, hint: u64) -> Summary {
         Summary { hint, ..self }
     }
+
+    /// The same summary with quorum epoch `epoch`.
+    pub fn with_epoch(self, epoch: u64) -> Summary {
+        Summary { epoch, ..self }
+    }
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.epoch != 0 {
+            write!(f, "e{} ", self.epoch)?;
+        }
         write!(f, "v{} #{:016x}", self.version, self.digest)?;
         if self.hint != 0 {
             write!(f, " hint {}", self.hint)?;
@@ -65,21 +79,32 @@ pub struct Candidate {
 }
 
 /// The choice by version alone: the highest version, ties broken by the lowest
-/// (node id, pid); merge hints are not looked at. `candidates` is never empty.
+/// (node id, pid); quorum epochs and merge hints are not looked at. `candidates` is
+/// never empty.
 pub fn choose_highest_version(candidates: &[Candidate]) -> usize {
-    choose_by(candidates, |s| (0, s.version))
+    choose_by(candidates, |s| (0, 0, s.version))
+}
+
+/// The choice by [merge hint](Replicated::merge_hint): the highest hint, then the
+/// highest version, ties broken by the lowest (node id, pid); quorum epochs are not
+/// looked at. With every hint 0 (the default) it is [`choose_highest_version`].
+/// `candidates` is never empty.
+pub fn choose_highest_hint(candidates: &[Candidate]) -> usize {
+    choose_by(candidates, |s| (0, s.hint, s.version))
 }
 
 /// The default choice ([`Replicated::choose`]): the highest
-/// [merge hint](Replicated::merge_hint), then the highest version, ties broken by the
-/// lowest (node id, pid). With every hint 0 (the default) it is
-/// [`choose_highest_version`]. `candidates` is never empty.
-pub fn choose_highest_hint(candidates: &[Candidate]) -> usize {
-    choose_by(candidates, |s| (s.hint, s.version))
+/// [quorum epoch](Summary::epoch), then [`choose_highest_hint`]'s rule (the highest
+/// merge hint, then the highest version), ties broken by the lowest (node id, pid).
+/// So the history that was quorate last wins a merge, however long the other's;
+/// without a quorum provider every epoch is 0 and it is [`choose_highest_hint`].
+/// `candidates` is never empty.
+pub fn choose_highest_epoch(candidates: &[Candidate]) -> usize {
+    choose_by(candidates, |s| (s.epoch, s.hint, s.version))
 }
 
 /// The candidate with the highest `key`, the first (the lowest member) of equals.
-fn choose_by(candidates: &[Candidate], key: impl Fn(&Summary) -> (u64, u64)) -> usize {
+fn choose_by(candidates: &[Candidate], key: impl Fn(&Summary) -> (u64, u64, u64)) -> usize {
     let mut best = 0;
     for (i, c) in candidates.iter().enumerate().skip(1) {
         let b = &candidates[best];
@@ -91,9 +116,12 @@ fn choose_by(candidates: &[Candidate], key: impl Fn(&Summary) -> (u64, u64)) -> 
     best
 }
 
-/// Whether `view` holds a strict majority of `configured_nodes` distinct nodes: the
-/// usual gate for writes, so that at most one side of a partition accepts them (see
-/// the [module documentation](super) on merges).
+/// Whether `view` holds a strict majority of `configured_nodes` distinct nodes: a gate
+/// for writes on a cluster without a quorum provider, so that at most one side of a
+/// partition accepts them (see the [module documentation](super) on merges). Where
+/// corosync has a provider the layer gates on its quorum instead
+/// ([`Config::gate_writes`](super::Config::gate_writes)), which counts votes, not the
+/// group's members.
 pub fn has_majority(view: &View, configured_nodes: usize) -> bool {
     majority(view.members(), configured_nodes)
 }
@@ -212,18 +240,20 @@ pub trait Replicated {
     /// A number from the state that [`choose`](Self::choose) can choose by, carried in
     /// every [`Summary`]: say, an epoch the state counts up at every view with a
     /// majority ([`apply_view`](Self::apply_view)), so that after a partition heals
-    /// the side that had the majority wins, however long the other side's history.
-    /// The default choice ([`choose_highest_hint`]) prefers the highest. Default: 0.
+    /// the side that had the majority wins, however long the other side's history
+    /// (where corosync has a quorum provider the layer's
+    /// [quorum epoch](Summary::epoch) does that, ahead of the hint). The default choice ([`choose_highest_epoch`]) prefers the highest, after the
+    /// quorum epoch. Default: 0.
     fn merge_hint(&self) -> u64 {
         0
     }
 
     /// Whose state wins a round, as an index into `candidates` (sorted by member, never
     /// empty). Every member calls it with the same candidates and must return the same
-    /// answer. Default: [`choose_highest_hint`] (the highest merge hint, then the
-    /// longest history, then the lowest member).
+    /// answer. Default: [`choose_highest_epoch`] (the highest quorum epoch, then the
+    /// highest merge hint, then the longest history, then the lowest member).
     fn choose(&self, candidates: &[Candidate]) -> usize {
-        choose_highest_hint(candidates)
+        choose_highest_epoch(candidates)
     }
 }
 
@@ -256,6 +286,28 @@ mod tests {
         assert_eq!(choose_highest_version(&cs), 0, "hints ignored");
         cs[2].summary.version = 5;
         assert_eq!(choose_highest_hint(&cs), 1, "a tie: the lowest member");
+    }
+
+    #[test]
+    fn the_highest_epoch_wins_over_hints_and_longer_histories() {
+        let mut cs = [c(1, 9), c(2, 5), c(3, 7)];
+        cs[0].summary = cs[0].summary.with_hint(5);
+        cs[1].summary = cs[1].summary.with_epoch(4);
+        cs[2].summary = cs[2].summary.with_epoch(4).with_hint(1);
+        assert_eq!(choose_highest_epoch(&cs), 2, "epoch 4, then hint 1");
+        assert_eq!(choose_highest_hint(&cs), 0, "epochs ignored");
+        assert_eq!(choose_highest_version(&cs), 0, "epochs and hints ignored");
+        cs[2].summary.hint = 0;
+        assert_eq!(choose_highest_epoch(&cs), 2, "epoch 4, then version 7");
+        cs[1].summary.version = 7;
+        assert_eq!(choose_highest_epoch(&cs), 1, "a tie: the lowest member");
+        // Without a provider every epoch is 0: the rule is the hint's.
+        let plain = [c(1, 3), c(2, 5)];
+        assert_eq!(choose_highest_epoch(&plain), choose_highest_hint(&plain));
+        assert_eq!(
+            Summary::new(3, 0xab).with_epoch(2).to_string(),
+            "e2 v3 #00000000000000ab"
+        );
     }
 
     #[test]

@@ -335,4 +335,7 @@ impl Sink for Group {
     fn try_next_event(&self) -> Option<group::Event> {
         Group::try_next_event(self)
     }
+    fn quorum(&self) -> group::LocalQuorum {
+        Group::quorum(self)
+    }
 }

@@ -60,6 +60,24 @@ pub struct Config {
     /// [`Event::Applied`]: super::Event::Applied
     /// [`Event::ViewApplied`]: super::Event::ViewApplied
     pub report_changes: bool,
+    /// Refuse operations delivered where corosync's agreed quorum does not permit
+    /// them ([`AgreedQuorum::permits`](crate::group::AgreedQuorum::permits): pending
+    /// or not quorate), on every member alike, and fail a submit at once while the
+    /// local quorum says not quorate ([`ReplicaError::NotQuorate`]). Without a quorum
+    /// provider (or with the group layer's
+    /// [`QuorumPolicy::Ignore`](crate::group::QuorumPolicy::Ignore)) nothing is
+    /// refused. Off: every operation is applied, as before quorum support; the
+    /// quorum epoch still counts, so a quorate side's history still wins a merge
+    /// (see the [module documentation](super#quorum)). Set it alike on every member.
+    /// Default on.
+    ///
+    /// [`ReplicaError::NotQuorate`]: super::ReplicaError::NotQuorate
+    pub gate_writes: bool,
+    /// The quorum epoch of the state the machine starts with
+    /// ([`Summary::epoch`](super::Summary::epoch)): 0 for a new state; for a state
+    /// loaded from disk, the epoch it had when saved (as
+    /// [`initial_version`](Self::initial_version)). Default 0.
+    pub initial_epoch: u64,
 }
 
 impl Default for Config {
@@ -74,6 +92,8 @@ impl Default for Config {
             own_log_limit: 10_000,
             initial_version: 0,
             report_changes: false,
+            gate_writes: true,
+            initial_epoch: 0,
         }
     }
 }

@@ -38,4 +38,12 @@ pub enum ReplicaError {
     /// [`Event::Restored`](super::Event::Restored)'s `discarded`).
     #[error("discarded: the state this member took from the others does not hold it")]
     Discarded,
+    /// The cluster partition this member is in is not quorate (corosync's quorum):
+    /// the operation was not applied by any member. Either `submit` failed at once
+    /// (the local quorum says not quorate: nothing was sent), or it was delivered
+    /// where the agreed quorum did not permit it (pending after a membership change,
+    /// or not quorate; [`Event::NotQuorate`](super::Event::NotQuorate)). Retrying is
+    /// safe. See the [module documentation](super#quorum).
+    #[error("not quorate: the operation was not applied (retrying is safe)")]
+    NotQuorate,
 }

@@ -2,7 +2,7 @@
 //! application (with the [`Discarded`] operations and the [`Failure`]s they carry),
 //! [`Effect`]s for its driver, where it is ([`Phase`]) and its counters ([`Stats`]).
 
-use crate::group::View;
+use crate::group::{AgreedQuorum, View};
 use crate::types::Member;
 
 use super::app::{Candidate, Summary};
@@ -135,6 +135,29 @@ pub enum Event {
         /// The state's version after it.
         version: u64,
     },
+    /// An own operation was not applied, by any member: the agreed quorum at its
+    /// delivery, `quorum`, did not permit it ([`Pending`](AgreedQuorum::Pending) or
+    /// [`NotQuorate`](AgreedQuorum::NotQuorate); see the
+    /// [module documentation](super#quorum)). Submitting it again is safe. The
+    /// drivers fail its ticket with
+    /// [`ReplicaError::NotQuorate`](super::ReplicaError::NotQuorate).
+    NotQuorate {
+        /// Its sequence number.
+        seq: u64,
+        /// The agreed quorum where it was delivered.
+        quorum: AgreedQuorum,
+    },
+    /// The agreed quorum changed, at this point of the state's history (the same on
+    /// every member of the view: a change delivered during a round is reported after
+    /// it, in its place among the queued operations). Not reported without a quorum
+    /// provider.
+    Quorum {
+        /// The agreed quorum from here on.
+        state: AgreedQuorum,
+        /// The state's quorum epoch after the change ([`Summary::epoch`]): one more
+        /// where the state became quorate after pending or not quorate.
+        epoch: u64,
+    },
     /// A read barrier passed: everything ordered before this member's barriers up to
     /// `id` ([`Machine::barrier`](super::Machine::barrier)) is applied here, in the
     /// state the view agreed on. The drivers resolve their barriers with it.
@@ -226,4 +249,7 @@ pub struct Stats {
     pub marks_sent: u64,
     /// View changes applied to the state ([`Event::ViewApplied`]).
     pub views_applied: u64,
+    /// Operations (of every origin) refused because the agreed quorum at their
+    /// delivery did not permit them ([`Event::NotQuorate`] for own ones).
+    pub not_quorate: u64,
 }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::group::View;
+use crate::group::{AgreedQuorum, Delivery, View};
 use crate::layer::deadline::later;
 use crate::types::Member;
 
@@ -89,10 +89,13 @@ enum Round {
 /// What is delivered during a round, held until it ends.
 #[derive(Debug)]
 enum Queued {
-    /// An operation: its origin, sequence number and bytes.
-    Op(Member, u64, Vec<u8>),
+    /// An operation: its origin, sequence number, bytes, and the agreed quorum at its
+    /// delivery.
+    Op(Member, u64, Vec<u8>, AgreedQuorum),
     /// This member's own read-barrier marker.
     Mark(u64),
+    /// A change of the agreed quorum.
+    Quorum(AgreedQuorum),
 }
 
 /// This member's read-barrier marker, if one is out: at most one at a time, so that
@@ -180,8 +183,10 @@ fn at_rate(len: u64, rate: u64) -> Duration {
 
 /// The replica protocol for one member, around the application's state `A`.
 ///
-/// Inputs are the group layer's views ([`handle_view`](Self::handle_view)) and
-/// deliveries ([`handle_message`](Self::handle_message)), the loss of the connection,
+/// Inputs are the group layer's views ([`handle_view`](Self::handle_view)),
+/// deliveries ([`handle_delivery`](Self::handle_delivery), or
+/// [`handle_message`](Self::handle_message) with the changes of the agreed quorum
+/// through [`handle_quorum`](Self::handle_quorum)), the loss of the connection,
 /// time ([`handle_timeout`](Self::handle_timeout)) and the application's
 /// [`submit`](Self::submit), [`barrier`](Self::barrier) and [`verify`](Self::verify).
 /// Outputs are [`Effect`]s for the driver ([`poll_effect`](Self::poll_effect)),
@@ -236,6 +241,14 @@ pub struct Machine<A: Replicated> {
     /// once the next round ends.
     held_mark: Option<u64>,
     version: u64,
+    /// The state's quorum epoch ([`Summary::epoch`]).
+    epoch: u64,
+    /// The agreed quorum at the latest delivery: what an operation delivered now is
+    /// judged by.
+    agreed: AgreedQuorum,
+    /// The agreed quorum at the state's point of the history (behind `agreed` while
+    /// a round queues the changes): what a change advances the epoch from.
+    applied_quorum: AgreedQuorum,
     /// Per origin, which of its operations this state's history holds.
     applied: BTreeMap<Member, Ranges>,
     own_log: VecDeque<(u64, Vec<u8>)>,
@@ -257,6 +270,7 @@ impl<A: Replicated> Machine<A> {
     /// A machine around `app`'s state, not yet in a view.
     pub fn new(app: A, config: Config) -> Machine<A> {
         let version = config.initial_version;
+        let epoch = config.initial_epoch;
         Machine {
             app,
             config,
@@ -280,6 +294,9 @@ impl<A: Replicated> Machine<A> {
             mark_wanted: false,
             held_mark: None,
             version,
+            epoch,
+            agreed: AgreedQuorum::Free,
+            applied_quorum: AgreedQuorum::Free,
             applied: BTreeMap::new(),
             own_log: VecDeque::new(),
             next_seq: 0,
@@ -323,9 +340,23 @@ impl<A: Replicated> Machine<A> {
         self.round_id
     }
 
+    /// The agreed quorum at the latest delivery (what an operation delivered now is
+    /// judged by; see the [module documentation](super#quorum)):
+    /// [`AgreedQuorum::Free`] until the group layer reports one.
+    pub fn quorum(&self) -> AgreedQuorum {
+        self.agreed
+    }
+
+    /// Whether operations are refused where the agreed quorum does not permit them
+    /// ([`Config::gate_writes`]).
+    pub(super) fn gates_writes(&self) -> bool {
+        self.config.gate_writes
+    }
+
     /// This state's summary now.
     pub fn summary(&self) -> Summary {
         Summary {
+            epoch: self.epoch,
             version: self.version,
             digest: self.app.digest(),
             hint: self.app.merge_hint(),
@@ -492,6 +523,10 @@ impl<A: Replicated> Machine<A> {
     /// The connection to the daemon was lost: no view until the next one.
     pub fn handle_disconnected(&mut self) {
         self.leave_view();
+        // The next connection's group layer reports its own quorum (none where it has
+        // no provider).
+        self.agreed = AgreedQuorum::Free;
+        self.applied_quorum = AgreedQuorum::Free;
         self.view = None;
         self.lost_sync = false;
         self.view_applied = false;
@@ -552,13 +587,19 @@ impl<A: Replicated> Machine<A> {
         }
         match msg {
             Msg::Op { seq, data } => {
+                // Judged at its delivery, by the state every member computes there.
+                let quorum = self.agreed;
                 if self.lost_sync {
                     self.stats.stale += 1;
-                    self.orphan(from, seq, data);
+                    if self.permits(quorum) {
+                        self.orphan(from, seq, data);
+                    } else {
+                        self.refuse(from, seq, quorum);
+                    }
                 } else if matches!(self.round, Round::Ready) {
-                    self.apply(from, seq, &data, true);
+                    self.apply_or_refuse(from, seq, &data, quorum, true);
                 } else {
-                    self.queue.push_back(Queued::Op(from, seq, data));
+                    self.queue.push_back(Queued::Op(from, seq, data, quorum));
                 }
             }
             Msg::Mark { id } => self.on_mark(from, id),
@@ -568,7 +609,7 @@ impl<A: Replicated> Machine<A> {
                 version,
                 digest,
                 hint,
-                quorum: _,
+                quorum,
             } => {
                 if self.round_id != Some(round) || !matches!(self.round, Round::Collect) || !in_view
                 {
@@ -578,6 +619,7 @@ impl<A: Replicated> Machine<A> {
                 // The first summary of each member counts. Summaries do not extend
                 // the collection: it ends at the deadline set by the start.
                 self.summaries.entry(from).or_insert(Summary {
+                    epoch: quorum,
                     version,
                     digest,
                     hint,
@@ -589,6 +631,7 @@ impl<A: Replicated> Machine<A> {
                 version,
                 digest,
                 hint,
+                epoch,
                 len,
                 chunks,
                 applied,
@@ -598,6 +641,7 @@ impl<A: Replicated> Machine<A> {
                 round,
                 Header {
                     summary: Summary {
+                        epoch,
                         version,
                         digest,
                         hint,
@@ -678,6 +722,7 @@ impl<A: Replicated> Machine<A> {
                     version: s.version,
                     digest: s.digest,
                     hint: s.hint,
+                    epoch: s.epoch,
                 };
                 self.send_round(msg);
             }
@@ -688,6 +733,7 @@ impl<A: Replicated> Machine<A> {
                 version,
                 digest,
                 hint,
+                epoch,
             } => {
                 let ready = members == self.hash && matches!(self.round, Round::Ready) && in_view;
                 let Some(open) = self
@@ -699,6 +745,7 @@ impl<A: Replicated> Machine<A> {
                     return;
                 };
                 open.got.entry(from).or_insert(Summary {
+                    epoch,
                     version,
                     digest,
                     hint,
@@ -729,6 +776,39 @@ impl<A: Replicated> Machine<A> {
                     }
                 }
             }
+        }
+    }
+
+    /// A delivery of the group layer: [`handle_quorum`](Self::handle_quorum) with the
+    /// agreed quorum it carries if that is news (the group layer reports every change
+    /// before the message, as [`group::Event::Quorum`](crate::group::Event::Quorum),
+    /// so this is for a driver that does not pass those on), then
+    /// [`handle_message`](Self::handle_message).
+    pub fn handle_delivery(&mut self, now: Instant, delivery: &Delivery) {
+        if delivery.quorum != self.agreed {
+            self.handle_quorum(now, delivery.quorum);
+        }
+        self.handle_message(now, delivery.from, &delivery.data);
+    }
+
+    /// The agreed quorum changed at this point of the delivery order
+    /// ([`group::Event::Quorum`](crate::group::Event::Quorum)): operations delivered
+    /// from here on are judged by it, and the state's history takes the change at
+    /// this point (after the round, if one runs): [`Event::Quorum`], with the quorum
+    /// epoch advanced where it becomes quorate after pending or not quorate.
+    pub fn handle_quorum(&mut self, now: Instant, state: AgreedQuorum) {
+        let _ = now;
+        if state == self.agreed {
+            return;
+        }
+        self.agreed = state;
+        if self.lost_sync {
+            // The state here is not the view's: the next one brings its epoch.
+            self.applied_quorum = state;
+        } else if matches!(self.round, Round::Ready | Round::Detached) {
+            self.apply_quorum(state);
+        } else {
+            self.queue.push_back(Queued::Quorum(state));
         }
     }
 
@@ -765,7 +845,7 @@ impl<A: Replicated> Machine<A> {
             version: s.version,
             digest: s.digest,
             hint: s.hint,
-            quorum: 0,
+            quorum: s.epoch,
         });
     }
 
@@ -920,8 +1000,11 @@ impl<A: Replicated> Machine<A> {
         // round agrees on, so own outputs and barriers wait for that round.
         while let Some(q) = self.queue.pop_front() {
             match q {
-                Queued::Op(from, seq, data) => self.apply(from, seq, &data, false),
+                Queued::Op(from, seq, data, quorum) => {
+                    self.apply_or_refuse(from, seq, &data, quorum, false)
+                }
                 Queued::Mark(id) => self.hold_mark(id),
+                Queued::Quorum(state) => self.apply_quorum(state),
             }
         }
         self.drop_round_sends();
@@ -1046,6 +1129,7 @@ impl<A: Replicated> Machine<A> {
             version: s.version,
             digest: s.digest,
             hint: s.hint,
+            epoch: s.epoch,
             len: snapshot.len() as u64,
             chunks: u32::try_from(chunks).expect("fewer than 2^32 chunks"),
             applied: self.applied.iter().map(|(&m, r)| (m, r.clone())).collect(),
@@ -1093,6 +1177,7 @@ impl<A: Replicated> Machine<A> {
             self.stats.restores += 1;
             self.stats.bytes_received += header.len;
             self.version = current.version;
+            self.epoch = current.epoch;
             let me = self.view.as_ref().and_then(View::me);
             let before = me
                 .and_then(|me| self.applied.get(&me).cloned())
@@ -1166,8 +1251,16 @@ impl<A: Replicated> Machine<A> {
         });
         for q in std::mem::take(&mut self.queue) {
             match q {
-                Queued::Op(from, seq, data) => self.orphan(from, seq, data),
+                Queued::Op(from, seq, data, quorum) => {
+                    if self.permits(quorum) {
+                        self.orphan(from, seq, data);
+                    } else {
+                        self.refuse(from, seq, quorum);
+                    }
+                }
                 Queued::Mark(id) => self.hold_mark(id),
+                // Not this member's state any more: the epoch comes with the next one.
+                Queued::Quorum(state) => self.applied_quorum = state,
             }
         }
         self.leave_view();
@@ -1244,13 +1337,66 @@ impl<A: Replicated> Machine<A> {
         }
         while let Some(q) = self.queue.pop_front() {
             match q {
-                Queued::Op(from, seq, data) => self.apply(from, seq, &data, true),
+                Queued::Op(from, seq, data, quorum) => {
+                    self.apply_or_refuse(from, seq, &data, quorum, true)
+                }
                 Queued::Mark(id) => self.event(Event::Barrier {
                     id,
                     version: self.version,
                 }),
+                Queued::Quorum(state) => self.apply_quorum(state),
             }
         }
+    }
+
+    /// Whether an operation delivered where the agreed quorum was `quorum` is
+    /// applied: it permits, or writes are not gated.
+    fn permits(&self, quorum: AgreedQuorum) -> bool {
+        !self.config.gate_writes || quorum.permits()
+    }
+
+    /// Applies an operation delivered where the agreed quorum was `quorum`, if that
+    /// permits it, else refuses it.
+    fn apply_or_refuse(
+        &mut self,
+        origin: Member,
+        seq: u64,
+        data: &[u8],
+        quorum: AgreedQuorum,
+        agreed: bool,
+    ) {
+        if self.permits(quorum) {
+            self.apply(origin, seq, data, agreed);
+        } else {
+            self.refuse(origin, seq, quorum);
+        }
+    }
+
+    /// An operation delivered where the agreed quorum (`quorum`) did not permit it:
+    /// no member applies it; its submitter learns so.
+    fn refuse(&mut self, origin: Member, seq: u64, quorum: AgreedQuorum) {
+        self.stats.not_quorate += 1;
+        if self.view.as_ref().and_then(View::me) == Some(origin) {
+            self.event(Event::NotQuorate { seq, quorum });
+        }
+    }
+
+    /// A change of the agreed quorum reaches the state's point of the history: the
+    /// epoch advances where it becomes quorate after pending or not quorate.
+    fn apply_quorum(&mut self, state: AgreedQuorum) {
+        let before = std::mem::replace(&mut self.applied_quorum, state);
+        if state == before {
+            return;
+        }
+        if matches!(state, AgreedQuorum::Quorate(_))
+            && matches!(before, AgreedQuorum::Pending | AgreedQuorum::NotQuorate(_))
+        {
+            self.epoch = self.epoch.saturating_add(1);
+        }
+        self.event(Event::Quorum {
+            state,
+            epoch: self.epoch,
+        });
     }
 
     /// Applies an operation. `agreed`: to the state the view agreed on (else, when a

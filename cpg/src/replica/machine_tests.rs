@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::app::{
-    choose_highest_hint, choose_highest_version, Candidate, OpInfo, Replicated, RestoreError,
+    choose_highest_epoch, choose_highest_version, Candidate, OpInfo, Replicated, RestoreError,
     ViewChange,
 };
 use super::config::Config;
@@ -155,7 +155,7 @@ impl Replicated for Log {
 
     fn choose(&self, candidates: &[Candidate]) -> usize {
         match self.pick_last.load(Ordering::SeqCst) {
-            0 => choose_highest_hint(candidates),
+            0 => choose_highest_epoch(candidates),
             1 => candidates.len() - 1,
             _ => choose_highest_version(candidates),
         }
@@ -900,6 +900,7 @@ fn a_state_loaded_with_its_version_wins_over_a_shorter_history() {
 mod bench;
 mod blind_spots;
 mod hostile;
+mod quorum;
 mod service;
 mod soak;
 mod stale;
@@ -968,6 +969,7 @@ fn well_formed_messages_with_any_field_values_never_panic() {
                     version: small(rnd()),
                     digest: small(rnd()),
                     hint: 0,
+                    epoch: 0,
                     len: small(rnd()),
                     chunks: (rnd() % 4) as u32,
                     applied: (0..rnd() % 3)
@@ -1003,6 +1005,7 @@ fn well_formed_messages_with_any_field_values_never_panic() {
                     version: small(rnd()),
                     digest: small(rnd()),
                     hint: 0,
+                    epoch: 0,
                 },
                 _ => {
                     // Our own messages come back too.

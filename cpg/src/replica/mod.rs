@@ -23,14 +23,14 @@
 //! # A whole small service
 //!
 //! A replicated counter map (`kv`, in `examples/kv.rs`, is the same with a line
-//! protocol): writes only while the view holds a majority of the three configured
-//! nodes, reads from the local copy.
+//! protocol): writes only where corosync's quorum permits them (see
+//! [Quorum](#quorum)), reads from the local copy.
 //!
 //! ```no_run
 //! use std::collections::BTreeMap;
 //! use std::time::Duration;
 //!
-//! use cpg::replica::{fnv, fnv_start, has_majority, Event, OpInfo, Replica, Replicated, RestoreError};
+//! use cpg::replica::{fnv, fnv_start, Event, OpInfo, Replica, ReplicaError, Replicated, RestoreError};
 //! use cpg::GroupName;
 //!
 //! #[derive(Default)]
@@ -76,12 +76,12 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let replica = Replica::start(GroupName::new("counters")?, Counters::default())?;
 //! loop {
-//!     // Gate writes: only the side of a partition with a majority of the 3 nodes.
-//!     if replica.view().is_some_and(|v| has_majority(&v, 3)) {
-//!         // Resolves once applied here, in the agreed order, with what `apply`
-//!         // returned for it.
-//!         let done = replica.submit("requests")?.wait(Duration::from_secs(10))?;
-//!         println!("v{}: requests = {}", done.version, done.output);
+//!     // Resolves once applied here, in the agreed order, with what `apply` returned
+//!     // for it; refused on a side of a partition that is not quorate.
+//!     match replica.submit("requests").and_then(|t| t.wait(Duration::from_secs(10))) {
+//!         Ok(done) => println!("v{}: requests = {}", done.version, done.output),
+//!         Err(ReplicaError::NotQuorate) => println!("not quorate: not applied, retry later"),
+//!         Err(e) => return Err(e.into()),
 //!     }
 //!     // Sees every increment acknowledged anywhere in the view before the call.
 //!     let n = replica.read_ordered(Duration::from_secs(10), |c| c.0.get("requests").copied())?;
@@ -122,14 +122,15 @@
 //!
 //! 1. The coordinator sends *start* with the hash of the member list. A start with
 //!    another list, from another member, or for another attempt is stale and dropped.
-//! 2. At the start every member sends its *summary*: [`Summary`] = the state's version
-//!    (operations applied along its history, kept by the layer),
+//! 2. At the start every member sends its *summary*: [`Summary`] = the state's quorum
+//!    epoch and version (both kept by the layer: see [Quorum](#quorum); the version
+//!    counts the operations applied along its history),
 //!    [`digest`](Replicated::digest) and [`merge_hint`](Replicated::merge_hint).
 //! 3. At the delivery of the last member's summary every member calls
 //!    [`choose`](Replicated::choose) on the same candidates (sorted by member; default
-//!    [`choose_highest_hint`]: the highest merge hint, then the longest history, ties
-//!    to the lowest member). If every summary equals the chosen one, the round ends
-//!    here: nothing is sent.
+//!    [`choose_highest_epoch`]: the highest quorum epoch, then the highest merge hint,
+//!    then the longest history, ties to the lowest member). If every summary equals
+//!    the chosen one, the round ends here: nothing is sent.
 //! 4. Otherwise the chosen member (the source) takes a [`snapshot`](Replicated::snapshot)
 //!    at exactly that point and sends a header (summary, length, number of chunks, and
 //!    per origin member the ranges of its sequence numbers the history holds) and the
@@ -146,7 +147,8 @@
 //!
 //! Operations delivered from the view change to the end of the round are queued and
 //! applied after it, in the agreed order, on top of the chosen state: no member
-//! applies an operation twice or skips one. If the view changes during a round, the
+//! applies an operation twice or skips one. Changes of the agreed quorum delivered
+//! meanwhile are queued with them, and take effect in their place. If the view changes during a round, the
 //! queued operations are applied to the local state first (they were delivered to
 //! every member that moves on together) and a new round starts (the outcomes of
 //! own operations among them wait for it: see [Results](#results)). A message of an
@@ -344,23 +346,75 @@
 //! later merge can bring a discarded one back, when the history that wins has it. Operations of the losing side are not replayed: the application decides
 //! what to do with them (submit again, report, drop).
 //!
-//! Whether to accept writes in a minority is the application's policy. Accepting them
-//! keeps every side available and loses the losing side's writes at the merge (the
-//! default rule prefers the longest history, so the busier side wins, not necessarily
-//! the larger). Gating writes on [`has_majority`] of the configured nodes means at most
-//! one side accepts new writes, so an acknowledged write survives the merge; the
-//! minority then serves stale reads, or none. Operations in flight when the partition
-//! happened can still be applied on the minority side, so a service that must never
-//! lose an acknowledged write should also keep an epoch in the state (say, counted
-//! up by [`apply_view`](Replicated::apply_view) in every view with a majority, and
-//! refuse writes in `apply` after a view without one) and return it as its
-//! [`merge_hint`](Replicated::merge_hint): the default choice prefers the highest
-//! hint to the longest history. [`choose`](Replicated::choose) sees every
-//! candidate's hint, version and digest, for a rule of its own.
+//! Where corosync has a quorum provider, the layer decides who writes (see
+//! [Quorum](#quorum)): only a quorate side applies writes, and its history, with the
+//! higher quorum epoch, wins the merge. Without a provider every epoch stays 0 and
+//! writes in a minority are the application's policy. Accepting them keeps every side
+//! available and loses the losing side's writes at the merge (the default rule then
+//! prefers the longest history, so the busier side wins, not necessarily the larger).
+//! Gating writes on [`has_majority`] of the configured nodes means at most one side
+//! accepts new writes, so an acknowledged write survives the merge; the minority then
+//! serves stale reads, or none. Operations in flight when the partition happened can
+//! still be applied on the minority side, so a service that must never lose an
+//! acknowledged write should also keep an epoch in the state (say, counted up by
+//! [`apply_view`](Replicated::apply_view) in every view with a majority, and refuse
+//! writes in `apply` after a view without one) and return it as its
+//! [`merge_hint`](Replicated::merge_hint): the default choice prefers the highest hint
+//! to the longest history (the `lock` example's `--majority-of` does this).
+//! [`choose`](Replicated::choose) sees every candidate's epoch, hint, version and
+//! digest, for a rule of its own.
 //!
-//! The summary has room for more: a quorum epoch that the group layer will agree is
-//! planned to come before the hint in the default choice (the wire format reserves
-//! its field; [`Summary`] is non-exhaustive).
+//! # Quorum
+//!
+//! Whether a side of a partition may write is corosync's decision (its quorum
+//! provider, votequorum: votes, `expected_votes`, `two_node`, a quorum device), and it
+//! reaches each node on another connection than CPG's events, in either order. The
+//! group layer agrees on it in the delivery order ([`AgreedQuorum`](crate::group::AgreedQuorum), see
+//! [`group`](crate::group#quorum)): every member that delivers a message in a view
+//! computes the same quorum state for it. The replica layer builds on that:
+//!
+//! - **Gating** ([`Config::gate_writes`], on by default). An operation delivered where
+//!   the agreed quorum is [`Pending`](crate::group::AgreedQuorum::Pending) (after a view or ring
+//!   change, before the quorum of the new ring is agreed) or
+//!   [`NotQuorate`](crate::group::AgreedQuorum::NotQuorate) is applied by no member; its submitter's
+//!   ticket fails with [`ReplicaError::NotQuorate`] ([`Event::NotQuorate`]; counted in
+//!   [`Stats::not_quorate`]). It was discarded at an agreed point: submitting it again
+//!   is safe. `submit` fails at once with the same error while the local daemon says
+//!   this node is not quorate ([`Replica::quorum`]: local knowledge, a fast check that
+//!   spares the round trip). So an operation submitted just before quorum was lost is
+//!   either ordered before the change, and applied everywhere the majority is (or, if
+//!   the minority alone delivered it as the view split, reported discarded at the
+//!   heal: [`Event::Restored`]), or ordered after it and refused: never silently lost.
+//!   After every view change writes are refused until the first quorum marker of the
+//!   view is delivered (one marker's round trip once a member has heard of its node's
+//!   quorum; the group layer documents the window and what was measured).
+//! - **The quorum epoch** ([`Summary::epoch`]): a counter in the state's metadata,
+//!   kept by the layer like the version, advanced where the agreed quorum becomes
+//!   quorate after pending or not quorate: at the same point of the history on every
+//!   member ([`Event::Quorum`], which reports every change of the agreed quorum in the
+//!   history's order; a change delivered during a round takes effect after it). It
+//!   travels in summaries, state headers and digests; a member that restores a state
+//!   takes its epoch. The default [`choose`](Replicated::choose),
+//!   [`choose_highest_epoch`], prefers the highest epoch, then the merge hint, then the
+//!   version: a side that never became quorate during a partition keeps its old epoch
+//!   and loses the merge, however long its history (also with gating off, where it
+//!   applied writes: they are reported discarded). Without a quorum provider (or with
+//!   the group layer's [`QuorumPolicy::Ignore`](crate::group::QuorumPolicy::Ignore))
+//!   the agreed quorum is [`Free`](crate::group::AgreedQuorum::Free): nothing is refused, the epoch
+//!   never moves, and the rule is the one before quorum support (hint, then version).
+//!   A state loaded from disk starts from its saved epoch
+//!   ([`Config::initial_epoch`]).
+//! - **What to read.** [`Replica::agreed_quorum`] is the agreed quorum at the latest
+//!   delivery (what an operation delivered now is judged by); [`Replica::quorum`] what
+//!   the local daemon last said. `two_node` lets both nodes of a cut two-node cluster
+//!   stay quorate (fencing decides, not votes): both then write, and the merge takes
+//!   one side's history by epoch, then version.
+//!
+//! Measured on a 3-node votequorum cluster (token 1 s): partitioned 2|1, with writers
+//! on every node through the cut, the cut-off node refused its writes at once once its
+//! daemon said not quorate and at their agreed point before that, the two others wrote
+//! on, and after the heal all three held the majority's history (`cargo test -p cpg
+//! --test replica_quorum -- --nocapture`).
 //!
 //! # Verification
 //!
@@ -437,15 +491,17 @@
 //! # Wire format
 //!
 //! Inside each group-layer payload: the magic byte `R`, the protocol version
-//! ([`PROTOCOL_VERSION`], 2: version 1 had no merge hints and no markers), the byte
+//! ([`PROTOCOL_VERSION`], 3: version 1 had no merge hints and no markers, version 2
+//! no quorum epoch in state headers and digests), the byte
 //! order (`1`: little-endian, the only one written or accepted), the kind (1 start, 2
 //! summary, 3 state header, 4 chunk, 5 operation, 6 trouble, 7 verify, 8 digest, 9
 //! marker), then the fields, little-endian. Summaries, state headers and digests
-//! carry the merge hint after the digest; a summary ends with a 64-bit field
-//! reserved for a quorum epoch (written 0, not read). A message with a newer version
-//! is refused, not misread ([`Event::Refused`]); the member is left out of the view's
-//! rounds (and, if it was the coordinator awaited, the attempt begins again with the
-//! next one). A state of `len` bytes comes in `chunks` chunks in index order: one
+//! carry the merge hint after the digest; a summary ends with the quorum epoch, a
+//! state header carries it after the hint, a digest at its end. A message with a
+//! newer version is refused, not misread ([`Event::Refused`]); the member is left out
+//! of the view's rounds (and, if it was the coordinator awaited, the attempt begins
+//! again with the next one). A message of an older version is not read either (it is
+//! [`Event::Malformed`]): version 3 added the epoch to state headers and digests. A state of `len` bytes comes in `chunks` chunks in index order: one
 //! empty chunk for an empty state, else chunks of a byte or more.
 //!
 //! # Threads
@@ -504,8 +560,8 @@ mod tokio;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use self::tokio::{AsyncReplica, AsyncTicket};
 pub use app::{
-    choose_highest_hint, choose_highest_version, has_majority, Candidate, OpInfo, Outcome,
-    Replicated, RestoreError, Summary, ViewChange,
+    choose_highest_epoch, choose_highest_hint, choose_highest_version, has_majority, Candidate,
+    OpInfo, Outcome, Replicated, RestoreError, Summary, ViewChange,
 };
 pub use blocking::{Replica, Ticket};
 pub use builder::ReplicaBuilder;

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
-use crate::group::{self, GroupError, SendId, View};
+use crate::group::{self, GroupError, LocalQuorum, SendId, View};
 use crate::name::GroupName;
 use crate::trace::traced;
 
@@ -31,6 +31,8 @@ pub(super) trait Sink {
     fn stop(&self);
     /// The group layer's next event if one is queued (never waits).
     fn try_next_event(&self) -> Option<group::Event>;
+    /// What the local daemon last said about the quorum.
+    fn quorum(&self) -> LocalQuorum;
 }
 
 /// Resolves one ticket (`T`: an operation's [`Outcome`]) or one barrier (`T`: the
@@ -106,10 +108,28 @@ impl<A: Replicated, G: Sink> Core<A, G> {
         if self.ended {
             return Err(ReplicaError::Closed);
         }
+        // A fast check: the agreed quorum at its delivery decides, but one the local
+        // daemon says is not quorate would be refused there.
+        if self.machine.gates_writes()
+            && matches!(
+                self.local_quorum(),
+                LocalQuorum::Known { quorate: false, .. }
+            )
+        {
+            return Err(ReplicaError::NotQuorate);
+        }
         let seq = self.machine.submit(op);
         self.tickets.insert(seq, resolve);
         self.flush();
         Ok(seq)
+    }
+
+    /// What the local daemon last said about the quorum
+    /// ([`LocalQuorum::Unknown`] while there is no group).
+    pub(super) fn local_quorum(&self) -> LocalQuorum {
+        self.group
+            .as_ref()
+            .map_or(LocalQuorum::Unknown, |g| g.quorum())
     }
 
     /// Starts a read barrier whose outcome goes to `resolve`.
@@ -198,6 +218,12 @@ impl<A: Replicated, G: Sink> Core<A, G> {
                         });
                     }
                 }
+                Event::NotQuorate { seq, .. } => {
+                    if let Some(r) = self.tickets.remove(seq) {
+                        self.delivered_ops.remove(seq);
+                        r(Err(ReplicaError::NotQuorate));
+                    }
+                }
                 Event::Barrier { id, version } => self.pass_barriers(*id, &Ok(*version)),
                 Event::Restored { discarded, .. } => {
                     // Own operations delivered while out of sync that the state taken
@@ -252,7 +278,8 @@ impl<A: Replicated, G: Sink> Core<A, G> {
         let now = Instant::now();
         match event {
             Some(group::Event::View(v)) => self.machine.handle_view(now, &v),
-            Some(group::Event::Message(d)) => self.machine.handle_message(now, d.from, &d.data),
+            Some(group::Event::Message(d)) => self.machine.handle_delivery(now, &d),
+            Some(group::Event::Quorum { state, .. }) => self.machine.handle_quorum(now, state),
             Some(group::Event::Disconnected { .. } | group::Event::Evicted { .. }) => {
                 self.machine.handle_disconnected()
             }
@@ -350,6 +377,33 @@ macro_rules! state_calls {
         /// This state's summary.
         pub fn summary(&self) -> $crate::replica::Summary {
             self.shared.lock().machine.summary()
+        }
+
+        /// The agreed quorum at the latest delivery: what an operation delivered now
+        /// is judged by ([`Machine::quorum`](crate::replica::Machine::quorum); see
+        /// the [module documentation](crate::replica#quorum)).
+        pub fn agreed_quorum(&self) -> $crate::group::AgreedQuorum {
+            self.shared.lock().machine.quorum()
+        }
+
+        /// What the local daemon last said about the quorum (the group layer's
+        /// `quorum()`): local knowledge, for a check before a write; `submit` fails
+        /// with [`ReplicaError::NotQuorate`](crate::replica::ReplicaError::NotQuorate)
+        /// while it says not quorate.
+        /// [`LocalQuorum::Unknown`](crate::group::LocalQuorum::Unknown) while the
+        /// replica has no group (rejoining, ended).
+        pub fn quorum(&self) -> $crate::group::LocalQuorum {
+            self.shared.lock().local_quorum()
+        }
+
+        /// Test hook, not part of the API (it may change without notice): the group
+        /// layer's `hold_dispatch` on the current group, so that a test can make the
+        /// CPG and quorum notifications arrive in the order it wants.
+        #[doc(hidden)]
+        pub fn hold_dispatch(&self, cpg: bool, quorum: bool) {
+            if let Some(g) = self.shared.lock().group.clone() {
+                g.hold_dispatch(cpg, quorum);
+            }
         }
 
         /// The protocol's counters.

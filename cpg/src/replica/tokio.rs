@@ -377,4 +377,7 @@ impl Sink for AsyncGroup {
     fn try_next_event(&self) -> Option<group::Event> {
         AsyncGroup::try_next_event(self)
     }
+    fn quorum(&self) -> group::LocalQuorum {
+        AsyncGroup::quorum(self)
+    }
 }

@@ -10,7 +10,7 @@ use crate::group::ViewId;
 use crate::types::Member;
 
 /// The version of the replica protocol this crate speaks.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 const MAGIC: u8 = b'R';
 const LITTLE_ENDIAN: u8 = 1;
 
@@ -95,8 +95,7 @@ pub(crate) enum Msg {
     /// The coordinator starts a round for the view whose member list hashes to
     /// `members`.
     Start { members: u64, round: RoundId },
-    /// A member's state summary for a round. `quorum` is reserved for a quorum epoch
-    /// that the group layer will agree: written 0, not used by this version.
+    /// A member's state summary for a round; `quorum` is the state's quorum epoch.
     Summary {
         round: RoundId,
         version: u64,
@@ -110,6 +109,7 @@ pub(crate) enum Msg {
         version: u64,
         digest: u64,
         hint: u64,
+        epoch: u64,
         len: u64,
         chunks: u32,
         applied: Vec<(Member, Ranges)>,
@@ -140,6 +140,7 @@ pub(crate) enum Msg {
         version: u64,
         digest: u64,
         hint: u64,
+        epoch: u64,
     },
     /// A read barrier's marker: once delivered back to its sender and everything
     /// before it applied there, the sender's barriers up to `id` are passed.
@@ -226,6 +227,7 @@ macro_rules! tuple_field {
 }
 tuple_field!(A, B);
 tuple_field!(A, B, C);
+tuple_field!(A, B, C, D);
 tuple_field!(A, B, C, D, E);
 tuple_field!(A, B, C, D, E, F);
 tuple_field!(A, B, C, D, E, F, G);
@@ -349,12 +351,13 @@ impl Msg {
                 version,
                 digest,
                 hint,
+                epoch,
                 len,
                 chunks,
                 applied,
             } => frame(
                 kind::STATE_HEADER,
-                (round, version, digest, hint, len, chunks, applied),
+                (round, (version, digest, hint, epoch), len, chunks, applied),
                 &[],
             ),
             Msg::Chunk { round, index, data } => frame(kind::CHUNK, (round, index), data),
@@ -372,9 +375,10 @@ impl Msg {
                 version,
                 digest,
                 hint,
+                epoch,
             } => frame(
                 kind::DIGEST,
-                (members, issuer, check, version, digest, hint),
+                (members, issuer, check, version, digest, hint, epoch),
                 &[],
             ),
             Msg::Mark { id } => frame(kind::MARK, id, &[]),
@@ -389,7 +393,9 @@ impl Msg {
         if data[1] > PROTOCOL_VERSION {
             return Err(DecodeError::Newer(data[1]));
         }
-        if data[1] == 0 || data[2] != LITTLE_ENDIAN {
+        // An older version's layouts differ (version 3 added the quorum epoch to state
+        // headers and digests): never misread, it is not a message of this protocol.
+        if data[1] != PROTOCOL_VERSION || data[2] != LITTLE_ENDIAN {
             return Err(DecodeError::Malformed);
         }
         let mut r = Reader(&data[4..]);
@@ -409,12 +415,13 @@ impl Msg {
                 }
             }
             kind::STATE_HEADER => {
-                let (round, version, digest, hint, len, chunks, applied) = r.last()?;
+                let (round, (version, digest, hint, epoch), len, chunks, applied) = r.last()?;
                 Msg::StateHeader {
                     round,
                     version,
                     digest,
                     hint,
+                    epoch,
                     len,
                     chunks,
                     applied,
@@ -443,7 +450,7 @@ impl Msg {
                 Msg::Verify { members, check }
             }
             kind::DIGEST => {
-                let (members, issuer, check, version, digest, hint) = r.last()?;
+                let (members, issuer, check, version, digest, hint, epoch) = r.last()?;
                 Msg::Digest {
                     members,
                     issuer,
@@ -451,6 +458,7 @@ impl Msg {
                     version,
                     digest,
                     hint,
+                    epoch,
                 }
             }
             kind::MARK => Msg::Mark { id: r.last()? },
@@ -546,6 +554,7 @@ mod tests {
                 version: 1,
                 digest: 2,
                 hint: 11,
+                epoch: 12,
                 len: 3,
                 chunks: 4,
                 applied: vec![(Member { nodeid: 5, pid: 6 }, vec![(1, 3), (5, 7)])],
@@ -575,6 +584,7 @@ mod tests {
                 version: 3,
                 digest: 4,
                 hint: 5,
+                epoch: 6,
             },
             Msg::Mark { id: 12 },
         ]
@@ -592,19 +602,20 @@ mod tests {
     #[test]
     fn every_kind_keeps_its_exact_bytes() {
         let golden = [
-            "52020101090000000000000001000000020000000300000000000000040000000000000005000000",
-            "520201020100000002000000030000000000000004000000000000000500000007000000000000000\
+            "52030101090000000000000001000000020000000300000000000000040000000000000005000000",
+            "520301020100000002000000030000000000000004000000000000000500000007000000000000000\
              80000000000000009000000000000000a00000000000000",
-            "520201030100000002000000030000000000000004000000000000000500000001000000000000000\
-             2000000000000000b0000000000000003000000000000000400000001000000050000000600000002\
-             0000000100000000000000030000000000000005000000000000000700000000000000",
-            "520201040100000002000000030000000000000004000000000000000500000003000000010203",
-            "520201052a0000000000000073657420782031",
-            "5202010601000000000000000200000001",
-            "5202010701000000000000000200000000000000",
-            "520201080100000000000000010000000100000002000000000000000300000000000000040000000\
-             00000000500000000000000",
-            "520201090c00000000000000",
+            "520301030100000002000000030000000000000004000000000000000500000001000000000000000\
+             2000000000000000b000000000000000c0000000000000003000000000000000400000001000000\
+             0500000006000000020000000100000000000000030000000000000005000000000000000700000\
+             000000000",
+            "520301040100000002000000030000000000000004000000000000000500000003000000010203",
+            "520301052a0000000000000073657420782031",
+            "5203010601000000000000000200000001",
+            "5203010701000000000000000200000000000000",
+            "520301080100000000000000010000000100000002000000000000000300000000000000040000000\
+             000000005000000000000000600000000000000",
+            "520301090c00000000000000",
         ];
         for (m, want) in every_kind().iter().zip(golden) {
             let hex: String = m.encode().iter().map(|b| format!("{b:02x}")).collect();
@@ -634,10 +645,10 @@ mod tests {
         // anything is allocated for it.
         let header = every_kind().swap_remove(2);
         let mut b = header.encode();
-        b[68..72].copy_from_slice(&u32::MAX.to_le_bytes());
+        b[76..80].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(Msg::decode(&b), Err(DecodeError::Malformed));
         let mut b = header.encode();
-        b[80..84].copy_from_slice(&u32::MAX.to_le_bytes());
+        b[88..92].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(Msg::decode(&b), Err(DecodeError::Malformed));
     }
 
@@ -673,6 +684,9 @@ mod tests {
             Msg::decode(&newer),
             Err(DecodeError::Newer(PROTOCOL_VERSION + 1))
         );
+        let mut older = b.clone();
+        older[1] = PROTOCOL_VERSION - 1;
+        assert_eq!(Msg::decode(&older), Err(DecodeError::Malformed));
         let mut big_endian = b.clone();
         big_endian[2] = 2;
         assert_eq!(Msg::decode(&big_endian), Err(DecodeError::Malformed));

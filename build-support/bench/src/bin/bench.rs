@@ -139,6 +139,15 @@ struct Args {
     /// fewer so that the queue holds at most 64 MiB of the largest size).
     #[arg(long)]
     queue_limit: Option<usize>,
+    /// --layer group/replica: the group layer's largest batch in bytes
+    /// (`group::Config::batch_bytes`; 0 turns batching off: every message goes alone).
+    /// Default: the layer's.
+    #[arg(long)]
+    batch_bytes: Option<usize>,
+    /// --layer group/replica: frames in flight at which the group layer's queue holds
+    /// and batches (`group::Config::batch_window`). Default: the layer's.
+    #[arg(long)]
+    batch_window: Option<usize>,
     /// Before sending, wait until this many processes (this one included) are members
     /// of the group (with --layer replica: in sync); receiving (--layer), print
     /// `# ready` once they are.
@@ -184,8 +193,16 @@ fn run(args: &Args) -> Result<bool, String> {
     if args.layer != Layer::Plain {
         return run_layer(args, &sizes, group, &stop);
     }
-    if args.catch_up || args.state_bytes > 0 || args.queue_limit.is_some() {
-        return Err("--catch-up, --state-bytes and --queue-limit need --layer".into());
+    if args.catch_up
+        || args.state_bytes > 0
+        || args.queue_limit.is_some()
+        || args.batch_bytes.is_some()
+        || args.batch_window.is_some()
+    {
+        return Err(
+            "--catch-up, --state-bytes, --queue-limit, --batch-bytes and --batch-window need --layer"
+                .into(),
+        );
     }
     if args.async_ && (args.latency || args.receive_only || args.wait_members > 1) {
         return Err(
@@ -269,6 +286,8 @@ fn run_layer(
             group,
             json: args.sweep.json,
             queue_limit: args.queue_limit,
+            batch_bytes: args.batch_bytes,
+            batch_window: args.batch_window,
             max_in_flight: args.max_in_flight,
             wait_members: args.wait_members,
             state_bytes: args.state_bytes,

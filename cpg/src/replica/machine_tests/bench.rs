@@ -198,6 +198,7 @@ impl Bench {
                 version: 100,
                 digest: 1,
                 hint: 0,
+                epoch: 0,
                 len,
                 chunks,
                 applied: vec![],

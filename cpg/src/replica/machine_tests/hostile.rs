@@ -244,6 +244,7 @@ fn verify_requests_never_answered_by_their_issuer_keep_one_check_open() {
             version: s.version,
             digest: s.digest,
             hint: 0,
+            epoch: 0,
         },
     );
     assert!(b.events.contains(&Event::Verified {

@@ -160,6 +160,7 @@ fn a_digest_for_another_member_list_is_stale() {
             version: s.version + 1,
             digest: !s.digest,
             hint: 0,
+            epoch: 0,
         },
     );
     b.peer(
@@ -171,6 +172,7 @@ fn a_digest_for_another_member_list_is_stale() {
             version: s.version,
             digest: s.digest,
             hint: 0,
+            epoch: 0,
         },
     );
     b.loopback();
