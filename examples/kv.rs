@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run -p cpg-examples --bin kv -- my-store   # on each node
+//! RUST_LOG=cpg=debug cargo run -p cpg-examples --bin kv -- my-store   # and what the layers do, on stderr
 //! ```
 //!
 //! Commands on stdin, one per line; answers on stdout, one per line:
@@ -144,9 +145,23 @@ impl Replicated for Store {
         h
     }
 }
+/// Logs what the layers do to stderr (cpg's `tracing` feature), filtered with
+/// `RUST_LOG` (`RUST_LOG=cpg=debug` shows views, back-pressure and state transfers);
+/// warnings and errors only without it. Standard output stays the program's own.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colours for a terminal only: not in a journal or a file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    init_logging();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -199,9 +199,24 @@ fn holder((m, conn, token): &Holder) -> String {
     format!("{}:{}/{conn} {token}", m.nodeid, m.pid)
 }
 
+/// Logs what the layers do to stderr (cpg's `tracing` feature), filtered with
+/// `RUST_LOG` (`RUST_LOG=cpg=debug` shows views, back-pressure and state transfers);
+/// warnings and errors only without it. Standard output stays the program's own.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colours for a terminal only: not in a journal or a file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    init_logging();
     let state = Locks {
         majority_of: args.majority_of,
         ..Locks::default()

@@ -37,6 +37,8 @@
 //! - `cfg` (feature **`cfg`**): corosync's administration service: the local node id,
 //!   each node's links, config reload, and shutdown requests a service can answer; see
 //!   the `cpg::cfg` module.
+//! - Logging (feature **`tracing`**, off by default): the [`group`] and [`replica`]
+//!   layers say what they do through `tracing`; see [Logging](#logging).
 //!
 //! # Example
 //!
@@ -72,6 +74,37 @@
 //! `Send`, not `Sync`. libcpg's process-global state (its handle tables, the umask
 //! that zero-copy allocation changes) is serialized inside this crate, and a handle
 //! inherited through `fork` refuses every call in the child ([`Error::Forked`]).
+//!
+//! # Logging
+//!
+//! With the feature **`tracing`** (`cpg = { version = "0.2", features = ["tracing"]
+//! }`) the [`group`] and [`replica`] layers emit `tracing` events; a program shows them
+//! with a subscriber, for example `tracing-subscriber` filtered by `RUST_LOG`
+//! (`RUST_LOG=cpg=debug`, or `cpg::replica=info`). Without the feature the crate has
+//! neither the dependency nor the code. Without a subscriber the events cost a check of
+//! a global level each, and the deliver path logs nothing per message.
+//!
+//! Every event is inside a span that names its group, so that concurrent groups of one
+//! process stay apart: `cpg_group` (target `cpg::group`) for a [`group::Group`] or
+//! `AsyncGroup`, `cpg_replica` (target `cpg::replica`) for a replica, each with the
+//! fields `group` (the name), `node` (the local node id, once known) and `pid`. The
+//! spans are at level ERROR so that every event a filter lets through keeps them.
+//!
+//! | target | level | what |
+//! |---|---|---|
+//! | `cpg::group` | info | a view installed (`view`, `members`, `leader`, `joined`, `left`); reconnected (`incarnation`); the agreed quorum changed (`view`, `index`, `quorate`); the own, requested leave |
+//! | `cpg::group` | warn | the daemon lost (`error`); evicted (`view`), and stopped after it; a malformed message (`from`, `len`) |
+//! | `cpg::group` | error | gave up reconnecting, or stopped on a failure (`error`) |
+//! | `cpg::group` | debug | a view settled in its ring; back-pressure, once a second while sends are refused (`pauses`, `refused`, `total_ms`, `longest_ms`, `ongoing_ms`); a failed connection attempt; the local daemon's quorum notifications |
+//! | `cpg::replica` | info | a round ended (`round`, `source`, `version`, `digest`, `transferred`, `bytes` of state received, `elapsed_ms` since the view); this member's state replaced by another's, in a catch-up or a merge (`source`, `previous`, `current`, `discarded`) |
+//! | `cpg::replica` | warn | a round failed (`attempt`, `why`); a member of a newer protocol refused; a malformed message |
+//! | `cpg::replica` | error | own operations discarded by a merge (`discarded`, `first_seq`); members that diverged (`summaries`); a view given up on |
+//! | `cpg::replica` | debug | a round starts; a verification passed; the view applied to the state |
+//!
+//! What a peer can make a member log is bounded: malformed messages are logged 10 per
+//! 5 seconds per group and layer, then one warning per 5 seconds with the count of
+//! those not logged (`suppressed`). Messages, confirmations and applied operations log
+//! nothing.
 //!
 //! # Requirements
 //!
@@ -114,9 +147,11 @@ mod sender;
 ))]
 mod service;
 mod stack;
+// Logging through `tracing` (feature `tracing`): macros that vanish without it.
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
+mod trace;
 mod types;
 #[cfg(feature = "votequorum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "votequorum")))]

@@ -197,6 +197,48 @@ fn kv_survives_kills_partitions_and_restarts() {
     }
 }
 
+/// With `RUST_LOG`, `kv` logs what the layers do to stderr, each line in the span of
+/// its group: the group layer's view and the replica layer's end of round; its
+/// answers on stdout stay as they were.
+#[test]
+fn kv_logs_what_the_layers_do_to_stderr_with_rust_log() {
+    let store = format!("kv-log-{}", std::process::id());
+    let mut kv = Kv {
+        program: Program::start_with_open_stdin(
+            cpg_testkit::shared(),
+            "env",
+            &["RUST_LOG=cpg=info", KV, &store],
+        ),
+    };
+    kv.wait_synced(1);
+    let deadline = Instant::now() + WAIT;
+    // The span's fields: the group, the pid, and the node id once known.
+    let pid = kv.program.pid();
+    let wanted = [
+        format!("cpg_group{{group={store} pid={pid} node=1}}"),
+        format!("cpg_replica{{group={store} pid={pid} node=1}}"),
+    ];
+    loop {
+        let err = kv.program.stderr();
+        let view = err.iter().any(|l| {
+            l.contains(" INFO ") && l.contains(&wanted[0]) && l.contains(": installed view ")
+        });
+        let synced = err
+            .iter()
+            .any(|l| l.contains(" INFO ") && l.contains(&wanted[1]) && l.contains(": in sync"));
+        if view && synced {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", kv.program.report());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        kv.program.stdout().iter().all(|l| !l.contains("cpg_")),
+        "{}",
+        kv.program.report()
+    );
+}
+
 /// With a quorum provider, `kv` gates on corosync's quorum by default (no
 /// `--majority-of`): the node cut off loses quorum (it prints `QUORUM not quorate`) and
 /// refuses writes, the two others write, and after the heal (`QUORUM quorate` again)

@@ -203,7 +203,7 @@ impl Group {
             wake_tx,
         };
         let policy = builder.config.quorum;
-        let shared = Arc::new(Shared::new(builder.config, side));
+        let shared = Arc::new(Shared::new(builder.config, &builder.name, side));
         let thread = {
             let shared = Arc::clone(&shared);
             let name = builder.name;
@@ -475,6 +475,7 @@ fn run(
     policy: QuorumPolicy,
     mut wake_rx: UnixStream,
 ) {
+    let _span = crate::trace::entered!(shared.lock().log.span());
     let _finish = Finish(shared);
     let mut pump = Pump::start(shared, PACE);
     loop {

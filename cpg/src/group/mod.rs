@@ -261,6 +261,8 @@ pub mod wire;
 
 // The drivers: what both share, then each one.
 mod builder;
+#[cfg(feature = "tracing")]
+mod log;
 mod pump;
 mod shared;
 

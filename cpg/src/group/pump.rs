@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::connection::ConnectionRef;
 use crate::error::{Error, Operation};
+use crate::trace::traced;
 
 use super::event::Effect;
 use super::quorum::QuorumInput;
@@ -109,6 +110,7 @@ impl<C: Connection> Pump<C> {
                     };
                     self.sends += 1;
                     let mut core = shared.lock();
+                    traced!(core.log.sent(&result));
                     core.machine.handle_send_result(Instant::now(), result);
                     drop(sending);
                     // Receipts resolve and wakers run outside the gate: their code may
@@ -163,6 +165,7 @@ impl<C: Connection> Pump<C> {
             }
         }
         let mut core = shared.lock();
+        traced!(core.log.connected(&result));
         core.machine.handle_connected(Instant::now(), result);
         if let Some(provider) = provider {
             // Under the same lock: before any event of the new connection.

@@ -13,6 +13,8 @@ use std::time::Instant;
 
 use crate::error::{CsError, Error, Operation};
 use crate::layer::lock::{Guard, Lock};
+use crate::name::GroupName;
+use crate::trace::traced;
 use crate::types::{ListedMember, Member, Reason, RingId};
 
 use super::config::Config;
@@ -66,6 +68,9 @@ pub(super) struct Core<S: Side> {
     started: Option<Result<(), Error>>,
     /// The driver's own bookkeeping of who waits.
     pub(super) waiting: S::Waiting,
+    /// The group's span and what its logging remembers.
+    #[cfg(feature = "tracing")]
+    pub(super) log: super::log::Log,
 }
 
 impl<S: Side> Core<S> {
@@ -73,8 +78,10 @@ impl<S: Side> Core<S> {
     /// whether there were any.
     fn route(&mut self) -> bool {
         let mut any = false;
+        traced!(self.log.tick());
         while let Some(event) = self.machine.poll_event() {
             any = true;
+            traced!(self.log.event(&event));
             match &event {
                 Event::Confirmed { id, position } => {
                     if let Some(r) = self.receipts.remove(id) {
@@ -184,6 +191,7 @@ impl<S: Side> Core<S> {
     /// A quorum notification.
     #[cfg(feature = "quorum")]
     pub(super) fn quorum(&mut self, quorate: bool, ring: RingId, members: &[u32]) {
+        traced!(self.log.local_quorum(quorate, ring, members.len()));
         let input = QuorumInput::Notification {
             quorate,
             ring,
@@ -227,8 +235,9 @@ impl<S: Side> std::fmt::Debug for Shared<S> {
 }
 
 impl<S: Side> Shared<S> {
-    /// A machine for this process with `config`, not started yet.
-    pub(super) fn new(config: Config, side: S) -> Self {
+    /// A machine for this process with `config` in group `name`, not started yet.
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(super) fn new(config: Config, name: &GroupName, side: S) -> Self {
         Shared {
             core: Lock::new(Core {
                 machine: Machine::new(config, std::process::id(), nonce_seed()),
@@ -238,6 +247,8 @@ impl<S: Side> Shared<S> {
                 view: None,
                 started: None,
                 waiting: S::Waiting::default(),
+                #[cfg(feature = "tracing")]
+                log: super::log::Log::new(name),
             }),
             stop: AtomicBool::new(false),
             hold_cpg: AtomicBool::new(false),

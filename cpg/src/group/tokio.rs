@@ -241,8 +241,11 @@ impl GroupBuilder {
     pub async fn start_async(self) -> Result<AsyncGroup, GroupError> {
         self.check()?;
         let policy = self.config.quorum;
-        let shared = Arc::new(Shared::new(self.config, Tasks));
-        ::tokio::spawn(drive(Arc::clone(&shared), self.name, policy));
+        let shared = Arc::new(Shared::new(self.config, &self.name, Tasks));
+        ::tokio::spawn(crate::trace::instrumented!(
+            drive(Arc::clone(&shared), self.name, policy),
+            shared.lock().log.span()
+        ));
         // Until the `AsyncGroup` exists (whose drop stops the driver), a drop of this
         // future (a cancelled start) stops the driver: else it would stay joined to
         // the group for good, and this process could not join it again.

@@ -83,7 +83,11 @@ impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
             .start()
             .map_err(ReplicaError::Join)?;
         let shared = Arc::new(Shared {
-            core: Lock::new(Core::new(Machine::new(self.app, self.config), group)),
+            core: Lock::new(Core::new(
+                Machine::new(self.app, self.config),
+                group,
+                &self.name,
+            )),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
         });
@@ -250,6 +254,7 @@ impl<A: Replicated> Drop for EndOnDrop<'_, A> {
 
 /// The driver thread: group events into the machine, the machine's sends out.
 fn run<A: Replicated>(shared: &Arc<Shared<A>>, name: GroupName, config: group::Config) {
+    let _span = crate::trace::entered!(shared.lock().log.span());
     let _end = EndOnDrop(shared);
     while !shared.stop.load(Ordering::SeqCst) {
         let (group, wait) = {

@@ -548,6 +548,8 @@ mod wire;
 // The drivers: what both share, then each one.
 mod builder;
 mod error;
+#[cfg(feature = "tracing")]
+mod log;
 mod shared;
 
 mod blocking;

@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use crate::group::{self, GroupError, LocalQuorum, SendId, View};
+use crate::name::GroupName;
+use crate::trace::traced;
 
 use super::app::{Outcome, Replicated};
 use super::error::ReplicaError;
@@ -54,10 +56,14 @@ pub(super) struct Core<A: Replicated, G> {
     /// The machine asked to leave and join again.
     pub(super) rejoin: bool,
     pub(super) ended: bool,
+    /// The replica's span and what its logging remembers.
+    #[cfg(feature = "tracing")]
+    pub(super) log: super::log::Log,
 }
 
 impl<A: Replicated, G: Sink> Core<A, G> {
-    pub(super) fn new(machine: Machine<A>, group: G) -> Self {
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(super) fn new(machine: Machine<A>, group: G, name: &GroupName) -> Self {
         Core {
             machine,
             group: Some(std::sync::Arc::new(group)),
@@ -68,6 +74,8 @@ impl<A: Replicated, G: Sink> Core<A, G> {
             delivered_ops: HashSet::new(),
             rejoin: false,
             ended: false,
+            #[cfg(feature = "tracing")]
+            log: super::log::Log::new(name),
         }
     }
 
@@ -194,7 +202,9 @@ impl<A: Replicated, G: Sink> Core<A, G> {
                 }
             }
         }
+        traced!(self.log.tick());
         while let Some((e, output)) = self.machine.poll_event_and_output() {
+            traced!(self.log.event(&e, &self.machine));
             match &e {
                 Event::Applied { seq, version } => {
                     if let Some(r) = self.tickets.remove(seq) {

@@ -156,11 +156,18 @@ impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
             .await
             .map_err(ReplicaError::Join)?;
         let shared = Arc::new(Shared {
-            core: Lock::new(Core::new(Machine::new(self.app, self.config), group)),
+            core: Lock::new(Core::new(
+                Machine::new(self.app, self.config),
+                group,
+                &self.name,
+            )),
             waiters: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
-        ::tokio::spawn(drive(Arc::clone(&shared), self.name, self.group));
+        ::tokio::spawn(crate::trace::instrumented!(
+            drive(Arc::clone(&shared), self.name, self.group),
+            shared.lock().log.span()
+        ));
         Ok(AsyncReplica { shared })
     }
 }

@@ -131,8 +131,9 @@ struct Args {
     zero_copy: bool,
     /// Compare the protocol layers with the plain loop instead of the client designs,
     /// comma-separated: plain, group, group-async, replica (see the program's
-    /// documentation; `NAME+ARG+ARG` adds arguments, as for --implementations). With
-    /// --latency: their one-in-flight latency.
+    /// documentation; `NAME+ARG+ARG` adds arguments, as for --implementations, and
+    /// `NAME+exe=FILE` runs another build of `bench` from this program's directory, as
+    /// a variant). With --latency: their one-in-flight latency.
     #[arg(long, conflicts_with_all = ["verify_across", "scale"])]
     layers: Option<String>,
     /// How the cost grows: `members` (plain, group and replica against the number of
@@ -368,10 +369,22 @@ fn layer_clients(list: &str, bench: &Path) -> Result<Vec<Implementation>, String
     for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let mut parts = entry.split('+');
         let base = parts.next().unwrap_or_default();
-        let more: Vec<&'static str> = parts.map(|a| &*Box::leak(a.into())).collect();
+        // `exe=FILE`: another build of `bench` beside it (for example one with the
+        // `tracing` feature), instead of an argument.
+        let mut exe = bench.to_path_buf();
+        let mut more: Vec<&'static str> = Vec::new();
+        for part in parts {
+            match part.strip_prefix("exe=") {
+                Some(file) => exe = bench.with_file_name(file),
+                None => more.push(Box::leak(part.into())),
+            }
+        }
+        if !exe.is_file() {
+            return Err(format!("--layers: {} not found", exe.display()));
+        }
         let (name, extra) =
             layer_args(base).ok_or_else(|| format!("--layers: unknown {base:?}"))?;
-        let name: &'static str = if more.is_empty() {
+        let name: &'static str = if entry == base {
             name
         } else {
             Box::leak(entry.into())
@@ -381,7 +394,7 @@ fn layer_clients(list: &str, bench: &Path) -> Result<Vec<Implementation>, String
         }
         clients.push(Implementation {
             name,
-            exe: bench.to_path_buf(),
+            exe,
             extra: extra.iter().copied().chain(more).collect(),
         });
     }
