@@ -145,6 +145,7 @@ impl Replicated for Store {
         h
     }
 }
+
 /// Logs what the layers do to stderr (cpg's `tracing` feature), filtered with
 /// `RUST_LOG` (`RUST_LOG=cpg=debug` shows views, back-pressure and state transfers);
 /// warnings and errors only without it. Standard output stays the program's own.

@@ -51,6 +51,7 @@ struct Args {
     #[arg(long, default_value_t = 200)]
     interval_ms: u64,
 }
+
 /// Logs what the layers do to stderr (cpg's `tracing` feature), filtered with
 /// `RUST_LOG` (`RUST_LOG=cpg=debug` shows views, back-pressure and state transfers);
 /// warnings and errors only without it. Standard output stays the program's own.
