@@ -117,8 +117,9 @@ fn on_node<T: Send>(node: &Node, f: impl FnOnce(tokio::runtime::Runtime) -> T + 
 
 #[cfg(feature = "tokio")]
 /// An `AsyncGroup` in `group` on the current runtime, in a view with the observer, and
-/// the confirmations of [`SENDS`] messages queued, with the driver given three turns
-/// to send some of them (64 a turn).
+/// the confirmations of [`SENDS`] messages queued, with the driver given turns until
+/// it has sent some of them (the first turn may send them all, in batches: then the
+/// stop comes before their deliveries confirm them).
 async fn start_and_send(
     group: GroupName,
 ) -> (cpg::group::AsyncGroup, Vec<cpg::group::Confirmation>) {
@@ -133,7 +134,12 @@ async fn start_and_send(
     let confirmations = (0..SENDS)
         .map(|seq| g.send_confirmed(payload(1, seq, 64)).unwrap())
         .collect();
-    for _ in 0..3 {
+    let deadline = std::time::Instant::now() + WAIT;
+    while g.stats().sent == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing sent within {WAIT:?}"
+        );
         tokio::task::yield_now().await;
     }
     (g, confirmations)
