@@ -103,8 +103,9 @@
 //!
 //! What a peer can make a member log is bounded: malformed messages are logged 10 per
 //! 5 seconds per group and layer, then one warning per 5 seconds with the count of
-//! those not logged (`suppressed`). Messages, confirmations and applied operations log
-//! nothing.
+//! those not logged (`suppressed`); changes of the agreed quorum (which a peer's
+//! markers can flip) the same way, at info. Messages, confirmations and applied
+//! operations log nothing.
 //!
 //! # Requirements
 //!

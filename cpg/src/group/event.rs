@@ -26,8 +26,8 @@ pub struct SendId(pub u64);
 /// same member list) and deliver the message in it give it the same index, because
 /// CPG delivers the same messages in the same order between two configuration changes
 /// to every member (virtual synchrony). The [`view`](Position::view) id is local (see
-/// [`ViewId`]); [`total`](Position::total) counts the frames this process delivered
-/// since it first joined, and is local as well.
+/// [`ViewId`]); [`total`](Position::total) counts the deliveries this process made
+/// since it first joined (a batch of n messages counts n), and is local as well.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Position {
     /// The view the message was delivered in.
@@ -46,8 +46,8 @@ pub struct Delivery {
     /// The payload (the layer's header removed): a slice of the buffer the layer
     /// copied the CPG message into, shared with the other messages of its batch and
     /// with the messages delivered around it (no allocation per message; cloning it
-    /// copies no bytes). Holding it keeps that buffer (tens of KiB) alive: copy out
-    /// (`data.to_vec()`) what is kept long.
+    /// copies no bytes). Holding it keeps that whole buffer alive (at least 64 KiB, or
+    /// the whole CPG message if larger): copy out (`data.to_vec()`) what is kept long.
     pub data: Bytes,
     /// Where it was delivered.
     pub position: Position,

@@ -5,7 +5,7 @@
 //!
 //! | level | what |
 //! |---|---|
-//! | info | a view, reconnected, the agreed quorum changed, the own leave |
+//! | info | a view, reconnected, the agreed quorum changed (at most [`BURST`] per [`INTERVAL`], then one summary with the count suppressed), the own leave |
 //! | warn | daemon lost, evicted, stopped after an eviction, a malformed message (at most [`BURST`] per [`INTERVAL`], then one summary with the count suppressed) |
 //! | error | gave up reconnecting, stopped on a failure |
 //! | debug | settled (a view's ring), back-pressure (one summary per second while sends are refused), a failed reconnect attempt, the local daemon's quorum |
@@ -27,6 +27,9 @@ use super::event::{Event, StopReason};
 pub(super) struct Log {
     span: Span,
     malformed: RateLimit,
+    /// Agreed-quorum changes: a peer's markers can flip the agreed state as often as it
+    /// sends them, so their lines are limited like malformed messages.
+    quorum: RateLimit,
     pauses: Pauses,
     /// The node id recorded in the span.
     node: Option<u32>,
@@ -38,6 +41,7 @@ impl Log {
         Log {
             span: group_span(name),
             malformed: RateLimit::new(BURST, INTERVAL),
+            quorum: RateLimit::new(BURST, INTERVAL),
             pauses: Pauses::new(PAUSE_SUMMARY),
             node: None,
         }
@@ -58,7 +62,10 @@ impl Log {
             return;
         }
         let Log {
-            span, malformed, ..
+            span,
+            malformed,
+            quorum,
+            ..
         } = self;
         in_span(span, || match event {
             Event::View(v) => tracing::info!(
@@ -73,13 +80,21 @@ impl Log {
             Event::Settled { view, ring } => {
                 tracing::debug!(target: "cpg::group", %view, %ring, "view settled in its ring")
             }
-            Event::Quorum { view, state, index } => tracing::info!(
-                target: "cpg::group",
-                %view,
-                index,
-                quorate = state.permits(),
-                "agreed quorum: {state}"
-            ),
+            Event::Quorum { view, state, index } => {
+                let admit = quorum.admit(Instant::now());
+                if let Some(suppressed) = admit.suppressed {
+                    quorum_summary(suppressed);
+                }
+                if admit.log {
+                    tracing::info!(
+                        target: "cpg::group",
+                        %view,
+                        index,
+                        quorate = state.permits(),
+                        "agreed quorum: {state}"
+                    );
+                }
+            }
             Event::Evicted { view } => tracing::warn!(
                 target: "cpg::group",
                 view = %view.id(),
@@ -130,15 +145,19 @@ impl Log {
 
     /// Whenever events are routed: the summaries that are due.
     pub(super) fn tick(&mut self) {
-        if !self.malformed.owes() && !self.pauses.open() {
+        if !self.malformed.owes() && !self.quorum.owes() && !self.pauses.open() {
             return;
         }
         let now = Instant::now();
         let suppressed = self.malformed.due(now);
+        let quorum = self.quorum.due(now);
         let pauses = self.pauses.due(now);
         in_span(&self.span, || {
             if let Some(suppressed) = suppressed {
                 suppressed_summary(suppressed);
+            }
+            if let Some(suppressed) = quorum {
+                quorum_summary(suppressed);
             }
             if let Some(p) = pauses {
                 tracing::debug!(
@@ -192,6 +211,16 @@ impl Log {
     }
 }
 
+/// The summary of the agreed-quorum limit's interval.
+fn quorum_summary(suppressed: u64) {
+    tracing::info!(
+        target: "cpg::group",
+        suppressed,
+        "agreed quorum: {suppressed} more changes not logged in the last {}s",
+        INTERVAL.as_secs()
+    );
+}
+
 /// The summary of a rate limit's interval.
 fn suppressed_summary(suppressed: u64) {
     tracing::warn!(
@@ -214,6 +243,7 @@ mod tests {
     use super::*;
     use crate::group::config::{Config, OnEviction, QuorumPolicy};
     use crate::group::machine::Machine;
+    use crate::group::AgreedQuorum;
     use crate::types::{Member, Reason};
 
     /// (level, message, the fields as `name=value`) of every event.
@@ -285,5 +315,33 @@ mod tests {
             records[1].2.contains(&"view=1.2".to_string()),
             "{records:?}"
         );
+    }
+    /// A peer flipping the agreed quorum with its markers: at most `BURST` lines per
+    /// interval, however many changes.
+    #[test]
+    fn agreed_quorum_changes_are_rate_limited() {
+        let records = Records::default();
+        let subscriber = tracing_subscriber::registry().with(Capture(Arc::clone(&records)));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut log = Log::new(&GroupName::new("flips").unwrap());
+            let view = crate::group::ViewId {
+                incarnation: 1,
+                counter: 1,
+            };
+            let ring = crate::types::RingId { nodeid: 1, seq: 4 };
+            for index in 0..1000u64 {
+                let state = if index % 2 == 0 {
+                    AgreedQuorum::Quorate(ring)
+                } else {
+                    AgreedQuorum::NotQuorate(ring)
+                };
+                log.event(&Event::Quorum { view, state, index });
+            }
+        });
+        let records = records.lock().unwrap();
+        assert_eq!(records.len(), BURST as usize, "{records:?}");
+        assert!(records
+            .iter()
+            .all(|(l, m, _)| *l == Level::INFO && m.starts_with("agreed quorum: ")));
     }
 }

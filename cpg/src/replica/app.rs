@@ -96,8 +96,13 @@ pub fn choose_highest_hint(candidates: &[Candidate]) -> usize {
 /// The default choice ([`Replicated::choose`]): the highest
 /// [quorum epoch](Summary::epoch), then [`choose_highest_hint`]'s rule (the highest
 /// merge hint, then the highest version), ties broken by the lowest (node id, pid).
-/// So the history that was quorate last wins a merge, however long the other's;
-/// without a quorum provider every epoch is 0 and it is [`choose_highest_hint`].
+/// So a history that became quorate during a partition wins over one that did not,
+/// however long the other's. The epoch counts a history's moves to quorate, not when
+/// they happened: after a sequence of partitions in which both sides were quorate in
+/// turn (say {1,2}|{3}, then {1}|{2,3}, with members on nodes 1 and 3 only), the side
+/// quorate last can tie with the other or trail it, and the hint, then the version
+/// decide. Without a quorum provider every epoch is 0 and it is
+/// [`choose_highest_hint`].
 /// `candidates` is never empty.
 pub fn choose_highest_epoch(candidates: &[Candidate]) -> usize {
     choose_by(candidates, |s| (s.epoch, s.hint, s.version))

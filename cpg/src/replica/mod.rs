@@ -398,7 +398,10 @@
 //!   [`choose_highest_epoch`], prefers the highest epoch, then the merge hint, then the
 //!   version: a side that never became quorate during a partition keeps its old epoch
 //!   and loses the merge, however long its history (also with gating off, where it
-//!   applied writes: they are reported discarded). Without a quorum provider (or with
+//!   applied writes: they are reported discarded). The epoch counts moves to quorate,
+//!   not their time: where both sides were quorate in turn across successive
+//!   partitions, the epochs can tie (then hint and version decide) or favour the side
+//!   quorate earlier ([`choose_highest_epoch`] has an example). Without a quorum provider (or with
 //!   the group layer's [`QuorumPolicy::Ignore`](crate::group::QuorumPolicy::Ignore))
 //!   the agreed quorum is [`Free`](crate::group::AgreedQuorum::Free): nothing is refused, the epoch
 //!   never moves, and the rule is the one before quorum support (hint, then version).
