@@ -65,7 +65,6 @@ pub(crate) fn output_within(
     cmd: &mut Command,
     timeout: Duration,
 ) -> Result<std::process::Output, String> {
-    use std::io::Read;
     let mut child = cmd
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -74,27 +73,8 @@ pub(crate) fn output_within(
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     // Read both pipes on threads so that a child writing more than a pipe holds cannot
     // block while this thread waits for its exit.
-    let read = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let stdout = read(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = read(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
+    let stdout = read_on_thread(child.stdout.take());
+    let stderr = read_on_thread(child.stderr.take());
     if !wait_exit(&mut child, timeout) {
         let _ = child.kill();
         let _ = child.wait();
@@ -109,6 +89,19 @@ pub(crate) fn output_within(
         status,
         stdout: stdout.join().unwrap_or_default(),
         stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
+/// Reads `pipe` to its end on a thread of its own; the thread returns what it read.
+fn read_on_thread<R: std::io::Read + Send + 'static>(
+    pipe: Option<R>,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut buf);
+        }
+        buf
     })
 }
 
