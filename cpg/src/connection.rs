@@ -10,7 +10,7 @@ use std::ptr::NonNull;
 use corosync_sys as sys;
 
 use crate::error::{Error, Operation, Result};
-use crate::link::Link;
+use crate::link::{Link, RequestGuard};
 use crate::name::GroupName;
 use crate::types::{FlowControl, Guarantee, Member};
 
@@ -98,8 +98,14 @@ impl ConnectionRef {
     ///
     /// [`CsError::TryAgain`](crate::CsError::TryAgain) means back-pressure.
     pub fn join(&self, group: &GroupName) -> Result<()> {
+        let request = self.link().request(Operation::Join)?;
+        self.join_holding(&request, group)
+    }
+
+    /// [`join`](Self::join), for a caller that holds this connection's request lock.
+    pub(crate) fn join_holding(&self, request: &RequestGuard<'_>, group: &GroupName) -> Result<()> {
         let link = self.link();
-        let _request = link.request(Operation::Join)?;
+        request.check_for(link, Operation::Join)?;
         if link.has_left() {
             return Err(Error::JoinAfterLeave);
         }
@@ -127,8 +133,18 @@ impl ConnectionRef {
     /// of another name fails with [`Error::NotJoinedTo`], and a leave before any join
     /// or after a leave with [`Error::NotJoined`], before C is called.
     pub fn leave(&self, group: &GroupName) -> Result<()> {
+        let request = self.link().request(Operation::Leave)?;
+        self.leave_holding(&request, group)
+    }
+
+    /// [`leave`](Self::leave), for a caller that holds this connection's request lock.
+    pub(crate) fn leave_holding(
+        &self,
+        request: &RequestGuard<'_>,
+        group: &GroupName,
+    ) -> Result<()> {
         let link = self.link();
-        let _request = link.request(Operation::Leave)?;
+        request.check_for(link, Operation::Leave)?;
         let joined = link.joined().ok_or(Error::NotJoined)?;
         if joined != group {
             return Err(Error::NotJoinedTo {
@@ -169,8 +185,21 @@ impl ConnectionRef {
     /// Sends with an explicit delivery [`Guarantee`].
     #[inline]
     pub fn send_with(&self, guarantee: Guarantee, buffers: &[IoSlice<'_>]) -> Result<()> {
+        let request = self.link().request(Operation::Send)?;
+        self.send_with_holding(&request, guarantee, buffers)
+    }
+
+    /// [`send_with`](Self::send_with), for a caller that holds this connection's
+    /// request lock.
+    #[inline]
+    pub(crate) fn send_with_holding(
+        &self,
+        request: &RequestGuard<'_>,
+        guarantee: Guarantee,
+        buffers: &[IoSlice<'_>],
+    ) -> Result<()> {
         let link = self.link();
-        let _request = link.request(Operation::Send)?;
+        request.check_for(link, Operation::Send)?;
         mcast(link, guarantee, buffers)
     }
 

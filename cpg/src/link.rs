@@ -66,6 +66,20 @@ pub(crate) struct RequestGuard<'a> {
     link: &'a Link,
 }
 
+impl RequestGuard<'_> {
+    /// For a call made while holding this guard: it must be `link`'s own (the lock is
+    /// per connection; the guard of another would let two requests meet in libcpg),
+    /// and `link` must still be usable for `op`.
+    #[inline]
+    pub(crate) fn check_for(&self, link: &Link, op: Operation) -> Result<()> {
+        assert!(
+            std::ptr::eq(self.link, link),
+            "cpg: a request guard used for another connection"
+        );
+        link.usable(op)
+    }
+}
+
 impl Drop for RequestGuard<'_> {
     fn drop(&mut self) {
         if self.lock.take().is_some() {

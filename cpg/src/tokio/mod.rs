@@ -121,6 +121,7 @@ use ::tokio::io::Interest;
 use crate::connection::ConnectionRef;
 use crate::error::{Error, Operation, OsError, Result};
 use crate::handle::Handle;
+use crate::link::RequestGuard;
 use crate::name::GroupName;
 use crate::options::Options;
 use crate::retry::Backoff;
@@ -423,18 +424,30 @@ impl AsyncHandle {
 
     /// Sends with an explicit delivery [`Guarantee`], waiting out back-pressure.
     pub async fn send_with(&mut self, guarantee: Guarantee, buffers: &[IoSlice<'_>]) -> Result<()> {
-        self.retry(|cpg| cpg.send_with(guarantee, buffers)).await
+        self.retry(|cpg, held| match held {
+            Some(request) => cpg.send_with_holding(request, guarantee, buffers),
+            None => cpg.send_with(guarantee, buffers),
+        })
+        .await
     }
 
     /// Joins `group`, waiting out back-pressure. The join shows up in the stream as an
     /// [`Event::Confchg`] whose `joined` list has this process.
     pub async fn join(&mut self, group: &GroupName) -> Result<()> {
-        self.retry(|cpg| cpg.join(group)).await
+        self.retry(|cpg, held| match held {
+            Some(request) => cpg.join_holding(request, group),
+            None => cpg.join(group),
+        })
+        .await
     }
 
     /// Leaves `group`, waiting out back-pressure.
     pub async fn leave(&mut self, group: &GroupName) -> Result<()> {
-        self.retry(|cpg| cpg.leave(group)).await
+        self.retry(|cpg, held| match held {
+            Some(request) => cpg.leave_holding(request, group),
+            None => cpg.leave(group),
+        })
+        .await
     }
 
     /// The current members of `group`, as this node's daemon sees them. A quick
@@ -487,7 +500,13 @@ impl AsyncHandle {
 
     /// Runs `op` until it succeeds, fails for good, or the back-off is spent; between
     /// attempts, reads pending events into the queue and sleeps on tokio's timer.
-    async fn retry<T>(&mut self, mut op: impl FnMut(&ConnectionRef) -> Result<T>) -> Result<T> {
+    ///
+    /// `op` gets the request lock it runs under when this handle has senders (`None`
+    /// when it has none: then nothing else makes requests, and `op` takes no lock).
+    async fn retry<T>(
+        &mut self,
+        mut op: impl FnMut(&ConnectionRef, Option<&RequestGuard<'_>>) -> Result<T>,
+    ) -> Result<T> {
         // A call that succeeds at once never waits: take part in tokio's cooperative
         // budget, before the attempt (a future dropped here has done nothing), so that
         // a task sending in a loop still lets the others of its thread run.
@@ -495,15 +514,21 @@ impl AsyncHandle {
         let mut retrying = self.backoff.start();
         loop {
             let link = self.fd.get_ref().link();
-            if link.is_shared() && !link.forked() {
+            let result = if link.is_shared() && !link.forked() {
                 // Senders of this handle exist: while one of their requests holds the
                 // connection's lock (a fragmented send holds it for as long as libcpg
                 // retries its fragments), wait for it as a task rather than block the
-                // worker in `op`. (Another thread may take it again in between; the
-                // attempt then waits for that one request.)
-                sender::with_request_lock(link, |_| Ok(())).await?;
-            }
-            match op(self.fd.get_ref()) {
+                // worker, and make the attempt under the lock so taken. (Released and
+                // taken again, it could go to another thread in between, and the
+                // attempt would block the worker for that thread's whole request.)
+                match sender::request_lock(link).await {
+                    Ok(request) => op(self.fd.get_ref(), Some(&request)),
+                    Err(e) => Err(e),
+                }
+            } else {
+                op(self.fd.get_ref(), None)
+            };
+            match result {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     let delay = retrying.after(e)?;

@@ -143,9 +143,17 @@ pub(super) async fn with_request_lock<T>(
     link: &Link,
     f: impl FnOnce(&RequestGuard<'_>) -> Result<T>,
 ) -> Result<T> {
+    let request = request_lock(link).await?;
+    f(&request)
+}
+
+/// The link's request lock, waited for as a task (never blocking the worker) while
+/// another request holds it. `Closed` once the handle is closed. (The guard is not
+/// `Send`: use it before the task's next await.)
+pub(super) async fn request_lock(link: &Link) -> Result<RequestGuard<'_>> {
     loop {
         if let Some(request) = link.try_lock_request()? {
-            return f(&request);
+            return Ok(request);
         }
         // Counted as waiting before the second attempt, so that a request ending
         // after it failed raises the signal.
@@ -153,7 +161,7 @@ pub(super) async fn with_request_lock<T>(
         let seen = link.unlocked().epoch();
         if let Some(request) = link.try_lock_request()? {
             drop(waiting);
-            return f(&request);
+            return Ok(request);
         }
         // Bounded: the signal's "anyone waiting?" check is not ordered with the unlock
         // on every architecture, so a wake-up may come late, but it always comes.
