@@ -481,6 +481,16 @@ impl<A: Replicated> Machine<A> {
         Some(Effect::Send(bytes))
     }
 
+    /// What [`poll_effect`](Self::poll_effect) returns next: `Some(round)` for a send
+    /// (`round`: a round message, dropped if a new attempt or view begins before it
+    /// is polled), `None` for a rejoin or nothing.
+    pub(super) fn next_send_is_round(&self) -> Option<bool> {
+        if self.rejoin {
+            return None;
+        }
+        self.outbox.front().map(|&(round, _)| round)
+    }
+
     /// Puts back a [`Effect::Send`] the driver could not hand over yet (its queue was
     /// full): it comes out first again.
     pub fn unpoll_send(&mut self, bytes: Vec<u8>) {
