@@ -324,7 +324,7 @@ impl Sink for Group {
     }
     fn send(&self, bytes: Vec<u8>, confirm: bool) -> Result<SendId, GroupError> {
         if confirm {
-            self.send_confirmed(bytes).map(|r| r.id())
+            self.send_tracked(bytes)
         } else {
             Group::send(self, bytes)
         }

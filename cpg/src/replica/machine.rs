@@ -481,6 +481,12 @@ impl<A: Replicated> Machine<A> {
         Some(Effect::Send(bytes))
     }
 
+    /// Whether the machine asked to rejoin ([`Effect::Rejoin`]) and the driver has
+    /// not polled it yet.
+    pub(super) fn wants_rejoin(&self) -> bool {
+        self.rejoin
+    }
+
     /// What [`poll_effect`](Self::poll_effect) returns next: `Some(round)` for a send
     /// (`round`: a round message, dropped if a new attempt or view begins before it
     /// is polled), `None` for a rejoin or nothing.

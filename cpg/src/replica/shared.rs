@@ -29,6 +29,10 @@ const IN_FLIGHT: usize = 16;
 /// comes after them from waiting behind more than about this many bytes.
 const OP_BYTES_IN_FLIGHT: usize = 1 << 20;
 
+/// Most group-layer events fed to the machine in one pass of the driver (one hold of
+/// its lock).
+const EVENTS_PER_PASS: usize = 256;
+
 /// Whether the machine's next send goes to the group layer now: `round` whether it is
 /// a round message, `queued` the messages in the group layer's queue, `op_bytes` the
 /// bytes of operations in flight (see [`OP_BYTES_IN_FLIGHT`]).
@@ -305,24 +309,44 @@ impl<A: Replicated, G: Sink> Core<A, G> {
         }
     }
 
-    /// Feeds one group-layer event (`None`: only time passed) and flushes.
+    /// Feeds one group-layer event (`None`: only time passed), then the events the
+    /// group layer has queued behind it (up to [`EVENTS_PER_PASS`]), and flushes
+    /// once: under one hold of the driver's lock, with one wake-up of the
+    /// application for them all.
     pub(super) fn handle(&mut self, event: Option<group::Event>) {
         let now = Instant::now();
-        match event {
-            Some(group::Event::View(v)) => self.machine.handle_view(now, &v),
-            Some(group::Event::Message(d)) => self.machine.handle_delivery(now, &d),
-            Some(group::Event::Quorum { state, .. }) => self.machine.handle_quorum(now, state),
-            Some(group::Event::Disconnected { .. } | group::Event::Evicted { .. }) => {
-                self.machine.handle_disconnected()
+        if let Some(event) = event {
+            self.feed(now, event);
+        }
+        for _ in 0..EVENTS_PER_PASS {
+            // A rejoin retires the group: what it still has queued is not fed.
+            if self.ended || self.rejoin || self.machine.wants_rejoin() {
+                break;
             }
-            Some(e @ (group::Event::NotSent { .. } | group::Event::Confirmed { .. })) => {
-                self.track(&e)
-            }
-            Some(group::Event::Left | group::Event::Stopped(_)) => self.end(),
-            _ => {}
+            let Some(event) = self.group.as_ref().and_then(|g| g.try_next_event()) else {
+                break;
+            };
+            self.feed(now, event);
         }
         self.machine.handle_timeout(now);
         self.flush();
+    }
+
+    /// Feeds one group-layer event to the machine.
+    fn feed(&mut self, now: Instant, event: group::Event) {
+        match event {
+            group::Event::View(v) => self.machine.handle_view(now, &v),
+            group::Event::Message(d) => self.machine.handle_delivery(now, &d),
+            group::Event::Quorum { state, .. } => self.machine.handle_quorum(now, state),
+            group::Event::Disconnected { .. } | group::Event::Evicted { .. } => {
+                self.machine.handle_disconnected()
+            }
+            e @ (group::Event::NotSent { .. } | group::Event::Confirmed { .. }) => {
+                self.track(&e)
+            }
+            group::Event::Left | group::Event::Stopped(_) => self.end(),
+            _ => {}
+        }
     }
 
     /// The replica was dropped, or its driver ended however it ended (returned,

@@ -366,7 +366,7 @@ impl Sink for AsyncGroup {
     }
     fn send(&self, bytes: Vec<u8>, confirm: bool) -> Result<SendId, GroupError> {
         if confirm {
-            self.send_confirmed(bytes).map(|r| r.id())
+            self.send_tracked(bytes)
         } else {
             AsyncGroup::send(self, bytes)
         }
