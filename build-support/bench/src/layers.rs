@@ -1110,7 +1110,7 @@ fn wait_ticket(ticket: &Ticket<()>, halt: &dyn Fn() -> bool) -> Result<u64, Stri
 }
 
 /// The replica client's sending side: submits, keeping at most `max` tickets
-/// outstanding (at the bound it waits for the oldest).
+/// outstanding (at the bound it waits for the oldest quarter).
 struct ReplicaSender<'r> {
     replica: &'r Replica<BenchState>,
     tickets: VecDeque<Ticket<()>>,
@@ -1120,10 +1120,15 @@ struct ReplicaSender<'r> {
 impl ReplicaSender<'_> {
     fn send(&mut self, msg: &[u8], halt: &dyn Fn() -> bool) -> Result<u64, String> {
         let mut waited = 0;
-        while self.tickets.len() >= self.max {
-            if let Some(oldest) = self.tickets.pop_front() {
-                wait_ticket(&oldest, halt)?;
-                waited = 1;
+        if self.tickets.len() >= self.max {
+            // Down to three quarters of the bound: the replica resolves tickets in
+            // passes, and one wake-up per pass (not per ticket) keeps this client's
+            // cost out of the figures.
+            while self.tickets.len() > self.max - self.max.div_ceil(4) {
+                if let Some(oldest) = self.tickets.pop_front() {
+                    wait_ticket(&oldest, halt)?;
+                    waited = 1;
+                }
             }
         }
         let ticket = self.replica.submit(msg).map_err(|e| e.to_string())?;
