@@ -86,6 +86,7 @@ impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
             core: Lock::new(Core::new(
                 Machine::new(self.app, self.config),
                 group,
+                self.group.queue_limit,
                 &self.name,
             )),
             changed: Condvar::new(),

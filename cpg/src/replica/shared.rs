@@ -72,6 +72,8 @@ pub(super) struct Core<A: Replicated, G> {
     sent_ops: HashMap<SendId, (Tracked, usize)>,
     /// Bytes of the messages in `sent_ops`.
     op_bytes: usize,
+    /// The group layer's queue bound: nothing is handed over while it is reached.
+    queue_limit: usize,
     /// Operations the group layer delivered (confirmed) whose tickets wait to be
     /// applied here: if the replica stops first, the others may have applied them.
     delivered_ops: HashSet<u64>,
@@ -85,8 +87,10 @@ pub(super) struct Core<A: Replicated, G> {
 
 impl<A: Replicated, G: Sink> Core<A, G> {
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
-    pub(super) fn new(machine: Machine<A>, group: G, name: &GroupName) -> Self {
+    /// `queue_limit`: the group layer's ([`group::Config::queue_limit`]).
+    pub(super) fn new(machine: Machine<A>, group: G, queue_limit: usize, name: &GroupName) -> Self {
         Core {
+            queue_limit,
             machine,
             group: Some(std::sync::Arc::new(group)),
             events: VecDeque::new(),
@@ -205,7 +209,10 @@ impl<A: Replicated, G: Sink> Core<A, G> {
                     _ => break,
                 }
             };
-            if !has_room(round, group.queued(), self.op_bytes) {
+            let queued = group.queued();
+            // Only this replica sends into its group, so the queue does not fill up
+            // behind this check.
+            if queued >= self.queue_limit || !has_room(round, queued, self.op_bytes) {
                 break;
             }
             let Some(Effect::Send(bytes)) = self.machine.poll_effect() else {
@@ -215,16 +222,12 @@ impl<A: Replicated, G: Sink> Core<A, G> {
             let len = bytes.len();
             // Operations and markers go confirmed: the group layer then reports one
             // whose outcome the loss of the daemon made unknown.
-            match group.send(bytes.clone(), what.is_some()) {
+            match group.send(bytes, what.is_some()) {
                 Ok(id) => {
                     if let Some(what) = what {
                         self.op_bytes += len;
                         self.sent_ops.insert(id, (what, len));
                     }
-                }
-                Err(GroupError::QueueFull { .. }) => {
-                    self.machine.unpoll_send(bytes);
-                    break;
                 }
                 Err(e) => {
                     if let Some(what) = what {
@@ -341,9 +344,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
             group::Event::Disconnected { .. } | group::Event::Evicted { .. } => {
                 self.machine.handle_disconnected()
             }
-            e @ (group::Event::NotSent { .. } | group::Event::Confirmed { .. }) => {
-                self.track(&e)
-            }
+            e @ (group::Event::NotSent { .. } | group::Event::Confirmed { .. }) => self.track(&e),
             group::Event::Left | group::Event::Stopped(_) => self.end(),
             _ => {}
         }
@@ -583,7 +584,7 @@ mod tests {
     fn operations_fill_the_queue_and_stale_round_messages_are_still_dropped() {
         let name = GroupName::new("replica-in-flight").expect("a valid name");
         let machine = Machine::new(Count::default(), Config::default());
-        let mut core = Core::new(machine, Queue::default(), &name);
+        let mut core = Core::new(machine, Queue::default(), usize::MAX, &name);
         let queue = core.group.clone().expect("a group");
         core.machine.handle_view(Instant::now(), &view(1));
         core.flush();
@@ -605,7 +606,10 @@ mod tests {
         let queued = queue.queued();
         let len = queue.sent.borrow()[synced].len();
         assert!(queued > 10 * IN_FLIGHT, "{queued} operations queued");
-        assert!(queued * len <= OP_BYTES_IN_FLIGHT + len, "{queued} × {len} B");
+        assert!(
+            queued * len <= OP_BYTES_IN_FLIGHT + len,
+            "{queued} × {len} B"
+        );
         assert!(queued < ops, "the bytes bound held some back: {queued}");
 
         // Two view changes: the first one's start is held (the queue is full) and
@@ -631,7 +635,10 @@ mod tests {
             .iter()
             .position(|b| tracked(b).is_none())
             .expect("a round message");
-        assert_eq!(first_round, ops, "every operation went out before the round");
+        assert_eq!(
+            first_round, ops,
+            "every operation went out before the round"
+        );
         let outcomes = outcomes.lock().unwrap();
         assert_eq!(outcomes.len(), ops);
         assert!(outcomes

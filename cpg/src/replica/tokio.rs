@@ -159,6 +159,7 @@ impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
             core: Lock::new(Core::new(
                 Machine::new(self.app, self.config),
                 group,
+                self.group.queue_limit,
                 &self.name,
             )),
             waiters: Mutex::new(Vec::new()),
