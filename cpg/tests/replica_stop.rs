@@ -152,8 +152,11 @@ mod async_replica {
         })
     }
 
-    /// An `AsyncReplica` ready beside node 2, with [`OPS`] operations submitted and the
-    /// first applied.
+    /// An `AsyncReplica` ready beside node 2, with its first operation applied and
+    /// [`OPS`] − 1 more submitted and handed to the daemon. (The replica hands its
+    /// operations to the group layer in batches and applies a batch delivered in one
+    /// pass: submitted together with the first, the rest would all be applied by the
+    /// time the first is, on this one-thread runtime.)
     async fn start_and_submit(group: GroupName) -> (AsyncReplica<OpLog>, Vec<AsyncTicket<usize>>) {
         let r = Replica::builder(group, OpLog::default())
             .config(config())
@@ -164,11 +167,16 @@ mod async_replica {
             .await
             .expect("ready beside node 2")
             .expect("not ended");
-        let tickets: Vec<_> = (0..OPS).map(|i| r.submit(op(i)).unwrap()).collect();
+        let mut tickets = vec![r.submit(op(0)).unwrap()];
         tokio::time::timeout(WAIT, tickets[0].wait())
             .await
             .expect("the first operation within WAIT")
             .expect("the first operation applied");
+        tickets.extend((1..OPS).map(|i| r.submit(op(i)).unwrap()));
+        // The drivers hand them to the daemon; their deliveries are not read yet.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
         (r, tickets)
     }
 
