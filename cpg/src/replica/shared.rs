@@ -576,47 +576,65 @@ mod tests {
         }
     }
 
-    /// Round messages wait in the machine while the group layer's queue holds
-    /// [`IN_FLIGHT`] or more messages, also when operations fill it far beyond that
-    /// (for batches): a view change then still drops the ones gone stale, which are
-    /// never sent.
-    #[test]
-    fn operations_fill_the_queue_and_stale_round_messages_are_still_dropped() {
-        let name = GroupName::new("replica-in-flight").expect("a valid name");
-        let machine = Machine::new(Count::default(), Config::default());
-        let mut core = Core::new(machine, Queue::default(), usize::MAX, &name);
-        let queue = core.group.clone().expect("a group");
-        core.machine.handle_view(Instant::now(), &view(1));
-        core.flush();
-        deliver_all(&mut core);
-        assert_eq!(core.machine.phase(), Phase::Ready);
-        let synced = queue.sent.borrow().len();
+    /// Outcomes of the operations submitted by [`submit`], in submission order.
+    type Outcomes = std::sync::Arc<std::sync::Mutex<Vec<Result<u64, ReplicaError>>>>;
 
-        // Nothing is delivered for now: operations pile up in the queue, far beyond
-        // the round messages' bound, up to the bytes bound.
-        let ops = 20_000;
-        let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        for _ in 0..ops {
-            let outcomes = std::sync::Arc::clone(&outcomes);
+    /// Submits `n` operations of 64 bytes whose outcomes go to `outcomes`.
+    fn submit(core: &mut Core<Count, Queue>, n: usize, outcomes: &Outcomes) {
+        for _ in 0..n {
+            let outcomes = std::sync::Arc::clone(outcomes);
             let resolve = Box::new(move |r: Result<Outcome<u64>, ReplicaError>| {
                 outcomes.lock().unwrap().push(r.map(|o| o.output));
             });
             core.submit(vec![7; 64], resolve).expect("submitted");
         }
-        let queued = queue.queued();
-        let len = queue.sent.borrow()[synced].len();
-        assert!(queued > 10 * IN_FLIGHT, "{queued} operations queued");
-        assert!(
-            queued * len <= OP_BYTES_IN_FLIGHT + len,
-            "{queued} × {len} B"
-        );
-        assert!(queued < ops, "the bytes bound held some back: {queued}");
+    }
+
+    /// A lone member's core, synced, over a [`Queue`]; how many messages that took.
+    fn synced_core() -> (Core<Count, Queue>, usize) {
+        let name = GroupName::new("replica-in-flight").expect("a valid name");
+        let machine = Machine::new(Count::default(), Config::default());
+        let mut core = Core::new(machine, Queue::default(), usize::MAX, &name);
+        core.machine.handle_view(Instant::now(), &view(1));
+        core.flush();
+        deliver_all(&mut core);
+        assert_eq!(core.machine.phase(), Phase::Ready);
+        let synced = core.group.as_ref().expect("a group").sent.borrow().len();
+        (core, synced)
+    }
+
+    /// Every operation applied here, in order, its ticket resolved; nothing in flight.
+    fn assert_all_applied(core: &Core<Count, Queue>, outcomes: &Outcomes, ops: usize) {
+        let outcomes = outcomes.lock().unwrap();
+        assert_eq!(outcomes.len(), ops);
+        assert!(outcomes
+            .iter()
+            .enumerate()
+            .all(|(i, o)| matches!(o, Ok(v) if *v == i as u64 + 1)));
+        assert_eq!(core.op_bytes, 0);
+    }
+
+    /// Round messages wait in the machine while the group layer's queue holds
+    /// [`IN_FLIGHT`] or more messages, also when operations fill it far beyond that
+    /// (for batches): a view change then still drops the ones gone stale (state
+    /// chunks above all; here the start of a round), which are never sent.
+    #[test]
+    fn operations_fill_the_queue_and_stale_round_messages_are_still_dropped() {
+        let (mut core, synced) = synced_core();
+        let queue = core.group.clone().expect("a group");
+
+        // Nothing is delivered for now: all of them go to the queue, far beyond the
+        // round messages' bound (and below the bytes bound).
+        let ops = 1000;
+        let outcomes = Outcomes::default();
+        submit(&mut core, ops, &outcomes);
+        assert_eq!(queue.queued(), ops);
 
         // Two view changes: the first one's start is held (the queue is full) and
         // dropped at the second; only the second's goes out, after the operations.
         core.machine.handle_view(Instant::now(), &view(2));
         core.flush();
-        assert_eq!(queue.queued(), queued, "the round's start is held back");
+        assert_eq!(queue.queued(), ops, "the round's start is held back");
         core.machine.handle_view(Instant::now(), &view(3));
         core.flush();
         deliver_all(&mut core);
@@ -635,16 +653,30 @@ mod tests {
             .iter()
             .position(|b| tracked(b).is_none())
             .expect("a round message");
-        assert_eq!(
-            first_round, ops,
-            "every operation went out before the round"
+        assert_eq!(first_round, ops, "the operations went out before the round");
+        drop(sent);
+        assert_all_applied(&core, &outcomes, ops);
+    }
+
+    /// Operations in flight (handed over, not yet delivered back) stay within
+    /// [`OP_BYTES_IN_FLIGHT`]; the rest wait in the machine and go as those come back.
+    #[test]
+    fn operations_in_flight_are_bounded_in_bytes() {
+        let (mut core, synced) = synced_core();
+        let queue = core.group.clone().expect("a group");
+        let ops = 20_000;
+        let outcomes = Outcomes::default();
+        submit(&mut core, ops, &outcomes);
+        let queued = queue.queued();
+        let len = queue.sent.borrow()[synced].len();
+        assert!(queued * len >= OP_BYTES_IN_FLIGHT, "{queued} × {len} B");
+        assert!(
+            queued * len < OP_BYTES_IN_FLIGHT + len,
+            "{queued} × {len} B"
         );
-        let outcomes = outcomes.lock().unwrap();
-        assert_eq!(outcomes.len(), ops);
-        assert!(outcomes
-            .iter()
-            .enumerate()
-            .all(|(i, o)| matches!(o, Ok(v) if *v == i as u64 + 1)));
-        assert_eq!(core.op_bytes, 0);
+        assert!(queued < ops);
+        deliver_all(&mut core);
+        assert_eq!(queue.sent.borrow().len(), synced + ops);
+        assert_all_applied(&core, &outcomes, ops);
     }
 }
