@@ -12,8 +12,9 @@
 //!   delivered back, and so the queue has moved.
 //! - **replica** ([`cpg::replica::Replica`] around [`BenchState`], a counter with a
 //!   digest): a sending thread submits every message as an operation, keeping at most
-//!   `--max-in-flight` tickets outstanding (at the bound it waits on the oldest, down to three quarters of it); every
-//!   member counts the operations it applies, in `apply`. Before the end-of-run marker
+//!   `--max-in-flight` tickets outstanding (at the bound it waits on the oldest, down
+//!   to three quarters of the bound); every member counts the operations it applies,
+//!   in `apply`. Before the end-of-run marker
 //!   the sender asks all members to compare digests and fails unless they all hold the
 //!   same state.
 //!
