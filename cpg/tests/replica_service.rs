@@ -297,6 +297,14 @@ fn the_merge_hint_decides_a_partition_heal() {
         history, minority,
         "the minority's history, with the higher hint"
     );
+    // The events are recorded a moment after the replica produces them: the
+    // majority's members report the restore that discarded their writes.
+    for r in &reps[..2] {
+        r.wait_event("the restore that discarded its writes", |e| match e {
+            Event::Restored { discarded, .. } if !discarded.is_empty() => Some(()),
+            _ => None,
+        });
+    }
     for (i, seq, _) in &majority {
         assert!(
             reps[*i].discarded().contains(seq),

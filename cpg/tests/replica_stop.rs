@@ -1,7 +1,7 @@
 //! What stopping a replica does to its tickets, on a real 2-node cluster. A replica on
-//! node 1 submits 100 operations and stops as soon as the first is applied, while the
-//! rest go out: the blocking `Replica` dropped, the `AsyncReplica` dropped, or the
-//! runtime under the `AsyncReplica` dropped. Every ticket resolves, and the replica on
+//! node 1 submits an operation, and once it is applied 99 more, which it sends without
+//! reading their deliveries, then stops: the blocking `Replica` dropped, the
+//! `AsyncReplica` dropped, or the runtime under the `AsyncReplica` dropped. Every ticket resolves, and the replica on
 //! node 2 applied exactly the operations whose tickets say the daemon had them (a
 //! version, or `NotSent(Unknown)`: "may have been applied"), none of those whose
 //! tickets say they were never sent: whoever submits again on those duplicates
@@ -24,6 +24,13 @@ const OPS: usize = 100;
 /// Rounds before a test gives up on stopping while the daemon held an operation not
 /// yet applied.
 const ROUNDS: usize = 5;
+
+/// How long a replica that reads no deliveries (`hold_dispatch`) sends before it is
+/// stopped: its group layer hands what it can to the daemon (the first frames; the
+/// rest wait for those to come back), none comes back. Without the hold, the
+/// operations submitted together are sent in one batch and applied in one pass, and
+/// a stop after the first is applied rarely finds one in the daemon's hands.
+const SENDING: Duration = Duration::from_millis(100);
 
 /// The outcome of each ticket of a round, in submission order.
 type Results = Vec<Result<cpg::replica::Outcome<usize>, ReplicaError>>;
@@ -107,10 +114,13 @@ fn a_dropped_replica_reports_what_the_daemon_had() {
             .expect("start");
         r.wait_ready(WAIT * 2, |v| v.len() == 2)
             .expect("ready beside node 2");
-        let tickets: Vec<_> = (0..OPS).map(|i| r.submit(op(i)).unwrap()).collect();
+        let mut tickets = vec![r.submit(op(0)).unwrap()];
         // (A ticket hands its outcome out once.)
         let first = tickets[0].wait(WAIT);
         assert!(first.is_ok(), "the first operation: {first:?}");
+        r.hold_dispatch(true, false);
+        tickets.extend((1..OPS).map(|i| r.submit(op(i)).unwrap()));
+        std::thread::sleep(SENDING);
         drop(r);
         std::iter::once(first)
             .chain(tickets[1..].iter().map(|t| {
@@ -152,8 +162,8 @@ mod async_replica {
         })
     }
 
-    /// An `AsyncReplica` ready beside node 2, with [`OPS`] operations submitted and the
-    /// first applied.
+    /// An `AsyncReplica` ready beside node 2, with its first operation applied and
+    /// [`OPS`] − 1 more submitted while it reads no deliveries (see [`SENDING`]).
     async fn start_and_submit(group: GroupName) -> (AsyncReplica<OpLog>, Vec<AsyncTicket<usize>>) {
         let r = Replica::builder(group, OpLog::default())
             .config(config())
@@ -164,11 +174,14 @@ mod async_replica {
             .await
             .expect("ready beside node 2")
             .expect("not ended");
-        let tickets: Vec<_> = (0..OPS).map(|i| r.submit(op(i)).unwrap()).collect();
+        let mut tickets = vec![r.submit(op(0)).unwrap()];
         tokio::time::timeout(WAIT, tickets[0].wait())
             .await
             .expect("the first operation within WAIT")
             .expect("the first operation applied");
+        r.hold_dispatch(true, false);
+        tickets.extend((1..OPS).map(|i| r.submit(op(i)).unwrap()));
+        tokio::time::sleep(SENDING).await;
         (r, tickets)
     }
 

@@ -238,6 +238,13 @@ impl Group {
         self.shared.send(payload.into(), None)
     }
 
+    /// Queues `payload` confirmed, without a receipt: its outcome comes only as an
+    /// event ([`Event::Confirmed`] or [`Event::NotSent`]). For the replica layer,
+    /// which reads those events anyway.
+    pub(crate) fn send_tracked(&self, payload: Vec<u8>) -> Result<SendId, GroupError> {
+        self.shared.send_with(payload, true, None)
+    }
+
     /// Queues `payload` like [`send`](Self::send) and returns a [`Receipt`] that
     /// resolves when this process's own copy is delivered, i.e. when the message has
     /// its place in the agreed order.

@@ -310,13 +310,26 @@ impl<S: Side> Shared<S> {
         payload: Vec<u8>,
         receipt: Option<S::Receipt>,
     ) -> Result<SendId, GroupError> {
+        let confirm = receipt.is_some();
+        self.send_with(payload, confirm, receipt)
+    }
+
+    /// Queues `payload`; with `confirm`, its outcome comes as an event
+    /// ([`Event::Confirmed`] or [`Event::NotSent`]) and goes to `receipt` if one is
+    /// given (registered under the same lock, so it cannot miss it).
+    pub(super) fn send_with(
+        &self,
+        payload: Vec<u8>,
+        confirm: bool,
+        receipt: Option<S::Receipt>,
+    ) -> Result<SendId, GroupError> {
         let mut core = self.lock();
         // Ended without the machine knowing (see `finish`): nobody would send it, nor
         // resolve its receipt.
         if core.end.is_some() {
             return Err(GroupError::Closed);
         }
-        let id = core.machine.send(payload, receipt.is_some())?;
+        let id = core.machine.send(payload, confirm)?;
         if let Some(r) = receipt {
             core.receipts.insert(id, r);
         }

@@ -262,6 +262,13 @@ impl AsyncGroup {
         self.shared.send(payload.into(), None)
     }
 
+    /// Queues `payload` confirmed, without a receipt: its outcome comes only as an
+    /// event ([`Event::Confirmed`] or [`Event::NotSent`]). For the replica layer,
+    /// which reads those events anyway.
+    pub(crate) fn send_tracked(&self, payload: Vec<u8>) -> Result<SendId, GroupError> {
+        self.shared.send_with(payload, true, None)
+    }
+
     /// Queues `payload` and returns a [`Confirmation`] to await: it resolves when this
     /// process's own copy is delivered. The message is queued whole before this
     /// returns, whatever happens to the confirmation.

@@ -86,6 +86,7 @@ impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
             core: Lock::new(Core::new(
                 Machine::new(self.app, self.config),
                 group,
+                self.group.queue_limit,
                 &self.name,
             )),
             changed: Condvar::new(),
@@ -324,7 +325,7 @@ impl Sink for Group {
     }
     fn send(&self, bytes: Vec<u8>, confirm: bool) -> Result<SendId, GroupError> {
         if confirm {
-            self.send_confirmed(bytes).map(|r| r.id())
+            self.send_tracked(bytes)
         } else {
             Group::send(self, bytes)
         }

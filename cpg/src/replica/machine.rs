@@ -11,8 +11,8 @@ use super::app::{Candidate, OpInfo, Replicated, Summary, ViewChange};
 use super::config::Config;
 use super::event::{Discarded, Effect, Event, Failure, Phase, Stats};
 use super::wire::{
-    add_seq, has_seq, is_round_message, keep_latest, members_hash, tracked, DecodeError, Msg,
-    Ranges, RoundId, Tracked,
+    add_seq, decode_op, has_seq, is_round_message, keep_latest, members_hash, tracked, DecodeError,
+    Msg, Ranges, RoundId, Tracked,
 };
 
 /// What a machine holds in memory on behalf of its peers (see `Machine::footprint`).
@@ -481,6 +481,22 @@ impl<A: Replicated> Machine<A> {
         Some(Effect::Send(bytes))
     }
 
+    /// Whether the machine asked to rejoin ([`Effect::Rejoin`]) and the driver has
+    /// not polled it yet.
+    pub(super) fn wants_rejoin(&self) -> bool {
+        self.rejoin
+    }
+
+    /// What [`poll_effect`](Self::poll_effect) returns next: `Some(round)` for a send
+    /// (`round`: a round message, dropped if a new attempt or view begins before it
+    /// is polled), `None` for a rejoin or nothing.
+    pub(super) fn next_send_is_round(&self) -> Option<bool> {
+        if self.rejoin {
+            return None;
+        }
+        self.outbox.front().map(|&(round, _)| round)
+    }
+
     /// Puts back a [`Effect::Send`] the driver could not hand over yet (its queue was
     /// full): it comes out first again.
     pub fn unpoll_send(&mut self, bytes: Vec<u8>) {
@@ -550,6 +566,15 @@ impl<A: Replicated> Machine<A> {
 
     /// A message was delivered by the group layer (in the agreed order).
     pub fn handle_message(&mut self, now: Instant, from: Member, data: &[u8]) {
+        // Operations, the common case, are read in place (see `on_op`).
+        if let Some((seq, op)) = decode_op(data) {
+            if self.excluded.contains(&from) {
+                self.stats.stale += 1;
+            } else {
+                self.on_op(from, seq, op);
+            }
+            return;
+        }
         let in_view = self.view.as_ref().is_some_and(|v| v.contains(from));
         let msg = match Msg::decode(data) {
             Ok(m) => m,
@@ -586,22 +611,7 @@ impl<A: Replicated> Machine<A> {
             return;
         }
         match msg {
-            Msg::Op { seq, data } => {
-                // Judged at its delivery, by the state every member computes there.
-                let quorum = self.agreed;
-                if self.lost_sync {
-                    self.stats.stale += 1;
-                    if self.permits(quorum) {
-                        self.orphan(from, seq, data);
-                    } else {
-                        self.refuse(from, seq, quorum);
-                    }
-                } else if matches!(self.round, Round::Ready) {
-                    self.apply_or_refuse(from, seq, &data, quorum, true);
-                } else {
-                    self.queue.push_back(Queued::Op(from, seq, data, quorum));
-                }
-            }
+            Msg::Op { seq, data } => self.on_op(from, seq, &data),
             Msg::Mark { id } => self.on_mark(from, id),
             Msg::Start { members, round } => self.on_start(now, from, members, round),
             Msg::Summary {
@@ -853,6 +863,26 @@ impl<A: Replicated> Machine<A> {
     /// it is applied to the agreed state (at once when synced; at the end of the
     /// round when one runs; at the end of the next round when out of sync). Other
     /// members' markers are theirs.
+    /// An operation delivered (and not from an excluded member): applied now, queued
+    /// for the end of the round, or kept aside while this member is out of sync.
+    fn on_op(&mut self, from: Member, seq: u64, data: &[u8]) {
+        // Judged at its delivery, by the state every member computes there.
+        let quorum = self.agreed;
+        if self.lost_sync {
+            self.stats.stale += 1;
+            if self.permits(quorum) {
+                self.orphan(from, seq, data.to_vec());
+            } else {
+                self.refuse(from, seq, quorum);
+            }
+        } else if matches!(self.round, Round::Ready) {
+            self.apply_or_refuse(from, seq, data, quorum, true);
+        } else {
+            self.queue
+                .push_back(Queued::Op(from, seq, data.to_vec(), quorum));
+        }
+    }
+
     fn on_mark(&mut self, from: Member, id: u64) {
         if self.view.as_ref().and_then(View::me) != Some(from) {
             return;

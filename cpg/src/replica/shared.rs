@@ -16,9 +16,29 @@ use super::event::{Effect, Event, Phase};
 use super::machine::Machine;
 use super::wire::{tracked, Tracked};
 
-/// Most replica messages handed to the group layer's queue at a time: the rest wait
-/// in the machine, so that a view change can still drop stale state chunks.
+/// Round messages (state chunks above all) are handed to the group layer only while
+/// its queue holds fewer messages than this: the rest wait in the machine, where a
+/// view change can still drop them once stale (a chunk handed over is sent however
+/// stale it has become).
 const IN_FLIGHT: usize = 16;
+
+/// Operations and markers are handed over beyond [`IN_FLIGHT`] while the operations
+/// handed over and not yet delivered back (or reported not sent) hold fewer bytes than
+/// this, so that the group layer can pack them into batches (a batch holds only what
+/// is in its queue). Operations are never stale; the bound keeps a round message that
+/// comes after them from waiting behind more than about this many bytes.
+const OP_BYTES_IN_FLIGHT: usize = 1 << 20;
+
+/// Most group-layer events fed to the machine in one pass of the driver (one hold of
+/// its lock).
+const EVENTS_PER_PASS: usize = 256;
+
+/// Whether the machine's next send goes to the group layer now: `round` whether it is
+/// a round message, `queued` the messages in the group layer's queue, `op_bytes` the
+/// bytes of operations in flight (see [`OP_BYTES_IN_FLIGHT`]).
+fn has_room(round: bool, queued: usize, op_bytes: usize) -> bool {
+    queued < IN_FLIGHT || (!round && op_bytes < OP_BYTES_IN_FLIGHT)
+}
 
 /// Where replica messages go: the group layer, blocking or async.
 pub(super) trait Sink {
@@ -47,9 +67,13 @@ pub(super) struct Core<A: Replicated, G> {
     tickets: HashMap<u64, Resolver<Outcome<A::Output>>>,
     /// Barriers waiting, by the marker id that passes them (and every lower one).
     barriers: BTreeMap<u64, Vec<Resolver<u64>>>,
-    /// Group-layer send ids of operations and markers, to tell a ticket or a barrier
-    /// when its message was not sent.
-    sent_ops: HashMap<SendId, Tracked>,
+    /// Group-layer send ids of operations and markers (with their length), to tell a
+    /// ticket or a barrier when its message was not sent.
+    sent_ops: HashMap<SendId, (Tracked, usize)>,
+    /// Bytes of the messages in `sent_ops`.
+    op_bytes: usize,
+    /// The group layer's queue bound: nothing is handed over while it is reached.
+    queue_limit: usize,
     /// Operations the group layer delivered (confirmed) whose tickets wait to be
     /// applied here: if the replica stops first, the others may have applied them.
     delivered_ops: HashSet<u64>,
@@ -63,14 +87,17 @@ pub(super) struct Core<A: Replicated, G> {
 
 impl<A: Replicated, G: Sink> Core<A, G> {
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
-    pub(super) fn new(machine: Machine<A>, group: G, name: &GroupName) -> Self {
+    /// `queue_limit`: the group layer's ([`group::Config::queue_limit`]).
+    pub(super) fn new(machine: Machine<A>, group: G, queue_limit: usize, name: &GroupName) -> Self {
         Core {
+            queue_limit,
             machine,
             group: Some(std::sync::Arc::new(group)),
             events: VecDeque::new(),
             tickets: HashMap::new(),
             barriers: BTreeMap::new(),
             sent_ops: HashMap::new(),
+            op_bytes: 0,
             delivered_ops: HashSet::new(),
             rejoin: false,
             ended: false,
@@ -169,35 +196,42 @@ impl<A: Replicated, G: Sink> Core<A, G> {
         }
     }
 
-    /// Hands the machine's sends to the group layer (up to [`IN_FLIGHT`] queued there)
+    /// Hands the machine's sends to the group layer (as far as [`has_room`] lets them)
     /// and its events to the application; notes a request to rejoin.
     pub(super) fn flush(&mut self) {
         while let Some(group) = self.group.clone() {
-            if group.queued() >= IN_FLIGHT {
+            let Some(round) = self.machine.next_send_is_round() else {
+                match self.machine.poll_effect() {
+                    Some(Effect::Rejoin) => {
+                        self.rejoin = true;
+                        continue;
+                    }
+                    _ => break,
+                }
+            };
+            let queued = group.queued();
+            // Only this replica sends into its group, so the queue does not fill up
+            // behind this check.
+            if queued >= self.queue_limit || !has_room(round, queued, self.op_bytes) {
                 break;
             }
-            match self.machine.poll_effect() {
-                None => break,
-                Some(Effect::Rejoin) => self.rejoin = true,
-                Some(Effect::Send(bytes)) => {
-                    let what = tracked(&bytes);
-                    // Operations and markers go confirmed: the group layer then reports
-                    // one whose outcome the loss of the daemon made unknown.
-                    match group.send(bytes.clone(), what.is_some()) {
-                        Ok(id) => {
-                            if let Some(what) = what {
-                                self.sent_ops.insert(id, what);
-                            }
-                        }
-                        Err(GroupError::QueueFull { .. }) => {
-                            self.machine.unpoll_send(bytes);
-                            break;
-                        }
-                        Err(e) => {
-                            if let Some(what) = what {
-                                self.not_sent(what, e);
-                            }
-                        }
+            let Some(Effect::Send(bytes)) = self.machine.poll_effect() else {
+                continue;
+            };
+            let what = tracked(&bytes);
+            let len = bytes.len();
+            // Operations and markers go confirmed: the group layer then reports one
+            // whose outcome the loss of the daemon made unknown.
+            match group.send(bytes, what.is_some()) {
+                Ok(id) => {
+                    if let Some(what) = what {
+                        self.op_bytes += len;
+                        self.sent_ops.insert(id, (what, len));
+                    }
+                }
+                Err(e) => {
+                    if let Some(what) = what {
+                        self.not_sent(what, e);
                     }
                 }
             }
@@ -246,12 +280,17 @@ impl<A: Replicated, G: Sink> Core<A, G> {
     fn track(&mut self, event: &group::Event) {
         match event {
             group::Event::NotSent { id, error } => {
-                if let Some(what) = self.sent_ops.remove(id) {
+                if let Some((what, len)) = self.sent_ops.remove(id) {
+                    self.op_bytes -= len;
                     self.not_sent(what, error.clone());
                 }
             }
             group::Event::Confirmed { id, .. } => {
-                if let Some(Tracked::Op(seq)) = self.sent_ops.remove(id) {
+                let Some((what, len)) = self.sent_ops.remove(id) else {
+                    return;
+                };
+                self.op_bytes -= len;
+                if let Tracked::Op(seq) = what {
                     if self.tickets.contains_key(&seq) {
                         self.delivered_ops.insert(seq);
                     }
@@ -273,24 +312,42 @@ impl<A: Replicated, G: Sink> Core<A, G> {
         }
     }
 
-    /// Feeds one group-layer event (`None`: only time passed) and flushes.
+    /// Feeds one group-layer event (`None`: only time passed), then the events the
+    /// group layer has queued behind it (up to [`EVENTS_PER_PASS`]), and flushes
+    /// once: under one hold of the driver's lock, with one wake-up of the
+    /// application for them all.
     pub(super) fn handle(&mut self, event: Option<group::Event>) {
         let now = Instant::now();
-        match event {
-            Some(group::Event::View(v)) => self.machine.handle_view(now, &v),
-            Some(group::Event::Message(d)) => self.machine.handle_delivery(now, &d),
-            Some(group::Event::Quorum { state, .. }) => self.machine.handle_quorum(now, state),
-            Some(group::Event::Disconnected { .. } | group::Event::Evicted { .. }) => {
-                self.machine.handle_disconnected()
+        if let Some(event) = event {
+            self.feed(now, event);
+        }
+        for _ in 0..EVENTS_PER_PASS {
+            // A rejoin retires the group: what it still has queued is not fed.
+            if self.ended || self.rejoin || self.machine.wants_rejoin() {
+                break;
             }
-            Some(e @ (group::Event::NotSent { .. } | group::Event::Confirmed { .. })) => {
-                self.track(&e)
-            }
-            Some(group::Event::Left | group::Event::Stopped(_)) => self.end(),
-            _ => {}
+            let Some(event) = self.group.as_ref().and_then(|g| g.try_next_event()) else {
+                break;
+            };
+            self.feed(now, event);
         }
         self.machine.handle_timeout(now);
         self.flush();
+    }
+
+    /// Feeds one group-layer event to the machine.
+    fn feed(&mut self, now: Instant, event: group::Event) {
+        match event {
+            group::Event::View(v) => self.machine.handle_view(now, &v),
+            group::Event::Message(d) => self.machine.handle_delivery(now, &d),
+            group::Event::Quorum { state, .. } => self.machine.handle_quorum(now, state),
+            group::Event::Disconnected { .. } | group::Event::Evicted { .. } => {
+                self.machine.handle_disconnected()
+            }
+            e @ (group::Event::NotSent { .. } | group::Event::Confirmed { .. }) => self.track(&e),
+            group::Event::Left | group::Event::Stopped(_) => self.end(),
+            _ => {}
+        }
     }
 
     /// The replica was dropped, or its driver ended however it ended (returned,
@@ -422,3 +479,204 @@ macro_rules! state_calls {
     };
 }
 pub(super) use state_calls;
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+
+    use super::*;
+    use crate::group::{Position, ViewId};
+    use crate::replica::app::{OpInfo, RestoreError};
+    use crate::replica::config::Config;
+    use crate::replica::wire::Msg;
+    use crate::types::Member;
+
+    /// A counter of operations applied.
+    #[derive(Debug, Default)]
+    struct Count(u64);
+
+    impl Replicated for Count {
+        type Output = u64;
+        fn apply(&mut self, _: &[u8], _: &OpInfo) -> u64 {
+            self.0 += 1;
+            self.0
+        }
+        fn snapshot(&self) -> Vec<u8> {
+            self.0.to_le_bytes().to_vec()
+        }
+        fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+            self.0 = u64::from_le_bytes(snapshot.try_into().map_err(|_| "length")?);
+            Ok(())
+        }
+        fn digest(&self) -> u64 {
+            self.0
+        }
+    }
+
+    /// A group layer's send queue that drains only when the test delivers from it:
+    /// everything handed over, in order.
+    #[derive(Default)]
+    struct Queue {
+        sent: RefCell<Vec<Vec<u8>>>,
+        delivered: Cell<usize>,
+    }
+
+    impl Sink for Queue {
+        fn queued(&self) -> usize {
+            self.sent.borrow().len() - self.delivered.get()
+        }
+        fn send(&self, bytes: Vec<u8>, _confirm: bool) -> Result<SendId, GroupError> {
+            let mut sent = self.sent.borrow_mut();
+            sent.push(bytes);
+            Ok(SendId(sent.len() as u64 - 1))
+        }
+        fn stop(&self) {}
+        fn try_next_event(&self) -> Option<group::Event> {
+            None
+        }
+        fn quorum(&self) -> LocalQuorum {
+            LocalQuorum::Unknown
+        }
+    }
+
+    const ME: Member = Member { nodeid: 1, pid: 10 };
+
+    fn view(counter: u64) -> View {
+        let id = ViewId {
+            incarnation: 1,
+            counter,
+        };
+        View::new(id, vec![ME], Some(ME), vec![], vec![], None)
+    }
+
+    /// Delivers what the queue holds, in order, as a lone member's daemon would (its
+    /// own messages back, each confirmed), until nothing more is handed over.
+    fn deliver_all(core: &mut Core<Count, Queue>) {
+        let queue = core.group.clone().expect("a group");
+        loop {
+            let at = queue.delivered.get();
+            let Some(bytes) = queue.sent.borrow().get(at).cloned() else {
+                return;
+            };
+            queue.delivered.set(at + 1);
+            let now = Instant::now();
+            core.machine.handle_message(now, ME, &bytes);
+            core.track(&group::Event::Confirmed {
+                id: SendId(at as u64),
+                position: Position {
+                    view: ViewId {
+                        incarnation: 1,
+                        counter: 0,
+                    },
+                    index: at as u64,
+                    total: at as u64,
+                },
+            });
+            core.flush();
+        }
+    }
+
+    /// Outcomes of the operations submitted by [`submit`], in submission order.
+    type Outcomes = std::sync::Arc<std::sync::Mutex<Vec<Result<u64, ReplicaError>>>>;
+
+    /// Submits `n` operations of 64 bytes whose outcomes go to `outcomes`.
+    fn submit(core: &mut Core<Count, Queue>, n: usize, outcomes: &Outcomes) {
+        for _ in 0..n {
+            let outcomes = std::sync::Arc::clone(outcomes);
+            let resolve = Box::new(move |r: Result<Outcome<u64>, ReplicaError>| {
+                outcomes.lock().unwrap().push(r.map(|o| o.output));
+            });
+            core.submit(vec![7; 64], resolve).expect("submitted");
+        }
+    }
+
+    /// A lone member's core, synced, over a [`Queue`]; how many messages that took.
+    fn synced_core() -> (Core<Count, Queue>, usize) {
+        let name = GroupName::new("replica-in-flight").expect("a valid name");
+        let machine = Machine::new(Count::default(), Config::default());
+        let mut core = Core::new(machine, Queue::default(), usize::MAX, &name);
+        core.machine.handle_view(Instant::now(), &view(1));
+        core.flush();
+        deliver_all(&mut core);
+        assert_eq!(core.machine.phase(), Phase::Ready);
+        let synced = core.group.as_ref().expect("a group").sent.borrow().len();
+        (core, synced)
+    }
+
+    /// Every operation applied here, in order, its ticket resolved; nothing in flight.
+    fn assert_all_applied(core: &Core<Count, Queue>, outcomes: &Outcomes, ops: usize) {
+        let outcomes = outcomes.lock().unwrap();
+        assert_eq!(outcomes.len(), ops);
+        assert!(outcomes
+            .iter()
+            .enumerate()
+            .all(|(i, o)| matches!(o, Ok(v) if *v == i as u64 + 1)));
+        assert_eq!(core.op_bytes, 0);
+    }
+
+    /// Round messages wait in the machine while the group layer's queue holds
+    /// [`IN_FLIGHT`] or more messages, also when operations fill it far beyond that
+    /// (for batches): a view change then still drops the ones gone stale (state
+    /// chunks above all; here the start of a round), which are never sent.
+    #[test]
+    fn operations_fill_the_queue_and_stale_round_messages_are_still_dropped() {
+        let (mut core, synced) = synced_core();
+        let queue = core.group.clone().expect("a group");
+
+        // Nothing is delivered for now: all of them go to the queue, far beyond the
+        // round messages' bound (and below the bytes bound).
+        let ops = 1000;
+        let outcomes = Outcomes::default();
+        submit(&mut core, ops, &outcomes);
+        assert_eq!(queue.queued(), ops);
+
+        // Two view changes: the first one's start is held (the queue is full) and
+        // dropped at the second; only the second's goes out, after the operations.
+        core.machine.handle_view(Instant::now(), &view(2));
+        core.flush();
+        assert_eq!(queue.queued(), ops, "the round's start is held back");
+        core.machine.handle_view(Instant::now(), &view(3));
+        core.flush();
+        deliver_all(&mut core);
+        assert_eq!(core.machine.phase(), Phase::Ready);
+
+        let sent = queue.sent.borrow();
+        let starts: Vec<u64> = sent[synced..]
+            .iter()
+            .filter_map(|b| match Msg::decode(b) {
+                Ok(Msg::Start { round, .. }) => Some(round.view.counter),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(starts, vec![3], "only the current view's round started");
+        let first_round = sent[synced..]
+            .iter()
+            .position(|b| tracked(b).is_none())
+            .expect("a round message");
+        assert_eq!(first_round, ops, "the operations went out before the round");
+        drop(sent);
+        assert_all_applied(&core, &outcomes, ops);
+    }
+
+    /// Operations in flight (handed over, not yet delivered back) stay within
+    /// [`OP_BYTES_IN_FLIGHT`]; the rest wait in the machine and go as those come back.
+    #[test]
+    fn operations_in_flight_are_bounded_in_bytes() {
+        let (mut core, synced) = synced_core();
+        let queue = core.group.clone().expect("a group");
+        let ops = 20_000;
+        let outcomes = Outcomes::default();
+        submit(&mut core, ops, &outcomes);
+        let queued = queue.queued();
+        let len = queue.sent.borrow()[synced].len();
+        assert!(queued * len >= OP_BYTES_IN_FLIGHT, "{queued} × {len} B");
+        assert!(
+            queued * len < OP_BYTES_IN_FLIGHT + len,
+            "{queued} × {len} B"
+        );
+        assert!(queued < ops);
+        deliver_all(&mut core);
+        assert_eq!(queue.sent.borrow().len(), synced + ops);
+        assert_all_applied(&core, &outcomes, ops);
+    }
+}

@@ -159,6 +159,7 @@ impl<A: Replicated + Send + 'static> ReplicaBuilder<A> {
             core: Lock::new(Core::new(
                 Machine::new(self.app, self.config),
                 group,
+                self.group.queue_limit,
                 &self.name,
             )),
             waiters: Mutex::new(Vec::new()),
@@ -366,7 +367,7 @@ impl Sink for AsyncGroup {
     }
     fn send(&self, bytes: Vec<u8>, confirm: bool) -> Result<SendId, GroupError> {
         if confirm {
-            self.send_confirmed(bytes).map(|r| r.id())
+            self.send_tracked(bytes)
         } else {
             AsyncGroup::send(self, bytes)
         }

@@ -489,6 +489,20 @@ pub(crate) fn tracked(bytes: &[u8]) -> Option<Tracked> {
     }
 }
 
+/// An operation's sequence number and bytes, borrowed from its encoding: what
+/// [`Msg::decode`] makes of it as [`Msg::Op`], without copying the bytes; `None` for
+/// anything [`Msg::decode`] would not read as an operation.
+pub(crate) fn decode_op(data: &[u8]) -> Option<(u64, &[u8])> {
+    match data {
+        [MAGIC, PROTOCOL_VERSION, LITTLE_ENDIAN, kind::OP, rest @ ..] => {
+            let mut r = Reader(rest);
+            let seq = u64::get(&mut r).ok()?;
+            Some((seq, r.0))
+        }
+        _ => None,
+    }
+}
+
 /// Whether an encoded message belongs to a round (dropped when a new attempt or view
 /// begins) rather than being an operation or a marker (kept until sent).
 pub(crate) fn is_round_message(bytes: &[u8]) -> bool {
@@ -522,6 +536,35 @@ pub fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    /// The borrowed decoding of an operation reads what the full one does, and
+    /// nothing else.
+    #[test]
+    fn decode_op_agrees_with_decode() {
+        let op = Msg::Op {
+            seq: 42,
+            data: b"an operation".to_vec(),
+        }
+        .encode();
+        assert_eq!(super::decode_op(&op), Some((42, &b"an operation"[..])));
+        let empty = Msg::Op {
+            seq: 7,
+            data: vec![],
+        }
+        .encode();
+        assert_eq!(super::decode_op(&empty), Some((7, &[][..])));
+        for cut in 0..12 {
+            assert_eq!(super::decode_op(&op[..cut]), None, "cut at {cut}");
+            assert!(Msg::decode(&op[..cut]).is_err());
+        }
+        let mark = Msg::Mark { id: 42 }.encode();
+        assert_eq!(super::decode_op(&mark), None);
+        for at in 0..4 {
+            let mut other = op.clone();
+            other[at] ^= 0x40;
+            assert_eq!(super::decode_op(&other), None, "header byte {at}");
+        }
+    }
+
     use super::*;
 
     fn round() -> RoundId {
