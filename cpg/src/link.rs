@@ -544,7 +544,11 @@ mod tests {
         let (_, capacity, list) = buffer(progress);
         for round in 1..=3 {
             link.dispatched_events();
-            assert_eq!(count.0.load(Ordering::Relaxed), round, "woken once per signal");
+            assert_eq!(
+                count.0.load(Ordering::Relaxed),
+                round,
+                "woken once per signal"
+            );
             assert_eq!(buffer(progress), (0, capacity, list), "the list went back");
             assert!(!progress.register(progress.epoch(), id, &waker));
             assert_eq!(buffer(progress), (1, capacity, list), "registered into it");
