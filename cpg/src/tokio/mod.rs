@@ -61,14 +61,19 @@
 //! Messages of hundreds of kilobytes and more cost extra CPU (not throughput) under
 //! glibc's allocator: a send that waits out back-pressure queues the events it reads
 //! meanwhile, and each time two large messages have been alive at once and are freed,
-//! glibc trims its heap and grows it again (page faults). `bench --async` on a 3-node
-//! cluster: 1 MB messages at 3× the CPU per message of a blocking client that copies
-//! them too, 1.2× with glibc's trim and mmap thresholds both raised, for example
+//! glibc trims its heap and grows it again (page faults). `bench --async
+//! --single-thread` (one task that sends with [`AsyncHandle::send`] and reads) on a
+//! 3-node cluster: 1 MB messages at 3× the CPU per message of a blocking client that
+//! copies them too, 1.2× with glibc's trim and mmap thresholds both raised, for example
 //! `GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432`
 //! (raising only the trim threshold fixes glibc's mmap threshold at 128 KiB, and then
 //! every large message is a fresh `mmap`: 7× on both paths). The same two settings
 //! can be made with `mallopt` at start-up, or another allocator used; this crate
-//! leaves the process's allocator alone.
+//! leaves the process's allocator alone. A task that only reads, while others send
+//! through [`AsyncSender`]s, drops each large event before the stream reads the next
+//! and does not trim: in `bench --async` (that design) a 1 MB message costs about what
+//! it costs a blocking client that copies it too, 1.6–1.7× one that borrows it, and the
+//! difference is the copy itself.
 //!
 //! # Why events pass through a thread-local mailbox
 //!
