@@ -358,20 +358,31 @@ impl Progress {
     /// Raises the signal: wakes every waiter. Wakers run outside the lock, each under
     /// `catch_unwind` (they are the runtime's code, called here from inside
     /// `cpg_dispatch` or from a drop); the first panic is returned.
+    ///
+    /// The emptied list goes back for the next registrations when none came in
+    /// meanwhile, so that a sender waiting out back-pressure again and again does not
+    /// allocate a new list for every wait.
     fn signal(&self) -> Option<Panic> {
-        let wakers = {
+        let mut wakers = {
             let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
             self.epoch.fetch_add(1, Ordering::Release);
             self.changed.notify_all();
+            if wakers.is_empty() {
+                return None;
+            }
             std::mem::take(&mut *wakers)
         };
         let mut panic = None;
-        for (_, waker) in wakers {
+        for (_, waker) in wakers.drain(..) {
             if let Err(payload) =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()))
             {
                 panic.get_or_insert(payload);
             }
+        }
+        let mut registered = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if registered.capacity() == 0 {
+            *registered = wakers;
         }
         panic
     }
@@ -518,6 +529,46 @@ mod tests {
         }
         link.dispatched_events();
         assert!(waiter.join().unwrap() > seen);
+    }
+
+    /// A sender waiting out back-pressure again and again registers into the same
+    /// list: raising the signal empties it and gives it back, woken, instead of leaving
+    /// a new (unallocated) list that the next registration must allocate.
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn raising_the_signal_keeps_the_waker_list_for_the_next_wait() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::{Wake, Waker};
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let link = link();
+        let progress = link.progress();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let buffer = |p: &Progress| {
+            let wakers = p.wakers.lock().unwrap();
+            (wakers.len(), wakers.capacity(), wakers.as_ptr())
+        };
+        let id = progress.start_waiting();
+        assert!(!progress.register(progress.epoch(), id, &waker));
+        let (_, capacity, list) = buffer(progress);
+        for round in 1..=3 {
+            link.dispatched_events();
+            assert_eq!(
+                count.0.load(Ordering::Relaxed),
+                round,
+                "woken once per signal"
+            );
+            assert_eq!(buffer(progress), (0, capacity, list), "the list went back");
+            assert!(!progress.register(progress.epoch(), id, &waker));
+            assert_eq!(buffer(progress), (1, capacity, list), "registered into it");
+        }
+        progress.unregister(id, true);
+        assert_eq!(progress.registered(), 0);
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //!
 //! The handle's callbacks copy every event into a queue. The libcpg descriptor is
 //! registered with tokio's reactor ([`AsyncFd`]). When the queue is empty and the
-//! descriptor is readable, the stream runs one non-blocking dispatch per event it hands
-//! out; only when a dispatch reports nothing pending does it tell tokio that the
-//! descriptor is no longer ready, and then waits for the next readiness edge. After
+//! descriptor is readable, the stream runs non-blocking dispatches, one per event, for
+//! a few small events or one large one; only when a dispatch reports nothing pending
+//! does it tell tokio that the descriptor is no longer ready, and then waits for the
+//! next readiness edge. After
 //! [`EVENTS_PER_POLL`] events in a row it yields to the runtime once, so one busy
 //! group cannot starve the other tasks of its thread. No call here ever blocks waiting
 //! for events.
@@ -60,14 +61,19 @@
 //! Messages of hundreds of kilobytes and more cost extra CPU (not throughput) under
 //! glibc's allocator: a send that waits out back-pressure queues the events it reads
 //! meanwhile, and each time two large messages have been alive at once and are freed,
-//! glibc trims its heap and grows it again (page faults). `bench --async` on a 3-node
-//! cluster: 1 MB messages at 3× the CPU per message of a blocking client that copies
-//! them too, 1.2× with glibc's trim and mmap thresholds both raised, for example
+//! glibc trims its heap and grows it again (page faults). `bench --async
+//! --single-thread` (one task that sends with [`AsyncHandle::send`] and reads) on a
+//! 3-node cluster: 1 MB messages at 3× the CPU per message of a blocking client that
+//! copies them too, 1.2× with glibc's trim and mmap thresholds both raised, for example
 //! `GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432`
 //! (raising only the trim threshold fixes glibc's mmap threshold at 128 KiB, and then
 //! every large message is a fresh `mmap`: 7× on both paths). The same two settings
 //! can be made with `mallopt` at start-up, or another allocator used; this crate
-//! leaves the process's allocator alone.
+//! leaves the process's allocator alone. A task that only reads, while others send
+//! through [`AsyncSender`]s, drops each large event before the stream reads the next
+//! and does not trim: in `bench --async` (that design) a 1 MB message costs about what
+//! it costs a blocking client that copies it too, 1.6–1.7× one that borrows it, and the
+//! difference is the copy itself.
 //!
 //! # Why events pass through a thread-local mailbox
 //!
@@ -142,6 +148,20 @@ use mailbox::{drain, Drained, Enqueue};
 /// (returning `Pending` and waking its task at once, so the next poll goes on), so that
 /// a task reading a busy stream in a loop cannot starve the other tasks of its thread.
 pub const EVENTS_PER_POLL: usize = 64;
+
+/// The most events the stream reads into its queue at once, when it is empty (at least
+/// one event is read), with one dispatch each: reading a few in a row saves the
+/// stream's per-read work (a readiness check, the hand-off from the callbacks) for all
+/// but the first. At most [`BYTES_PER_READ`] of messages: a large message is read only
+/// once the one before it has been handed out, so that it is read while libcpg's copy
+/// of it is still in the cache, and the previous one has usually been dropped by then,
+/// so the allocator hands the same memory back (a batch of 64 large messages made glibc
+/// grow and trim its heap every time).
+const EVENTS_PER_READ: usize = 16;
+
+/// The most message bytes the stream reads into its queue at once (see
+/// [`EVENTS_PER_READ`]).
+const BYTES_PER_READ: usize = 16 << 10;
 
 /// The most dispatches a send runs between two attempts while it waits out
 /// back-pressure.
@@ -363,7 +383,7 @@ impl AsyncHandle {
     /// [`poll_event`](Self::poll_event) without the budget.
     fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event>>> {
         // Dispatches in this poll that produced no event (fragments of a large
-        // message); bounded like the events.
+        // message); bounded like the events (to within one read).
         let mut empty_dispatches = 0;
         loop {
             if let Some(event) = self.ready.pop_front() {
@@ -386,18 +406,22 @@ impl AsyncHandle {
                     return Poll::Ready(Some(Err(error)));
                 }
             };
-            // One dispatch per event handed out, not a batch: the event is read while
-            // libcpg's copy of it is still in the cache, and each one is usually
-            // dropped before the next is allocated, so the allocator hands the same
-            // memory back (a batch of 64 large messages made glibc grow and trim its
-            // heap every time).
-            match drain(self.fd.get_ref(), &mut self.ready, 1, usize::MAX) {
+            // Small events in batches, large ones one at a time: see
+            // `EVENTS_PER_READ`.
+            match drain(
+                self.fd.get_ref(),
+                &mut self.ready,
+                EVENTS_PER_READ,
+                BYTES_PER_READ,
+            ) {
                 // Only now is it known that the descriptor has nothing more: tokio waits
                 // for the next edge. (An event that arrived after the last dispatch
                 // produced a new edge, which tokio keeps.)
                 Drained::Empty => guard.clear_ready(),
-                // An event, or a fragment of one, was read; readiness is kept.
-                Drained::Budget => empty_dispatches += usize::from(self.ready.is_empty()),
+                // Events, or fragments of one, were read; readiness is kept. (With the
+                // queue still empty, every one of the read's dispatches was a fragment.)
+                Drained::Budget if self.ready.is_empty() => empty_dispatches += EVENTS_PER_READ,
+                Drained::Budget => {}
                 // Nothing was read and the connection is fine: the error is this
                 // thread's, so the stream stays open for a poll from a thread with room.
                 Drained::Failed(e @ Error::StackTooSmall { .. }) => {
