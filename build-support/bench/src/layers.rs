@@ -1174,6 +1174,7 @@ fn replica_blocking(run: &LayerRun<'_>, stop: &AtomicBool) -> Result<bool, Strin
         replica_member(run, &replica, &receiver, &checks, stop)
     };
     let stats = replica.stats();
+    let group = replica.group_stats();
     let summary = replica.summary();
     let applied = replica.read(BenchState::applied);
     let _ = replica.leave(LEAVE_TIMEOUT);
@@ -1190,6 +1191,16 @@ fn replica_blocking(run: &LayerRun<'_>, stop: &AtomicBool) -> Result<bool, Strin
             .filter(|o| o.is_ok())
             .count()
     );
+    if let Some(g) = group {
+        // How full the group layer's batches were. To stderr, which bench_compare
+        // passes through (it reads the result from stdout).
+        eprintln!(
+            "# replica: its group layer sent {} messages and {} batches ({:.1} messages per batch, those sent alone counted in)",
+            g.sent,
+            g.batches_sent,
+            g.sent as f64 / g.batches_sent.max(1) as f64
+        );
+    }
     finish(result, &receiver)
 }
 

@@ -28,7 +28,85 @@ const TICK: Duration = Duration::from_millis(20);
 /// [`Replicated::apply`] returned; or why it was not.
 pub struct Ticket<O> {
     seq: u64,
-    rx: Receiver<Result<Outcome<O>, ReplicaError>>,
+    slot: Arc<Slot<Result<Outcome<O>, ReplicaError>>>,
+}
+
+/// Where a ticket's outcome waits to be taken: one allocation per operation, shared by
+/// the ticket and its resolver.
+struct Slot<T> {
+    state: std::sync::Mutex<Fill<T>>,
+    ready: Condvar,
+}
+
+/// A [`Slot`]'s content.
+enum Fill<T> {
+    /// Not resolved yet; `true` while a waiter sleeps on the condition variable.
+    Pending(bool),
+    Ready(T),
+    /// Taken, or its resolver dropped without resolving it.
+    Closed,
+}
+
+impl<T> Slot<T> {
+    fn new() -> Arc<Slot<T>> {
+        Arc::new(Slot {
+            state: std::sync::Mutex::new(Fill::Pending(false)),
+            ready: Condvar::new(),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Fill<T>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts `outcome` in (`None`: closes it) unless it holds one; wakes a waiter.
+    fn fill(&self, outcome: Option<T>) {
+        let mut state = self.state();
+        if let Fill::Pending(waiting) = *state {
+            *state = outcome.map_or(Fill::Closed, Fill::Ready);
+            drop(state);
+            if waiting {
+                self.ready.notify_all();
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the outcome and takes it.
+    fn take(&self, timeout: Duration) -> Result<T, ReplicaError> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut state = self.state();
+        loop {
+            match std::mem::replace(&mut *state, Fill::Closed) {
+                Fill::Ready(outcome) => return Ok(outcome),
+                Fill::Closed => return Err(ReplicaError::Closed),
+                Fill::Pending(_) => {
+                    *state = Fill::Pending(true);
+                    let left = match deadline {
+                        Some(d) => d.saturating_duration_since(Instant::now()),
+                        None => Duration::MAX,
+                    };
+                    if left.is_zero() {
+                        return Err(ReplicaError::Timeout);
+                    }
+                    state = self
+                        .ready
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+/// The resolver's hold on a [`Slot`]: dropped without filling it (its driver gone),
+/// it closes it, so that no wait outlasts its timeout for nothing.
+struct Filler<T>(Arc<Slot<T>>);
+
+impl<T> Drop for Filler<T> {
+    fn drop(&mut self) {
+        self.0.fill(None);
+    }
 }
 
 impl<O> std::fmt::Debug for Ticket<O> {
@@ -48,7 +126,7 @@ impl<O> Ticket<O> {
     /// Waits up to `timeout` for the outcome. It is handed out once: a wait after the
     /// one that returned it answers [`ReplicaError::Closed`].
     pub fn wait(&self, timeout: Duration) -> Result<Outcome<O>, ReplicaError> {
-        recv(&self.rx, timeout)
+        self.slot.take(timeout)?
     }
 }
 
@@ -149,12 +227,11 @@ impl<A: Replicated + Send + 'static> Replica<A> {
     /// agreed order (every member of the view applies it at the same point), with its
     /// version and the output of [`Replicated::apply`].
     pub fn submit(&self, op: impl Into<Vec<u8>>) -> Result<Ticket<A::Output>, ReplicaError> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let resolve = Box::new(move |r| {
-            let _ = tx.try_send(r);
-        });
+        let slot = Slot::new();
+        let filler = Filler(Arc::clone(&slot));
+        let resolve = Box::new(move |r| filler.0.fill(Some(r)));
         let seq = self.shared.lock().submit(op.into(), resolve)?;
-        Ok(Ticket { seq, rx })
+        Ok(Ticket { seq, slot })
     }
 
     /// A read barrier: waits up to `timeout` until everything ordered before this call
@@ -338,5 +415,76 @@ impl Sink for Group {
     }
     fn quorum(&self) -> group::LocalQuorum {
         Group::quorum(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot() -> Arc<Slot<u32>> {
+        Slot::new()
+    }
+
+    /// The outcome is handed out once; a later wait answers `Closed`, and a second
+    /// fill does not replace what was filled first.
+    #[test]
+    fn a_slot_hands_its_outcome_out_once() {
+        let s = slot();
+        let filler = Filler(Arc::clone(&s));
+        filler.0.fill(Some(7));
+        filler.0.fill(Some(8));
+        drop(filler);
+        assert_eq!(s.take(Duration::ZERO).ok(), Some(7));
+        assert!(matches!(s.take(Duration::ZERO), Err(ReplicaError::Closed)));
+    }
+
+    /// A wait for an outcome not filled yet times out, and the outcome filled after
+    /// the timeout is still there for the next wait.
+    #[test]
+    fn a_wait_times_out_and_the_outcome_comes_later() {
+        let s = slot();
+        let filler = Filler(Arc::clone(&s));
+        assert!(matches!(
+            s.take(Duration::from_millis(20)),
+            Err(ReplicaError::Timeout)
+        ));
+        filler.0.fill(Some(3));
+        assert_eq!(s.take(Duration::ZERO).ok(), Some(3));
+    }
+
+    /// A resolver dropped without resolving (its driver gone) closes the slot: a
+    /// waiter on another thread wakes with `Closed` at once, not at its timeout.
+    #[test]
+    fn a_dropped_resolver_wakes_the_waiter_with_closed() {
+        let s = slot();
+        let filler = Filler(Arc::clone(&s));
+        let waiter = {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                let began = Instant::now();
+                (s.take(Duration::from_secs(60)), began.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        drop(filler);
+        let (outcome, waited) = waiter.join().expect("the waiter ran");
+        assert!(matches!(outcome, Err(ReplicaError::Closed)), "{outcome:?}");
+        assert!(waited < Duration::from_secs(30), "woke after {waited:?}");
+    }
+
+    /// A waiter on another thread gets the outcome filled while it sleeps.
+    #[test]
+    fn a_sleeping_waiter_gets_the_outcome() {
+        let s = slot();
+        let filler = Filler(Arc::clone(&s));
+        let waiter = {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || s.take(Duration::from_secs(60)))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        filler.0.fill(Some(11));
+        drop(filler);
+        assert_eq!(waiter.join().expect("the waiter ran").ok(), Some(11));
     }
 }

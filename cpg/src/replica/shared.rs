@@ -463,6 +463,14 @@ macro_rules! state_calls {
             }
         }
 
+        /// Benchmark hook, not part of the API (it may change without notice): the
+        /// counters of the current group (`None` while the replica has none), which
+        /// say how many of its messages went in batches.
+        #[doc(hidden)]
+        pub fn group_stats(&self) -> Option<$crate::group::Stats> {
+            self.shared.lock().group.clone().map(|g| g.stats())
+        }
+
         /// The protocol's counters.
         pub fn stats(&self) -> $crate::replica::Stats {
             self.shared.lock().machine.stats()
