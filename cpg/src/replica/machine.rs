@@ -859,10 +859,6 @@ impl<A: Replicated> Machine<A> {
         });
     }
 
-    /// A barrier marker: this member's own passes its barriers once everything before
-    /// it is applied to the agreed state (at once when synced; at the end of the
-    /// round when one runs; at the end of the next round when out of sync). Other
-    /// members' markers are theirs.
     /// An operation delivered (and not from an excluded member): applied now, queued
     /// for the end of the round, or kept aside while this member is out of sync.
     fn on_op(&mut self, from: Member, seq: u64, data: &[u8]) {
@@ -883,6 +879,10 @@ impl<A: Replicated> Machine<A> {
         }
     }
 
+    /// A barrier marker: this member's own passes its barriers once everything before
+    /// it is applied to the agreed state (at once when synced; at the end of the
+    /// round when one runs; at the end of the next round when out of sync). Other
+    /// members' markers are theirs.
     fn on_mark(&mut self, from: Member, id: u64) {
         if self.view.as_ref().and_then(View::me) != Some(from) {
             return;
