@@ -129,15 +129,17 @@ impl Sender {
         self.send_holding(&request, guarantee, buffers)
     }
 
-    /// The send, for a caller holding the request lock.
+    /// The send, for a caller holding the request lock: this sender's connection's
+    /// (checked, as in `ConnectionRef::send_with_holding`: another connection's guard
+    /// would let this request meet another in libcpg).
     #[inline]
     pub(crate) fn send_holding(
         &self,
-        _request: &RequestGuard<'_>,
+        request: &RequestGuard<'_>,
         guarantee: Guarantee,
         buffers: &[IoSlice<'_>],
     ) -> Result<()> {
-        self.link.usable(Operation::Send)?;
+        request.check_for(&self.link, Operation::Send)?;
         mcast(&self.link, guarantee, buffers)
     }
 
@@ -203,5 +205,26 @@ mod tests {
     #[test]
     fn a_sender_is_send_sync_clone_and_static() {
         assert_send_sync_clone::<Sender>();
+    }
+
+    /// The request lock is per connection: a send made under another connection's
+    /// guard is refused (a panic, before C is called), not made beside whatever request
+    /// holds its own connection's lock.
+    #[test]
+    #[should_panic(expected = "a request guard used for another connection")]
+    fn a_send_under_another_connections_guard_is_refused() {
+        let link = || Link::new(0, -1, crate::process::generation());
+        let ours = Sender {
+            link: Arc::new(link()),
+        };
+        ours.link.share();
+        ours.link
+            .set_joined(crate::name::GroupName::new("g").unwrap());
+        let other = link();
+        other.share();
+        let guard = other.lock_request().expect("the other connection is open");
+        // Nothing may reach `cpg_mcast_joined` (on this unconnected link, a call with
+        // handle 0 fails as an invalid handle, which would also end the test quietly).
+        let _ = ours.send_holding(&guard, Guarantee::Agreed, &[IoSlice::new(b"x")]);
     }
 }
