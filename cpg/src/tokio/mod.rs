@@ -152,11 +152,12 @@ pub const EVENTS_PER_POLL: usize = 64;
 /// The most events the stream reads into its queue at once, when it is empty (at least
 /// one event is read), with one dispatch each: reading a few in a row saves the
 /// stream's per-read work (a readiness check, the hand-off from the callbacks) for all
-/// but the first. At most [`BYTES_PER_READ`] of messages: a large message is read only
-/// once the one before it has been handed out, so that it is read while libcpg's copy
-/// of it is still in the cache, and the previous one has usually been dropped by then,
-/// so the allocator hands the same memory back (a batch of 64 large messages made glibc
-/// grow and trim its heap every time).
+/// but the first. A read ends with the message that brings it to [`BYTES_PER_READ`], so
+/// a large message is the last of its read and the next event is read only once it has
+/// been handed out: each large message is read while libcpg's copy of it is still in
+/// the cache, and the previous one has usually been dropped by then, so the allocator
+/// hands the same memory back (a batch of 64 large messages made glibc grow and trim
+/// its heap every time).
 const EVENTS_PER_READ: usize = 16;
 
 /// The most message bytes the stream reads into its queue at once (see
