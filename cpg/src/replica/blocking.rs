@@ -487,4 +487,53 @@ mod tests {
         drop(filler);
         assert_eq!(waiter.join().expect("the waiter ran").ok(), Some(11));
     }
+
+    /// A ticket is `Sync`: two threads may wait on it at once. The outcome goes to one
+    /// of them, and the other wakes with `Closed` at the same time, not at its timeout
+    /// (a fill that woke one sleeper would leave it asleep); likewise when the resolver
+    /// is dropped unfilled.
+    #[test]
+    fn two_waiters_both_wake_and_one_gets_the_outcome() {
+        for filled in [true, false] {
+            let s = slot();
+            let filler = Filler(Arc::clone(&s));
+            let waiters: Vec<_> = (0..2)
+                .map(|_| {
+                    let s = Arc::clone(&s);
+                    std::thread::spawn(move || {
+                        let began = Instant::now();
+                        (s.take(Duration::from_secs(60)), began.elapsed())
+                    })
+                })
+                .collect();
+            // Both asleep on the condition variable before the fill (or, on a loaded
+            // machine, one still on its way: it then finds the outcome at once).
+            let began = Instant::now();
+            while !matches!(*s.state(), Fill::Pending(true))
+                || began.elapsed() < Duration::from_millis(50)
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if filled {
+                filler.0.fill(Some(5));
+            }
+            drop(filler);
+            let mut outcomes: Vec<_> = waiters
+                .into_iter()
+                .map(|w| {
+                    let (outcome, waited) = w.join().expect("the waiter ran");
+                    assert!(waited < Duration::from_secs(30), "woke after {waited:?}");
+                    outcome.ok()
+                })
+                .collect();
+            outcomes.sort();
+            let expected = if filled {
+                vec![None, Some(5)]
+            } else {
+                vec![None, None]
+            };
+            assert_eq!(outcomes, expected, "filled: {filled}");
+            assert!(matches!(s.take(Duration::ZERO), Err(ReplicaError::Closed)));
+        }
+    }
 }
