@@ -153,8 +153,21 @@ impl fmt::Display for ValueType {
 /// A cmap value of any type: what a tool reads without knowing the type in advance
 /// ([`Cmap::get_value`](super::Cmap::get_value), iteration, notifications).
 ///
-/// Its [`Display`](fmt::Display) prints numbers and strings as they are and binary
-/// values with every byte outside printable ASCII as `\xNN`.
+/// Its [`Display`](fmt::Display) is the value as `corosync-cmapctl -b` prints it after
+/// `key (type) = `: integers and strings as they are; floats and doubles as C's `%f`
+/// does, with six decimals (`2.500000`, `nan`, `-inf`: use [`Debug`](fmt::Debug) or the
+/// number itself for every digit); binary values with the bytes from space to `~` as
+/// they are, a backslash doubled (`\\`) and every other byte as `\xNN`. (On x86
+/// corosync-cmapctl prints a byte from 0x80 up through a signed `char`, as
+/// `\xFFFFFF80` for 0x80; this prints `\x80`.)
+///
+/// ```
+/// use cpg::cmap::Value;
+///
+/// assert_eq!(Value::U32(5).to_string(), "5");
+/// assert_eq!(Value::Double(0.1).to_string(), "0.100000");
+/// assert_eq!(Value::Binary(b"a\\b\x01".to_vec()).to_string(), "a\\\\b\\x01");
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Value {
@@ -354,20 +367,32 @@ impl fmt::Display for Value {
             Value::U32(v) => write!(f, "{v}"),
             Value::I64(v) => write!(f, "{v}"),
             Value::U64(v) => write!(f, "{v}"),
-            Value::Float(v) => write!(f, "{v}"),
-            Value::Double(v) => write!(f, "{v}"),
+            Value::Float(v) => write_c_float(f, f64::from(*v)),
+            Value::Double(v) => write_c_float(f, *v),
             Value::Str(s) => f.write_str(s),
             Value::Binary(b) => {
                 for &byte in b {
-                    if byte.is_ascii_graphic() || byte == b' ' {
-                        write!(f, "{}", byte as char)?;
-                    } else {
-                        write!(f, "\\x{byte:02X}")?;
+                    match byte {
+                        b'\\' => f.write_str("\\\\")?,
+                        b' '..=b'~' => write!(f, "{}", byte as char)?,
+                        _ => write!(f, "\\x{byte:02X}")?,
                     }
                 }
                 Ok(())
             }
         }
+    }
+}
+
+/// `v` as C's `printf("%f")` prints it (a `float` is passed as a `double`): six
+/// decimals, `nan` or `-nan` by the sign bit, `inf` or `-inf`.
+fn write_c_float(f: &mut fmt::Formatter<'_>, v: f64) -> fmt::Result {
+    if v.is_nan() {
+        f.write_str(if v.is_sign_negative() { "-nan" } else { "nan" })
+    } else if v.is_infinite() {
+        f.write_str(if v < 0.0 { "-inf" } else { "inf" })
+    } else {
+        write!(f, "{v:.6}")
     }
 }
 
@@ -570,6 +595,26 @@ mod tests {
             Value::Binary(b"ab\x01\xff".to_vec()).to_string(),
             "ab\\x01\\xFF"
         );
+        // A backslash is doubled, so that `\x41` in the output is always one byte.
+        assert_eq!(
+            Value::Binary(b"\\x41 ~\x7f\x1f".to_vec()).to_string(),
+            "\\\\x41 ~\\x7F\\x1F"
+        );
+        assert_eq!(Value::Binary(Vec::new()).to_string(), "");
+        // Floats as C's %f.
+        assert_eq!(Value::Float(2.5).to_string(), "2.500000");
+        assert_eq!(Value::Float(0.1).to_string(), "0.100000");
+        assert_eq!(Value::Double(-2.25).to_string(), "-2.250000");
+        assert_eq!(
+            Value::Double(1e20).to_string(),
+            "100000000000000000000.000000"
+        );
+        assert_eq!(Value::Double(1e-7).to_string(), "0.000000");
+        assert_eq!(Value::Double(-0.0).to_string(), "-0.000000");
+        assert_eq!(Value::Double(f64::NAN).to_string(), "nan");
+        assert_eq!(Value::Double(-f64::NAN).to_string(), "-nan");
+        assert_eq!(Value::Float(f32::INFINITY).to_string(), "inf");
+        assert_eq!(Value::Double(f64::NEG_INFINITY).to_string(), "-inf");
         assert_eq!(Value::parse(ValueType::I64, "-5"), Some(Value::I64(-5)));
         assert_eq!(
             Value::parse(ValueType::Double, "2.25"),
