@@ -6,23 +6,30 @@
 //! cargo run -p cpg-examples --bin cmap -- list nodelist.          # every key under a prefix
 //! cargo run -p cpg-examples --bin cmap -- --stats list stats.ipcs.
 //! cargo run -p cpg-examples --bin cmap -- set my.key u32 5
+//! cargo run -p cpg-examples --bin cmap -- set my.blob bin ./file  # bytes of a file (- for stdin)
+//! cargo run -p cpg-examples --bin cmap -- -b get my.blob          # show binary values too
 //! cargo run -p cpg-examples --bin cmap -- delete my.key
 //! cargo run -p cpg-examples --bin cmap -- track --prefix totem.  # changes until Ctrl-C
 //! cargo run -p cpg-examples --bin cmap -- --json list totem.
 //! ```
 //!
-//! Text lines look like `corosync-cmapctl`'s: `key (type) = value`; `track` prints
-//! `added|modified|deleted key: old -> new`. With `--json`, every key or change is one
-//! JSON object per line: `{"key", "type", "value"}` (binary values in hex), changes
-//! with `"event"`, `"old"` and `"new"` (`null` when absent).
+//! Text lines are `corosync-cmapctl`'s: `key (type) = value` (floats with six decimals,
+//! as C's `%f`); a binary value shows as `key (bin)` alone unless `-b` is given, then
+//! with printable bytes as they are, `\\` for a backslash and `\xNN` for the others.
+//! `set KEY bin FILE` stores the bytes of FILE (`-`: standard input), as the tool does.
+//! `track` prints `create> `, `modify> ` or `delete> ` and the key with its new value
+//! (for a deletion, the value it had). With `--json`, every key or change is one JSON
+//! object per line: `{"key", "type", "value"}` (binary values in hex), changes with
+//! `"event"`, `"old"` and `"new"` (`null` when absent).
 
+use std::io::Read;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use cpg::cmap::{Change, Cmap, Map, TrackType, Value, ValueType};
+use cpg::cmap::{Change, ChangeKind, Cmap, Map, TrackType, Value, ValueType};
 use serde_json::json;
 
 /// corosync's cmap from the command line.
@@ -35,6 +42,9 @@ struct Args {
     /// Print one JSON object per line instead of text.
     #[arg(long)]
     json: bool,
+    /// Show the bytes of binary values (`corosync-cmapctl -b`).
+    #[arg(short = 'b', long)]
+    binary: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,7 +69,7 @@ enum Command {
         key: String,
         /// Value type.
         value_type: String,
-        /// The value (for bin, its bytes as given).
+        /// The value (for bin, a file whose bytes to store, or - for standard input).
         value: String,
     },
     /// Delete keys.
@@ -97,13 +107,13 @@ fn run(args: &Args) -> Result<(), String> {
         Command::Get { keys } => {
             for key in keys {
                 let value = cmap.get_value(key).map_err(|e| format!("{key}: {e}"))?;
-                print_entry(args.json, key, &value);
+                print_entry(args, key, &value);
             }
         }
         Command::List { prefix } => {
             for entry in cmap.iter(prefix).map_err(|e| e.to_string())? {
                 let (key, value) = entry.map_err(|e| e.to_string())?;
-                print_entry(args.json, &key, &value);
+                print_entry(args, &key, &value);
             }
         }
         Command::Set {
@@ -113,8 +123,11 @@ fn run(args: &Args) -> Result<(), String> {
         } => {
             let ty = ValueType::from_name(value_type)
                 .ok_or_else(|| format!("unknown type {value_type:?}"))?;
-            let value =
-                Value::parse(ty, value).ok_or_else(|| format!("{value:?} is no {ty} value"))?;
+            let value = if ty == ValueType::Binary {
+                Value::Binary(read_bytes(value)?)
+            } else {
+                Value::parse(ty, value).ok_or_else(|| format!("{value:?} is no {ty} value"))?
+            };
             cmap.set(key, value).map_err(|e| format!("{key}: {e}"))?;
         }
         Command::Delete { keys } => {
@@ -122,18 +135,20 @@ fn run(args: &Args) -> Result<(), String> {
                 cmap.delete(key).map_err(|e| format!("{key}: {e}"))?;
             }
         }
-        Command::Track { prefix, key } => track(&cmap, args.json, *prefix, key)?,
+        Command::Track { prefix, key } => track(&cmap, args, *prefix, key)?,
     }
     cmap.close().map_err(|e| e.to_string())
 }
 
 /// Prints every change until SIGINT or SIGTERM.
-fn track(cmap: &Cmap, json: bool, prefix: bool, key: &str) -> Result<(), String> {
+fn track(cmap: &Cmap, args: &Args, prefix: bool, key: &str) -> Result<(), String> {
+    let (json, binary) = (args.json, args.binary);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
     }
-    let print = move |_: &cpg::cmap::TrackContext<'_>, change: Change| print_change(json, &change);
+    let print =
+        move |_: &cpg::cmap::TrackContext<'_>, change: Change| print_change(json, binary, &change);
     if prefix {
         cmap.track_prefix(key, TrackType::ALL, print)
     } else {
@@ -156,17 +171,41 @@ fn track(cmap: &Cmap, json: bool, prefix: bool, key: &str) -> Result<(), String>
     Ok(())
 }
 
-fn print_entry(json: bool, key: &str, value: &Value) {
-    if json {
+/// The bytes of a file, or of standard input for `-` (`corosync-cmapctl -s KEY bin FILE`).
+fn read_bytes(file: &str) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    if file == "-" {
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+    } else {
+        bytes = std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))?;
+    }
+    Ok(bytes)
+}
+
+fn print_entry(args: &Args, key: &str, value: &Value) {
+    if args.json {
         let mut doc = json_value(value);
         doc["key"] = json!(key);
         println!("{doc}");
     } else {
-        println!("{key} ({}) = {value}", value.value_type());
+        println!("{}", text_entry(args.binary, key, value));
     }
 }
 
-fn print_change(json: bool, change: &Change) {
+/// `key (type) = value` as `corosync-cmapctl` prints it: a binary value's bytes only
+/// with `-b`.
+fn text_entry(binary: bool, key: &str, value: &Value) -> String {
+    let ty = value.value_type();
+    if ty == ValueType::Binary && !binary {
+        format!("{key} ({ty})")
+    } else {
+        format!("{key} ({ty}) = {value}")
+    }
+}
+
+fn print_change(json: bool, binary: bool, change: &Change) {
     if json {
         let side = |v: &Option<Value>| v.as_ref().map_or(serde_json::Value::Null, json_value);
         println!(
@@ -178,18 +217,18 @@ fn print_change(json: bool, change: &Change) {
                 "new": side(&change.new),
             })
         );
-    } else {
-        let side = |v: &Option<Value>| {
-            v.as_ref()
-                .map_or("-".to_string(), |v| format!("{v} ({})", v.value_type()))
-        };
-        println!(
-            "{} {}: {} -> {}",
-            change.kind,
-            change.key,
-            side(&change.old),
-            side(&change.new)
-        );
+        return;
+    }
+    // As corosync-cmapctl: the new value, or for a deletion the old one.
+    let (tag, value) = match change.kind {
+        ChangeKind::Added => ("create", &change.new),
+        ChangeKind::Modified => ("modify", &change.new),
+        ChangeKind::Deleted => ("delete", &change.old),
+        _ => ("unknown change", &None),
+    };
+    match value {
+        Some(v) => println!("{tag}> {}", text_entry(binary, &change.key, v)),
+        None => println!("{tag}> {}", change.key),
     }
 }
 

@@ -115,3 +115,83 @@ fn track_prints_each_change_of_a_prefix_until_sigterm() {
     );
     cmapctl(&["-d", "test.example.outside"]);
 }
+
+/// The text output is `corosync-cmapctl`'s, line for line, for the values whose text
+/// form is not just the number: floats (`%f`), binary values (hidden without `-b`; a
+/// backslash doubled, other bytes as `\xNN` with it), and `set KEY bin FILE|-`, which
+/// stores the bytes of a file or of standard input.
+#[test]
+fn floats_binary_values_and_changes_print_as_cmapctl_prints_them() {
+    let p = format!("test.example.{}.fmt.", std::process::id());
+    let (flt, dbl, bin, from_file) = (
+        format!("{p}flt"),
+        format!("{p}dbl"),
+        format!("{p}bin"),
+        format!("{p}file"),
+    );
+    cmapctl(&["-s", &flt, "flt", "2.5"]);
+    cmapctl(&["-s", &dbl, "dbl", "0.1"]);
+    // Our `set ... bin -` reads standard input, as the tool does.
+    let mut set = Program::start(
+        cpg_testkit::shared(),
+        CMAP,
+        &["set", &bin, "bin", "-"],
+        Some("a\\x41\u{1}~"),
+    );
+    set.expect_success(TIMEOUT);
+    let file = std::env::temp_dir().join(format!("cmap-example-{}.bin", std::process::id()));
+    std::fs::write(&file, b"from\\file\x7f").unwrap();
+    let (ok, _, err) = run(&["set", &from_file, "bin", file.to_str().unwrap()]);
+    std::fs::remove_file(&file).unwrap();
+    assert!(ok, "{err}");
+
+    for shown in [&[][..], &["-b"][..]] {
+        let mut ours: Vec<&str> = shown.to_vec();
+        ours.extend(["list", &p]);
+        let (ok, out, err) = run(&ours);
+        assert!(ok, "{err}");
+        let mut theirs: Vec<&str> = shown.to_vec();
+        theirs.push(&p);
+        let expected = cmapctl(&theirs);
+        assert_eq!(out.join("\n"), expected.trim_end(), "with {shown:?}");
+        assert_eq!(out.len(), 4, "{out:?}");
+    }
+    // What the tool shows, spelled out: the input's bytes, with the backslash doubled
+    // (so that the `\x41` typed in is not read as one byte) and 0x01 as \x01.
+    let (_, out, _) = run(&["-b", "get", &bin, &flt, &dbl]);
+    assert_eq!(
+        out,
+        [
+            format!("{bin} (bin) = a\\\\x41\\x01~"),
+            format!("{flt} (flt) = 2.500000"),
+            format!("{dbl} (dbl) = 0.100000"),
+        ]
+    );
+
+    // `track` lines: the tool's `create> `, `modify> `, `delete> ` and the key.
+    let mut t = Program::start(
+        cpg_testkit::shared(),
+        CMAP,
+        &["track", "--prefix", &p],
+        None,
+    );
+    t.expect_line("tracking", TIMEOUT);
+    let key = format!("{p}t");
+    cmapctl(&["-s", &key, "flt", "1.25"]);
+    cmapctl(&["-s", &key, "u8", "7"]);
+    cmapctl(&["-d", &key]);
+    let (at, _) = t.wait_line(0, TIMEOUT, "a deletion", |l| l.starts_with("delete> "));
+    assert_eq!(
+        t.stdout()[1..=at],
+        [
+            format!("create> {key} (flt) = 1.250000"),
+            format!("modify> {key} (u8) = 7"),
+            format!("delete> {key} (u8) = 7"),
+        ]
+    );
+    t.terminate();
+    assert!(t.wait_exit(TIMEOUT).success(), "{}", t.report());
+    for k in [&flt, &dbl, &bin, &from_file] {
+        cmapctl(&["-d", k]);
+    }
+}
