@@ -10,7 +10,8 @@
 //! Without `quorum { provider: corosync_votequorum }` in corosync.conf every partition
 //! calls itself quorate: the first line says whether a provider decides. With one, the
 //! votes come from votequorum (`cpg::votequorum`): each member's after each node list,
-//! and the expected and total votes, the quorum and the flags after each decision.
+//! and the expected and total votes, the quorum and the flags after each decision (the
+//! flags with the names `corosync-quorumtool -s` gives them: `Quorate WaitForAll`).
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -129,18 +130,25 @@ fn print_member_votes(json: bool, members: &[NodeInfo]) {
     }
 }
 
+/// The votes and flags; the flags named as `corosync-quorumtool -s` names them on its
+/// `Flags:` line (`Quorate WaitForAll`).
 fn print_votes(json: bool, info: &NodeInfo) {
+    let flags: Vec<&str> = info.flags.quorumtool_names().collect();
     if json {
         println!(
             "{}",
             json!({"event": "votes", "expected": info.expected_votes,
                    "highest_expected": info.highest_expected, "total": info.total_votes,
-                   "quorum": info.quorum, "flags": info.flags.to_string()})
+                   "quorum": info.quorum, "flags": flags})
         );
     } else {
         println!(
             "expected votes: {}, highest expected: {}, total votes: {}, quorum: {}, flags: {}",
-            info.expected_votes, info.highest_expected, info.total_votes, info.quorum, info.flags
+            info.expected_votes,
+            info.highest_expected,
+            info.total_votes,
+            info.quorum,
+            flags.join(" ")
         );
     }
 }

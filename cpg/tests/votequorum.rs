@@ -164,6 +164,11 @@ fn the_local_node_info_is_what_quorumtool_prints_and_the_current_state_comes_wit
     assert_eq!(tool.number("Total votes"), info.total_votes);
     assert_eq!(tool.number("Quorum"), info.quorum);
     assert_eq!(tool.flags(), info.flags);
+    // ... and names the flags as InfoFlags::quorumtool_names does.
+    assert_eq!(
+        info.flags.quorumtool_names().collect::<Vec<_>>(),
+        tool.fields["Flags"].split_whitespace().collect::<Vec<_>>()
+    );
     assert_eq!(tool.votes_of(1), Some(info.votes), "{}", tool.text);
 
     let events = events_of(&log.events(), 0, Source::Callback);

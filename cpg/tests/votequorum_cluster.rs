@@ -367,6 +367,10 @@ fn two_node_keeps_a_survivor_quorate_and_wait_for_all_holds_a_lone_start() {
             );
             let tool = quorumtool(cluster.node(i), &["-s"]);
             assert_eq!(tool.flags(), flags, "{}", tool.text);
+            assert_eq!(
+                info.flags.quorumtool_names().collect::<Vec<_>>(),
+                tool.fields["Flags"].split_whitespace().collect::<Vec<_>>()
+            );
             assert_eq!(tool.number("Quorum"), 1);
         }
 

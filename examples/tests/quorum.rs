@@ -145,10 +145,16 @@ fn with_votequorum_once_prints_every_members_votes_and_the_quorum() {
         json!({"event": "member_votes", "votes": {"1": 1, "2": 1, "3": 2}})
     );
     assert_eq!(parse(&lines[3])["event"], "quorum");
+    // The flags as corosync-quorumtool -s names them on its Flags: line.
+    let tool = cluster
+        .node(0)
+        .quorum_status()
+        .expect("corosync-quorumtool -s");
+    assert_eq!(tool.flags, ["Quorate"]);
     assert_eq!(
         parse(&lines[4]),
         json!({"event": "votes", "expected": 4, "highest_expected": 4, "total": 4,
-               "quorum": 3, "flags": "QUORATE"})
+               "quorum": 3, "flags": tool.flags})
     );
     assert!(q.wait().success());
     let mut text = Running::on(cluster.node(1), &["--once"]);
@@ -156,7 +162,39 @@ fn with_votequorum_once_prints_every_members_votes_and_the_quorum() {
     assert_eq!(lines[3], "votes: node 1: 1, node 2: 1, node 3: 2");
     assert_eq!(
         lines[5],
-        "expected votes: 4, highest expected: 4, total votes: 4, quorum: 3, flags: QUORATE"
+        "expected votes: 4, highest expected: 4, total votes: 4, quorum: 3, flags: Quorate"
+    );
+    assert!(text.wait().success());
+}
+
+/// With wait_for_all and auto_tie_breaker configured, the example names the flags as
+/// `corosync-quorumtool -s` does, in its order.
+#[test]
+fn with_votequorum_the_flags_have_quorumtools_names() {
+    let cluster = cpg_testkit::Cluster::builder()
+        .nodes(1)
+        .quorum(
+            cpg_testkit::Quorum::votequorum()
+                .wait_for_all(true)
+                .auto_tie_breaker(true),
+        )
+        .start()
+        .expect("1 node, wait_for_all, auto_tie_breaker");
+    let tool = cluster
+        .node(0)
+        .quorum_status()
+        .expect("corosync-quorumtool -s");
+    assert_eq!(tool.flags, ["Quorate", "WaitForAll", "AutoTieBreaker"]);
+    let mut q = Running::on(cluster.node(0), &["--json", "--once"]);
+    let lines = q.lines(5);
+    assert_eq!(parse(&lines[4])["flags"], json!(tool.flags));
+    assert!(q.wait().success());
+    let mut text = Running::on(cluster.node(0), &["--once"]);
+    let lines = text.lines(6);
+    assert!(
+        lines[5].ends_with(", flags: Quorate WaitForAll AutoTieBreaker"),
+        "{}",
+        lines[5]
     );
     assert!(text.wait().success());
 }

@@ -192,6 +192,34 @@ impl InfoFlags {
     pub const fn contains(self, other: InfoFlags) -> bool {
         self.0 & other.0 == other.0
     }
+
+    /// The names `corosync-quorumtool -s` prints on its `Flags:` line, in its order:
+    /// `2Node`, `Quorate`, `WaitForAll`, `LastManStanding`, `AutoTieBreaker`,
+    /// `AllowDownscale`, `Qdevice` (for [`QDEVICE_REGISTERED`](Self::QDEVICE_REGISTERED)).
+    /// The tool leaves the other quorum device flags (alive, cast vote, master wins) to
+    /// its member list, and so does this.
+    ///
+    /// ```
+    /// use cpg::votequorum::InfoFlags;
+    ///
+    /// let flags = InfoFlags::QUORATE | InfoFlags::WAIT_FOR_ALL | InfoFlags::QDEVICE_ALIVE;
+    /// assert_eq!(flags.quorumtool_names().collect::<Vec<_>>(), ["Quorate", "WaitForAll"]);
+    /// assert_eq!(flags.quorumtool_names().collect::<Vec<_>>().join(" "), "Quorate WaitForAll");
+    /// ```
+    pub fn quorumtool_names(self) -> impl Iterator<Item = &'static str> {
+        const TOOL: [(InfoFlags, &str); 7] = [
+            (InfoFlags::TWO_NODE, "2Node"),
+            (InfoFlags::QUORATE, "Quorate"),
+            (InfoFlags::WAIT_FOR_ALL, "WaitForAll"),
+            (InfoFlags::LAST_MAN_STANDING, "LastManStanding"),
+            (InfoFlags::AUTO_TIE_BREAKER, "AutoTieBreaker"),
+            (InfoFlags::ALLOW_DOWNSCALE, "AllowDownscale"),
+            (InfoFlags::QDEVICE_REGISTERED, "Qdevice"),
+        ];
+        TOOL.into_iter()
+            .filter(move |(flag, _)| self.contains(*flag))
+            .map(|(_, name)| name)
+    }
 }
 
 impl BitOr for InfoFlags {
@@ -426,6 +454,34 @@ mod tests {
                 NodeStatus::new(1, NodeState::Member),
                 NodeStatus::new(2, NodeState::Dead)
             ]
+        );
+    }
+
+    #[test]
+    fn flags_have_quorumtools_names_in_its_order() {
+        let all = InfoFlags::from_bits(u32::MAX);
+        assert_eq!(
+            all.quorumtool_names().collect::<Vec<_>>(),
+            [
+                "2Node",
+                "Quorate",
+                "WaitForAll",
+                "LastManStanding",
+                "AutoTieBreaker",
+                "AllowDownscale",
+                "Qdevice"
+            ]
+        );
+        assert_eq!(InfoFlags::empty().quorumtool_names().count(), 0);
+        // The device's other flags are not on the tool's Flags: line.
+        let device = InfoFlags::QDEVICE_ALIVE
+            | InfoFlags::QDEVICE_CAST_VOTE
+            | InfoFlags::QDEVICE_MASTER_WINS;
+        assert_eq!(device.quorumtool_names().count(), 0);
+        let two = InfoFlags::TWO_NODE | InfoFlags::QUORATE | InfoFlags::QDEVICE_REGISTERED;
+        assert_eq!(
+            two.quorumtool_names().collect::<Vec<_>>(),
+            ["2Node", "Quorate", "Qdevice"]
         );
     }
 
