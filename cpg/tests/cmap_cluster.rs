@@ -110,6 +110,9 @@ fn node_names_name_every_node_and_follow_changes_of_the_node_list() {
                 assert_eq!(names.get(9), None);
                 assert_eq!(names.label(2).to_string(), "2 (node2)");
                 assert_eq!(names.label(9).to_string(), "9");
+                // Pacemaker's names agree where the node list has names.
+                assert_eq!(names.pacemaker_name(2), Some("node2"));
+                assert_eq!(names.pacemaker_name(9), None);
                 assert_eq!(names.refresh(), Ok(false), "nothing changed");
 
                 // The node list is read-only in cmap: it changes when corosync.conf is
@@ -139,6 +142,9 @@ fn node_names_name_every_node_and_follow_changes_of_the_node_list() {
                     n.get(2) == Some("renamed") && n.get(8) == Some("10.213.0.8")
                 });
                 assert_eq!(names.names().len(), 4);
+                // Pacemaker has no name for a node known by its address only.
+                assert_eq!(names.pacemaker_name(8), None);
+                assert_eq!(names.pacemaker_name(2), Some("renamed"));
                 std::fs::write(&conf, &original).unwrap();
                 reload(node);
                 changed(&mut names, "the original list", &|n| n.names() == &want);

@@ -20,8 +20,13 @@ const REFRESH_ROUNDS: usize = 16;
 /// The names of the nodes of the cluster's node list, by node id: what people read
 /// where a program shows node ids (`node 2 (node2)`).
 ///
-/// A node's name is `nodelist.node.N.name`, or `nodelist.node.N.ring0_addr` where it
-/// has none (as corosync's tools name nodes); entries without a `nodeid` are left out.
+/// A node's name here is `nodelist.node.N.name`, or `nodelist.node.N.ring0_addr` where
+/// it has none (the address `corosync-quorumtool -i` shows); entries without a `nodeid`
+/// are left out. That is a label for people. The name Pacemaker gives a node (and so
+/// the node name in its CIB, `crm_node -n`, attrd, ...) differs for a node without a
+/// `name`: Pacemaker takes `ring0_addr` only when it is no IP address, and otherwise
+/// has no name from corosync (it then names the local node by `uname -n`). For a name
+/// that must agree with Pacemaker's, use [`pacemaker_name`](Self::pacemaker_name).
 /// The names are read when made; a track on the `nodelist.` prefix notes every change
 /// (the node list is read-only in cmap: it changes when corosync.conf is edited and
 /// reloaded, `corosync-cfgtool -R`), and [`refresh`](Self::refresh) reads the list
@@ -45,6 +50,8 @@ pub struct NodeNames {
     /// Set by the track's closure: the node list changed since it was read.
     changed: Arc<AtomicBool>,
     names: BTreeMap<u32, String>,
+    /// The names Pacemaker gives the nodes.
+    pacemaker: BTreeMap<u32, String>,
 }
 
 impl NodeNames {
@@ -71,6 +78,7 @@ impl NodeNames {
             cmap,
             changed,
             names: BTreeMap::new(),
+            pacemaker: BTreeMap::new(),
         };
         names.reload()?;
         Ok(names)
@@ -79,6 +87,25 @@ impl NodeNames {
     /// The name of node `nodeid`, if the node list has one.
     pub fn get(&self, nodeid: u32) -> Option<&str> {
         self.names.get(&nodeid).map(String::as_str)
+    }
+
+    /// The name Pacemaker gives node `nodeid` from corosync's node list
+    /// (`pcmk__corosync_name`): its `name`, else its `ring0_addr` unless that is an IP
+    /// address (as Pacemaker tells one: four dot-separated integers, or any `:`).
+    /// `None` for a node Pacemaker names otherwise (the local node: by `uname -n`) or
+    /// not at all.
+    ///
+    /// ```no_run
+    /// use cpg::cmap::NodeNames;
+    ///
+    /// // node { nodeid: 3  ring0_addr: 10.0.0.3 }: no name for Pacemaker.
+    /// let names = NodeNames::new()?;
+    /// assert_eq!(names.get(3), Some("10.0.0.3"));
+    /// assert_eq!(names.pacemaker_name(3), None);
+    /// # Ok::<(), cpg::Error>(())
+    /// ```
+    pub fn pacemaker_name(&self, nodeid: u32) -> Option<&str> {
+        self.pacemaker.get(&nodeid).map(String::as_str)
     }
 
     /// Node `nodeid` with its name, for printing: `2 (node2)`, or `2` without a name.
@@ -114,20 +141,22 @@ impl NodeNames {
             return Ok(false);
         }
         let before = std::mem::take(&mut self.names);
+        let pacemaker_before = std::mem::take(&mut self.pacemaker);
         let result = self.reload();
         if result.is_err() {
             self.names = before;
+            self.pacemaker = pacemaker_before;
             // Read again at the next refresh.
             self.changed.store(true, Ordering::Relaxed);
             return result.map(|()| false);
         }
-        Ok(self.names != before)
+        Ok(self.names != before || self.pacemaker != pacemaker_before)
     }
 
     /// Reads the node list again, whether or not a change was noted.
     pub fn reload(&mut self) -> Result<()> {
         let entries = self.cmap.iter(NODELIST)?.collect::<Result<Vec<_>>>()?;
-        self.names = parse_nodelist(entries);
+        (self.names, self.pacemaker) = parse_nodelist(entries);
         Ok(())
     }
 
@@ -171,10 +200,11 @@ impl fmt::Display for NodeLabel<'_> {
 
 /// The names by node id of the node list's entries (`nodelist.node.N.*` keys with
 /// their values): `name`, else `ring0_addr`; entries without a `nodeid` or without
-/// either name are left out.
+/// either name are left out. Second, the names Pacemaker gives them: the same, except
+/// that a `ring0_addr` that is an IP address is none.
 pub(crate) fn parse_nodelist(
     entries: impl IntoIterator<Item = (String, Value)>,
-) -> BTreeMap<u32, String> {
+) -> (BTreeMap<u32, String>, BTreeMap<u32, String>) {
     #[derive(Default)]
     struct Node {
         nodeid: Option<u32>,
@@ -197,10 +227,55 @@ pub(crate) fn parse_nodelist(
             _ => {}
         }
     }
-    nodes
-        .into_values()
-        .filter_map(|n| Some((n.nodeid?, n.name.or(n.ring0)?)))
-        .collect()
+    let mut names = BTreeMap::new();
+    let mut pacemaker = BTreeMap::new();
+    for node in nodes.into_values() {
+        let Some(nodeid) = node.nodeid else {
+            continue;
+        };
+        let ring0_name = node
+            .ring0
+            .as_deref()
+            .filter(|addr| !pacemaker_sees_an_address(addr));
+        if let Some(name) = node.name.as_deref().or(ring0_name) {
+            pacemaker.insert(nodeid, name.to_string());
+        }
+        if let Some(name) = node.name.or(node.ring0) {
+            names.insert(nodeid, name);
+        }
+    }
+    (names, pacemaker)
+}
+
+/// Whether Pacemaker takes `text` for an IP address rather than a node name: it holds
+/// a `:` (IPv6), or it starts with four integers separated by dots as C's
+/// `sscanf("%d.%d.%d.%d")` reads them (blanks and a sign before each integer allowed,
+/// anything after the fourth).
+fn pacemaker_sees_an_address(text: &str) -> bool {
+    if text.contains(':') {
+        return true;
+    }
+    let mut rest = text.as_bytes();
+    for i in 0..4 {
+        while let [b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c', tail @ ..] = rest {
+            rest = tail;
+        }
+        if let [b'+' | b'-', tail @ ..] = rest {
+            rest = tail;
+        }
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        if i < 3 {
+            match rest {
+                [b'.', tail @ ..] => rest = tail,
+                _ => return false,
+            }
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -213,7 +288,7 @@ mod tests {
 
     #[test]
     fn names_come_from_name_else_ring0_addr() {
-        let names = parse_nodelist([
+        let (names, pacemaker) = parse_nodelist([
             entry("nodelist.local_node_pos", Value::U32(0)),
             entry("nodelist.node.0.name", Value::Str("alpha".into())),
             entry("nodelist.node.0.nodeid", Value::U32(1)),
@@ -234,11 +309,62 @@ mod tests {
             .map(|(id, n)| (id, n.to_string()))
             .collect();
         assert_eq!(names, want);
+        // Pacemaker: no name from an address.
+        let want: BTreeMap<u32, String> = [(1, "alpha"), (11, "kappa")]
+            .into_iter()
+            .map(|(id, n)| (id, n.to_string()))
+            .collect();
+        assert_eq!(pacemaker, want);
+    }
+
+    #[test]
+    fn pacemaker_takes_a_ring0_addr_for_a_name_only_when_it_is_no_address() {
+        let (names, pacemaker) = parse_nodelist([
+            entry("nodelist.node.0.nodeid", Value::U32(1)),
+            entry(
+                "nodelist.node.0.ring0_addr",
+                Value::Str("node1.example".into()),
+            ),
+            entry("nodelist.node.1.nodeid", Value::U32(2)),
+            entry("nodelist.node.1.ring0_addr", Value::Str("fd00::2".into())),
+            entry("nodelist.node.2.nodeid", Value::U32(3)),
+            entry(
+                "nodelist.node.2.ring0_addr",
+                Value::Str("192.168.1.3".into()),
+            ),
+            // A name wins over any address.
+            entry("nodelist.node.3.nodeid", Value::U32(4)),
+            entry(
+                "nodelist.node.3.ring0_addr",
+                Value::Str("192.168.1.4".into()),
+            ),
+            entry("nodelist.node.3.name", Value::Str("delta".into())),
+        ]);
+        assert_eq!(names.len(), 4);
+        assert_eq!(
+            pacemaker.into_iter().collect::<Vec<_>>(),
+            [(1, "node1.example".to_string()), (4, "delta".to_string())]
+        );
+        for address in [
+            "10.0.0.1",
+            "1.2.3.4.5",
+            "1.2.3.4x",
+            " 1. 2.+3.-4",
+            "::1",
+            "host:name",
+        ] {
+            assert!(pacemaker_sees_an_address(address), "{address:?}");
+        }
+        for name in [
+            "node1", "1.2.3", "1.2.3.", "1..2.3.4", "10-0-0-1", "a1.2.3.4", "1 .2.3.4",
+        ] {
+            assert!(!pacemaker_sees_an_address(name), "{name:?}");
+        }
     }
 
     #[test]
     fn odd_values_are_ignored_not_trusted() {
-        let names = parse_nodelist([
+        let (names, _) = parse_nodelist([
             entry("nodelist.node.0.nodeid", Value::Str("1".into())),
             entry("nodelist.node.0.name", Value::Str("x".into())),
             entry("nodelist.node.1.nodeid", Value::U64(1 << 40)),
