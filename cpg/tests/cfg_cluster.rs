@@ -66,6 +66,77 @@ fn cfgtool(node: &Node, args: &[&str]) -> JoinHandle<Output> {
     std::thread::spawn(move || cmd.output().expect("run corosync-cfgtool"))
 }
 
+/// What `corosync-cfgtool -n` on `node` prints about node `nodeid`: the words after
+/// `nodeid: N` (`reachable`, `remote`, `external`) and for each link its number, its
+/// addresses and the words in the parentheses' wake (`enabled connected dynconnected`),
+/// the MTU left out (knet's path MTU discovery changes it between two calls).
+fn cfgtool_n_says(node: &Node, nodeid: u32) -> (Vec<String>, Vec<(u8, String, Vec<String>)>) {
+    let out = cfgtool(node, &["-n"]).join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines().skip_while(|l| {
+        l.strip_prefix("nodeid: ")
+            .and_then(|rest| rest.split_whitespace().next())
+            != Some(&nodeid.to_string())
+    });
+    let head = lines
+        .next()
+        .unwrap_or_else(|| panic!("node {nodeid} not in:\n{text}"));
+    let words = head
+        .split_whitespace()
+        .skip(2)
+        .map(str::to_string)
+        .collect();
+    let mut links = Vec::new();
+    for line in lines.take_while(|l| l.trim_start().starts_with("LINK:")) {
+        // "   LINK: 0 udp (10.213.0.1->10.213.0.2) enabled connected mtu: 1397"
+        let rest = line.trim_start().strip_prefix("LINK: ").unwrap();
+        let (number, rest) = rest.split_once(' ').unwrap();
+        let (_, rest) = rest.split_once(" (").unwrap();
+        let (addrs, flags) = rest.split_once(") ").unwrap();
+        let flags = flags.split(" mtu:").next().unwrap();
+        links.push((
+            number.parse().unwrap(),
+            addrs.to_string(),
+            flags.split_whitespace().map(str::to_string).collect(),
+        ));
+    }
+    (words, links)
+}
+
+/// The same facts from a [`cpg::cfg::NodeStatus`].
+fn what_cfgtool_n_would_say(
+    status: &cpg::cfg::NodeStatus,
+) -> (Vec<String>, Vec<(u8, String, Vec<String>)>) {
+    let pick = |pairs: &[(bool, &str)]| -> Vec<String> {
+        pairs
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, w)| w.to_string())
+            .collect()
+    };
+    let words = pick(&[
+        (status.reachable, "reachable"),
+        (status.remote, "remote"),
+        (status.external, "external"),
+    ]);
+    let links = status
+        .links
+        .iter()
+        .map(|l| {
+            (
+                l.link,
+                format!("{}->{}", l.source, l.remote),
+                pick(&[
+                    (l.enabled, "enabled"),
+                    (l.connected, "connected"),
+                    (l.dynconnected, "dynconnected"),
+                ]),
+            )
+        })
+        .collect();
+    (words, links)
+}
+
 /// Sets corosync's wait for shutdown answers on `node` (milliseconds), with the tool.
 fn set_shutdown_timeout(node: &Node, ms: u32) {
     let out = node
@@ -124,8 +195,15 @@ fn a_partitioned_nodes_link_goes_down_and_comes_back_after_the_heal() {
         };
         let (reachable, up) = link(&cfg);
         assert!(reachable && up.enabled && up.connected, "{up:?}");
+        assert!(
+            !up.dynconnected,
+            "a node list link is no dynamic one: {up:?}"
+        );
         assert_eq!(up.source_ip(), Some(IpAddr::V4(node1.addr())));
         assert_eq!(up.remote_ip(), Some(addr2));
+        // corosync-cfgtool -n says the same of node 2 and its link.
+        let status = cfg.node_status(2).unwrap();
+        assert_eq!(cfgtool_n_says(node1, 2), what_cfgtool_n_would_say(&status));
 
         cluster.partition(1);
         let deadline = Instant::now() + WAIT;

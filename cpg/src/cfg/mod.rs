@@ -416,6 +416,7 @@ impl Cfg {
         let links = status::links(raw_status.link_status.iter().map(|l| status::RawLink {
             enabled: l.enabled,
             connected: l.connected,
+            dynconnected: l.dynconnected,
             mtu: l.mtu,
             source: &l.src_ipaddr,
             remote: &l.dst_ipaddr,

@@ -42,6 +42,10 @@ pub struct LinkStatus {
     /// Whether knet hears the node on it (heartbeats come through): `false` for a link
     /// to a node cut off by a partition, until it heals.
     pub connected: bool,
+    /// Whether the link was brought up by the other node from an address knet did not
+    /// know in advance (knet's dynamic links; `dynconnected` in `corosync-cfgtool -n`):
+    /// `false` for the links of a node list with fixed addresses.
+    pub dynconnected: bool,
     /// The largest packet knet sends on it (path MTU less knet's overhead).
     pub mtu: u32,
     /// This node's address on the link, as knet prints it.
@@ -84,6 +88,7 @@ pub(crate) fn fixed_string(field: &[c_char]) -> String {
 pub(crate) struct RawLink<'a> {
     pub(crate) enabled: u8,
     pub(crate) connected: u8,
+    pub(crate) dynconnected: u8,
     pub(crate) mtu: u32,
     pub(crate) source: &'a [c_char],
     pub(crate) remote: &'a [c_char],
@@ -99,6 +104,7 @@ pub(crate) fn links<'a>(raw: impl IntoIterator<Item = RawLink<'a>>) -> Vec<LinkS
                 link: u8::try_from(i).ok()?,
                 enabled: l.enabled != 0,
                 connected: l.connected != 0,
+                dynconnected: l.dynconnected != 0,
                 mtu: l.mtu,
                 source: fixed_string(l.source),
                 remote: fixed_string(l.remote),
@@ -179,6 +185,7 @@ mod tests {
             RawLink {
                 enabled: 1,
                 connected: 0,
+                dynconnected: 0,
                 mtu: 1397,
                 source: &a,
                 remote: &b,
@@ -186,6 +193,7 @@ mod tests {
             RawLink {
                 enabled: 0,
                 connected: 0,
+                dynconnected: 0,
                 mtu: 0,
                 source: &empty,
                 remote: &empty,
@@ -193,6 +201,7 @@ mod tests {
             RawLink {
                 enabled: 1,
                 connected: 1,
+                dynconnected: 1,
                 mtu: 469,
                 source: &empty,
                 remote: &empty,
@@ -206,13 +215,17 @@ mod tests {
                 link: 0,
                 enabled: true,
                 connected: false,
+                dynconnected: false,
                 mtu: 1397,
                 source: "10.213.0.1".into(),
                 remote: "10.213.0.3".into(),
             }
         );
         assert_eq!(links[0].remote_ip(), Some("10.213.0.3".parse().unwrap()));
-        assert_eq!((links[1].link, links[1].connected), (2, true));
+        assert_eq!(
+            (links[1].link, links[1].connected, links[1].dynconnected),
+            (2, true, true)
+        );
         assert_eq!(links[1].source_ip(), None);
         let status = NodeStatus {
             nodeid: 3,
