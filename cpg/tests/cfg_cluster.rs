@@ -66,11 +66,14 @@ fn cfgtool(node: &Node, args: &[&str]) -> JoinHandle<Output> {
     std::thread::spawn(move || cmd.output().expect("run corosync-cfgtool"))
 }
 
+/// A node's words (`reachable` ...) and per link: number, `src->dst`, flag words.
+type NodeWords = (Vec<String>, Vec<(u8, String, Vec<String>)>);
+
 /// What `corosync-cfgtool -n` on `node` prints about node `nodeid`: the words after
 /// `nodeid: N` (`reachable`, `remote`, `external`) and for each link its number, its
 /// addresses and the words in the parentheses' wake (`enabled connected dynconnected`),
 /// the MTU left out (knet's path MTU discovery changes it between two calls).
-fn cfgtool_n_says(node: &Node, nodeid: u32) -> (Vec<String>, Vec<(u8, String, Vec<String>)>) {
+fn cfgtool_n_says(node: &Node, nodeid: u32) -> NodeWords {
     let out = cfgtool(node, &["-n"]).join().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut lines = text.lines().skip_while(|l| {
@@ -104,9 +107,7 @@ fn cfgtool_n_says(node: &Node, nodeid: u32) -> (Vec<String>, Vec<(u8, String, Ve
 }
 
 /// The same facts from a [`cpg::cfg::NodeStatus`].
-fn what_cfgtool_n_would_say(
-    status: &cpg::cfg::NodeStatus,
-) -> (Vec<String>, Vec<(u8, String, Vec<String>)>) {
+fn what_cfgtool_n_would_say(status: &cpg::cfg::NodeStatus) -> NodeWords {
     let pick = |pairs: &[(bool, &str)]| -> Vec<String> {
         pairs
             .iter()
