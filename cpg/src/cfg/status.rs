@@ -40,7 +40,9 @@ pub struct LinkStatus {
     /// Whether the link is configured and up on this side.
     pub enabled: bool,
     /// Whether knet hears the node on it (heartbeats come through): `false` for a link
-    /// to a node cut off by a partition, until it heals.
+    /// to a node cut off by a partition, until it heals. `corosync-cfgtool -s` prints
+    /// it per node as `connected` or `disconnected`; for the local node's own links
+    /// (always `true` here, with its own address on both ends) it prints `localhost`.
     pub connected: bool,
     /// Whether the link was brought up by the other node from an address knet did not
     /// know in advance (knet's dynamic links; `dynconnected` in `corosync-cfgtool -n`):
