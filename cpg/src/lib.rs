@@ -65,6 +65,11 @@
 //! # Ok::<(), cpg::Error>(())
 //! ```
 //!
+//! This example and the others in these docs that talk to corosync are `no_run`:
+//! `cargo test --doc` compiles them but does not run them, since they need a running
+//! daemon (and most never return). The tests in `cpg/tests` make the same calls against
+//! private daemons, and `examples/README.md` says how to start one to try them on.
+//!
 //! # Threads
 //!
 //! Callbacks run on the thread that calls `dispatch`, which needs [`DISPATCH_STACK`]

@@ -56,7 +56,8 @@
 //! and a context switch) to read what arrived. A task spawned on the runtime is polled
 //! by the worker that saw the readiness, with no second thread woken. A service that
 //! reads a busy stream reads it in a spawned task: in `bench --async` on one node that
-//! took 0.80–1.02× the CPU per message of reading in `block_on` (see the README).
+//! took 0.76–1.03× (median 0.89) the CPU per message of reading in `block_on` with the
+//! same loop (the README's one-node table, its two columns of CPU per message).
 //!
 //! Messages of hundreds of kilobytes and more cost extra CPU (not throughput) under
 //! glibc's allocator: a send that waits out back-pressure queues the events it reads
@@ -91,7 +92,7 @@
 //! this drain: each drain sets aside what the slot holds when it begins and puts it
 //! back when it ends, so an event only ever reaches the queue of the handle whose
 //! dispatch read it.
-
+//!
 //! # Example
 //!
 //! ```no_run
