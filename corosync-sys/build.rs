@@ -347,7 +347,7 @@ fn fail(why: &str, services: &[&Service]) -> ! {
          \x20   Debian / Ubuntu:            apt-get install {} libqb-dev pkg-config libclang-dev\n\
          \x20   RHEL / CentOS / Rocky / Alma / Fedora:\n\
          \x20                               dnf install corosynclib-devel libqb-devel pkgconf-pkg-config clang-devel\n\
-         \x20                               (on RHEL 8/9 corosynclib-devel is in the HighAvailability or CRB repository)\n\n\
+         \x20                               (on RHEL 9 and its rebuilds corosynclib-devel comes from EPEL 9, which needs CRB enabled)\n\n\
          Or point the build at an installation pkg-config does not know about:\n\n",
         names
             .iter()
