@@ -145,9 +145,11 @@ fn confirmed_sends_resolve_once_in_delivery_order_at_an_agreed_position() {
     lat.sort();
     // A send must wake the dispatch thread: a lost wake-up shows as the thread's idle
     // sleep (1 s), and once lost, wake-ups stayed lost (the bug this caught made the
-    // median 1.00 s). A rare scheduling hiccup on the 2 shared cores is tolerated.
+    // median 1.00 s). The bounds sit well below that sleep, not near a round trip's
+    // few milliseconds: on 2 cores shared with three real-time daemons and other
+    // engineers' benchmarks, a normal thread can wait tens of milliseconds to run.
     assert!(
-        lat[100] < Duration::from_millis(50) && lat[180] < Duration::from_millis(500),
+        lat[100] < Duration::from_millis(250) && lat[180] < Duration::from_millis(800),
         "confirmed sends took {:?} (median), {:?} (p90)",
         lat[100],
         lat[180]

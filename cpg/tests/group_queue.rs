@@ -80,15 +80,22 @@ fn a_flood_drains_in_order_through_back_pressure_without_blocking_send() {
     assert!(stats.pushbacks > 0, "no back-pressure met: {stats:?}");
     assert_eq!((stats.sent, stats.queued, stats.not_sent), (COUNT, 0, 0));
     // Queueing takes a lock and a copy-free move; waiting for the cluster would take
-    // hundreds of milliseconds per message under this flood. The bound leaves room for
-    // the scheduling of 2 cores shared with 3 daemons at real-time priority.
+    // hundreds of milliseconds per message under this flood, which the median shows.
+    // The slowest send has room for scheduling: under this flood three daemons at
+    // real-time priority (SCHED_RR) can keep a normal thread off the 2 cores for most
+    // of a second (the kernel's real-time throttling leaves others 5% of each second),
+    // and other engineers' benchmarks share what is left.
     send_times.sort();
     let (median, slowest) = (
         send_times[send_times.len() / 2],
         *send_times.last().unwrap(),
     );
     assert!(
-        slowest < Duration::from_millis(500),
+        median < Duration::from_millis(20),
+        "send took {median:?} (median): it waits for the cluster"
+    );
+    assert!(
+        slowest < Duration::from_secs(2),
         "send blocked for {slowest:?}"
     );
     let mut streams = Vec::new();

@@ -122,7 +122,9 @@ fn a_killed_daemon_is_a_lost_daemon_and_a_new_handle_delivers_after_restart() {
             assert!(e.is_daemon_lost(), "{e:?}");
         }
         // A new handle while the daemon is down: refused, clearly, and fast (trying is
-        // how a client tells that the daemon is back, see `Error::is_daemon_lost`).
+        // how a client tells that the daemon is back, see `Error::is_daemon_lost`):
+        // one refused connect, not a wait or retries; the bound has room for valgrind
+        // (memcheck runs this file) on a loaded machine.
         let (refused, took) = private.node(0).enter(|| {
             let started = Instant::now();
             let refused = Handle::new(NoCallbacks).unwrap_err();
@@ -131,10 +133,7 @@ fn a_killed_daemon_is_a_lost_daemon_and_a_new_handle_delivers_after_restart() {
         eprintln!("a new handle without a daemon failed in {took:?}");
         assert!(refused.is_daemon_lost(), "{refused:?}");
         assert_eq!(refused.operation(), Some(Operation::Initialize));
-        assert!(
-            took < Duration::from_millis(100),
-            "refused only after {took:?}"
-        );
+        assert!(took < Duration::from_secs(1), "refused only after {took:?}");
         drop(a);
 
         private.restart_daemon(0);

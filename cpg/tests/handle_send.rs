@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use cpg::retry::Backoff;
 use cpg::{DispatchMode, Error, Guarantee, Handle, MAX_SEND_BUFFERS};
 use support::event::Event;
-use support::peer::{joined_pair, pump_for, pump_until, Peer};
+use support::peer::{join_waiting, joined_pair, pump_for, pump_until, Peer};
 use support::{big_stack, pid, shared_cluster, unique_group, WAIT};
 
 #[test]
@@ -73,7 +73,7 @@ fn sixty_three_buffers_work_and_sixty_four_are_refused_before_c() {
     big_stack(|| {
         let group = unique_group("iovecs");
         let a = Peer::pumped(shared_cluster(), 0);
-        a.handle().join(&group).unwrap();
+        join_waiting(a.handle(), &group).unwrap();
         let parts: Vec<Vec<u8>> = (0..64u8).map(|i| vec![i; i as usize + 1]).collect();
         let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
 
@@ -121,7 +121,7 @@ fn send_with_retry_delivers_everything_under_load() {
     big_stack(|| {
         let group = unique_group("retry");
         let a = Peer::pumped(shared_cluster(), 0);
-        a.handle().join(&group).unwrap();
+        join_waiting(a.handle(), &group).unwrap();
         let backoff = Backoff::default();
         let payload = vec![7u8; 100 << 10];
         for i in 0..200u32 {
@@ -165,7 +165,7 @@ fn send_with_retry_delivers_events_while_it_waits_out_back_pressure() {
                     .build()
             })
             .unwrap();
-        handle.join(&group).unwrap();
+        join_waiting(&handle, &group).unwrap();
         let payload = vec![5u8; 64 << 10];
         // Each round floods until the daemon pushes back, then sends once more with
         // retries. Pressure can lift before the retrying send's first attempt, which then

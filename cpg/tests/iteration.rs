@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use cpg::{DispatchMode, GroupMember, GroupName, Handle, Member};
 use support::child::{self, ChildProcess};
+use support::WAIT;
 
 /// The child's role: join the groups of `spec` and stay until stdin closes.
 fn join_until_stdin_closes(spec: &str) {
@@ -290,7 +291,7 @@ fn ten_thousand_iterators_dropped_early_keep_memory_flat() {
             .expect("connect after the iterations");
         probe.join(&second).expect("join after the iterations");
         probe.send(b"still answering").expect("send");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + WAIT;
         while got.lock().unwrap().is_empty() && Instant::now() < deadline {
             probe
                 .dispatch_timeout(Duration::from_millis(100))

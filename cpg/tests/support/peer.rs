@@ -37,6 +37,27 @@ pub fn backoff() -> Backoff {
     Backoff::default()
 }
 
+/// Joins `handle` to `group`, waiting out back-pressure with [`backoff`]. The tests of
+/// one binary share its daemons, and while a sibling floods one of them, that daemon
+/// answers every join on it with `TryAgain` (DESIGN fact 9): for a test that needs a
+/// member, not back-pressure, that is no failure.
+pub fn join_waiting(handle: &Handle, group: &GroupName) -> cpg::Result<()> {
+    retry(&backoff(), || handle.join(group))
+}
+
+/// Leaves `group` through `handle`, waiting out back-pressure (for the reason
+/// [`join_waiting`] does: a leave goes through the ring as a join does).
+pub fn leave_waiting(handle: &Handle, group: &GroupName) -> cpg::Result<()> {
+    retry(&backoff(), || handle.leave(group))
+}
+
+/// Sends `data` through `handle`, waiting out back-pressure with [`backoff`] (for the
+/// reason [`join_waiting`] does). Unlike [`Handle::send_with_retry`] it dispatches
+/// nothing meanwhile: a pumped peer's events stay for the test to pump.
+pub fn send_waiting(handle: &Handle, data: &[u8]) -> cpg::Result<()> {
+    retry(&backoff(), || handle.send(data))
+}
+
 /// One member: a handle on a node, recording what its callbacks see.
 pub struct Peer {
     name: String,
@@ -313,8 +334,8 @@ impl Peer {
 pub fn joined_pair(cluster: &Cluster, group: &GroupName) -> (Peer, Peer) {
     let a = Peer::pumped(cluster, 0);
     let b = Peer::pumped(cluster, 1);
-    a.handle().join(group).expect("join a");
-    b.handle().join(group).expect("join b");
+    join_waiting(a.handle(), group).expect("join a");
+    join_waiting(b.handle(), group).expect("join b");
     let both = vec![Member::new(1, pid()), Member::new(2, pid())];
     pump_until(&[&a, &b], WAIT, "both members in both views", || {
         a.last_members(group).as_ref() == Some(&both)
