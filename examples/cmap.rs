@@ -173,14 +173,13 @@ fn track(cmap: &Cmap, args: &Args, prefix: bool, key: &str) -> Result<(), String
 
 /// The bytes of a file, or of standard input for `-` (`corosync-cmapctl -s KEY bin FILE`).
 fn read_bytes(file: &str) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::new();
-    if file == "-" {
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("cannot read standard input: {e}"))?;
-    } else {
-        bytes = std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))?;
+    if file != "-" {
+        return std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"));
     }
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
     Ok(bytes)
 }
 

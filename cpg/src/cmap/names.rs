@@ -140,24 +140,26 @@ impl NodeNames {
         if !self.changed.swap(false, Ordering::Relaxed) {
             return Ok(false);
         }
-        let before = std::mem::take(&mut self.names);
-        let pacemaker_before = std::mem::take(&mut self.pacemaker);
-        let result = self.reload();
-        if result.is_err() {
-            self.names = before;
-            self.pacemaker = pacemaker_before;
+        let read = self.read().inspect_err(|_| {
             // Read again at the next refresh.
             self.changed.store(true, Ordering::Relaxed);
-            return result.map(|()| false);
-        }
-        Ok(self.names != before || self.pacemaker != pacemaker_before)
+        })?;
+        let changed = (&self.names, &self.pacemaker) != (&read.0, &read.1);
+        (self.names, self.pacemaker) = read;
+        Ok(changed)
     }
 
     /// Reads the node list again, whether or not a change was noted.
     pub fn reload(&mut self) -> Result<()> {
-        let entries = self.cmap.iter(NODELIST)?.collect::<Result<Vec<_>>>()?;
-        (self.names, self.pacemaker) = parse_nodelist(entries);
+        (self.names, self.pacemaker) = self.read()?;
         Ok(())
+    }
+
+    /// The node list's names and Pacemaker's, read now (what [`parse_nodelist`] makes
+    /// of it).
+    fn read(&self) -> Result<(BTreeMap<u32, String>, BTreeMap<u32, String>)> {
+        let entries = self.cmap.iter(NODELIST)?.collect::<Result<Vec<_>>>()?;
+        Ok(parse_nodelist(entries))
     }
 
     /// The handle, for other reads.
