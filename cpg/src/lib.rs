@@ -166,7 +166,7 @@ mod zcb;
 
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub use crate::tokio::{AsyncBuilder, AsyncHandle, AsyncSender, Event};
+pub use crate::tokio::{AsyncBuilder, AsyncHandle, AsyncSender, Event, EventRef};
 pub use callbacks::{Callbacks, Closures, OnConfchg, OnDeliver, OnTotemConfchg, Unset};
 pub use connection::{ConnectionRef, MAX_SEND_BUFFERS};
 pub use error::{CsError, Error, Operation, OsError, Result, Service};

@@ -1,10 +1,19 @@
-//! The hand-off from an [`AsyncHandle`](super::AsyncHandle)'s callbacks to its queue:
+//! The hand-off from an [`AsyncHandle`](super::AsyncHandle)'s callbacks to its reader:
 //! the callbacks ([`Enqueue`]) copy every event into a thread-local mailbox during
 //! `cpg_dispatch`, and [`drain`] moves them into the handle's queue as soon as the
-//! dispatch returns. Why a thread-local: see the [module documentation](super).
+//! dispatch returns; or, during [`drain_to`] (what
+//! [`read_with`](super::AsyncHandle::read_with) runs), they lend each event, borrowed,
+//! to the reader's closure through a thread-local [`Sink`]. Why a thread-local: see the
+//! [module documentation](super).
 
+#![deny(clippy::multiple_unsafe_ops_per_block)]
+
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
 
 use crate::callbacks::Callbacks;
 use crate::connection::ConnectionRef;
@@ -12,7 +21,7 @@ use crate::error::Error;
 use crate::handle::Handle;
 use crate::types::{Confchg, DispatchMode, Dispatched, Message, TotemConfchg};
 
-use super::event::Event;
+use super::event::{Event, EventRef};
 
 thread_local! {
     /// Events that the callbacks of an [`AsyncHandle`] copied out during the innermost
@@ -28,6 +37,12 @@ thread_local! {
 
     /// Message bytes posted to the mailbox since the current drain began.
     static POSTED_BYTES: Cell<usize> = const { Cell::new(0) };
+
+    /// The [`Sink`] of the innermost drain running on this thread, when that drain lends
+    /// events ([`drain_to`]); null during a drain that copies them (and between
+    /// drains). Set and put back by [`Collect`] only. The lifetime is erased: see
+    /// [`lend`] for why the pointer is valid whenever it is not null.
+    static SINK: Cell<*const Sink<'static>> = const { Cell::new(ptr::null()) };
 }
 
 /// Puts an event copied out by a callback into this thread's mailbox.
@@ -38,33 +53,107 @@ fn post(event: Event) {
     MAILBOX.with_borrow_mut(|mailbox| mailbox.push_back(event));
 }
 
-/// The callbacks of an [`AsyncHandle`]: copy every event out to the mailbox.
+/// Where a callback's event goes: lent to the sink of the drain that runs, if it lends,
+/// or else copied into the mailbox.
+fn receive(event: EventRef<'_>) {
+    if !lend(event) {
+        post(event.to_event());
+    }
+}
+
+/// Lends `event` to the innermost drain's [`Sink`], if it has one and can take it;
+/// false if the event is to be copied into the mailbox instead.
+fn lend(event: EventRef<'_>) -> bool {
+    let sink = SINK.with(Cell::get);
+    if sink.is_null() {
+        return false;
+    }
+    // SAFETY: a non-null `SINK` was set by `Collect::begin` from a shared borrow of a
+    // `Sink` that the `Collect` keeps borrowed for as long as it lives, and the
+    // `Collect`'s drop puts the previous value back (also when it unwinds), on this
+    // thread, before that borrow ends: so the `Sink` is alive here. Only shared
+    // references to it exist (every field is a `Cell`), and its closure is taken out of
+    // it while it runs (`Sink::lend`), so it never runs re-entrantly. The `'static`
+    // is not the real lifetime, which is that borrow's: the reference made here ends
+    // with this call, and the closure is put back before it returns.
+    let sink = unsafe { &*sink };
+    sink.lend(event)
+}
+
+/// The callbacks of an [`AsyncHandle`]: lend every event to the reader, or copy it out
+/// to the mailbox.
 pub(super) struct Enqueue;
 
 impl Callbacks for Enqueue {
     fn deliver(&mut self, _cpg: &ConnectionRef, message: Message<'_>) {
-        post(Event::Deliver {
-            group: *message.group,
-            nodeid: message.nodeid,
-            pid: message.pid,
-            data: message.data.to_vec(),
-        });
+        receive(EventRef::Deliver(message));
     }
 
     fn confchg(&mut self, _cpg: &ConnectionRef, change: Confchg<'_>) {
-        post(Event::Confchg {
-            group: *change.group,
-            members: change.members.to_vec(),
-            left: change.left.to_vec(),
-            joined: change.joined.to_vec(),
-        });
+        receive(EventRef::Confchg(change));
     }
 
     fn totem_confchg(&mut self, _cpg: &ConnectionRef, change: TotemConfchg<'_>) {
-        post(Event::TotemConfchg {
-            ring_id: change.ring_id,
-            members: change.members.to_vec(),
-        });
+        receive(EventRef::TotemConfchg(change));
+    }
+}
+
+/// The reader's closure of a [`drain_to`], lent the events that its dispatches read.
+///
+/// A panic of the closure is caught where it runs (inside `cpg_dispatch`, which it must
+/// not unwind into) and kept here; from then on the sink takes nothing, so events read
+/// after it are copied into the handle's queue, behind the one the closure was given
+/// when it panicked, and the drain stops. The reader re-raises the panic once the drain
+/// has ended. The handle is not poisoned: the closure is the reader's code, run after
+/// its event was taken, like code that panics after `next_event` returned.
+pub(super) struct Sink<'f> {
+    /// Taken out while it runs: never called re-entrantly.
+    f: Cell<Option<&'f mut dyn FnMut(EventRef<'_>)>>,
+    /// Events lent so far.
+    lent: Cell<usize>,
+    /// The closure's panic.
+    panic: Cell<Option<Box<dyn Any + Send + 'static>>>,
+    /// The closure panicked (the payload may have been taken already).
+    panicked: Cell<bool>,
+}
+
+impl<'f> Sink<'f> {
+    /// A sink that lends events to `f`.
+    pub(super) fn new(f: &'f mut dyn FnMut(EventRef<'_>)) -> Sink<'f> {
+        Sink {
+            f: Cell::new(Some(f)),
+            lent: Cell::new(0),
+            panic: Cell::new(None),
+            panicked: Cell::new(false),
+        }
+    }
+
+    /// Events lent so far.
+    pub(super) fn lent(&self) -> usize {
+        self.lent.get()
+    }
+
+    /// The closure's panic, if it panicked (once).
+    pub(super) fn take_panic(&self) -> Option<Box<dyn Any + Send + 'static>> {
+        self.panic.take()
+    }
+
+    /// Runs the closure with `event`; false if the sink takes no more events.
+    fn lend(&self, event: EventRef<'_>) -> bool {
+        if self.panicked.get() {
+            return false;
+        }
+        let Some(f) = self.f.take() else {
+            // Running already (not reachable: a handle's dispatch does not nest).
+            return false;
+        };
+        self.lent.set(self.lent.get() + 1);
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(event))) {
+            self.panicked.set(true);
+            self.panic.set(Some(payload));
+        }
+        self.f.set(Some(f));
+        true
     }
 }
 
@@ -90,18 +179,25 @@ pub(super) enum Drained {
 /// it back when it ends: each drain collects the events of its own dispatches only,
 /// however deep the nesting, and whichever of them unwinds. In the usual, unnested case
 /// the mailbox is empty at the start and nothing is set aside (no allocation, no copy).
-struct Collect<'a> {
+/// The same for the [`SINK`]: each drain sets its own (none, for a drain that copies)
+/// and puts the outer one back, so B's events never reach A's reader.
+struct Collect<'a, 's> {
     ready: &'a mut VecDeque<Event>,
     /// The outer drain's events, set aside while this one runs (`None` when the mailbox
     /// was empty).
     outer: Option<VecDeque<Event>>,
     /// The outer drain's [`POSTED_BYTES`].
     outer_bytes: usize,
+    /// The outer drain's [`SINK`].
+    outer_sink: *const Sink<'static>,
+    /// This drain's sink stays borrowed for as long as [`SINK`] may point to it.
+    _sink: PhantomData<&'s ()>,
 }
 
-impl<'a> Collect<'a> {
-    /// Starts collecting this thread's posts for `ready`.
-    fn begin(ready: &'a mut VecDeque<Event>) -> Collect<'a> {
+impl<'a, 's> Collect<'a, 's> {
+    /// Starts collecting this thread's posts for `ready`, and lending to `sink` if
+    /// there is one.
+    fn begin<'f>(ready: &'a mut VecDeque<Event>, sink: Option<&'s Sink<'f>>) -> Collect<'a, 's> {
         let outer = MAILBOX
             .try_with(|mailbox| {
                 let mut mailbox = mailbox.try_borrow_mut().ok()?;
@@ -109,16 +205,22 @@ impl<'a> Collect<'a> {
             })
             .ok()
             .flatten();
+        // Lifetime erased: see `lend`.
+        let this_sink = sink.map_or(ptr::null(), |s| ptr::from_ref(s).cast::<Sink<'static>>());
         Collect {
             ready,
             outer,
             outer_bytes: POSTED_BYTES.try_with(|b| b.replace(0)).unwrap_or(0),
+            outer_sink: SINK.try_with(|s| s.replace(this_sink)).unwrap_or(ptr::null()),
+            _sink: PhantomData,
         }
     }
 }
 
-impl Drop for Collect<'_> {
+impl Drop for Collect<'_, '_> {
     fn drop(&mut self) {
+        // First: from here on nothing may reach this drain's sink.
+        let _ = SINK.try_with(|s| s.set(self.outer_sink));
         // Never panics: `try_with`, because the thread's locals may be going away, and
         // `try_borrow_mut`, although no borrow of the mailbox outlives a `post`.
         let _ = MAILBOX.try_with(|mailbox| {
@@ -147,7 +249,7 @@ pub(super) fn drain(
     max_events: usize,
     max_bytes: usize,
 ) -> Drained {
-    let _collect = Collect::begin(ready);
+    let _collect = Collect::begin(ready, None);
     for _ in 0..max_events {
         match handle.dispatch(DispatchMode::OneNonblocking) {
             Ok(Dispatched::NothingPending) => return Drained::Empty,
@@ -157,6 +259,34 @@ pub(super) fn drain(
         }
     }
     Drained::Budget
+}
+
+/// Dispatches one event at a time without waiting, at most `max_dispatches` times and
+/// until `sink` has been lent `max_lent` events in all, lending every event to `sink`.
+/// Once the sink's closure has panicked, the drain stops; an event read after the
+/// panic (none, as libcpg runs one callback per non-blocking dispatch) would go to the
+/// end of `ready`. `ready` must be empty: what it holds comes before anything read here.
+/// Returns what it found and how many dispatches it ran.
+pub(super) fn drain_to(
+    handle: &Handle,
+    ready: &mut VecDeque<Event>,
+    sink: &Sink<'_>,
+    max_dispatches: usize,
+    max_lent: usize,
+) -> (Drained, usize) {
+    debug_assert!(ready.is_empty(), "events queued before a lending drain");
+    let _collect = Collect::begin(ready, Some(sink));
+    for dispatches in 0..max_dispatches {
+        if sink.lent() >= max_lent || sink.panicked.get() {
+            return (Drained::Budget, dispatches);
+        }
+        match handle.dispatch(DispatchMode::OneNonblocking) {
+            Ok(Dispatched::NothingPending) => return (Drained::Empty, dispatches + 1),
+            Ok(Dispatched::Callbacks(_)) => {}
+            Err(e) => return (Drained::Failed(e), dispatches + 1),
+        }
+    }
+    (Drained::Budget, max_dispatches)
 }
 
 #[cfg(test)]
@@ -195,14 +325,14 @@ mod tests {
         let (mut a, mut b, mut c) = (VecDeque::new(), VecDeque::new(), VecDeque::new());
         a.push_back(message("a0"));
         {
-            let _a = Collect::begin(&mut a);
+            let _a = Collect::begin(&mut a, None);
             post(message("a1"));
             {
-                let _b = Collect::begin(&mut b);
+                let _b = Collect::begin(&mut b, None);
                 assert!(mailbox_is_empty(), "A's event visible to B's drain");
                 post(message("b1"));
                 {
-                    let _c = Collect::begin(&mut c);
+                    let _c = Collect::begin(&mut c, None);
                     post(message("c1"));
                     assert_eq!(POSTED_BYTES.get(), 2);
                 }
@@ -224,10 +354,10 @@ mod tests {
     fn a_nested_drain_that_unwinds_gives_back_the_outer_events() {
         let (mut a, mut b) = (VecDeque::new(), VecDeque::new());
         {
-            let _a = Collect::begin(&mut a);
+            let _a = Collect::begin(&mut a, None);
             post(message("a1"));
             let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let _b = Collect::begin(&mut b);
+                let _b = Collect::begin(&mut b, None);
                 post(message("b1"));
                 panic!("a callback panicked");
             }));

@@ -140,10 +140,10 @@ mod mailbox;
 mod sender;
 
 pub use builder::AsyncBuilder;
-pub use event::Event;
+pub use event::{Event, EventRef};
 pub use sender::AsyncSender;
 
-use mailbox::{drain, Drained, Enqueue};
+use mailbox::{drain, drain_to, Drained, Enqueue, Sink};
 
 /// The most events the stream hands out in a row before it yields to the runtime once
 /// (returning `Pending` and waking its task at once, so the next poll goes on), so that
@@ -430,6 +430,173 @@ impl AsyncHandle {
                     return Poll::Ready(Some(Err(e)))
                 }
                 Drained::Failed(e) => self.stream = StreamState::Failed(e),
+            }
+        }
+    }
+
+    /// Reads events without copying them: waits (without blocking the thread) until at
+    /// least one is there, then hands each one that is ready, borrowed, to `f`, in
+    /// order, and returns how many it handed out. `Ok(0)` means the stream has ended
+    /// (after it reported a connection failure as an error), like
+    /// [`next_event`](Self::next_event)'s `None`.
+    ///
+    /// The events are the [`Event`]s of the stream, lent as [`EventRef`]s: a message's
+    /// bytes are in libcpg's receive buffer while `f` runs, and nothing is allocated or
+    /// copied for it (the stream copies each one into an owned `Event`: see the
+    /// [module's "Cost"](crate::tokio#cost)). Events that a send waiting out
+    /// back-pressure had already read into the stream's queue come first, lent from
+    /// there. `f` runs inside libcpg's dispatch, on the thread that polls: keep it
+    /// short, and copy what you keep.
+    ///
+    /// At most [`EVENTS_PER_POLL`] events per call; a task that reads in a loop yields
+    /// to the runtime once every `EVENTS_PER_POLL` events in a row, counted together
+    /// with those of [`poll_event`](Self::poll_event), as the stream does. Reading
+    /// with this and with [`next_event`](Self::next_event) (or the stream) can be
+    /// mixed: every event comes out once, in order, through one or the other.
+    ///
+    /// **Cancellation:** events are handed to `f` only in the poll that returns them,
+    /// so a future dropped before it completed has handed out nothing.
+    ///
+    /// **Panics** of `f` propagate to the caller once the dispatch has returned. The
+    /// event `f` was given counts as read; the events after it stay in the stream, in
+    /// order, and the handle stays usable (unlike a panicking callback of a
+    /// [`Handle`], which poisons it: this is the reader's code, running after its event
+    /// was taken, like code that panics after `next_event` returned).
+    ///
+    /// ```no_run
+    /// use cpg::{AsyncHandle, EventRef, GroupName};
+    ///
+    /// # async fn run() -> Result<(), cpg::Error> {
+    /// let mut cpg = AsyncHandle::new()?;
+    /// cpg.join(&GroupName::new("my-service")?).await?;
+    /// let mut bytes = 0;
+    /// while cpg
+    ///     .read_with(|event| match event {
+    ///         EventRef::Deliver(message) => bytes += message.data.len(),
+    ///         EventRef::Confchg(change) => println!("{} members", change.members.len()),
+    ///         _ => {}
+    ///     })
+    ///     .await?
+    ///     > 0
+    /// {}
+    /// println!("{bytes} bytes, and the stream ended");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn read_with<F>(&mut self, mut f: F) -> Result<usize>
+    where
+        F: FnMut(EventRef<'_>),
+    {
+        poll_fn(|cx| self.poll_read_with(cx, &mut f)).await
+    }
+
+    /// Polls [`read_with`](Self::read_with): `Ready` with the count of events handed to
+    /// `f` (at least one, or 0 once the stream has ended) or an error, `Pending` with
+    /// none handed out.
+    pub fn poll_read_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        f: &mut dyn FnMut(EventRef<'_>),
+    ) -> Poll<Result<usize>> {
+        if self.events_in_a_row >= EVENTS_PER_POLL {
+            self.events_in_a_row = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let budget = EVENTS_PER_POLL - self.events_in_a_row;
+        let mut handed = 0;
+        let polled = self.poll_read_with_budget(cx, f, budget, &mut handed);
+        match polled {
+            Poll::Pending => self.events_in_a_row = 0,
+            Poll::Ready(_) => self.events_in_a_row += handed,
+        }
+        polled
+    }
+
+    /// [`poll_read_with`](Self::poll_read_with) handing out at most `budget` events,
+    /// counted in `handed` (also when `f` panics).
+    fn poll_read_with_budget(
+        &mut self,
+        cx: &mut Context<'_>,
+        f: &mut dyn FnMut(EventRef<'_>),
+        budget: usize,
+        handed: &mut usize,
+    ) -> Poll<Result<usize>> {
+        // Dispatches in this poll (one per event, or per fragment of a large message).
+        let mut dispatches = 0;
+        loop {
+            // What the queue holds comes first.
+            while *handed < budget {
+                let Some(event) = self.ready.pop_front() else {
+                    break;
+                };
+                *handed += 1;
+                f(EventRef::from(&event));
+            }
+            if *handed >= budget {
+                return Poll::Ready(Ok(*handed));
+            }
+            match std::mem::replace(&mut self.stream, StreamState::Ended) {
+                StreamState::Open => self.stream = StreamState::Open,
+                // Failed: what was handed out first, then the error.
+                StreamState::Failed(e) if *handed > 0 => {
+                    self.stream = StreamState::Failed(e);
+                    return Poll::Ready(Ok(*handed));
+                }
+                StreamState::Failed(e) => return Poll::Ready(Err(e)),
+                StreamState::Ended => return Poll::Ready(Ok(*handed)),
+            }
+            if dispatches >= EVENTS_PER_POLL {
+                if *handed > 0 {
+                    return Poll::Ready(Ok(*handed));
+                }
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let mut guard = match self.fd.poll_read_ready(cx) {
+                Poll::Pending if *handed > 0 => return Poll::Ready(Ok(*handed)),
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(guard)) => guard,
+                Poll::Ready(Err(e)) => {
+                    let error = reactor_failed(self.fd.get_ref(), &mut self.stream, e);
+                    if *handed > 0 {
+                        self.stream = StreamState::Failed(error);
+                        return Poll::Ready(Ok(*handed));
+                    }
+                    return Poll::Ready(Err(error));
+                }
+            };
+            let sink = Sink::new(&mut *f);
+            let (drained, ran) = drain_to(
+                self.fd.get_ref(),
+                &mut self.ready,
+                &sink,
+                EVENTS_PER_POLL - dispatches,
+                budget - *handed,
+            );
+            *handed += sink.lent();
+            dispatches += ran;
+            let panic = sink.take_panic();
+            let empty = matches!(drained, Drained::Empty);
+            match drained {
+                // As in the stream: only now is it known that nothing is pending.
+                Drained::Empty => guard.clear_ready(),
+                Drained::Budget => {}
+                // Nothing was read, and the connection is fine (see the stream).
+                Drained::Failed(e @ Error::StackTooSmall { .. }) if *handed == 0 => {
+                    return Poll::Ready(Err(e))
+                }
+                Drained::Failed(Error::StackTooSmall { .. }) => {
+                    return Poll::Ready(Ok(*handed))
+                }
+                Drained::Failed(e) => self.stream = StreamState::Failed(e),
+            }
+            if let Some(panic) = panic {
+                // The rest stays where it is: in libcpg, or in the queue.
+                std::panic::resume_unwind(panic);
+            }
+            if empty && *handed > 0 {
+                return Poll::Ready(Ok(*handed));
             }
         }
     }

@@ -48,7 +48,9 @@
 //! another sends with an [`AsyncSender`](cpg::AsyncSender), whose `send(..).await`
 //! waits out back-pressure until the reading task has dispatched events. `--reader
 //! main` reads the stream in `block_on` on the main thread instead (the design before:
-//! a worker polls the reactor and must wake the main thread for every batch of events). `--async
+//! a worker polls the reactor and must wake the main thread for every batch of events).
+//! `--async --borrow` reads with `AsyncHandle::read_with` instead, each message
+//! borrowed from libcpg's buffer (no copy, no allocation). `--async
 //! --single-thread` is the one-task loop on a current-thread runtime: `send(..).await`
 //! on the handle, then the events that are ready.
 //!
@@ -70,7 +72,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use cpg::retry::Backoff;
-use cpg::{AsyncHandle, DispatchMode, Event, GroupName, Handle};
+use cpg::{AsyncHandle, DispatchMode, Event, EventRef, GroupName, Handle};
 
 use cpg_bench as common;
 use cpg_bench::layers::{self, Layer, LayerRun};
@@ -104,6 +106,10 @@ struct Args {
     /// thread, which a worker must wake for every batch of events).
     #[arg(long, value_enum, default_value = "task")]
     reader: Reader,
+    /// --async (two tasks): read with `AsyncHandle::read_with`, each message borrowed
+    /// from libcpg's buffer, instead of the stream's owned events.
+    #[arg(long, requires = "async_", conflicts_with = "single_thread")]
+    borrow: bool,
     /// One thread sends and dispatches in turn, instead of a dispatching thread beside
     /// a sending one (implied by --zero-copy, whose buffers belong to the handle).
     #[arg(long)]
@@ -878,6 +884,7 @@ fn run_async_two_tasks(
             );
             let sizes = sizes.to_vec();
             let (window, verify, json) = (args.sweep.window(), args.verify, args.sweep.json);
+            let implementation = if args.borrow { "async-borrow" } else { "async" };
             async move {
                 let halt = || stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed);
                 let result = async_sender_sweep(
@@ -887,7 +894,7 @@ fn run_async_two_tasks(
                         window,
                         verify,
                         me: (nodeid, pid),
-                        implementation: "async",
+                        implementation,
                         json,
                     },
                     &receiver,
@@ -898,7 +905,13 @@ fn run_async_two_tasks(
                 result
             }
         });
-        let reading = read_until_done(cpg, Arc::clone(&receiver), done, Arc::clone(&failed));
+        let reading = read_until_done(
+            cpg,
+            Arc::clone(&receiver),
+            done,
+            Arc::clone(&failed),
+            args.borrow,
+        );
         let (mut cpg, read) = match args.reader {
             // In `block_on` on the main thread.
             Reader::Main => reading.await,
@@ -918,18 +931,39 @@ fn run_async_two_tasks(
 
 /// The reading side of `--async`: hands every event to `receiver` until the sending
 /// task says it is `done` (or reading fails, which sets `failed`); gives the handle
-/// back with the outcome.
+/// back with the outcome. `borrow`: with `read_with`, each message borrowed.
 async fn read_until_done(
     mut cpg: AsyncHandle,
     receiver: Arc<Receiver>,
     done: Arc<tokio::sync::Notify>,
     failed: Arc<AtomicBool>,
+    borrow: bool,
 ) -> (AsyncHandle, Result<(), String>) {
     // One `Notified` for the whole loop: a fresh one per event would register with the
     // `Notify` (a lock) and deregister when dropped (another), per message.
     let finished = done.notified();
     let mut finished = std::pin::pin!(finished);
     let mut read = Ok(());
+    while borrow {
+        let deliver = |event: EventRef<'_>| {
+            if let EventRef::Deliver(message) = event {
+                receiver.deliver(message.nodeid, message.pid, message.data);
+            }
+        };
+        tokio::select! {
+            biased;
+            () = &mut finished => return (cpg, read),
+            handed = cpg.read_with(deliver) => {
+                let error = match handed {
+                    Ok(0) => "the stream ended".to_string(),
+                    Ok(_) => continue,
+                    Err(e) => format!("stream: {e}"),
+                };
+                failed.store(true, Ordering::Relaxed);
+                return (cpg, Err(error));
+            }
+        }
+    }
     loop {
         tokio::select! {
             biased;
