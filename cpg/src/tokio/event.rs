@@ -204,7 +204,10 @@ mod tests {
         }
         match EventRef::from(&events[0]) {
             EventRef::Deliver(m) => {
-                assert_eq!((m.group, m.nodeid, m.pid, m.data), (&group, 2, 7, &b"bytes"[..]))
+                assert_eq!(
+                    (m.group, m.nodeid, m.pid, m.data),
+                    (&group, 2, 7, &b"bytes"[..])
+                )
             }
             other => panic!("{other:?}"),
         }

@@ -108,7 +108,7 @@ impl Callbacks for Enqueue {
 /// its event was taken, like code that panics after `next_event` returned.
 pub(super) struct Sink<'f> {
     /// Taken out while it runs: never called re-entrantly.
-    f: Cell<Option<&'f mut dyn FnMut(EventRef<'_>)>>,
+    f: Cell<Option<Reader<'f>>>,
     /// Events lent so far.
     lent: Cell<usize>,
     /// The closure's panic.
@@ -117,9 +117,12 @@ pub(super) struct Sink<'f> {
     panicked: Cell<bool>,
 }
 
+/// The reader's closure, as a [`Sink`] holds it.
+type Reader<'f> = &'f mut dyn FnMut(EventRef<'_>);
+
 impl<'f> Sink<'f> {
     /// A sink that lends events to `f`.
-    pub(super) fn new(f: &'f mut dyn FnMut(EventRef<'_>)) -> Sink<'f> {
+    pub(super) fn new(f: Reader<'f>) -> Sink<'f> {
         Sink {
             f: Cell::new(Some(f)),
             lent: Cell::new(0),
@@ -211,7 +214,9 @@ impl<'a, 's> Collect<'a, 's> {
             ready,
             outer,
             outer_bytes: POSTED_BYTES.try_with(|b| b.replace(0)).unwrap_or(0),
-            outer_sink: SINK.try_with(|s| s.replace(this_sink)).unwrap_or(ptr::null()),
+            outer_sink: SINK
+                .try_with(|s| s.replace(this_sink))
+                .unwrap_or(ptr::null()),
             _sink: PhantomData,
         }
     }
@@ -346,6 +351,148 @@ mod tests {
         assert_eq!(texts(&a), ["a0", "a1", "a2"]);
         assert_eq!(texts(&b), ["b1", "b22"]);
         assert_eq!(texts(&c), ["c1"]);
+    }
+
+    /// What a callback hands over: `text` as a message of group "g".
+    fn deliver_text(text: &str) {
+        let group = GroupName::new("g").unwrap();
+        receive(EventRef::Deliver(Message {
+            group: &group,
+            nodeid: 1,
+            pid: 1,
+            data: text.as_bytes(),
+        }));
+    }
+
+    fn text_of(event: EventRef<'_>) -> String {
+        match event {
+            EventRef::Deliver(m) => String::from_utf8(m.data.to_vec()).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn no_sink() -> bool {
+        SINK.with(Cell::get).is_null()
+    }
+
+    /// A lending drain lends its own events to its reader and copies nothing; a drain
+    /// nested in its dispatch (a waker reading handle B) gets B's events, copied or
+    /// lent to B's reader, and A's reader none of them; A's reader gets A's events
+    /// after the nested drain again. Nothing is left in the mailbox or the sink slot.
+    #[test]
+    fn nested_drains_keep_their_own_sinks() {
+        let (mut a, mut b, mut c) = (VecDeque::new(), VecDeque::new(), VecDeque::new());
+        let (mut seen_a, mut seen_c) = (Vec::new(), Vec::new());
+        {
+            let mut read_a = |e: EventRef<'_>| seen_a.push(text_of(e));
+            let sink_a = Sink::new(&mut read_a);
+            {
+                let _a = Collect::begin(&mut a, Some(&sink_a));
+                deliver_text("a1");
+                {
+                    let _b = Collect::begin(&mut b, None);
+                    deliver_text("b1");
+                    {
+                        let mut read_c = |e: EventRef<'_>| seen_c.push(text_of(e));
+                        let sink_c = Sink::new(&mut read_c);
+                        let _c = Collect::begin(&mut c, Some(&sink_c));
+                        deliver_text("c1");
+                    }
+                    deliver_text("b2");
+                }
+                deliver_text("a2");
+            }
+            assert_eq!(sink_a.lent(), 2);
+            assert!(sink_a.take_panic().is_none());
+        }
+        assert!(mailbox_is_empty() && no_sink());
+        assert_eq!(seen_a, ["a1", "a2"]);
+        assert!(a.is_empty(), "A's events copied: {:?}", texts(&a));
+        assert_eq!(texts(&b), ["b1", "b2"]);
+        assert_eq!(seen_c, ["c1"]);
+        assert!(c.is_empty());
+    }
+
+    /// A drain nested inside the reader's own closure (the closure polls another
+    /// handle) has its own sink or none, and A's is back afterwards.
+    #[test]
+    fn a_drain_nested_in_the_readers_closure_keeps_its_own_events() {
+        let (mut a, mut b) = (VecDeque::new(), VecDeque::new());
+        let mut seen_a = Vec::new();
+        {
+            let mut read_a = |e: EventRef<'_>| {
+                let text = text_of(e);
+                if text == "a1" {
+                    let _b = Collect::begin(&mut b, None);
+                    deliver_text("b1");
+                }
+                seen_a.push(text);
+            };
+            let sink_a = Sink::new(&mut read_a);
+            let _a = Collect::begin(&mut a, Some(&sink_a));
+            deliver_text("a1");
+            deliver_text("a2");
+        }
+        assert!(mailbox_is_empty() && no_sink());
+        assert_eq!(seen_a, ["a1", "a2"]);
+        assert!(a.is_empty());
+        assert_eq!(texts(&b), ["b1"]);
+    }
+
+    /// A reader's panic is caught where it runs (inside the dispatch) and kept for the
+    /// drain to re-raise; the sink takes nothing after it, so later events are copied
+    /// into the handle's queue, in order, and none is lost or seen twice.
+    #[test]
+    fn after_the_reader_panics_events_are_queued() {
+        let mut a = VecDeque::new();
+        let mut seen = Vec::new();
+        {
+            let mut read = |e: EventRef<'_>| {
+                let text = text_of(e);
+                seen.push(text.clone());
+                if text == "x1" {
+                    panic!("the reader panicked");
+                }
+            };
+            let sink = Sink::new(&mut read);
+            {
+                let _a = Collect::begin(&mut a, Some(&sink));
+                deliver_text("x0");
+                deliver_text("x1");
+                deliver_text("x2");
+            }
+            assert_eq!(sink.lent(), 2);
+            let panic = sink.take_panic().expect("the reader's panic, kept");
+            assert_eq!(panic.downcast_ref::<&str>(), Some(&"the reader panicked"));
+        }
+        assert!(mailbox_is_empty() && no_sink());
+        assert_eq!(seen, ["x0", "x1"]);
+        assert_eq!(texts(&a), ["x2"]);
+    }
+
+    /// A nested lending drain that unwinds puts the outer drain's sink back.
+    #[test]
+    fn a_nested_lending_drain_that_unwinds_gives_back_the_outer_sink() {
+        let (mut a, mut b) = (VecDeque::new(), VecDeque::new());
+        let (mut seen_a, mut seen_b) = (Vec::new(), Vec::new());
+        {
+            let mut read_a = |e: EventRef<'_>| seen_a.push(text_of(e));
+            let sink_a = Sink::new(&mut read_a);
+            let _a = Collect::begin(&mut a, Some(&sink_a));
+            let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut read_b = |e: EventRef<'_>| seen_b.push(text_of(e));
+                let sink_b = Sink::new(&mut read_b);
+                let _b = Collect::begin(&mut b, Some(&sink_b));
+                deliver_text("b1");
+                panic!("a waker panicked");
+            }));
+            assert!(unwound.is_err());
+            deliver_text("a1");
+        }
+        assert!(mailbox_is_empty() && no_sink());
+        assert_eq!(seen_a, ["a1"]);
+        assert_eq!(seen_b, ["b1"]);
+        assert!(a.is_empty() && b.is_empty());
     }
 
     /// A nested drain that unwinds (a callback or a waker panicked) still hands its

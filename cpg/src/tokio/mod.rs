@@ -43,12 +43,16 @@
 //!
 //! # Cost
 //!
-//! Every event is copied out of libcpg's buffer into an owned [`Event`] (one
-//! allocation per message), every event costs one `cpg_dispatch` call (which takes
+//! Every event of the stream is copied out of libcpg's buffer into an owned [`Event`]
+//! (one allocation per message), every event costs one `cpg_dispatch` call (which takes
 //! libcpg's handle lock) instead of sharing one with its neighbours, and the runtime
-//! adds its own (reactor wake-ups). Where that matters, or where messages should not be
-//! copied at all, use [`Handle`] with callbacks on a dedicated thread. The benchmark
-//! programs' README (`build-support/bench/README.md`) has the measured figures.
+//! adds its own (reactor wake-ups). [`AsyncHandle::read_with`] reads the same events
+//! without the copy: it lends each one, borrowed from libcpg's buffer ([`EventRef`]),
+//! to a closure, with no allocation per event (on three nodes, 1 MB messages at the
+//! blocking two-thread design's throughput, where the stream's copy cost a fifth to
+//! two fifths of it; the README's "Fourth pass"). Where the rest matters, use
+//! [`Handle`] with callbacks on a dedicated thread. The benchmark programs' README
+//! (`build-support/bench/README.md`) has the measured figures.
 //!
 //! Where the stream is read matters on the multi-thread runtime. The thread in
 //! `Runtime::block_on` (the body of `#[tokio::main]`) never polls the reactor: a worker
@@ -92,6 +96,14 @@
 //! this drain: each drain sets aside what the slot holds when it begins and puts it
 //! back when it ends, so an event only ever reaches the queue of the handle whose
 //! dispatch read it.
+//!
+//! [`AsyncHandle::read_with`] uses the same hand-off the other way round: for the
+//! duration of its dispatches a thread-local slot points to its closure, and the
+//! callbacks lend each event to it instead of copying it out (a drain of another handle
+//! nested in those dispatches sets the slot aside like the mailbox). The closure
+//! borrows the caller's state, so the slot holds a pointer with its lifetime erased:
+//! the one `unsafe` of this module, valid because only this thread reads it, only
+//! while the drain that set it runs, and the closure is taken out of it while it runs.
 //!
 //! # Example
 //!
@@ -219,7 +231,9 @@ fn reactor_failed(handle: &Handle, stream: &mut StreamState, e: std::io::Error) 
 /// stream of owned [`Event`]s, sends wait out back-pressure without blocking.
 ///
 /// Read events with [`next_event`](Self::next_event) or as a
-/// [`Stream`](futures_core::Stream) of `Result<Event>`. The stream ends after a
+/// [`Stream`](futures_core::Stream) of `Result<Event>`, or without copying them with
+/// [`read_with`](Self::read_with) (each one lent, borrowed, to a closure); the two
+/// mix, each event coming out once, in order. The stream ends after a
 /// connection failure: it yields the error (for a lost daemon one for which
 /// [`Error::is_daemon_lost`] holds), then `None` forever. A new handle must be made
 /// once the daemon is back.
@@ -586,9 +600,7 @@ impl AsyncHandle {
                 Drained::Failed(e @ Error::StackTooSmall { .. }) if *handed == 0 => {
                     return Poll::Ready(Err(e))
                 }
-                Drained::Failed(Error::StackTooSmall { .. }) => {
-                    return Poll::Ready(Ok(*handed))
-                }
+                Drained::Failed(Error::StackTooSmall { .. }) => return Poll::Ready(Ok(*handed)),
                 Drained::Failed(e) => self.stream = StreamState::Failed(e),
             }
             if let Some(panic) = panic {
