@@ -192,6 +192,13 @@ fn bench_async_block_on_reader_verify_sweep_passes() {
     );
 }
 
+/// The async client reading with `read_with`, each message borrowed (`bench --async
+/// --borrow`).
+#[test]
+fn bench_async_borrowing_reader_verify_sweep_passes() {
+    verified_sweep(BENCH, &["--async", "--borrow"], "cli-bench-async-borrow");
+}
+
 /// The one-task async loop (`bench --async --single-thread`).
 #[test]
 fn bench_async_single_task_verify_sweep_passes() {

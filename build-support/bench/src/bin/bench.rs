@@ -944,23 +944,25 @@ async fn read_until_done(
     let finished = done.notified();
     let mut finished = std::pin::pin!(finished);
     let mut read = Ok(());
-    while borrow {
-        let deliver = |event: EventRef<'_>| {
-            if let EventRef::Deliver(message) = event {
-                receiver.deliver(message.nodeid, message.pid, message.data);
-            }
-        };
-        tokio::select! {
-            biased;
-            () = &mut finished => return (cpg, read),
-            handed = cpg.read_with(deliver) => {
-                let error = match handed {
-                    Ok(0) => "the stream ended".to_string(),
-                    Ok(_) => continue,
-                    Err(e) => format!("stream: {e}"),
-                };
-                failed.store(true, Ordering::Relaxed);
-                return (cpg, Err(error));
+    if borrow {
+        loop {
+            let deliver = |event: EventRef<'_>| {
+                if let EventRef::Deliver(message) = event {
+                    receiver.deliver(message.nodeid, message.pid, message.data);
+                }
+            };
+            tokio::select! {
+                biased;
+                () = &mut finished => return (cpg, read),
+                handed = cpg.read_with(deliver) => {
+                    let error = match handed {
+                        Ok(0) => "the stream ended".to_string(),
+                        Ok(_) => continue,
+                        Err(e) => format!("stream: {e}"),
+                    };
+                    failed.store(true, Ordering::Relaxed);
+                    return (cpg, Err(error));
+                }
             }
         }
     }
