@@ -573,3 +573,78 @@ async fn collect_events(h: &mut AsyncHandle, group: &GroupName, count: usize) ->
     }
     got
 }
+
+/// Fairness: a task that reads a busy stream with `read_with` in a loop yields to the
+/// other tasks of its thread at least every `EVENTS_PER_POLL` events, and no call
+/// hands out more. A backlog is read on a current-thread runtime next to a task that,
+/// whenever it runs, records how many events the reader took since its previous turn.
+#[test]
+fn reading_a_busy_stream_with_read_with_lets_other_tasks_run() {
+    const COUNT: u64 = 5_000;
+    big_stack(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let node = cpg_testkit::shared();
+            let group = unique_group("read-with-fair");
+            let mut h = connect(node);
+            h.join(&group).await.expect("join");
+            let me = wait_members(&mut h, &group, 1).await[0];
+            for seq in 0..COUNT {
+                h.send(&payload(seq)).await.expect("send");
+            }
+
+            let consumed = Arc::new(AtomicUsize::new(0));
+            let largest_gap = Arc::new(AtomicUsize::new(0));
+            let turns = Arc::new(AtomicUsize::new(0));
+            let other = tokio::spawn({
+                let (consumed, largest_gap, turns) =
+                    (consumed.clone(), largest_gap.clone(), turns.clone());
+                async move {
+                    let mut seen = 0;
+                    loop {
+                        let now = consumed.load(SeqCst);
+                        largest_gap.fetch_max(now - seen, SeqCst);
+                        seen = now;
+                        turns.fetch_add(1, SeqCst);
+                        yield_now_undeferred().await;
+                    }
+                }
+            });
+            let mut got = Vec::new();
+            while (got.len() as u64) < COUNT {
+                let events = read_some(&mut h).await;
+                consumed.fetch_add(events.len(), SeqCst);
+                got.extend(seqs(&events, me));
+            }
+            other.abort();
+            assert_eq!(got, (0..COUNT).collect::<Vec<_>>());
+            let (gap, turns) = (largest_gap.load(SeqCst), turns.load(SeqCst));
+            eprintln!("fairness: {COUNT} events, the other task ran {turns} times, at most {gap} events apart");
+            let per_poll = cpg::tokio::EVENTS_PER_POLL;
+            assert!(
+                turns as u64 >= COUNT / per_poll as u64,
+                "the other task ran only {turns} times while {COUNT} events were read"
+            );
+            assert!(gap <= per_poll, "{gap} events were read between two turns of the other task");
+        });
+    });
+}
+
+/// Returns `Pending` once, waking the task at once (tokio's `yield_now` defers the
+/// wake-up to the next time the runtime polls its driver).
+async fn yield_now_undeferred() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
