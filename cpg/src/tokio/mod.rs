@@ -48,11 +48,13 @@
 //! libcpg's handle lock) instead of sharing one with its neighbours, and the runtime
 //! adds its own (reactor wake-ups). [`AsyncHandle::read_with`] reads the same events
 //! without the copy: it lends each one, borrowed from libcpg's buffer ([`EventRef`]),
-//! to a closure, with no allocation per event (on three nodes, 1 MB messages at the
-//! blocking two-thread design's throughput, where the stream's copy cost a fifth to
-//! two fifths of it; the README's "Fourth pass"). Where the rest matters, use
-//! [`Handle`] with callbacks on a dedicated thread. The benchmark programs' README
-//! (`build-support/bench/README.md`) has the measured figures.
+//! to a closure, with no allocation per event (in `bench --async --borrow` against the
+//! stream: 0.78–0.99× its CPU per message from 320 B to 1 MB; against the blocking
+//! two-thread design on three nodes, 0.96–1.00× its throughput from 8000 B to 200 kB,
+//! but not at 1 MB, for a reason that is not the copy: the README's "Fourth pass").
+//! Where the rest matters, use [`Handle`] with callbacks on a
+//! dedicated thread. The benchmark programs' README (`build-support/bench/README.md`)
+//! has the measured figures.
 //!
 //! Where the stream is read matters on the multi-thread runtime. The thread in
 //! `Runtime::block_on` (the body of `#[tokio::main]`) never polls the reactor: a worker
