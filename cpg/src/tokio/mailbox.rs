@@ -64,7 +64,8 @@ fn receive(event: EventRef<'_>) {
 /// Lends `event` to the innermost drain's [`Sink`], if it has one and can take it;
 /// false if the event is to be copied into the mailbox instead.
 fn lend(event: EventRef<'_>) -> bool {
-    let sink = SINK.with(Cell::get);
+    // (`try_with`: no sink once the thread's locals are going away.)
+    let sink = SINK.try_with(Cell::get).unwrap_or(ptr::null());
     if sink.is_null() {
         return false;
     }

@@ -52,9 +52,9 @@
 //! stream: 0.78–0.99× its CPU per message from 320 B to 1 MB; against the blocking
 //! two-thread design on three nodes, 0.96–1.00× its throughput from 8000 B to 200 kB,
 //! but not at 1 MB, for a reason that is not the copy: the README's "Fourth pass").
-//! Where the rest matters, use [`Handle`] with callbacks on a
-//! dedicated thread. The benchmark programs' README (`build-support/bench/README.md`)
-//! has the measured figures.
+//! Where the rest matters, use [`Handle`] with callbacks on a dedicated thread. The
+//! benchmark programs' README (`build-support/bench/README.md`) has the measured
+//! figures.
 //!
 //! Where the stream is read matters on the multi-thread runtime. The thread in
 //! `Runtime::block_on` (the body of `#[tokio::main]`) never polls the reactor: a worker
@@ -104,8 +104,9 @@
 //! callbacks lend each event to it instead of copying it out (a drain of another handle
 //! nested in those dispatches sets the slot aside like the mailbox). The closure
 //! borrows the caller's state, so the slot holds a pointer with its lifetime erased:
-//! the one `unsafe` of this module, valid because only this thread reads it, only
-//! while the drain that set it runs, and the closure is taken out of it while it runs.
+//! the hand-off's one `unsafe` (in `mailbox`), valid because only this thread reads
+//! it, only while the drain that set it runs, and the closure is taken out of it while
+//! it runs.
 //!
 //! # Example
 //!
@@ -459,10 +460,11 @@ impl AsyncHandle {
     /// The events are the [`Event`]s of the stream, lent as [`EventRef`]s: a message's
     /// bytes are in libcpg's receive buffer while `f` runs, and nothing is allocated or
     /// copied for it (the stream copies each one into an owned `Event`: see the
-    /// [module's "Cost"](crate::tokio#cost)). Events that a send waiting out
-    /// back-pressure had already read into the stream's queue come first, lent from
-    /// there. `f` runs inside libcpg's dispatch, on the thread that polls: keep it
-    /// short, and copy what you keep.
+    /// [module's "Cost"](crate::tokio#cost)). Events already read into the stream's
+    /// queue (by a send waiting out back-pressure, or by a read of the stream, which
+    /// takes several small ones at once) come first, lent from there. `f` runs inside
+    /// libcpg's dispatch, on the thread that polls: keep it short, and copy what you
+    /// keep.
     ///
     /// At most [`EVENTS_PER_POLL`] events per call; a task that reads in a loop yields
     /// to the runtime once every `EVENTS_PER_POLL` events in a row, counted together
