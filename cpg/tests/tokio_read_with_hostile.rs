@@ -1,7 +1,8 @@
 //! `AsyncHandle::read_with` against a reader's closure that does what safe code can, on
 //! a real daemon: reads another handle itself (lending, with a closure that panics),
-//! starts a runtime. Every event once, in order, to the handle whose dispatch read it;
-//! panics reach the caller; the handle reads on.
+//! starts a runtime, and a read made from a thread-local's destructor. Every event once,
+//! in order, to the handle whose dispatch read it; panics reach the caller; the handle
+//! reads on.
 
 mod support;
 
@@ -186,4 +187,129 @@ fn a_reader_that_starts_a_runtime_panics_to_its_caller_and_nothing_is_lost() {
         read_until(&mut h, &group, &mut got, COUNT as usize).await;
         assert_eq!(got, (0..COUNT).collect::<Vec<_>>());
     });
+}
+
+/// Reads made from a thread-local's destructor that runs after the hand-off's own
+/// locals (the mailbox) were destroyed, while tokio's are still there: `read_with`
+/// lends every message, in order (its sink slot has no destructor, and nothing is
+/// copied into the mailbox), and the stream, mixed with it, yields the rest, in order,
+/// instead of panicking inside the dispatch (which poisoned the handle).
+#[test]
+fn reads_from_a_thread_locals_destructor_after_the_mailbox_is_gone() {
+    const COUNT: u64 = 10;
+    struct ReadsOnExit(std::sync::mpsc::Sender<String>);
+    impl Drop for ReadsOnExit {
+        fn drop(&mut self) {
+            // What this test is about: locals registered after this one, like the
+            // mailbox, are gone (glibc runs the destructors in reverse order).
+            if AFTER.try_with(|_| ()).is_ok() {
+                let _ = self.0.send("the later locals are still there".to_string());
+                return;
+            }
+            let node = cpg_testkit::shared();
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime in a destructor");
+                node.enter(|| {
+                    rt.block_on(async {
+                        let group = unique_group("hostile-tls");
+                        let mut h = AsyncHandle::new().expect("connect");
+                        h.join(&group).await.expect("join");
+                        let mut got = Vec::new();
+                        let mut joined = false;
+                        while !joined {
+                            tokio::time::timeout(
+                                WAIT,
+                                h.read_with(|e| joined |= matches!(e, EventRef::Confchg(_))),
+                            )
+                            .await
+                            .expect("no join within WAIT")
+                            .expect("read_with");
+                        }
+                        for seq in 0..COUNT {
+                            h.send(&payload(seq)).await.expect("send");
+                        }
+                        read_until(&mut h, &group, &mut got, COUNT as usize).await;
+                        // The stream too, which copies events out (the callbacks
+                        // cannot post into the destroyed mailbox), mixed with
+                        // `read_with`.
+                        for seq in COUNT..COUNT + 40 {
+                            h.send(&payload(seq)).await.expect("send");
+                        }
+                        while got.len() < COUNT as usize + 40 {
+                            let event = tokio::time::timeout(
+                                WAIT,
+                                poll_fn(|cx| {
+                                    match catch_unwind(AssertUnwindSafe(|| h.poll_event(cx))) {
+                                        Ok(Poll::Pending) => Poll::Pending,
+                                        Ok(Poll::Ready(item)) => Poll::Ready(item),
+                                        Err(panic) => std::panic::resume_unwind(panic),
+                                    }
+                                }),
+                            )
+                            .await
+                            .expect("no event within WAIT")
+                            .expect("the stream ended")
+                            .expect("the stream failed");
+                            if let cpg::Event::Deliver { data, .. } = &event {
+                                got.push(check_payload(data));
+                            }
+                            let wanted = got.len() + 1;
+                            read_until(&mut h, &group, &mut got, wanted.min(COUNT as usize + 40))
+                                .await;
+                        }
+                        format!("{got:?}")
+                    })
+                })
+            }));
+            let report = match result {
+                Ok(report) => report,
+                Err(panic) => format!(
+                    "panicked: {:?}",
+                    panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                ),
+            };
+            let _ = self.0.send(report);
+        }
+    }
+    thread_local! {
+        static ON_EXIT: std::cell::RefCell<Option<ReadsOnExit>> =
+            const { std::cell::RefCell::new(None) };
+        /// Registered after the mailbox: gone before `ON_EXIT` only if the mailbox is.
+        static AFTER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .stack_size(support::BIG_STACK)
+        .spawn(move || {
+            let node = cpg_testkit::shared();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            node.enter(|| {
+                rt.block_on(async {
+                    // tokio's locals are in use: registered before this one, destroyed
+                    // after it. The mailbox is touched (by a stream's drain) after this
+                    // one: destroyed before it.
+                    ON_EXIT.with_borrow_mut(|slot| *slot = Some(ReadsOnExit(tx)));
+                    let group = unique_group("hostile-tls-first");
+                    let mut h = AsyncHandle::new().expect("connect");
+                    h.join(&group).await.expect("join");
+                    wait_members(&mut h, &group, 1).await;
+                })
+            });
+            AFTER.with_borrow_mut(|v| v.push(1));
+        })
+        .expect("spawn")
+        .join()
+        .expect("the thread (and its locals' destructors) panicked");
+    let report = rx.recv_timeout(WAIT).expect("the destructor's read");
+    eprintln!("{report}");
+    assert_eq!(report, format!("{:?}", (0..COUNT + 40).collect::<Vec<_>>()));
 }
