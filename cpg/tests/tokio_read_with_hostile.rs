@@ -313,3 +313,65 @@ fn reads_from_a_thread_locals_destructor_after_the_mailbox_is_gone() {
     eprintln!("{report}");
     assert_eq!(report, format!("{:?}", (0..COUNT + 40).collect::<Vec<_>>()));
 }
+
+/// A send of the handle itself waiting out real back-pressure (node 2's daemon is
+/// stopped) reads the handle's pending events into the stream's queue while it
+/// pauses (copying them); `read_with` afterwards lends those queued ones first, then
+/// the rest from libcpg: the handle's pending messages, the flood that filled the
+/// daemon's queue, and the waiting send's own message, each once, in order.
+#[test]
+fn read_with_after_a_send_that_waited_out_backpressure_keeps_the_order() {
+    const PENDING: u64 = 200;
+    let _serial = support::serial();
+    let cluster = support::cluster::stoppable_pair(10_000);
+    support::big_stack(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let node = cluster.node(0);
+            let group = unique_group("hostile-backpressure");
+            let mut a = connect(node);
+            a.join(&group).await.expect("join");
+            wait_members(&mut a, &group, 1).await;
+            // Pending in libcpg, unread.
+            for seq in 0..PENDING {
+                a.send(&payload(seq)).await.expect("send");
+            }
+            wait_pending(&a);
+            let paused = support::cluster::Paused::pause(
+                cluster.node(1).daemon_pid().expect("node 2's daemon"),
+            );
+            let flood = fill_queue(|seq| a.connection().send(&payload(PENDING + seq)));
+            let resume = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(1));
+                drop(paused);
+            });
+            let waits_before = a.backpressure_waits();
+            let last = PENDING + flood;
+            tokio::time::timeout(WAIT, a.send(&payload(last)))
+                .await
+                .expect("the send did not complete within WAIT")
+                .expect("send under back-pressure");
+            resume.join().unwrap();
+            assert!(
+                a.backpressure_waits() > waits_before,
+                "the send never waited: this test proves less"
+            );
+            let (queued, _) = futures_core::Stream::size_hint(&a);
+            assert!(
+                queued > 0,
+                "the send's pauses queued nothing: this test proves less"
+            );
+            let mut got = Vec::new();
+            read_until(&mut a, &group, &mut got, last as usize + 1).await;
+            assert_eq!(
+                got,
+                (0..=last).collect::<Vec<_>>(),
+                "lost, duplicated or reordered ({queued} were queued by the send)"
+            );
+            eprintln!("{queued} queued by the send's pauses, {flood} in the flood");
+        });
+    });
+}
