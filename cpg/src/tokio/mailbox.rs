@@ -255,6 +255,9 @@ pub(super) fn drain(
     max_events: usize,
     max_bytes: usize,
 ) -> Drained {
+    if MAILBOX.try_with(|_| ()).is_err() {
+        return drain_without_mailbox(handle, ready, max_events);
+    }
     let _collect = Collect::begin(ready, None);
     for _ in 0..max_events {
         match handle.dispatch(DispatchMode::OneNonblocking) {
@@ -265,6 +268,29 @@ pub(super) fn drain(
         }
     }
     Drained::Budget
+}
+
+/// [`drain`] on a thread whose mailbox has been destroyed already: a read from a
+/// thread-local's destructor that runs after the mailbox's. The callbacks could not
+/// post (the access would panic inside the dispatch, which poisons the handle), so the
+/// events are lent to a sink that copies them into `ready` instead (the sink's slot has
+/// no destructor). Without the byte budget, which only keeps the batches of the usual
+/// path small.
+#[cold]
+fn drain_without_mailbox(
+    handle: &Handle,
+    ready: &mut VecDeque<Event>,
+    max_events: usize,
+) -> Drained {
+    let mut copy = |event: EventRef<'_>| ready.push_back(event.to_event());
+    let sink = Sink::new(&mut copy);
+    // Nothing is posted (the copy does not panic, and the drain stops at a panic): the
+    // queue given to `drain_to` stays empty.
+    let (drained, _) = drain_to(handle, &mut VecDeque::new(), &sink, max_events, max_events);
+    if let Some(panic) = sink.take_panic() {
+        std::panic::resume_unwind(panic);
+    }
+    drained
 }
 
 /// Dispatches one event at a time without waiting, at most `max_dispatches` times and
