@@ -15,6 +15,8 @@ use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
+use corosync_sys as sys;
+
 use crate::callbacks::Callbacks;
 use crate::connection::ConnectionRef;
 use crate::error::Error;
@@ -41,8 +43,27 @@ thread_local! {
     /// The [`Sink`] of the innermost drain running on this thread, when that drain lends
     /// events ([`drain_to`]); null during a drain that copies them (and between
     /// drains). Set and put back by [`Collect`] only. The lifetime is erased: see
-    /// [`lend`] for why the pointer is valid whenever it is not null.
-    static SINK: Cell<*const Sink<'static>> = const { Cell::new(ptr::null()) };
+    /// [`lend`] for why the pointer is valid whenever it is not null. Tagged with the
+    /// libcpg handle whose drain set it: a callback lends only to the sink of a drain
+    /// of its own handle.
+    static SINK: Cell<Slot> = const { Cell::new(Slot::EMPTY) };
+}
+
+/// What [`SINK`] holds: the innermost drain's sink and the handle it dispatches.
+#[derive(Clone, Copy)]
+struct Slot {
+    /// The libcpg handle of the drain that set the slot.
+    handle: sys::cpg_handle_t,
+    /// Its sink, the lifetime erased; null when that drain copies.
+    sink: *const Sink<'static>,
+}
+
+impl Slot {
+    /// No sink: events are copied into the mailbox.
+    const EMPTY: Slot = Slot {
+        handle: 0,
+        sink: ptr::null(),
+    };
 }
 
 /// Puts an event copied out by a callback into this thread's mailbox.
@@ -55,21 +76,29 @@ fn post(event: Event) {
 
 /// Where a callback's event goes: lent to the sink of the drain that runs, if it lends,
 /// or else copied into the mailbox.
-fn receive(event: EventRef<'_>) {
-    if !lend(event) {
+fn receive(handle: sys::cpg_handle_t, event: EventRef<'_>) {
+    if !lend(handle, event) {
         post(event.to_event());
     }
 }
 
-/// Lends `event` to the innermost drain's [`Sink`], if it has one and can take it;
-/// false if the event is to be copied into the mailbox instead.
-fn lend(event: EventRef<'_>) -> bool {
+/// Lends `event`, read by a dispatch of `handle`, to the innermost drain's [`Sink`],
+/// if that drain dispatches `handle`, has a sink, and the sink can take it; false if
+/// the event is to be copied into the mailbox instead.
+fn lend(handle: sys::cpg_handle_t, event: EventRef<'_>) -> bool {
     // (`try_with`: no sink once the thread's locals are going away.)
-    let sink = SINK.try_with(Cell::get).unwrap_or(ptr::null());
-    if sink.is_null() {
+    let slot = SINK.try_with(Cell::get).unwrap_or(Slot::EMPTY);
+    // The handle check is defence in depth: the drains' guards nest last in, first
+    // out (locals of synchronous functions, with only `cpg_dispatch` on the same stack
+    // between setting and restoring the slot; `stack::ensure` refuses a dispatch on
+    // any other stack), so the innermost drain is the one whose dispatch runs this
+    // callback. Should that ever not hold, a stale slot of another handle is not
+    // dereferenced.
+    if slot.sink.is_null() || slot.handle != handle {
         return false;
     }
-    // SAFETY: a non-null `SINK` was set by `Collect::begin` from a shared borrow of a
+    let sink = slot.sink;
+    // SAFETY: a non-null sink in `SINK` was set by `Collect::begin` from a shared borrow of a
     // `Sink` that the `Collect` keeps borrowed for as long as it lives, and the
     // `Collect`'s drop puts the previous value back (also when it unwinds), on this
     // thread, before that borrow ends: so the `Sink` is alive here. Only shared
@@ -86,16 +115,16 @@ fn lend(event: EventRef<'_>) -> bool {
 pub(super) struct Enqueue;
 
 impl Callbacks for Enqueue {
-    fn deliver(&mut self, _cpg: &ConnectionRef, message: Message<'_>) {
-        receive(EventRef::Deliver(message));
+    fn deliver(&mut self, cpg: &ConnectionRef, message: Message<'_>) {
+        receive(cpg.as_raw(), EventRef::Deliver(message));
     }
 
-    fn confchg(&mut self, _cpg: &ConnectionRef, change: Confchg<'_>) {
-        receive(EventRef::Confchg(change));
+    fn confchg(&mut self, cpg: &ConnectionRef, change: Confchg<'_>) {
+        receive(cpg.as_raw(), EventRef::Confchg(change));
     }
 
-    fn totem_confchg(&mut self, _cpg: &ConnectionRef, change: TotemConfchg<'_>) {
-        receive(EventRef::TotemConfchg(change));
+    fn totem_confchg(&mut self, cpg: &ConnectionRef, change: TotemConfchg<'_>) {
+        receive(cpg.as_raw(), EventRef::TotemConfchg(change));
     }
 }
 
@@ -193,15 +222,19 @@ struct Collect<'a, 's> {
     /// The outer drain's [`POSTED_BYTES`].
     outer_bytes: usize,
     /// The outer drain's [`SINK`].
-    outer_sink: *const Sink<'static>,
+    outer_sink: Slot,
     /// This drain's sink stays borrowed for as long as [`SINK`] may point to it.
     _sink: PhantomData<&'s ()>,
 }
 
 impl<'a, 's> Collect<'a, 's> {
-    /// Starts collecting this thread's posts for `ready`, and lending to `sink` if
-    /// there is one.
-    fn begin<'f>(ready: &'a mut VecDeque<Event>, sink: Option<&'s Sink<'f>>) -> Collect<'a, 's> {
+    /// Starts collecting this thread's posts for `ready`, and lending the events that
+    /// dispatches of `handle` read to `sink` if there is one.
+    fn begin<'f>(
+        ready: &'a mut VecDeque<Event>,
+        handle: sys::cpg_handle_t,
+        sink: Option<&'s Sink<'f>>,
+    ) -> Collect<'a, 's> {
         let outer = MAILBOX
             .try_with(|mailbox| {
                 let mut mailbox = mailbox.try_borrow_mut().ok()?;
@@ -210,14 +243,17 @@ impl<'a, 's> Collect<'a, 's> {
             .ok()
             .flatten();
         // Lifetime erased: see `lend`.
-        let this_sink = sink.map_or(ptr::null(), |s| ptr::from_ref(s).cast::<Sink<'static>>());
+        let this_slot = Slot {
+            handle,
+            sink: sink.map_or(ptr::null(), |s| ptr::from_ref(s).cast::<Sink<'static>>()),
+        };
         Collect {
             ready,
             outer,
             outer_bytes: POSTED_BYTES.try_with(|b| b.replace(0)).unwrap_or(0),
             outer_sink: SINK
-                .try_with(|s| s.replace(this_sink))
-                .unwrap_or(ptr::null()),
+                .try_with(|s| s.replace(this_slot))
+                .unwrap_or(Slot::EMPTY),
             _sink: PhantomData,
         }
     }
@@ -258,7 +294,7 @@ pub(super) fn drain(
     if MAILBOX.try_with(|_| ()).is_err() {
         return drain_without_mailbox(handle, ready, max_events);
     }
-    let _collect = Collect::begin(ready, None);
+    let _collect = Collect::begin(ready, handle.as_raw(), None);
     for _ in 0..max_events {
         match handle.dispatch(DispatchMode::OneNonblocking) {
             Ok(Dispatched::NothingPending) => return Drained::Empty,
@@ -307,7 +343,7 @@ pub(super) fn drain_to(
     max_lent: usize,
 ) -> (Drained, usize) {
     debug_assert!(ready.is_empty(), "events queued before a lending drain");
-    let _collect = Collect::begin(ready, Some(sink));
+    let _collect = Collect::begin(ready, handle.as_raw(), Some(sink));
     for dispatches in 0..max_dispatches {
         if sink.lent() >= max_lent || sink.panicked.get() {
             return (Drained::Budget, dispatches);
@@ -357,14 +393,14 @@ mod tests {
         let (mut a, mut b, mut c) = (VecDeque::new(), VecDeque::new(), VecDeque::new());
         a.push_back(message("a0"));
         {
-            let _a = Collect::begin(&mut a, None);
+            let _a = Collect::begin(&mut a, TEST_HANDLE, None);
             post(message("a1"));
             {
-                let _b = Collect::begin(&mut b, None);
+                let _b = Collect::begin(&mut b, TEST_HANDLE, None);
                 assert!(mailbox_is_empty(), "A's event visible to B's drain");
                 post(message("b1"));
                 {
-                    let _c = Collect::begin(&mut c, None);
+                    let _c = Collect::begin(&mut c, TEST_HANDLE, None);
                     post(message("c1"));
                     assert_eq!(POSTED_BYTES.get(), 2);
                 }
@@ -381,14 +417,47 @@ mod tests {
     }
 
     /// What a callback hands over: `text` as a message of group "g".
+    /// The libcpg handle the simulated drains and callbacks below stand for.
+    const TEST_HANDLE: sys::cpg_handle_t = 7;
+
     fn deliver_text(text: &str) {
+        deliver_text_of(TEST_HANDLE, text);
+    }
+
+    /// What `Enqueue`'s callback does with a message that a dispatch of `handle` read.
+    fn deliver_text_of(handle: sys::cpg_handle_t, text: &str) {
         let group = GroupName::new("g").unwrap();
-        receive(EventRef::Deliver(Message {
-            group: &group,
-            nodeid: 1,
-            pid: 1,
-            data: text.as_bytes(),
-        }));
+        receive(
+            handle,
+            EventRef::Deliver(Message {
+                group: &group,
+                nodeid: 1,
+                pid: 1,
+                data: text.as_bytes(),
+            }),
+        );
+    }
+
+    /// A callback of another handle than the one whose drain set the sink slot is never
+    /// lent to that drain's reader (were the drains' nesting ever broken, a stale slot
+    /// would not be dereferenced): its event is copied, like in a drain that copies.
+    #[test]
+    fn a_callback_of_another_handle_is_not_lent_to_this_drains_reader() {
+        let mut ready = VecDeque::new();
+        let mut seen = Vec::new();
+        {
+            let mut read = |e: EventRef<'_>| seen.push(text_of(e));
+            let sink = Sink::new(&mut read);
+            {
+                let _a = Collect::begin(&mut ready, TEST_HANDLE, Some(&sink));
+                deliver_text("mine");
+                deliver_text_of(TEST_HANDLE + 1, "other");
+            }
+            assert_eq!(sink.lent(), 1);
+        }
+        assert_eq!(seen, ["mine"]);
+        assert_eq!(texts(&ready), ["other"]);
+        assert!(mailbox_is_empty() && no_sink());
     }
 
     fn text_of(event: EventRef<'_>) -> String {
@@ -399,7 +468,7 @@ mod tests {
     }
 
     fn no_sink() -> bool {
-        SINK.with(Cell::get).is_null()
+        SINK.with(Cell::get).sink.is_null()
     }
 
     /// A lending drain lends its own events to its reader and copies nothing; a drain
@@ -414,15 +483,15 @@ mod tests {
             let mut read_a = |e: EventRef<'_>| seen_a.push(text_of(e));
             let sink_a = Sink::new(&mut read_a);
             {
-                let _a = Collect::begin(&mut a, Some(&sink_a));
+                let _a = Collect::begin(&mut a, TEST_HANDLE, Some(&sink_a));
                 deliver_text("a1");
                 {
-                    let _b = Collect::begin(&mut b, None);
+                    let _b = Collect::begin(&mut b, TEST_HANDLE, None);
                     deliver_text("b1");
                     {
                         let mut read_c = |e: EventRef<'_>| seen_c.push(text_of(e));
                         let sink_c = Sink::new(&mut read_c);
-                        let _c = Collect::begin(&mut c, Some(&sink_c));
+                        let _c = Collect::begin(&mut c, TEST_HANDLE, Some(&sink_c));
                         deliver_text("c1");
                     }
                     deliver_text("b2");
@@ -450,13 +519,13 @@ mod tests {
             let mut read_a = |e: EventRef<'_>| {
                 let text = text_of(e);
                 if text == "a1" {
-                    let _b = Collect::begin(&mut b, None);
+                    let _b = Collect::begin(&mut b, TEST_HANDLE, None);
                     deliver_text("b1");
                 }
                 seen_a.push(text);
             };
             let sink_a = Sink::new(&mut read_a);
-            let _a = Collect::begin(&mut a, Some(&sink_a));
+            let _a = Collect::begin(&mut a, TEST_HANDLE, Some(&sink_a));
             deliver_text("a1");
             deliver_text("a2");
         }
@@ -483,7 +552,7 @@ mod tests {
             };
             let sink = Sink::new(&mut read);
             {
-                let _a = Collect::begin(&mut a, Some(&sink));
+                let _a = Collect::begin(&mut a, TEST_HANDLE, Some(&sink));
                 deliver_text("x0");
                 deliver_text("x1");
                 deliver_text("x2");
@@ -505,11 +574,11 @@ mod tests {
         {
             let mut read_a = |e: EventRef<'_>| seen_a.push(text_of(e));
             let sink_a = Sink::new(&mut read_a);
-            let _a = Collect::begin(&mut a, Some(&sink_a));
+            let _a = Collect::begin(&mut a, TEST_HANDLE, Some(&sink_a));
             let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let mut read_b = |e: EventRef<'_>| seen_b.push(text_of(e));
                 let sink_b = Sink::new(&mut read_b);
-                let _b = Collect::begin(&mut b, Some(&sink_b));
+                let _b = Collect::begin(&mut b, TEST_HANDLE, Some(&sink_b));
                 deliver_text("b1");
                 panic!("a waker panicked");
             }));
@@ -528,10 +597,10 @@ mod tests {
     fn a_nested_drain_that_unwinds_gives_back_the_outer_events() {
         let (mut a, mut b) = (VecDeque::new(), VecDeque::new());
         {
-            let _a = Collect::begin(&mut a, None);
+            let _a = Collect::begin(&mut a, TEST_HANDLE, None);
             post(message("a1"));
             let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let _b = Collect::begin(&mut b, None);
+                let _b = Collect::begin(&mut b, TEST_HANDLE, None);
                 post(message("b1"));
                 panic!("a callback panicked");
             }));
