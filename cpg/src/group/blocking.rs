@@ -529,6 +529,10 @@ fn run(
         let mut failed = None;
         if readable.cpg {
             failed = link.cpg.dispatch_at_most(BATCH).err();
+            // What was delivered goes to the application (the replica's driver) now,
+            // not after the pump's sends: each is a call to the daemon, which may take
+            // tens of microseconds while the daemon is busy.
+            shared.route();
         }
         if readable.quorum && failed.is_none() {
             failed = link.dispatch_quorum().err();
