@@ -18,7 +18,7 @@ use super::config::Config;
 use super::error::ReplicaError;
 use super::event::Event;
 use super::machine::Machine;
-use super::shared::{state_calls, Core, Sink};
+use super::shared::{state_calls, Core, Sink, EVENTS_PER_PASS};
 
 /// Longest sleep of the driver thread when nothing is due.
 const TICK: Duration = Duration::from_millis(20);
@@ -334,6 +334,8 @@ impl<A: Replicated> Drop for EndOnDrop<'_, A> {
 fn run<A: Replicated>(shared: &Arc<Shared<A>>, name: GroupName, config: group::Config) {
     let _span = crate::trace::entered!(shared.lock().log.span());
     let _end = EndOnDrop(shared);
+    // The group layer's events of one pass, taken before the replica's lock.
+    let mut taken = std::collections::VecDeque::with_capacity(EVENTS_PER_PASS);
     while !shared.stop.load(Ordering::SeqCst) {
         let (group, wait) = {
             let core = shared.lock();
@@ -345,14 +347,19 @@ fn run<A: Replicated>(shared: &Arc<Shared<A>>, name: GroupName, config: group::C
             (core.group.clone(), wait)
         };
         let Some(group) = group else { break };
-        let event = group.next_event(wait);
+        group.next_events(wait, &mut taken, EVENTS_PER_PASS);
         let mut core = shared.lock();
-        if event.is_none() && group.end().is_some() {
+        if taken.is_empty() && group.end().is_some() {
             core.end();
             shared.changed.notify_all();
             return;
         }
-        core.handle(event);
+        // Fed from the core, where an end (or a panic of the application's code
+        // while they are fed) still finds the outcomes of operations among them; the
+        // emptied buffer comes back for the next pass.
+        std::mem::swap(&mut core.taken, &mut taken);
+        core.handle_taken();
+        std::mem::swap(&mut core.taken, &mut taken);
         shared.changed.notify_all();
         if core.ended {
             return;

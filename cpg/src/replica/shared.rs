@@ -31,7 +31,7 @@ const OP_BYTES_IN_FLIGHT: usize = 1 << 20;
 
 /// Most group-layer events fed to the machine in one pass of the driver (one hold of
 /// its lock).
-const EVENTS_PER_PASS: usize = 256;
+pub(super) const EVENTS_PER_PASS: usize = 256;
 
 /// Whether the machine's next send goes to the group layer now: `round` whether it is
 /// a round message, `queued` the messages in the group layer's queue, `op_bytes` the
@@ -77,6 +77,11 @@ pub(super) struct Core<A: Replicated, G> {
     /// Operations the group layer delivered (confirmed) whose tickets wait to be
     /// applied here: if the replica stops first, the others may have applied them.
     delivered_ops: HashSet<u64>,
+    /// Group-layer events the driver took from the group layer's queue and has not
+    /// fed yet (see [`handle_taken`](Self::handle_taken)): kept here, so that the
+    /// outcomes of operations among them are still taken if the application's code
+    /// panics on an earlier one.
+    pub(super) taken: VecDeque<group::Event>,
     /// The machine asked to leave and join again.
     pub(super) rejoin: bool,
     pub(super) ended: bool,
@@ -99,6 +104,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
             sent_ops: HashMap::new(),
             op_bytes: 0,
             delivered_ops: HashSet::new(),
+            taken: VecDeque::new(),
             rejoin: false,
             ended: false,
             #[cfg(feature = "tracing")]
@@ -307,6 +313,10 @@ impl<A: Replicated, G: Sink> Core<A, G> {
             return;
         };
         group.stop();
+        // Those the driver took come before those still queued.
+        while let Some(event) = self.taken.pop_front() {
+            self.track(&event);
+        }
         while let Some(event) = group.try_next_event() {
             self.track(&event);
         }
@@ -315,7 +325,9 @@ impl<A: Replicated, G: Sink> Core<A, G> {
     /// Feeds one group-layer event (`None`: only time passed), then the events the
     /// group layer has queued behind it (up to [`EVENTS_PER_PASS`]), and flushes
     /// once: under one hold of the driver's lock, with one wake-up of the
-    /// application for them all.
+    /// application for them all. The tokio driver's pass (the blocking driver takes
+    /// its events before its lock: [`handle_taken`](Self::handle_taken)).
+    #[cfg(feature = "tokio")]
     pub(super) fn handle(&mut self, event: Option<group::Event>) {
         let now = Instant::now();
         if let Some(event) = event {
@@ -330,6 +342,27 @@ impl<A: Replicated, G: Sink> Core<A, G> {
                 break;
             };
             self.feed(now, event);
+        }
+        self.machine.handle_timeout(now);
+        self.flush();
+    }
+
+    /// Feeds the group-layer events that the driver took from the group layer's
+    /// queue before it took this lock and put in [`taken`](Self::taken) (oldest
+    /// first; none: only time passed), and flushes once: under one hold of the
+    /// driver's lock, with one wake-up of the application for them all, and without
+    /// the group layer's lock taken under it (which the group layer's thread holds
+    /// while it delivers). Once the replica ends or asks to rejoin, what is left is
+    /// not fed, only the outcomes of operations in it are taken, as
+    /// [`stop_group`](Self::stop_group) takes those still queued.
+    pub(super) fn handle_taken(&mut self) {
+        let now = Instant::now();
+        while let Some(event) = self.taken.pop_front() {
+            if self.ended || self.rejoin || self.machine.wants_rejoin() {
+                self.track(&event);
+            } else {
+                self.feed(now, event);
+            }
         }
         self.machine.handle_timeout(now);
         self.flush();
