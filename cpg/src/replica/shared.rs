@@ -59,12 +59,27 @@ pub(super) trait Sink {
 /// state's version when it passed).
 pub(super) type Resolver<T> = Box<dyn FnOnce(Result<T, ReplicaError>) + Send>;
 
-/// The machine and its bookkeeping, behind the driver's lock.
-pub(super) struct Core<A: Replicated, G> {
+/// Where an operation's outcome goes: a boxed [`Resolver`] (the tokio driver's), or a
+/// driver's own slot, put in the ticket table as it is (the blocking driver's: one
+/// allocation less per operation than a box around it).
+pub(super) trait Resolve<T>: Send {
+    /// Hands over the outcome.
+    fn resolve(self, outcome: Result<T, ReplicaError>);
+}
+
+impl<T> Resolve<T> for Resolver<T> {
+    fn resolve(self, outcome: Result<T, ReplicaError>) {
+        self(outcome)
+    }
+}
+
+/// The machine and its bookkeeping, behind the driver's lock; `R` where operations'
+/// outcomes go.
+pub(super) struct Core<A: Replicated, G, R = Resolver<Outcome<<A as Replicated>::Output>>> {
     pub(super) machine: Machine<A>,
     pub(super) group: Option<std::sync::Arc<G>>,
     pub(super) events: VecDeque<Event>,
-    tickets: HashMap<u64, Resolver<Outcome<A::Output>>>,
+    tickets: HashMap<u64, R>,
     /// Barriers waiting, by the marker id that passes them (and every lower one).
     barriers: BTreeMap<u64, Vec<Resolver<u64>>>,
     /// Group-layer send ids of operations and markers (with their length), to tell a
@@ -90,7 +105,7 @@ pub(super) struct Core<A: Replicated, G> {
     pub(super) log: super::log::Log,
 }
 
-impl<A: Replicated, G: Sink> Core<A, G> {
+impl<A: Replicated, G: Sink, R: Resolve<Outcome<A::Output>>> Core<A, G, R> {
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     /// `queue_limit`: the group layer's ([`group::Config::queue_limit`]).
     pub(super) fn new(machine: Machine<A>, group: G, queue_limit: usize, name: &GroupName) -> Self {
@@ -133,11 +148,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
     }
 
     /// Submits an operation whose outcome goes to `resolve`.
-    pub(super) fn submit(
-        &mut self,
-        op: Vec<u8>,
-        resolve: Resolver<Outcome<A::Output>>,
-    ) -> Result<u64, ReplicaError> {
+    pub(super) fn submit(&mut self, op: Vec<u8>, resolve: R) -> Result<u64, ReplicaError> {
         if self.ended {
             return Err(ReplicaError::Closed);
         }
@@ -192,7 +203,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
         match what {
             Tracked::Op(seq) => {
                 if let Some(r) = self.tickets.remove(&seq) {
-                    r(Err(ReplicaError::NotSent(error)));
+                    r.resolve(Err(ReplicaError::NotSent(error)));
                 }
             }
             Tracked::Mark(id) => {
@@ -249,7 +260,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
                 Event::Applied { seq, version } => {
                     if let Some(r) = self.tickets.remove(seq) {
                         self.delivered_ops.remove(seq);
-                        r(match output {
+                        r.resolve(match output {
                             Some(output) => Ok(Outcome {
                                 version: *version,
                                 output,
@@ -261,7 +272,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
                 Event::NotQuorate { seq, .. } => {
                     if let Some(r) = self.tickets.remove(seq) {
                         self.delivered_ops.remove(seq);
-                        r(Err(ReplicaError::NotQuorate));
+                        r.resolve(Err(ReplicaError::NotQuorate));
                     }
                 }
                 Event::Barrier { id, version } => self.pass_barriers(*id, &Ok(*version)),
@@ -271,7 +282,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
                     for d in discarded {
                         if let Some(r) = self.tickets.remove(&d.seq) {
                             self.delivered_ops.remove(&d.seq);
-                            r(Err(ReplicaError::Discarded));
+                            r.resolve(Err(ReplicaError::Discarded));
                         }
                     }
                 }
@@ -418,7 +429,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
         self.pass_barriers(u64::MAX, &Err(ReplicaError::Closed));
         let delivered = std::mem::take(&mut self.delivered_ops);
         for (seq, r) in self.tickets.drain() {
-            r(Err(if delivered.contains(&seq) {
+            r.resolve(Err(if delivered.contains(&seq) {
                 ReplicaError::NotSent(GroupError::Unknown)
             } else {
                 ReplicaError::Closed
