@@ -750,8 +750,11 @@ fn free_without_provider(cluster: &Cluster, config: Config) {
     let both = [member.member(), Member::new(2, pid())];
     member.log().wait_view(&both);
     assert_eq!(member.group().quorum(), LocalQuorum::Free);
+    // One at a time, each back before the next: each goes alone, so the raw member
+    // sees one frame per message (queued together they would share a batch).
     for seq in 0..5 {
         member.group().send(payload(1, seq, 0)).unwrap();
+        member.log().wait_message(1, seq);
     }
     pump_until(&[&raw], WAIT, "the group member's messages", || {
         raw.messages(&group).len() >= 5

@@ -101,6 +101,8 @@ pub struct LayerRun<'a> {
     pub batch_bytes: Option<usize>,
     /// The group layer's batch window (`None`: the layer's default).
     pub batch_window: Option<usize>,
+    /// The group layer's eager batches (`None`: the layer's default).
+    pub batch_eager: Option<bool>,
     /// Replica: most tickets outstanding (`None`: see [`default_in_flight`]).
     pub max_in_flight: Option<u64>,
     /// Members to wait for before sending (or, receiving, before `# ready`).
@@ -136,6 +138,9 @@ impl LayerRun<'_> {
         }
         if let Some(frames) = self.batch_window {
             config.batch_window = frames;
+        }
+        if let Some(eager) = self.batch_eager {
+            config.batch_eager = eager;
         }
         config
     }

@@ -279,6 +279,19 @@ impl Group {
         self.shared.stop();
     }
 
+    /// Waits up to `timeout` for events and moves up to `max` of those queued to
+    /// `into`, oldest first, under one hold of the lock (the replica's driver: it
+    /// then feeds them under its own lock, which the group's is not taken under).
+    /// Nothing moved: the wait timed out, or the layer has ended ([`end`](Self::end)).
+    pub(crate) fn next_events(
+        &self,
+        timeout: Duration,
+        into: &mut std::collections::VecDeque<Event>,
+        max: usize,
+    ) {
+        wait_for(&self.shared, timeout, |core| core.take_events(into, max));
+    }
+
     /// The next event if one is queued, without waiting.
     pub(crate) fn try_next_event(&self) -> Option<Event> {
         self.shared.lock().take_event().flatten()
@@ -529,6 +542,10 @@ fn run(
         let mut failed = None;
         if readable.cpg {
             failed = link.cpg.dispatch_at_most(BATCH).err();
+            // What was delivered goes to the application (the replica's driver) now,
+            // not after the pump's sends: each is a call to the daemon, which may take
+            // tens of microseconds while the daemon is busy.
+            shared.route();
         }
         if readable.quorum && failed.is_none() {
             failed = link.dispatch_quorum().err();

@@ -69,6 +69,13 @@ impl GroupBuilder {
         self
     }
 
+    /// Whether messages queued together below the batch window go out as one batch
+    /// ([`Config::batch_eager`]).
+    pub fn batch_eager(mut self, eager: bool) -> Self {
+        self.config.batch_eager = eager;
+        self
+    }
+
     /// Refuses settings the drivers cannot work with, before anything is started.
     pub(super) fn check(&self) -> Result<(), GroupError> {
         if self.config.queue_limit == 0 {

@@ -55,10 +55,21 @@ pub struct Config {
     pub batch_bytes: usize,
     /// With batching on: most frames (messages sent alone, and batches) this process
     /// has handed to the daemon and not yet seen delivered back. At the bound the
-    /// queue holds, and what waits goes out packed when an own frame comes back. A
-    /// message queued with fewer in flight goes out at once, alone. Default 4; at
-    /// least 1 (the drivers refuse 0 with batching on).
+    /// queue holds, and what waits goes out packed when an own frame comes back. With
+    /// fewer in flight, what is queued goes out at once (see
+    /// [`batch_eager`](Config::batch_eager)). Default 4; at least 1 (the drivers
+    /// refuse 0 with batching on).
     pub batch_window: usize,
+    /// With batching on, below the window: `true` sends what the queue holds when a
+    /// send can go as one batch (up to `batch_bytes`; a message alone when it is the
+    /// only one queued), `false` sends queued messages one by one until the window is
+    /// full, packing only what waits at the bound or after back-pressure. Default
+    /// `true`: measured with the replica layer's operations (`build-support/bench`),
+    /// one by one they took the window's frames one message each, and the messages
+    /// queued behind them waited for a frame to come back. A message queued alone
+    /// goes alone either way (as with batching off: the one-in-flight latency is the
+    /// same).
+    pub batch_eager: bool,
 }
 
 impl Default for Config {
@@ -78,6 +89,7 @@ impl Default for Config {
             quorum: QuorumPolicy::default(),
             batch_bytes: DEFAULT_BATCH_BYTES,
             batch_window: 4,
+            batch_eager: true,
         }
     }
 }

@@ -328,8 +328,10 @@ impl Machine {
         None
     }
 
-    /// The next send of queued messages, if the window lets one go: the front message
-    /// alone, or, while the queue is under pressure, as many as fit in a batch.
+    /// The next send of queued messages, if the window lets one go: as many as fit in
+    /// a batch (the front message alone when it is the only one, or too large to
+    /// share one); without [`Config::batch_eager`], the front message alone unless
+    /// the queue is under pressure.
     fn next_send(&mut self, buf: &mut Vec<u8>) -> Option<Effect> {
         let first = self.queue.front()?;
         let batching = self.config.batch_bytes > 0;
@@ -338,8 +340,12 @@ impl Machine {
             self.pressed = true;
             return None;
         }
-        // A message too large to share a batch (a count of 0) goes alone too.
-        let count = if batching && self.pressed {
+        // A message too large to share a batch (a count of 0) goes alone too. Eagerly,
+        // what waits goes now, packed: sent one by one, the messages behind the first
+        // would each wait for the sends before them (a call to the daemon each) and
+        // take a place in the window, where the messages queued after them would then
+        // wait for a frame to come back.
+        let count = if batching && (self.pressed || self.config.batch_eager) {
             self.batch_len().max(1)
         } else {
             1

@@ -30,11 +30,14 @@ fn lost(op: Operation) -> Error {
 }
 
 /// The default settings without corosync's quorum (as on a daemon without a quorum
-/// provider): what the tests of everything else run with. The quorum tests are in
-/// `quorum_tests.rs`.
+/// provider), sending queued messages one by one below the batch window: what the
+/// tests of everything else run with, one frame per message unless the window or
+/// back-pressure packs them. The quorum tests are in `quorum_tests.rs`; the eager
+/// batches of the default settings have tests of their own ([`eager`]).
 fn plain() -> Config {
     Config {
         quorum: QuorumPolicy::Ignore,
+        batch_eager: false,
         ..Config::default()
     }
 }
@@ -1784,6 +1787,117 @@ fn a_full_window_holds_the_queue_and_what_waits_goes_out_as_one_batch() {
     assert_eq!(t.effects(), vec![Effect::Send(id)]);
 }
 
+/// The default settings without quorum: eager batches, a window of `window` frames.
+fn eager(window: usize) -> Config {
+    Config {
+        batch_window: window,
+        batch_eager: true,
+        ..plain()
+    }
+}
+
+#[test]
+fn eagerly_what_is_queued_below_the_window_goes_out_as_one_batch() {
+    let me = m(1, 10);
+    let mut t = T::joined_with(eager(4), me, &[me]);
+    // A message queued alone goes alone, at once, as a version-1 frame.
+    let a = t.m.send(b"a".to_vec(), true).unwrap();
+    assert_eq!(t.effects(), vec![Effect::Send(a)]);
+    assert_eq!(&t.wire[0][..5], b"CPGl\x01");
+    // Queued while "a" is being sent (one frame in flight, the window not full): they
+    // go out together as soon as it is accepted, not one by one.
+    let ids: Vec<SendId> = (0..3u8).map(|i| t.m.send(vec![i], true).unwrap()).collect();
+    assert_eq!(t.effects(), vec![], "one send at a time");
+    t.m.handle_send_result(t.now, Ok(()));
+    assert_eq!(
+        t.effects(),
+        vec![Effect::SendBatch {
+            first: ids[0],
+            count: 3
+        }]
+    );
+    t.m.handle_send_result(t.now, Ok(()));
+    let (_, seq, payloads) = sent_messages(&t.wire[1]);
+    assert_eq!((seq, payloads), (1, vec![vec![0], vec![1], vec![2]]));
+    // Two frames in flight: below the window of 4, so the next message goes at once,
+    // alone (it is the only one queued).
+    let b = t.m.send(b"b".to_vec(), true).unwrap();
+    assert_eq!(t.effects(), vec![Effect::Send(b)]);
+    t.m.handle_send_result(t.now, Ok(()));
+    // Delivered back: each message at its own position, each confirmed once, in order.
+    for frame in t.wire.clone() {
+        t.deliver(me, &frame);
+    }
+    let ev = t.events();
+    let payloads: Vec<Vec<u8>> = vec![b"a".to_vec(), vec![0], vec![1], vec![2], b"b".to_vec()];
+    assert_eq!(
+        delivered(&ev),
+        payloads
+            .into_iter()
+            .zip(0..)
+            .map(|(p, i)| (p, true, i))
+            .collect::<Vec<_>>()
+    );
+    let all: Vec<SendId> = [a].into_iter().chain(ids).chain([b]).collect();
+    assert_eq!(
+        confirmations(&ev),
+        all.iter()
+            .zip(0..)
+            .map(|(id, i)| (*id, i))
+            .collect::<Vec<_>>()
+    );
+    let s = t.m.stats();
+    assert_eq!(
+        (
+            s.sent,
+            s.batches_sent,
+            s.batches_delivered,
+            s.confirmed,
+            s.queued
+        ),
+        (5, 1, 1, 5, 0)
+    );
+}
+
+#[test]
+fn eagerly_a_full_window_still_holds_and_the_byte_limit_still_splits() {
+    let me = m(1, 10);
+    let limit = 200;
+    let config = Config {
+        batch_bytes: limit,
+        ..eager(2)
+    };
+    let mut t = T::joined_with(config, me, &[me]);
+    let sizes = [10usize, 60, 60, 60, 60, 500, 10, 10];
+    for (i, n) in sizes.iter().enumerate() {
+        t.m.send(vec![i as u8; *n], false).unwrap();
+    }
+    // Two frames go at once (the window), each as much as fits in 200 bytes (32 of
+    // header, 4 + n per message); then the window holds.
+    let first = t.flush();
+    assert_eq!(first.len(), 2, "held at the window");
+    assert_eq!(t.m.stats().queued, 3);
+    // Each own delivery lets the next frame out.
+    let mut frames = first;
+    let mut at = 0;
+    while t.m.stats().queued > 0 {
+        let back = frames[at].clone();
+        at += 1;
+        t.deliver(me, &back);
+        frames.extend(t.flush());
+    }
+    let shapes: Vec<Vec<usize>> = frames
+        .iter()
+        .map(|f| sent_messages(f).2.iter().map(Vec::len).collect())
+        .collect();
+    assert_eq!(
+        shapes,
+        vec![vec![10, 60, 60], vec![60, 60], vec![500], vec![10, 10]]
+    );
+    assert!(frames.iter().all(|f| f.len() <= limit || f[4] == 1));
+    assert_eq!(&frames[2][..5], b"CPGl\x01", "too large to share: alone");
+}
+
 #[test]
 fn back_pressure_packs_what_queued_meanwhile() {
     let me = m(1, 10);
@@ -2126,6 +2240,7 @@ fn a_quorum_marker_is_not_held_by_a_full_window() {
     let me = m(1, 10);
     let config = Config {
         batch_window: 1,
+        batch_eager: false,
         quorum: QuorumPolicy::Corosync,
         ..Config::default()
     };

@@ -116,12 +116,13 @@
 //! reading events meanwhile. [`Stats`] counts queued, sent, pushbacks and more.
 //!
 //! Under load the queue packs messages into batches ([`Config::batch_bytes`], default
-//! 64 KiB; 0 turns it off). A message queued while fewer than
-//! [`Config::batch_window`] (default 4) of this process's CPG messages are in flight
-//! (accepted by the daemon, not yet delivered back) goes out at once, alone, as
-//! before: no added latency. At the bound, or after back-pressure, the queue holds,
-//! and when an own message comes back what waits goes out as one CPG message of up to
-//! `batch_bytes` (a message too large to share one goes alone). Every member delivers
+//! 64 KiB; 0 turns it off). While fewer than [`Config::batch_window`] (default 4) of
+//! this process's CPG messages are in flight (accepted by the daemon, not yet
+//! delivered back), what the queue holds goes out at once: a message alone when it is
+//! the only one, as before (no added latency), the messages queued together as one
+//! CPG message of up to `batch_bytes` ([`Config::batch_eager`]; a message too large
+//! to share one goes alone). At the bound, or after back-pressure, the queue holds,
+//! and when an own message comes back what waits goes out packed the same way. Every member delivers
 //! a batch's messages one by one at consecutive positions, each an
 //! [`Event::Message`] of its own with its own receipt, quorum state and
 //! [`Stats`] counts, as if sent alone; CPG delivers a batch whole or not at all, so

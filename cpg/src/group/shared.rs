@@ -136,6 +136,14 @@ impl<S: Side> Core<S> {
         }
     }
 
+    /// For the replica's driver: moves up to `max` queued events to `into`, oldest
+    /// first; `Some(())` if it moved any or the layer has ended, `None` while neither.
+    pub(super) fn take_events(&mut self, into: &mut VecDeque<Event>, max: usize) -> Option<()> {
+        let n = self.events.len().min(max);
+        into.extend(self.events.drain(..n));
+        (n > 0 || self.end.is_some()).then_some(())
+    }
+
     /// For `wait_view`: `Some(Some(view))` once the latest view passes `check`,
     /// `Some(None)` once the layer ended, `None` while neither.
     pub(super) fn view_if(&self, check: impl FnOnce(&View) -> bool) -> Option<Option<View>> {

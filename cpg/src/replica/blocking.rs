@@ -18,7 +18,7 @@ use super::config::Config;
 use super::error::ReplicaError;
 use super::event::Event;
 use super::machine::Machine;
-use super::shared::{state_calls, Core, Sink};
+use super::shared::{state_calls, Core, Resolve, Sink, EVENTS_PER_PASS};
 
 /// Longest sleep of the driver thread when nothing is due.
 const TICK: Duration = Duration::from_millis(20);
@@ -100,8 +100,19 @@ impl<T> Slot<T> {
 }
 
 /// The resolver's hold on a [`Slot`]: dropped without filling it (its driver gone),
-/// it closes it, so that no wait outlasts its timeout for nothing.
+/// it closes it, so that no wait outlasts its timeout for nothing. The replica's core
+/// keeps it as the ticket's resolver, without a box.
 struct Filler<T>(Arc<Slot<T>>);
+
+impl<T: Send> Resolve<T> for Filler<Result<T, ReplicaError>> {
+    fn resolve(self, outcome: Result<T, ReplicaError>) {
+        self.0.fill(Some(outcome));
+    }
+}
+
+/// The blocking driver's core: a ticket's resolver is its slot's [`Filler`].
+type BlockingCore<A> =
+    Core<A, Group, Filler<Result<Outcome<<A as Replicated>::Output>, ReplicaError>>>;
 
 impl<T> Drop for Filler<T> {
     fn drop(&mut self) {
@@ -140,14 +151,14 @@ fn recv<T>(rx: &Receiver<Result<T, ReplicaError>>, timeout: Duration) -> Result<
 }
 
 struct Shared<A: Replicated> {
-    core: Lock<Core<A, Group>>,
+    core: Lock<BlockingCore<A>>,
     changed: Condvar,
     stop: AtomicBool,
 }
 
 impl<A: Replicated> Shared<A> {
     /// Panics when this thread holds it already (see [`Lock`]).
-    fn lock(&self) -> Guard<'_, Core<A, Group>> {
+    fn lock(&self) -> Guard<'_, BlockingCore<A>> {
         self.core.lock()
     }
 }
@@ -228,9 +239,10 @@ impl<A: Replicated + Send + 'static> Replica<A> {
     /// version and the output of [`Replicated::apply`].
     pub fn submit(&self, op: impl Into<Vec<u8>>) -> Result<Ticket<A::Output>, ReplicaError> {
         let slot = Slot::new();
-        let filler = Filler(Arc::clone(&slot));
-        let resolve = Box::new(move |r| filler.0.fill(Some(r)));
-        let seq = self.shared.lock().submit(op.into(), resolve)?;
+        let seq = self
+            .shared
+            .lock()
+            .submit(op.into(), Filler(Arc::clone(&slot)))?;
         Ok(Ticket { seq, slot })
     }
 
@@ -334,6 +346,8 @@ impl<A: Replicated> Drop for EndOnDrop<'_, A> {
 fn run<A: Replicated>(shared: &Arc<Shared<A>>, name: GroupName, config: group::Config) {
     let _span = crate::trace::entered!(shared.lock().log.span());
     let _end = EndOnDrop(shared);
+    // The group layer's events of one pass, taken before the replica's lock.
+    let mut taken = std::collections::VecDeque::with_capacity(EVENTS_PER_PASS);
     while !shared.stop.load(Ordering::SeqCst) {
         let (group, wait) = {
             let core = shared.lock();
@@ -345,14 +359,19 @@ fn run<A: Replicated>(shared: &Arc<Shared<A>>, name: GroupName, config: group::C
             (core.group.clone(), wait)
         };
         let Some(group) = group else { break };
-        let event = group.next_event(wait);
+        group.next_events(wait, &mut taken, EVENTS_PER_PASS);
         let mut core = shared.lock();
-        if event.is_none() && group.end().is_some() {
+        if taken.is_empty() && group.end().is_some() {
             core.end();
             shared.changed.notify_all();
             return;
         }
-        core.handle(event);
+        // Fed from the core, where an end (or a panic of the application's code
+        // while they are fed) still finds the outcomes of operations among them; the
+        // emptied buffer comes back for the next pass.
+        std::mem::swap(&mut core.taken, &mut taken);
+        core.handle_taken();
+        std::mem::swap(&mut core.taken, &mut taken);
         shared.changed.notify_all();
         if core.ended {
             return;

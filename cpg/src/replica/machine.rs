@@ -10,6 +10,7 @@ use crate::types::Member;
 use super::app::{Candidate, OpInfo, Replicated, Summary, ViewChange};
 use super::config::Config;
 use super::event::{Discarded, Effect, Event, Failure, Phase, Stats};
+use super::own_log::OwnLog;
 use super::wire::{
     add_seq, decode_op, has_seq, is_round_message, keep_latest, members_hash, tracked, DecodeError,
     Msg, Ranges, RoundId, Tracked,
@@ -251,7 +252,8 @@ pub struct Machine<A: Replicated> {
     applied_quorum: AgreedQuorum,
     /// Per origin, which of its operations this state's history holds.
     applied: BTreeMap<Member, Ranges>,
-    own_log: VecDeque<(u64, Vec<u8>)>,
+    /// Own operations applied, to report those a merge discards.
+    own_log: OwnLog,
     next_seq: u64,
     deadline: Option<Instant>,
     verify_at: Option<Instant>,
@@ -298,7 +300,7 @@ impl<A: Replicated> Machine<A> {
             agreed: AgreedQuorum::Free,
             applied_quorum: AgreedQuorum::Free,
             applied: BTreeMap::new(),
-            own_log: VecDeque::new(),
+            own_log: OwnLog::default(),
             next_seq: 0,
             deadline: None,
             verify_at: None,
@@ -1233,13 +1235,12 @@ impl<A: Replicated> Machine<A> {
                 .own_log
                 .iter()
                 .filter(|(seq, _)| has_seq(&before, *seq))
-                .map(|(seq, op)| (*seq, op))
-                .chain(orphans.iter().map(|(seq, op)| (*seq, op)))
-                .chain(tentative.iter().map(|t| (t.seq, &t.op)))
+                .chain(orphans.iter().map(|(seq, op)| (*seq, op.as_slice())))
+                .chain(tentative.iter().map(|t| (t.seq, t.op.as_slice())))
                 .filter(|(seq, _)| !has_seq(&after, *seq) && listed.insert(*seq))
                 .map(|(seq, op)| Discarded {
                     seq,
-                    op: op.clone(),
+                    op: op.to_vec(),
                 })
                 .collect();
             self.event(Event::Restored {
@@ -1455,10 +1456,7 @@ impl<A: Replicated> Machine<A> {
             });
         }
         if self.view.as_ref().and_then(View::me) == Some(origin) {
-            self.own_log.push_back((seq, data.to_vec()));
-            while self.own_log.len() > self.config.own_log_limit {
-                self.own_log.pop_front();
-            }
+            self.own_log.push(seq, data, self.config.own_log_limit);
             if agreed {
                 self.events
                     .push_back((Event::Applied { seq, version }, Some(output)));

@@ -546,6 +546,7 @@ mod event;
 mod machine;
 #[cfg(test)]
 mod machine_tests;
+mod own_log;
 mod wire;
 
 // The drivers: what both share, then each one.

@@ -31,7 +31,7 @@ const OP_BYTES_IN_FLIGHT: usize = 1 << 20;
 
 /// Most group-layer events fed to the machine in one pass of the driver (one hold of
 /// its lock).
-const EVENTS_PER_PASS: usize = 256;
+pub(super) const EVENTS_PER_PASS: usize = 256;
 
 /// Whether the machine's next send goes to the group layer now: `round` whether it is
 /// a round message, `queued` the messages in the group layer's queue, `op_bytes` the
@@ -59,12 +59,27 @@ pub(super) trait Sink {
 /// state's version when it passed).
 pub(super) type Resolver<T> = Box<dyn FnOnce(Result<T, ReplicaError>) + Send>;
 
-/// The machine and its bookkeeping, behind the driver's lock.
-pub(super) struct Core<A: Replicated, G> {
+/// Where an operation's outcome goes: a boxed [`Resolver`] (the tokio driver's), or a
+/// driver's own slot, put in the ticket table as it is (the blocking driver's: one
+/// allocation less per operation than a box around it).
+pub(super) trait Resolve<T>: Send {
+    /// Hands over the outcome.
+    fn resolve(self, outcome: Result<T, ReplicaError>);
+}
+
+impl<T> Resolve<T> for Resolver<T> {
+    fn resolve(self, outcome: Result<T, ReplicaError>) {
+        self(outcome)
+    }
+}
+
+/// The machine and its bookkeeping, behind the driver's lock; `R` where operations'
+/// outcomes go.
+pub(super) struct Core<A: Replicated, G, R = Resolver<Outcome<<A as Replicated>::Output>>> {
     pub(super) machine: Machine<A>,
     pub(super) group: Option<std::sync::Arc<G>>,
     pub(super) events: VecDeque<Event>,
-    tickets: HashMap<u64, Resolver<Outcome<A::Output>>>,
+    tickets: HashMap<u64, R>,
     /// Barriers waiting, by the marker id that passes them (and every lower one).
     barriers: BTreeMap<u64, Vec<Resolver<u64>>>,
     /// Group-layer send ids of operations and markers (with their length), to tell a
@@ -77,6 +92,11 @@ pub(super) struct Core<A: Replicated, G> {
     /// Operations the group layer delivered (confirmed) whose tickets wait to be
     /// applied here: if the replica stops first, the others may have applied them.
     delivered_ops: HashSet<u64>,
+    /// Group-layer events the driver took from the group layer's queue and has not
+    /// fed yet (see [`handle_taken`](Self::handle_taken)): kept here, so that the
+    /// outcomes of operations among them are still taken if the application's code
+    /// panics on an earlier one.
+    pub(super) taken: VecDeque<group::Event>,
     /// The machine asked to leave and join again.
     pub(super) rejoin: bool,
     pub(super) ended: bool,
@@ -85,7 +105,7 @@ pub(super) struct Core<A: Replicated, G> {
     pub(super) log: super::log::Log,
 }
 
-impl<A: Replicated, G: Sink> Core<A, G> {
+impl<A: Replicated, G: Sink, R: Resolve<Outcome<A::Output>>> Core<A, G, R> {
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     /// `queue_limit`: the group layer's ([`group::Config::queue_limit`]).
     pub(super) fn new(machine: Machine<A>, group: G, queue_limit: usize, name: &GroupName) -> Self {
@@ -99,6 +119,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
             sent_ops: HashMap::new(),
             op_bytes: 0,
             delivered_ops: HashSet::new(),
+            taken: VecDeque::new(),
             rejoin: false,
             ended: false,
             #[cfg(feature = "tracing")]
@@ -127,11 +148,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
     }
 
     /// Submits an operation whose outcome goes to `resolve`.
-    pub(super) fn submit(
-        &mut self,
-        op: Vec<u8>,
-        resolve: Resolver<Outcome<A::Output>>,
-    ) -> Result<u64, ReplicaError> {
+    pub(super) fn submit(&mut self, op: Vec<u8>, resolve: R) -> Result<u64, ReplicaError> {
         if self.ended {
             return Err(ReplicaError::Closed);
         }
@@ -186,7 +203,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
         match what {
             Tracked::Op(seq) => {
                 if let Some(r) = self.tickets.remove(&seq) {
-                    r(Err(ReplicaError::NotSent(error)));
+                    r.resolve(Err(ReplicaError::NotSent(error)));
                 }
             }
             Tracked::Mark(id) => {
@@ -243,7 +260,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
                 Event::Applied { seq, version } => {
                     if let Some(r) = self.tickets.remove(seq) {
                         self.delivered_ops.remove(seq);
-                        r(match output {
+                        r.resolve(match output {
                             Some(output) => Ok(Outcome {
                                 version: *version,
                                 output,
@@ -255,7 +272,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
                 Event::NotQuorate { seq, .. } => {
                     if let Some(r) = self.tickets.remove(seq) {
                         self.delivered_ops.remove(seq);
-                        r(Err(ReplicaError::NotQuorate));
+                        r.resolve(Err(ReplicaError::NotQuorate));
                     }
                 }
                 Event::Barrier { id, version } => self.pass_barriers(*id, &Ok(*version)),
@@ -265,7 +282,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
                     for d in discarded {
                         if let Some(r) = self.tickets.remove(&d.seq) {
                             self.delivered_ops.remove(&d.seq);
-                            r(Err(ReplicaError::Discarded));
+                            r.resolve(Err(ReplicaError::Discarded));
                         }
                     }
                 }
@@ -307,6 +324,10 @@ impl<A: Replicated, G: Sink> Core<A, G> {
             return;
         };
         group.stop();
+        // Those the driver took come before those still queued.
+        while let Some(event) = self.taken.pop_front() {
+            self.track(&event);
+        }
         while let Some(event) = group.try_next_event() {
             self.track(&event);
         }
@@ -315,7 +336,9 @@ impl<A: Replicated, G: Sink> Core<A, G> {
     /// Feeds one group-layer event (`None`: only time passed), then the events the
     /// group layer has queued behind it (up to [`EVENTS_PER_PASS`]), and flushes
     /// once: under one hold of the driver's lock, with one wake-up of the
-    /// application for them all.
+    /// application for them all. The tokio driver's pass (the blocking driver takes
+    /// its events before its lock: [`handle_taken`](Self::handle_taken)).
+    #[cfg(feature = "tokio")]
     pub(super) fn handle(&mut self, event: Option<group::Event>) {
         let now = Instant::now();
         if let Some(event) = event {
@@ -330,6 +353,27 @@ impl<A: Replicated, G: Sink> Core<A, G> {
                 break;
             };
             self.feed(now, event);
+        }
+        self.machine.handle_timeout(now);
+        self.flush();
+    }
+
+    /// Feeds the group-layer events that the driver took from the group layer's
+    /// queue before it took this lock and put in [`taken`](Self::taken) (oldest
+    /// first; none: only time passed), and flushes once: under one hold of the
+    /// driver's lock, with one wake-up of the application for them all, and without
+    /// the group layer's lock taken under it (which the group layer's thread holds
+    /// while it delivers). Once the replica ends or asks to rejoin, what is left is
+    /// not fed, only the outcomes of operations in it are taken, as
+    /// [`stop_group`](Self::stop_group) takes those still queued.
+    pub(super) fn handle_taken(&mut self) {
+        let now = Instant::now();
+        while let Some(event) = self.taken.pop_front() {
+            if self.ended || self.rejoin || self.machine.wants_rejoin() {
+                self.track(&event);
+            } else {
+                self.feed(now, event);
+            }
         }
         self.machine.handle_timeout(now);
         self.flush();
@@ -385,7 +429,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
         self.pass_barriers(u64::MAX, &Err(ReplicaError::Closed));
         let delivered = std::mem::take(&mut self.delivered_ops);
         for (seq, r) in self.tickets.drain() {
-            r(Err(if delivered.contains(&seq) {
+            r.resolve(Err(if delivered.contains(&seq) {
                 ReplicaError::NotSent(GroupError::Unknown)
             } else {
                 ReplicaError::Closed

@@ -161,6 +161,11 @@ struct Args {
     /// and batches (`group::Config::batch_window`). Default: the layer's.
     #[arg(long)]
     batch_window: Option<usize>,
+    /// --layer group/replica: whether messages queued together below the batch window
+    /// go out as one batch (`group::Config::batch_eager`, `true` or `false`; `false`
+    /// sends them one by one until the window is full). Default: the layer's.
+    #[arg(long)]
+    batch_eager: Option<bool>,
     /// Before sending, wait until this many processes (this one included) are members
     /// of the group (with --layer replica: in sync); receiving (--layer), print
     /// `# ready` once they are.
@@ -220,9 +225,10 @@ fn run(args: &Args) -> Result<bool, String> {
         || args.queue_limit.is_some()
         || args.batch_bytes.is_some()
         || args.batch_window.is_some()
+        || args.batch_eager.is_some()
     {
         return Err(
-            "--catch-up, --state-bytes, --queue-limit, --batch-bytes and --batch-window need --layer"
+            "--catch-up, --state-bytes, --queue-limit, --batch-bytes, --batch-window and --batch-eager need --layer"
                 .into(),
         );
     }
@@ -310,6 +316,7 @@ fn run_layer(
             queue_limit: args.queue_limit,
             batch_bytes: args.batch_bytes,
             batch_window: args.batch_window,
+            batch_eager: args.batch_eager,
             max_in_flight: args.max_in_flight,
             wait_members: args.wait_members,
             state_bytes: args.state_bytes,

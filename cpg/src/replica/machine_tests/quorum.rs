@@ -152,7 +152,9 @@ impl Stack {
         for n in &mut self.nodes {
             while let Some(e) = n.group.poll_effect(now, &mut n.buf) {
                 match e {
-                    group::Effect::Send(_) | group::Effect::SendControl => {
+                    group::Effect::Send(_)
+                    | group::Effect::SendBatch { .. }
+                    | group::Effect::SendControl => {
                         self.wire.push_back((n.me, n.buf.clone()));
                         n.group.handle_send_result(now, Ok(()));
                     }
