@@ -288,6 +288,7 @@ fn a_minority_replica_refuses_writes_and_takes_the_majoritys_history_after_the_h
             .iter()
             .filter(|(_, o)| *o == Err(ReplicaError::NotQuorate))
             .count();
+        n3.caught_up();
         let not_quorate_events = n3
             .events()
             .iter()

@@ -9,7 +9,7 @@
 //! membership changes: every wait here is `WAIT * 2`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -159,6 +159,9 @@ pub struct Rep {
     pub name: String,
     pub replica: Arc<Replica<OpLog>>,
     events: Arc<Mutex<Vec<(Instant, Event)>>>,
+    /// How many times the recording thread found the replica's event queue empty (see
+    /// [`caught_up`](Self::caught_up)).
+    idle: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -189,12 +192,23 @@ impl Rep {
         let replica = Arc::new(replica);
         let events = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let idle = Arc::new(AtomicU64::new(0));
         let thread = {
-            let (r, ev, stop) = (Arc::clone(&replica), Arc::clone(&events), Arc::clone(&stop));
+            let (r, ev, stop, idle) = (
+                Arc::clone(&replica),
+                Arc::clone(&events),
+                Arc::clone(&stop),
+                Arc::clone(&idle),
+            );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
-                    if let Some(e) = r.next_event(Duration::from_millis(50)) {
-                        ev.lock().unwrap().push((Instant::now(), e));
+                    match r.next_event(Duration::from_millis(50)) {
+                        Some(e) => ev.lock().unwrap().push((Instant::now(), e)),
+                        // The queue was empty (for 50 ms, or the replica ended with
+                        // it empty): every event taken before this call is recorded.
+                        None => {
+                            idle.fetch_add(1, Ordering::SeqCst);
+                        }
                     }
                 }
             })
@@ -203,14 +217,38 @@ impl Rep {
             name: name.to_string(),
             replica,
             events,
+            idle,
             stop,
             thread: Some(thread),
         }
     }
 
-    /// The events so far.
+    /// The events recorded so far: a moment behind the replica (call
+    /// [`caught_up`](Self::caught_up) first for every event it produced before).
     pub fn events(&self) -> Vec<(Instant, Event)> {
         self.events.lock().unwrap().clone()
+    }
+
+    /// Waits until every event the replica produced before the call is recorded. The
+    /// recording thread takes them one at a time, at its own pace: a replica is ready
+    /// ([`wait_ready`](Self::wait_ready)) in the same pass of its driver that
+    /// produced the [`Event::Restored`] of its round, and a check right after can run
+    /// before the thread has recorded it (on a loaded machine it did: a discarded
+    /// write looked "confirmed but missing"). The second time the thread finds the
+    /// replica's queue empty after the call began, it found it empty in a wait that
+    /// began after the call, so it had taken, and recorded, every event before.
+    pub fn caught_up(&self) {
+        let start = self.idle.load(Ordering::SeqCst);
+        let limit = WAIT * 2;
+        let deadline = Instant::now() + limit;
+        while self.idle.load(Ordering::SeqCst) < start + 2 {
+            assert!(
+                Instant::now() < deadline,
+                "{}: events kept coming for {limit:?}: cannot tell they are all recorded",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Waits until an event satisfies `find` (events are recorded a moment after the
@@ -258,8 +296,9 @@ impl Rep {
     }
 
     /// The view changes the state learned here ([`Event::ViewApplied`]), in order:
-    /// (round, members, version).
+    /// (round, members, version); all of them up to the call.
     pub fn views_applied(&self) -> Vec<(RoundId, Vec<Member>, u64)> {
+        self.caught_up();
         self.events()
             .into_iter()
             .filter_map(|(_, e)| match e {
@@ -273,8 +312,9 @@ impl Rep {
             .collect()
     }
 
-    /// The own operations this replica was told were discarded.
+    /// The own operations this replica was told were discarded, up to the call.
     pub fn discarded(&self) -> BTreeSet<u64> {
+        self.caught_up();
         self.events()
             .iter()
             .filter_map(|(_, e)| match e {
