@@ -155,7 +155,9 @@ pub enum Event {
         /// The agreed quorum from here on.
         state: AgreedQuorum,
         /// The state's quorum epoch after the change ([`Summary::epoch`]): one more
-        /// where the state became quorate after pending or not quorate.
+        /// where the state became quorate after pending or not quorate, unless the
+        /// change was queued in a round that a view change cut short (the state was
+        /// not the view's agreed one).
         epoch: u64,
     },
     /// A read barrier passed: everything ordered before this member's barriers up to

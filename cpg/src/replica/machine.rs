@@ -818,7 +818,7 @@ impl<A: Replicated> Machine<A> {
             // The state here is not the view's: the next one brings its epoch.
             self.applied_quorum = state;
         } else if matches!(self.round, Round::Ready | Round::Detached) {
-            self.apply_quorum(state);
+            self.apply_quorum(state, true);
         } else {
             self.queue.push_back(Queued::Quorum(state));
         }
@@ -1036,7 +1036,9 @@ impl<A: Replicated> Machine<A> {
                     self.apply_or_refuse(from, seq, &data, quorum, false)
                 }
                 Queued::Mark(id) => self.hold_mark(id),
-                Queued::Quorum(state) => self.apply_quorum(state),
+                // The state they go to was not agreed in this view: a quorate view
+                // whose round never ended does not count as an epoch of its history.
+                Queued::Quorum(state) => self.apply_quorum(state, false),
             }
         }
         self.drop_round_sends();
@@ -1375,7 +1377,7 @@ impl<A: Replicated> Machine<A> {
                     id,
                     version: self.version,
                 }),
-                Queued::Quorum(state) => self.apply_quorum(state),
+                Queued::Quorum(state) => self.apply_quorum(state, true),
             }
         }
     }
@@ -1413,13 +1415,18 @@ impl<A: Replicated> Machine<A> {
     }
 
     /// A change of the agreed quorum reaches the state's point of the history: the
-    /// epoch advances where it becomes quorate after pending or not quorate.
-    fn apply_quorum(&mut self, state: AgreedQuorum) {
+    /// epoch advances where it becomes quorate after pending or not quorate, if the
+    /// state is the one the view `agreed` on (not when a view change cut its round
+    /// short: else a minority's history, meeting the quorate side's in a quorate view
+    /// whose round never ended, would take an epoch the quorate side's history earned
+    /// and could win the next merge by its length).
+    fn apply_quorum(&mut self, state: AgreedQuorum, agreed: bool) {
         let before = std::mem::replace(&mut self.applied_quorum, state);
         if state == before {
             return;
         }
-        if matches!(state, AgreedQuorum::Quorate(_))
+        if agreed
+            && matches!(state, AgreedQuorum::Quorate(_))
             && matches!(before, AgreedQuorum::Pending | AgreedQuorum::NotQuorate(_))
         {
             self.epoch = self.epoch.saturating_add(1);

@@ -151,7 +151,9 @@
 //! meanwhile are queued with them, and take effect in their place. If the view changes during a round, the
 //! queued operations are applied to the local state first (they were delivered to
 //! every member that moves on together) and a new round starts (the outcomes of
-//! own operations among them wait for it: see [Results](#results)). A message of an
+//! own operations among them wait for it: see [Results](#results); a change of the
+//! agreed quorum among them takes effect without advancing the quorum epoch: see
+//! [Quorum](#quorum)). A message of an
 //! earlier round or view (a member's sends can be ordered after a view change it had
 //! not yet seen) does not match the current round and is dropped
 //! ([`Stats::stale`]).
@@ -392,9 +394,14 @@
 //!   kept by the layer like the version, advanced where the agreed quorum becomes
 //!   quorate after pending or not quorate: at the same point of the history on every
 //!   member ([`Event::Quorum`], which reports every change of the agreed quorum in the
-//!   history's order; a change delivered during a round takes effect after it). It
-//!   travels in summaries, state headers and digests; a member that restores a state
-//!   takes its epoch. The default [`choose`](Replicated::choose),
+//!   history's order; a change delivered during a round takes effect after it). Only
+//!   on a state the view agreed on: where a view change cuts a round short, the
+//!   changes queued in it take effect on each member's own state without advancing
+//!   its epoch. (A heal in stages can cut one: the minority meets one node of the
+//!   quorate side in a quorate ring, which changes again before the round ends. Had
+//!   the minority's own history taken that epoch, it would tie the quorate side's at
+//!   the next merge and win it by its length.) It travels in summaries, state
+//!   headers and digests; a member that restores a state takes its epoch. The default [`choose`](Replicated::choose),
 //!   [`choose_highest_epoch`], prefers the highest epoch, then the merge hint, then the
 //!   version: a side that never became quorate during a partition keeps its old epoch
 //!   and loses the merge, however long its history (also with gating off, where it

@@ -188,6 +188,24 @@ impl Stack {
         panic!("no quiet after 1000 frames");
     }
 
+    /// Takes the frames on the wire sent by `from` out of it (as one side of a
+    /// partition orders them) and returns the others.
+    fn split_wire(&mut self, from: &[Member]) -> VecDeque<(Member, Vec<u8>)> {
+        self.pump();
+        let (mine, rest): (VecDeque<_>, VecDeque<_>) =
+            self.wire.drain(..).partition(|f| from.contains(&f.0));
+        self.wire = mine;
+        rest
+    }
+
+    /// Settles two sides of a partition one after the other, each on its own frames.
+    fn settle_split(&mut self, one: &[Member], other: &[Member]) {
+        let rest = self.split_wire(one);
+        self.settle(one);
+        self.wire = rest;
+        self.settle(other);
+    }
+
     /// A group change of `members`, delivered to them.
     fn confchg(&mut self, members: &[Member], left: &[Member], joined: &[Member]) {
         let now = self.now;
@@ -563,4 +581,124 @@ fn a_marker_delivered_during_a_transfer_is_applied_after_the_round() {
         .events
         .iter()
         .any(|e| matches!(e, Event::Restored { .. })));
+}
+
+/// A heal in stages, with writes not gated: C (the minority, with the longer history)
+/// first meets B in a quorate ring, and that view changes again (B drops out) after
+/// the quorum marker is delivered and before the round ends; then C meets A. C's
+/// state was never the agreed one of a quorate view, so its epoch must not move: A's
+/// history (the quorate side's) wins, and C's writes are reported discarded. When a
+/// cut round's queued change advanced C's epoch on its own state, the epochs tied and
+/// C's longer history won: A's write was lost (on a real cluster: "majority write
+/// lost" in `replica_quorum`'s ungated test, once in about 30 runs).
+#[test]
+fn a_round_cut_short_does_not_credit_a_minoritys_history_with_a_quorate_epoch() {
+    let (a, b, c) = (m(1), m(2), m(3));
+    let all = [a, b, c];
+    let r1 = ring(1, 4);
+    let ungated = Config {
+        gate_writes: false,
+        ..config()
+    };
+    let mut s = Stack::new(&all, (r1, &[1, 2, 3]), ungated);
+    s.confchg(&all, &[], &all);
+    for who in all {
+        s.notify(who, true, r1, &[1, 2, 3]);
+    }
+    s.settle(&all);
+    s.submit(a, "shared");
+    s.settle(&all);
+    s.assert_converged(&all);
+    // The partition: A and B quorate, C not; C writes more.
+    let (r2, r3) = (ring(1, 8), ring(3, 8));
+    let ab = [a, b];
+    s.confchg(&ab, &[c], &[]);
+    s.confchg(&[c], &[a, b], &[]);
+    s.totem(&ab, r2, &[1, 2]);
+    s.totem(&[c], r3, &[3]);
+    s.notify(a, true, r2, &[1, 2]);
+    s.notify(c, false, r3, &[3]);
+    s.settle_split(&ab, &[c]);
+    let ours = s.submit(a, "majority");
+    s.settle(&ab);
+    let theirs: Vec<u64> = (0..3)
+        .map(|i| s.submit(c, &format!("minority {i}")))
+        .collect();
+    s.settle(&[c]);
+    assert_eq!(s.get(a).replica.summary().epoch, 2);
+    assert_eq!(s.get(c).replica.summary().epoch, 1);
+    assert!(s.get(c).replica.summary().version > s.get(a).replica.summary().version);
+
+    // B and C form a quorate ring (2 of 3 votes); A is alone.
+    let (r4, r5) = (ring(2, 12), ring(1, 12));
+    let bc = [b, c];
+    s.confchg(&bc, &[a], &[c]);
+    s.confchg(&[a], &[b], &[]);
+    s.totem(&bc, r4, &[2, 3]);
+    s.totem(&[a], r5, &[1]);
+    s.notify(b, true, r4, &[2, 3]);
+    s.notify(c, true, r4, &[2, 3]);
+    s.notify(a, false, r5, &[1]);
+    let rest = s.split_wire(&[a]);
+    s.settle(&[a]);
+    // B and C deliver until their view is agreed quorate, not to the round's end.
+    s.wire = rest;
+    while s.get(c).replica.quorum() != AgreedQuorum::Quorate(r4) {
+        s.deliver(1, &bc);
+    }
+    assert_eq!(
+        s.get(c).replica.phase(),
+        Phase::Syncing,
+        "the round goes on"
+    );
+    // B drops out before the round ends (what is left of that view is not
+    // delivered); A and C form a quorate ring.
+    s.wire.clear();
+    let (r6, r7) = (ring(1, 16), ring(2, 16));
+    let ac = [a, c];
+    s.confchg(&ac, &[b], &[a]);
+    s.confchg(&[b], &[c], &[]);
+    s.totem(&ac, r6, &[1, 3]);
+    s.totem(&[b], r7, &[2]);
+    s.notify(a, true, r6, &[1, 3]);
+    s.notify(c, true, r6, &[1, 3]);
+    s.notify(b, false, r7, &[2]);
+    // What the cut round delivered is applied to C's state: its epoch does not move.
+    assert_eq!(
+        s.get(c).replica.summary().epoch,
+        1,
+        "C's history never agreed quorate"
+    );
+    s.settle_split(&ac, &[b]);
+    s.assert_converged(&ac);
+    let ops = s.get(a).ops();
+    assert!(
+        ops.iter().any(|o| o.0 == a && o.1 == ours),
+        "the quorate side's write was lost to the minority's history: {ops:?}"
+    );
+    assert!(
+        ops.iter().all(|o| o.0 != c),
+        "a minority write kept: {ops:?}"
+    );
+    let discarded: Vec<u64> = s
+        .get(c)
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Restored { discarded, .. } => Some(discarded.iter().map(|d| d.seq)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(discarded, theirs, "every minority write reported discarded");
+    // The whole cluster again: one history, the quorate side's.
+    let r8 = ring(1, 20);
+    s.confchg(&all, &[], &[b]);
+    s.totem(&all, r8, &[1, 2, 3]);
+    for who in all {
+        s.notify(who, true, r8, &[1, 2, 3]);
+    }
+    s.settle(&all);
+    s.assert_converged(&all);
+    assert!(s.get(b).ops().iter().any(|o| o.0 == a && o.1 == ours));
 }
