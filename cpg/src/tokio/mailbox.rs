@@ -88,25 +88,22 @@ fn receive(handle: sys::cpg_handle_t, event: EventRef<'_>) {
 fn lend(handle: sys::cpg_handle_t, event: EventRef<'_>) -> bool {
     // (`try_with`: no sink once the thread's locals are going away.)
     let slot = SINK.try_with(Cell::get).unwrap_or(Slot::EMPTY);
-    // The handle check is defence in depth: the drains' guards nest last in, first
-    // out (locals of synchronous functions, with only `cpg_dispatch` on the same stack
-    // between setting and restoring the slot; `stack::ensure` refuses a dispatch on
-    // any other stack), so the innermost drain is the one whose dispatch runs this
-    // callback. Should that ever not hold, a stale slot of another handle is not
-    // dereferenced.
+    // The handle check is defence in depth for the nesting the SAFETY comment relies
+    // on: should it ever not hold, a stale slot of another handle is not dereferenced.
     if slot.sink.is_null() || slot.handle != handle {
         return false;
     }
-    let sink = slot.sink;
-    // SAFETY: a non-null sink in `SINK` was set by `Collect::begin` from a shared borrow of a
-    // `Sink` that the `Collect` keeps borrowed for as long as it lives, and the
-    // `Collect`'s drop puts the previous value back (also when it unwinds), on this
-    // thread, before that borrow ends: so the `Sink` is alive here. Only shared
-    // references to it exist (every field is a `Cell`), and its closure is taken out of
-    // it while it runs (`Sink::lend`), so it never runs re-entrantly. The `'static`
-    // is not the real lifetime, which is that borrow's: the reference made here ends
-    // with this call, and the closure is put back before it returns.
-    let sink = unsafe { &*sink };
+    // SAFETY: a non-null sink in `SINK` was set by `Collect::begin` from a shared
+    // borrow of a `Sink` that the `Collect` keeps for as long as it lives; its drop
+    // puts the previous slot back (also when it unwinds), on this thread, before that
+    // borrow ends. The `Collect`s nest last in, first out: they are locals of
+    // synchronous functions, with only `cpg_dispatch` between setting and restoring
+    // the slot, on the same stack (`stack::ensure` refuses a dispatch on another), and
+    // every dispatch of an `Enqueue` handle runs inside one. So the `Sink` is alive
+    // here. Only shared references to it exist (every field is a `Cell`), and its
+    // closure is taken out while it runs (`Sink::lend`), never run re-entrantly. The
+    // `'static` is not the real lifetime: the reference made here ends with this call.
+    let sink = unsafe { &*slot.sink };
     sink.lend(event)
 }
 
