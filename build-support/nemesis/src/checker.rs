@@ -212,6 +212,10 @@ pub struct RecoveryLoss {
     pub delivered_on: u32,
     /// The nodes of their senders (none of them in the next view).
     pub senders: Vec<u32>,
+    /// When the clients of `missing_on` installed the next view (earliest, latest; ms):
+    /// what ties a replica client's transition to this loss (replica histories name no
+    /// ring).
+    pub next_t: (u64, u64),
 }
 
 type Ring = Option<(u32, u64)>;
@@ -813,7 +817,20 @@ fn virtual_synchrony(
                         names,
                         &node_of_inc,
                     )
-                    .map(|loss| RecoveryLoss { ring, ..loss })
+                    .map(|loss| {
+                        // The next view's install time at the client that lacks them.
+                        let (c, i) = if loss.missing_on == node_of(c0) {
+                            (c0, i0)
+                        } else {
+                            (c1, i1)
+                        };
+                        let t = clients[c].views[i + 1].t;
+                        RecoveryLoss {
+                            ring,
+                            next_t: (t, t),
+                            ..loss
+                        }
+                    })
                 } else {
                     None
                 };
@@ -853,8 +870,16 @@ fn virtual_synchrony(
                                 loss.delivered_on
                             ),
                         });
-                        if !losses.contains(&loss) {
-                            losses.push(loss);
+                        // One entry per loss; its clients' install times widen it.
+                        match losses.iter_mut().find(|l| {
+                            (l.ring, l.missing_on, l.delivered_on, &l.senders)
+                                == (loss.ring, loss.missing_on, loss.delivered_on, &loss.senders)
+                        }) {
+                            Some(l) => {
+                                l.next_t =
+                                    (l.next_t.0.min(loss.next_t.0), l.next_t.1.max(loss.next_t.1));
+                            }
+                            None => losses.push(loss),
                         }
                     }
                     (None, None) => v(Check::VirtualSynchrony, evidence),
@@ -900,6 +925,7 @@ fn lost_in_recovery(
         missing_on,
         delivered_on,
         senders,
+        next_t: (0, 0),
     })
 }
 
@@ -1610,14 +1636,28 @@ mod tests {
             "{:#?}",
             r.anomalies
         );
+        let [loss] = &r.recovery_losses[..] else {
+            panic!("{:?}", r.recovery_losses)
+        };
+        // The next view's install time at node 1's client: the only one that lacks them.
+        let next_t = super::synthetic::recovery_loss(false)[0]
+            .records
+            .iter()
+            .filter_map(|x| match x {
+                Record::View { t, .. } => Some(*t),
+                _ => None,
+            })
+            .nth(1)
+            .expect("client a installed two views");
         assert_eq!(
-            r.recovery_losses,
-            [super::RecoveryLoss {
+            *loss,
+            super::RecoveryLoss {
                 ring: Some((1, 8)),
                 missing_on: 1,
                 delivered_on: 3,
                 senders: vec![2],
-            }]
+                next_t: (next_t, next_t),
+            }
         );
     }
 
