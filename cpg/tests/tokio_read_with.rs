@@ -356,25 +356,6 @@ impl Wake for ReadsB {
     }
 }
 
-/// Task number and sequence number, then `len - 8` filler bytes.
-fn message(task: u32, seq: u32, len: usize) -> Vec<u8> {
-    let mut m = Vec::with_capacity(len.max(8));
-    m.extend_from_slice(&task.to_le_bytes());
-    m.extend_from_slice(&seq.to_le_bytes());
-    m.resize(len.max(8), (task ^ seq) as u8);
-    m
-}
-
-fn decode(m: &[u8]) -> (u32, u32) {
-    let task = u32::from_le_bytes(m[..4].try_into().unwrap());
-    let seq = u32::from_le_bytes(m[4..8].try_into().unwrap());
-    assert!(
-        m[8..].iter().all(|b| *b == (task ^ seq) as u8),
-        "task {task} seq {seq}: corrupt"
-    );
-    (task, seq)
-}
-
 /// A send of `sender` that waits out back-pressure, polled once with `waker` (which the
 /// dispatch then wakes), outside tokio's cooperative budget.
 fn park_a_send_with(sender: &cpg::AsyncSender, waker: &Waker) -> ParkedSend {
@@ -385,7 +366,7 @@ fn park_a_send_with(sender: &cpg::AsyncSender, waker: &Waker) -> ParkedSend {
         timeout: Duration::from_secs(3600),
         max_attempts: u32::MAX,
     });
-    let m = Arc::new(message(1, 0, 64 << 10));
+    let m = Arc::new(tagged(1, 0, 64 << 10));
     for _ in 0..20_000 {
         let (patient, m) = (patient.clone(), m.clone());
         let mut send: ParkedSend =
@@ -419,9 +400,9 @@ async fn read_a_until(
                         m.group,
                         group,
                         "A's reader was lent {:?} of another group (read by a nested drain of B)",
-                        decode(m.data)
+                        decode_tagged(m.data)
                     );
-                    got.push(decode(m.data));
+                    got.push(decode_tagged(m.data));
                 }
             }),
         )
@@ -429,13 +410,6 @@ async fn read_a_until(
         .expect("A's events within WAIT")
         .expect("A's read_with");
     }
-}
-
-fn of(got: &[(u32, u32)], tag: u32) -> Vec<u32> {
-    got.iter()
-        .filter(|(t, _)| *t == tag)
-        .map(|(_, s)| *s)
-        .collect()
 }
 
 /// A waker woken by handle A's dispatch may read another handle B on the same thread,
@@ -459,26 +433,14 @@ fn a_read_of_another_handle_nested_in_read_with_keeps_to_its_own_events() {
         rt.block_on(async move {
             let node = cluster.node(0);
             let (ga, gb) = (unique_group("nested-rw-a"), unique_group("nested-rw-b"));
-            let mut a = connect(node);
-            a.join(&ga).await.unwrap();
-            wait_members(&mut a, &ga, 1).await;
-            let mut b = connect(node);
-            b.join(&gb).await.unwrap();
-            wait_members(&mut b, &gb, 1).await;
             // Events waiting, unread, for both handles.
-            for seq in 0..PENDING {
-                a.send(&message(5, seq, 100)).await.unwrap();
-                b.send(&message(8, seq, 100)).await.unwrap();
-            }
-            wait_pending(&a);
-            wait_pending(&b);
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (mut a, b) = two_handles_with_pending(node, (&ga, &gb), PENDING).await;
 
             let sender = a.sender();
             let paused = Paused::pause(cluster.node(1).daemon_pid().expect("node 2's daemon"));
             // The ring is stuck: fill the local daemon's queue with A's messages.
             let flood =
-                fill_queue(|seq| a.connection().send(&message(6, seq as u32, 64 << 10))) as u32;
+                fill_queue(|seq| a.connection().send(&tagged(6, seq as u32, 64 << 10))) as u32;
             let reads_b = Arc::new(ReadsB {
                 send: Mutex::new(None),
                 sent: AtomicBool::new(false),
@@ -508,12 +470,16 @@ fn a_read_of_another_handle_nested_in_read_with_keeps_to_its_own_events() {
             let parked_sent = usize::from(reads_b.sent.load(SeqCst));
             read_a_until(&mut a, &ga, &mut got_a, 1, parked_sent).await;
             assert_eq!(
-                of(&got_a, 5),
+                seqs_of(&got_a, 5),
                 (0..PENDING).collect::<Vec<_>>(),
                 "A's pending"
             );
-            assert_eq!(of(&got_a, 6), (0..flood).collect::<Vec<_>>(), "A's flood");
-            assert_eq!(of(&got_a, 1).len(), parked_sent, "the parked send's");
+            assert_eq!(
+                seqs_of(&got_a, 6),
+                (0..flood).collect::<Vec<_>>(),
+                "A's flood"
+            );
+            assert_eq!(seqs_of(&got_a, 1).len(), parked_sent, "the parked send's");
             assert_eq!(got_a.len(), (PENDING + flood) as usize + parked_sent);
 
             // B: its own messages, once each, in order, and nothing of A's.
@@ -533,12 +499,12 @@ fn a_read_of_another_handle_nested_in_read_with_keeps_to_its_own_events() {
                         *group,
                         gb,
                         "B read A's message {:?} (inside A's dispatch)",
-                        decode(data)
+                        decode_tagged(data)
                     );
-                    got_b.push(decode(data));
+                    got_b.push(decode_tagged(data));
                 }
             }
-            assert_eq!(of(&got_b, 8), (0..PENDING).collect::<Vec<_>>());
+            assert_eq!(seqs_of(&got_b, 8), (0..PENDING).collect::<Vec<_>>());
             assert_eq!(got_b.len(), PENDING as usize);
             let (wakes, by_stream, by_read_with) = (
                 reads_b.wakes.load(SeqCst),

@@ -12,25 +12,6 @@ use support::cluster::{stoppable_pair, Paused};
 use support::stream::*;
 use support::{unique_group, WAIT};
 
-/// Task number and sequence number, then `len - 8` filler bytes.
-fn message(task: u32, seq: u32, len: usize) -> Vec<u8> {
-    let mut m = Vec::with_capacity(len.max(8));
-    m.extend_from_slice(&task.to_le_bytes());
-    m.extend_from_slice(&seq.to_le_bytes());
-    m.resize(len.max(8), (task ^ seq) as u8);
-    m
-}
-
-fn decode(m: &[u8]) -> (u32, u32) {
-    let task = u32::from_le_bytes(m[..4].try_into().unwrap());
-    let seq = u32::from_le_bytes(m[4..8].try_into().unwrap());
-    assert!(
-        m[8..].iter().all(|b| *b == (task ^ seq) as u8),
-        "task {task} seq {seq}: corrupt"
-    );
-    (task, seq)
-}
-
 #[test]
 fn many_tasks_send_through_clones_while_one_reads() {
     run(WAIT * 4, || async {
@@ -48,7 +29,7 @@ fn many_tasks_send_through_clones_while_one_reads() {
                     for seq in 0..EACH {
                         // Every fourth message is large enough to meet back-pressure.
                         let len = if seq % 4 == 0 { 200 << 10 } else { 64 };
-                        sender.send(&message(t, seq, len)).await.unwrap();
+                        sender.send(&tagged(t, seq, len)).await.unwrap();
                     }
                 })
             })
@@ -57,7 +38,7 @@ fn many_tasks_send_through_clones_while_one_reads() {
         let mut got = 0;
         while got < TASKS * EACH {
             if let Event::Deliver { data, .. } = next(&mut h).await {
-                let (task, seq) = decode(&data);
+                let (task, seq) = decode_tagged(&data);
                 let expected = next_seq.entry(task).or_insert(0u32);
                 assert_eq!(seq, *expected, "task {task}: out of order");
                 *expected += 1;
@@ -92,7 +73,7 @@ fn a_cancelled_send_sent_nothing_and_a_completed_one_exactly_once() {
         let (mut seq, mut cancelled) = (0u32, 0u32);
         while seq < MAX_SENDS && cancelled < MIN_CANCELLED {
             // Cancelled at its first wait: only a send that met back-pressure is.
-            let m = message(1, seq, 64 << 10);
+            let m = tagged(1, seq, 64 << 10);
             match tokio::time::timeout(Duration::ZERO, sender.send(&m)).await {
                 Ok(result) => {
                     result.unwrap();
@@ -109,7 +90,7 @@ fn a_cancelled_send_sent_nothing_and_a_completed_one_exactly_once() {
         );
         // Sent after every cancelled future was dropped: whatever they could have sent
         // would arrive before it.
-        let end = message(9, 0, 8);
+        let end = tagged(9, 0, 8);
         tokio::time::timeout(WAIT, sender.send(&end))
             .await
             .unwrap()
@@ -117,7 +98,7 @@ fn a_cancelled_send_sent_nothing_and_a_completed_one_exactly_once() {
         let delivered = completed.len();
         loop {
             if let Event::Deliver { data, .. } = next(&mut h).await {
-                let (task, seq) = decode(&data);
+                let (task, seq) = decode_tagged(&data);
                 if task == 9 {
                     break;
                 }
@@ -154,7 +135,7 @@ fn a_send_waiting_out_back_pressure_wakes_at_a_delivery_not_after_its_pause() {
             timeout: Duration::from_secs(3600),
             max_attempts: u32::MAX,
         });
-        let m = message(1, 0, 64 << 10);
+        let m = tagged(1, 0, 64 << 10);
         // Fill node 1's queue: send until every send has met back-pressure for 200 ms
         // (a send cancelled at its first wait met it, and sent nothing; one refusal may
         // be the daemon reading requests more slowly than they come, while a queue
@@ -287,7 +268,7 @@ async fn park_a_send_with(
         timeout: Duration::from_secs(3600),
         max_attempts: u32::MAX,
     });
-    let m = std::sync::Arc::new(message(1, 0, 64 << 10));
+    let m = std::sync::Arc::new(tagged(1, 0, 64 << 10));
     for _ in 0..20_000 {
         let (patient, m) = (patient.clone(), m.clone());
         // Outside tokio's cooperative budget, so that nothing but the wait itself
@@ -424,7 +405,7 @@ fn an_async_send_waiting_for_a_long_request_leaves_its_thread_to_other_tasks() {
                 })
             };
             // Through a clone of the sender, and through the handle itself.
-            let (small, other) = (message(2, 0, 8), message(3, 0, 8));
+            let (small, other) = (tagged(2, 0, 8), tagged(3, 0, 8));
             let (by_sender, by_handle) = tokio::join!(
                 tokio::time::timeout(WAIT, sender.send(&small)),
                 tokio::time::timeout(WAIT, h.send(&other)),
@@ -524,20 +505,12 @@ async fn read_until(
                 g,
                 *group,
                 "{:?} came through the wrong handle",
-                decode(&data)
+                decode_tagged(&data)
             );
-            got.push(decode(&data));
+            got.push(decode_tagged(&data));
         }
     }
     got
-}
-
-/// The (tag, seq) of every message of `tag`, in order.
-fn of(got: &[(u32, u32)], tag: u32) -> Vec<u32> {
-    got.iter()
-        .filter(|(t, _)| *t == tag)
-        .map(|(_, s)| *s)
-        .collect()
 }
 
 /// A waker woken by handle A's dispatch may poll another handle B on the same thread,
@@ -561,27 +534,14 @@ fn a_waker_that_reads_another_handle_inside_a_read_gets_only_that_handles_events
         rt.block_on(async move {
             let node = cluster.node(0);
             let (ga, gb) = (unique_group("nested-a"), unique_group("nested-b"));
-            let mut a = connect(node);
-            a.join(&ga).await.unwrap();
-            wait_members(&mut a, &ga, 1).await;
-            let mut b = connect(node);
-            b.join(&gb).await.unwrap();
-            wait_members(&mut b, &gb, 1).await;
             // Events waiting, unread, for both handles.
-            for seq in 0..PENDING {
-                a.send(&message(5, seq, 100)).await.unwrap();
-                b.send(&message(8, seq, 100)).await.unwrap();
-            }
-            wait_pending(&a);
-            wait_pending(&b);
-            // All of them, and the reactor has seen B's readiness.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (mut a, b) = two_handles_with_pending(node, (&ga, &gb), PENDING).await;
 
             let sender = a.sender();
             let paused = Paused::pause(cluster.node(1).daemon_pid().expect("node 2's daemon"));
             // The ring is stuck: fill the local daemon's queue.
             let flood =
-                fill_queue(|seq| a.connection().send(&message(6, seq as u32, 64 << 10))) as u32;
+                fill_queue(|seq| a.connection().send(&tagged(6, seq as u32, 64 << 10))) as u32;
             let polls_b = std::sync::Arc::new(PollsB {
                 send: std::sync::Mutex::new(None),
                 sent: Default::default(),
@@ -600,7 +560,7 @@ fn a_waker_that_reads_another_handle_inside_a_read_gets_only_that_handles_events
                 drop(paused);
             });
             let waits = a.backpressure_waits();
-            a.send(&message(7, 0, 100)).await.expect("A's send");
+            a.send(&tagged(7, 0, 100)).await.expect("A's send");
             resume.join().unwrap();
             assert!(a.backpressure_waits() > waits, "A's send never paused");
             // No more sends from the waker.
@@ -621,13 +581,13 @@ fn a_waker_that_reads_another_handle_inside_a_read_gets_only_that_handles_events
                         group,
                         gb,
                         "B's stream yielded A's message {:?} (read inside A's dispatch)",
-                        decode(&data)
+                        decode_tagged(&data)
                     );
-                    got_b.push(decode(&data));
+                    got_b.push(decode_tagged(&data));
                 }
             }
             let got_b = read_until(&mut b, &gb, got_b, 8, PENDING as usize).await;
-            assert_eq!(of(&got_b, 8), (0..PENDING).collect::<Vec<_>>());
+            assert_eq!(seqs_of(&got_b, 8), (0..PENDING).collect::<Vec<_>>());
             assert_eq!(got_b.len(), PENDING as usize, "{got_b:?}");
             // A: every message it and its sender sent, once each, in order.
             let mut got_a = read_until(&mut a, &ga, Vec::new(), 7, 1).await;
@@ -635,12 +595,16 @@ fn a_waker_that_reads_another_handle_inside_a_read_gets_only_that_handles_events
             let parked = usize::from(parked_sent);
             got_a = read_until(&mut a, &ga, got_a, 1, parked).await;
             assert_eq!(
-                of(&got_a, 5),
+                seqs_of(&got_a, 5),
                 (0..PENDING).collect::<Vec<_>>(),
                 "A's pending ones"
             );
-            assert_eq!(of(&got_a, 6), (0..flood).collect::<Vec<_>>(), "A's flood");
-            assert_eq!(of(&got_a, 1).len(), parked, "the parked send's");
+            assert_eq!(
+                seqs_of(&got_a, 6),
+                (0..flood).collect::<Vec<_>>(),
+                "A's flood"
+            );
+            assert_eq!(seqs_of(&got_a, 1).len(), parked, "the parked send's");
             eprintln!(
                 "nested reads: {wakes} wakes of the parked send, {reading} of them read B; \
                  {flood} flood messages; B read {} events inside the wakes",
@@ -687,7 +651,7 @@ fn async_senders_end_on_a_killed_daemon_and_no_later_send_says_ok() {
                     let mut began_ok = Vec::new();
                     for seq in 0.. {
                         let began = Instant::now();
-                        match sender.send(&message(t, seq, 16 << 10)).await {
+                        match sender.send(&tagged(t, seq, 16 << 10)).await {
                             Ok(()) => began_ok.push((seq, began)),
                             Err(e) => {
                                 record(&first_loss);

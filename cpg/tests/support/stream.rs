@@ -145,6 +145,61 @@ pub fn check_payload(data: &[u8]) -> u64 {
     seq
 }
 
+/// A message tagged with a task number and a sequence number, then `len - 8` filler
+/// bytes derived from both ([`decode_tagged`] checks them).
+pub fn tagged(task: u32, seq: u32, len: usize) -> Vec<u8> {
+    let mut m = Vec::with_capacity(len.max(8));
+    m.extend_from_slice(&task.to_le_bytes());
+    m.extend_from_slice(&seq.to_le_bytes());
+    m.resize(len.max(8), (task ^ seq) as u8);
+    m
+}
+
+/// The (task, sequence number) of a [`tagged`] message, after checking its filler.
+pub fn decode_tagged(m: &[u8]) -> (u32, u32) {
+    let task = u32::from_le_bytes(m[..4].try_into().unwrap());
+    let seq = u32::from_le_bytes(m[4..8].try_into().unwrap());
+    assert!(
+        m[8..].iter().all(|b| *b == (task ^ seq) as u8),
+        "task {task} seq {seq}: corrupt"
+    );
+    (task, seq)
+}
+
+/// The sequence numbers of the messages of `task` among `got`, in order.
+pub fn seqs_of(got: &[(u32, u32)], task: u32) -> Vec<u32> {
+    got.iter()
+        .filter(|(t, _)| *t == task)
+        .map(|(_, s)| *s)
+        .collect()
+}
+
+/// Two handles on `node`, A alone in group `ga` and B alone in `gb`, each with
+/// `pending` messages of its own waiting unread in libcpg (A's [`tagged`] 5, B's 8;
+/// 100 bytes), and the reactor past their readiness: the start of the tests of a read
+/// of one handle nested in a read of the other.
+pub async fn two_handles_with_pending(
+    node: &Node,
+    (ga, gb): (&GroupName, &GroupName),
+    pending: u32,
+) -> (AsyncHandle, AsyncHandle) {
+    let mut a = connect(node);
+    a.join(ga).await.unwrap();
+    wait_members(&mut a, ga, 1).await;
+    let mut b = connect(node);
+    b.join(gb).await.unwrap();
+    wait_members(&mut b, gb, 1).await;
+    for seq in 0..pending {
+        a.send(&tagged(5, seq, 100)).await.unwrap();
+        b.send(&tagged(8, seq, 100)).await.unwrap();
+    }
+    wait_pending(&a);
+    wait_pending(&b);
+    // All of them, and the reactor has seen their readiness.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (a, b)
+}
+
 /// CPU time (user + system) of this process so far, all threads.
 pub fn process_cpu() -> Duration {
     // SAFETY: an all-zero rusage is a valid value of this plain C struct.
