@@ -65,6 +65,25 @@
 //! took 0.76–1.03× (median 0.89) the CPU per message of reading in `block_on` with the
 //! same loop (the README's one-node table, its two columns of CPU per message).
 //!
+//! How many threads share the handle's I/O matters too. A delivery wakes the tasks
+//! waiting out back-pressure, and readiness wakes the reading task; on one thread those
+//! wake-ups stay on it, on a runtime with more workers they cross threads. A reading
+//! task and an [`AsyncSender`] task (`bench --async`, the README's "Fifth pass"):
+//!
+//! - **on three nodes**, where the daemons set the rate, one worker (or a
+//!   current-thread runtime) reached 0.95–1.02× the blocking two-thread design's
+//!   throughput from 64 B to 200 kB, at 0.72–0.97× its CPU per message (reading with
+//!   `read_with`; 0.95–1.00× with the stream); two workers reached 0.88–0.96× below
+//!   8000 B. At 1 MB one worker did worse (0.70×, against 0.79× with two), likely
+//!   because a send that large holds its thread until the daemon has taken it;
+//! - **on one node**, where one client can saturate its daemon and its own CPU sets the
+//!   rate, two workers did better below 8000 B (0.83–1.04× with `read_with`, against
+//!   0.69–0.78× with one): they send and read in parallel.
+//!
+//! So a service on a cluster of several nodes that sends messages well below libcpg's
+//! 1 MiB atomic size keeps the tasks that do a handle's I/O on one thread; one that
+//! must push a single daemon to its limit, or sends near that size, gives them more.
+//!
 //! Messages of hundreds of kilobytes and more cost extra CPU (not throughput) under
 //! glibc's allocator: a send that waits out back-pressure queues the events it reads
 //! meanwhile, and each time two large messages have been alive at once and are freed,

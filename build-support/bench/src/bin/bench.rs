@@ -106,6 +106,10 @@ struct Args {
     /// thread, which a worker must wake for every batch of events).
     #[arg(long, value_enum, default_value = "task")]
     reader: Reader,
+    /// --async (two tasks): the tokio runtime's worker threads; 0: a current-thread
+    /// runtime (both tasks on the main thread, in `block_on`).
+    #[arg(long, default_value_t = 2, requires = "async_")]
+    workers: u16,
     /// --async (two tasks): read with `AsyncHandle::read_with`, each message borrowed
     /// from libcpg's buffer, instead of the stream's owned events.
     #[arg(long, requires = "async_", conflicts_with = "single_thread")]
@@ -855,18 +859,25 @@ async fn send_sweep_async(
 
 /// `--async`: an [`AsyncHandle`] whose stream a task reads (or the main thread, in
 /// `block_on`, with `--reader main`) while another task sends with an
-/// [`AsyncSender`](cpg::AsyncSender), on a tokio runtime with two worker threads.
+/// [`AsyncSender`](cpg::AsyncSender), on a tokio runtime with two worker threads
+/// (`--workers`).
 fn run_async_two_tasks(
     args: &Args,
     sizes: &[usize],
     group: &GroupName,
     stop: &Arc<AtomicBool>,
 ) -> Result<bool, String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start tokio: {e}"))?;
+    let rt = match args.workers {
+        0 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(n));
+            b
+        }
+    }
+    .enable_all()
+    .build()
+    .map_err(|e| format!("cannot start tokio: {e}"))?;
     rt.block_on(async {
         let receiver = Arc::new(Receiver::new(args.verify));
         let mut cpg = AsyncHandle::new().map_err(|e| format!("cannot connect to corosync: {e}"))?;
