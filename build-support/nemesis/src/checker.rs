@@ -196,6 +196,9 @@ pub struct UnannouncedSplit {
     pub ring: Option<(u32, u64)>,
     /// The two nodes, lower node id first.
     pub nodes: (u32, u32),
+    /// When their clients installed the next view (earliest, latest; ms): what ties a
+    /// replica client's transition to this split (replica histories name no ring).
+    pub next_t: (u64, u64),
 }
 
 /// Messages of failed nodes that one surviving node's clients delivered in a view and
@@ -846,12 +849,20 @@ fn virtual_synchrony(
                             ),
                         });
                         let (x, y) = (node_of(c0), node_of(c1));
-                        let split = UnannouncedSplit {
-                            ring,
-                            nodes: (x.min(y), x.max(y)),
-                        };
-                        if !splits.contains(&split) {
-                            splits.push(split);
+                        let (t0, t1) = (clients[c0].views[i0 + 1].t, clients[c1].views[i1 + 1].t);
+                        let (lo, hi) = (t0.min(t1), t0.max(t1));
+                        let nodes = (x.min(y), x.max(y));
+                        // One entry per split; its clients' install times widen it.
+                        match splits
+                            .iter_mut()
+                            .find(|s| (s.ring, s.nodes) == (ring, nodes))
+                        {
+                            Some(s) => s.next_t = (s.next_t.0.min(lo), s.next_t.1.max(hi)),
+                            None => splits.push(UnannouncedSplit {
+                                ring,
+                                nodes,
+                                next_t: (lo, hi),
+                            }),
                         }
                     }
                     (None, Some(loss)) => {

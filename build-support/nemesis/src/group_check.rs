@@ -785,7 +785,9 @@ fn check_outcomes(histories: &[History], report: &mut Report) -> usize {
             }
             let pair = (a.0.min(b.0), a.0.max(b.0));
             let explained = *excused.entry(pair).or_insert_with(|| {
-                let Some(anomaly) = replica_recovery_loss(pair, &a.1, &a.2, &seen, report) else {
+                let Some(anomaly) = replica_recovery_loss(pair, &a.1, &a.2, &seen, report)
+                    .or_else(|| replica_unannounced_split(pair, &a.1, &a.2, &seen, report))
+                else {
                     return false;
                 };
                 report.anomalies.push(anomaly);
@@ -906,6 +908,73 @@ fn replica_recovery_loss(
             lost.len(),
             loss.ring,
             Check::LostInRecovery
+        ),
+    })
+}
+
+/// Whether two replica clients' views `pair` (members `members`, both moving on to
+/// `next`), whose outcomes differ, differ as corosync's unannounced rings made the
+/// plain clients of their nodes differ: the plain clients split the same way
+/// ([`UnannouncedSplit`], both replicas installing the next view within
+/// [`SAME_TRANSITION_MS`] of them); from the first operation where the two differ on,
+/// what one applied and the other did not, no replica client on the other's node ever
+/// applied; and what both applied from there, they applied in the same relative order.
+/// Returns that anomaly.
+fn replica_unannounced_split(
+    pair: (ReplicaView, ReplicaView),
+    members: &[Member],
+    next: &Option<Vec<Member>>,
+    seen: &ReplicaViews,
+    report: &Report,
+) -> Option<Violation> {
+    let next = next.as_ref()?;
+    let (a, b) = pair;
+    let (node_a, node_b) = (seen.names.get(&a.0)?.1, seen.names.get(&b.0)?.1);
+    if node_a == node_b || node_a == 0 || node_b == 0 {
+        return None;
+    }
+    let (at_a, at_b) = (*seen.next_t.get(&a)?, *seen.next_t.get(&b)?);
+    let nodes = (node_a.min(node_b), node_a.max(node_b));
+    let split = report.unannounced_splits.iter().find(|s| {
+        s.nodes == nodes
+            && [at_a, at_b].iter().all(|&at| {
+                at + SAME_TRANSITION_MS >= s.next_t.0 && at <= s.next_t.1 + SAME_TRANSITION_MS
+            })
+    })?;
+    let empty = Vec::new();
+    let (la, lb) = (
+        seen.ops.get(&a).unwrap_or(&empty),
+        seen.ops.get(&b).unwrap_or(&empty),
+    );
+    let from = la.iter().zip(lb.iter()).take_while(|(x, y)| x == y).count();
+    let (ta, tb) = (&la[from..], &lb[from..]);
+    let (sa, sb): (HashSet<_>, HashSet<_>) = (ta.iter().collect(), tb.iter().collect());
+    // What `mine` applied and `theirs` did not: never applied on `node`.
+    let never_on = |mine: &[(Member, u64)], theirs: &HashSet<&(Member, u64)>, node: u32| {
+        let applied = seen.on_node.get(&node);
+        mine.iter()
+            .filter(|x| !theirs.contains(x))
+            .all(|x| !applied.is_some_and(|d| d.contains(x)))
+    };
+    let node_level = never_on(ta, &sb, node_b) && never_on(tb, &sa, node_a);
+    let common_a = ta.iter().filter(|x| sb.contains(x));
+    let common_b = tb.iter().filter(|x| sa.contains(x));
+    if !(node_level && common_a.eq(common_b)) {
+        return None;
+    }
+    let (name_a, name_b) = (&seen.names[&a.0].0, &seen.names[&b.0].0);
+    Some(Violation {
+        check: Check::UnannouncedMembership,
+        evidence: format!(
+            "in view {members:?} (both moved on to {next:?}), {name_a} and {name_b} report \
+             different outcomes from operation {} of the view on: what one applied and the \
+             other did not, no replica on the other's node ever applied, and what both \
+             applied is in the same order; the plain clients of these nodes split the same \
+             way in ring {:?} at this transition, across rings nobody was told about ({} \
+             anomaly)",
+            from + 1,
+            split.ring,
+            Check::UnannouncedMembership
         ),
     })
 }
@@ -1716,6 +1785,104 @@ mod tests {
         }
         // The lacking replica also applied something the other never did.
         let r = check_replicas_with(&replicas_after_a_recovery_loss(true), vec![loss_at(4900)]);
+        assert_eq!(result_disagreements(&r), 1, "{:#?}", r.violations);
+    }
+
+    /// Two replicas on nodes 1 and 3 in view [1, 3], both moving on to [1, 3] again:
+    /// after operation 1 of node 1 each applies one operation of its own node that the
+    /// other never does (with `leak`, node 3's replica on another process applies node
+    /// 1's too), then both node 1's operation 2, at the same version with another
+    /// outcome. They install the next view at t = 5000 and 5010.
+    fn replicas_after_a_hidden_split(leak: bool) -> Vec<crate::history::History> {
+        let (one, three) = ((1, 601), (3, 603));
+        let view = |t| Record::GView {
+            members: vec![one, three],
+            leader: Some(one),
+            view: (1, t),
+            t,
+        };
+        let apply = |origin, seq, version, output| Record::ROp {
+            origin,
+            seq,
+            version,
+            output,
+            epoch: 1,
+            own: false,
+            t: 4000,
+        };
+        let start = |inc, (node, pid): Member| Record::Start {
+            inc,
+            node,
+            pid,
+            api: crate::history::Api::Replica,
+            t: 1000,
+        };
+        let node1 = vec![
+            start(21, one),
+            view(3000),
+            apply(one, 1, 11, 1),
+            apply(one, 2, 12, 3),
+            apply(one, 3, 13, 6),
+            view(5000),
+        ];
+        let node3 = vec![
+            start(23, three),
+            view(3000),
+            apply(one, 1, 11, 1),
+            apply(three, 1, 12, 10),
+            apply(one, 3, 13, 13),
+            view(5010),
+        ];
+        let mut h = vec![("client-0021.jsonl", node1), ("client-0023.jsonl", node3)];
+        if leak {
+            h.push((
+                "client-0024.jsonl",
+                vec![start(24, (3, 604)), view(3000), apply(one, 2, 12, 3)],
+            ));
+        }
+        h.into_iter()
+            .map(|(name, records)| crate::history::History {
+                name: name.into(),
+                records,
+            })
+            .collect()
+    }
+
+    /// Replica outcomes that part where the plain clients of the same two nodes split
+    /// across rings nobody was told about, at the same transition, are that anomaly;
+    /// without that split, or with what one side applied seen on the other's node, a
+    /// violation.
+    #[test]
+    fn replica_outcomes_parted_by_unannounced_rings_are_that_anomaly() {
+        let split = |t: u64| {
+            let mut r = crate::checker::Report::default();
+            r.unannounced_splits.push(crate::checker::UnannouncedSplit {
+                ring: Some((1, 40)),
+                nodes: (1, 3),
+                next_t: (t, t + 5),
+            });
+            r
+        };
+        let run = |h: &[crate::history::History], mut r: crate::checker::Report| {
+            super::check_replicas(h, &mut r);
+            r
+        };
+        let r = run(&replicas_after_a_hidden_split(false), split(4990));
+        assert_eq!(result_disagreements(&r), 0, "{:#?}", r.violations);
+        let [a] = &r.anomalies[..] else {
+            panic!("{:#?}", r.anomalies)
+        };
+        assert_eq!(a.check, Check::UnannouncedMembership);
+        assert!(
+            a.evidence.contains("from operation 2 of the view on"),
+            "{}",
+            a.evidence
+        );
+        let r = run(&replicas_after_a_hidden_split(false), Default::default());
+        assert_eq!(result_disagreements(&r), 1, "{:#?}", r.violations);
+        let r = run(&replicas_after_a_hidden_split(false), split(20_000));
+        assert_eq!(result_disagreements(&r), 1, "{:#?}", r.violations);
+        let r = run(&replicas_after_a_hidden_split(true), split(4990));
         assert_eq!(result_disagreements(&r), 1, "{:#?}", r.violations);
     }
 
