@@ -827,6 +827,23 @@ struct ReplicaViews {
     on_node: HashMap<u32, HashSet<(Member, u64)>>,
 }
 
+impl ReplicaViews {
+    /// The nodes of the two views' clients and what each applied in its view, if the
+    /// two are on different known nodes (a daemon's anomaly is between nodes).
+    #[allow(clippy::type_complexity)]
+    fn on_two_nodes(
+        &self,
+        (a, b): (ReplicaView, ReplicaView),
+    ) -> Option<((u32, &[(Member, u64)]), (u32, &[(Member, u64)]))> {
+        let (node_a, node_b) = (self.names.get(&a.0)?.1, self.names.get(&b.0)?.1);
+        if node_a == node_b || node_a == 0 || node_b == 0 {
+            return None;
+        }
+        let ops = |v| self.ops.get(&v).map_or(&[][..], |o| &o[..]);
+        Some(((node_a, ops(a)), (node_b, ops(b))))
+    }
+}
+
 /// How far apart (ms) a replica client's transition and the plain clients' one on the
 /// same node may be to count as the same transition of their daemon.
 const SAME_TRANSITION_MS: u64 = 2_000;
@@ -848,15 +865,7 @@ fn replica_recovery_loss(
 ) -> Option<Violation> {
     let next = next.as_ref()?;
     let (a, b) = pair;
-    let (node_a, node_b) = (seen.names.get(&a.0)?.1, seen.names.get(&b.0)?.1);
-    if node_a == node_b || node_a == 0 || node_b == 0 {
-        return None;
-    }
-    let empty = Vec::new();
-    let (la, lb) = (
-        seen.ops.get(&a).unwrap_or(&empty),
-        seen.ops.get(&b).unwrap_or(&empty),
-    );
+    let ((node_a, la), (node_b, lb)) = seen.on_two_nodes(pair)?;
     let (sa, sb): (HashSet<_>, HashSet<_>) = (la.iter().collect(), lb.iter().collect());
     let only_a: Vec<_> = la.iter().filter(|x| !sb.contains(x)).copied().collect();
     let only_b: Vec<_> = lb.iter().filter(|x| !sa.contains(x)).copied().collect();
@@ -929,10 +938,7 @@ fn replica_unannounced_split(
 ) -> Option<Violation> {
     let next = next.as_ref()?;
     let (a, b) = pair;
-    let (node_a, node_b) = (seen.names.get(&a.0)?.1, seen.names.get(&b.0)?.1);
-    if node_a == node_b || node_a == 0 || node_b == 0 {
-        return None;
-    }
+    let ((node_a, la), (node_b, lb)) = seen.on_two_nodes(pair)?;
     let (at_a, at_b) = (*seen.next_t.get(&a)?, *seen.next_t.get(&b)?);
     let nodes = (node_a.min(node_b), node_a.max(node_b));
     let split = report.unannounced_splits.iter().find(|s| {
@@ -941,11 +947,6 @@ fn replica_unannounced_split(
                 at + SAME_TRANSITION_MS >= s.next_t.0 && at <= s.next_t.1 + SAME_TRANSITION_MS
             })
     })?;
-    let empty = Vec::new();
-    let (la, lb) = (
-        seen.ops.get(&a).unwrap_or(&empty),
-        seen.ops.get(&b).unwrap_or(&empty),
-    );
     let from = la.iter().zip(lb.iter()).take_while(|(x, y)| x == y).count();
     let (ta, tb) = (&la[from..], &lb[from..]);
     let (sa, sb): (HashSet<_>, HashSet<_>) = (ta.iter().collect(), tb.iter().collect());
@@ -1661,20 +1662,19 @@ mod tests {
         );
     }
 
-    /// Two replicas on nodes 1 and 3, in view [1, 2, 3], both moving on to [1, 3]:
-    /// node 3's applies node 2's operation 1 and then node 3's operation 1, node 1's
-    /// only node 3's (with `extra`, also an operation of its own that node 3's never
-    /// applied), so their outcomes of node 3's operation differ. Node 1's replica
-    /// installs the next view at t = 5000.
-    fn replicas_after_a_recovery_loss(extra: bool) -> Vec<crate::history::History> {
-        let (one, two, three) = ((1, 601), (2, 602), (3, 603));
-        let view = |members: Vec<Member>, t| Record::GView {
+    /// A replica client's view record: `members`, installed at `t` (its id is `t`).
+    fn gview(members: Vec<Member>, t: u64) -> Record {
+        Record::GView {
+            leader: members.first().copied(),
             members,
-            leader: Some(one),
             view: (1, t),
             t,
-        };
-        let apply = |origin, seq, version, output| Record::ROp {
+        }
+    }
+
+    /// An `apply` record of another member's operation, in quorum epoch 1.
+    fn applied(origin: Member, seq: u64, version: u64, output: i64) -> Record {
+        Record::ROp {
             origin,
             seq,
             version,
@@ -1682,37 +1682,57 @@ mod tests {
             epoch: 1,
             own: false,
             t: 4000,
-        };
-        let start = |inc, (node, pid): Member| Record::Start {
+        }
+    }
+
+    /// A replica client's start record.
+    fn replica_start(inc: u32, (node, pid): Member) -> Record {
+        Record::Start {
             inc,
             node,
             pid,
             api: crate::history::Api::Replica,
             t: 1000,
-        };
-        let mut node1 = vec![
-            start(21, one),
-            view(vec![one, two, three], 3000),
-            apply(three, 1, 11, 5),
-        ];
-        if extra {
-            node1.push(apply(one, 1, 12, 6));
         }
-        node1.push(view(vec![one, three], 5000));
-        let node3 = vec![
-            start(23, three),
-            view(vec![one, two, three], 3000),
-            apply(two, 1, 11, 4),
-            apply(three, 1, 12, 9),
-            view(vec![one, three], 5010),
-        ];
-        [("client-0021.jsonl", node1), ("client-0023.jsonl", node3)]
-            .into_iter()
+    }
+
+    /// Histories from (file name, records).
+    fn named(h: Vec<(&str, Vec<Record>)>) -> Vec<crate::history::History> {
+        h.into_iter()
             .map(|(name, records)| crate::history::History {
                 name: name.into(),
                 records,
             })
             .collect()
+    }
+
+    /// Two replicas on nodes 1 and 3, in view [1, 2, 3], both moving on to [1, 3]:
+    /// node 3's applies node 2's operation 1 and then node 3's operation 1, node 1's
+    /// only node 3's (with `extra`, also an operation of its own that node 3's never
+    /// applied), so their outcomes of node 3's operation differ. Node 1's replica
+    /// installs the next view at t = 5000.
+    fn replicas_after_a_recovery_loss(extra: bool) -> Vec<crate::history::History> {
+        let (one, two, three) = ((1, 601), (2, 602), (3, 603));
+        let mut node1 = vec![
+            replica_start(21, one),
+            gview(vec![one, two, three], 3000),
+            applied(three, 1, 11, 5),
+        ];
+        if extra {
+            node1.push(applied(one, 1, 12, 6));
+        }
+        node1.push(gview(vec![one, three], 5000));
+        let node3 = vec![
+            replica_start(23, three),
+            gview(vec![one, two, three], 3000),
+            applied(two, 1, 11, 4),
+            applied(three, 1, 12, 9),
+            gview(vec![one, three], 5010),
+        ];
+        named(vec![
+            ("client-0021.jsonl", node1),
+            ("client-0023.jsonl", node3),
+        ])
     }
 
     /// The plain clients' loss of node 2's messages on node 1 (node 3 had them), at a
@@ -1795,57 +1815,42 @@ mod tests {
     /// outcome. They install the next view at t = 5000 and 5010.
     fn replicas_after_a_hidden_split(leak: bool) -> Vec<crate::history::History> {
         let (one, three) = ((1, 601), (3, 603));
-        let view = |t| Record::GView {
-            members: vec![one, three],
-            leader: Some(one),
-            view: (1, t),
-            t,
-        };
-        let apply = |origin, seq, version, output| Record::ROp {
-            origin,
-            seq,
-            version,
-            output,
-            epoch: 1,
-            own: false,
-            t: 4000,
-        };
-        let start = |inc, (node, pid): Member| Record::Start {
-            inc,
-            node,
-            pid,
-            api: crate::history::Api::Replica,
-            t: 1000,
-        };
-        let node1 = vec![
-            start(21, one),
-            view(3000),
-            apply(one, 1, 11, 1),
-            apply(one, 2, 12, 3),
-            apply(one, 3, 13, 6),
-            view(5000),
+        let both = || vec![one, three];
+        let mut h = vec![
+            (
+                "client-0021.jsonl",
+                vec![
+                    replica_start(21, one),
+                    gview(both(), 3000),
+                    applied(one, 1, 11, 1),
+                    applied(one, 2, 12, 3),
+                    applied(one, 3, 13, 6),
+                    gview(both(), 5000),
+                ],
+            ),
+            (
+                "client-0023.jsonl",
+                vec![
+                    replica_start(23, three),
+                    gview(both(), 3000),
+                    applied(one, 1, 11, 1),
+                    applied(three, 1, 12, 10),
+                    applied(one, 3, 13, 13),
+                    gview(both(), 5010),
+                ],
+            ),
         ];
-        let node3 = vec![
-            start(23, three),
-            view(3000),
-            apply(one, 1, 11, 1),
-            apply(three, 1, 12, 10),
-            apply(one, 3, 13, 13),
-            view(5010),
-        ];
-        let mut h = vec![("client-0021.jsonl", node1), ("client-0023.jsonl", node3)];
         if leak {
             h.push((
                 "client-0024.jsonl",
-                vec![start(24, (3, 604)), view(3000), apply(one, 2, 12, 3)],
+                vec![
+                    replica_start(24, (3, 604)),
+                    gview(both(), 3000),
+                    applied(one, 2, 12, 3),
+                ],
             ));
         }
-        h.into_iter()
-            .map(|(name, records)| crate::history::History {
-                name: name.into(),
-                records,
-            })
-            .collect()
+        named(h)
     }
 
     /// Replica outcomes that part where the plain clients of the same two nodes split
