@@ -18,7 +18,7 @@ use super::config::Config;
 use super::error::ReplicaError;
 use super::event::Event;
 use super::machine::Machine;
-use super::shared::{state_calls, Core, Sink};
+use super::shared::{state_calls, Core, Resolver, Sink};
 
 /// Longest sleep of the driver thread when nothing is due.
 const TICK: Duration = Duration::from_millis(20);
@@ -232,6 +232,62 @@ impl<A: Replicated + Send + 'static> Replica<A> {
         let resolve = Box::new(move |r| filler.0.fill(Some(r)));
         let seq = self.shared.lock().submit(op.into(), resolve)?;
         Ok(Ticket { seq, slot })
+    }
+
+    /// Submits the operations of `ops` at once, in their order, and returns their
+    /// [`Ticket`]s in the same order: one hold of the replica's lock and one pass
+    /// handing them to the group layer for them all, where [`submit`](Self::submit)
+    /// takes one of each per operation. For a service that submits what it has
+    /// queued (its clients' requests read in one pass): it costs the submitting
+    /// thread less per operation, and the group layer gets them together to pack
+    /// into batches. Each ticket resolves on its own, as `submit`'s does.
+    ///
+    /// # Order
+    ///
+    /// The operations get consecutive sequence numbers ([`Ticket::seq`]) in the
+    /// given order and are sent in that order, so those applied are applied in that
+    /// order, here as on every member, each at its own point of the agreed order
+    /// (with versions strictly increasing). The batch is not one atomic operation:
+    /// other members' operations may be applied between two of its operations, and
+    /// each is judged at its own delivery: an agreed quorum lost on the way fails
+    /// the operations delivered after it with [`ReplicaError::NotQuorate`], and a
+    /// lost connection may fail some (with [`ReplicaError::NotSent`] or
+    /// [`ReplicaError::Discarded`]) while later ones are still applied. Look at every
+    /// ticket; changes that must be applied together belong in one operation.
+    ///
+    /// # Errors
+    ///
+    /// All or nothing: [`ReplicaError::Closed`] once the replica has ended, and
+    /// [`ReplicaError::NotQuorate`] while the local daemon says not quorate (where
+    /// writes are gated), as for `submit`; then none of the operations is
+    /// submitted. An empty `ops` returns an empty `Vec` at once, without looking at
+    /// the replica.
+    ///
+    /// `ops` is read to its end before the replica's lock is taken: the iterator may
+    /// call this replica.
+    pub fn submit_many<I>(&self, ops: I) -> Result<Vec<Ticket<A::Output>>, ReplicaError>
+    where
+        I: IntoIterator,
+        I::Item: Into<Vec<u8>>,
+    {
+        let ops = ops.into_iter();
+        let mut slots = Vec::with_capacity(ops.size_hint().0);
+        let mut batch = Vec::with_capacity(ops.size_hint().0);
+        for op in ops {
+            let slot = Slot::new();
+            let filler = Filler(Arc::clone(&slot));
+            let resolve: Resolver<_> = Box::new(move |r| filler.0.fill(Some(r)));
+            batch.push((op.into(), resolve));
+            slots.push(slot);
+        }
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let seqs = self.shared.lock().submit_many(batch)?;
+        Ok(seqs
+            .zip(slots)
+            .map(|(seq, slot)| Ticket { seq, slot })
+            .collect())
     }
 
     /// A read barrier: waits up to `timeout` until everything ordered before this call

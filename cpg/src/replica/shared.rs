@@ -126,12 +126,10 @@ impl<A: Replicated, G: Sink> Core<A, G> {
         }
     }
 
-    /// Submits an operation whose outcome goes to `resolve`.
-    pub(super) fn submit(
-        &mut self,
-        op: Vec<u8>,
-        resolve: Resolver<Outcome<A::Output>>,
-    ) -> Result<u64, ReplicaError> {
+    /// Whether an operation may be submitted now: [`ReplicaError::Closed`] once the
+    /// replica ended, [`ReplicaError::NotQuorate`] while the local daemon says not
+    /// quorate (where writes are gated).
+    fn open_for_writes(&self) -> Result<(), ReplicaError> {
         if self.ended {
             return Err(ReplicaError::Closed);
         }
@@ -145,10 +143,45 @@ impl<A: Replicated, G: Sink> Core<A, G> {
         {
             return Err(ReplicaError::NotQuorate);
         }
+        Ok(())
+    }
+
+    /// Submits an operation whose outcome goes to `resolve`.
+    pub(super) fn submit(
+        &mut self,
+        op: Vec<u8>,
+        resolve: Resolver<Outcome<A::Output>>,
+    ) -> Result<u64, ReplicaError> {
+        self.open_for_writes()?;
         let seq = self.machine.submit(op);
         self.tickets.insert(seq, resolve);
         self.flush();
         Ok(seq)
+    }
+
+    /// Submits the operations `ops` (each with where its outcome goes), in their
+    /// order, and flushes once; returns their sequence numbers, consecutive. All or
+    /// nothing: on an error none is submitted (their resolvers are dropped unused).
+    /// No operations: nothing done, nothing checked.
+    pub(super) fn submit_many(
+        &mut self,
+        ops: Vec<(Vec<u8>, Resolver<Outcome<A::Output>>)>,
+    ) -> Result<std::ops::Range<u64>, ReplicaError> {
+        if ops.is_empty() {
+            return Ok(0..0);
+        }
+        self.open_for_writes()?;
+        self.tickets.reserve(ops.len());
+        let mut seqs: Option<std::ops::Range<u64>> = None;
+        for (op, resolve) in ops {
+            let seq = self.machine.submit(op);
+            self.tickets.insert(seq, resolve);
+            let range = seqs.get_or_insert(seq..seq);
+            debug_assert_eq!(range.end, seq, "sequence numbers are consecutive");
+            range.end = seq + 1;
+        }
+        self.flush();
+        Ok(seqs.unwrap_or(0..0))
     }
 
     /// What the local daemon last said about the quorum
@@ -527,6 +560,8 @@ mod tests {
     struct Queue {
         sent: RefCell<Vec<Vec<u8>>>,
         delivered: Cell<usize>,
+        /// What the local daemon says of the quorum (`None`: nothing yet).
+        quorate: Cell<Option<bool>>,
     }
 
     impl Sink for Queue {
@@ -543,7 +578,13 @@ mod tests {
             None
         }
         fn quorum(&self) -> LocalQuorum {
-            LocalQuorum::Unknown
+            match self.quorate.get() {
+                Some(quorate) => LocalQuorum::Known {
+                    quorate,
+                    ring: crate::types::RingId { nodeid: 1, seq: 1 },
+                },
+                None => LocalQuorum::Unknown,
+            }
         }
     }
 
@@ -686,5 +727,112 @@ mod tests {
         deliver_all(&mut core);
         assert_eq!(queue.sent.borrow().len(), synced + ops);
         assert_all_applied(&core, &outcomes, ops);
+    }
+
+    /// What a batch's resolvers were given, by their place in the batch: the
+    /// sequence number, version and output of each one applied.
+    type BatchOutcomes =
+        std::sync::Arc<std::sync::Mutex<Vec<(usize, Result<(u64, u64), ReplicaError>)>>>;
+
+    /// A batch of `ops` whose outcomes go to `outcomes`, each tagged with its place.
+    fn batch(ops: &[&[u8]], outcomes: &BatchOutcomes) -> Vec<(Vec<u8>, Resolver<Outcome<u64>>)> {
+        ops.iter()
+            .enumerate()
+            .map(|(i, op)| {
+                let outcomes = std::sync::Arc::clone(outcomes);
+                let resolve: Resolver<Outcome<u64>> = Box::new(move |r| {
+                    let r = r.map(|o| (o.version, o.output));
+                    outcomes.lock().unwrap().push((i, r));
+                });
+                (op.to_vec(), resolve)
+            })
+            .collect()
+    }
+
+    /// A batch gets consecutive sequence numbers in its order, goes to the group
+    /// layer in one flush, back to back and in that order, and each ticket resolves
+    /// with its own outcome: in order, versions strictly increasing.
+    #[test]
+    fn a_batch_is_sent_in_its_order_and_each_ticket_gets_its_own_outcome() {
+        let (mut core, synced) = synced_core();
+        let queue = core.group.clone().expect("a group");
+        let before = Outcomes::default();
+        submit(&mut core, 2, &before);
+        let ops: [&[u8]; 5] = [b"a", b"bb", b"ccc", b"dddd", b"eeeee"];
+        let outcomes = BatchOutcomes::default();
+        let seqs = core.submit_many(batch(&ops, &outcomes)).expect("submitted");
+        assert_eq!(seqs, 3..8, "after the two single submits, consecutive");
+        // All handed over by the one flush, none applied before delivery.
+        let sent: Vec<(u64, Vec<u8>)> = queue.sent.borrow()[synced + 2..]
+            .iter()
+            .map(|b| match Msg::decode(b) {
+                Ok(Msg::Op { seq, data }) => (seq, data),
+                other => panic!("not an operation: {other:?}"),
+            })
+            .collect();
+        let expected: Vec<(u64, Vec<u8>)> = (3..8).zip(ops.iter().map(|o| o.to_vec())).collect();
+        assert_eq!(sent, expected);
+        assert!(outcomes.lock().unwrap().is_empty());
+
+        deliver_all(&mut core);
+        let outcomes = outcomes.lock().unwrap();
+        let got: Vec<(usize, (u64, u64))> = outcomes
+            .iter()
+            .map(|(i, r)| (*i, r.clone().expect("applied")))
+            .collect();
+        assert_eq!(got.len(), ops.len());
+        assert!(got.iter().enumerate().all(|(k, (i, _))| k == *i), "{got:?}");
+        // The counter's output: the 3rd to the 7th operation applied.
+        assert!(
+            got.iter().all(|(i, (_, out))| *out == *i as u64 + 3),
+            "{got:?}"
+        );
+        assert!(
+            got.windows(2).all(|w| w[1].1 .0 == w[0].1 .0 + 1),
+            "{got:?}"
+        );
+        assert_all_applied(&core, &before, 2);
+    }
+
+    /// A batch is refused whole: while the local daemon says not quorate
+    /// (`NotQuorate`) and once the replica ended (`Closed`); nothing of it is sent
+    /// or kept, it takes no sequence number, and its resolvers are dropped unused.
+    /// An empty batch submits nothing.
+    #[test]
+    fn a_refused_batch_submits_nothing() {
+        let (mut core, synced) = synced_core();
+        let queue = core.group.clone().expect("a group");
+        let refused_outcomes = BatchOutcomes::default();
+        let ops: [&[u8]; 3] = [b"x", b"y", b"z"];
+
+        queue.quorate.set(Some(false));
+        let refused = core.submit_many(batch(&ops, &refused_outcomes));
+        assert!(
+            matches!(refused, Err(ReplicaError::NotQuorate)),
+            "{refused:?}"
+        );
+        assert_eq!(core.submit_many(Vec::new()).expect("empty"), 0..0);
+        assert_eq!(queue.sent.borrow().len(), synced, "nothing handed over");
+        assert_eq!(core.machine.stats().queued_ops, 0);
+        assert!(core.tickets.is_empty());
+
+        // Quorate again: the next batch gets the first sequence numbers.
+        queue.quorate.set(Some(true));
+        let outcomes = BatchOutcomes::default();
+        let seqs = core.submit_many(batch(&ops, &outcomes)).expect("submitted");
+        assert_eq!(seqs, 1..4, "the refused batch took no sequence number");
+        deliver_all(&mut core);
+        assert_eq!(outcomes.lock().unwrap().len(), 3);
+
+        core.end();
+        let sent = queue.sent.borrow().len();
+        let refused = core.submit_many(batch(&ops, &refused_outcomes));
+        assert!(matches!(refused, Err(ReplicaError::Closed)), "{refused:?}");
+        assert_eq!(queue.sent.borrow().len(), sent, "nothing handed over");
+        assert!(core.tickets.is_empty());
+        assert!(
+            refused_outcomes.lock().unwrap().is_empty(),
+            "no resolver was called"
+        );
     }
 }
