@@ -59,6 +59,9 @@ pub(super) trait Sink {
 /// state's version when it passed).
 pub(super) type Resolver<T> = Box<dyn FnOnce(Result<T, ReplicaError>) + Send>;
 
+/// Operations submitted together, each with the resolver of its ticket.
+pub(super) type Batch<O> = Vec<(Vec<u8>, Resolver<Outcome<O>>)>;
+
 /// The machine and its bookkeeping, behind the driver's lock.
 pub(super) struct Core<A: Replicated, G> {
     pub(super) machine: Machine<A>,
@@ -165,7 +168,7 @@ impl<A: Replicated, G: Sink> Core<A, G> {
     /// No operations: nothing done, nothing checked.
     pub(super) fn submit_many(
         &mut self,
-        ops: Vec<(Vec<u8>, Resolver<Outcome<A::Output>>)>,
+        ops: Batch<A::Output>,
     ) -> Result<std::ops::Range<u64>, ReplicaError> {
         if ops.is_empty() {
             return Ok(0..0);
