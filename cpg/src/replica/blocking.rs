@@ -237,10 +237,11 @@ impl<A: Replicated + Send + 'static> Replica<A> {
     /// Submits the operations of `ops` at once, in their order, and returns their
     /// [`Ticket`]s in the same order: one hold of the replica's lock and one pass
     /// handing them to the group layer for them all, where [`submit`](Self::submit)
-    /// takes one of each per operation. For a service that submits what it has
-    /// queued (its clients' requests read in one pass): it costs the submitting
-    /// thread less per operation, and the group layer gets them together to pack
-    /// into batches. Each ticket resolves on its own, as `submit`'s does.
+    /// takes one of each per operation: for a service that submits what it has
+    /// queued (its clients' requests read in one pass). Each ticket resolves on its
+    /// own, as `submit`'s does. On the benchmark's 3-node cluster it gave no more
+    /// operations per second than single submits
+    /// (`build-support/bench/README.md`): measure before counting on it for speed.
     ///
     /// # Order
     ///
@@ -271,8 +272,10 @@ impl<A: Replicated + Send + 'static> Replica<A> {
         I::Item: Into<Vec<u8>>,
     {
         let ops = ops.into_iter();
-        let mut slots = Vec::with_capacity(ops.size_hint().0);
-        let mut batch = Vec::with_capacity(ops.size_hint().0);
+        // The iterator's word on its length is not trusted beyond a modest size.
+        let hint = ops.size_hint().0.min(4096);
+        let mut slots = Vec::with_capacity(hint);
+        let mut batch = Vec::with_capacity(hint);
         for op in ops {
             let slot = Slot::new();
             let filler = Filler(Arc::clone(&slot));

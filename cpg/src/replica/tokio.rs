@@ -223,8 +223,10 @@ impl<A: Replicated + Send + 'static> AsyncReplica<A> {
         I::Item: Into<Vec<u8>>,
     {
         let ops = ops.into_iter();
-        let mut slots = Vec::with_capacity(ops.size_hint().0);
-        let mut batch = Vec::with_capacity(ops.size_hint().0);
+        // The iterator's word on its length is not trusted beyond a modest size.
+        let hint = ops.size_hint().0.min(4096);
+        let mut slots = Vec::with_capacity(hint);
+        let mut batch = Vec::with_capacity(hint);
         for op in ops {
             let (slot, resolve) = slot();
             batch.push((op.into(), resolve));
