@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use cpg::replica::Event;
+use cpg::replica::{Event, ReplicaError};
 use cpg::GroupName;
 use cpg_testkit::Cluster;
 use support::replica::*;
@@ -101,4 +101,111 @@ fn operations_pipelined_from_one_origin_through_a_view_change_apply_once_in_orde
         2 * BATCH,
         outcomes_b.len()
     );
+}
+
+/// Batches submitted by node 1.
+const BATCHES: usize = 40;
+/// Operations per batch.
+const PER_BATCH: usize = 50;
+
+/// `submit_many` on a real 2-node cluster: node 1 submits batches while node 2 submits
+/// one operation at a time. Every member applies the same history; node 1's operations
+/// are in it in submission order (consecutive sequence numbers, batch after batch);
+/// each ticket resolves with its own outcome (its operation's place in the history,
+/// versions strictly increasing). Once node 1's replica ended, a batch is refused
+/// whole with `Closed` and nothing of it is applied anywhere.
+#[test]
+fn batches_from_one_member_apply_in_order_each_ticket_with_its_own_outcome() {
+    let _serial = serial();
+    let cluster = Cluster::start(2);
+    let group = GroupName::new("replica-submit-many").unwrap();
+    let a = Rep::start(cluster.node(0), "node1", &group);
+    let b = Rep::start(cluster.node(1), "node2", &group);
+    a.wait_ready(2);
+    b.wait_ready(2);
+    let wb = Writer::start(&b, "b", Duration::from_millis(1));
+
+    let mut tickets = Vec::new();
+    for k in 0..BATCHES {
+        let batch = a
+            .replica
+            .submit_many((0..PER_BATCH).map(|n| format!("m:{k}:{n}")))
+            .unwrap();
+        assert_eq!(batch.len(), PER_BATCH);
+        tickets.extend(batch);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let empty = a.replica.submit_many(Vec::<Vec<u8>>::new()).unwrap();
+    assert!(empty.is_empty());
+
+    let mut outcomes = Vec::new();
+    let mut last = 0;
+    for (i, t) in tickets.iter().enumerate() {
+        assert_eq!(t.seq(), i as u64 + 1, "consecutive, in submission order");
+        let outcome = t
+            .wait(WAIT * 2)
+            .unwrap_or_else(|e| panic!("operation {}: {e}", t.seq()));
+        assert!(
+            outcome.version > last,
+            "operation {} applied at version {}, after {last}",
+            t.seq(),
+            outcome.version
+        );
+        last = outcome.version;
+        outcomes.push(outcome);
+    }
+    let outcomes_b = wb.finish();
+    let confirmed_a: Vec<u64> = tickets.iter().map(|t| t.seq()).collect();
+    assert_converged(
+        "after the batches",
+        &[&a, &b],
+        &[confirmed_a, confirmed(&outcomes_b)],
+    );
+
+    // Each ticket's output is its own operation's place in the history.
+    let me = a.member();
+    let history = a.replica.read(|s| s.ops.clone());
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let (k, n) = (i / PER_BATCH, i % PER_BATCH);
+        assert_eq!(
+            history[outcome.output - 1],
+            (me, i as u64 + 1, format!("m:{k}:{n}").into_bytes()),
+            "ticket {}",
+            i + 1
+        );
+    }
+    let mine = |(m, _, _): &&(cpg::Member, u64, Vec<u8>)| *m == me;
+    let first = history.iter().position(|o| mine(&o)).unwrap();
+    let end = history.len() - history.iter().rev().position(|o| mine(&o)).unwrap();
+    let between = history[first..end].iter().filter(|o| !mine(o)).count();
+    println!(
+        "submit_many: {} operations from node 1 in {BATCHES} batches, {} from node 2 \
+         ({between} of them between node 1's first and last)",
+        BATCHES * PER_BATCH,
+        outcomes_b.len()
+    );
+
+    // Node 1 leaves; once its replica ended (`wait_ready` returns at once then), a
+    // batch is refused whole, and node 2 never applies any of it.
+    a.replica.leave(WAIT).unwrap();
+    let began = std::time::Instant::now();
+    assert!(a.replica.wait_ready(WAIT * 2, |_| false).is_none());
+    assert!(began.elapsed() < WAIT * 2, "node 1's replica did not end");
+    let applied = a.replica.read(|s| s.ops.len());
+    let refused = a
+        .replica
+        .submit_many((0..PER_BATCH).map(|n| format!("late:{n}")));
+    assert_eq!(refused.map(|t| t.len()), Err(ReplicaError::Closed));
+    assert_eq!(a.replica.read(|s| s.ops.len()), applied);
+    b.wait_ready(1);
+    let late = b
+        .replica
+        .read_ordered(WAIT * 2, |s| {
+            s.ops
+                .iter()
+                .filter(|(_, _, op)| op.starts_with(b"late:"))
+                .count()
+        })
+        .unwrap();
+    assert_eq!(late, 0, "node 2 applied operations of the refused batch");
 }

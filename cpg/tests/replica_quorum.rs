@@ -246,6 +246,9 @@ fn a_minority_replica_refuses_writes_and_takes_the_majoritys_history_after_the_h
             matches!(n3.replica.submit("minority"), Err(ReplicaError::NotQuorate)),
             "a fast failure"
         );
+        // A batch is refused whole, the same way: none of it is taken.
+        let batch = n3.replica.submit_many(["minority 1", "minority 2"]);
+        assert_eq!(batch.map(|t| t.len()), Err(ReplicaError::NotQuorate));
         for r in [n1, n2] {
             r.wait_ready(2);
         }
@@ -281,6 +284,16 @@ fn a_minority_replica_refuses_writes_and_takes_the_majoritys_history_after_the_h
                 assert!(history.contains(&(r.member(), *seq)), "{}: {seq}", r.name);
             }
         }
+        let refused_ops = n3.replica.read(|s| {
+            s.ops
+                .iter()
+                .filter(|o| o.2.starts_with(b"minority"))
+                .count()
+        });
+        assert_eq!(
+            refused_ops, 0,
+            "the refused submit and batch applied nowhere"
+        );
         // Nothing node 3 wrote after the cut is in the history: each of its writes was
         // refused (at once or at its agreed point), or applied before the cut.
         let refused_at_point = outcomes[2]

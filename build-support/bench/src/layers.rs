@@ -14,7 +14,8 @@
 //!   digest): a sending thread submits every message as an operation, keeping at most
 //!   `--max-in-flight` tickets outstanding (at the bound it waits on the oldest, down
 //!   to three quarters of the bound); every member counts the operations it applies,
-//!   in `apply`. Before the end-of-run marker
+//!   in `apply`. `--submit-batch N` submits N operations per call (`submit_many`).
+//!   Before the end-of-run marker
 //!   the sender asks all members to compare digests and fails unless they all hold the
 //!   same state.
 //!
@@ -45,8 +46,8 @@ use cpg::replica::{self, OpInfo, Replica, Replicated, RestoreError, Summary, Tic
 use cpg::{GroupName, Member};
 
 use crate::{
-    control, fill_data, print_header, print_row, print_verify, Kind, LatencyRow, Receiver, Row,
-    SweepPlan, Window, DRAIN_TIMEOUT, HEADER_LEN,
+    control, fill_data, print_header, print_row, print_verify, Header, Kind, LatencyRow, Receiver,
+    Row, SweepPlan, Window, DRAIN_TIMEOUT, HEADER_LEN,
 };
 
 /// How long a member waits to join and see the view it waits for.
@@ -105,6 +106,8 @@ pub struct LayerRun<'a> {
     pub batch_eager: Option<bool>,
     /// Replica: most tickets outstanding (`None`: see [`default_in_flight`]).
     pub max_in_flight: Option<u64>,
+    /// Replica: operations per submit call (1: `submit`; more: `submit_many`).
+    pub submit_batch: usize,
     /// Members to wait for before sending (or, receiving, before `# ready`).
     pub wait_members: usize,
     /// Replica: bytes of state besides the counter.
@@ -170,6 +173,12 @@ pub fn run(run: &LayerRun<'_>, stop: &Arc<AtomicBool>) -> Result<bool, String> {
     if run.max_in_flight == Some(0) {
         return Err("--max-in-flight must be at least 1 with --layer replica".into());
     }
+    if run.submit_batch == 0 {
+        return Err("--submit-batch must be at least 1".into());
+    }
+    if run.submit_batch > 1 && run.layer != Layer::Replica {
+        return Err("--submit-batch is an option of --layer replica".into());
+    }
     match (run.layer, run.async_) {
         (Layer::Group, false) => group_blocking(run, stop),
         (Layer::Group, true) => group_async(run, stop),
@@ -194,7 +203,8 @@ fn banner(run: &LayerRun<'_>, driver: &str, me: Member) {
         "latency, one message in flight".to_string()
     } else if run.layer == Layer::Replica {
         format!(
-            "submitting, at most {} operations in flight",
+            "submitting {} at a time, at most {} operations in flight",
+            run.submit_batch,
             run.max_in_flight
                 .unwrap_or_else(|| default_in_flight(run.max_size()))
         )
@@ -1116,15 +1126,66 @@ fn wait_ticket(ticket: &Ticket<()>, halt: &dyn Fn() -> bool) -> Result<u64, Stri
 }
 
 /// The replica client's sending side: submits, keeping at most `max` tickets
-/// outstanding (at the bound it waits for the oldest quarter).
+/// outstanding (at the bound it waits for the oldest quarter); with `batch` above 1,
+/// it gathers that many data messages and submits them in one `submit_many` call
+/// (a marker goes at once, after what was gathered).
 struct ReplicaSender<'r> {
     replica: &'r Replica<BenchState>,
     tickets: VecDeque<Ticket<()>>,
     max: usize,
+    batch: usize,
+    /// Data messages gathered for the next `submit_many`.
+    gathered: Vec<Vec<u8>>,
 }
 
 impl ReplicaSender<'_> {
     fn send(&mut self, msg: &[u8], halt: &dyn Fn() -> bool) -> Result<u64, String> {
+        if self.batch <= 1 {
+            return self.submit(msg, halt);
+        }
+        self.gathered.push(msg.to_vec());
+        let data = Header::parse(msg).is_some_and(|h| h.kind == Kind::Data);
+        if data && self.gathered.len() < self.batch {
+            return Ok(0);
+        }
+        self.submit_gathered(halt)
+    }
+
+    /// Submits the gathered messages in one call, once the tickets leave room for
+    /// them.
+    fn submit_gathered(&mut self, halt: &dyn Fn() -> bool) -> Result<u64, String> {
+        if self.gathered.is_empty() {
+            return Ok(0);
+        }
+        let waited = self.make_room(self.gathered.len(), halt)?;
+        let tickets = self
+            .replica
+            .submit_many(self.gathered.drain(..))
+            .map_err(|e| e.to_string())?;
+        self.tickets.extend(tickets);
+        Ok(waited)
+    }
+
+    /// Waits until `n` more tickets fit under the bound: at the bound, down to three
+    /// quarters of it (or further, for a batch larger than a quarter).
+    fn make_room(&mut self, n: usize, halt: &dyn Fn() -> bool) -> Result<u64, String> {
+        let mut waited = 0;
+        if self.tickets.len() + n > self.max {
+            // Down to three quarters of the bound: the replica resolves tickets in
+            // passes, and one wake-up per pass (not per ticket) keeps this client's
+            // cost out of the figures.
+            let keep = (self.max - self.max.div_ceil(4)).min(self.max.saturating_sub(n));
+            while self.tickets.len() > keep {
+                if let Some(oldest) = self.tickets.pop_front() {
+                    wait_ticket(&oldest, halt)?;
+                    waited = 1;
+                }
+            }
+        }
+        Ok(waited)
+    }
+
+    fn submit(&mut self, msg: &[u8], halt: &dyn Fn() -> bool) -> Result<u64, String> {
         let mut waited = 0;
         if self.tickets.len() >= self.max {
             // Down to three quarters of the bound: the replica resolves tickets in
@@ -1142,8 +1203,9 @@ impl ReplicaSender<'_> {
         Ok(waited)
     }
 
-    /// Waits for every outstanding ticket.
+    /// Submits what is gathered and waits for every outstanding ticket.
     fn drain(&mut self, halt: &dyn Fn() -> bool) -> Result<(), String> {
+        self.submit_gathered(halt)?;
         while let Some(t) = self.tickets.pop_front() {
             wait_ticket(&t, halt)?;
         }
@@ -1279,6 +1341,8 @@ fn replica_member(
                     replica,
                     tickets: VecDeque::new(),
                     max,
+                    batch: run.submit_batch,
+                    gathered: Vec::with_capacity(run.submit_batch),
                 });
                 let result = crate::send_sweep_with(
                     &plan,

@@ -246,6 +246,70 @@ impl<A: Replicated + Send + 'static> Replica<A> {
         Ok(Ticket { seq, slot })
     }
 
+    /// Submits the operations of `ops` at once, in their order, and returns their
+    /// [`Ticket`]s in the same order: one hold of the replica's lock and one pass
+    /// handing them to the group layer for them all, where [`submit`](Self::submit)
+    /// takes one of each per operation: for a service that submits what it has
+    /// queued (its clients' requests read in one pass). Each ticket resolves on its
+    /// own, as `submit`'s does. On the benchmark's 3-node cluster at 64 B, batches of
+    /// 64 gave about 5 % more operations per second than single submits, and 5–7 %
+    /// less client CPU per operation (`build-support/bench/README.md`): a small
+    /// gain, measure before counting on it.
+    ///
+    /// # Order
+    ///
+    /// The operations get consecutive sequence numbers ([`Ticket::seq`]) in the
+    /// given order and are sent in that order, so those applied are applied in that
+    /// order, here as on every member, each at its own point of the agreed order
+    /// (with versions strictly increasing). The batch is not one atomic operation:
+    /// other members' operations may be applied between two of its operations, and
+    /// each is judged at its own delivery: an agreed quorum lost on the way fails
+    /// the operations delivered after it with [`ReplicaError::NotQuorate`], and a
+    /// lost connection may fail some (with [`ReplicaError::NotSent`] or
+    /// [`ReplicaError::Discarded`]) while later ones are still applied. Look at every
+    /// ticket; changes that must be applied together belong in one operation.
+    ///
+    /// # Errors
+    ///
+    /// The checks of `submit` ([`ReplicaError::Closed`] once the replica has ended,
+    /// [`ReplicaError::NotQuorate`] while the local daemon says not quorate, where
+    /// writes are gated) are made once for the whole batch, in the same hold of the
+    /// replica's lock that takes it, so they cannot fail part-way: a batch is refused
+    /// whole (none of its operations sent, none given a sequence number) or taken
+    /// whole. Once taken, each operation is judged at its own delivery, as a single
+    /// submit's is (see Order): the local daemon turning not quorate after the call
+    /// does not recall it. The group layer's queue bound refuses nothing, here as in
+    /// `submit`: operations beyond it wait in the replica and go as the queue
+    /// drains. An empty `ops` returns an empty `Vec` at once, without looking at the
+    /// replica.
+    ///
+    /// `ops` is read to its end before the replica's lock is taken: the iterator may
+    /// call this replica.
+    pub fn submit_many<I>(&self, ops: I) -> Result<Vec<Ticket<A::Output>>, ReplicaError>
+    where
+        I: IntoIterator,
+        I::Item: Into<Vec<u8>>,
+    {
+        let ops = ops.into_iter();
+        // The iterator's word on its length is not trusted beyond a modest size.
+        let hint = ops.size_hint().0.min(4096);
+        let mut slots = Vec::with_capacity(hint);
+        let mut batch = Vec::with_capacity(hint);
+        for op in ops {
+            let slot = Slot::new();
+            batch.push((op.into(), Filler(Arc::clone(&slot))));
+            slots.push(slot);
+        }
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let seqs = self.shared.lock().submit_many(batch)?;
+        Ok(seqs
+            .zip(slots)
+            .map(|(seq, slot)| Ticket { seq, slot })
+            .collect())
+    }
+
     /// A read barrier: waits up to `timeout` until everything ordered before this call
     /// (every operation that any member had applied, so every acknowledged write, and
     /// this member's own operations submitted before it) is applied here, on the

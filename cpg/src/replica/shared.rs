@@ -73,6 +73,9 @@ impl<T> Resolve<T> for Resolver<T> {
     }
 }
 
+/// Operations submitted together, each with where its ticket's outcome goes.
+pub(super) type Batch<R> = Vec<(Vec<u8>, R)>;
+
 /// The machine and its bookkeeping, behind the driver's lock; `R` where operations'
 /// outcomes go.
 pub(super) struct Core<A: Replicated, G, R = Resolver<Outcome<<A as Replicated>::Output>>> {
@@ -147,8 +150,10 @@ impl<A: Replicated, G: Sink, R: Resolve<Outcome<A::Output>>> Core<A, G, R> {
         }
     }
 
-    /// Submits an operation whose outcome goes to `resolve`.
-    pub(super) fn submit(&mut self, op: Vec<u8>, resolve: R) -> Result<u64, ReplicaError> {
+    /// Whether an operation may be submitted now: [`ReplicaError::Closed`] once the
+    /// replica ended, [`ReplicaError::NotQuorate`] while the local daemon says not
+    /// quorate (where writes are gated).
+    fn open_for_writes(&self) -> Result<(), ReplicaError> {
         if self.ended {
             return Err(ReplicaError::Closed);
         }
@@ -162,10 +167,41 @@ impl<A: Replicated, G: Sink, R: Resolve<Outcome<A::Output>>> Core<A, G, R> {
         {
             return Err(ReplicaError::NotQuorate);
         }
+        Ok(())
+    }
+
+    /// Submits an operation whose outcome goes to `resolve`.
+    pub(super) fn submit(&mut self, op: Vec<u8>, resolve: R) -> Result<u64, ReplicaError> {
+        self.open_for_writes()?;
         let seq = self.machine.submit(op);
         self.tickets.insert(seq, resolve);
         self.flush();
         Ok(seq)
+    }
+
+    /// Submits the operations `ops` (each with where its outcome goes), in their
+    /// order, and flushes once; returns their sequence numbers, consecutive. All or
+    /// nothing: on an error none is submitted (their resolvers are dropped unused).
+    /// No operations: nothing done, nothing checked.
+    pub(super) fn submit_many(
+        &mut self,
+        ops: Batch<R>,
+    ) -> Result<std::ops::Range<u64>, ReplicaError> {
+        if ops.is_empty() {
+            return Ok(0..0);
+        }
+        self.open_for_writes()?;
+        self.tickets.reserve(ops.len());
+        let mut seqs: Option<std::ops::Range<u64>> = None;
+        for (op, resolve) in ops {
+            let seq = self.machine.submit(op);
+            self.tickets.insert(seq, resolve);
+            let range = seqs.get_or_insert(seq..seq);
+            debug_assert_eq!(range.end, seq, "sequence numbers are consecutive");
+            range.end = seq + 1;
+        }
+        self.flush();
+        Ok(seqs.unwrap_or(0..0))
     }
 
     /// What the local daemon last said about the quorum
@@ -216,6 +252,13 @@ impl<A: Replicated, G: Sink, R: Resolve<Outcome<A::Output>>> Core<A, G, R> {
     /// Hands the machine's sends to the group layer (as far as [`has_room`] lets them)
     /// and its events to the application; notes a request to rejoin.
     pub(super) fn flush(&mut self) {
+        // The group layer's queue length, read from it (under its lock) once, and
+        // again only where the count kept here says there is no room: only this
+        // replica sends into its group, so the queue does not fill up behind a read,
+        // it only drains (as its thread sends), and the count kept here (the length
+        // read plus the messages handed over since) is never below the real one.
+        // Where it says there is room, there is.
+        let mut queued: Option<usize> = None;
         while let Some(group) = self.group.clone() {
             let Some(round) = self.machine.next_send_is_round() else {
                 match self.machine.poll_effect() {
@@ -226,10 +269,14 @@ impl<A: Replicated, G: Sink, R: Resolve<Outcome<A::Output>>> Core<A, G, R> {
                     _ => break,
                 }
             };
-            let queued = group.queued();
-            // Only this replica sends into its group, so the queue does not fill up
-            // behind this check.
-            if queued >= self.queue_limit || !has_room(round, queued, self.op_bytes) {
+            let room =
+                |queued: usize| queued < self.queue_limit && has_room(round, queued, self.op_bytes);
+            let now = match queued {
+                Some(q) if room(q) => q,
+                _ => group.queued(),
+            };
+            queued = Some(now);
+            if !room(now) {
                 break;
             }
             let Some(Effect::Send(bytes)) = self.machine.poll_effect() else {
@@ -241,6 +288,7 @@ impl<A: Replicated, G: Sink, R: Resolve<Outcome<A::Output>>> Core<A, G, R> {
             // whose outcome the loss of the daemon made unknown.
             match group.send(bytes, what.is_some()) {
                 Ok(id) => {
+                    queued = Some(now + 1);
                     if let Some(what) = what {
                         self.op_bytes += len;
                         self.sent_ops.insert(id, (what, len));
@@ -571,10 +619,17 @@ mod tests {
     struct Queue {
         sent: RefCell<Vec<Vec<u8>>>,
         delivered: Cell<usize>,
+        /// What the local daemon says of the quorum (`None`: nothing yet).
+        quorate: Cell<Option<bool>>,
+        /// Calls of `queued` and of `quorum`: each one a hold of a real group
+        /// layer's lock.
+        queued_reads: Cell<usize>,
+        quorum_reads: Cell<usize>,
     }
 
     impl Sink for Queue {
         fn queued(&self) -> usize {
+            self.queued_reads.set(self.queued_reads.get() + 1);
             self.sent.borrow().len() - self.delivered.get()
         }
         fn send(&self, bytes: Vec<u8>, _confirm: bool) -> Result<SendId, GroupError> {
@@ -587,7 +642,14 @@ mod tests {
             None
         }
         fn quorum(&self) -> LocalQuorum {
-            LocalQuorum::Unknown
+            self.quorum_reads.set(self.quorum_reads.get() + 1);
+            match self.quorate.get() {
+                Some(quorate) => LocalQuorum::Known {
+                    quorate,
+                    ring: crate::types::RingId { nodeid: 1, seq: 1 },
+                },
+                None => LocalQuorum::Unknown,
+            }
         }
     }
 
@@ -604,8 +666,13 @@ mod tests {
     /// Delivers what the queue holds, in order, as a lone member's daemon would (its
     /// own messages back, each confirmed), until nothing more is handed over.
     fn deliver_all(core: &mut Core<Count, Queue>) {
+        deliver(core, usize::MAX);
+    }
+
+    /// Delivers as [`deliver_all`] does, at most `n` messages.
+    fn deliver(core: &mut Core<Count, Queue>, n: usize) {
         let queue = core.group.clone().expect("a group");
-        loop {
+        for _ in 0..n {
             let at = queue.delivered.get();
             let Some(bytes) = queue.sent.borrow().get(at).cloned() else {
                 return;
@@ -644,9 +711,14 @@ mod tests {
 
     /// A lone member's core, synced, over a [`Queue`]; how many messages that took.
     fn synced_core() -> (Core<Count, Queue>, usize) {
+        synced_core_bounded(usize::MAX)
+    }
+
+    /// [`synced_core`] with the group layer's queue bound `queue_limit`.
+    fn synced_core_bounded(queue_limit: usize) -> (Core<Count, Queue>, usize) {
         let name = GroupName::new("replica-in-flight").expect("a valid name");
         let machine = Machine::new(Count::default(), Config::default());
-        let mut core = Core::new(machine, Queue::default(), usize::MAX, &name);
+        let mut core = Core::new(machine, Queue::default(), queue_limit, &name);
         core.machine.handle_view(Instant::now(), &view(1));
         core.flush();
         deliver_all(&mut core);
@@ -730,5 +802,215 @@ mod tests {
         deliver_all(&mut core);
         assert_eq!(queue.sent.borrow().len(), synced + ops);
         assert_all_applied(&core, &outcomes, ops);
+    }
+
+    /// What a batch's resolvers were given, by their place in the batch: the
+    /// sequence number, version and output of each one applied.
+    type BatchOutcomes =
+        std::sync::Arc<std::sync::Mutex<Vec<(usize, Result<(u64, u64), ReplicaError>)>>>;
+
+    /// A batch of `ops` whose outcomes go to `outcomes`, each tagged with its place.
+    fn batch(ops: &[&[u8]], outcomes: &BatchOutcomes) -> Vec<(Vec<u8>, Resolver<Outcome<u64>>)> {
+        ops.iter()
+            .enumerate()
+            .map(|(i, op)| {
+                let outcomes = std::sync::Arc::clone(outcomes);
+                let resolve: Resolver<Outcome<u64>> = Box::new(move |r| {
+                    let r = r.map(|o| (o.version, o.output));
+                    outcomes.lock().unwrap().push((i, r));
+                });
+                (op.to_vec(), resolve)
+            })
+            .collect()
+    }
+
+    /// A batch gets consecutive sequence numbers in its order, goes to the group
+    /// layer in one flush, back to back and in that order, and each ticket resolves
+    /// with its own outcome: in order, versions strictly increasing.
+    #[test]
+    fn a_batch_is_sent_in_its_order_and_each_ticket_gets_its_own_outcome() {
+        let (mut core, synced) = synced_core();
+        let queue = core.group.clone().expect("a group");
+        let before = Outcomes::default();
+        submit(&mut core, 2, &before);
+        let ops: [&[u8]; 5] = [b"a", b"bb", b"ccc", b"dddd", b"eeeee"];
+        let outcomes = BatchOutcomes::default();
+        let (queued_reads, quorum_reads) = (queue.queued_reads.get(), queue.quorum_reads.get());
+        let seqs = core.submit_many(batch(&ops, &outcomes)).expect("submitted");
+        assert_eq!(seqs, 3..8, "after the two single submits, consecutive");
+        // One look at the local quorum and one at the queue's length for the batch.
+        assert_eq!(queue.quorum_reads.get() - quorum_reads, 1);
+        assert_eq!(queue.queued_reads.get() - queued_reads, 1);
+        // All handed over by the one flush, none applied before delivery.
+        let sent: Vec<(u64, Vec<u8>)> = queue.sent.borrow()[synced + 2..]
+            .iter()
+            .map(|b| match Msg::decode(b) {
+                Ok(Msg::Op { seq, data }) => (seq, data),
+                other => panic!("not an operation: {other:?}"),
+            })
+            .collect();
+        let expected: Vec<(u64, Vec<u8>)> = (3..8).zip(ops.iter().map(|o| o.to_vec())).collect();
+        assert_eq!(sent, expected);
+        assert!(outcomes.lock().unwrap().is_empty());
+
+        deliver_all(&mut core);
+        let outcomes = outcomes.lock().unwrap();
+        let got: Vec<(usize, (u64, u64))> = outcomes
+            .iter()
+            .map(|(i, r)| (*i, r.clone().expect("applied")))
+            .collect();
+        assert_eq!(got.len(), ops.len());
+        assert!(got.iter().enumerate().all(|(k, (i, _))| k == *i), "{got:?}");
+        // The counter's output: the 3rd to the 7th operation applied.
+        assert!(
+            got.iter().all(|(i, (_, out))| *out == *i as u64 + 3),
+            "{got:?}"
+        );
+        assert!(
+            got.windows(2).all(|w| w[1].1 .0 == w[0].1 .0 + 1),
+            "{got:?}"
+        );
+        assert_all_applied(&core, &before, 2);
+    }
+
+    /// A batch is refused whole: while the local daemon says not quorate
+    /// (`NotQuorate`) and once the replica ended (`Closed`); nothing of it is sent
+    /// or kept, it takes no sequence number, and its resolvers are dropped unused.
+    /// An empty batch submits nothing.
+    #[test]
+    fn a_refused_batch_submits_nothing() {
+        let (mut core, synced) = synced_core();
+        let queue = core.group.clone().expect("a group");
+        let refused_outcomes = BatchOutcomes::default();
+        let ops: [&[u8]; 3] = [b"x", b"y", b"z"];
+
+        queue.quorate.set(Some(false));
+        let refused = core.submit_many(batch(&ops, &refused_outcomes));
+        assert!(
+            matches!(refused, Err(ReplicaError::NotQuorate)),
+            "{refused:?}"
+        );
+        assert_eq!(core.submit_many(Vec::new()).expect("empty"), 0..0);
+        assert_eq!(queue.sent.borrow().len(), synced, "nothing handed over");
+        assert_eq!(core.machine.footprint().outbox, 0, "nothing kept");
+        assert!(core.tickets.is_empty());
+
+        // Quorate again: the next batch gets the first sequence numbers.
+        queue.quorate.set(Some(true));
+        let outcomes = BatchOutcomes::default();
+        let seqs = core.submit_many(batch(&ops, &outcomes)).expect("submitted");
+        assert_eq!(seqs, 1..4, "the refused batch took no sequence number");
+        deliver_all(&mut core);
+        assert_eq!(outcomes.lock().unwrap().len(), 3);
+
+        core.end();
+        let sent = queue.sent.borrow().len();
+        let refused = core.submit_many(batch(&ops, &refused_outcomes));
+        assert!(matches!(refused, Err(ReplicaError::Closed)), "{refused:?}");
+        assert_eq!(queue.sent.borrow().len(), sent, "nothing handed over");
+        assert!(core.tickets.is_empty());
+        assert!(
+            refused_outcomes.lock().unwrap().is_empty(),
+            "no resolver was called"
+        );
+    }
+
+    /// At the group layer's queue bound a batch waits in the machine as single
+    /// submits do (nothing refused): what fits is handed over, the rest as the
+    /// queue drains, in order, and every ticket resolves. The queue's length is read
+    /// again only where the count kept since the last read says it is full.
+    #[test]
+    fn a_batch_beyond_the_queue_bound_waits_and_goes_in_order() {
+        let (mut core, synced) = synced_core_bounded(3);
+        let queue = core.group.clone().expect("a group");
+        let ops: Vec<&[u8]> = vec![b"op"; 8];
+        let outcomes = BatchOutcomes::default();
+        let reads = queue.queued_reads.get();
+        let seqs = core.submit_many(batch(&ops, &outcomes)).expect("submitted");
+        assert_eq!(seqs, 1..9);
+        // The first read, and one more where the count kept said full.
+        assert_eq!(queue.queued_reads.get() - reads, 2);
+        assert_eq!(queue.queued(), 3, "up to the bound");
+        assert_eq!(queue.sent.borrow().len(), synced + 3);
+        assert_eq!(
+            core.machine.footprint().outbox,
+            5,
+            "the rest wait in the machine"
+        );
+
+        // Single submits at the bound: the same, they wait too.
+        let singles = Outcomes::default();
+        submit(&mut core, 2, &singles);
+        assert_eq!(queue.queued(), 3);
+
+        deliver_all(&mut core);
+        assert_eq!(queue.sent.borrow().len(), synced + 10);
+        let seqs: Vec<u64> = queue.sent.borrow()[synced..]
+            .iter()
+            .map(|b| match Msg::decode(b) {
+                Ok(Msg::Op { seq, .. }) => seq,
+                other => panic!("not an operation: {other:?}"),
+            })
+            .collect();
+        assert_eq!(seqs, (1..11).collect::<Vec<u64>>(), "in submission order");
+        let outcomes = outcomes.lock().unwrap();
+        let got: Vec<(usize, u64)> = outcomes
+            .iter()
+            .map(|(i, r)| (*i, r.clone().expect("applied").1))
+            .collect();
+        assert_eq!(got, (0..8).map(|i| (i, i as u64 + 1)).collect::<Vec<_>>());
+        let singles = singles.lock().unwrap();
+        assert!(
+            matches!(singles[..], [Ok(9), Ok(10)]),
+            "after the batch: {singles:?}"
+        );
+    }
+
+    /// The checks are made once, for the whole batch, before any of it is taken:
+    /// they cannot fail part-way. Once taken, each operation is judged at its own
+    /// delivery, as one of single submits is: the local daemon turning not quorate
+    /// after the call changes nothing for it, and an agreed quorum lost between two
+    /// of its operations fails those delivered after the loss (`NotQuorate`), not
+    /// those delivered before.
+    #[test]
+    fn a_batch_taken_is_judged_per_operation_at_delivery() {
+        let (mut core, _) = synced_core();
+        let queue = core.group.clone().expect("a group");
+        queue.quorate.set(Some(true));
+        let ops: Vec<&[u8]> = vec![b"op"; 4];
+        let outcomes = BatchOutcomes::default();
+        core.submit_many(batch(&ops, &outcomes)).expect("submitted");
+        // The local daemon now says not quorate: a new batch is refused whole, the
+        // one taken is still sent.
+        queue.quorate.set(Some(false));
+        let refused = BatchOutcomes::default();
+        let r = core.submit_many(batch(&ops, &refused));
+        assert!(matches!(r, Err(ReplicaError::NotQuorate)), "{r:?}");
+
+        // Two delivered, then the agreed quorum is lost, then the other two.
+        deliver(&mut core, 2);
+        let ring = crate::types::RingId { nodeid: 1, seq: 2 };
+        core.machine
+            .handle_quorum(Instant::now(), group::AgreedQuorum::NotQuorate(ring));
+        core.flush();
+        deliver_all(&mut core);
+        let outcomes = outcomes.lock().unwrap();
+        let got: Vec<(usize, Result<u64, ReplicaError>)> = outcomes
+            .iter()
+            .map(|(i, r)| (*i, r.clone().map(|(_, out)| out)))
+            .collect();
+        assert!(
+            matches!(
+                got[..],
+                [
+                    (0, Ok(1)),
+                    (1, Ok(2)),
+                    (2, Err(ReplicaError::NotQuorate)),
+                    (3, Err(ReplicaError::NotQuorate))
+                ]
+            ),
+            "{got:?}"
+        );
+        assert!(refused.lock().unwrap().is_empty());
     }
 }

@@ -200,6 +200,48 @@ impl<A: Replicated + Send + 'static> AsyncReplica<A> {
         Ok(AsyncTicket { seq, slot })
     }
 
+    /// Submits the operations of `ops` at once, in their order, and returns their
+    /// [`AsyncTicket`]s in the same order: one hold of the replica's lock and one
+    /// pass handing them to the group layer for them all, where
+    /// [`submit`](Self::submit) takes one of each per operation. Each ticket resolves
+    /// on its own, as `submit`'s does. Order, errors and the empty case are those of
+    /// the blocking [`Replica::submit_many`](super::Replica::submit_many):
+    /// consecutive sequence numbers in the given order, applied (those that are) in
+    /// that order, with other members' operations possibly between them; each ticket
+    /// has its own outcome.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplicaError::Closed`] once the replica has ended, and
+    /// [`ReplicaError::NotQuorate`] while the local daemon says not quorate (where
+    /// writes are gated): checked once for the whole batch, which is then refused
+    /// whole (none of it sent) or taken whole, each operation then judged at its own
+    /// delivery. An empty `ops` returns an empty `Vec` at once.
+    pub fn submit_many<I>(&self, ops: I) -> Result<Vec<AsyncTicket<A::Output>>, ReplicaError>
+    where
+        I: IntoIterator,
+        I::Item: Into<Vec<u8>>,
+    {
+        let ops = ops.into_iter();
+        // The iterator's word on its length is not trusted beyond a modest size.
+        let hint = ops.size_hint().0.min(4096);
+        let mut slots = Vec::with_capacity(hint);
+        let mut batch = Vec::with_capacity(hint);
+        for op in ops {
+            let (slot, resolve) = slot();
+            batch.push((op.into(), resolve));
+            slots.push(slot);
+        }
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let seqs = self.shared.lock().submit_many(batch)?;
+        Ok(seqs
+            .zip(slots)
+            .map(|(seq, slot)| AsyncTicket { seq, slot })
+            .collect())
+    }
+
     /// A read barrier: waits until everything ordered before this call (every
     /// operation that any member had applied, so every acknowledged write, and this
     /// member's own operations submitted before it) is applied here, on the state the

@@ -136,6 +136,10 @@ struct Args {
     /// size).
     #[arg(long)]
     max_in_flight: Option<u64>,
+    /// With --layer replica: operations per submit call (1, the default: `submit`;
+    /// more: `submit_many` of that many). The in-flight bound still holds.
+    #[arg(long, default_value_t = 1)]
+    submit_batch: usize,
     /// Blocking path: copy every delivered message into a `Vec` in the callback (what a
     /// client that keeps or hands on messages does; the async path always owns them).
     #[arg(long)]
@@ -322,6 +326,7 @@ fn run_layer(
             batch_window: args.batch_window,
             batch_eager: args.batch_eager,
             max_in_flight: args.max_in_flight,
+            submit_batch: args.submit_batch,
             wait_members: args.wait_members,
             state_bytes: args.state_bytes,
             senders: args.senders,
