@@ -74,8 +74,9 @@
 //!   current-thread runtime) reached 0.95–1.02× the blocking two-thread design's
 //!   throughput from 64 B to 200 kB, at 0.72–0.97× its CPU per message (reading with
 //!   `read_with`; 0.95–1.00× with the stream); two workers reached 0.88–0.96× below
-//!   8000 B. At 1 MB one worker did worse (0.70×, against 0.79× with two), likely
-//!   because a send that large holds its thread until the daemon has taken it;
+//!   8000 B. At 1 MB one worker did worse (0.70×, against 0.79× with two): a send
+//!   that large holds its thread until the daemon answers (1.1–1.6 ms on average, a
+//!   third of the time in that benchmark), and nothing reads meanwhile;
 //! - **on one node**, where one client can saturate its daemon and its own CPU sets the
 //!   rate, two workers did better below 8000 B (0.83–1.04× with `read_with`, against
 //!   0.69–0.78× with one): they send and read in parallel.
