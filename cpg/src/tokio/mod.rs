@@ -71,10 +71,10 @@
 //! task and an [`AsyncSender`] task (`bench --async`, the README's "Fifth pass"):
 //!
 //! - **on three nodes**, where the daemons set the rate, one worker (or a
-//!   current-thread runtime) reached 0.95–1.02× the blocking two-thread design's
-//!   throughput from 64 B to 200 kB, at 0.72–0.97× its CPU per message (reading with
-//!   `read_with`; 0.95–1.00× with the stream); two workers reached 0.88–0.96× below
-//!   8000 B. At 1 MB one worker did worse (0.70×, against 0.79× with two): a send
+//!   current-thread runtime) reached 0.96–1.03× the blocking two-thread design's
+//!   throughput from 64 B to 200 kB in two runs, at 0.71–0.97× its CPU per message
+//!   (reading with `read_with`; 0.94–1.00× with the stream); two workers reached
+//!   0.88–0.96× below 8000 B. At 1 MB one worker did worse (0.70×, against 0.79× with two): a send
 //!   that large holds its thread until the daemon answers (1.1–1.6 ms on average, a
 //!   third of the time in that benchmark), and nothing reads meanwhile;
 //! - **on one node**, where one client can saturate its daemon and its own CPU sets the
