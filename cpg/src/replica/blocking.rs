@@ -263,11 +263,15 @@ impl<A: Replicated + Send + 'static> Replica<A> {
     /// order, here as on every member, each at its own point of the agreed order
     /// (with versions strictly increasing). The batch is not one atomic operation:
     /// other members' operations may be applied between two of its operations, and
-    /// each is judged at its own delivery: an agreed quorum lost on the way fails
-    /// the operations delivered after it with [`ReplicaError::NotQuorate`], and a
-    /// lost connection may fail some (with [`ReplicaError::NotSent`] or
-    /// [`ReplicaError::Discarded`]) while later ones are still applied. Look at every
-    /// ticket; changes that must be applied together belong in one operation.
+    /// each is judged at its own delivery. Where writes are gated
+    /// ([`Config::gate_writes`](super::Config::gate_writes)), those delivered while
+    /// the agreed quorum is lost fail with [`ReplicaError::NotQuorate`] (those after
+    /// it comes back are applied). Any operation may fail on its own, with later ones
+    /// still applied: [`ReplicaError::NotSent`] (a lost connection, a rejoin, one too
+    /// large for the group layer) or [`ReplicaError::Discarded`] (a merge), and with
+    /// [`OnDisconnect::Drop`](crate::group::OnDisconnect::Drop) while the daemon is
+    /// lost, all of them before the call returns. Look at every ticket; changes that
+    /// must be applied together belong in one operation.
     ///
     /// # Errors
     ///
@@ -284,7 +288,9 @@ impl<A: Replicated + Send + 'static> Replica<A> {
     /// replica.
     ///
     /// `ops` is read to its end before the replica's lock is taken: the iterator may
-    /// call this replica.
+    /// call this replica. The batch is handed to the group layer under that lock,
+    /// which the replica's own thread then waits for: keep batches to what one pass
+    /// of a service reads (the benchmark used 16 and 64), not unbounded.
     pub fn submit_many<I>(&self, ops: I) -> Result<Vec<Ticket<A::Output>>, ReplicaError>
     where
         I: IntoIterator,

@@ -216,7 +216,14 @@ impl<A: Replicated + Send + 'static> AsyncReplica<A> {
     /// [`ReplicaError::NotQuorate`] while the local daemon says not quorate (where
     /// writes are gated): checked once for the whole batch, which is then refused
     /// whole (none of it sent) or taken whole, each operation then judged at its own
-    /// delivery. An empty `ops` returns an empty `Vec` at once.
+    /// delivery. An empty `ops` returns an empty `Vec` at once. The group layer's
+    /// queue bound refuses nothing: operations beyond it wait in the replica and go
+    /// as the queue drains.
+    ///
+    /// `ops` is read to its end before the replica's lock is taken: the iterator may
+    /// call this replica. The batch is handed to the group layer under that lock (a
+    /// blocking mutex, on the calling task's thread), which the replica's task then
+    /// waits for: keep batches to what one pass of a service reads, not unbounded.
     pub fn submit_many<I>(&self, ops: I) -> Result<Vec<AsyncTicket<A::Output>>, ReplicaError>
     where
         I: IntoIterator,
