@@ -185,6 +185,30 @@ fn batches_from_one_member_apply_in_order_each_ticket_with_its_own_outcome() {
         outcomes_b.len()
     );
 
+    // The iterator is read before the replica's lock is taken: it may submit on this
+    // replica itself, and that operation comes before the batch's.
+    let mut inner = None;
+    let nested = a
+        .replica
+        .submit_many((0..3).map(|n| {
+            if n == 1 {
+                inner = Some(a.replica.submit("nested:inner").unwrap());
+            }
+            format!("nested:{n}")
+        }))
+        .unwrap();
+    let inner = inner.expect("the iterator ran");
+    assert!(
+        nested.iter().all(|t| t.seq() > inner.seq()),
+        "{}",
+        inner.seq()
+    );
+    assert!(nested.windows(2).all(|w| w[1].seq() == w[0].seq() + 1));
+    let inner_version = inner.wait(WAIT * 2).unwrap().version;
+    for t in &nested {
+        assert!(t.wait(WAIT * 2).unwrap().version > inner_version);
+    }
+
     // Node 1 leaves; once its replica ended (`wait_ready` returns at once then), a
     // batch is refused whole, and node 2 never applies any of it.
     a.replica.leave(WAIT).unwrap();

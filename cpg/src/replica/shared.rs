@@ -275,7 +275,7 @@ impl<A: Replicated, G: Sink, R: Resolve<Outcome<A::Output>>> Core<A, G, R> {
                 Some(q) if room(q) => q,
                 _ => group.queued(),
             };
-            queued = Some(now);
+            queued = Some(now + 1);
             if !room(now) {
                 break;
             }
@@ -625,14 +625,29 @@ mod tests {
         /// layer's lock.
         queued_reads: Cell<usize>,
         quorum_reads: Cell<usize>,
+        /// How many messages have left the queue for the daemon (the group layer's
+        /// thread sends them, before they come back delivered), in order.
+        left: Cell<usize>,
+        /// The group layer's queue bound: a send at it is the replica's bug.
+        limit: Cell<Option<usize>>,
+    }
+
+    impl Queue {
+        /// The messages in the queue: handed over, neither sent on nor delivered.
+        fn len(&self) -> usize {
+            self.sent.borrow().len() - self.delivered.get().max(self.left.get())
+        }
     }
 
     impl Sink for Queue {
         fn queued(&self) -> usize {
             self.queued_reads.set(self.queued_reads.get() + 1);
-            self.sent.borrow().len() - self.delivered.get()
+            self.len()
         }
         fn send(&self, bytes: Vec<u8>, _confirm: bool) -> Result<SendId, GroupError> {
+            if let Some(limit) = self.limit.get() {
+                assert!(self.len() < limit, "a send beyond the queue bound {limit}");
+            }
             let mut sent = self.sent.borrow_mut();
             sent.push(bytes);
             Ok(SendId(sent.len() as u64 - 1))
@@ -923,6 +938,7 @@ mod tests {
     fn a_batch_beyond_the_queue_bound_waits_and_goes_in_order() {
         let (mut core, synced) = synced_core_bounded(3);
         let queue = core.group.clone().expect("a group");
+        queue.limit.set(Some(3));
         let ops: Vec<&[u8]> = vec![b"op"; 8];
         let outcomes = BatchOutcomes::default();
         let reads = queue.queued_reads.get();
@@ -964,6 +980,49 @@ mod tests {
             matches!(singles[..], [Ok(9), Ok(10)]),
             "after the batch: {singles:?}"
         );
+    }
+
+    /// The count kept during a flush is never below the queue's real length, and
+    /// where it says full the length is read again: after the group layer's thread
+    /// sent two of three queued messages on (no event yet), a submit hands over
+    /// exactly two more, never one beyond the bound (the mock refuses that), and
+    /// everything is applied in order once delivered.
+    #[test]
+    fn a_queue_drained_without_an_event_is_refilled_to_its_bound_not_beyond() {
+        let (mut core, synced) = synced_core_bounded(3);
+        let queue = core.group.clone().expect("a group");
+        queue.limit.set(Some(3));
+        let outcomes = BatchOutcomes::default();
+        let ops: Vec<&[u8]> = vec![b"op"; 8];
+        core.submit_many(batch(&ops, &outcomes)).expect("submitted");
+        assert_eq!(queue.sent.borrow().len(), synced + 3);
+        // The group layer's thread sends two on; nothing delivered yet.
+        queue
+            .left
+            .set(queue.delivered.get().max(queue.left.get()) + 2);
+        assert_eq!(queue.len(), 1);
+        let reads = queue.queued_reads.get();
+        let singles = Outcomes::default();
+        submit(&mut core, 1, &singles);
+        assert_eq!(
+            queue.sent.borrow().len(),
+            synced + 5,
+            "two more, up to the bound"
+        );
+        assert_eq!(queue.len(), 3);
+        // One read at the start, one more where the count said full.
+        assert_eq!(queue.queued_reads.get() - reads, 2);
+        assert_eq!(core.machine.footprint().outbox, 4);
+        deliver_all(&mut core);
+        assert_eq!(queue.sent.borrow().len(), synced + 9);
+        let got: Vec<(usize, u64)> = outcomes
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(i, r)| (*i, r.clone().expect("applied").1))
+            .collect();
+        assert_eq!(got, (0..8).map(|i| (i, i as u64 + 1)).collect::<Vec<_>>());
+        assert!(matches!(singles.lock().unwrap()[..], [Ok(9)]));
     }
 
     /// The checks are made once, for the whole batch, before any of it is taken:
