@@ -176,7 +176,7 @@ mod sender;
 
 pub use builder::AsyncBuilder;
 pub use event::{Event, EventRef};
-pub use sender::AsyncSender;
+pub use sender::{AsyncSender, OFFLOAD_FROM};
 
 use mailbox::{drain, drain_to, Drained, Enqueue, Sink};
 

@@ -3,10 +3,12 @@
 
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::link::{Link, Progress, RequestGuard};
 use crate::retry::Backoff;
 use crate::types::Guarantee;
@@ -20,6 +22,7 @@ impl AsyncHandle {
         AsyncSender {
             sender: self.fd.get_ref().sender(),
             backoff: self.backoff,
+            offload_from: Some(OFFLOAD_FROM),
         }
     }
 }
@@ -43,6 +46,24 @@ impl AsyncHandle {
 /// stream: a waker that panics there is caught like a panicking callback (it never
 /// unwinds into C), and the other waiting sends are still woken.
 ///
+/// # Large messages
+///
+/// Each attempt to send is one synchronous request to the daemon, which answers only
+/// once it has taken the whole message (or refused it, after it went over): about a
+/// millisecond for a message near libcpg's 1 MiB atomic size, many times over when the
+/// daemon pushes back. A runtime worker blocked that long reads nothing and polls no
+/// other task. So a message of at least [`offload_from`](Self::offload_from) bytes
+/// ([`OFFLOAD_FROM`] unless [set](Self::set_offload_from) otherwise) is copied and
+/// sent from tokio's blocking pool (`spawn_blocking`), back-off included, while the
+/// task awaits the outcome. Outside a tokio runtime the send stays on the calling
+/// thread.
+///
+/// Dropping such a send future cannot stop an attempt that has started on the pool:
+/// the message may then be sent after all, but no attempt starts after the drop, and
+/// a send started after the drop (any request on the connection) is ordered after
+/// it. A smaller send, or one made inline, has sent nothing when dropped before it
+/// completed.
+///
 /// ```no_run
 /// # async fn run() -> Result<(), cpg::Error> {
 /// let mut cpg = cpg::AsyncHandle::new()?;
@@ -61,7 +82,18 @@ impl AsyncHandle {
 pub struct AsyncSender {
     sender: crate::Sender,
     backoff: Backoff,
+    offload_from: Option<usize>,
 }
+
+/// The size from which an [`AsyncSender`] sends from tokio's blocking pool by default
+/// (see [Large messages](AsyncSender#large-messages)): 256 KiB.
+///
+/// Measured in `bench --async` on three nodes (the benchmark README's "Sixth pass"):
+/// at 1 MB, sends made on a worker held back the reading task and the client
+/// delivered 0.70–0.80× the blocking two-thread design's messages per second; sent
+/// from the pool, at the same level. At 200 kB, sends on the worker are already at the
+/// blocking design's level, and the copy and hand-off to the pool would cost.
+pub const OFFLOAD_FROM: usize = 256 << 10;
 
 impl AsyncSender {
     /// Sends `message`, waiting out back-pressure.
@@ -77,6 +109,9 @@ impl AsyncSender {
 
     /// Sends with an explicit delivery [`Guarantee`], waiting out back-pressure.
     pub async fn send_with(&self, guarantee: Guarantee, buffers: &[IoSlice<'_>]) -> Result<()> {
+        if let Some(runtime) = self.offloads(buffers) {
+            return self.send_offloaded(&runtime, guarantee, buffers).await;
+        }
         let link = self.sender.link();
         // As in `AsyncHandle`'s sends: a send that succeeds at once never waits, so it
         // takes part in tokio's cooperative budget (before the attempt: a future
@@ -93,6 +128,55 @@ impl AsyncSender {
                     waiting.wait(link, link.progress().epoch(), delay).await;
                 }
             }
+        }
+    }
+
+    /// The runtime whose blocking pool sends `buffers`, if they are that large (and
+    /// the task runs in a tokio runtime, and not in a child of fork, where the send
+    /// fails at once).
+    fn offloads(&self, buffers: &[IoSlice<'_>]) -> Option<::tokio::runtime::Handle> {
+        let from = self.offload_from?;
+        let len = buffers
+            .iter()
+            .try_fold(0usize, |sum, b| sum.checked_add(b.len()))
+            .unwrap_or(usize::MAX);
+        if len < from || self.sender.link().forked() {
+            return None;
+        }
+        ::tokio::runtime::Handle::try_current().ok()
+    }
+
+    /// Sends a copy of `buffers` from the runtime's blocking pool, with this sender's
+    /// back-off, and waits for the outcome.
+    async fn send_offloaded(
+        &self,
+        runtime: &::tokio::runtime::Handle,
+        guarantee: Guarantee,
+        buffers: &[IoSlice<'_>],
+    ) -> Result<()> {
+        // Too many buffers is refused here, as an inline send would refuse it, before
+        // anything is copied.
+        if buffers.len() > crate::MAX_SEND_BUFFERS {
+            return self.sender.send_with(guarantee, buffers);
+        }
+        let mut message = Vec::with_capacity(buffers.iter().map(|b| b.len()).sum());
+        for buffer in buffers {
+            message.extend_from_slice(buffer);
+        }
+        let dropped = Arc::new(AtomicBool::new(false));
+        let on_drop = SetOnDrop(Arc::clone(&dropped));
+        let sender = self.sender.clone();
+        let backoff = self.backoff;
+        let sent = runtime.spawn_blocking(move || {
+            send_blocking(&sender, guarantee, &message, &backoff, &dropped)
+        });
+        let outcome = sent.await;
+        drop(on_drop);
+        match outcome {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down and never ran the send: nothing was sent.
+            Err(_) => Err(Error::Closed),
         }
     }
 
@@ -131,6 +215,63 @@ impl AsyncSender {
     pub fn is_closed(&self) -> bool {
         self.sender.is_closed()
     }
+
+    /// The size from which a send goes to tokio's blocking pool, or `None` if none
+    /// does (see [Large messages](Self#large-messages)). [`OFFLOAD_FROM`] unless set.
+    pub fn offload_from(&self) -> Option<usize> {
+        self.offload_from
+    }
+
+    /// Sets the size from which a send of this sender (not of its clones made before)
+    /// goes to tokio's blocking pool; `None`: every send is made on the task's thread.
+    pub fn set_offload_from(&mut self, bytes: Option<usize>) {
+        self.offload_from = bytes;
+    }
+}
+
+/// Sets its flag when dropped: the offloaded send's future is gone.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// An offloaded send, on a thread of the blocking pool: attempts under the request
+/// lock, each only while the future waiting for it still exists, and pauses like a
+/// blocking [`Sender`](crate::Sender)'s retry (until a delivery or the back-off's
+/// delay).
+///
+/// The flag is read while the lock is held, so a request that takes the lock after the
+/// future was dropped either finds an attempt already made (and goes after it) or
+/// keeps the attempt from ever being made.
+fn send_blocking(
+    sender: &crate::Sender,
+    guarantee: Guarantee,
+    message: &[u8],
+    backoff: &Backoff,
+    dropped: &AtomicBool,
+) -> Result<()> {
+    let link = sender.link();
+    let progress = link.progress();
+    backoff.run_pausing(
+        || {
+            let request = link.lock_request()?;
+            if dropped.load(Ordering::Acquire) {
+                // Nobody waits for the outcome.
+                return Err(Error::Closed);
+            }
+            sender.send_holding(&request, guarantee, &[IoSlice::new(message)])
+        },
+        |delay| {
+            progress.wait(progress.epoch(), delay);
+            if link.is_closed() || dropped.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            Ok(())
+        },
+    )
 }
 
 /// The longest an async send waits for the request lock before it tries again.

@@ -110,6 +110,11 @@ struct Args {
     /// runtime (both tasks on the main thread, in `block_on`).
     #[arg(long, default_value_t = 2, requires = "async_")]
     workers: u16,
+    /// --async (two tasks): the size from which the `AsyncSender` sends from tokio's
+    /// blocking pool (`AsyncSender::set_offload_from`; default `cpg::tokio::OFFLOAD_FROM`);
+    /// `never`: every send on the sending task's worker.
+    #[arg(long, requires = "async_")]
+    offload_from: Option<Offload>,
     /// --async (two tasks): read with `AsyncHandle::read_with`, each message borrowed
     /// from libcpg's buffer, instead of the stream's owned events.
     #[arg(long, requires = "async_", conflicts_with = "single_thread")]
@@ -862,6 +867,27 @@ async fn send_sweep_async(
     Ok(true)
 }
 
+/// `--offload-from`: a size in bytes, or `never`.
+#[derive(Debug, Clone, Copy)]
+enum Offload {
+    /// Never: every send on the worker.
+    Never,
+    /// From this many bytes.
+    From(usize),
+}
+
+impl std::str::FromStr for Offload {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Offload, String> {
+        if s == "never" {
+            return Ok(Offload::Never);
+        }
+        s.parse()
+            .map(Offload::From)
+            .map_err(|e| format!("{s:?}: a size in bytes or `never` ({e})"))
+    }
+}
+
 /// `--async`: an [`AsyncHandle`] whose stream a task reads (or the main thread, in
 /// `block_on`, with `--reader main`) while another task sends with an
 /// [`AsyncSender`](cpg::AsyncSender), on a tokio runtime with two worker threads
@@ -896,6 +922,11 @@ fn run_async_two_tasks(
 
         let mut sender = cpg.sender();
         sender.set_backoff(args.backoff());
+        match args.offload_from {
+            None => {}
+            Some(Offload::Never) => sender.set_offload_from(None),
+            Some(Offload::From(bytes)) => sender.set_offload_from(Some(bytes)),
+        }
         let done = Arc::new(tokio::sync::Notify::new());
         let failed = Arc::new(AtomicBool::new(false));
         let sending = tokio::spawn({
@@ -1021,8 +1052,20 @@ async fn async_sender_sweep(
         let window = Window::start(receiver);
         let end = window.start + plan.window;
         let mut pushbacks = 0;
+        // A message the sender hands to the blocking pool goes there at once: a first
+        // `try_send` would make its first attempt on this worker. (Its pushbacks are
+        // then not counted.)
+        let offloaded = sender.offload_from().is_some_and(|from| size >= from);
         while Instant::now() < end && !halt() {
             common::fill_data(msg, nodeid, pid, seq, plan.verify);
+            if offloaded {
+                sender
+                    .send(msg)
+                    .await
+                    .map_err(|e| format!("send of {size} bytes: {e}"))?;
+                seq += 1;
+                continue;
+            }
             match sender.try_send(msg) {
                 Ok(()) => {}
                 Err(e) if e.is_retryable() => {
