@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use cpg::{Error, Event};
@@ -22,13 +22,24 @@ fn many_tasks_send_through_clones_while_one_reads() {
         wait_members(&mut h, &group, 1).await;
         const TASKS: u32 = 8;
         const EACH: u32 = 200;
+        const POOLED: usize = 300 << 10;
+        assert!(h.sender().offload_from().is_some_and(|from| POOLED >= from));
+        assert!(h
+            .sender()
+            .offload_from()
+            .is_some_and(|from| 200 << 10 < from));
         let tasks: Vec<_> = (0..TASKS)
             .map(|t| {
                 let sender = h.sender();
                 tokio::spawn(async move {
                     for seq in 0..EACH {
-                        // Every fourth message is large enough to meet back-pressure.
-                        let len = if seq % 4 == 0 { 200 << 10 } else { 64 };
+                        // Every fourth message is large enough to meet back-pressure,
+                        // every eighth so large that it is sent from the blocking pool.
+                        let len = match seq % 8 {
+                            0 => POOLED,
+                            4 => 200 << 10,
+                            _ => 64,
+                        };
                         sender.send(&tagged(t, seq, len)).await.unwrap();
                     }
                 })
@@ -114,6 +125,91 @@ fn a_cancelled_send_sent_nothing_and_a_completed_one_exactly_once() {
             "completed, never delivered: {completed:?}"
         );
         eprintln!("{seq} sends: {delivered} completed and delivered, {cancelled} cancelled");
+    });
+}
+
+/// A send from the blocking pool cannot be stopped once its attempt has started: a
+/// dropped one is sent before every send made after the drop, or never; a completed one
+/// exactly once. Node 2's daemon is stopped, so that sends meet back-pressure: every
+/// other send is dropped as soon as it was handed to the pool, the others after 20 ms,
+/// while they wait (between attempts, or in one).
+#[test]
+fn a_dropped_send_from_the_pool_is_sent_before_any_later_one_or_never() {
+    const MAX_SENDS: u32 = 20_000;
+    const MIN_DROPPED_WAITING: u32 = 10;
+    // As in the test above: a 10 s token keeps the ring stuck long enough.
+    let cluster = stoppable_pair(10_000);
+    run(Duration::from_secs(120), move || async move {
+        let (mut h, mut sender, _group, paused) =
+            joined_with_node_2_stopped(&cluster, "sender-pool-drop").await;
+        // Every send from the pool.
+        sender.set_offload_from(Some(0));
+        let mut completed = BTreeSet::new();
+        let (mut seq, mut dropped_waiting, mut dropped_at_once) = (0u32, 0u32, 0u32);
+        while seq < MAX_SENDS && dropped_waiting < MIN_DROPPED_WAITING {
+            let m = tagged(1, seq, 64 << 10);
+            let limit = if seq % 2 == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(20)
+            };
+            match tokio::time::timeout(limit, sender.send(&m)).await {
+                Ok(result) => {
+                    result.unwrap();
+                    completed.insert(seq);
+                }
+                Err(_) if seq % 2 == 0 => dropped_at_once += 1,
+                Err(_) => dropped_waiting += 1,
+            }
+            seq += 1;
+        }
+        drop(paused);
+        assert!(
+            dropped_waiting >= MIN_DROPPED_WAITING,
+            "{dropped_waiting} dropped while waiting in {seq} sends"
+        );
+        // Sent after every dropped future: nothing of theirs may follow it. A second
+        // marker two seconds later (the ring moves again by then, and an attempt that a
+        // drop failed to stop would retry at the first delivery) shows what does.
+        let mut delivered = Vec::new();
+        for marker in 0..2 {
+            if marker == 1 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            tokio::time::timeout(WAIT, sender.send(&tagged(9, marker, 8)))
+                .await
+                .unwrap()
+                .unwrap();
+            loop {
+                if let Event::Deliver { data, .. } = next(&mut h).await {
+                    let (task, seq) = decode_tagged(&data);
+                    if task == 9 {
+                        assert_eq!(seq, marker);
+                        break;
+                    }
+                    assert_eq!(marker, 0, "send {seq} delivered after a later send");
+                    delivered.push(seq);
+                }
+            }
+        }
+        assert!(
+            delivered.windows(2).all(|w| w[0] < w[1]),
+            "a send delivered out of order, or twice: {delivered:?}"
+        );
+        let missing: Vec<_> = completed
+            .iter()
+            .filter(|seq| delivered.binary_search(seq).is_err())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "completed, never delivered: {missing:?}"
+        );
+        let dropped_delivered = delivered.len() - completed.len();
+        eprintln!(
+            "{seq} sends: {} completed, {dropped_at_once} dropped at once and \
+             {dropped_waiting} while waiting, of which {dropped_delivered} were sent",
+            completed.len()
+        );
     });
 }
 

@@ -168,7 +168,9 @@ impl AsyncSender {
         let sender = self.sender.clone();
         let backoff = self.backoff;
         let sent = runtime.spawn_blocking(move || {
-            send_blocking(&sender, guarantee, &message, &backoff, &dropped)
+            send_blocking(sender.link(), &backoff, &dropped, |request| {
+                sender.send_holding(request, guarantee, &[IoSlice::new(&message)])
+            })
         });
         let outcome = sent.await;
         drop(on_drop);
@@ -238,7 +240,7 @@ impl Drop for SetOnDrop {
     }
 }
 
-/// An offloaded send, on a thread of the blocking pool: attempts under the request
+/// An offloaded send, on a thread of the blocking pool: `attempt`s under the request
 /// lock, each only while the future waiting for it still exists, and pauses like a
 /// blocking [`Sender`](crate::Sender)'s retry (until a delivery or the back-off's
 /// delay).
@@ -247,13 +249,11 @@ impl Drop for SetOnDrop {
 /// future was dropped either finds an attempt already made (and goes after it) or
 /// keeps the attempt from ever being made.
 fn send_blocking(
-    sender: &crate::Sender,
-    guarantee: Guarantee,
-    message: &[u8],
+    link: &Link,
     backoff: &Backoff,
     dropped: &AtomicBool,
+    mut attempt: impl FnMut(&RequestGuard<'_>) -> Result<()>,
 ) -> Result<()> {
-    let link = sender.link();
     let progress = link.progress();
     backoff.run_pausing(
         || {
@@ -262,7 +262,7 @@ fn send_blocking(
                 // Nobody waits for the outcome.
                 return Err(Error::Closed);
             }
-            sender.send_holding(&request, guarantee, &[IoSlice::new(message)])
+            attempt(&request)
         },
         |delay| {
             progress.wait(progress.epoch(), delay);
@@ -383,6 +383,81 @@ mod tests {
             .unwrap();
         let _guard = rt.enter();
         test(&Link::new(0, -1, crate::process::generation()));
+    }
+
+    /// A back-off that retries for a minute, pausing 1 ms.
+    fn patient() -> Backoff {
+        Backoff {
+            initial: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+            timeout: Duration::from_secs(60),
+            max_attempts: u32::MAX,
+        }
+    }
+
+    #[test]
+    fn an_offloaded_send_whose_future_is_gone_makes_no_attempt() {
+        with_link(|link| {
+            let dropped = AtomicBool::new(true);
+            let mut attempts = 0;
+            let result = send_blocking(link, &patient(), &dropped, |_| {
+                attempts += 1;
+                Ok(())
+            });
+            assert_eq!(result, Err(Error::Closed));
+            assert_eq!(attempts, 0);
+        });
+    }
+
+    #[test]
+    fn an_offloaded_send_stops_retrying_once_its_future_is_gone() {
+        with_link(|link| {
+            let dropped = AtomicBool::new(false);
+            let mut attempts = 0;
+            let result = send_blocking(link, &patient(), &dropped, |_| {
+                attempts += 1;
+                assert!(
+                    link.try_lock_request().unwrap().is_none(),
+                    "attempted unlocked"
+                );
+                if attempts == 3 {
+                    // Dropped while this attempt runs: it stands, no other follows.
+                    dropped.store(true, Ordering::Release);
+                }
+                Err(Error::Cs {
+                    code: crate::error::CsError::TryAgain,
+                    op: crate::error::Operation::Send,
+                })
+            });
+            assert_eq!(result, Err(Error::Closed));
+            assert_eq!(attempts, 3);
+        });
+    }
+
+    #[test]
+    fn an_offloaded_send_returns_its_attempts_outcome() {
+        with_link(|link| {
+            let dropped = AtomicBool::new(false);
+            let mut attempts = 0;
+            let result = send_blocking(link, &patient(), &dropped, |_| {
+                attempts += 1;
+                if attempts < 3 {
+                    return Err(Error::Cs {
+                        code: crate::error::CsError::TryAgain,
+                        op: crate::error::Operation::Send,
+                    });
+                }
+                Ok(())
+            });
+            assert_eq!(result, Ok(()));
+            assert_eq!(attempts, 3);
+            let result = send_blocking(link, &patient(), &dropped, |_| Err(Error::NotJoined));
+            assert_eq!(
+                result,
+                Err(Error::NotJoined),
+                "not retryable: returned at once"
+            );
+        });
     }
 
     #[test]
