@@ -1,6 +1,7 @@
 //! `AsyncSender`: many tasks send through clones while one task reads the stream; a
-//! cancelled send has sent nothing; a send waiting out back-pressure wakes at the
-//! reader's deliveries; sends wake when the handle is dropped.
+//! cancelled send has sent nothing, one sent from the blocking pool nothing after a
+//! later send; a send waiting out back-pressure wakes at the reader's deliveries;
+//! sends wake when the handle is dropped.
 
 mod support;
 

@@ -199,6 +199,25 @@ fn bench_async_borrowing_reader_verify_sweep_passes() {
     verified_sweep(BENCH, &["--async", "--borrow"], "cli-bench-async-borrow");
 }
 
+/// The async client on one worker whose large messages go to tokio's blocking pool
+/// (`bench --async --borrow --workers 1 --offload-from 100000`: the 200 kB size is
+/// sent from the pool, every message still verified).
+#[test]
+fn bench_async_sends_from_the_blocking_pool_verify_sweep_passes() {
+    verified_sweep(
+        BENCH,
+        &[
+            "--async",
+            "--borrow",
+            "--workers",
+            "1",
+            "--offload-from",
+            "100000",
+        ],
+        "cli-bench-async-pool",
+    );
+}
+
 /// The one-task async loop (`bench --async --single-thread`).
 #[test]
 fn bench_async_single_task_verify_sweep_passes() {

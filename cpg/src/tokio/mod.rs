@@ -74,16 +74,23 @@
 //!   current-thread runtime) reached 0.96–1.03× the blocking two-thread design's
 //!   throughput from 64 B to 200 kB in two runs, at 0.71–0.97× its CPU per message
 //!   (reading with `read_with`; 0.94–1.00× with the stream); two workers reached
-//!   0.88–0.96× below 8000 B. At 1 MB one worker did worse (0.70×, against 0.79× with two): a send
-//!   that large holds its thread until the daemon answers (1.1–1.6 ms on average, a
-//!   third of the time in that benchmark), and nothing reads meanwhile;
+//!   0.88–0.96× below 8000 B. At 1 MB a send holds its thread until the daemon answers
+//!   (1.1–1.6 ms on average, a third of the time in that benchmark), and nothing read
+//!   meanwhile: 0.59–0.85× whatever the workers. An [`AsyncSender`] now sends messages
+//!   from [`OFFLOAD_FROM`] (256 KiB) up from tokio's blocking pool, and the same client
+//!   (`read_with`, one worker) reached 0.95–1.01× at every size from 64 B to 1 MB in
+//!   two runs (0.96 and 0.97× at 1 MB; the README's "Sixth pass");
 //! - **on one node**, where one client can saturate its daemon and its own CPU sets the
 //!   rate, two workers did better below 8000 B (0.83–1.04× with `read_with`, against
-//!   0.69–0.78× with one): they send and read in parallel.
+//!   0.69–0.78× with one): they send and read in parallel. There a 1 MB send is taken
+//!   in far less time, and the copy and hand-off of an offloaded send cost more than
+//!   they save: 0.75–0.78× with them, 0.92–0.97× with
+//!   [`set_offload_from(None)`](AsyncSender::set_offload_from).
 //!
-//! So a service on a cluster of several nodes that sends messages well below libcpg's
-//! 1 MiB atomic size keeps the tasks that do a handle's I/O on one thread; one that
-//! must push a single daemon to its limit, or sends near that size, gives them more.
+//! So a service on a cluster of several nodes keeps the tasks that do a handle's I/O on
+//! one thread, and sends its large messages through an [`AsyncSender`] (an
+//! [`AsyncHandle::send`] of any size is made on the task's thread); one that must push
+//! a single daemon to its limit gives them more.
 //!
 //! Messages of hundreds of kilobytes and more cost extra CPU (not throughput) under
 //! glibc's allocator: a send that waits out back-pressure queues the events it reads
@@ -305,7 +312,12 @@ fn reactor_failed(handle: &Handle, stream: &mut StreamState, e: std::io::Error) 
 /// # Blocking
 ///
 /// Every call is a quick request to the local daemon over shared memory, which
-/// returns in microseconds. Two cases can hold a runtime thread longer: a send above
+/// returns in microseconds; a send takes longer the larger its message, until the
+/// daemon has taken it in (about a millisecond near 1 MiB on three nodes, and the
+/// answer may then be back-pressure). An [`AsyncSender`] sends messages of
+/// [`OFFLOAD_FROM`] bytes and more from tokio's blocking pool (see its
+/// [Large messages](AsyncSender#large-messages)); this handle's own sends run on the
+/// polling task's thread. Two cases can hold a runtime thread longer still: a send above
 /// `max_message_size` (libcpg sends the fragments one after the other and, under
 /// back-pressure, sleeps inside itself between them), and `join`/`leave`/`members`
 /// while the local daemon is busy forming a new membership. Once the handle has

@@ -88,11 +88,15 @@ pub struct AsyncSender {
 /// The size from which an [`AsyncSender`] sends from tokio's blocking pool by default
 /// (see [Large messages](AsyncSender#large-messages)): 256 KiB.
 ///
-/// Measured in `bench --async` on three nodes (the benchmark README's "Sixth pass"):
-/// at 1 MB, sends made on a worker held back the reading task and the client
-/// delivered 0.70–0.80× the blocking two-thread design's messages per second; sent
-/// from the pool, at the same level. At 200 kB, sends on the worker are already at the
-/// blocking design's level, and the copy and hand-off to the pool would cost.
+/// Measured in `bench --async --borrow` (the benchmark README's "Sixth pass"): on
+/// three nodes, 1 MB sends made on the worker held back the reading task, and the
+/// client delivered 0.67× the blocking two-thread design's messages per second with
+/// one worker; sent from the pool, 0.95–0.98× with one or two. At 200 kB sends on the
+/// worker are already at the blocking design's level. On one node, where the daemon
+/// takes a send in a fraction of that time and the client's own CPU sets the rate, the
+/// copy and the hand-off cost more than they save (1 MB: 0.75–0.78× against
+/// 0.92–0.97× with every send on the worker): a service that pushes a single daemon to
+/// its limit with messages this large sets [`AsyncSender::set_offload_from`]`(None)`.
 pub const OFFLOAD_FROM: usize = 256 << 10;
 
 impl AsyncSender {
