@@ -305,9 +305,10 @@ impl ConnectionRef {
     }
 }
 
-/// `cpg_mcast_joined` on `link`, whose request guard the caller holds.
-#[inline]
-pub(crate) fn mcast(link: &Link, guarantee: Guarantee, buffers: &[IoSlice<'_>]) -> Result<()> {
+/// What [`mcast`] refuses before calling C: not joined, too many buffers, a total
+/// length beyond libcpg's 32 bits. Needs no lock (the async sender checks this before
+/// it copies a message for the blocking pool).
+pub(crate) fn check_mcast(link: &Link, buffers: &[IoSlice<'_>]) -> Result<()> {
     link.check_joined()?;
     if buffers.len() > MAX_SEND_BUFFERS {
         return Err(Error::TooManyBuffers {
@@ -323,6 +324,13 @@ pub(crate) fn mcast(link: &Link, guarantee: Guarantee, buffers: &[IoSlice<'_>]) 
             max: u32::MAX as usize,
         });
     }
+    Ok(())
+}
+
+/// `cpg_mcast_joined` on `link`, whose request guard the caller holds.
+#[inline]
+pub(crate) fn mcast(link: &Link, guarantee: Guarantee, buffers: &[IoSlice<'_>]) -> Result<()> {
+    check_mcast(link, buffers)?;
     // SAFETY: the handle is live and the caller holds its request guard (the only
     // request in flight); IoSlice is guaranteed ABI-compatible with `struct iovec` on
     // Unix; the slice and the memory it points to outlive the call, which only reads

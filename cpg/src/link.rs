@@ -294,6 +294,15 @@ impl Link {
         Ok(())
     }
 
+    /// Raises the progress signal whether or not anyone is counted as waiting, so that
+    /// a thread between its last look at some state and its wait still sees it move
+    /// (an offloaded async send whose future was dropped). A waker's panic is ignored,
+    /// as in [`poison`](Self::poison).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn raise_progress(&self) {
+        let _ = self.progress.signal();
+    }
+
     /// Tells waiting senders that a dispatch delivered events. One load when nobody
     /// waits. A waker that panics has its panic re-raised here, after every other
     /// waiter was woken: the dispatch catches it like a callback's.

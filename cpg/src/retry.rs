@@ -81,6 +81,16 @@ impl Backoff {
         }
     }
 
+    /// [`start`](Self::start) for a call that began at `at` (its timeout counts from
+    /// there, not from its first failure).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn start_at(&self, at: Instant) -> Retrying {
+        Retrying {
+            start: Some(at),
+            ..self.start()
+        }
+    }
+
     /// Whether another attempt follows the failed attempt number `attempts` (counting
     /// from 1) of a retry whose first failure was at `start` and that would now pause
     /// for `delay`.

@@ -3,12 +3,12 @@
 
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{CsError, Error, Operation, Result};
 use crate::link::{Link, Progress, RequestGuard};
 use crate::retry::Backoff;
 use crate::types::Guarantee;
@@ -39,7 +39,8 @@ impl AsyncHandle {
 /// holds it for as long as libcpg retries the fragments), a send waits for it as a
 /// task and never blocks its worker thread. A send future dropped before it
 /// completed has sent nothing (each attempt is one synchronous call that hands the
-/// whole message to the daemon or fails). After the handle is closed or dropped,
+/// whole message to the daemon or fails), except a large one already on the blocking
+/// pool (see [Large messages](Self#large-messages)). After the handle is closed or dropped,
 /// sends fail with [`Error::Closed`](crate::Error::Closed), and waiting sends wake at once.
 ///
 /// Waiting sends are woken from inside `cpg_dispatch`, on the thread that reads the
@@ -54,14 +55,27 @@ impl AsyncHandle {
 /// daemon pushes back. A runtime worker blocked that long reads nothing and polls no
 /// other task. So a message of at least [`offload_from`](Self::offload_from) bytes
 /// ([`OFFLOAD_FROM`] unless [set](Self::set_offload_from) otherwise) is copied and
-/// sent from tokio's blocking pool (`spawn_blocking`), back-off included, while the
-/// task awaits the outcome. Outside a tokio runtime the send stays on the calling
-/// thread.
+/// sent from tokio's blocking pool (`spawn_blocking`), while the task awaits the
+/// outcome:
+///
+/// - what an attempt would refuse without reaching the daemon (a closed, poisoned or
+///   forked handle, not joined, too many buffers, too long for libcpg) is refused
+///   before the copy, with the same error;
+/// - the back-off runs on the pool thread, which it holds for as long as the send
+///   waits out back-pressure (its pauses end at a delivery, as a blocking
+///   [`Sender`](crate::Sender)'s do, and as soon as the future is dropped);
+/// - the back-off's timeout counts from the call, time spent waiting for a free thread
+///   of the pool included: a send still waiting for one when it passes gives up with
+///   `CS_ERR_TRY_AGAIN` (and is never made);
+/// - if the runtime shuts down before a thread took the send, it fails with
+///   [`Error::Closed`](crate::Error::Closed) (nothing was sent);
+/// - if the task is not in a tokio runtime's context, the send is made on its thread
+///   (its pauses need tokio's timer all the same).
 ///
 /// Dropping such a send future cannot stop an attempt that has started on the pool:
 /// the message may then be sent after all, but no attempt starts after the drop, and
-/// a send started after the drop (any request on the connection) is ordered after
-/// it. A smaller send, or one made inline, has sent nothing when dropped before it
+/// any request on the same connection made after the drop is ordered after it. A
+/// smaller send, or one made inline, has sent nothing when dropped before it
 /// completed.
 ///
 /// ```no_run
@@ -151,33 +165,56 @@ impl AsyncSender {
     }
 
     /// Sends a copy of `buffers` from the runtime's blocking pool, with this sender's
-    /// back-off, and waits for the outcome.
+    /// back-off counted from now, and waits for the outcome.
     async fn send_offloaded(
         &self,
         runtime: &::tokio::runtime::Handle,
         guarantee: Guarantee,
         buffers: &[IoSlice<'_>],
     ) -> Result<()> {
-        // Too many buffers is refused here, as an inline send would refuse it, before
-        // anything is copied.
-        if buffers.len() > crate::MAX_SEND_BUFFERS {
-            return self.sender.send_with(guarantee, buffers);
-        }
+        let called = Instant::now();
+        // What an attempt would refuse without reaching C is refused before anything is
+        // copied (and without the request lock).
+        let link = self.sender.link();
+        link.usable(Operation::Send)?;
+        crate::connection::check_mcast(link, buffers)?;
         let mut message = Vec::with_capacity(buffers.iter().map(|b| b.len()).sum());
         for buffer in buffers {
             message.extend_from_slice(buffer);
         }
-        let dropped = Arc::new(AtomicBool::new(false));
-        let on_drop = SetOnDrop(Arc::clone(&dropped));
+        let state = Arc::new(Offloaded::default());
+        let mut guard = GoneOnDrop {
+            state: Some(Arc::clone(&state)),
+            sender: self.sender.clone(),
+        };
         let sender = self.sender.clone();
         let backoff = self.backoff;
-        let sent = runtime.spawn_blocking(move || {
-            send_blocking(sender.link(), &backoff, &dropped, |request| {
+        let job = Arc::clone(&state);
+        let mut sent = runtime.spawn_blocking(move || {
+            send_blocking(sender.link(), &backoff, called, &job, |request| {
                 sender.send_holding(request, guarantee, &[IoSlice::new(&message)])
             })
         });
-        let outcome = sent.await;
-        drop(on_drop);
+        // The back-off's timeout also bounds the time the send waits for a thread of the
+        // pool (all of them busy): once it passed, a send still queued gives up.
+        let deadline = called
+            .checked_add(self.backoff.timeout)
+            .map(::tokio::time::Instant::from_std);
+        let outcome = match deadline {
+            Some(deadline) => match ::tokio::time::timeout_at(deadline, &mut sent).await {
+                Ok(outcome) => outcome,
+                Err(_) if state.give_up_queued() => {
+                    guard.disarm();
+                    return Err(Error::Cs {
+                        op: Operation::Send,
+                        code: CsError::TryAgain,
+                    });
+                }
+                Err(_) => (&mut sent).await,
+            },
+            None => sent.await,
+        };
+        guard.disarm();
         match outcome {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -235,47 +272,111 @@ impl AsyncSender {
     }
 }
 
-/// Sets its flag when dropped: the offloaded send's future is gone.
-struct SetOnDrop(Arc<AtomicBool>);
+/// Where an offloaded send stands: queued for a thread of the pool, running there, or
+/// given up by its future (dropped, or timed out while queued).
+#[derive(Debug, Default)]
+struct Offloaded(AtomicU8);
 
-impl Drop for SetOnDrop {
+/// [`Offloaded`]: waiting for a thread of the pool.
+const QUEUED: u8 = 0;
+/// [`Offloaded`]: on a thread of the pool.
+const RUNNING: u8 = 1;
+/// [`Offloaded`]: nobody waits for the outcome any more.
+const GONE: u8 = 2;
+
+impl Offloaded {
+    /// On the pool: whether the send may start (it was not given up while queued).
+    fn start(&self) -> bool {
+        self.0
+            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Whether the future waiting for the send is gone.
+    fn gone(&self) -> bool {
+        self.0.load(Ordering::Acquire) == GONE
+    }
+
+    /// Gives the send up if no thread of the pool has taken it yet; whether it did.
+    fn give_up_queued(&self) -> bool {
+        self.0
+            .compare_exchange(QUEUED, GONE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// The future of an offloaded send is gone: no attempt starts from now on, and a pause
+/// of the pool thread ends at once (it rechecks, and stops).
+fn give_up(state: &Offloaded, link: &Link) {
+    state.0.store(GONE, Ordering::Release);
+    link.raise_progress();
+}
+
+/// Gives the offloaded send up when the future waiting for it is dropped.
+struct GoneOnDrop {
+    state: Option<Arc<Offloaded>>,
+    sender: crate::Sender,
+}
+
+impl GoneOnDrop {
+    /// The outcome is in: nothing to give up.
+    fn disarm(&mut self) {
+        self.state = None;
+    }
+}
+
+impl Drop for GoneOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
+        if let Some(state) = self.state.take() {
+            give_up(&state, self.sender.link());
+        }
     }
 }
 
 /// An offloaded send, on a thread of the blocking pool: `attempt`s under the request
-/// lock, each only while the future waiting for it still exists, and pauses like a
-/// blocking [`Sender`](crate::Sender)'s retry (until a delivery or the back-off's
-/// delay).
+/// lock, each only while the future waiting for it is there, and pauses like a blocking
+/// [`Sender`](crate::Sender)'s retry (until a delivery, the back-off's delay, or the
+/// future giving up), with the back-off's timeout counted from `called`.
 ///
-/// The flag is read while the lock is held, so a request that takes the lock after the
-/// future was dropped either finds an attempt already made (and goes after it) or
+/// The state is read while the lock is held, so a request that takes the lock after
+/// the future was dropped either finds an attempt already made (and goes after it) or
 /// keeps the attempt from ever being made.
 fn send_blocking(
     link: &Link,
     backoff: &Backoff,
-    dropped: &AtomicBool,
+    called: Instant,
+    state: &Offloaded,
     mut attempt: impl FnMut(&RequestGuard<'_>) -> Result<()>,
 ) -> Result<()> {
+    // `Closed`s below go nowhere: nobody waits for the outcome.
+    if !state.start() {
+        return Err(Error::Closed);
+    }
     let progress = link.progress();
-    backoff.run_pausing(
-        || {
+    let mut retrying = backoff.start_at(called);
+    loop {
+        let outcome = {
             let request = link.lock_request()?;
-            if dropped.load(Ordering::Acquire) {
-                // Nobody waits for the outcome.
+            if state.gone() {
                 return Err(Error::Closed);
             }
             attempt(&request)
-        },
-        |delay| {
-            progress.wait(progress.epoch(), delay);
-            if link.is_closed() || dropped.load(Ordering::Acquire) {
-                return Err(Error::Closed);
-            }
-            Ok(())
-        },
-    )
+        };
+        let delay = match outcome {
+            Ok(()) => return Ok(()),
+            Err(e) => retrying.after(e)?,
+        };
+        // Read before the look at the state: a give-up after that look raises the
+        // signal past `seen`, and the wait returns at once.
+        let seen = progress.epoch();
+        if state.gone() {
+            return Err(Error::Closed);
+        }
+        progress.wait(seen, delay);
+        if link.is_closed() {
+            return Err(Error::Closed);
+        }
+    }
 }
 
 /// The longest an async send waits for the request lock before it tries again.
@@ -399,39 +500,53 @@ mod tests {
         }
     }
 
+    fn try_again() -> Error {
+        Error::Cs {
+            code: CsError::TryAgain,
+            op: Operation::Send,
+        }
+    }
+
     #[test]
-    fn an_offloaded_send_whose_future_is_gone_makes_no_attempt() {
+    fn an_offloaded_send_given_up_before_a_thread_took_it_makes_no_attempt() {
         with_link(|link| {
-            let dropped = AtomicBool::new(true);
-            let mut attempts = 0;
-            let result = send_blocking(link, &patient(), &dropped, |_| {
-                attempts += 1;
-                Ok(())
-            });
-            assert_eq!(result, Err(Error::Closed));
-            assert_eq!(attempts, 0);
+            for give in [Offloaded::give_up_queued as fn(&Offloaded) -> bool, |s| {
+                give_up(s, &Link::new(0, -1, crate::process::generation()));
+                true
+            }] {
+                let state = Offloaded::default();
+                assert!(give(&state));
+                let mut attempts = 0;
+                let result = send_blocking(link, &patient(), Instant::now(), &state, |_| {
+                    attempts += 1;
+                    Ok(())
+                });
+                assert_eq!(result, Err(Error::Closed));
+                assert_eq!(attempts, 0);
+            }
+            // Once a thread has it, the future can no longer give it up while queued.
+            let state = Offloaded::default();
+            assert!(state.start());
+            assert!(!state.give_up_queued());
         });
     }
 
     #[test]
     fn an_offloaded_send_stops_retrying_once_its_future_is_gone() {
         with_link(|link| {
-            let dropped = AtomicBool::new(false);
+            let state = Offloaded::default();
             let mut attempts = 0;
-            let result = send_blocking(link, &patient(), &dropped, |_| {
+            let result = send_blocking(link, &patient(), Instant::now(), &state, |_| {
                 attempts += 1;
                 assert!(
                     link.try_lock_request().unwrap().is_none(),
                     "attempted unlocked"
                 );
                 if attempts == 3 {
-                    // Dropped while this attempt runs: it stands, no other follows.
-                    dropped.store(true, Ordering::Release);
+                    // Given up while this attempt runs: it stands, no other follows.
+                    give_up(&state, link);
                 }
-                Err(Error::Cs {
-                    code: crate::error::CsError::TryAgain,
-                    op: crate::error::Operation::Send,
-                })
+                Err(try_again())
             });
             assert_eq!(result, Err(Error::Closed));
             assert_eq!(attempts, 3);
@@ -441,26 +556,101 @@ mod tests {
     #[test]
     fn an_offloaded_send_returns_its_attempts_outcome() {
         with_link(|link| {
-            let dropped = AtomicBool::new(false);
             let mut attempts = 0;
-            let result = send_blocking(link, &patient(), &dropped, |_| {
+            let state = Offloaded::default();
+            let result = send_blocking(link, &patient(), Instant::now(), &state, |_| {
                 attempts += 1;
                 if attempts < 3 {
-                    return Err(Error::Cs {
-                        code: crate::error::CsError::TryAgain,
-                        op: crate::error::Operation::Send,
-                    });
+                    return Err(try_again());
                 }
                 Ok(())
             });
             assert_eq!(result, Ok(()));
             assert_eq!(attempts, 3);
-            let result = send_blocking(link, &patient(), &dropped, |_| Err(Error::NotJoined));
+            let state = Offloaded::default();
+            let result = send_blocking(link, &patient(), Instant::now(), &state, |_| {
+                Err(Error::NotJoined)
+            });
             assert_eq!(
                 result,
                 Err(Error::NotJoined),
                 "not retryable: returned at once"
             );
+            // The timeout counts from the call: a call made a minute ago gets one attempt.
+            let state = Offloaded::default();
+            let mut attempts = 0;
+            let called = Instant::now() - Duration::from_secs(61);
+            let result = send_blocking(link, &patient(), called, &state, |_| {
+                attempts += 1;
+                Err(try_again())
+            });
+            assert_eq!(result, Err(try_again()));
+            assert_eq!(attempts, 1);
+        });
+    }
+
+    /// The state is read under the lock: a give-up made while another request holds
+    /// the lock (so before any request that follows it) stops an attempt that was
+    /// waiting for that lock.
+    #[test]
+    fn a_give_up_while_another_request_holds_the_lock_stops_the_waiting_attempt() {
+        with_link(|link| {
+            let state = Offloaded::default();
+            let attempts = std::sync::atomic::AtomicUsize::new(0);
+            std::thread::scope(|s| {
+                let held = link.lock_request().unwrap();
+                let pool = s.spawn(|| {
+                    send_blocking(link, &patient(), Instant::now(), &state, |_| {
+                        attempts.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                });
+                std::thread::sleep(Duration::from_millis(200));
+                give_up(&state, link);
+                drop(held);
+                assert_eq!(pool.join().unwrap(), Err(Error::Closed));
+            });
+            assert_eq!(
+                attempts.load(Ordering::SeqCst),
+                0,
+                "attempted after the drop"
+            );
+        });
+    }
+
+    /// A give-up ends the pool thread's pause at once (a pause as long as a test).
+    #[test]
+    fn a_give_up_during_a_pause_ends_the_pause() {
+        with_link(|link| {
+            let slow = Backoff {
+                initial: Duration::from_secs(60),
+                max_delay: Duration::from_secs(60),
+                timeout: Duration::from_secs(600),
+                max_attempts: u32::MAX,
+            };
+            let state = Offloaded::default();
+            let attempts = std::sync::atomic::AtomicUsize::new(0);
+            std::thread::scope(|s| {
+                let pool = s.spawn(|| {
+                    send_blocking(link, &slow, Instant::now(), &state, |_| {
+                        attempts.fetch_add(1, Ordering::SeqCst);
+                        Err(try_again())
+                    })
+                });
+                while attempts.load(Ordering::SeqCst) == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                let start = Instant::now();
+                give_up(&state, link);
+                assert_eq!(pool.join().unwrap(), Err(Error::Closed));
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "the pool thread slept on for {:?}",
+                    start.elapsed()
+                );
+            });
+            assert_eq!(attempts.load(Ordering::SeqCst), 1);
         });
     }
 
