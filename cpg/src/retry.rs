@@ -59,16 +59,10 @@ impl Backoff {
     /// the current delay and may end early (for example as soon as events arrive).
     pub(crate) fn run_pausing<T>(
         &self,
-        mut op: impl FnMut() -> Result<T>,
-        mut pause: impl FnMut(Duration) -> Result<()>,
+        op: impl FnMut() -> Result<T>,
+        pause: impl FnMut(Duration) -> Result<()>,
     ) -> Result<T> {
-        let mut retrying = self.start();
-        loop {
-            match op() {
-                Ok(v) => return Ok(v),
-                Err(e) => pause(retrying.after(e)?)?,
-            }
-        }
+        self.start().run_pausing(op, pause)
     }
 
     /// The state of one retried call: feed it each failure ([`Retrying::after`]).
@@ -125,6 +119,20 @@ pub(crate) struct Retrying {
 }
 
 impl Retrying {
+    /// [`Backoff::run_pausing`] from this state (a clock started elsewhere, say).
+    pub(crate) fn run_pausing<T>(
+        mut self,
+        mut op: impl FnMut() -> Result<T>,
+        mut pause: impl FnMut(Duration) -> Result<()>,
+    ) -> Result<T> {
+        loop {
+            match op() {
+                Ok(v) => return Ok(v),
+                Err(e) => pause(self.after(e)?)?,
+            }
+        }
+    }
+
     /// After a failed attempt: the pause before the next one, or the error back when
     /// it is not retryable or the back-off is spent.
     pub(crate) fn after(&mut self, error: Error) -> Result<Duration> {

@@ -127,8 +127,8 @@ impl AsyncSender {
 
     /// Sends with an explicit delivery [`Guarantee`], waiting out back-pressure.
     pub async fn send_with(&self, guarantee: Guarantee, buffers: &[IoSlice<'_>]) -> Result<()> {
-        if let Some(runtime) = self.offloads(buffers) {
-            return self.send_offloaded(&runtime, guarantee, buffers).await;
+        if let Some((runtime, len)) = self.offloads(buffers) {
+            return self.send_offloaded(&runtime, guarantee, buffers, len).await;
         }
         let link = self.sender.link();
         // As in `AsyncHandle`'s sends: a send that succeeds at once never waits, so it
@@ -149,10 +149,10 @@ impl AsyncSender {
         }
     }
 
-    /// The runtime whose blocking pool sends `buffers`, if they are that large (and
-    /// the task runs in a tokio runtime, and not in a child of fork, where the send
-    /// fails at once).
-    fn offloads(&self, buffers: &[IoSlice<'_>]) -> Option<::tokio::runtime::Handle> {
+    /// The runtime whose blocking pool sends `buffers`, and their length, if they are
+    /// that large (and the task runs in a tokio runtime, and not in a child of fork,
+    /// where the send fails at once).
+    fn offloads(&self, buffers: &[IoSlice<'_>]) -> Option<(::tokio::runtime::Handle, usize)> {
         let from = self.offload_from?;
         let len = buffers
             .iter()
@@ -161,16 +161,18 @@ impl AsyncSender {
         if len < from || self.sender.link().forked() {
             return None;
         }
-        ::tokio::runtime::Handle::try_current().ok()
+        let runtime = ::tokio::runtime::Handle::try_current().ok()?;
+        Some((runtime, len))
     }
 
-    /// Sends a copy of `buffers` from the runtime's blocking pool, with this sender's
-    /// back-off counted from now, and waits for the outcome.
+    /// Sends a copy of `buffers` (`len` bytes in all) from the runtime's blocking pool,
+    /// with this sender's back-off counted from now, and waits for the outcome.
     async fn send_offloaded(
         &self,
         runtime: &::tokio::runtime::Handle,
         guarantee: Guarantee,
         buffers: &[IoSlice<'_>],
+        len: usize,
     ) -> Result<()> {
         let called = Instant::now();
         // What an attempt would refuse without reaching C is refused before anything is
@@ -178,7 +180,7 @@ impl AsyncSender {
         let link = self.sender.link();
         link.usable(Operation::Send)?;
         crate::connection::check_mcast(link, buffers)?;
-        let mut message = Vec::with_capacity(buffers.iter().map(|b| b.len()).sum());
+        let mut message = Vec::with_capacity(len);
         for buffer in buffers {
             message.extend_from_slice(buffer);
         }
@@ -353,30 +355,28 @@ fn send_blocking(
         return Err(Error::Closed);
     }
     let progress = link.progress();
-    let mut retrying = backoff.start_at(called);
-    loop {
-        let outcome = {
+    backoff.start_at(called).run_pausing(
+        || {
             let request = link.lock_request()?;
             if state.gone() {
                 return Err(Error::Closed);
             }
             attempt(&request)
-        };
-        let delay = match outcome {
-            Ok(()) => return Ok(()),
-            Err(e) => retrying.after(e)?,
-        };
-        // Read before the look at the state: a give-up after that look raises the
-        // signal past `seen`, and the wait returns at once.
-        let seen = progress.epoch();
-        if state.gone() {
-            return Err(Error::Closed);
-        }
-        progress.wait(seen, delay);
-        if link.is_closed() {
-            return Err(Error::Closed);
-        }
-    }
+        },
+        |delay| {
+            // Read before the look at the state: a give-up after that look raises the
+            // signal past `seen`, and the wait returns at once.
+            let seen = progress.epoch();
+            if state.gone() {
+                return Err(Error::Closed);
+            }
+            progress.wait(seen, delay);
+            if link.is_closed() {
+                return Err(Error::Closed);
+            }
+            Ok(())
+        },
+    )
 }
 
 /// The longest an async send waits for the request lock before it tries again.
