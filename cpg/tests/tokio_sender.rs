@@ -137,88 +137,81 @@ fn a_cancelled_send_sent_nothing_and_a_completed_one_exactly_once() {
 /// before anything is copied or queued.
 #[test]
 fn a_large_send_goes_to_the_blocking_pool_and_gives_up_at_its_timeout_if_none_is_free() {
-    support::big_stack(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread in the blocking pool, which the test keeps busy.
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .max_blocking_threads(1)
             .enable_all()
             .thread_stack_size(4 << 20)
             .build()
-            .expect("build tokio runtime");
-        rt.block_on(async {
-            let test = tokio::spawn(async {
-                let node = cpg_testkit::shared();
-                let group = unique_group("sender-pool");
-                let mut h = connect(node);
-                h.join(&group).await.unwrap();
-                wait_members(&mut h, &group, 1).await;
-                let mut sender = h.sender();
-                const TIMEOUT: Duration = Duration::from_secs(1);
-                sender.set_backoff(cpg::retry::Backoff {
-                    initial: Duration::from_millis(1),
-                    max_delay: Duration::from_millis(10),
-                    timeout: TIMEOUT,
-                    max_attempts: u32::MAX,
-                });
-                const LARGE: usize = 300 << 10;
-                assert!(sender.offload_from().is_some_and(|from| LARGE >= from));
-                // The pool's one thread, busy until released.
-                let (release, released) = std::sync::mpsc::channel::<()>();
-                let busy = tokio::task::spawn_blocking(move || {
-                    let _ = released.recv();
-                });
-                let started = Instant::now();
-                let refused = sender.send(&tagged(1, 0, LARGE)).await.unwrap_err();
-                assert!(
-                    matches!(
-                        refused,
-                        Error::Cs {
-                            code: cpg::CsError::TryAgain,
-                            ..
-                        }
-                    ),
-                    "{refused:?}"
-                );
-                assert!(started.elapsed() >= TIMEOUT, "gave up before its timeout");
-                let mut inline = sender.clone();
-                inline.set_offload_from(None);
-                inline.send(&tagged(1, 1, LARGE)).await.unwrap();
-                sender.send(&tagged(1, 2, 64)).await.unwrap();
-                // 63 times 70 MiB: beyond libcpg's 32-bit length.
-                let chunk = vec![0u8; 70 << 20];
-                let slices: Vec<_> = (0..63).map(|_| std::io::IoSlice::new(&chunk)).collect();
-                let started = Instant::now();
-                let too_big = sender.send_vectored(&slices).await.unwrap_err();
-                assert!(
-                    matches!(too_big, Error::MessageTooBig { .. }),
-                    "{too_big:?}"
-                );
-                assert!(
-                    started.elapsed() < TIMEOUT,
-                    "refused only after {:?}",
-                    started.elapsed()
-                );
-                drop(release);
-                busy.await.unwrap();
-                sender.send(&tagged(9, 0, 8)).await.unwrap();
-                let mut delivered = Vec::new();
-                loop {
-                    if let Event::Deliver { data, .. } = next(&mut h).await {
-                        match decode_tagged(&data) {
-                            (9, _) => break,
-                            (_, seq) => delivered.push(seq),
-                        }
-                    }
-                }
-                assert_eq!(delivered, [1, 2], "what was sent, in order");
-            });
-            match tokio::time::timeout(WAIT * 2, test).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Ok(Err(e)) => panic!("test task failed: {e}"),
-                Err(_) => panic!("test did not finish within {:?}", WAIT * 2),
-            }
+            .expect("build tokio runtime")
+    };
+    run_on(runtime, WAIT * 2, || async {
+        let node = cpg_testkit::shared();
+        let group = unique_group("sender-pool");
+        let mut h = connect(node);
+        h.join(&group).await.unwrap();
+        wait_members(&mut h, &group, 1).await;
+        let mut sender = h.sender();
+        const TIMEOUT: Duration = Duration::from_secs(1);
+        sender.set_backoff(cpg::retry::Backoff {
+            initial: Duration::from_millis(1),
+            max_delay: Duration::from_millis(10),
+            timeout: TIMEOUT,
+            max_attempts: u32::MAX,
         });
+        const LARGE: usize = 300 << 10;
+        assert!(sender.offload_from().is_some_and(|from| LARGE >= from));
+        // The pool's one thread, busy until released.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let busy = tokio::task::spawn_blocking(move || {
+            let _ = released.recv();
+        });
+        let started = Instant::now();
+        let refused = sender.send(&tagged(1, 0, LARGE)).await.unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                Error::Cs {
+                    code: cpg::CsError::TryAgain,
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        assert!(started.elapsed() >= TIMEOUT, "gave up before its timeout");
+        let mut inline = sender.clone();
+        inline.set_offload_from(None);
+        inline.send(&tagged(1, 1, LARGE)).await.unwrap();
+        sender.send(&tagged(1, 2, 64)).await.unwrap();
+        // 63 times 70 MiB: beyond libcpg's 32-bit length.
+        let chunk = vec![0u8; 70 << 20];
+        let slices: Vec<_> = (0..63).map(|_| std::io::IoSlice::new(&chunk)).collect();
+        let started = Instant::now();
+        let too_big = sender.send_vectored(&slices).await.unwrap_err();
+        assert!(
+            matches!(too_big, Error::MessageTooBig { .. }),
+            "{too_big:?}"
+        );
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "refused only after {:?}",
+            started.elapsed()
+        );
+        drop(release);
+        busy.await.unwrap();
+        sender.send(&tagged(9, 0, 8)).await.unwrap();
+        let mut delivered = Vec::new();
+        loop {
+            if let Event::Deliver { data, .. } = next(&mut h).await {
+                match decode_tagged(&data) {
+                    (9, _) => break,
+                    (_, seq) => delivered.push(seq),
+                }
+            }
+        }
+        assert_eq!(delivered, [1, 2], "what was sent, in order");
     });
 }
 

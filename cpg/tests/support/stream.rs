@@ -28,8 +28,20 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    run_on(runtime, limit, f)
+}
+
+/// [`run`] on the runtime `make` builds (on the big-stack thread).
+pub fn run_on<F, Fut>(
+    make: impl FnOnce() -> tokio::runtime::Runtime + Send + 'static,
+    limit: Duration,
+    f: F,
+) where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     big_stack(move || {
-        let rt = runtime();
+        let rt = make();
         rt.block_on(async move {
             match tokio::time::timeout(limit, tokio::spawn(f())).await {
                 Ok(Ok(())) => {}
